@@ -1,0 +1,204 @@
+//! The one configuration file of spoolmon (YAML). Every key is optional; `spoolmon config
+//! --print-defaults` prints them all with their defaults.
+//!
+//! Unknown keys are an error naming the file and the key: a typo in a config file must not
+//! silently leave a default in force.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Which engine measures `fping` orders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Native ICMP engine; the fping binary when no ICMP socket can be opened.
+    #[default]
+    Auto,
+    /// Native ICMP engine only (start-up fails without an ICMP socket).
+    Native,
+    /// Always the fping binary, with pingmachine's command line.
+    Fping,
+}
+
+/// Native ICMP engine settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct IcmpConfig {
+    /// Echo requests per second, all targets together (pacing).
+    pub send_rate: u32,
+    /// SO_RCVBUF of the ICMP sockets, bytes.
+    pub receive_buffer: usize,
+    /// How long to wait for one echo reply, milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for IcmpConfig {
+    fn default() -> Self {
+        IcmpConfig {
+            send_rate: 50_000,
+            receive_buffer: 16 << 20,
+            timeout_ms: 3000,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// Seconds after its last modification at which an order expires and is archived.
+    pub order_timeout: u64,
+    /// Seconds between full rescans of `orders/` and `incoming/` (inotify does the rest).
+    pub rescan_interval: u64,
+    /// Collection is suspended while `incoming/` holds this many snapshots or more.
+    pub queue_size: usize,
+    /// Collection is suspended while the base directory's filesystem has less free space (MiB).
+    pub min_free_space_mb: u64,
+    pub engine: Engine,
+    /// The fping binary used by `engine: fping` and as fallback.
+    pub fping_path: PathBuf,
+    pub icmp: IcmpConfig,
+    /// Most orders in one batch (one probe run, one snapshot).
+    pub max_batch: usize,
+    /// Processing threads; 0 = one per CPU.
+    pub workers: usize,
+    /// Seconds processing may wait to write several steps into an RRD with one update call
+    /// (the spool is the journal meanwhile). 0 = apply every snapshot at once.
+    pub rrd_flush_interval: u64,
+    /// Seconds after which archive entries are deleted; absent = never (as pingmachine).
+    pub archive_retention: Option<u64>,
+    /// Command for `sping:` orders (placeholders as in `exec:` orders).
+    pub sping_command: Vec<String>,
+    /// Command for `pping:` orders.
+    pub pping_command: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let scion = |tool: &str| {
+            [
+                "scion",
+                tool,
+                "--count",
+                "{pings}",
+                "--interval",
+                "{interval_ms}ms",
+                "{host}",
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        Config {
+            order_timeout: 3660,
+            rescan_interval: 30,
+            queue_size: 360,
+            min_free_space_mb: 100,
+            engine: Engine::Auto,
+            fping_path: PathBuf::from("fping"),
+            icmp: IcmpConfig::default(),
+            max_batch: 1000,
+            workers: 0,
+            rrd_flush_interval: 0,
+            archive_retention: None,
+            sping_command: scion("ping"),
+            pping_command: scion("ping"),
+        }
+    }
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses config text; an empty document means all defaults.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            yaml_serde::from_str(text).map_err(|e| e.to_string())?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("order-timeout", self.order_timeout),
+            ("rescan-interval", self.rescan_interval),
+            ("queue-size", self.queue_size as u64),
+            ("max-batch", self.max_batch as u64),
+            ("icmp.send-rate", u64::from(self.icmp.send_rate)),
+            ("icmp.timeout-ms", self.icmp.timeout_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(format!("{key}: must be at least 1"));
+            }
+        }
+        if self.sping_command.is_empty() || self.pping_command.is_empty() {
+            return Err("sping-command / pping-command: must name a program".into());
+        }
+        Ok(())
+    }
+
+    /// The configuration as YAML (for `--print-defaults` and `--print`).
+    pub fn to_yaml(&self) -> String {
+        yaml_serde::to_string(self).expect("config serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_defaults_parse_back_to_defaults() {
+        let text = Config::default().to_yaml();
+        assert_eq!(Config::parse(&text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = Config::parse("order-timeout: 10\nqueue-sise: 3\n").unwrap_err();
+        assert!(err.contains("queue-sise"), "{err}");
+    }
+
+    #[test]
+    fn zero_and_wrongly_typed_values_are_rejected() {
+        assert!(Config::parse("queue-size: 0")
+            .unwrap_err()
+            .contains("queue-size"));
+        assert!(Config::parse("order-timeout: soon").is_err());
+        assert!(Config::parse("icmp: {send-rate: -5}").is_err());
+    }
+
+    #[test]
+    fn partial_config_keeps_other_defaults() {
+        let config = Config::parse("engine: fping\nicmp: {timeout-ms: 500}\n").unwrap();
+        assert_eq!(config.engine, Engine::Fping);
+        assert_eq!(config.icmp.timeout_ms, 500);
+        assert_eq!(config.icmp.send_rate, IcmpConfig::default().send_rate);
+        assert_eq!(config.order_timeout, 3660);
+    }
+}

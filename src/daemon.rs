@@ -1,0 +1,1 @@
+//! The daemon: wires orders, scheduler, probes, processing and output together.

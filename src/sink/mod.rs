@@ -1,0 +1,1 @@
+//! Sinks: where processed results are forwarded (the durable outbox and its senders).

@@ -1,0 +1,94 @@
+//! Making files visible atomically and durably.
+//!
+//! `replace_file` writes a temporary file beside the target, fsyncs it and renames it over the
+//! target: readers see the old content or the new one, never a missing or partial file.
+//! `publish_dir` does the same for a whole directory (a snapshot).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// Temporary names start with this prefix; order scanning and queue listing skip them.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// Replaces `path` with `contents`: write temp, fsync, rename (the directory is not fsynced; use
+/// [`sync_dir`] or a later `syncfs` when the rename itself must survive a crash).
+pub fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let tmp = temp_sibling(path)?;
+    let result = write_synced(&tmp, contents).and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Like [`replace_file`], but leaves fsync to the caller (who will `syncfs` a whole batch of
+/// files at once before depending on them). The rename still makes the switch atomic.
+pub fn replace_file_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let tmp = temp_sibling(path)?;
+    let result = fs::write(&tmp, contents).and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes `contents` to a new file at `path` and fsyncs it.
+pub fn write_synced(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Fsyncs a directory, making renames and creations in it durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Flushes every dirty page of the filesystem holding `path` (one call for a whole batch of
+/// RRD updates and `last_result` files instead of one fsync per file).
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    let file = File::open(path)?;
+    nix::unistd::syncfs(&file).map_err(io::Error::from)
+}
+
+fn temp_sibling(path: &Path) -> io::Result<std::path::PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp_name = format!(
+        "{TMP_PREFIX}{}-{}",
+        std::process::id(),
+        name.to_string_lossy()
+    );
+    Ok(path.with_file_name(tmp_name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaced_file_has_new_content_and_no_temp_remains() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last_result");
+        replace_file(&path, b"one").unwrap();
+        replace_file(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("last_result")]);
+    }
+
+    #[test]
+    fn replace_into_missing_directory_fails_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(replace_file(&dir.path().join("nope/file"), b"x").is_err());
+    }
+}

@@ -1,0 +1,202 @@
+//! The snapshot queue: publish into `incoming/`, list it oldest first, remove or quarantine.
+
+use super::atomic::{sync_dir, write_synced, TMP_PREFIX};
+use super::snapshot::SnapshotName;
+use super::BaseDir;
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+/// Builds `incoming.tmp/<name>/` from `files`, fsyncs everything and renames it to
+/// `incoming/<name>`. On error nothing is left in `incoming.tmp/`.
+pub fn publish(
+    base: &BaseDir,
+    name: &SnapshotName,
+    files: &[(&str, &[u8])],
+) -> io::Result<PathBuf> {
+    let tmp = base.incoming_tmp().join(name.as_str());
+    let target = base.incoming().join(name.as_str());
+    let result = build_and_rename(&tmp, &target, files);
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result.map(|()| target)
+}
+
+fn build_and_rename(
+    tmp: &std::path::Path,
+    target: &std::path::Path,
+    files: &[(&str, &[u8])],
+) -> io::Result<()> {
+    fs::create_dir(tmp)?;
+    for (file_name, contents) in files {
+        write_synced(&tmp.join(file_name), contents)?;
+    }
+    sync_dir(tmp)?;
+    if target.exists() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists", target.display()),
+        ));
+    }
+    fs::rename(tmp, target)?;
+    sync_dir(target.parent().expect("incoming/ has a parent"))
+}
+
+/// An entry of `incoming/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueEntry {
+    Snapshot(SnapshotName),
+    /// A name that is not a time, or a plain file: to be quarantined.
+    Invalid(String),
+}
+
+/// Lists `incoming/` (temp names skipped): snapshots oldest first, then invalid entries.
+pub fn list(base: &BaseDir) -> io::Result<Vec<QueueEntry>> {
+    let mut snapshots = Vec::new();
+    let mut invalid = Vec::new();
+    for entry in fs::read_dir(base.incoming())? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(TMP_PREFIX) {
+            continue;
+        }
+        match SnapshotName::parse(&name) {
+            Some(snapshot) if entry.file_type()?.is_dir() => snapshots.push(snapshot),
+            _ => invalid.push(name),
+        }
+    }
+    snapshots.sort();
+    invalid.sort();
+    Ok(snapshots
+        .into_iter()
+        .map(QueueEntry::Snapshot)
+        .chain(invalid.into_iter().map(QueueEntry::Invalid))
+        .collect())
+}
+
+/// Number of entries in `incoming/` (the `queue-size` measure).
+pub fn depth(base: &BaseDir) -> io::Result<usize> {
+    Ok(fs::read_dir(base.incoming())?.count())
+}
+
+/// Removes a processed snapshot; the removal is durable when this returns.
+pub fn remove(base: &BaseDir, name: &str) -> io::Result<()> {
+    fs::remove_dir_all(base.incoming().join(name))?;
+    sync_dir(&base.incoming())
+}
+
+/// Moves `incoming/<name>` to `failed/<name>` (or `failed/<name>.<n>` if taken) with a `REASON`
+/// file, so a poison snapshot is never processed again. Returns the new path.
+pub fn quarantine(base: &BaseDir, name: &str, reason: &str) -> io::Result<PathBuf> {
+    let source = base.incoming().join(name);
+    let mut target = base.failed().join(name);
+    let mut n = 1;
+    while target.exists() {
+        target = base.failed().join(format!("{name}.{n}"));
+        n += 1;
+    }
+    fs::rename(&source, &target)?;
+    let reason_text = format!("{}\n", reason.trim_end());
+    if target.is_dir() {
+        write_synced(&target.join("REASON"), reason_text.as_bytes())?;
+    } else {
+        write_synced(&target.with_extension("REASON"), reason_text.as_bytes())?;
+    }
+    sync_dir(&base.failed())?;
+    sync_dir(&base.incoming())?;
+    Ok(target)
+}
+
+/// Removes leftovers of collectors that died while building a snapshot (never published, so
+/// never promised to anyone). Returns how many were removed.
+pub fn clean_tmp(base: &BaseDir) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(base.incoming_tmp())? {
+        let path = entry?.path();
+        if path.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Free space of the filesystem holding the base directory, in bytes.
+pub fn free_space(base: &BaseDir) -> io::Result<u64> {
+    let stat = nix::sys::statvfs::statvfs(base.root()).map_err(io::Error::from)?;
+    Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> (tempfile::TempDir, BaseDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path());
+        base.create_all().unwrap();
+        (dir, base)
+    }
+
+    #[test]
+    fn published_snapshot_is_complete_and_tmp_is_empty() {
+        let (_dir, base) = base();
+        let name = SnapshotName::new(1_700_000_000, "ping", 1);
+        let path = publish(&base, &name, &[("ping.jsonl", b"x\n")]).unwrap();
+        assert_eq!(fs::read(path.join("ping.jsonl")).unwrap(), b"x\n");
+        assert_eq!(fs::read_dir(base.incoming_tmp()).unwrap().count(), 0);
+        assert!(
+            publish(&base, &name, &[("ping.jsonl", b"y")]).is_err(),
+            "same name published twice"
+        );
+        assert_eq!(fs::read_dir(base.incoming_tmp()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn list_orders_snapshots_and_separates_invalid_names() {
+        let (_dir, base) = base();
+        for name in ["1700000020-ping-000000001", "1700000000", "garbage"] {
+            fs::create_dir(base.incoming().join(name)).unwrap();
+        }
+        fs::write(base.incoming().join("1700000001"), b"a file, not a dir").unwrap();
+        let entries = list(&base).unwrap();
+        let shown: Vec<String> = entries
+            .iter()
+            .map(|e| match e {
+                QueueEntry::Snapshot(s) => s.to_string(),
+                QueueEntry::Invalid(s) => format!("!{s}"),
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "1700000000",
+                "1700000020-ping-000000001",
+                "!1700000001",
+                "!garbage"
+            ]
+        );
+    }
+
+    #[test]
+    fn quarantined_snapshot_keeps_its_files_and_gets_a_reason() {
+        let (_dir, base) = base();
+        for _ in 0..2 {
+            fs::create_dir(base.incoming().join("1700000000")).unwrap();
+            fs::write(base.incoming().join("1700000000/data"), b"keep me").unwrap();
+            quarantine(&base, "1700000000", "bad data").unwrap();
+        }
+        assert_eq!(
+            fs::read(base.failed().join("1700000000/data")).unwrap(),
+            b"keep me"
+        );
+        assert_eq!(
+            fs::read_to_string(base.failed().join("1700000000.1/REASON")).unwrap(),
+            "bad data\n"
+        );
+        assert_eq!(depth(&base).unwrap(), 0);
+    }
+}
