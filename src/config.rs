@@ -110,10 +110,7 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -186,9 +183,7 @@ mod tests {
 
     #[test]
     fn zero_and_wrongly_typed_values_are_rejected() {
-        assert!(Config::parse("queue-size: 0")
-            .unwrap_err()
-            .contains("queue-size"));
+        assert!(Config::parse("queue-size: 0").unwrap_err().contains("queue-size"));
         assert!(Config::parse("order-timeout: soon").is_err());
         assert!(Config::parse("icmp: {send-rate: -5}").is_err());
     }

@@ -28,8 +28,7 @@ impl OrderId {
         let valid = !s.is_empty()
             && !s.contains('\0')
             && !s.starts_with('/')
-            && s.split('/')
-                .all(|part| !part.is_empty() && part != "." && part != "..");
+            && s.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
         if valid {
             Ok(OrderId(s))
         } else {
@@ -135,11 +134,8 @@ mod tests {
 
     #[test]
     fn order_id_from_path_below_root() {
-        let id = OrderId::from_relative_path(Path::new("/b/orders"), Path::new("/b/orders/x/y"))
-            .unwrap();
+        let id = OrderId::from_relative_path(Path::new("/b/orders"), Path::new("/b/orders/x/y")).unwrap();
         assert_eq!(id.as_str(), "x/y");
-        assert!(
-            OrderId::from_relative_path(Path::new("/b/orders"), Path::new("/b/other/y")).is_err()
-        );
+        assert!(OrderId::from_relative_path(Path::new("/b/orders"), Path::new("/b/other/y")).is_err());
     }
 }

@@ -1,1 +1,468 @@
-//! (in progress)
+//! The scheduler: groups active orders into batches and runs each batch once per step.
+//!
+//! Orders with the same probe kind, probe options (all but the target), step and pings share a
+//! batch (at most `max-batch` orders). Every batch gets a stable pseudo-random offset inside the
+//! step (derived from its key, so restarts keep the phase) and its pings are spread over 80% of
+//! the step. A run's deadline is the start of its next run: runs never overlap, and pings still
+//! unanswered at the deadline count as lost. Each finished run becomes one snapshot in
+//! `incoming/` (see `spool::snapshot`). New or changed orders take effect at their next step.
+
+use super::{Probe, RunPlan};
+use crate::measurement::OrderResult;
+use crate::orders::order::{ExecKind, Order, ProbeSpec};
+use crate::spool::snapshot::{encode_ping, PING_FILE};
+use crate::spool::{queue, snapshot::SnapshotName, BaseDir};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{debug, info, warn};
+
+/// The probe implementations, one per kind of order.
+#[derive(Clone)]
+pub struct ProbeSet {
+    pub icmp: Arc<dyn Probe>,
+    pub http: Arc<dyn Probe>,
+    pub tcp: Arc<dyn Probe>,
+    pub exec: Arc<dyn Probe>,
+}
+
+impl ProbeSet {
+    fn for_spec(&self, spec: &ProbeSpec) -> &Arc<dyn Probe> {
+        match spec {
+            ProbeSpec::Fping(_) => &self.icmp,
+            ProbeSpec::Httping(_) => &self.http,
+            ProbeSpec::Tcp(_) => &self.tcp,
+            ProbeSpec::Exec(_) => &self.exec,
+        }
+    }
+}
+
+/// Limits that suspend collection to protect the disk (invariant 6).
+#[derive(Clone, Debug)]
+pub struct DiskGuard {
+    pub queue_size: usize,
+    pub min_free_bytes: u64,
+}
+
+/// Counters the scheduler keeps (read by status and self-metrics).
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    pub runs: AtomicU64,
+    pub pings_sent: AtomicU64,
+    pub pings_lost: AtomicU64,
+    pub snapshots_published: AtomicU64,
+    pub publish_errors: AtomicU64,
+    /// Runs skipped because `incoming/` was full or the disk nearly so.
+    pub suspended_runs: AtomicU64,
+}
+
+/// One batch: orders measured together.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// Probe kind, options, step and pings (and chunk number): the batch's identity.
+    pub key: String,
+    pub step: u32,
+    pub pings: u32,
+    pub orders: Vec<Order>,
+    /// Seconds after each step start at which runs begin.
+    pub offset: Duration,
+}
+
+/// Groups `orders` into batches of at most `max_batch`, in id order within each key.
+pub fn make_batches(orders: &[Order], max_batch: usize) -> Vec<Batch> {
+    let mut groups: BTreeMap<String, Vec<Order>> = BTreeMap::new();
+    for order in orders {
+        groups.entry(batch_key(order)).or_default().push(order.clone());
+    }
+    let mut batches = Vec::new();
+    for (key, mut members) in groups {
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        for (chunk_index, chunk) in members.chunks(max_batch.max(1)).enumerate() {
+            let key = format!("{key}#{chunk_index}");
+            let (step, pings) = (chunk[0].step, chunk[0].pings);
+            let offset = stable_offset(&key, step, pings);
+            batches.push(Batch {
+                key,
+                step,
+                pings,
+                orders: chunk.to_vec(),
+                offset,
+            });
+        }
+    }
+    batches
+}
+
+/// What makes two orders measurable in the same run: everything but the target.
+fn batch_key(order: &Order) -> String {
+    let options = match &order.probe {
+        ProbeSpec::Fping(s) => format!(
+            "fping src={:?} if={:?} int={:?}",
+            s.source_ip, s.interface, s.interval_ms
+        ),
+        ProbeSpec::Httping(s) => format!("httping int={:?}", s.interval),
+        ProbeSpec::Tcp(s) => format!("tcp src={:?} int={:?}", s.source_ip, s.interval_ms),
+        ProbeSpec::Exec(s) => {
+            let kind = match s.kind {
+                ExecKind::Exec => "exec",
+                ExecKind::Sping => "sping",
+                ExecKind::Pping => "pping",
+            };
+            format!("{kind} timeout={:?}", s.timeout_ms)
+        }
+    };
+    format!("{options} step={} pings={}", order.step, order.pings)
+}
+
+/// A stable offset in `[0, min(step/(pings+1), step/5))`, from a hash of the batch key.
+fn stable_offset(key: &str, step: u32, pings: u32) -> Duration {
+    let range_ms = (u64::from(step) * 1000 / (u64::from(pings) + 1)).min(u64::from(step) * 200);
+    if range_ms == 0 {
+        return Duration::ZERO;
+    }
+    // FNV-1a: stable across Rust versions, unlike the std hasher.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    Duration::from_millis(hash % range_ms)
+}
+
+/// Time between rounds and per-ping timeout for a batch: pings spread over 80% of the step.
+pub fn round_timing(batch: &Batch, default_timeout: Duration) -> (Duration, Duration) {
+    let step = Duration::from_secs(u64::from(batch.step));
+    let timeout = default_timeout.min(step / 2);
+    let explicit_ms = batch.orders.first().and_then(|o| match &o.probe {
+        ProbeSpec::Fping(s) => s.interval_ms,
+        ProbeSpec::Tcp(s) => s.interval_ms,
+        ProbeSpec::Httping(s) => s.interval.map(|secs| (secs * 1000.0) as u64),
+        ProbeSpec::Exec(_) => None,
+    });
+    let interval = match explicit_ms {
+        Some(ms) => Duration::from_millis(ms.max(1)),
+        None => (step.mul_f64(0.8).saturating_sub(timeout) / batch.pings).max(Duration::from_millis(1)),
+    };
+    (interval, timeout)
+}
+
+/// Unix seconds of a wall-clock time.
+pub fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Start of the next run of `batch` at or after `now` (wall clock), as (step start, run start).
+pub fn next_run_after(batch: &Batch, now: SystemTime) -> (i64, SystemTime) {
+    let step = i64::from(batch.step);
+    let now_secs = unix_secs(now);
+    let mut step_start = now_secs - now_secs.rem_euclid(step);
+    loop {
+        let start = UNIX_EPOCH + Duration::from_secs(step_start as u64) + batch.offset;
+        if start >= now {
+            return (step_start, start);
+        }
+        step_start += step;
+    }
+}
+
+/// Runs batches on schedule until `shutdown` is set. Receives the full active order list on
+/// `orders_rx` whenever it changes.
+pub struct Scheduler {
+    pub base: BaseDir,
+    pub probes: ProbeSet,
+    pub max_batch: usize,
+    pub ping_timeout: Duration,
+    pub guard: DiskGuard,
+    pub stats: Arc<SchedulerStats>,
+    /// Told the name of each snapshot published, so processing can start at once.
+    pub published_tx: Option<crossbeam_channel::Sender<String>>,
+}
+
+struct Due {
+    batch: Arc<Batch>,
+    step_start: i64,
+    start: SystemTime,
+}
+
+impl Scheduler {
+    /// The scheduling loop (run it on its own thread).
+    pub fn run(self, orders_rx: crossbeam_channel::Receiver<Vec<Order>>, shutdown: Arc<AtomicBool>) {
+        let this = Arc::new(self);
+        let mut schedule: Vec<Due> = Vec::new();
+        let mut seq = 0u64;
+        while !shutdown.load(Ordering::Relaxed) {
+            let wait = next_wait(&schedule);
+            match orders_rx.recv_timeout(wait) {
+                Ok(orders) => {
+                    schedule = plan_schedule(&orders, this.max_batch, SystemTime::now(), &schedule);
+                    info!(orders = orders.len(), batches = schedule.len(), "schedule updated");
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            }
+            let now = SystemTime::now();
+            for due in schedule.iter_mut().filter(|d| d.start <= now) {
+                let (next_step_start, next_start) = next_run_after(&due.batch, due.start + Duration::from_millis(1));
+                let run = RunRequest {
+                    batch: due.batch.clone(),
+                    step_start: due.step_start,
+                    start: due.start,
+                    deadline: next_start,
+                };
+                due.step_start = next_step_start;
+                due.start = next_start;
+                seq += 1;
+                this.launch(run, seq);
+            }
+        }
+        debug!("scheduler stopped");
+    }
+
+    fn launch(self: &Arc<Self>, run: RunRequest, seq: u64) {
+        if let Some(reason) = self.suspension_reason() {
+            self.stats.suspended_runs.fetch_add(1, Ordering::Relaxed);
+            warn!(batch = %run.batch.key, "collection suspended: {reason}");
+            return;
+        }
+        let this = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("probe-run".into())
+            .spawn(move || this.execute(run, seq));
+        if let Err(e) = spawned {
+            warn!("cannot start a probe run thread: {e}");
+        }
+    }
+
+    fn suspension_reason(&self) -> Option<String> {
+        match queue::depth(&self.base) {
+            Ok(depth) if depth >= self.guard.queue_size => {
+                return Some(format!(
+                    "incoming/ holds {depth} snapshots (queue-size {})",
+                    self.guard.queue_size
+                ))
+            }
+            Err(e) => return Some(format!("cannot read incoming/: {e}")),
+            Ok(_) => {}
+        }
+        match queue::free_space(&self.base) {
+            Ok(free) if free < self.guard.min_free_bytes => Some(format!(
+                "{} MiB free, below min-free-space-mb {}",
+                free >> 20,
+                self.guard.min_free_bytes >> 20
+            )),
+            _ => None,
+        }
+    }
+
+    /// Measures one batch run and publishes its snapshot.
+    fn execute(&self, run: RunRequest, seq: u64) {
+        let results = measure(&self.probes, &run, self.ping_timeout);
+        self.stats.runs.fetch_add(1, Ordering::Relaxed);
+        let sent = results.iter().map(|r| r.rtts.len() as u64).sum::<u64>();
+        let lost = results
+            .iter()
+            .map(|r| r.rtts.iter().filter(|v| v.is_none()).count() as u64)
+            .sum::<u64>();
+        self.stats.pings_sent.fetch_add(sent, Ordering::Relaxed);
+        self.stats.pings_lost.fetch_add(lost, Ordering::Relaxed);
+        let name = SnapshotName::new(run.step_start, "ping", seq);
+        let body = encode_ping(&run.batch.key, &results);
+        match queue::publish(&self.base, &name, &[(PING_FILE, &body)]) {
+            Ok(_) => {
+                self.stats.snapshots_published.fetch_add(1, Ordering::Relaxed);
+                debug!(snapshot = %name, orders = results.len(), lost, "published");
+                if let Some(tx) = &self.published_tx {
+                    let _ = tx.send(name.to_string());
+                }
+            }
+            Err(e) => {
+                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(snapshot = %name, "cannot publish snapshot: {e}");
+            }
+        }
+    }
+}
+
+/// One run of one batch.
+pub struct RunRequest {
+    pub batch: Arc<Batch>,
+    /// Start of the step the run belongs to (unix seconds).
+    pub step_start: i64,
+    pub start: SystemTime,
+    pub deadline: SystemTime,
+}
+
+/// Runs the batch's probe and turns the RTTs into one result per order.
+pub fn measure(probes: &ProbeSet, run: &RunRequest, ping_timeout: Duration) -> Vec<OrderResult> {
+    let batch = &run.batch;
+    let (interval, timeout) = round_timing(batch, ping_timeout);
+    let now_wall = SystemTime::now();
+    let now = Instant::now();
+    let to_instant = |t: SystemTime| match t.duration_since(now_wall) {
+        Ok(ahead) => now + ahead,
+        Err(_) => now,
+    };
+    let plan = RunPlan {
+        pings: batch.pings,
+        interval,
+        timeout,
+        start: to_instant(run.start),
+        deadline: to_instant(run.deadline),
+    };
+    let specs: Vec<&ProbeSpec> = batch.orders.iter().map(|o| &o.probe).collect();
+    let Some(first) = specs.first() else { return Vec::new() };
+    let mut rtts = probes.for_spec(first).run(&specs, &plan);
+    rtts.resize_with(batch.orders.len(), Vec::new);
+    let updated = unix_secs(SystemTime::now());
+    batch
+        .orders
+        .iter()
+        .zip(rtts)
+        .map(|(order, mut rtts)| {
+            rtts.resize(order.pings as usize, None);
+            OrderResult {
+                id: order.id.clone(),
+                time: run.step_start,
+                updated,
+                step: order.step,
+                pings: order.pings,
+                template: order.rrd_template,
+                rtts,
+                telegraf: order.telegraf.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The new schedule for `orders`. A batch that existed before keeps its next run time, so a
+/// change arriving just as a run is due never skips that run.
+fn plan_schedule(orders: &[Order], max_batch: usize, now: SystemTime, previous: &[Due]) -> Vec<Due> {
+    let known: std::collections::HashMap<&str, (i64, SystemTime)> = previous
+        .iter()
+        .map(|d| (d.batch.key.as_str(), (d.step_start, d.start)))
+        .collect();
+    make_batches(orders, max_batch)
+        .into_iter()
+        .map(|batch| {
+            let (step_start, start) = known
+                .get(batch.key.as_str())
+                .copied()
+                .unwrap_or_else(|| next_run_after(&batch, now));
+            Due {
+                batch: Arc::new(batch),
+                step_start,
+                start,
+            }
+        })
+        .collect()
+}
+
+fn next_wait(schedule: &[Due]) -> Duration {
+    let now = SystemTime::now();
+    schedule
+        .iter()
+        .map(|d| d.start.duration_since(now).unwrap_or(Duration::ZERO))
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measurement::{OrderId, RrdTemplate};
+    use crate::orders::order::{FpingSpec, TcpSpec};
+
+    fn fping_order(id: &str, step: u32, pings: u32, host: &str) -> Order {
+        Order {
+            id: OrderId::new(id).unwrap(),
+            user: "test".into(),
+            task: None,
+            step,
+            pings,
+            rrd_template: RrdTemplate::Smokeping,
+            probe: ProbeSpec::Fping(FpingSpec {
+                host: host.into(),
+                address: host.parse().unwrap(),
+                source_ip: None,
+                interface: None,
+                interval_ms: None,
+            }),
+            telegraf: None,
+        }
+    }
+
+    #[test]
+    fn orders_with_same_probe_step_and_pings_share_a_batch() {
+        let mut orders: Vec<Order> = (0..5)
+            .map(|i| fping_order(&format!("a/{i}"), 20, 3, "127.0.0.1"))
+            .collect();
+        orders.push(fping_order("b", 60, 3, "127.0.0.1"));
+        orders.push(fping_order("c", 20, 5, "127.0.0.1"));
+        let tcp = Order {
+            probe: ProbeSpec::Tcp(TcpSpec {
+                host: "127.0.0.1".into(),
+                port: 22,
+                address: "127.0.0.1:22".parse().unwrap(),
+                source_ip: None,
+                interval_ms: None,
+            }),
+            ..fping_order("d", 20, 3, "127.0.0.1")
+        };
+        orders.push(tcp);
+        let batches = make_batches(&orders, 2);
+        let sizes: Vec<(String, usize)> = batches.iter().map(|b| (b.key.clone(), b.orders.len())).collect();
+        // 5 orders of one kind in chunks of 2, plus three singletons.
+        assert_eq!(batches.len(), 6, "{sizes:?}");
+        assert_eq!(batches.iter().map(|b| b.orders.len()).sum::<usize>(), 8);
+        assert!(batches
+            .iter()
+            .all(|b| b.orders.iter().all(|o| o.step == b.step && o.pings == b.pings)));
+    }
+
+    #[test]
+    fn offsets_are_stable_and_inside_the_first_part_of_the_step() {
+        for (step, pings) in [(20, 3), (60, 20), (1, 1), (300, 20), (3600, 5)] {
+            for i in 0..50 {
+                let key = format!("fping step={step} pings={pings}#{i}");
+                let offset = stable_offset(&key, step, pings);
+                assert_eq!(offset, stable_offset(&key, step, pings));
+                let limit = Duration::from_millis(u64::from(step) * 1000 / (u64::from(pings) + 1));
+                assert!(offset < limit.max(Duration::from_millis(1)), "{offset:?} for {key}");
+                assert!(offset <= Duration::from_secs(u64::from(step)) / 5);
+            }
+        }
+    }
+
+    #[test]
+    fn next_run_is_at_step_start_plus_offset_and_never_in_the_past() {
+        let mut batch = make_batches(&[fping_order("a", 20, 3, "127.0.0.1")], 10).remove(0);
+        batch.offset = Duration::from_secs(3);
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(
+            next_run_after(&batch, at(1_000_000_000)),
+            (1_000_000_000, at(1_000_000_003))
+        );
+        assert_eq!(
+            next_run_after(&batch, at(1_000_000_003)),
+            (1_000_000_000, at(1_000_000_003))
+        );
+        assert_eq!(
+            next_run_after(&batch, at(1_000_000_004)),
+            (1_000_000_020, at(1_000_000_023))
+        );
+    }
+
+    #[test]
+    fn pings_are_spread_over_most_of_the_step() {
+        let batch = make_batches(&[fping_order("a", 20, 3, "127.0.0.1")], 10).remove(0);
+        let (interval, timeout) = round_timing(&batch, Duration::from_secs(3));
+        assert_eq!(timeout, Duration::from_secs(3));
+        let last_answer_by = interval * 2 + timeout;
+        assert!(last_answer_by <= Duration::from_secs(16), "{interval:?}");
+        let tiny = make_batches(&[fping_order("a", 1, 5, "127.0.0.1")], 10).remove(0);
+        let (interval, timeout) = round_timing(&tiny, Duration::from_secs(3));
+        assert!(timeout <= Duration::from_millis(500));
+        assert!(interval >= Duration::from_millis(1));
+    }
+}

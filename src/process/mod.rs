@@ -1,3 +1,93 @@
-//! Processing: snapshots from `incoming/` become RRD updates, `last_result` files and sink lines.
+//! Processing: snapshots in `incoming/` become RRD updates, `last_result` files and sink input.
+//!
+//! One processing thread owns the queue. Each round it lists `incoming/` oldest first, reads every
+//! snapshot, groups the results by order and applies each order's results in time order (one
+//! librrd call per order per round) on a rayon pool: different orders in parallel, one order never
+//! concurrently (invariant 3). Then it hands the results to the sinks, flushes the filesystem once
+//! (`syncfs`) and only then removes the snapshots (invariant 2). A snapshot that cannot be read
+//! goes to `failed/` with a `REASON`; one whose results cannot be applied is retried a few rounds
+//! and then quarantined, so a poison snapshot never loops.
+//!
+//! Order lifecycle (archive on removal, restore on re-appearance) also runs on this thread, so
+//! results of runs still in flight for a removed order never re-create its `output/` directory.
 
+pub mod round;
 pub mod stats;
+
+pub use round::{Lifecycle, ProcessStats, Processor, RoundReport};
+
+use crate::spool::watch::DirWatcher;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::warn;
+
+/// How the processing loop paces itself.
+#[derive(Clone, Debug)]
+pub struct LoopTiming {
+    /// Full rescan of `incoming/` at least this often, whatever inotify says.
+    pub rescan: Duration,
+    /// Let snapshots wait up to this long to batch several steps per RRD update (0 = never wait).
+    pub flush_interval: Duration,
+}
+
+/// Runs processing until `shutdown` is set: watch `incoming/` first, then scan (invariant 5).
+/// `commands` carries order lifecycle changes; `wake` is told of snapshots published in-process.
+pub fn run_loop(
+    mut processor: Processor,
+    commands: crossbeam_channel::Receiver<Lifecycle>,
+    wake: crossbeam_channel::Receiver<String>,
+    shutdown: Arc<AtomicBool>,
+    timing: LoopTiming,
+) {
+    let mut watcher = match DirWatcher::new(&processor.base().incoming(), false) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!("cannot watch incoming/, falling back to polling every second: {e}");
+            None
+        }
+    };
+    let mut last_round = Instant::now() - timing.rescan;
+    let mut pending = true;
+    loop {
+        for command in commands.try_iter() {
+            processor.handle(command);
+        }
+        let stopping = shutdown.load(Ordering::Relaxed);
+        if pending || last_round.elapsed() >= timing.rescan || stopping {
+            if processor.flush_due(timing.flush_interval) || stopping {
+                if let Err(e) = processor.process_pending() {
+                    warn!("processing round failed: {e}");
+                }
+                last_round = Instant::now();
+                pending = false;
+            } else {
+                pending = true;
+            }
+        }
+        if stopping {
+            break;
+        }
+        pending |= wait_for_work(watcher.as_mut(), &wake);
+    }
+}
+
+/// Blocks up to 200 ms; true when something arrived in `incoming/`.
+fn wait_for_work(watcher: Option<&mut DirWatcher>, wake: &crossbeam_channel::Receiver<String>) -> bool {
+    let woken = wake.try_iter().count() > 0;
+    let timeout = Duration::from_millis(200);
+    let changed = match watcher {
+        Some(w) => match w.wait(timeout) {
+            Ok(events) => !events.is_empty(),
+            Err(e) => {
+                warn!("watching incoming/ failed: {e}");
+                true
+            }
+        },
+        None => {
+            std::thread::sleep(timeout);
+            true
+        }
+    };
+    woken || changed
+}

@@ -79,8 +79,7 @@ mod tests {
 
     #[test]
     fn nonsense_values_count_as_lost() {
-        let stats =
-            PingStats::from_rtts(&[Some(f64::NAN), Some(-1.0), Some(f64::INFINITY), Some(0.5)]);
+        let stats = PingStats::from_rtts(&[Some(f64::NAN), Some(-1.0), Some(f64::INFINITY), Some(0.5)]);
         assert_eq!((stats.loss, stats.median()), (3, Some(0.5)));
     }
 }

@@ -35,11 +35,7 @@ pub fn replace_file_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
 
 /// Writes `contents` to a new file at `path` and fsyncs it.
 pub fn write_synced(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
     file.write_all(contents)?;
     file.sync_all()
 }
@@ -60,11 +56,7 @@ fn temp_sibling(path: &Path) -> io::Result<std::path::PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp_name = format!(
-        "{TMP_PREFIX}{}-{}",
-        std::process::id(),
-        name.to_string_lossy()
-    );
+    let tmp_name = format!("{TMP_PREFIX}{}-{}", std::process::id(), name.to_string_lossy());
     Ok(path.with_file_name(tmp_name))
 }
 

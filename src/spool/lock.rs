@@ -18,10 +18,7 @@ pub enum LockError {
     #[error("another spoolmon (pid {pid}) is running on this base directory (lock {path})")]
     Held { pid: String, path: PathBuf },
     #[error("cannot open lock file {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Open { path: PathBuf, source: std::io::Error },
 }
 
 impl DaemonLock {
@@ -83,10 +80,7 @@ mod tests {
         let path = dir.path().join("lock");
         let first = DaemonLock::acquire(&path).unwrap();
         let err = DaemonLock::acquire(&path).unwrap_err();
-        assert!(
-            err.to_string().contains(&std::process::id().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&std::process::id().to_string()), "{err}");
         assert_eq!(holder(&path), Some(std::process::id()));
         drop(first);
         assert_eq!(holder(&path), None);

@@ -9,11 +9,7 @@ use std::path::PathBuf;
 
 /// Builds `incoming.tmp/<name>/` from `files`, fsyncs everything and renames it to
 /// `incoming/<name>`. On error nothing is left in `incoming.tmp/`.
-pub fn publish(
-    base: &BaseDir,
-    name: &SnapshotName,
-    files: &[(&str, &[u8])],
-) -> io::Result<PathBuf> {
+pub fn publish(base: &BaseDir, name: &SnapshotName, files: &[(&str, &[u8])]) -> io::Result<PathBuf> {
     let tmp = base.incoming_tmp().join(name.as_str());
     let target = base.incoming().join(name.as_str());
     let result = build_and_rename(&tmp, &target, files);
@@ -23,11 +19,7 @@ pub fn publish(
     result.map(|()| target)
 }
 
-fn build_and_rename(
-    tmp: &std::path::Path,
-    target: &std::path::Path,
-    files: &[(&str, &[u8])],
-) -> io::Result<()> {
+fn build_and_rename(tmp: &std::path::Path, target: &std::path::Path, files: &[(&str, &[u8])]) -> io::Result<()> {
     fs::create_dir(tmp)?;
     for (file_name, contents) in files {
         write_synced(&tmp.join(file_name), contents)?;
@@ -172,12 +164,7 @@ mod tests {
             .collect();
         assert_eq!(
             shown,
-            [
-                "1700000000",
-                "1700000020-ping-000000001",
-                "!1700000001",
-                "!garbage"
-            ]
+            ["1700000000", "1700000020-ping-000000001", "!1700000001", "!garbage"]
         );
     }
 
@@ -189,10 +176,7 @@ mod tests {
             fs::write(base.incoming().join("1700000000/data"), b"keep me").unwrap();
             quarantine(&base, "1700000000", "bad data").unwrap();
         }
-        assert_eq!(
-            fs::read(base.failed().join("1700000000/data")).unwrap(),
-            b"keep me"
-        );
+        assert_eq!(fs::read(base.failed().join("1700000000/data")).unwrap(), b"keep me");
         assert_eq!(
             fs::read_to_string(base.failed().join("1700000000.1/REASON")).unwrap(),
             "bad data\n"

@@ -59,9 +59,7 @@ impl SnapshotName {
 
 impl Ord for SnapshotName {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.epoch
-            .cmp(&other.epoch)
-            .then_with(|| self.name.cmp(&other.name))
+        self.epoch.cmp(&other.epoch).then_with(|| self.name.cmp(&other.name))
     }
 }
 
@@ -130,9 +128,7 @@ pub fn read_ping(dir: &Path) -> Result<(PingHeader, Vec<OrderResult>), PingSnaps
 }
 
 /// Parses a ping snapshot from `reader`.
-pub fn decode_ping(
-    reader: impl BufRead,
-) -> Result<(PingHeader, Vec<OrderResult>), PingSnapshotError> {
+pub fn decode_ping(reader: impl BufRead) -> Result<(PingHeader, Vec<OrderResult>), PingSnapshotError> {
     let mut lines = reader.lines();
     let malformed = |line: usize, e: &dyn fmt::Display| PingSnapshotError::Malformed {
         line,
@@ -143,22 +139,15 @@ pub fn decode_ping(
     if header.format != PING_FORMAT || header.version != 1 {
         return Err(malformed(
             1,
-            &format!(
-                "unsupported format {:?} version {}",
-                header.format, header.version
-            ),
+            &format!("unsupported format {:?} version {}", header.format, header.version),
         ));
     }
     let mut results = Vec::with_capacity(header.results.min(1 << 20));
     for (index, line) in lines.enumerate() {
         let line = line?;
-        let result: OrderResult =
-            serde_json::from_str(&line).map_err(|e| malformed(index + 2, &e))?;
+        let result: OrderResult = serde_json::from_str(&line).map_err(|e| malformed(index + 2, &e))?;
         if result.rtts.len() != result.pings as usize || result.step == 0 {
-            return Err(malformed(
-                index + 2,
-                &"rtts length differs from pings, or step is 0",
-            ));
+            return Err(malformed(index + 2, &"rtts length differs from pings, or step is 0"));
         }
         results.push(result);
     }
@@ -191,37 +180,21 @@ mod tests {
 
     #[test]
     fn names_sort_by_time_then_sequence() {
-        let mut names: Vec<_> = [
-            "1700000020-ping-000000002",
-            "1700000000",
-            "1700000020-ping-000000001",
-        ]
-        .iter()
-        .map(|n| SnapshotName::parse(n).unwrap())
-        .collect();
+        let mut names: Vec<_> = ["1700000020-ping-000000002", "1700000000", "1700000020-ping-000000001"]
+            .iter()
+            .map(|n| SnapshotName::parse(n).unwrap())
+            .collect();
         names.sort();
         let sorted: Vec<_> = names.iter().map(|n| n.as_str()).collect();
         assert_eq!(
             sorted,
-            [
-                "1700000000",
-                "1700000020-ping-000000001",
-                "1700000020-ping-000000002"
-            ]
+            ["1700000000", "1700000020-ping-000000001", "1700000020-ping-000000002"]
         );
     }
 
     #[test]
     fn names_that_are_not_times_are_rejected() {
-        for bad in [
-            "",
-            "abc",
-            "12abc",
-            "-12",
-            "1234567890123",
-            ".tmp-1",
-            "17/00",
-        ] {
+        for bad in ["", "abc", "12abc", "-12", "1234567890123", ".tmp-1", "17/00"] {
             assert!(SnapshotName::parse(bad).is_none(), "{bad:?}");
         }
     }
@@ -247,14 +220,8 @@ mod tests {
             decode_ping(&bytes[..cut + 5]),
             Err(PingSnapshotError::Malformed { .. })
         ));
-        assert!(matches!(
-            decode_ping(&b""[..]),
-            Err(PingSnapshotError::Empty)
-        ));
+        assert!(matches!(decode_ping(&b""[..]), Err(PingSnapshotError::Empty)));
         assert!(decode_ping(&b"\xff\xfe\x00garbage"[..]).is_err());
-        assert!(decode_ping(
-            &b"{\"format\":\"other\",\"version\":1,\"batch\":\"\",\"results\":0}"[..]
-        )
-        .is_err());
+        assert!(decode_ping(&b"{\"format\":\"other\",\"version\":1,\"batch\":\"\",\"results\":0}"[..]).is_err());
     }
 }
