@@ -1,0 +1,172 @@
+//! Test harness: a base directory in a temp dir and a real `spoolmon run` process on it.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_spoolmon");
+
+/// A temporary base directory with helpers to write orders and run the daemon.
+pub struct Base {
+    pub dir: tempfile::TempDir,
+}
+
+impl Base {
+    pub fn new() -> Base {
+        let base = Base { dir: tempfile::tempdir().expect("tempdir") };
+        fs::create_dir_all(base.path().join("orders")).unwrap();
+        base
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path().join(rel)
+    }
+
+    /// Writes `orders/<id>` atomically (temp name, then rename, as clients should).
+    pub fn write_order(&self, id: &str, yaml: &str) {
+        let path = self.join(&format!("orders/{id}"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().unwrap().to_string_lossy()));
+        fs::write(&tmp, yaml).unwrap();
+        fs::rename(&tmp, &path).unwrap();
+    }
+
+    pub fn write_config(&self, yaml: &str) -> PathBuf {
+        let path = self.join("spoolmon.yaml");
+        fs::write(&path, yaml).unwrap();
+        path
+    }
+
+    /// Starts `spoolmon run` on this base with `config` (YAML text).
+    pub fn start(&self, config: &str) -> Daemon {
+        let config_path = self.write_config(config);
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.join("daemon.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["--log-level", "debug", "run", "--base-dir"])
+            .arg(self.path())
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn spoolmon");
+        Daemon { child: Some(child), log: self.join("daemon.log") }
+    }
+
+    pub fn read(&self, rel: &str) -> Option<String> {
+        fs::read_to_string(self.join(rel)).ok()
+    }
+
+    /// Number of entries in a base subdirectory.
+    pub fn count(&self, rel: &str) -> usize {
+        fs::read_dir(self.join(rel)).map(|d| d.count()).unwrap_or(0)
+    }
+}
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and waits (up to `limit`) for the exit status.
+    pub fn terminate(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), "TERM");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+}
+
+/// Polls `condition` every 100 ms until it holds or `limit` passes (a liveness bound, not a
+/// speed assertion: limits are generous). Panics with `what` and the daemon log otherwise.
+pub fn wait_for(what: &str, limit: Duration, daemon: Option<&Daemon>, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = daemon.map(|d| d.log_text()).unwrap_or_default();
+    let tail: String = log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    panic!("timed out waiting for: {what}\n--- daemon log (tail) ---\n{tail}");
+}
+
+/// Parses a `last_result` file into (key, value) pairs.
+pub fn last_result_fields(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+pub fn field(text: &str, key: &str) -> String {
+    last_result_fields(text)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {key} in last_result:\n{text}"))
+}
+
+/// Runs `rrdtool` with `args`, returning stdout (panics on failure).
+pub fn rrdtool(args: &[&str]) -> String {
+    let out = Command::new("rrdtool").args(args).output().expect("rrdtool runs");
+    assert!(out.status.success(), "rrdtool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A ping order in YAML.
+pub fn ping_order(host: &str, step: u32, pings: u32) -> String {
+    format!("user: test\nstep: {step}\npings: {pings}\nprobe: fping\nfping:\n    host: \"{host}\"\n")
+}
+
+/// A fast config for tests.
+pub const FAST: &str = "rescan-interval: 2\n";

@@ -1,0 +1,111 @@
+//! Crash safety: kill -9 while a backlog is being processed, restart, and prove that every
+//! snapshot was applied exactly once (right value at the right time) and none is left or failed.
+
+mod common;
+
+use common::*;
+use spoolmon::measurement::{OrderId, OrderResult, RrdTemplate};
+use spoolmon::spool::snapshot::{encode_ping, SnapshotName, PING_FILE};
+use spoolmon::spool::{queue, BaseDir};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const STEP: i64 = 60;
+const STEPS: i64 = 600;
+const ORDERS: usize = 30;
+
+/// RTT of ping `p` of step `k` for order `o`: distinct per step, so a value in the RRD proves
+/// which snapshot it came from.
+fn rtt(o: usize, k: i64, p: usize) -> f64 {
+    1e-4 * (1.0 + k as f64) + 1e-6 * (o as f64) + 1e-7 * p as f64
+}
+
+fn backlog(base: &BaseDir, t0: i64) {
+    for k in 0..STEPS {
+        let results: Vec<OrderResult> = (0..ORDERS)
+            .map(|o| OrderResult {
+                id: OrderId::new(format!("crash/{o}")).unwrap(),
+                time: t0 + k * STEP,
+                updated: t0 + k * STEP + STEP,
+                step: STEP as u32,
+                pings: 3,
+                template: RrdTemplate::Smokeping,
+                rtts: (0..3).map(|p| Some(rtt(o, k, p))).collect(),
+                telegraf: None,
+            })
+            .collect();
+        let name = SnapshotName::new(t0 + k * STEP, "test", k as u64);
+        queue::publish(base, &name, &[(PING_FILE, &encode_ping("test", &results))]).unwrap();
+    }
+}
+
+/// `rrdtool fetch` rows of the 1-step RRA: timestamp -> median.
+fn medians(rrd: &std::path::Path, start: i64, end: i64) -> HashMap<i64, f64> {
+    let out = rrdtool(&[
+        "fetch",
+        rrd.to_str().unwrap(),
+        "AVERAGE",
+        "-r",
+        "60",
+        "-s",
+        &start.to_string(),
+        "-e",
+        &end.to_string(),
+    ]);
+    out.lines()
+        .filter_map(|line| {
+            let (ts, values) = line.split_once(':')?;
+            let ts: i64 = ts.trim().parse().ok()?;
+            let median: f64 = values.split_whitespace().nth(1)?.parse().ok()?;
+            (!median.is_nan()).then_some((ts, median))
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_during_processing_then_restart_applies_every_snapshot_exactly_once() {
+    let base = Base::new();
+    let spool = BaseDir::new(base.path());
+    spool.create_all().unwrap();
+    for o in 0..ORDERS {
+        // 127.0.0.x answers, but live measurements land after the backlog and are not checked.
+        base.write_order(&format!("crash/{o}"), &ping_order("127.0.0.1", STEP as u32, 3));
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let t0 = now - now % STEP - (STEPS + 10) * STEP;
+    backlog(&spool, t0);
+    let total = base.count("incoming");
+    assert_eq!(total, STEPS as usize);
+
+    // Kill at several points of the backlog: early, mid-way, late.
+    for delay_ms in [150u64, 400, 900] {
+        let daemon = base.start(FAST);
+        let started = std::time::Instant::now();
+        wait_for("processing started", Duration::from_secs(60), Some(&daemon), || {
+            base.count("incoming") < total || started.elapsed() > Duration::from_millis(delay_ms)
+        });
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        daemon.kill9();
+    }
+    let daemon = base.start(FAST);
+    wait_for("backlog drained", Duration::from_secs(120), Some(&daemon), || {
+        queue::list(&spool).unwrap().iter().all(|e| match e {
+            queue::QueueEntry::Snapshot(s) => s.epoch > t0 + STEPS * STEP,
+            queue::QueueEntry::Invalid(_) => false,
+        })
+    });
+    drop(daemon);
+    assert_eq!(base.count("failed"), 0, "no snapshot may be quarantined");
+    for o in 0..ORDERS {
+        let rrd = base.join(&format!("output/crash/{o}/main.rrd"));
+        let got = medians(&rrd, t0, t0 + STEPS * STEP);
+        for k in 0..STEPS {
+            let ts = t0 + k * STEP + STEP;
+            let expected = rtt(o, k, 1);
+            let value = got.get(&ts).copied().unwrap_or_else(|| panic!("order {o} step {k} (t={ts}) missing"));
+            assert!((value - expected).abs() < 1e-9, "order {o} step {k}: {value} != {expected}");
+        }
+    }
+    let last = base.read("output/crash/0/last_result").unwrap();
+    assert!(field(&last, "time").parse::<i64>().unwrap() >= t0 + (STEPS - 1) * STEP);
+}
