@@ -199,3 +199,49 @@ fn poison_snapshot_goes_to_failed_and_processing_continues() {
     assert!(base.read("failed/not-a-time/REASON").is_some());
     wait_for("still measuring", LIMIT, Some(&daemon), || base.read("output/ok/last_result").is_some());
 }
+
+#[test]
+fn full_queue_suspends_collection_with_a_warning() {
+    let base = Base::new();
+    base.write_order("q", &ping_order("127.0.0.10", 1, 1));
+    // Processing waits an hour before flushing, so snapshots pile up in incoming/.
+    let daemon = base.start("rescan-interval: 1\nqueue-size: 2\nrrd-flush-interval: 3600\n");
+    wait_for("suspension logged", LIMIT, Some(&daemon), || daemon.log_text().contains("collection suspended"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(base.count("incoming") <= 2, "incoming/ grew past queue-size: {}", base.count("incoming"));
+    assert!(base.count("incoming") >= 1);
+}
+
+#[test]
+fn low_disk_space_suspends_collection() {
+    let base = Base::new();
+    base.write_order("d", &ping_order("127.0.0.11", 1, 1));
+    let daemon = base.start("rescan-interval: 1\nmin-free-space-mb: 1000000000\n");
+    wait_for("suspension logged", LIMIT, Some(&daemon), || {
+        daemon.log_text().contains("collection suspended") && daemon.log_text().contains("min-free-space-mb")
+    });
+    assert_eq!(base.count("incoming"), 0);
+    assert!(base.read("output/d/last_result").is_none());
+}
+
+#[test]
+fn ten_thousand_orders_dropped_at_once_are_all_measured() {
+    let base = Base::new();
+    let daemon = base.start("rescan-interval: 5\n");
+    let staging = base.join("staging");
+    fs::create_dir_all(staging.join("many")).unwrap();
+    for i in 0..10_000u32 {
+        let host = format!("127.{}.{}.{}", 100 + i / 62_500, (i / 250) % 250, 1 + i % 250);
+        let text = format!("user: t\nstep: 10\npings: 1\nprobe: fping\nrrd_template: norrd\nfping: {{host: {host}}}\n");
+        fs::write(staging.join(format!("many/{i}")), text).unwrap();
+    }
+    // The whole tree appears at once, by one rename.
+    fs::rename(staging.join("many"), base.join("orders/many")).unwrap();
+    let all_measured = || (0..10_000).all(|i| base.join(&format!("output/many/{i}/last_result")).exists());
+    wait_for("all 10,000 orders measured", Duration::from_secs(180), Some(&daemon), all_measured);
+    let lost: u32 = (0..10_000)
+        .map(|i| field(&base.read(&format!("output/many/{i}/last_result")).unwrap(), "loss").parse::<u32>().unwrap())
+        .sum();
+    assert!(lost <= 10, "{lost} of 10,000 loopback pings lost");
+    assert!(!base.join("output/many/0/main.rrd").exists(), "norrd order got an RRD");
+}
