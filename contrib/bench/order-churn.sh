@@ -25,10 +25,9 @@ pid=$!
 until grep -q "spoolmon running" "$base/daemon.log"; do sleep 0.05; done
 sleep 25 # every order measured once, so archiving has output to move
 write_orders "$base/staging/add" 3000 1000 3
-sed -i 's/^pings: 3$/pings: 4/' "$base"/orders/change/t*     # rewrite in place, like a client
-for f in "$base"/orders/change/t*; do touch "$f"; done
 mkdir -p "$base/staging/gone"
 start=$(date +%s%N)
+sed -i 's/^pings: 3$/pings: 4/' "$base"/orders/change/t*     # rewritten by rename, like a client
 mv "$base/orders/remove" "$base/staging/gone/remove"
 mv "$base/staging/add" "$base/orders/add"
 until grep -q "schedule updated orders=3000 batches=3" "$base/daemon.log" &&
