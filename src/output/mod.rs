@@ -1,4 +1,13 @@
-//! Output of processing: `output/<id>/main.rrd`, `output/<id>/last_result`, and the archive.
+//! Everything processing writes for an order: `output/<id>/main.rrd` ([`rrd`]),
+//! `output/<id>/last_result` ([`last_result`]), and the move of `output/<id>` to and from
+//! `archive/<id>` when an order goes away or comes back ([`archive`]).
+//!
+//! Per order, processing calls [`rrd::RrdWriter::apply`] with the order's results in time order,
+//! then [`last_result::write`] with the newest one, and finally syncs the filesystem once for the
+//! whole batch; nothing here fsyncs a file itself. Archive moves fsync the directories they
+//! change. Apart from replacing `last_result` and updating `main.rrd`, nothing in `output/` or
+//! `archive/` is overwritten or deleted (old and damaged files are renamed aside), except by
+//! [`archive::purge`] when the caller enables a retention.
 
 pub mod archive;
 pub mod last_result;
