@@ -151,7 +151,7 @@ fn watch_orders(
         if let Some(retention) = config.archive_retention {
             if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
                 last_purge = Some(Instant::now());
-                purge_archive(book.base(), Duration::from_secs(retention));
+                let _ = commands.send(Lifecycle::PurgeArchive(Duration::from_secs(retention)));
             }
         }
     }
@@ -217,14 +217,6 @@ fn find_order_dirs(root: &Path, dir: &Path, found: &mut Vec<String>) {
         if let Ok(rel) = dir.strip_prefix(root) {
             found.push(rel.to_string_lossy().into_owned());
         }
-    }
-}
-
-fn purge_archive(base: &BaseDir, retention: Duration) {
-    match crate::output::archive::purge(base, retention, SystemTime::now()) {
-        Ok(0) => {}
-        Ok(purged) => info!(purged, "purged archive entries older than archive-retention"),
-        Err(e) => warn!("cannot purge archive: {e}"),
     }
 }
 

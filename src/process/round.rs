@@ -28,6 +28,9 @@ pub enum Lifecycle {
     Activate(OrderId),
     /// The order is gone: archive its output (and move the expired order file with it).
     Deactivate { id: OrderId, expired_file: Option<PathBuf> },
+    /// Delete archive entries older than this (`archive-retention`); runs here so it never races
+    /// an archive move.
+    PurgeArchive(Duration),
 }
 
 /// Counters of processing (read by status and self-metrics).
@@ -117,11 +120,17 @@ impl Processor {
                 if let Some(active) = &mut self.active {
                     active.remove(&id);
                 }
+                self.rrd.forget(&self.base.output().join(id.as_path()));
                 match archive::archive(&self.base, &id, expired_file.as_deref()) {
                     Ok(_) => info!(order = %id, expired = expired_file.is_some(), "archived"),
                     Err(e) => warn!(order = %id, "cannot archive output: {e}"),
                 }
             }
+            Lifecycle::PurgeArchive(retention) => match archive::purge(&self.base, retention, SystemTime::now()) {
+                Ok(0) => {}
+                Ok(purged) => info!(purged, "purged archive entries older than archive-retention"),
+                Err(e) => warn!("cannot purge archive: {e}"),
+            },
         }
     }
 
