@@ -113,14 +113,16 @@ impl IcmpEngine {
 
     /// The socket for `key`, opened (and cached) on first use.
     fn endpoint(&self, key: &EndpointKey) -> Option<Arc<Endpoint>> {
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(endpoint) = endpoints.get(key) {
             return Some(Arc::clone(endpoint));
         }
         if key.source.is_none() && key.interface.is_none() {
             // The default socket of this family failed at start-up.
-            if key.family == Family::V6 && !self.ipv6_missing_warned.swap(true, Ordering::Relaxed)
-            {
+            if key.family == Family::V6 && !self.ipv6_missing_warned.swap(true, Ordering::Relaxed) {
                 warn!("native ICMP engine has no IPv6 socket: IPv6 targets count as lost");
             }
             return None;
@@ -158,9 +160,7 @@ impl IcmpEngine {
                     let family = family_of(fping.address);
                     let endpoint = by_family
                         .entry(family)
-                        .or_insert_with(|| {
-                            self.endpoint_for(family, source, interface.clone())
-                        })
+                        .or_insert_with(|| self.endpoint_for(family, source, interface.clone()))
                         .clone();
                     RunTarget {
                         address: fping.address,
@@ -340,7 +340,10 @@ mod tests {
         let plan = plan(3, Duration::from_millis(50), Duration::from_secs(10));
         let results = run(&engine, &specs, &plan);
         assert_all_answered(&results, &specs, plan.timeout);
-        assert!(Instant::now() < plan.deadline, "answered run waits for the deadline");
+        assert!(
+            Instant::now() < plan.deadline,
+            "answered run waits for the deadline"
+        );
     }
 
     #[test]
@@ -351,7 +354,10 @@ mod tests {
         let plan = plan(4, Duration::from_millis(400), Duration::from_millis(600));
         let results = run(&engine, &specs, &plan);
         let returned = Instant::now();
-        assert!(results[0][0].is_some() && results[0][1].is_some(), "{results:?}");
+        assert!(
+            results[0][0].is_some() && results[0][1].is_some(),
+            "{results:?}"
+        );
         assert_eq!(results[0][2..], [None, None]);
         assert!(returned >= plan.start + plan.interval);
         assert!(returned < plan.deadline + Duration::from_millis(200));
@@ -417,11 +423,7 @@ mod tests {
     #[test]
     fn unknown_interface_or_mismatched_source_family_counts_as_lost() {
         let engine = engine();
-        let specs = vec![bound_spec(
-            Ipv4Addr::LOCALHOST.into(),
-            None,
-            "nosuchdev0",
-        )];
+        let specs = vec![bound_spec(Ipv4Addr::LOCALHOST.into(), None, "nosuchdev0")];
         let plan = plan(2, Duration::from_millis(20), Duration::from_secs(2));
         assert_eq!(lost_count(&run(&engine, &specs, &plan)), 2);
         let specs = vec![bound_spec(
@@ -452,7 +454,10 @@ mod tests {
         std::thread::spawn(|| {
             enter_namespace_ignoring_ipv4_pings();
             let engine = engine();
-            let silent = vec![spec(Ipv4Addr::LOCALHOST.into()), spec([127, 9, 9, 9].into())];
+            let silent = vec![
+                spec(Ipv4Addr::LOCALHOST.into()),
+                spec([127, 9, 9, 9].into()),
+            ];
             let answering = vec![spec(Ipv6Addr::LOCALHOST.into())];
             let plan = plan(3, Duration::from_millis(50), Duration::from_secs(5));
             std::thread::scope(|scope| {

@@ -135,9 +135,9 @@ fn configure(
     }
     socket.set_read_timeout(Some(RECEIVE_POLL))?;
     if let Some(interface) = &key.interface {
-        socket.bind_device(Some(interface.as_bytes())).map_err(|e| {
-            io::Error::new(e.kind(), format!("binding to device {interface}: {e}"))
-        })?;
+        socket
+            .bind_device(Some(interface.as_bytes()))
+            .map_err(|e| io::Error::new(e.kind(), format!("binding to device {interface}: {e}")))?;
     }
     if let Some(source) = key.source {
         socket
@@ -228,7 +228,9 @@ fn receive_replies(socket: &Socket, framing: Framing, context: &ReceiverContext)
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => {
                 warn!("ICMP receive failed: {e}");
