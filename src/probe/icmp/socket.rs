@@ -56,14 +56,15 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Opens a socket for `key` (raw first, then datagram), configures it and starts its
-    /// receiver thread.
+    /// Opens a socket for `key` (raw first when `raw_allowed`, then datagram), configures it
+    /// and starts its receiver thread.
     pub fn open(
         key: &EndpointKey,
         receive_buffer: usize,
+        raw_allowed: bool,
         context: Arc<ReceiverContext>,
     ) -> io::Result<Endpoint> {
-        let (socket, kind) = open_icmp_socket(key.family)?;
+        let (socket, kind) = open_icmp_socket(key.family, raw_allowed)?;
         configure(&socket, key, kind, receive_buffer)?;
         let socket = Arc::new(socket);
         let framing = match (kind, key.family) {
@@ -99,12 +100,17 @@ impl Endpoint {
     }
 }
 
-fn open_icmp_socket(family: Family) -> io::Result<(Socket, SocketKind)> {
+fn open_icmp_socket(family: Family, raw_allowed: bool) -> io::Result<(Socket, SocketKind)> {
     let (domain, protocol) = match family {
         Family::V4 => (Domain::IPV4, Protocol::ICMPV4),
         Family::V6 => (Domain::IPV6, Protocol::ICMPV6),
     };
-    match Socket::new(domain, Type::RAW, Some(protocol)) {
+    let raw = if raw_allowed {
+        Socket::new(domain, Type::RAW, Some(protocol))
+    } else {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "not wanted"))
+    };
+    match raw {
         Ok(socket) => Ok((socket, SocketKind::Raw)),
         Err(raw_error) => {
             debug!("raw ICMP socket ({family:?}) refused: {raw_error}; trying a ping socket");
