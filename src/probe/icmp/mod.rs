@@ -57,7 +57,8 @@ pub struct IcmpEngine {
     endpoints: Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
     ipv4_kind: Option<SocketKind>,
     ipv6_kind: Option<SocketKind>,
-    ipv6_missing_warned: AtomicBool,
+    /// Whether the missing default IPv4 / IPv6 socket was already reported.
+    missing_warned: [AtomicBool; 2],
 }
 
 impl IcmpEngine {
@@ -105,7 +106,7 @@ impl IcmpEngine {
             endpoints: Mutex::new(endpoints),
             ipv4_kind,
             ipv6_kind,
-            ipv6_missing_warned: AtomicBool::new(false),
+            missing_warned: [AtomicBool::new(false), AtomicBool::new(false)],
         };
         info!(
             "native ICMP engine: IPv4 {:?}, IPv6 {:?} sockets",
@@ -135,8 +136,15 @@ impl IcmpEngine {
         }
         if key.source.is_none() && key.interface.is_none() {
             // The default socket of this family failed at start-up.
-            if key.family == Family::V6 && !self.ipv6_missing_warned.swap(true, Ordering::Relaxed) {
-                warn!("native ICMP engine has no IPv6 socket: IPv6 targets count as lost");
+            let warned = match key.family {
+                Family::V4 => &self.missing_warned[0],
+                Family::V6 => &self.missing_warned[1],
+            };
+            if !warned.swap(true, Ordering::Relaxed) {
+                warn!(
+                    "native ICMP engine has no {:?} socket: those targets count as lost",
+                    key.family
+                );
             }
             return None;
         }
