@@ -1,1 +1,576 @@
-//! (in progress)
+//! The fping fallback: measures `fping` orders by running the real `fping` binary with
+//! pingmachine's command line.
+//!
+//! Owns nothing on disk; it owns the fping child processes of a run and kills them by the run's
+//! deadline. Invariants: at most [`HOSTS_PER_PROCESS`] distinct addresses per process (several
+//! processes run in parallel for bigger batches); a host listed by several orders of the batch
+//! is pinged once and every such order gets that host's result; every result has exactly
+//! `plan.pings` entries (missing, unparseable or cut-off pings are `None`).
+//!
+//! Command line: `fping -q -p <P> -C <pings> -i 1 -t <T> [-S src] [-I if]`, hosts on stdin.
+//! P is `plan.interval` in ms, at least [`MIN_PERIOD_MS`] (fping refuses smaller periods for
+//! non-root users; pingmachine itself never goes below 1000). T is `plan.timeout` in ms (at least
+//! 1); like pingmachine's fixed `-t 3000` it may exceed P.
+//! fping prints `host : 0.04 - 0.05` (ms, `-` = lost) on stderr at the end, or at SIGINT with
+//! the pings done so far; so the run sends SIGINT shortly before the deadline and SIGKILL at it.
+
+use crate::orders::order::ProbeSpec;
+use crate::probe::{Probe, Rtts, RunPlan};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+/// Most distinct hosts given to one fping process (as pingmachine).
+pub const HOSTS_PER_PROCESS: usize = 1000;
+/// Smallest per-host period passed as `-p` (ms).
+pub const MIN_PERIOD_MS: u64 = 10;
+/// How long before the deadline fping is asked (SIGINT) to print what it has.
+const INTERRUPT_GRACE: Duration = Duration::from_millis(300);
+/// How often a run checks whether its fping processes have exited.
+const EXIT_POLL: Duration = Duration::from_millis(10);
+
+/// An fping process could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum FpingError {
+    #[error("cannot start {path} for {hosts} hosts: {source}")]
+    Spawn {
+        path: PathBuf,
+        hosts: usize,
+        source: std::io::Error,
+    },
+    #[error("cannot write the host list to {path} (first host {first_host}): {source}")]
+    WriteHosts {
+        path: PathBuf,
+        first_host: IpAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A line of fping output that is not a result line.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FpingLineError {
+    #[error("no ' : ' separator")]
+    NoSeparator,
+    #[error("value {0:?} is neither a number of milliseconds nor '-'")]
+    BadValue(String),
+    #[error("{found} values for {expected} pings")]
+    TooManyValues { found: usize, expected: usize },
+}
+
+/// The fping probe.
+pub struct FpingProbe {
+    path: PathBuf,
+}
+
+impl FpingProbe {
+    pub fn new(path: PathBuf) -> FpingProbe {
+        FpingProbe { path }
+    }
+
+    /// The arguments of one fping process for `plan` and the batch's first spec.
+    fn arguments(
+        &self,
+        plan: &RunPlan,
+        source: Option<IpAddr>,
+        interface: Option<&str>,
+    ) -> Vec<String> {
+        let period_ms = (plan.interval.as_millis() as u64).max(MIN_PERIOD_MS);
+        let timeout_ms = (plan.timeout.as_millis() as u64).max(1);
+        let mut args: Vec<String> = vec![
+            "-q".into(),
+            "-p".into(),
+            period_ms.to_string(),
+            "-C".into(),
+            plan.pings.to_string(),
+            "-i".into(),
+            "1".into(),
+            "-t".into(),
+            timeout_ms.to_string(),
+        ];
+        if let Some(source) = source {
+            args.extend(["-S".into(), source.to_string()]);
+        }
+        if let Some(interface) = interface {
+            args.extend(["-I".into(), interface.to_owned()]);
+        }
+        args
+    }
+
+    /// Starts one fping for `hosts` and a thread collecting its stderr.
+    fn spawn(&self, args: &[String], hosts: &[IpAddr]) -> Result<RunningFping, FpingError> {
+        let mut child = Command::new(&self.path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| FpingError::Spawn {
+                path: self.path.clone(),
+                hosts: hosts.len(),
+                source,
+            })?;
+        let stderr = child.stderr.take().and_then(collect_lines);
+        let mut list = String::with_capacity(hosts.len() * 16);
+        for host in hosts {
+            list.push_str(&host.to_string());
+            list.push('\n');
+        }
+        // Dropping stdin after the write closes it: fping starts pinging at end of input.
+        let written = match child.stdin.take() {
+            Some(mut stdin) => stdin.write_all(list.as_bytes()),
+            None => Ok(()),
+        };
+        let running = RunningFping {
+            child,
+            stderr,
+            status: None,
+        };
+        match written {
+            Ok(()) => Ok(running),
+            Err(source) => {
+                running.abandon();
+                Err(FpingError::WriteHosts {
+                    path: self.path.clone(),
+                    first_host: hosts[0],
+                    source,
+                })
+            }
+        }
+    }
+}
+
+impl Probe for FpingProbe {
+    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Rtts> {
+        let pings = plan.pings as usize;
+        let mut results: Vec<Rtts> = vec![vec![None; pings]; targets.len()];
+        let (hosts, orders_of_host) = distinct_hosts(targets);
+        let first = targets.iter().find_map(|spec| match spec {
+            ProbeSpec::Fping(fping) => Some(fping),
+            _ => None,
+        });
+        let args = self.arguments(
+            plan,
+            first.and_then(|spec| spec.source_ip),
+            first.and_then(|spec| spec.interface.as_deref()),
+        );
+        sleep_until(plan.start);
+        let mut processes = Vec::new();
+        for chunk in hosts.chunks(HOSTS_PER_PROCESS) {
+            match self.spawn(&args, chunk) {
+                Ok(process) => processes.push(process),
+                Err(e) => warn!("{e}; those hosts count as lost"),
+            }
+        }
+        supervise(&mut processes, plan.deadline);
+        for process in processes {
+            let path = self.path.display().to_string();
+            for line in process.finish(&path) {
+                apply_line(&line, pings, &orders_of_host, &mut results);
+            }
+        }
+        results
+    }
+}
+
+/// Distinct addresses of the batch in first-seen order, and for each the batch positions that
+/// asked for it. Non-fping specs are logged and stay lost.
+fn distinct_hosts(targets: &[&ProbeSpec]) -> (Vec<IpAddr>, HashMap<String, Vec<usize>>) {
+    let mut hosts = Vec::new();
+    let mut orders_of_host: HashMap<String, Vec<usize>> = HashMap::new();
+    for (index, spec) in targets.iter().enumerate() {
+        let ProbeSpec::Fping(fping) = spec else {
+            warn!("fping probe got a non-ICMP order ({spec:?}); counted as lost");
+            continue;
+        };
+        let positions = orders_of_host.entry(fping.address.to_string()).or_default();
+        if positions.is_empty() {
+            hosts.push(fping.address);
+        }
+        positions.push(index);
+    }
+    (hosts, orders_of_host)
+}
+
+/// Waits for every process to exit; SIGINT shortly before `deadline` (fping then prints what it
+/// has), SIGKILL at it.
+fn supervise(processes: &mut [RunningFping], deadline: Instant) {
+    let interrupt_at = deadline.checked_sub(INTERRUPT_GRACE).unwrap_or(deadline);
+    let mut interrupted = false;
+    loop {
+        for process in processes.iter_mut() {
+            process.poll();
+        }
+        if processes.iter().all(|process| process.status.is_some()) {
+            return;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            for process in processes.iter_mut() {
+                process.kill();
+            }
+            return;
+        }
+        if now >= interrupt_at && !interrupted {
+            interrupted = true;
+            for process in processes.iter_mut() {
+                process.interrupt();
+            }
+        }
+        sleep_until(deadline.min(now + EXIT_POLL));
+    }
+}
+
+fn apply_line(
+    line: &str,
+    pings: usize,
+    orders_of_host: &HashMap<String, Vec<usize>>,
+    results: &mut [Rtts],
+) {
+    let (host, rtts) = match parse_result_line(line, pings) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            if !line.trim().is_empty() {
+                warn!("ignoring fping output line {line:?}: {e}");
+            }
+            return;
+        }
+    };
+    match orders_of_host.get(host) {
+        Some(positions) => {
+            for &position in positions {
+                results[position].clone_from(&rtts);
+            }
+        }
+        None => warn!("fping reported host {host:?}, which was not asked for; ignored"),
+    }
+}
+
+/// Parses `host : 0.04 - 0.05` into the host and `pings` RTTs in seconds. Fewer values than
+/// pings (fping interrupted) leave the rest `None`; more is an error.
+pub fn parse_result_line(line: &str, pings: usize) -> Result<(&str, Rtts), FpingLineError> {
+    let (host, values) = line.split_once(" : ").ok_or(FpingLineError::NoSeparator)?;
+    let host = host.trim();
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(FpingLineError::NoSeparator);
+    }
+    let mut rtts = Vec::with_capacity(pings);
+    for value in values.split_whitespace() {
+        rtts.push(parse_value(value)?);
+    }
+    if rtts.len() > pings {
+        return Err(FpingLineError::TooManyValues {
+            found: rtts.len(),
+            expected: pings,
+        });
+    }
+    rtts.resize(pings, None);
+    Ok((host, rtts))
+}
+
+fn parse_value(value: &str) -> Result<Option<f64>, FpingLineError> {
+    if value == "-" {
+        return Ok(None);
+    }
+    match value.parse::<f64>() {
+        Ok(ms) if ms.is_finite() && ms >= 0.0 => Ok(Some(ms / 1000.0)),
+        _ => Err(FpingLineError::BadValue(value.to_owned())),
+    }
+}
+
+/// One fping child and the thread reading its stderr.
+struct RunningFping {
+    child: Child,
+    stderr: Option<JoinHandle<Vec<String>>>,
+    status: Option<ExitStatus>,
+}
+
+impl RunningFping {
+    fn poll(&mut self) {
+        if self.status.is_none() {
+            match self.child.try_wait() {
+                Ok(status) => self.status = status,
+                Err(e) => warn!("cannot check fping process {}: {e}", self.child.id()),
+            }
+        }
+    }
+
+    fn interrupt(&mut self) {
+        if self.status.is_none() {
+            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+            if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT) {
+                debug!("cannot interrupt fping {pid}: {e}");
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        if self.status.is_none() {
+            warn!(
+                "fping process {} still running at the run's deadline: killed, its pings count as lost",
+                self.child.id()
+            );
+            if let Err(e) = self.child.kill() {
+                debug!("cannot kill fping {}: {e}", self.child.id());
+            }
+            self.status = self.child.wait().ok();
+        }
+    }
+
+    /// Reaps the process and returns its stderr lines; logs unexpected exit codes (1 and 2
+    /// mean unreachable or unknown hosts and are normal).
+    fn finish(mut self, path: &str) -> Vec<String> {
+        if self.status.is_none() {
+            self.kill();
+        }
+        let lines = self
+            .stderr
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
+        if let Some(code) = self.status.and_then(|status| status.code()) {
+            if code > 2 {
+                warn!("{path} exited with code {code}: {}", lines.join(" | "));
+            }
+        }
+        lines
+    }
+
+    /// Kills and reaps a process whose input could not be written.
+    fn abandon(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A thread reading every stderr line (so fping never blocks on a full pipe).
+fn collect_lines(stderr: ChildStderr) -> Option<JoinHandle<Vec<String>>> {
+    let reader = std::thread::Builder::new()
+        .name("fping-stderr".into())
+        .spawn(move || {
+            BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .collect()
+        });
+    match reader {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            warn!("cannot start a thread reading fping's output: {e}; its pings count as lost");
+            None
+        }
+    }
+}
+
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orders::order::FpingSpec;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn spec(address: IpAddr) -> ProbeSpec {
+        ProbeSpec::Fping(FpingSpec {
+            host: address.to_string(),
+            address,
+            source_ip: None,
+            interface: None,
+            interval_ms: None,
+        })
+    }
+
+    fn plan(pings: u32, interval: Duration, deadline_after: Duration) -> RunPlan {
+        let start = Instant::now();
+        RunPlan {
+            pings,
+            interval,
+            timeout: Duration::from_millis(500),
+            start,
+            deadline: start + deadline_after,
+        }
+    }
+
+    fn run(probe: &FpingProbe, specs: &[ProbeSpec], plan: &RunPlan) -> Vec<Rtts> {
+        let refs: Vec<&ProbeSpec> = specs.iter().collect();
+        let results = probe.run(&refs, plan);
+        assert_eq!(results.len(), specs.len());
+        assert!(results.iter().all(|rtts| rtts.len() == plan.pings as usize));
+        results
+    }
+
+    fn real_fping() -> FpingProbe {
+        FpingProbe::new(PathBuf::from("/usr/bin/fping"))
+    }
+
+    fn assert_answered(rtts: &Rtts) {
+        for rtt in rtts {
+            let rtt = rtt.unwrap_or_else(|| panic!("lost ping: {rtts:?}"));
+            assert!(rtt > 0.0 && rtt < 0.5, "{rtt}");
+        }
+    }
+
+    #[test]
+    fn real_fping_answers_ipv4_and_ipv6_loopback() {
+        let specs = vec![
+            spec(Ipv4Addr::LOCALHOST.into()),
+            spec(Ipv6Addr::LOCALHOST.into()),
+        ];
+        let plan = plan(3, Duration::from_millis(50), Duration::from_secs(10));
+        for rtts in run(&real_fping(), &specs, &plan) {
+            assert_answered(&rtts);
+        }
+    }
+
+    #[test]
+    fn duplicate_hosts_each_get_the_result() {
+        let specs = vec![
+            spec(Ipv4Addr::LOCALHOST.into()),
+            spec([127, 0, 0, 5].into()),
+            spec(Ipv4Addr::LOCALHOST.into()),
+        ];
+        let plan = plan(2, Duration::from_millis(20), Duration::from_secs(10));
+        let results = run(&real_fping(), &specs, &plan);
+        for rtts in &results {
+            assert_answered(rtts);
+        }
+        assert_eq!(results[0], results[2]);
+    }
+
+    #[test]
+    fn batch_larger_than_one_process_is_split_and_fully_answered() {
+        let specs: Vec<ProbeSpec> = (0..1200u32)
+            .map(|i| spec(IpAddr::from([127, 4, (i / 200) as u8, (i % 200 + 1) as u8])))
+            .collect();
+        let plan = plan(1, Duration::from_millis(20), Duration::from_secs(20));
+        let results = run(&real_fping(), &specs, &plan);
+        let lost = results.iter().flatten().filter(|rtt| rtt.is_none()).count();
+        assert_eq!(lost, 0);
+    }
+
+    #[test]
+    fn fping_running_into_the_deadline_keeps_early_pings_and_loses_the_rest() {
+        let specs = vec![spec(Ipv4Addr::LOCALHOST.into())];
+        let plan = plan(20, Duration::from_millis(500), Duration::from_millis(1600));
+        let results = run(&real_fping(), &specs, &plan);
+        let returned = Instant::now();
+        assert!(results[0][0].is_some(), "{results:?}");
+        assert_eq!(results[0][5..], [None; 15]);
+        assert!(returned >= plan.deadline - INTERRUPT_GRACE);
+        assert!(returned < plan.deadline + Duration::from_millis(500));
+    }
+
+    #[test]
+    fn missing_binary_loses_every_ping_without_panicking() {
+        let probe = FpingProbe::new(PathBuf::from("/nonexistent/fping"));
+        let specs = vec![spec(Ipv4Addr::LOCALHOST.into())];
+        let plan = plan(2, Duration::from_millis(20), Duration::from_secs(2));
+        assert_eq!(run(&probe, &specs, &plan), vec![vec![None, None]]);
+    }
+
+    #[test]
+    fn hostile_fping_output_is_skipped_and_good_lines_still_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fping");
+        let garbage = "x".repeat(1 << 20);
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ncat >/dev/null\n\
+                 echo '{garbage}' >&2\n\
+                 echo '127.0.0.1 : 1.50 - 2.00' >&2\n\
+                 echo '127.0.0.9 : 1.00 1.00 1.00' >&2\n\
+                 echo '::1 : 0.10 0.20 0.30 0.40' >&2\n\
+                 echo 'ICMP Host Unreachable from 10.0.0.1 for ICMP Echo sent to ::1' >&2\n\
+                 printf '\\377\\376 : \\001\\n' >&2\n\
+                 exit 3\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let specs = vec![
+            spec(Ipv4Addr::LOCALHOST.into()),
+            spec(Ipv6Addr::LOCALHOST.into()),
+        ];
+        let plan = plan(3, Duration::from_millis(20), Duration::from_secs(5));
+        let results = run(&FpingProbe::new(script), &specs, &plan);
+        assert_eq!(results[0], vec![Some(0.0015), None, Some(0.002)]);
+        assert_eq!(results[1], vec![None, None, None]);
+    }
+
+    #[test]
+    fn arguments_follow_pingmachine_with_period_and_timeout_floors() {
+        let probe = real_fping();
+        let mut plan = plan(5, Duration::from_millis(2500), Duration::from_secs(20));
+        plan.timeout = Duration::from_secs(3);
+        let args = probe.arguments(&plan, Some([127, 0, 0, 1].into()), Some("lo"));
+        assert_eq!(
+            args.join(" "),
+            "-q -p 2500 -C 5 -i 1 -t 3000 -S 127.0.0.1 -I lo"
+        );
+        plan.interval = Duration::from_micros(300);
+        plan.timeout = Duration::from_micros(10);
+        let args = probe.arguments(&plan, None, None);
+        assert_eq!(args.join(" "), "-q -p 10 -C 5 -i 1 -t 1");
+    }
+
+    #[test]
+    fn result_line_with_padding_and_losses_parses_to_seconds() {
+        let (host, rtts) = parse_result_line("::1       : 0.022 - 1.5", 3).unwrap();
+        assert_eq!(host, "::1");
+        assert_eq!(rtts, vec![Some(0.000022), None, Some(0.0015)]);
+    }
+
+    #[test]
+    fn interrupted_line_with_fewer_values_pads_with_lost() {
+        let (_, rtts) = parse_result_line("127.0.0.1 : 0.5", 3).unwrap();
+        assert_eq!(rtts, vec![Some(0.0005), None, None]);
+        let (_, rtts) = parse_result_line("127.0.0.1 : ", 2).unwrap();
+        assert_eq!(rtts, vec![None, None]);
+    }
+
+    #[test]
+    fn malformed_result_lines_are_rejected() {
+        let cases = [
+            ("", FpingLineError::NoSeparator),
+            ("127.0.0.1: 0.1", FpingLineError::NoSeparator),
+            (" : 0.1", FpingLineError::NoSeparator),
+            (
+                "ICMP Host Unreachable from 1.2.3.4 : x",
+                FpingLineError::NoSeparator,
+            ),
+            (
+                "127.0.0.1 : 0.1 0.2 0.3",
+                FpingLineError::TooManyValues {
+                    found: 3,
+                    expected: 2,
+                },
+            ),
+            ("127.0.0.1 : abc", FpingLineError::BadValue("abc".into())),
+            ("127.0.0.1 : NaN", FpingLineError::BadValue("NaN".into())),
+            ("127.0.0.1 : inf", FpingLineError::BadValue("inf".into())),
+            ("127.0.0.1 : -1", FpingLineError::BadValue("-1".into())),
+            (
+                "127.0.0.1 : duplicate for [0], 64 bytes, 0.05 ms",
+                FpingLineError::BadValue("duplicate".into()),
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                parse_result_line(line, 2).unwrap_err(),
+                expected,
+                "{line:?}"
+            );
+        }
+    }
+}

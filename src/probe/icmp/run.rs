@@ -1,0 +1,237 @@
+//! One run of a batch on the native engine: paced rounds of echo requests, then harvesting the
+//! in-flight table into per-target RTT lists.
+//!
+//! Owns nothing on disk. Invariants: round `i` starts no earlier than `plan.start + i *
+//! plan.interval`; every send goes through the engine-wide pacer; a round is harvested once all
+//! its pings were answered or `plan.timeout` after its last send, and never after
+//! `plan.deadline`; the result always has `plan.pings` entries per target, `None` for anything
+//! unsent, unanswered, answered too late or cut off by the deadline.
+
+use super::inflight::{InflightTable, Pacer};
+use super::packet::{build_echo_request, REQUEST_LEN};
+use super::socket::Endpoint;
+use crate::probe::{Rtts, RunPlan};
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::warn;
+
+/// While waiting for the last replies, how often the run checks whether all have arrived.
+const ANSWER_POLL: Duration = Duration::from_millis(2);
+
+/// One target of a run and the socket that reaches it (`None`: it cannot be pinged; lost).
+pub struct RunTarget {
+    pub address: IpAddr,
+    pub endpoint: Option<Arc<Endpoint>>,
+}
+
+/// What a run needs from the engine.
+pub struct EngineParts<'a> {
+    pub table: &'a InflightTable,
+    pub pacer: &'a Pacer,
+    pub token: u64,
+}
+
+/// Requests of one round that are (or were) in flight.
+struct Round {
+    index: usize,
+    /// Key per target; `None` = not sent.
+    keys: Vec<Option<u32>>,
+    /// When the last ping of the round times out.
+    expires: Instant,
+    /// Targets before this index are known to be answered (or unsent).
+    answered_upto: usize,
+}
+
+/// Runs `plan` against `targets` and returns one RTT list (seconds) per target.
+pub fn run_rounds(engine: &EngineParts, targets: &[RunTarget], plan: &RunPlan) -> Vec<Rtts> {
+    let pings = plan.pings as usize;
+    let mut results: Vec<Rtts> = vec![vec![None; pings]; targets.len()];
+    let sendable: Vec<usize> = (0..targets.len())
+        .filter(|&t| targets[t].endpoint.is_some())
+        .collect();
+    let mut pending: VecDeque<Round> = VecDeque::new();
+    let mut send_failures = SendFailures::default();
+    for index in 0..pings {
+        let Some(round_start) = round_start(plan, index) else {
+            break;
+        };
+        if round_start >= plan.deadline {
+            break;
+        }
+        wait_until(round_start, engine, plan, &mut pending, &mut results);
+        let round = send_round(
+            engine,
+            targets,
+            &sendable,
+            index,
+            plan,
+            &mut pending,
+            &mut results,
+            &mut send_failures,
+        );
+        pending.push_back(round);
+    }
+    finish(engine, plan, &mut pending, &mut results);
+    send_failures.report(targets.len());
+    results
+}
+
+fn round_start(plan: &RunPlan, index: usize) -> Option<Instant> {
+    let offset = plan.interval.checked_mul(u32::try_from(index).ok()?)?;
+    plan.start.checked_add(offset)
+}
+
+/// Sends one echo request per sendable target, in paced chunks; harvests expired rounds between
+/// chunks so in-flight slots are read before they can be reused.
+#[allow(clippy::too_many_arguments)]
+fn send_round(
+    engine: &EngineParts,
+    targets: &[RunTarget],
+    sendable: &[usize],
+    index: usize,
+    plan: &RunPlan,
+    pending: &mut VecDeque<Round>,
+    results: &mut [Rtts],
+    failures: &mut SendFailures,
+) -> Round {
+    let mut keys = vec![None; targets.len()];
+    let mut last_send = Instant::now();
+    let mut packet = [0u8; REQUEST_LEN];
+    for chunk in sendable.chunks(engine.pacer.chunk() as usize) {
+        harvest_expired(engine, plan, pending, results);
+        let count = chunk.len() as u32;
+        let at = engine.pacer.reserve(count);
+        if at >= plan.deadline {
+            break;
+        }
+        sleep_until(at);
+        let first_key = engine.table.reserve_keys(count);
+        for (offset, &t) in chunk.iter().enumerate() {
+            let target = &targets[t];
+            let Some(endpoint) = &target.endpoint else {
+                continue;
+            };
+            let key = first_key.wrapping_add(offset as u32);
+            let len = build_echo_request(endpoint.family, engine.token, key, &mut packet);
+            last_send = engine.table.mark_sent(key);
+            match endpoint.send_to(&packet[..len], target.address) {
+                Ok(()) => keys[t] = Some(key),
+                Err(e) => failures.note(target.address, e),
+            }
+        }
+    }
+    Round {
+        index,
+        keys,
+        expires: last_send + plan.timeout,
+        answered_upto: 0,
+    }
+}
+
+/// Sleeps until `until`, harvesting rounds that expire meanwhile.
+fn wait_until(
+    until: Instant,
+    engine: &EngineParts,
+    plan: &RunPlan,
+    pending: &mut VecDeque<Round>,
+    results: &mut [Rtts],
+) {
+    loop {
+        harvest_expired(engine, plan, pending, results);
+        let wake = pending
+            .front()
+            .map_or(until, |round| round.expires.min(until));
+        if Instant::now() >= until {
+            return;
+        }
+        sleep_until(wake);
+    }
+}
+
+/// Harvests the remaining rounds as soon as each is fully answered, or at its expiry, or at the
+/// deadline.
+fn finish(
+    engine: &EngineParts,
+    plan: &RunPlan,
+    pending: &mut VecDeque<Round>,
+    results: &mut [Rtts],
+) {
+    while let Some(round) = pending.front_mut() {
+        let give_up = round.expires.min(plan.deadline);
+        if all_answered(engine.table, round) || Instant::now() >= give_up {
+            if let Some(round) = pending.pop_front() {
+                harvest(engine.table, plan.timeout, &round, results);
+            }
+            continue;
+        }
+        sleep_until(give_up.min(Instant::now() + ANSWER_POLL));
+    }
+}
+
+fn harvest_expired(
+    engine: &EngineParts,
+    plan: &RunPlan,
+    pending: &mut VecDeque<Round>,
+    results: &mut [Rtts],
+) {
+    let now = Instant::now();
+    while pending.front().is_some_and(|round| round.expires <= now) {
+        if let Some(round) = pending.pop_front() {
+            harvest(engine.table, plan.timeout, &round, results);
+        }
+    }
+}
+
+fn all_answered(table: &InflightTable, round: &mut Round) -> bool {
+    while let Some(key) = round.keys.get(round.answered_upto) {
+        if key.is_some_and(|key| table.rtt(key).is_none()) {
+            return false;
+        }
+        round.answered_upto += 1;
+    }
+    true
+}
+
+fn harvest(table: &InflightTable, timeout: Duration, round: &Round, results: &mut [Rtts]) {
+    for (t, key) in round.keys.iter().enumerate() {
+        let rtt = key
+            .and_then(|key| table.rtt(key))
+            .filter(|rtt| *rtt <= timeout);
+        if let (Some(rtt), Some(slot)) = (rtt, results[t].get_mut(round.index)) {
+            *slot = Some(rtt.as_secs_f64());
+        }
+    }
+}
+
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
+    }
+}
+
+/// Send errors of one run, reported once at its end instead of once per packet.
+#[derive(Default)]
+struct SendFailures {
+    count: usize,
+    first: Option<(IpAddr, std::io::Error)>,
+}
+
+impl SendFailures {
+    fn note(&mut self, address: IpAddr, error: std::io::Error) {
+        self.count += 1;
+        self.first.get_or_insert((address, error));
+    }
+
+    fn report(&self, targets: usize) {
+        if let Some((address, error)) = &self.first {
+            warn!(
+                "ICMP: {} echo requests could not be sent in a run of {targets} targets \
+                 (first: to {address}: {error}); counted as lost",
+                self.count
+            );
+        }
+    }
+}
