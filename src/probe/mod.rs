@@ -9,6 +9,7 @@ pub mod exec;
 pub mod fping;
 pub mod http;
 pub mod icmp;
+mod rounds;
 pub mod scheduler;
 pub mod tcp;
 
