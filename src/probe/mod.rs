@@ -12,6 +12,7 @@ pub mod icmp;
 mod rounds;
 pub mod scheduler;
 pub mod tcp;
+mod warn_once;
 
 use crate::orders::order::ProbeSpec;
 use std::time::{Duration, Instant};
