@@ -28,7 +28,10 @@ impl WarnOnce {
             logged.clear();
         }
         logged.insert((target.to_owned(), message.to_owned()));
-        tracing::warn!(target_name = target, "{message} (further identical warnings suppressed)");
+        tracing::warn!(
+            target_name = target,
+            "{message} (further identical warnings suppressed)"
+        );
         true
     }
 
