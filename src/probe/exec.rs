@@ -56,6 +56,11 @@ pub enum ExecError {
         placeholder: &'static str,
         argument: String,
     },
+    #[error("{placeholder} would be {value:?}, which the command would read as an option")]
+    OptionLikeValue {
+        placeholder: &'static str,
+        value: String,
+    },
     #[error("the order's command is empty")]
     EmptyCommand,
     #[error("starting {program:?}: {source}")]
@@ -141,6 +146,56 @@ fn order_label(spec: &ExecSpec) -> String {
     format!("{:?} {host} ({})", spec.kind, spec.command.join(" "))
 }
 
+/// The argv for one run: `spec.command` with placeholders substituted, then `spec.flags`
+/// (appended as they are).
+///
+/// Substitution is a single pass: a value that itself looks like a placeholder stays literal.
+/// A value starting with `-` is refused (it would be read as an option by the command).
+///
+/// Rules for a placeholder without a value (`{host}`, `{source_ip}` or `{interface}` that the
+/// order does not set):
+/// - an argument that is exactly that placeholder is removed, together with the argument just
+///   before it when that one looks like an option taking a value (a template argument starting
+///   with `-`, without `=` and without placeholder), so `-I {interface}` disappears as a whole;
+/// - an argument that merely contains it (`--src={source_ip}`) is an error: substituting an
+///   empty string would silently change the command's meaning.
+///
+/// Unknown `{...}` text is left as it is.
+pub fn command_line(spec: &ExecSpec, plan: &RunPlan) -> Result<Vec<String>, ExecError> {
+    let pings = plan.pings.to_string();
+    let interval_ms = plan.interval.as_millis().to_string();
+    let source_ip = spec.source_ip.map(|ip| ip.to_string());
+    let values = PlaceholderValues {
+        host: spec.host.as_deref(),
+        pings: &pings,
+        interval_ms: &interval_ms,
+        source_ip: source_ip.as_deref(),
+        interface: spec.interface.as_deref(),
+    };
+    // Each argument with whether it is an option that may take the next argument as value.
+    let mut argv: Vec<(String, bool)> = Vec::with_capacity(spec.command.len() + spec.flags.len());
+    for argument in &spec.command {
+        let whole_placeholder = PLACEHOLDERS.into_iter().find(|p| p == argument);
+        if whole_placeholder.map(|p| values.get(p)).transpose()? == Some(None) {
+            if argv.len() > 1 && argv.last().is_some_and(|(_, option)| *option) {
+                argv.pop();
+            }
+            continue;
+        }
+        let option = argument.len() > 1
+            && argument.starts_with('-')
+            && !argument.contains('=')
+            && !PLACEHOLDERS.iter().any(|p| argument.contains(p));
+        argv.push((substitute(argument, &values)?, option));
+    }
+    if argv.first().is_none_or(|(program, _)| program.is_empty()) {
+        return Err(ExecError::EmptyCommand);
+    }
+    let mut argv: Vec<String> = argv.into_iter().map(|(argument, _)| argument).collect();
+    argv.extend(spec.flags.iter().cloned());
+    Ok(argv)
+}
+
 /// The placeholders [`command_line`] knows.
 const PLACEHOLDERS: [&str; 5] = [
     "{host}",
@@ -150,70 +205,58 @@ const PLACEHOLDERS: [&str; 5] = [
     "{interface}",
 ];
 
-/// The argv for one run: `spec.command` with placeholders substituted, then `spec.flags`
-/// (appended as they are).
-///
-/// Rules for a placeholder without a value (`{host}`, `{source_ip}` or `{interface}` that the
-/// order does not set):
-/// - an argument that is exactly that placeholder is removed, together with the argument just
-///   before it when that one looks like an option taking a value (starts with `-`, has no `=` and
-///   no placeholder), so `-I {interface}` disappears as a whole;
-/// - an argument that merely contains it (`--src={source_ip}`) is an error: substituting an
-///   empty string would silently change the command's meaning.
-///
-/// Unknown `{...}` text is left as it is.
-pub fn command_line(spec: &ExecSpec, plan: &RunPlan) -> Result<Vec<String>, ExecError> {
-    let pings = plan.pings.to_string();
-    let interval_ms = plan.interval.as_millis().to_string();
-    let source_ip = spec.source_ip.map(|ip| ip.to_string());
-    let value = |placeholder: &str| -> Option<&str> {
-        match placeholder {
-            "{host}" => spec.host.as_deref(),
-            "{pings}" => Some(&pings),
-            "{interval_ms}" => Some(&interval_ms),
-            "{source_ip}" => source_ip.as_deref(),
-            "{interface}" => spec.interface.as_deref(),
-            _ => None,
-        }
-    };
-    let mut argv: Vec<String> = Vec::with_capacity(spec.command.len() + spec.flags.len());
-    for argument in &spec.command {
-        if PLACEHOLDERS.contains(&argument.as_str()) && value(argument).is_none() {
-            if argv.len() > 1 && takes_value(&argv[argv.len() - 1], spec) {
-                argv.pop();
-            }
-            continue;
-        }
-        let mut substituted = argument.clone();
-        for placeholder in PLACEHOLDERS {
-            if !substituted.contains(placeholder) {
-                continue;
-            }
-            let Some(replacement) = value(placeholder) else {
-                return Err(ExecError::UnsetPlaceholder {
-                    placeholder,
-                    argument: argument.clone(),
-                });
-            };
-            substituted = substituted.replace(placeholder, replacement);
-        }
-        argv.push(substituted);
-    }
-    if argv.is_empty() || argv[0].is_empty() {
-        return Err(ExecError::EmptyCommand);
-    }
-    argv.extend(spec.flags.iter().cloned());
-    Ok(argv)
+/// What each placeholder stands for in one run (`None`: the order sets no value).
+struct PlaceholderValues<'a> {
+    host: Option<&'a str>,
+    pings: &'a str,
+    interval_ms: &'a str,
+    source_ip: Option<&'a str>,
+    interface: Option<&'a str>,
 }
 
-/// Whether the (already substituted) argument `previous` is an option that takes the next
-/// argument as its value. Arguments that came from a placeholder are never treated as options.
-fn takes_value(previous: &str, spec: &ExecSpec) -> bool {
-    let from_template = spec
-        .command
-        .iter()
-        .any(|argument| argument == previous && !PLACEHOLDERS.iter().any(|p| argument.contains(p)));
-    from_template && previous.starts_with('-') && previous.len() > 1 && !previous.contains('=')
+impl PlaceholderValues<'_> {
+    /// The value of `placeholder` (one of [`PLACEHOLDERS`]); an error if it looks like an option.
+    fn get(&self, placeholder: &'static str) -> Result<Option<&str>, ExecError> {
+        let value = match placeholder {
+            "{host}" => self.host,
+            "{pings}" => Some(self.pings),
+            "{interval_ms}" => Some(self.interval_ms),
+            "{source_ip}" => self.source_ip,
+            _ => self.interface,
+        };
+        match value {
+            Some(value) if value.starts_with('-') => Err(ExecError::OptionLikeValue {
+                placeholder,
+                value: value.to_owned(),
+            }),
+            _ => Ok(value),
+        }
+    }
+}
+
+/// Replaces every placeholder in `argument` in one pass.
+fn substitute(argument: &str, values: &PlaceholderValues) -> Result<String, ExecError> {
+    let mut result = String::with_capacity(argument.len());
+    let mut rest = argument;
+    while let Some(open) = rest.find('{') {
+        result.push_str(&rest[..open]);
+        rest = &rest[open..];
+        let Some(placeholder) = PLACEHOLDERS.into_iter().find(|p| rest.starts_with(p)) else {
+            result.push('{');
+            rest = &rest[1..];
+            continue;
+        };
+        let value = values
+            .get(placeholder)?
+            .ok_or_else(|| ExecError::UnsetPlaceholder {
+                placeholder,
+                argument: argument.to_owned(),
+            })?;
+        result.push_str(value);
+        rest = &rest[placeholder.len()..];
+    }
+    result.push_str(rest);
+    Ok(result)
 }
 
 /// Parses one output line: `Some((seq, rtt_seconds))` when it reports an answered ping.
@@ -691,6 +734,34 @@ mod tests {
         assert_eq!(rtts, vec![ms(0.045), ms(0.051), ms(12.5)]);
     }
 
+    /// The iputils `ping` binary, if this machine has one.
+    fn ping_binary() -> Option<&'static str> {
+        ["/usr/bin/ping", "/bin/ping"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).exists())
+    }
+
+    #[test]
+    fn real_ping_binary_to_loopback_answers_every_ping() {
+        let Some(ping) = ping_binary() else {
+            eprintln!(
+                "SKIPPED real_ping_binary_to_loopback_answers_every_ping: no ping binary \
+                 (iputils-ping) installed; the sh-script tests cover the parsing"
+            );
+            return;
+        };
+        let spec = exec(
+            ExecKind::Exec,
+            &[ping, "-n", "-c", "{pings}", "-i", "0.2", "{host}"],
+        );
+        let rtts = run_one(spec, 3);
+        assert!(
+            rtts.iter()
+                .all(|rtt| rtt.is_some_and(|s| s > 0.0 && s < 1.0)),
+            "{rtts:?}"
+        );
+    }
+
     #[test]
     fn replies_are_placed_by_their_sequence_number() {
         // Reply 2 lost, 3 printed before 1, a duplicate of 1 ignored.
@@ -921,6 +992,41 @@ mod tests {
             run(&ExecProbe::new(), &[spec], &plan),
             vec![vec![None, None]]
         );
+    }
+
+    #[test]
+    fn hostile_values_are_not_substituted_twice_nor_read_as_options() {
+        let plan = plan(2, Duration::from_secs(5));
+        let mut spec = exec(
+            ExecKind::Sping,
+            &["scion", "ping", "{host}", "--src", "{source_ip}"],
+        );
+        spec.host = Some("{source_ip}{pings}".into());
+        spec.source_ip = Some("10.0.0.1".parse::<IpAddr>().expect("ip"));
+        let argv = command_line(&spec, &plan).expect("argv");
+        assert_eq!(
+            argv,
+            ["scion", "ping", "{source_ip}{pings}", "--src", "10.0.0.1"]
+        );
+        spec.host = Some("--dispatcher=/tmp/evil".into());
+        assert!(matches!(
+            command_line(&spec, &plan),
+            Err(ExecError::OptionLikeValue {
+                placeholder: "{host}",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unset_placeholder_after_a_placeholder_or_first_argument_removes_only_itself() {
+        let plan = plan(2, Duration::from_secs(5));
+        let mut spec = exec(
+            ExecKind::Exec,
+            &["-tool", "{interface}", "-x={pings}", "{source_ip}"],
+        );
+        spec.host = None;
+        assert_eq!(command_line(&spec, &plan).expect("argv"), ["-tool", "-x=2"]);
     }
 
     #[test]

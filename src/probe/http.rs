@@ -34,6 +34,12 @@ pub const MAX_WORKERS: usize = 16;
 /// Most body bytes read (and discarded) per ping; the rest is dropped with the connection.
 pub const BODY_CAP: u64 = 64 * 1024;
 
+/// Largest response head accepted (status line and headers); also the read buffer size.
+pub const RESPONSE_HEADER_CAP: usize = 64 * 1024;
+
+/// Write buffer per connection: a GET request head is far smaller.
+const REQUEST_BUFFER: usize = 16 * 1024;
+
 /// `User-Agent` sent when the order names none.
 pub const DEFAULT_USER_AGENT: &str = concat!("spoolmon/", env!("CARGO_PKG_VERSION"));
 
@@ -127,6 +133,10 @@ pub fn agent(spec: &HttpingSpec) -> Result<Agent, HttpPingError> {
         .max_idle_connections_per_host(0)
         .user_agent(user_agent)
         .accept_encoding(AutoHeaderValue::None)
+        // Every ping allocates fresh buffers; the 128 KiB defaults are mostly zero-filling.
+        .input_buffer_size(RESPONSE_HEADER_CAP)
+        .max_response_header_size(RESPONSE_HEADER_CAP)
+        .output_buffer_size(REQUEST_BUFFER)
         .build();
     Ok(config.new_agent())
 }
@@ -185,6 +195,8 @@ mod tests {
         HugeBody,
         CutBody,
         Garbage,
+        /// A response head larger than [`RESPONSE_HEADER_CAP`].
+        HugeHeaders,
     }
 
     /// A loopback HTTP server that records the head of every request it receives.
@@ -271,6 +283,11 @@ mod tests {
                 Reply::CloseMidHeaders => b"HTTP/1.1 200 OK\r\nContent-Le".to_vec(),
                 Reply::CutBody => b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nshort".to_vec(),
                 Reply::Garbage => b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(),
+                Reply::HugeHeaders => {
+                    let header = format!("X-Filler: {}\r\n", "y".repeat(1000));
+                    let headers = header.repeat(2 * RESPONSE_HEADER_CAP / 1000);
+                    format!("HTTP/1.1 200 OK\r\n{headers}Content-Length: 0\r\n\r\n").into_bytes()
+                }
                 Reply::HugeBody => {
                     let _ =
                         stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n");
@@ -391,13 +408,16 @@ mod tests {
         let mid_headers = TestServer::start(Reply::CloseMidHeaders);
         let cut_body = TestServer::start(Reply::CutBody);
         let garbage = TestServer::start(Reply::Garbage);
+        let huge_headers = TestServer::start(Reply::HugeHeaders);
         let specs = [
             httping(&mid_headers.url("/")),
             httping(&cut_body.url("/")),
             httping(&garbage.url("/")),
+            httping(&huge_headers.url("/")),
         ];
         let results = run(&specs, &normal_plan(2));
-        assert_eq!(results, vec![vec![None, None]; 3]);
+        assert_eq!(results, vec![vec![None, None]; 4]);
+        assert_eq!(huge_headers.heads().len(), 2);
         // The servers were reached: the losses come from their replies.
         assert_eq!(mid_headers.heads().len(), 2);
         assert_eq!(cut_body.heads().len(), 2);
