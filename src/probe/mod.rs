@@ -9,8 +9,10 @@ pub mod exec;
 pub mod fping;
 pub mod http;
 pub mod icmp;
+mod rounds;
 pub mod scheduler;
 pub mod tcp;
+mod warn_once;
 
 use crate::orders::order::ProbeSpec;
 use std::time::{Duration, Instant};

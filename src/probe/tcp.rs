@@ -1,1 +1,229 @@
-//! (in progress)
+//! TCP connect probe: one ping is the time a TCP handshake with `host:port` takes.
+//!
+//! Each ping opens a fresh socket (bound to `source_ip` when the order sets one), connects with
+//! the ping's time budget and closes at once, without sending data. Refused, unreachable and
+//! timed-out connects are lost pings (logged at debug). The order's `interval_ms` is used by the
+//! scheduler to build the [`RunPlan`]; this probe follows the plan. Targets of a run are measured
+//! concurrently on at most [`MAX_WORKERS`] threads (see `rounds`). Owns nothing on disk.
+
+use super::rounds::run_rounds;
+use super::{Probe, Rtts, RunPlan};
+use crate::orders::order::{ProbeSpec, TcpSpec};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Most connects in flight at once in one run.
+pub const MAX_WORKERS: usize = 16;
+
+/// Why one TCP ping was lost.
+#[derive(Debug, thiserror::Error)]
+pub enum TcpPingError {
+    #[error("creating a TCP socket for {address}: {source}")]
+    Socket {
+        address: SocketAddr,
+        source: io::Error,
+    },
+    #[error("binding the TCP socket for {address} to source {source_ip}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source_ip: IpAddr,
+        source: io::Error,
+    },
+    #[error("connecting to {address}: {source}")]
+    Connect {
+        address: SocketAddr,
+        source: io::Error,
+    },
+    #[error("order for {0} is not a tcp order")]
+    NotTcp(String),
+}
+
+/// Measures TCP connect time. Stateless, so one instance serves concurrent runs.
+#[derive(Debug, Default, Clone)]
+pub struct TcpProbe;
+
+impl TcpProbe {
+    pub fn new() -> TcpProbe {
+        TcpProbe
+    }
+}
+
+impl Probe for TcpProbe {
+    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Rtts> {
+        run_rounds(targets.len(), plan, MAX_WORKERS, |index, budget| {
+            let result = match targets[index] {
+                ProbeSpec::Tcp(spec) => connect_time(spec, budget),
+                other => Err(TcpPingError::NotTcp(format!("{other:?}"))),
+            };
+            result
+                .map_err(|error| tracing::debug!(%error, "tcp ping lost"))
+                .ok()
+        })
+    }
+}
+
+/// Connects once to `spec.address` within `budget` and returns the handshake time in seconds.
+pub fn connect_time(spec: &TcpSpec, budget: Duration) -> Result<f64, TcpPingError> {
+    let address = spec.address;
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )
+    .map_err(|source| TcpPingError::Socket { address, source })?;
+    if let Some(source_ip) = spec.source_ip {
+        socket
+            .bind(&SockAddr::from(SocketAddr::new(source_ip, 0)))
+            .map_err(|source| TcpPingError::Bind {
+                address,
+                source_ip,
+                source,
+            })?;
+    }
+    let started = Instant::now();
+    socket
+        .connect_timeout(&SockAddr::from(address), budget)
+        .map_err(|source| TcpPingError::Connect { address, source })?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn spec(address: SocketAddr, source_ip: Option<IpAddr>) -> ProbeSpec {
+        ProbeSpec::Tcp(TcpSpec {
+            host: address.ip().to_string(),
+            port: address.port(),
+            address,
+            source_ip,
+            interval_ms: None,
+        })
+    }
+
+    fn plan(pings: u32) -> RunPlan {
+        let start = Instant::now();
+        RunPlan {
+            pings,
+            interval: Duration::from_millis(10),
+            timeout: Duration::from_secs(2),
+            start,
+            deadline: start + Duration::from_secs(10),
+        }
+    }
+
+    /// A port that was just listening and is now closed (connects are refused).
+    fn closed_port(ip: &str) -> SocketAddr {
+        let listener = TcpListener::bind((ip, 0)).expect("bind");
+        listener.local_addr().expect("addr")
+    }
+
+    #[test]
+    fn listening_ipv4_port_answers_every_ping_and_a_closed_port_loses_all() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let open = spec(listener.local_addr().expect("addr"), None);
+        let closed = spec(closed_port("127.0.0.1"), None);
+        let results = TcpProbe::new().run(&[&open, &closed], &plan(3));
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0].len(), 3);
+        assert!(results[0]
+            .iter()
+            .all(|rtt| rtt.is_some_and(|s| s > 0.0 && s < 2.0)));
+        assert_eq!(results[1], vec![None, None, None]);
+    }
+
+    #[test]
+    fn ipv6_loopback_port_answers() {
+        let listener = TcpListener::bind("[::1]:0").expect("bind ::1");
+        let open = spec(listener.local_addr().expect("addr"), None);
+        let results = TcpProbe::new().run(&[&open], &plan(2));
+        assert!(results[0].iter().all(Option::is_some), "{results:?}");
+    }
+
+    #[test]
+    fn connect_is_made_from_the_requested_source_ip() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let target = listener.local_addr().expect("addr");
+        let source: IpAddr = "127.0.0.42".parse().expect("ip");
+        let rtt = connect_time(
+            &TcpSpec {
+                host: "127.0.0.1".into(),
+                port: target.port(),
+                address: target,
+                source_ip: Some(source),
+                interval_ms: None,
+            },
+            Duration::from_secs(2),
+        );
+        assert!(rtt.is_ok(), "{rtt:?}");
+        let (_, peer) = listener.accept().expect("accept");
+        assert_eq!(peer.ip(), source);
+    }
+
+    #[test]
+    fn source_ip_of_the_wrong_family_is_a_lost_ping_not_a_panic() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let spec = spec(
+            listener.local_addr().expect("addr"),
+            Some("::1".parse().expect("ip")),
+        );
+        let results = TcpProbe::new().run(&[&spec], &plan(2));
+        assert_eq!(results, vec![vec![None, None]]);
+    }
+
+    #[test]
+    fn connect_to_a_listener_with_a_full_backlog_times_out_within_the_budget() {
+        // With the accept queue full, Linux drops further SYNs: the handshake never completes.
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        listener
+            .bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .expect("bind");
+        listener.listen(0).expect("listen");
+        let address = listener
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet");
+        let spec = TcpSpec {
+            host: "127.0.0.1".into(),
+            port: address.port(),
+            address,
+            source_ip: None,
+            interval_ms: None,
+        };
+        let mut fillers = Vec::new();
+        let error = loop {
+            match connect_time(&spec, Duration::from_millis(300)) {
+                Ok(_) if fillers.len() < 64 => fillers.push(()),
+                Ok(_) => panic!("backlog never filled"),
+                Err(error) => break error,
+            }
+        };
+        match error {
+            TcpPingError::Connect { source, .. } => {
+                assert_eq!(source.kind(), io::ErrorKind::TimedOut, "{source}")
+            }
+            other => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn non_tcp_spec_is_lost_with_the_right_shape() {
+        let other = ProbeSpec::Exec(crate::orders::order::ExecSpec {
+            kind: crate::orders::order::ExecKind::Exec,
+            command: vec!["true".into()],
+            host: None,
+            source_ip: None,
+            interface: None,
+            flags: vec![],
+            timeout_ms: None,
+        });
+        assert_eq!(
+            TcpProbe::new().run(&[&other], &plan(2)),
+            vec![vec![None, None]]
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! Round pacing for probes that measure one ping at a time per target (HTTP, TCP).
+//!
+//! [`run_rounds`] calls a blocking `ping` function `plan.pings` times per target on a bounded
+//! pool of worker threads. Round `i` of a target is due at `plan.start + i * plan.interval`.
+//!
+//! Invariants:
+//! - A target never has two pings in flight: round `i + 1` starts only after round `i` ended.
+//!   If a ping ends after the next round was due (a slow target), the next round starts at once,
+//!   late, like httping does; other targets keep their own schedule on the other workers.
+//! - Every ping gets `min(plan.timeout, plan.deadline - now)` as its time budget, and no ping
+//!   starts at or after `plan.deadline`: those rounds are lost (`None`).
+//! - The result has one entry per target with exactly `plan.pings` entries.
+//!
+//! Owns nothing on disk.
+
+use super::{Rtts, RunPlan};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// One ping waiting to be sent: when, to which target, which round.
+type Job = Reverse<(Instant, usize, u32)>;
+
+/// What the workers share.
+struct Schedule {
+    /// Due pings, earliest first. Each unfinished target has exactly one job here or in flight.
+    due: BinaryHeap<Job>,
+    /// Targets that still have rounds to run.
+    unfinished: usize,
+    results: Vec<Rtts>,
+}
+
+/// Runs `ping(target, budget)` for every target and round of `plan` on at most `max_workers`
+/// threads and returns the RTTs. `ping` returns the RTT in seconds, or `None` for a lost ping;
+/// it must give up within `budget`.
+pub(crate) fn run_rounds<F>(
+    targets: usize,
+    plan: &RunPlan,
+    max_workers: usize,
+    ping: F,
+) -> Vec<Rtts>
+where
+    F: Fn(usize, Duration) -> Option<f64> + Sync,
+{
+    let pings = plan.pings as usize;
+    let mut schedule = Schedule {
+        due: BinaryHeap::with_capacity(targets),
+        unfinished: 0,
+        results: vec![vec![None; pings]; targets],
+    };
+    if pings > 0 {
+        for target in 0..targets {
+            schedule.due.push(Reverse((plan.start, target, 0)));
+        }
+        schedule.unfinished = targets;
+    }
+    let shared = (Mutex::new(schedule), Condvar::new());
+    let workers = max_workers.clamp(1, targets.max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| work(&shared, plan, &ping));
+        }
+    });
+    let (schedule, _) = shared;
+    schedule
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .results
+}
+
+/// One worker: take the earliest due job, wait for its time, ping, schedule the next round.
+fn work<F>(shared: &(Mutex<Schedule>, Condvar), plan: &RunPlan, ping: &F)
+where
+    F: Fn(usize, Duration) -> Option<f64> + Sync,
+{
+    let (lock, wakeup) = shared;
+    while let Some((target, round)) = next_job(lock, wakeup) {
+        let now = Instant::now();
+        let rtt = if now < plan.deadline {
+            ping_without_unwinding(ping, target, plan.timeout.min(plan.deadline - now))
+        } else {
+            None
+        };
+        let mut schedule = lock_schedule(lock);
+        schedule.results[target][round as usize] = rtt;
+        let next_round = round + 1;
+        let next_due = plan.start + plan.interval * next_round;
+        if next_round < plan.pings && next_due < plan.deadline {
+            schedule.due.push(Reverse((next_due, target, next_round)));
+        } else {
+            schedule.unfinished -= 1;
+        }
+        drop(schedule);
+        wakeup.notify_all();
+    }
+}
+
+/// Calls `ping`; a panic counts as a lost ping so the other workers are not left waiting for a
+/// round that would never be rescheduled.
+fn ping_without_unwinding<F>(ping: &F, target: usize, budget: Duration) -> Option<f64>
+where
+    F: Fn(usize, Duration) -> Option<f64> + Sync,
+{
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ping(target, budget))).unwrap_or_else(
+        |_| {
+            tracing::warn!(
+                target_index = target,
+                "probe ping panicked; counted as lost"
+            );
+            None
+        },
+    )
+}
+
+/// Blocks until a job is due and returns it, or returns `None` when every target is finished.
+fn next_job(lock: &Mutex<Schedule>, wakeup: &Condvar) -> Option<(usize, u32)> {
+    let mut schedule = lock_schedule(lock);
+    loop {
+        if schedule.unfinished == 0 {
+            return None;
+        }
+        let Some(&Reverse((due, target, round))) = schedule.due.peek() else {
+            schedule = wakeup
+                .wait(schedule)
+                .unwrap_or_else(PoisonError::into_inner);
+            continue;
+        };
+        let now = Instant::now();
+        if due <= now {
+            schedule.due.pop();
+            return Some((target, round));
+        }
+        schedule = wakeup
+            .wait_timeout(schedule, due - now)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
+
+/// Locks the schedule; a worker that panicked mid-ping left it consistent, so poison is ignored.
+fn lock_schedule(lock: &Mutex<Schedule>) -> MutexGuard<'_, Schedule> {
+    lock.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn plan(pings: u32, interval_ms: u64, timeout_ms: u64, deadline_ms: u64) -> RunPlan {
+        let start = Instant::now() + Duration::from_millis(20);
+        RunPlan {
+            pings,
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_millis(timeout_ms),
+            start,
+            deadline: start + Duration::from_millis(deadline_ms),
+        }
+    }
+
+    #[test]
+    fn every_target_gets_exactly_pings_results_in_round_order() {
+        let plan = plan(4, 10, 100, 5_000);
+        let results = run_rounds(3, &plan, 2, |target, _| Some(target as f64));
+        assert_eq!(results.len(), 3);
+        for (target, rtts) in results.iter().enumerate() {
+            assert_eq!(rtts, &vec![Some(target as f64); 4]);
+        }
+    }
+
+    #[test]
+    fn a_target_never_has_two_pings_in_flight() {
+        let plan = plan(5, 1, 100, 5_000);
+        let in_flight: Vec<AtomicUsize> = (0..4).map(|_| AtomicUsize::new(0)).collect();
+        let overlaps = AtomicUsize::new(0);
+        run_rounds(4, &plan, 8, |target, _| {
+            if in_flight[target].fetch_add(1, Ordering::SeqCst) > 0 {
+                overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            in_flight[target].fetch_sub(1, Ordering::SeqCst);
+            Some(0.0)
+        });
+        assert_eq!(overlaps.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_hanging_target_does_not_stop_the_rounds_of_the_others() {
+        // Target 0 blocks for the whole run; the others must still complete all their rounds.
+        let plan = plan(3, 20, 10_000, 400);
+        let results = run_rounds(3, &plan, 2, |target, budget| {
+            if target == 0 {
+                std::thread::sleep(budget);
+                None
+            } else {
+                Some(0.001)
+            }
+        });
+        assert_eq!(results[0], vec![None, None, None]);
+        assert_eq!(results[1], vec![Some(0.001); 3]);
+        assert_eq!(results[2], vec![Some(0.001); 3]);
+    }
+
+    #[test]
+    fn rounds_due_after_the_deadline_are_lost_and_budgets_never_pass_it() {
+        // Interval 100 ms, deadline 150 ms after start: rounds at 0 and 100 ms run, 200 ms is lost.
+        let plan = plan(3, 100, 10_000, 150);
+        let calls = AtomicUsize::new(0);
+        let results = run_rounds(1, &plan, 4, |_, budget| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            assert!(Instant::now() + budget <= plan.deadline + Duration::from_millis(1));
+            Some(0.5)
+        });
+        assert_eq!(results, vec![vec![Some(0.5), Some(0.5), None]]);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_panicking_ping_is_lost_and_the_run_still_ends() {
+        let plan = plan(2, 1, 100, 5_000);
+        let results = run_rounds(2, &plan, 2, |target, _| {
+            if target == 0 {
+                panic!("hostile ping");
+            }
+            Some(0.25)
+        });
+        assert_eq!(results, vec![vec![None, None], vec![Some(0.25); 2]]);
+    }
+
+    #[test]
+    fn zero_targets_and_zero_pings_return_empty_shapes() {
+        assert!(run_rounds(0, &plan(3, 1, 1, 100), 4, |_, _| Some(1.0)).is_empty());
+        assert_eq!(
+            run_rounds(2, &plan(0, 1, 1, 100), 4, |_, _| Some(1.0)),
+            vec![Vec::<Option<f64>>::new(); 2]
+        );
+    }
+}
