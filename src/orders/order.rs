@@ -1091,8 +1091,10 @@ mod tests {
 
     #[test]
     fn readme_sping_and_pping_sections_use_the_configured_command() {
-        let mut config = Config::default();
-        config.sping_command = vec!["my-sping".into(), "{host}".into()];
+        let config = Config {
+            sping_command: vec!["my-sping".into(), "{host}".into()],
+            ..Config::default()
+        };
         for probe in ["sping", "pping"] {
             let text = base(
                 probe,
@@ -1435,7 +1437,7 @@ mod tests {
         let mut text = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
         for level in 1..=9 {
             let prev = format!("*a{}", level - 1);
-            let refs = vec![prev.as_str(); 9].join(", ");
+            let refs = [prev.as_str(); 9].join(", ");
             text.push_str(&format!("a{level}: &a{level} [{refs}]\n"));
         }
         text.push_str(README_ORDER);
