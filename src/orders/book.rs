@@ -222,7 +222,9 @@ impl OrderBook {
         self.entries.is_empty()
     }
 
-    /// Walks all of `orders/` and returns what changed since the last look.
+    /// Walks all of `orders/` and returns what changed since the last look. (`now` is accepted so
+    /// callers drive scans and [`OrderBook::expire`] from one clock; scanning itself needs no time:
+    /// the expiry clock is each file's mtime.)
     pub fn rescan(&mut self, _now: SystemTime) -> Vec<OrderEvent> {
         let mut events = Vec::new();
         let Some(mut walk) = self.start_walk(&mut events) else {
