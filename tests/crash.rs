@@ -102,8 +102,14 @@ fn kill_9_during_processing_then_restart_applies_every_snapshot_exactly_once() {
         for k in 0..STEPS {
             let ts = t0 + k * STEP + STEP;
             let expected = rtt(o, k, 1);
-            let value = got.get(&ts).copied().unwrap_or_else(|| panic!("order {o} step {k} (t={ts}) missing"));
-            assert!((value - expected).abs() < 1e-9, "order {o} step {k}: {value} != {expected}");
+            let value = got
+                .get(&ts)
+                .copied()
+                .unwrap_or_else(|| panic!("order {o} step {k} (t={ts}) missing"));
+            assert!(
+                (value - expected).abs() < 1e-9,
+                "order {o} step {k}: {value} != {expected}"
+            );
         }
     }
     let last = base.read("output/crash/0/last_result").unwrap();

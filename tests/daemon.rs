@@ -24,7 +24,11 @@ fn orders_are_measured_into_rrd_and_last_result() {
         assert_eq!(field(&text, "loss"), "0", "{id}: {text}");
         let median: f64 = field(&text, "median").parse().unwrap();
         assert!(median > 0.0 && median < 1.0, "{text}");
-        assert_eq!(field(&text, "time").parse::<i64>().unwrap() % 2, 0, "time is a step start: {text}");
+        assert_eq!(
+            field(&text, "time").parse::<i64>().unwrap() % 2,
+            0,
+            "time is a step start: {text}"
+        );
     }
     let rrd = base.join("output/app/v6/main.rrd");
     wait_for("rrd has an update", LIMIT, Some(&daemon), || {
@@ -43,8 +47,14 @@ fn invalid_orders_are_kept_listed_and_do_not_stop_the_daemon() {
     let bad = [
         ("bad/yaml", "user: x\nstep: [unclosed\n"),
         ("bad/missing-keys", "user: x\nprobe: fping\n"),
-        ("bad/unknown-probe", "user: x\nstep: 2\npings: 1\nprobe: carrier-pigeon\n"),
-        ("bad/zero-step", "user: x\nstep: 0\npings: 1\nprobe: fping\nfping: {host: 127.0.0.1}\n"),
+        (
+            "bad/unknown-probe",
+            "user: x\nstep: 2\npings: 1\nprobe: carrier-pigeon\n",
+        ),
+        (
+            "bad/zero-step",
+            "user: x\nstep: 0\npings: 1\nprobe: fping\nfping: {host: 127.0.0.1}\n",
+        ),
         ("bad/no-section", "user: x\nstep: 2\npings: 1\nprobe: fping\n"),
         ("bad/binary", "\u{0}\u{1}\u{2}\u{fffd}garbage"),
     ];
@@ -53,10 +63,16 @@ fn invalid_orders_are_kept_listed_and_do_not_stop_the_daemon() {
     }
     base.write_order("good", &ping_order("127.0.0.2", 2, 1));
     let mut daemon = base.start(FAST);
-    wait_for("good order measured", LIMIT, Some(&daemon), || base.read("output/good/last_result").is_some());
+    wait_for("good order measured", LIMIT, Some(&daemon), || {
+        base.read("output/good/last_result").is_some()
+    });
     assert!(daemon.is_running());
     for (id, text) in bad {
-        assert_eq!(fs::read_to_string(base.join(&format!("orders/{id}"))).unwrap(), text, "{id} was altered");
+        assert_eq!(
+            fs::read_to_string(base.join(&format!("orders/{id}"))).unwrap(),
+            text,
+            "{id} was altered"
+        );
         assert!(!base.join(&format!("output/{id}")).exists(), "{id} produced output");
     }
     let out = std::process::Command::new(BIN)
@@ -68,7 +84,10 @@ fn invalid_orders_are_kept_listed_and_do_not_stop_the_daemon() {
     let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let entries = listing.as_array().unwrap();
     for (id, _) in bad {
-        let entry = entries.iter().find(|e| e["id"] == id).unwrap_or_else(|| panic!("{id} not listed: {listing}"));
+        let entry = entries
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed: {listing}"));
         assert_eq!(entry["state"], "invalid", "{entry}");
         assert!(entry["reason"].as_str().is_some_and(|r| !r.is_empty()), "{entry}");
     }
@@ -82,20 +101,31 @@ fn deleted_order_is_archived_and_restored_when_re_added() {
     let order = ping_order("127.0.0.3", 2, 1);
     base.write_order("app/target", &order);
     let daemon = base.start(FAST);
-    wait_for("measured", LIMIT, Some(&daemon), || base.read("output/app/target/last_result").is_some());
+    wait_for("measured", LIMIT, Some(&daemon), || {
+        base.read("output/app/target/last_result").is_some()
+    });
     fs::remove_file(base.join("orders/app/target")).unwrap();
     wait_for("archived", LIMIT, Some(&daemon), || {
         base.join("archive/app/target/last_result").exists() && !base.join("output/app/target").exists()
     });
     // Results of runs in flight must not re-create output/ for the removed order.
     std::thread::sleep(Duration::from_secs(5));
-    assert!(!base.join("output/app/target").exists(), "output re-created after archiving");
+    assert!(
+        !base.join("output/app/target").exists(),
+        "output re-created after archiving"
+    );
     let archived_rrd = fs::read(base.join("archive/app/target/main.rrd")).unwrap();
     base.write_order("app/target", &order);
-    wait_for("restored", LIMIT, Some(&daemon), || base.join("output/app/target/main.rrd").exists());
+    wait_for("restored", LIMIT, Some(&daemon), || {
+        base.join("output/app/target/main.rrd").exists()
+    });
     assert!(!base.join("archive/app/target").exists());
     let restored_rrd = fs::read(base.join("output/app/target/main.rrd")).unwrap();
-    assert_eq!(&restored_rrd[..64], &archived_rrd[..64], "the restored RRD is the archived one");
+    assert_eq!(
+        &restored_rrd[..64],
+        &archived_rrd[..64],
+        "the restored RRD is the archived one"
+    );
 }
 
 #[test]
@@ -103,8 +133,12 @@ fn expired_order_is_archived_with_its_file() {
     let base = Base::new();
     base.write_order("old", &ping_order("127.0.0.4", 2, 1));
     let daemon = base.start("rescan-interval: 1\norder-timeout: 4\n");
-    wait_for("measured", LIMIT, Some(&daemon), || base.read("output/old/last_result").is_some());
-    wait_for("expired and archived", LIMIT, Some(&daemon), || base.join("archive/old/order.expired").exists());
+    wait_for("measured", LIMIT, Some(&daemon), || {
+        base.read("output/old/last_result").is_some()
+    });
+    wait_for("expired and archived", LIMIT, Some(&daemon), || {
+        base.join("archive/old/order.expired").exists()
+    });
     assert!(!base.join("orders/old").exists());
     assert!(base.join("archive/old/last_result").exists());
     assert!(base.read("archive/old/order.expired").unwrap().contains("127.0.0.4"));
@@ -119,7 +153,8 @@ fn modified_order_takes_effect_and_keeps_the_old_rrd() {
     wait_for("first rrd", LIMIT, Some(&daemon), || rrd.exists());
     base.write_order("change", &ping_order("127.0.0.5", 2, 3));
     wait_for("new layout in effect", LIMIT, Some(&daemon), || {
-        base.read("output/change/last_result").is_some_and(|t| field(&t, "pings") == "3")
+        base.read("output/change/last_result")
+            .is_some_and(|t| field(&t, "pings") == "3")
     });
     wait_for("old rrd kept beside", LIMIT, Some(&daemon), || {
         fs::read_dir(base.join("output/change")).unwrap().flatten().any(|e| {
@@ -142,7 +177,9 @@ fn half_written_orders_are_ignored_until_renamed_into_place() {
     std::thread::sleep(Duration::from_secs(6));
     assert_eq!(base.count("output"), 0, "a temp-named order was measured");
     fs::rename(base.join("orders/draft.tmp"), base.join("orders/draft")).unwrap();
-    wait_for("renamed order measured", LIMIT, Some(&daemon), || base.read("output/draft/last_result").is_some());
+    wait_for("renamed order measured", LIMIT, Some(&daemon), || {
+        base.read("output/draft/last_result").is_some()
+    });
     assert_eq!(base.count("output"), 1);
 }
 
@@ -152,10 +189,17 @@ fn second_daemon_on_the_same_base_exits_with_a_clear_message() {
     let first = base.start(FAST);
     wait_for("lock taken", LIMIT, Some(&first), || base.join("state/lock").exists());
     std::thread::sleep(Duration::from_millis(500));
-    let out = std::process::Command::new(BIN).args(["run", "--base-dir"]).arg(base.path()).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--base-dir"])
+        .arg(base.path())
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("another spoolmon") && stderr.contains(&first.pid().to_string()), "{stderr}");
+    assert!(
+        stderr.contains("another spoolmon") && stderr.contains(&first.pid().to_string()),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -163,10 +207,18 @@ fn sigterm_stops_the_daemon_cleanly() {
     let base = Base::new();
     base.write_order("t", &ping_order("127.0.0.7", 2, 1));
     let daemon = base.start(FAST);
-    wait_for("measured", LIMIT, Some(&daemon), || base.read("output/t/last_result").is_some());
+    wait_for("measured", LIMIT, Some(&daemon), || {
+        base.read("output/t/last_result").is_some()
+    });
     let log = daemon.log.clone();
-    let status = daemon.terminate(Duration::from_secs(30)).expect("daemon exits after SIGTERM");
-    assert!(status.success(), "{status:?}\n{}", fs::read_to_string(log).unwrap_or_default());
+    let status = daemon
+        .terminate(Duration::from_secs(30))
+        .expect("daemon exits after SIGTERM");
+    assert!(
+        status.success(),
+        "{status:?}\n{}",
+        fs::read_to_string(log).unwrap_or_default()
+    );
     assert_eq!(base.count("incoming.tmp"), 0);
 }
 
@@ -178,7 +230,9 @@ fn fping_engine_measures_with_the_fping_binary() {
     let daemon = base.start("rescan-interval: 2\nengine: fping\n");
     for id in ["f4", "f6"] {
         let rel = format!("output/{id}/last_result");
-        wait_for(&rel, LIMIT, Some(&daemon), || base.read(&rel).is_some_and(|t| field(&t, "loss") == "0"));
+        wait_for(&rel, LIMIT, Some(&daemon), || {
+            base.read(&rel).is_some_and(|t| field(&t, "loss") == "0")
+        });
     }
     assert!(daemon.log_text().contains("fping") || !daemon.log_text().is_empty());
 }
@@ -189,15 +243,23 @@ fn poison_snapshot_goes_to_failed_and_processing_continues() {
     for dir in ["incoming", "incoming/1700000000-ping-000000001", "incoming/not-a-time"] {
         fs::create_dir_all(base.join(dir)).unwrap();
     }
-    fs::write(base.join("incoming/1700000000-ping-000000001/ping.jsonl"), b"{\"format\":\"spoolmon-ping\"").unwrap();
+    fs::write(
+        base.join("incoming/1700000000-ping-000000001/ping.jsonl"),
+        b"{\"format\":\"spoolmon-ping\"",
+    )
+    .unwrap();
     fs::create_dir_all(base.join("incoming/1700000001-x-1")).unwrap();
     base.write_order("ok", &ping_order("127.0.0.9", 2, 1));
     let daemon = base.start(FAST);
-    wait_for("quarantined", LIMIT, Some(&daemon), || base.count("failed") >= 3 && base.count("incoming") == 0);
+    wait_for("quarantined", LIMIT, Some(&daemon), || {
+        base.count("failed") >= 3 && base.count("incoming") == 0
+    });
     let reason = base.read("failed/1700000000-ping-000000001/REASON").unwrap();
     assert!(reason.contains("ping.jsonl"), "{reason}");
     assert!(base.read("failed/not-a-time/REASON").is_some());
-    wait_for("still measuring", LIMIT, Some(&daemon), || base.read("output/ok/last_result").is_some());
+    wait_for("still measuring", LIMIT, Some(&daemon), || {
+        base.read("output/ok/last_result").is_some()
+    });
 }
 
 #[test]
@@ -206,9 +268,15 @@ fn full_queue_suspends_collection_with_a_warning() {
     base.write_order("q", &ping_order("127.0.0.10", 1, 1));
     // Processing waits an hour before flushing, so snapshots pile up in incoming/.
     let daemon = base.start("rescan-interval: 1\nqueue-size: 2\nrrd-flush-interval: 3600\n");
-    wait_for("suspension logged", LIMIT, Some(&daemon), || daemon.log_text().contains("collection suspended"));
+    wait_for("suspension logged", LIMIT, Some(&daemon), || {
+        daemon.log_text().contains("collection suspended")
+    });
     std::thread::sleep(Duration::from_secs(3));
-    assert!(base.count("incoming") <= 2, "incoming/ grew past queue-size: {}", base.count("incoming"));
+    assert!(
+        base.count("incoming") <= 2,
+        "incoming/ grew past queue-size: {}",
+        base.count("incoming")
+    );
     assert!(base.count("incoming") >= 1);
 }
 
@@ -238,9 +306,18 @@ fn ten_thousand_orders_dropped_at_once_are_all_measured() {
     // The whole tree appears at once, by one rename.
     fs::rename(staging.join("many"), base.join("orders/many")).unwrap();
     let all_measured = || (0..10_000).all(|i| base.join(&format!("output/many/{i}/last_result")).exists());
-    wait_for("all 10,000 orders measured", Duration::from_secs(180), Some(&daemon), all_measured);
+    wait_for(
+        "all 10,000 orders measured",
+        Duration::from_secs(180),
+        Some(&daemon),
+        all_measured,
+    );
     let lost: u32 = (0..10_000)
-        .map(|i| field(&base.read(&format!("output/many/{i}/last_result")).unwrap(), "loss").parse::<u32>().unwrap())
+        .map(|i| {
+            field(&base.read(&format!("output/many/{i}/last_result")).unwrap(), "loss")
+                .parse::<u32>()
+                .unwrap()
+        })
         .sum();
     assert!(lost <= 10, "{lost} of 10,000 loopback pings lost");
     assert!(!base.join("output/many/0/main.rrd").exists(), "norrd order got an RRD");

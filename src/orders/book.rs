@@ -205,12 +205,10 @@ impl OrderBook {
 
     /// Valid orders, in id order.
     pub fn active(&self) -> impl Iterator<Item = &Order> {
-        self.entries
-            .values()
-            .filter_map(|entry| match &entry.state {
-                EntryState::Active(order) => Some(order),
-                _ => None,
-            })
+        self.entries.values().filter_map(|entry| match &entry.state {
+            EntryState::Active(order) => Some(order),
+            _ => None,
+        })
     }
 
     /// Number of tracked files (active, invalid and unresolved).
@@ -279,10 +277,7 @@ impl OrderBook {
             .entries
             .iter()
             .filter(|(_, entry)| matches!(entry.state, EntryState::Active(_)))
-            .filter(|(_, entry)| {
-                now.duration_since(entry.order.mtime)
-                    .is_ok_and(|age| age > timeout)
-            })
+            .filter(|(_, entry)| now.duration_since(entry.order.mtime).is_ok_and(|age| age > timeout))
             .map(|(key, _)| key.clone())
             .collect();
         let mut events = Vec::with_capacity(expired.len());
@@ -349,10 +344,7 @@ impl OrderBook {
         }
         let seen = std::mem::take(&mut walk.seen);
         for key in self.keys_below(&start_id) {
-            let still_there = self
-                .entries
-                .get(&key)
-                .is_some_and(|entry| seen.contains(&entry.id));
+            let still_there = self.entries.get(&key).is_some_and(|entry| seen.contains(&entry.id));
             if !still_there {
                 self.forget(&key, events);
             }
@@ -490,14 +482,7 @@ impl OrderBook {
     }
 
     /// Examines one order file; `real` is the file to read (the symlink target, or `path`).
-    fn visit_file(
-        &mut self,
-        walk: &mut Walk<'_>,
-        id: OrderId,
-        path: &Path,
-        real: &Path,
-        meta: &Metadata,
-    ) {
+    fn visit_file(&mut self, walk: &mut Walk<'_>, id: OrderId, path: &Path, real: &Path, meta: &Metadata) {
         walk.seen.insert(id.clone());
         let telegraf_path = self.telegraf_dir.join(id.as_path());
         let telegraf_meta = fs::metadata(&telegraf_path).ok().filter(Metadata::is_file);
@@ -515,14 +500,7 @@ impl OrderBook {
                 id: id.clone(),
                 path: path.to_owned(),
             };
-            self.record(
-                id,
-                path,
-                Stamp::of_metadata(meta),
-                None,
-                Err(problem),
-                walk.events,
-            );
+            self.record(id, path, Stamp::of_metadata(meta), None, Err(problem), walk.events);
             return;
         }
         let (order_stamp, bytes) = match read_limited(&id, real) {
@@ -555,12 +533,7 @@ impl OrderBook {
                 return;
             }
         }
-        let outcome = self.parse(
-            &id,
-            path,
-            &bytes,
-            telegraf.as_ref().map(|(_, b)| b.as_slice()),
-        );
+        let outcome = self.parse(&id, path, &bytes, telegraf.as_ref().map(|(_, b)| b.as_slice()));
         self.record(id, path, order_stamp, telegraf_stamp, outcome, walk.events);
     }
 
@@ -586,13 +559,10 @@ impl OrderBook {
                 })
             })
             .transpose()?;
-        let last_known = self
-            .entries
-            .get(id.as_str())
-            .and_then(|entry| match &entry.state {
-                EntryState::Active(order) => last_known_address(order),
-                _ => None,
-            });
+        let last_known = self.entries.get(id.as_str()).and_then(|entry| match &entry.state {
+            EntryState::Active(order) => last_known_address(order),
+            _ => None,
+        });
         let kept = RefCell::new(None);
         let resolver = |host: &str| match (self.resolver)(host) {
             Ok(address) => Ok(address),
@@ -631,12 +601,10 @@ impl OrderBook {
             Err(e) => (EntryState::Invalid(e.to_string()), Vec::new()),
         };
         let content_changed = old.as_ref().is_none_or(|old| {
-            !old.order.same_content(&order)
-                || !same_optional_content(old.telegraf.as_ref(), telegraf.as_ref())
+            !old.order.same_content(&order) || !same_optional_content(old.telegraf.as_ref(), telegraf.as_ref())
         });
         let old_state = old.map(|entry| entry.state);
-        let news =
-            content_changed || old_state.as_ref().and_then(EntryState::reason) != state.reason();
+        let news = content_changed || old_state.as_ref().and_then(EntryState::reason) != state.reason();
         if news {
             log_state(&id, path, &state, &warnings);
         }
@@ -689,10 +657,7 @@ fn log_state(id: &OrderId, path: &Path, state: &EntryState, warnings: &[String])
 fn transition(id: &OrderId, old: Option<EntryState>, new: &EntryState) -> Option<OrderEvent> {
     match (old, new) {
         (Some(EntryState::Active(old)), EntryState::Active(new)) if old != *new => {
-            Some(OrderEvent::Changed {
-                old,
-                new: new.clone(),
-            })
+            Some(OrderEvent::Changed { old, new: new.clone() })
         }
         (Some(EntryState::Active(_)), EntryState::Active(_)) => None,
         (Some(EntryState::Active(_)), _) => Some(OrderEvent::Removed(id.clone())),
@@ -744,11 +709,7 @@ pub fn is_ignored_name(name: &OsStr) -> bool {
 
 /// Resolves a symlink below `orders/`: its canonical target and metadata, if the target exists
 /// and stays inside `orders/`.
-fn follow_symlink(
-    id: &OrderId,
-    path: &Path,
-    orders_real: &Path,
-) -> Result<(PathBuf, Metadata), OrderError> {
+fn follow_symlink(id: &OrderId, path: &Path, orders_real: &Path) -> Result<(PathBuf, Metadata), OrderError> {
     let broken = |e: io::Error| OrderError::SymlinkBroken {
         id: id.clone(),
         path: path.to_owned(),
@@ -879,8 +840,7 @@ mod tests {
     use std::os::unix::fs::symlink;
     use std::time::Duration;
 
-    const VALID: &str =
-        "user: tmon\nstep: 20\npings: 3\nprobe: fping\nfping:\n    host: 127.0.0.1\n";
+    const VALID: &str = "user: tmon\nstep: 20\npings: 3\nprobe: fping\nfping:\n    host: 127.0.0.1\n";
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -894,11 +854,7 @@ mod tests {
             let base = BaseDir::new(dir.path());
             base.create_all().unwrap();
             let book = OrderBook::new(base.clone(), Config::default());
-            Fixture {
-                _dir: dir,
-                base,
-                book,
-            }
+            Fixture { _dir: dir, base, book }
         }
 
         fn path(&self, rel: &str) -> PathBuf {
@@ -913,10 +869,7 @@ mod tests {
         }
 
         fn status(&self, id: &str) -> Option<OrderStatus> {
-            self.book
-                .listing()
-                .into_iter()
-                .find(|s| s.id.as_str() == id)
+            self.book.listing().into_iter().find(|s| s.id.as_str() == id)
         }
 
         fn rescan(&mut self) -> Vec<OrderEvent> {
@@ -944,14 +897,8 @@ mod tests {
         let mut f = Fixture::new();
         f.write("app1/sub/target1", VALID);
         let events = f.rescan();
-        assert_eq!(
-            added_ids(&events),
-            BTreeSet::from(["app1/sub/target1".to_string()])
-        );
-        assert!(
-            f.rescan().is_empty(),
-            "second scan of an unchanged tree must be quiet"
-        );
+        assert_eq!(added_ids(&events), BTreeSet::from(["app1/sub/target1".to_string()]));
+        assert!(f.rescan().is_empty(), "second scan of an unchanged tree must be quiet");
         let status = f.status("app1/sub/target1").unwrap();
         assert_eq!(status.state, OrderState::Active);
         assert_eq!(status.probe.as_deref(), Some("fping"));
@@ -978,12 +925,7 @@ mod tests {
             ),
             ("bad/binary", binary, OrderState::Invalid, "not UTF-8"),
             ("bad/empty", Vec::new(), OrderState::Invalid, "empty"),
-            (
-                "bad/list",
-                b"- a\n- b\n".to_vec(),
-                OrderState::Invalid,
-                "must be a map",
-            ),
+            ("bad/list", b"- a\n- b\n".to_vec(), OrderState::Invalid, "must be a map"),
             (
                 "bad/missing",
                 VALID.replace("step: 20\n", "").into_bytes(),
@@ -1026,23 +968,11 @@ mod tests {
                 OrderState::Invalid,
                 "section missing",
             ),
-            (
-                "bad/huge",
-                vec![b'#'; 1 << 20],
-                OrderState::Invalid,
-                "too large",
-            ),
-            (
-                "bad/bomb",
-                bomb.into_bytes(),
-                OrderState::Invalid,
-                "repetition limit",
-            ),
+            ("bad/huge", vec![b'#'; 1 << 20], OrderState::Invalid, "too large"),
+            ("bad/bomb", bomb.into_bytes(), OrderState::Invalid, "repetition limit"),
             (
                 "bad/dns",
-                VALID
-                    .replace("127.0.0.1", "no-such-host.invalid")
-                    .into_bytes(),
+                VALID.replace("127.0.0.1", "no-such-host.invalid").into_bytes(),
                 OrderState::Unresolved,
                 "no-such-host.invalid",
             ),
@@ -1059,10 +989,7 @@ mod tests {
         nix::unistd::mkfifo(&f.path("bad/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
 
         let events = f.rescan();
-        assert!(
-            events.is_empty(),
-            "no bad order may be measured: {events:?}"
-        );
+        assert!(events.is_empty(), "no bad order may be measured: {events:?}");
         let mut expected: Vec<(String, OrderState, &str)> = cases
             .iter()
             .map(|(rel, _, state, reason)| (rel.to_string(), *state, *reason))
@@ -1072,34 +999,20 @@ mod tests {
             OrderState::Invalid,
             "escapes orders/ through a symlink",
         ));
-        expected.push((
-            "bad/selfloop".into(),
-            OrderState::Invalid,
-            "cannot be followed",
-        ));
+        expected.push(("bad/selfloop".into(), OrderState::Invalid, "cannot be followed"));
         expected.push(("bad/dir/up".into(), OrderState::Invalid, "symlink loop"));
         expected.push(("bad/fifo".into(), OrderState::Invalid, "not a regular file"));
         for (id, state, reason) in &expected {
             let status = f.status(id).unwrap_or_else(|| panic!("{id} not listed"));
             assert_eq!(status.state, *state, "{id}: {status:?}");
             let got = status.reason.unwrap_or_default();
-            assert!(
-                got.contains(reason),
-                "{id}: reason {got:?} lacks {reason:?}"
-            );
+            assert!(got.contains(reason), "{id}: reason {got:?} lacks {reason:?}");
         }
         assert_eq!(f.book.len(), expected.len(), "{:#?}", f.book.listing());
         for (rel, content, _, _) in &cases {
-            assert_eq!(
-                &fs::read(f.path(rel)).unwrap(),
-                content,
-                "{rel} was modified"
-            );
+            assert_eq!(&fs::read(f.path(rel)).unwrap(), content, "{rel} was modified");
         }
-        assert!(
-            f.rescan().is_empty(),
-            "rescanning bad orders changes nothing"
-        );
+        assert!(f.rescan().is_empty(), "rescanning bad orders changes nothing");
         assert_eq!(f.book.len(), expected.len());
     }
 
@@ -1124,10 +1037,9 @@ mod tests {
         }
         assert!(f.rescan().is_empty());
         assert!(f.book.listing().is_empty(), "{:?}", f.book.listing());
-        let refreshed = f.book.refresh(
-            &[f.path("app/.foo.tmp"), f.path("app/.hidden")],
-            SystemTime::now(),
-        );
+        let refreshed = f
+            .book
+            .refresh(&[f.path("app/.foo.tmp"), f.path("app/.hidden")], SystemTime::now());
         assert!(refreshed.is_empty() && f.book.is_empty());
 
         fs::write(f.path("app/.foo.tmp"), VALID).unwrap();
@@ -1149,10 +1061,7 @@ mod tests {
         set_mtime(&path, now);
         assert!(f.book.refresh(std::slice::from_ref(&path), now).is_empty());
         let later = now + Duration::from_secs(3000);
-        assert!(
-            f.book.expire(later).is_empty(),
-            "the touch must postpone expiry"
-        );
+        assert!(f.book.expire(later).is_empty(), "the touch must postpone expiry");
 
         // Same size, different content: a change.
         fs::write(&path, VALID.replace("pings: 3", "pings: 4")).unwrap();
@@ -1164,11 +1073,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A comment changes the file but not the order: no event.
-        fs::write(
-            &path,
-            format!("# refreshed\n{}", VALID.replace("pings: 3", "pings: 4")),
-        )
-        .unwrap();
+        fs::write(&path, format!("# refreshed\n{}", VALID.replace("pings: 3", "pings: 4"))).unwrap();
         assert!(f.rescan().is_empty());
     }
 
@@ -1191,10 +1096,7 @@ mod tests {
             }]
         );
         assert!(f.status("app/stale").is_none());
-        assert!(
-            f.status("app/broken").is_some(),
-            "invalid orders never expire"
-        );
+        assert!(f.status("app/broken").is_some(), "invalid orders never expire");
         assert!(f.book.expire(now).is_empty());
         assert!(stale.exists(), "the book never moves files");
     }
@@ -1218,10 +1120,7 @@ mod tests {
             vec![OrderEvent::Removed(OrderId::new("app/b").unwrap())]
         );
         fs::remove_file(f.path("other/c")).unwrap();
-        assert_eq!(
-            f.rescan(),
-            vec![OrderEvent::Removed(OrderId::new("other/c").unwrap())]
-        );
+        assert_eq!(f.rescan(), vec![OrderEvent::Removed(OrderId::new("other/c").unwrap())]);
     }
 
     #[test]
@@ -1230,17 +1129,11 @@ mod tests {
         let path = f.write("app/t", VALID);
         f.rescan();
         fs::write(&path, "step: [").unwrap();
-        assert_eq!(
-            f.rescan(),
-            vec![OrderEvent::Removed(OrderId::new("app/t").unwrap())]
-        );
+        assert_eq!(f.rescan(), vec![OrderEvent::Removed(OrderId::new("app/t").unwrap())]);
         assert_eq!(f.status("app/t").unwrap().state, OrderState::Invalid);
         assert!(path.exists());
         fs::write(&path, VALID).unwrap();
-        assert_eq!(
-            added_ids(&f.rescan()),
-            BTreeSet::from(["app/t".to_string()])
-        );
+        assert_eq!(added_ids(&f.rescan()), BTreeSet::from(["app/t".to_string()]));
     }
 
     #[test]
@@ -1265,9 +1158,7 @@ mod tests {
         *dns.borrow_mut() = None;
         fs::write(
             f.path("app/t"),
-            VALID
-                .replace("127.0.0.1", "later.test")
-                .replace("pings: 3", "pings: 5"),
+            VALID.replace("127.0.0.1", "later.test").replace("pings: 3", "pings: 5"),
         )
         .unwrap();
         match f.rescan().as_slice() {
@@ -1289,10 +1180,7 @@ mod tests {
         assert_eq!(added_ids(&f.rescan()).len(), 1);
         let status = f.status("app/t").unwrap();
         assert_eq!(status.state, OrderState::Active);
-        assert!(
-            status.warnings.iter().any(|w| w.contains("colour")),
-            "{status:?}"
-        );
+        assert!(status.warnings.iter().any(|w| w.contains("colour")), "{status:?}");
     }
 
     #[test]
@@ -1301,11 +1189,7 @@ mod tests {
         let id = "6dd803dc5d29b72564467de7ddbfc695";
         f.write(id, VALID);
         let telegraf = f.base.telegraf().join(id);
-        fs::write(
-            &telegraf,
-            "measurement_name: tunnel\ntags:\n    tunnel_id: 12458\n",
-        )
-        .unwrap();
+        fs::write(&telegraf, "measurement_name: tunnel\ntags:\n    tunnel_id: 12458\n").unwrap();
         let events = f.rescan();
         match events.as_slice() {
             [OrderEvent::Added(order)] => {
@@ -1361,10 +1245,7 @@ mod tests {
         assert!(status.reason.unwrap().contains("escapes orders/"));
         assert!(f.status("link/t").is_none());
         // Refreshing a path below the escaping link checks the link itself.
-        assert!(f
-            .book
-            .refresh(&[f.path("link/t")], SystemTime::now())
-            .is_empty());
+        assert!(f.book.refresh(&[f.path("link/t")], SystemTime::now()).is_empty());
         assert!(f.status("link/t").is_none());
     }
 
@@ -1387,14 +1268,8 @@ mod tests {
         let table = crate::orders::format_table(&listing);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "{table}");
-        assert!(
-            lines[1].starts_with("a/bad") && lines[1].contains("step: 0"),
-            "{table}"
-        );
-        assert!(
-            lines[2].contains("a/good") && lines[2].contains("20s/3"),
-            "{table}"
-        );
+        assert!(lines[1].starts_with("a/bad") && lines[1].contains("step: 0"), "{table}");
+        assert!(lines[2].contains("a/good") && lines[2].contains("20s/3"), "{table}");
     }
 
     /// Waits on `watcher` and feeds the book until `want` orders are active (or nothing happens
@@ -1439,9 +1314,7 @@ mod tests {
         }
         fs::rename(&staging, f.path("app")).unwrap();
         let added = follow_watcher(&mut f, &mut watcher, 3);
-        let expected: BTreeSet<String> = ["app/t1", "app/deep/t2", "app/deep/deeper/t3"]
-            .map(String::from)
-            .into();
+        let expected: BTreeSet<String> = ["app/t1", "app/deep/t2", "app/deep/deeper/t3"].map(String::from).into();
         assert_eq!(added, expected);
     }
 
@@ -1513,8 +1386,7 @@ mod tests {
         let logs = captured_logs(|| {
             for _ in 0..3 {
                 f.rescan();
-                f.book
-                    .refresh(std::slice::from_ref(&path), SystemTime::now());
+                f.book.refresh(std::slice::from_ref(&path), SystemTime::now());
             }
         });
         assert_eq!(logs.matches("invalid order").count(), 1, "{logs}");

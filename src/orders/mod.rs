@@ -73,7 +73,5 @@ pub fn format_table(statuses: &[OrderStatus]) -> String {
 /// `text` with control characters (from file names or YAML errors) shown as `?`, so a listing
 /// cannot move the terminal's cursor.
 fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }

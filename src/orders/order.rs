@@ -144,11 +144,7 @@ pub enum OrderError {
         message: String,
     },
     #[error("order {id}: file {path} is too large (more than {limit} bytes)")]
-    TooLarge {
-        id: OrderId,
-        path: PathBuf,
-        limit: u64,
-    },
+    TooLarge { id: OrderId, path: PathBuf, limit: u64 },
     #[error("order {id}: {path} is not a regular file")]
     NotRegularFile { id: OrderId, path: PathBuf },
     #[error("order {id}: path escapes orders/ through a symlink ({path} -> {target})")]
@@ -172,17 +168,9 @@ pub enum OrderError {
     #[error("order {id}: the order must be a map of keys, found {found}")]
     NotAMap { id: OrderId, found: &'static str },
     #[error("order {id}: {key}: {message}")]
-    Invalid {
-        id: OrderId,
-        key: String,
-        message: String,
-    },
+    Invalid { id: OrderId, key: String, message: String },
     #[error("order {id}: host {host:?} does not resolve: {message}")]
-    Unresolvable {
-        id: OrderId,
-        host: String,
-        message: String,
-    },
+    Unresolvable { id: OrderId, host: String, message: String },
 }
 
 impl OrderError {
@@ -237,9 +225,7 @@ pub(crate) fn parse_order_with(
         resolver,
         warnings: &mut warnings,
     };
-    let order = parser
-        .order(id, document, telegraf_file)
-        .map_err(|e| e.for_order(id))?;
+    let order = parser.order(id, document, telegraf_file).map_err(|e| e.for_order(id))?;
     Ok(ParsedOrder { order, warnings })
 }
 
@@ -268,9 +254,7 @@ impl Problem {
             Problem::Yaml(message) => OrderError::Yaml { id, message },
             Problem::NotAMap(found) => OrderError::NotAMap { id, found },
             Problem::Key { key, message } => OrderError::Invalid { id, key, message },
-            Problem::Unresolvable { host, message } => {
-                OrderError::Unresolvable { id, host, message }
-            }
+            Problem::Unresolvable { host, message } => OrderError::Unresolvable { id, host, message },
         }
     }
 }
@@ -357,9 +341,7 @@ impl Fields {
 
     fn integer(&mut self, key: &str, min: u64, max: u64) -> Result<Option<u64>, Problem> {
         let name = self.name(key);
-        self.take(key)
-            .map(|v| to_integer(&name, &v, min, max))
-            .transpose()
+        self.take(key).map(|v| to_integer(&name, &v, min, max)).transpose()
     }
 
     fn required_integer(&mut self, key: &str, min: u64, max: u64) -> Result<u64, Problem> {
@@ -425,10 +407,7 @@ fn check_host_shape(name: &str, host: &str) -> Result<(), Problem> {
         return Err(Problem::key(name, "must be a host name or IP address"));
     }
     if host.starts_with('-') || host.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        return Err(Problem::key(
-            name,
-            format!("{host:?} is not a host name or IP address"),
-        ));
+        return Err(Problem::key(name, format!("{host:?} is not a host name or IP address")));
     }
     Ok(())
 }
@@ -471,10 +450,7 @@ fn to_integer(name: &str, value: &Value, min: u64, max: u64) -> Result<u64, Prob
         }
     };
     if number < min || number > max {
-        return Err(Problem::key(
-            name,
-            format!("{number} is out of range {min}..={max}"),
-        ));
+        return Err(Problem::key(name, format!("{number} is out of range {min}..={max}")));
     }
     Ok(number)
 }
@@ -518,10 +494,7 @@ impl OrderParser<'_, '_> {
         if !PROBE_NAMES.contains(&probe_name.as_str()) {
             return Err(Problem::key(
                 "probe",
-                format!(
-                    "unknown probe {probe_name:?} (known: {})",
-                    PROBE_NAMES.join(", ")
-                ),
+                format!("unknown probe {probe_name:?} (known: {})", PROBE_NAMES.join(", ")),
             ));
         }
         let rrd_template = rrd_template(fields.string("rrd_template")?)?;
@@ -544,9 +517,8 @@ impl OrderParser<'_, '_> {
         let probe = self.probe(&probe_name, section)?;
         for other in PROBE_NAMES {
             if fields.take(other).is_some() {
-                self.warnings.push(format!(
-                    "section `{other}` ignored: the order's probe is {probe_name}"
-                ));
+                self.warnings
+                    .push(format!("section `{other}` ignored: the order's probe is {probe_name}"));
             }
         }
         fields.finish(self.warnings);
@@ -588,10 +560,7 @@ impl OrderParser<'_, '_> {
         let top_level = match (top_name, top_tags) {
             (Some(name), tags) => Some(TelegrafMeta {
                 measurement_name: check_measurement_name("measurement_name", name)?,
-                tags: tags
-                    .map(|t| to_tags("tags", t))
-                    .transpose()?
-                    .unwrap_or_default(),
+                tags: tags.map(|t| to_tags("tags", t)).transpose()?.unwrap_or_default(),
             }),
             (None, Some(_)) => {
                 self.warnings
@@ -601,10 +570,8 @@ impl OrderParser<'_, '_> {
             (None, None) => None,
         };
         if section.is_some() && top_level.is_some() {
-            self.warnings.push(
-                "top-level `measurement_name`/`tags` ignored: the `telegraf` section wins"
-                    .to_string(),
-            );
+            self.warnings
+                .push("top-level `measurement_name`/`tags` ignored: the `telegraf` section wins".to_string());
         }
         if let Some(meta) = section.or(top_level) {
             return Ok(Some(meta));
@@ -621,9 +588,7 @@ impl OrderParser<'_, '_> {
         let map = load_map(text).map_err(|problem| match problem {
             Problem::Empty => Problem::key(prefix.trim_end(), "file is empty"),
             Problem::Yaml(message) => Problem::key(prefix.trim_end(), message),
-            Problem::NotAMap(found) => {
-                Problem::key(prefix.trim_end(), format!("must be a map, found {found}"))
-            }
+            Problem::NotAMap(found) => Problem::key(prefix.trim_end(), format!("must be a map, found {found}")),
             other => other,
         })?;
         telegraf_meta(Fields::new(&prefix, map)?, self.warnings)
@@ -719,10 +684,7 @@ impl OrderParser<'_, '_> {
             ExecKind::Pping => self.config.pping_command.clone(),
         };
         if command.is_empty() {
-            return Err(Problem::key(
-                &format!("{section}.command"),
-                "names no program",
-            ));
+            return Err(Problem::key(&format!("{section}.command"), "names no program"));
         }
         let host = match kind {
             ExecKind::Exec => fields.host("host")?,
@@ -771,18 +733,14 @@ fn rrd_template(name: Option<String>) -> Result<RrdTemplate, Problem> {
 fn telegraf_meta(mut fields: Fields, warnings: &mut Vec<String>) -> Result<TelegrafMeta, Problem> {
     let name_key = fields.name("measurement_name");
     let tags_key = fields.name("tags");
-    let measurement_name =
-        check_measurement_name(&name_key, fields.required_string("measurement_name")?)?;
+    let measurement_name = check_measurement_name(&name_key, fields.required_string("measurement_name")?)?;
     let tags = fields
         .take("tags")
         .map(|t| to_tags(&tags_key, t))
         .transpose()?
         .unwrap_or_default();
     fields.finish(warnings);
-    Ok(TelegrafMeta {
-        measurement_name,
-        tags,
-    })
+    Ok(TelegrafMeta { measurement_name, tags })
 }
 
 fn check_measurement_name(name: &str, value: String) -> Result<String, Problem> {
@@ -800,12 +758,7 @@ fn check_measurement_name(name: &str, value: String) -> Result<String, Problem> 
 fn to_tags(name: &str, value: Value) -> Result<BTreeMap<String, String>, Problem> {
     let map = match value {
         Value::Mapping(map) => map,
-        other => {
-            return Err(Problem::key(
-                name,
-                format!("must be a map, found {}", kind_of(&other)),
-            ))
-        }
+        other => return Err(Problem::key(name, format!("must be a map, found {}", kind_of(&other)))),
     };
     let mut tags = BTreeMap::new();
     for (key, value) in map {
@@ -837,9 +790,7 @@ fn to_tags(name: &str, value: Value) -> Result<BTreeMap<String, String>, Problem
 
 fn check_http_url(name: &str, url: &str) -> Result<(), Problem> {
     let lower = url.to_ascii_lowercase();
-    let rest = lower
-        .strip_prefix("http://")
-        .or_else(|| lower.strip_prefix("https://"));
+    let rest = lower.strip_prefix("http://").or_else(|| lower.strip_prefix("https://"));
     match rest {
         Some(rest)
             if !rest.is_empty()
@@ -857,10 +808,7 @@ fn check_http_url(name: &str, url: &str) -> Result<(), Problem> {
 
 fn check_proxy(name: &str, proxy: &str) -> Result<(), Problem> {
     if proxy.is_empty() || proxy.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        return Err(Problem::key(
-            name,
-            format!("{proxy:?} is not a proxy address"),
-        ));
+        return Err(Problem::key(name, format!("{proxy:?} is not a proxy address")));
     }
     Ok(())
 }
@@ -882,10 +830,7 @@ fn to_status_codes(name: &str, value: Value) -> Result<Vec<u16>, Problem> {
         other => {
             return Err(Problem::key(
                 name,
-                format!(
-                    "must be a comma-separated string or a list, found {}",
-                    kind_of(&other)
-                ),
+                format!("must be a comma-separated string or a list, found {}", kind_of(&other)),
             ))
         }
     };
@@ -912,10 +857,7 @@ fn to_seconds(name: &str, value: &Value) -> Result<f64, Problem> {
         Some(s) if s.is_finite() && s > 0.0 && s <= (MAX_INTERVAL_MS / 1000) as f64 => Ok(s),
         _ => Err(Problem::key(
             name,
-            format!(
-                "must be a number of seconds in (0, {}]",
-                MAX_INTERVAL_MS / 1000
-            ),
+            format!("must be a number of seconds in (0, {}]", MAX_INTERVAL_MS / 1000),
         )),
     }
 }
@@ -964,7 +906,8 @@ mod tests {
         }
     }
 
-    const README_ORDER: &str = "user: tmon\ntask: tun_eth0_4061\nstep: 300\npings: 20\nprobe: fping\nfping:\n    host: 62.179.116.250\n";
+    const README_ORDER: &str =
+        "user: tmon\ntask: tun_eth0_4061\nstep: 300\npings: 20\nprobe: fping\nfping:\n    host: 62.179.116.250\n";
     const README_TELEGRAF: &str = "measurement_name: tunnel\ntags:\n    tunnel_id: 12458\n    remote_host: 5292\n    interface: eth2\n    remote_interface: eth2\n";
 
     fn base(probe: &str, section: &str) -> String {
@@ -1004,13 +947,7 @@ mod tests {
 
     #[test]
     fn readme_old_interface_telegraf_file_attaches_metadata() {
-        let parsed = parse_order(
-            &id(),
-            README_ORDER,
-            Some(README_TELEGRAF),
-            &Config::default(),
-        )
-        .unwrap();
+        let parsed = parse_order(&id(), README_ORDER, Some(README_TELEGRAF), &Config::default()).unwrap();
         let meta = parsed.order.telegraf.unwrap();
         assert_eq!(meta.measurement_name, "tunnel");
         assert_eq!(meta.tags["tunnel_id"], "12458");
@@ -1027,10 +964,7 @@ mod tests {
         let meta = parsed.order.telegraf.unwrap();
         assert_eq!(meta.measurement_name, "section");
         assert_eq!(meta.tags["a"], "1");
-        assert!(parsed
-            .warnings
-            .iter()
-            .any(|w| w.contains("measurement_name")));
+        assert!(parsed.warnings.iter().any(|w| w.contains("measurement_name")));
     }
 
     #[test]
@@ -1098,7 +1032,9 @@ mod tests {
         for probe in ["sping", "pping"] {
             let text = base(
                 probe,
-                &format!("{probe}:\n    host: 213.156.230.57\n    interface: eth0\n    source_ip: 10.0.0.12\n    flags:\n"),
+                &format!(
+                    "{probe}:\n    host: 213.156.230.57\n    interface: eth0\n    source_ip: 10.0.0.12\n    flags:\n"
+                ),
             );
             let parsed = parse_order(&id(), &text, None, &config).unwrap();
             match parsed.order.probe {
@@ -1131,10 +1067,7 @@ mod tests {
 
     #[test]
     fn exec_command_is_a_list_or_a_whitespace_split_string() {
-        let list = base(
-            "exec",
-            "exec: {command: ['/bin/echo', 'time=1 ms'], timeout: 500}\n",
-        );
+        let list = base("exec", "exec: {command: ['/bin/echo', 'time=1 ms'], timeout: 500}\n");
         let string = base("exec", "exec: {command: '/bin/echo  time=1  ms'}\n");
         match parse(&list).unwrap().order.probe {
             ProbeSpec::Exec(e) => {
@@ -1147,24 +1080,15 @@ mod tests {
             ProbeSpec::Exec(e) => assert_eq!(e.command, ["/bin/echo", "time=1", "ms"]),
             other => panic!("not exec: {other:?}"),
         }
-        assert_eq!(
-            invalid_key(&base("exec", "exec: {command: []}\n")),
-            "exec.command"
-        );
-        assert_eq!(
-            invalid_key(&base("exec", "exec: {timeout: 5}\n")),
-            "exec.command"
-        );
+        assert_eq!(invalid_key(&base("exec", "exec: {command: []}\n")), "exec.command");
+        assert_eq!(invalid_key(&base("exec", "exec: {timeout: 5}\n")), "exec.command");
     }
 
     #[test]
     fn exec_command_using_host_placeholder_needs_a_host() {
         let text = base("exec", "exec: {command: 'ping -c {pings} {host}'}\n");
         assert_eq!(invalid_key(&text), "exec.host");
-        let ok = base(
-            "exec",
-            "exec: {command: 'ping -c {pings} {host}', host: '::1'}\n",
-        );
+        let ok = base("exec", "exec: {command: 'ping -c {pings} {host}', host: '::1'}\n");
         assert!(parse(&ok).is_ok());
     }
 
@@ -1178,10 +1102,7 @@ mod tests {
             }
             other => panic!("not tcp: {other:?}"),
         }
-        assert_eq!(
-            invalid_key(&base("tcp", "tcp: {host: 127.0.0.1}\n")),
-            "tcp.port"
-        );
+        assert_eq!(invalid_key(&base("tcp", "tcp: {host: 127.0.0.1}\n")), "tcp.port");
         assert_eq!(
             invalid_key(&base("tcp", "tcp: {host: 127.0.0.1, port: 70000}\n")),
             "tcp.port"
@@ -1205,16 +1126,13 @@ mod tests {
         let text = base("fping", "fping: {host: no-such-host.invalid}\n");
         let err = parse(&text).unwrap_err();
         assert!(err.is_retryable(), "{err}");
-        assert!(
-            matches!(&err, OrderError::Unresolvable { host, .. } if host == "no-such-host.invalid")
-        );
+        assert!(matches!(&err, OrderError::Unresolvable { host, .. } if host == "no-such-host.invalid"));
         assert!(err.to_string().contains("no-such-host.invalid"));
     }
 
     #[test]
     fn unknown_keys_are_warnings_naming_the_key_and_the_order_stays_valid() {
-        let text =
-            format!("{README_ORDER}    ttl: 5\ncolour: blue\nhttping: {{url: 'http://x.test'}}\n");
+        let text = format!("{README_ORDER}    ttl: 5\ncolour: blue\nhttping: {{url: 'http://x.test'}}\n");
         let parsed = parse(&text).unwrap();
         let all = parsed.warnings.join("\n");
         assert!(all.contains("`colour`"), "{all}");
@@ -1233,14 +1151,8 @@ mod tests {
                 .collect();
             assert_eq!(invalid_key(&text), key);
         }
-        assert_eq!(
-            invalid_key(&base("fping", "fping: {interface: eth0}\n")),
-            "fping.host"
-        );
-        assert_eq!(
-            invalid_key(&base("httping", "httping: {proxy: x}\n")),
-            "httping.url"
-        );
+        assert_eq!(invalid_key(&base("fping", "fping: {interface: eth0}\n")), "fping.host");
+        assert_eq!(invalid_key(&base("httping", "httping: {proxy: x}\n")), "httping.url");
     }
 
     #[test]
@@ -1258,14 +1170,7 @@ mod tests {
             ("pings: {a: 1}", "pings"),
         ];
         for (line, key) in cases {
-            let text = README_ORDER.replace(
-                if key == "step" {
-                    "step: 300"
-                } else {
-                    "pings: 20"
-                },
-                line,
-            );
+            let text = README_ORDER.replace(if key == "step" { "step: 300" } else { "pings: 20" }, line);
             assert_eq!(invalid_key(&text), key, "{line}");
         }
         let huge = README_ORDER.replace("step: 300", "step: 99999999999999999999999");
@@ -1286,10 +1191,7 @@ mod tests {
                 "fping.host",
             ),
             (
-                README_ORDER.replace(
-                    "fping:\n    host: 62.179.116.250\n",
-                    "fping: 62.179.116.250\n",
-                ),
+                README_ORDER.replace("fping:\n    host: 62.179.116.250\n", "fping: 62.179.116.250\n"),
                 "fping",
             ),
             (
@@ -1297,46 +1199,28 @@ mod tests {
                 "fping.source_ip",
             ),
             (
-                base(
-                    "fping",
-                    "fping: {host: 127.0.0.1, interface: 'eth0 eth1'}\n",
-                ),
+                base("fping", "fping: {host: 127.0.0.1, interface: 'eth0 eth1'}\n"),
                 "fping.interface",
             ),
             (
                 base("fping", "fping: {host: 127.0.0.1, interval: 0}\n"),
                 "fping.interval",
             ),
-            (
-                base("fping", "fping: {host: '-f /etc/passwd'}\n"),
-                "fping.host",
-            ),
+            (base("fping", "fping: {host: '-f /etc/passwd'}\n"), "fping.host"),
             (base("fping", "fping: {host: ''}\n"), "fping.host"),
-            (
-                base("httping", "httping: {url: 'ftp://x.test'}\n"),
-                "httping.url",
-            ),
-            (
-                base("httping", "httping: {url: 'http://'}\n"),
-                "httping.url",
-            ),
+            (base("httping", "httping: {url: 'ftp://x.test'}\n"), "httping.url"),
+            (base("httping", "httping: {url: 'http://'}\n"), "httping.url"),
             (
                 base("httping", "httping: {url: 'http://x.test', interval: -1}\n"),
                 "httping.interval",
             ),
-            (
-                format!("{README_ORDER}rrd_template: fancy\n"),
-                "rrd_template",
-            ),
+            (format!("{README_ORDER}rrd_template: fancy\n"), "rrd_template"),
             (format!("{README_ORDER}telegraf: yes\n"), "telegraf"),
             (
                 format!("{README_ORDER}telegraf: {{tags: {{a: b}}}}\n"),
                 "telegraf.measurement_name",
             ),
-            (
-                format!("{README_ORDER}measurement_name: m\ntags: [a]\n"),
-                "tags",
-            ),
+            (format!("{README_ORDER}measurement_name: m\ntags: [a]\n"), "tags"),
             (
                 format!("{README_ORDER}measurement_name: m\ntags: {{a: [1]}}\n"),
                 "tags.a",
@@ -1363,8 +1247,7 @@ mod tests {
     fn probe_without_its_section_is_an_error_not_a_crash() {
         let text = "user: tmon\nstep: 300\npings: 20\nprobe: fping\n";
         assert_eq!(invalid_key(text), "fping");
-        let other_section =
-            "user: tmon\nstep: 300\npings: 20\nprobe: tcp\nfping: {host: 127.0.0.1}\n";
+        let other_section = "user: tmon\nstep: 300\npings: 20\nprobe: tcp\nfping: {host: 127.0.0.1}\n";
         assert_eq!(invalid_key(other_section), "tcp");
     }
 
@@ -1377,20 +1260,13 @@ mod tests {
     #[test]
     fn empty_and_comment_only_orders_are_empty_errors() {
         for text in ["", "   \n", "# just a comment\n", "~\n"] {
-            assert!(
-                matches!(parse(text), Err(OrderError::Empty { .. })),
-                "{text:?}"
-            );
+            assert!(matches!(parse(text), Err(OrderError::Empty { .. })), "{text:?}");
         }
     }
 
     #[test]
     fn list_or_scalar_at_top_level_is_not_a_map() {
-        for (text, found) in [
-            ("- a\n- b\n", "a list"),
-            ("hello\n", "a string"),
-            ("42\n", "a number"),
-        ] {
+        for (text, found) in [("- a\n- b\n", "a list"), ("hello\n", "a string"), ("42\n", "a number")] {
             match parse(text) {
                 Err(OrderError::NotAMap { found: f, .. }) => assert_eq!(f, found),
                 other => panic!("{text:?}: {other:?}"),
@@ -1422,10 +1298,7 @@ mod tests {
         let text = format!("{README_ORDER}step: 20\n");
         match parse(&text) {
             Err(OrderError::Yaml { message, .. }) => {
-                assert!(
-                    message.contains("duplicate") && message.contains("step"),
-                    "{message}"
-                )
+                assert!(message.contains("duplicate") && message.contains("step"), "{message}")
             }
             other => panic!("{other:?}"),
         }

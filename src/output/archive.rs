@@ -134,9 +134,7 @@ pub fn restore(base: &BaseDir, id: &OrderId) -> Result<RestoreOutcome, ArchiveEr
             aside = %aside.display(),
             "both output and archive exist for a returning order; archive entry renamed aside, both kept"
         );
-        return Ok(RestoreOutcome::BothKept {
-            archive_aside: aside,
-        });
+        return Ok(RestoreOutcome::BothKept { archive_aside: aside });
     }
     create_parent(&output)?;
     move_and_sync(&entry, &output)?;
@@ -163,12 +161,7 @@ pub fn purge(base: &BaseDir, retention: Duration, now: SystemTime) -> Result<usi
 /// Renames `from` to `dir/<stem><extension>`, or `dir/<stem>-1<extension>`, `-2`, ... whichever
 /// is free: never replaces an existing file or directory. Returns the new path. The parent
 /// directories are not synced.
-pub fn rename_to_free_name(
-    from: &Path,
-    dir: &Path,
-    stem: &str,
-    extension: &str,
-) -> io::Result<PathBuf> {
+pub fn rename_to_free_name(from: &Path, dir: &Path, stem: &str, extension: &str) -> io::Result<PathBuf> {
     for attempt in 0u32..1000 {
         let name = match attempt {
             0 => format!("{stem}{extension}"),
@@ -189,9 +182,7 @@ pub fn rename_to_free_name(
 
 /// Seconds since the epoch, for the names of things renamed aside.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
@@ -218,12 +209,11 @@ fn move_aside(entry: &Path) -> Result<PathBuf, ArchiveError> {
         entry.file_name().unwrap_or_default().to_string_lossy(),
         unix_now()
     );
-    let aside =
-        rename_to_free_name(entry, dir, &stem, "").map_err(|source| ArchiveError::Move {
-            from: entry.to_path_buf(),
-            to: dir.join(&stem),
-            source,
-        })?;
+    let aside = rename_to_free_name(entry, dir, &stem, "").map_err(|source| ArchiveError::Move {
+        from: entry.to_path_buf(),
+        to: dir.join(&stem),
+        source,
+    })?;
     sync(dir)?;
     Ok(aside)
 }
@@ -276,10 +266,9 @@ fn purge_tree(dir: &Path, cutoff: SystemTime, is_root: bool) -> Result<usize, Ar
     for subdir in &subdirs {
         purged += purge_tree(subdir, cutoff, false)?;
     }
-    let is_entry = files.iter().any(|f| {
-        f.file_name()
-            .is_some_and(|n| ENTRY_MARKERS.iter().any(|m| n == *m))
-    });
+    let is_entry = files
+        .iter()
+        .any(|f| f.file_name().is_some_and(|n| ENTRY_MARKERS.iter().any(|m| n == *m)));
     if !is_root && is_entry && modified < cutoff {
         for file in &files {
             fs::remove_file(file).map_err(|source| ArchiveError::Remove {
@@ -440,10 +429,7 @@ mod tests {
         fs::write(&order_file, "second\n").unwrap();
         archive(&base, &target, Some(&order_file)).unwrap();
         let entry = base.archive().join("t");
-        assert_eq!(
-            fs::read_to_string(entry.join(EXPIRED_ORDER_FILE)).unwrap(),
-            "second\n"
-        );
+        assert_eq!(fs::read_to_string(entry.join(EXPIRED_ORDER_FILE)).unwrap(), "second\n");
         let kept = names(&entry);
         assert_eq!(kept.len(), 2, "{kept:?}");
         let earlier = kept.iter().find(|n| *n != EXPIRED_ORDER_FILE).unwrap();
@@ -459,10 +445,7 @@ mod tests {
         make_output(&base, &target, "second");
         let outcome = archive(&base, &target, None).unwrap();
         let aside = outcome.previous_archive_aside.expect("older entry aside");
-        assert_eq!(
-            fs::read_to_string(aside.join("last_result")).unwrap(),
-            "first"
-        );
+        assert_eq!(fs::read_to_string(aside.join("last_result")).unwrap(), "first");
         assert_eq!(
             fs::read_to_string(base.archive().join("app/t/last_result")).unwrap(),
             "second"
@@ -507,10 +490,7 @@ mod tests {
         let RestoreOutcome::BothKept { archive_aside } = restore(&base, &target).unwrap() else {
             panic!("expected both kept");
         };
-        assert_eq!(
-            fs::read_to_string(archive_aside.join("last_result")).unwrap(),
-            "old"
-        );
+        assert_eq!(fs::read_to_string(archive_aside.join("last_result")).unwrap(), "old");
         assert_eq!(
             fs::read_to_string(base.output().join("x/y/last_result")).unwrap(),
             "new"
@@ -521,10 +501,7 @@ mod tests {
     #[test]
     fn restore_without_archive_does_nothing() {
         let (_tmp, base) = setup();
-        assert_eq!(
-            restore(&base, &id("nothing")).unwrap(),
-            RestoreOutcome::NothingArchived
-        );
+        assert_eq!(restore(&base, &id("nothing")).unwrap(), RestoreOutcome::NothingArchived);
     }
 
     #[test]
@@ -554,10 +531,7 @@ mod tests {
             vec!["nested-young"],
             "old entry's files gone, young nested entry kept"
         );
-        assert!(base
-            .archive()
-            .join("app/old/nested-young/order.expired")
-            .exists());
+        assert!(base.archive().join("app/old/nested-young/order.expired").exists());
         assert!(base.archive().join("app/young/last_result").exists());
         assert!(base.archive().join("app/empty-intermediate").exists());
         assert!(!base.archive().join("gone").exists());

@@ -73,9 +73,7 @@ pub enum LastResultParseError {
     LossAbovePings { loss: u32, pings: u32 },
 }
 
-const KEYS: [&str; 8] = [
-    "time", "updated", "step", "pings", "loss", "min", "median", "max",
-];
+const KEYS: [&str; 8] = ["time", "updated", "step", "pings", "loss", "min", "median", "max"];
 
 /// The `last_result` text of `result`.
 pub fn format(result: &OrderResult) -> String {
@@ -167,10 +165,7 @@ fn optional_value(value: Option<f64>) -> String {
     value.map_or_else(|| "~".to_string(), format_c_exponent)
 }
 
-fn parse_integer<T: std::str::FromStr>(
-    value: &str,
-    index: usize,
-) -> Result<T, LastResultParseError> {
+fn parse_integer<T: std::str::FromStr>(value: &str, index: usize) -> Result<T, LastResultParseError> {
     let digits = value.strip_prefix('-').unwrap_or(value);
     let plain = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
     plain
@@ -232,10 +227,7 @@ mod tests {
 
     #[test]
     fn statistics_are_sorted_with_upper_median_and_loss_count() {
-        let text = format(&result(
-            100,
-            vec![Some(3e-4), None, Some(1e-4), Some(2e-4), None],
-        ));
+        let text = format(&result(100, vec![Some(3e-4), None, Some(1e-4), Some(2e-4), None]));
         let parsed = parse(&text).unwrap();
         assert_eq!(parsed.loss, 2);
         assert_eq!(parsed.pings, 5);
@@ -249,10 +241,7 @@ mod tests {
     #[test]
     fn no_answers_gives_tilde_values_and_full_loss() {
         let text = format(&result(100, vec![None, None, None]));
-        assert!(
-            text.ends_with("loss: 3\nmin: ~\nmedian: ~\nmax: ~\n"),
-            "{text}"
-        );
+        assert!(text.ends_with("loss: 3\nmin: ~\nmedian: ~\nmax: ~\n"), "{text}");
         let parsed = parse(&text).unwrap();
         assert_eq!((parsed.min, parsed.median, parsed.max), (None, None, None));
     }
@@ -296,10 +285,7 @@ mod tests {
             .output()
             .unwrap();
         let printed = String::from_utf8(output.stdout).unwrap();
-        let ours: Vec<String> = values
-            .iter()
-            .map(|v| format_c_exponent(v.parse().unwrap()))
-            .collect();
+        let ours: Vec<String> = values.iter().map(|v| format_c_exponent(v.parse().unwrap())).collect();
         assert_eq!(printed.lines().collect::<Vec<_>>(), ours);
     }
 
@@ -347,11 +333,7 @@ mod tests {
             format!("time: {}\n", "9".repeat(500)),
         ];
         for case in cases {
-            assert!(
-                parse(&case).is_err(),
-                "accepted {:?}",
-                &case[..case.len().min(80)]
-            );
+            assert!(parse(&case).is_err(), "accepted {:?}", &case[..case.len().min(80)]);
         }
     }
 
@@ -390,9 +372,7 @@ mod tests {
             })
         };
         for i in 1..=1000 {
-            let rtts = (0..(i % 7 + 1))
-                .map(|k| (k % 2 == 0).then_some(1e-3))
-                .collect();
+            let rtts = (0..(i % 7 + 1)).map(|k| (k % 2 == 0).then_some(1e-3)).collect();
             write(&dir, &result(i * 20, rtts)).unwrap();
         }
         done.store(true, Ordering::Release);

@@ -158,16 +158,8 @@ pub fn definition(step: u32, pings: u32) -> RrdDefinition {
 }
 
 /// pingmachine's order of consolidation functions for the short and the long spans.
-const AVG_MIN_MAX: [Consolidation; 3] = [
-    Consolidation::Average,
-    Consolidation::Min,
-    Consolidation::Max,
-];
-const AVG_MAX_MIN: [Consolidation; 3] = [
-    Consolidation::Average,
-    Consolidation::Max,
-    Consolidation::Min,
-];
+const AVG_MIN_MAX: [Consolidation; 3] = [Consolidation::Average, Consolidation::Min, Consolidation::Max];
+const AVG_MAX_MIN: [Consolidation; 3] = [Consolidation::Average, Consolidation::Max, Consolidation::Min];
 
 /// (span in seconds, rows, consolidation order) of the consolidated RRAs for steps up to 300.
 const SPANS_UP_TO_300: [(u64, u64, [Consolidation; 3]); 5] = [
@@ -327,9 +319,7 @@ struct InspectedFile {
 
 impl InspectedFile {
     fn has_layout(&self, layout: RrdLayout) -> bool {
-        self.smokeping_shaped
-            && self.step == u64::from(layout.step)
-            && self.ping_sources == layout.pings
+        self.smokeping_shaped && self.step == u64::from(layout.step) && self.ping_sources == layout.pings
     }
 }
 
@@ -383,11 +373,7 @@ impl RrdWriter {
         let mut retried = false;
         loop {
             let last_update = self.ensure_file(path, layout, update_time(group[0]))?;
-            let fresh: Vec<&OrderResult> = group
-                .iter()
-                .copied()
-                .filter(|r| update_time(r) > last_update)
-                .collect();
+            let fresh: Vec<&OrderResult> = group.iter().copied().filter(|r| update_time(r) > last_update).collect();
             let skipped = group.len() - fresh.len();
             let Some(newest) = fresh.last() else {
                 return Ok((0, skipped));
@@ -416,17 +402,10 @@ impl RrdWriter {
 
     /// Makes `path` an RRD of `layout`, creating, rotating or replacing a corrupted file as
     /// needed; returns its last update time.
-    fn ensure_file(
-        &self,
-        path: &Path,
-        layout: RrdLayout,
-        first_update: i64,
-    ) -> Result<i64, RrdError> {
+    fn ensure_file(&self, path: &Path, layout: RrdLayout, first_update: i64) -> Result<i64, RrdError> {
         let metadata = match fs::symlink_metadata(path) {
             Ok(metadata) => metadata,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return self.create_file(path, layout, first_update)
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return self.create_file(path, layout, first_update),
             Err(source) => {
                 return Err(RrdError::Stat {
                     path: path.to_path_buf(),
@@ -435,9 +414,7 @@ impl RrdWriter {
             }
         };
         let cached = self.cache().get(path).copied();
-        if let Some(file) =
-            cached.filter(|f| f.device == metadata.dev() && f.inode == metadata.ino())
-        {
+        if let Some(file) = cached.filter(|f| f.device == metadata.dev() && f.inode == metadata.ino()) {
             if file.layout == layout {
                 return Ok(file.last_update);
             }
@@ -468,12 +445,7 @@ impl RrdWriter {
     }
 
     /// Creates a fresh RRD whose first update will be at `first_update`.
-    fn create_file(
-        &self,
-        path: &Path,
-        layout: RrdLayout,
-        first_update: i64,
-    ) -> Result<i64, RrdError> {
+    fn create_file(&self, path: &Path, layout: RrdLayout, first_update: i64) -> Result<i64, RrdError> {
         self.cache().remove(path);
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|source| RrdError::CreateDir {
@@ -482,11 +454,9 @@ impl RrdWriter {
             })?;
         }
         let start = first_update - i64::from(layout.step);
-        create_rrd(path, &definition(layout.step, layout.pings), start).map_err(|source| {
-            RrdError::Create {
-                path: path.to_path_buf(),
-                source,
-            }
+        create_rrd(path, &definition(layout.step, layout.pings), start).map_err(|source| RrdError::Create {
+            path: path.to_path_buf(),
+            source,
         })?;
         self.remember(path, layout, start)?;
         Ok(start)
@@ -541,25 +511,13 @@ fn create_rrd(path: &Path, def: &RrdDefinition, start: i64) -> rrd::error::RrdRe
         .iter()
         .map(|s| {
             let name = DataSourceName::new(s.name.clone())?;
-            Ok(DataSource::gauge(
-                &name,
-                s.heartbeat,
-                Some(s.min),
-                Some(s.max),
-            ))
+            Ok(DataSource::gauge(&name, s.heartbeat, Some(s.min), Some(s.max)))
         })
         .collect::<rrd::error::RrdResult<Vec<_>>>()?;
     let archives = def
         .archives
         .iter()
-        .map(|a| {
-            Archive::new(
-                consolidation_fn(a.consolidation),
-                a.xff,
-                a.pdp_per_row,
-                a.rows,
-            )
-        })
+        .map(|a| Archive::new(consolidation_fn(a.consolidation), a.xff, a.pdp_per_row, a.rows))
         .collect::<Result<Vec<_>, _>>()?;
     create(
         path,
@@ -577,12 +535,7 @@ fn create_rrd(path: &Path, def: &RrdDefinition, start: i64) -> rrd::error::RrdRe
 fn write_updates(path: &Path, results: &[&OrderResult]) -> rrd::error::RrdResult<()> {
     let batches: Vec<(BatchTime, Vec<Datum>)> = results
         .iter()
-        .map(|r| {
-            (
-                BatchTime::Timestamp(timestamp(update_time(r))),
-                update_values(r),
-            )
-        })
+        .map(|r| (BatchTime::Timestamp(timestamp(update_time(r))), update_values(r)))
         .collect();
     // The struct update stays valid if the crate's `locking_mode` feature adds a field.
     #[allow(clippy::needless_update)]
@@ -609,11 +562,8 @@ fn inspect(path: &Path) -> rrd::error::RrdResult<InspectedFile> {
     let ping_sources = names.iter().filter(|n| n.starts_with("ping")).count();
     let ping_sources = u32::try_from(ping_sources).unwrap_or(u32::MAX);
     let expected = definition(1, ping_sources);
-    let smokeping_shaped = names.len() == expected.sources.len()
-        && expected
-            .sources
-            .iter()
-            .all(|s| names.contains(&s.name.as_str()));
+    let smokeping_shaped =
+        names.len() == expected.sources.len() && expected.sources.iter().all(|s| names.contains(&s.name.as_str()));
     Ok(InspectedFile {
         step,
         ping_sources,
@@ -845,10 +795,7 @@ mod tests {
         for step in [1u32, 7, 8, 45, 70, 200, 250, 299] {
             let def = definition(step, 3);
             assert_eq!(def.archives.len(), 16, "step {step}");
-            assert_eq!(
-                (def.archives[0].pdp_per_row, def.archives[0].rows),
-                (1, 900)
-            );
+            assert_eq!((def.archives[0].pdp_per_row, def.archives[0].rows), (1, 900));
             let consolidated = def.archives[1..].chunks(3);
             for (chunk, (span, rows)) in consolidated.zip([
                 (300.0, 864.0),
@@ -869,9 +816,7 @@ mod tests {
                     (coverage / (span * rows) - 1.0).abs() < 0.01,
                     "step {step}: coverage {coverage} for {span}x{rows}"
                 );
-                assert!(chunk
-                    .iter()
-                    .all(|c| (c.pdp_per_row, c.rows) == (a.pdp_per_row, a.rows)));
+                assert!(chunk.iter().all(|c| (c.pdp_per_row, c.rows) == (a.pdp_per_row, a.rows)));
             }
         }
         assert_eq!(definition(7, 1).archives[1].pdp_per_row, 43);
@@ -914,11 +859,7 @@ mod tests {
         let results: Vec<OrderResult> = (0..5)
             .map(|i| {
                 let v = 1e-3 * f64::from(i + 1);
-                result(
-                    20,
-                    T0 + 20 * i64::from(i),
-                    vec![Some(v), Some(2.0 * v), None],
-                )
+                result(20, T0 + 20 * i64::from(i), vec![Some(v), Some(2.0 * v), None])
             })
             .collect();
         let refs: Vec<&OrderResult> = results.iter().collect();
@@ -947,9 +888,7 @@ mod tests {
             assert_eq!(row[4], None);
         }
         // The step before the first result holds nothing.
-        assert!(rows
-            .get(&T0)
-            .is_none_or(|row| row.iter().all(Option::is_none)));
+        assert!(rows.get(&T0).is_none_or(|row| row.iter().all(Option::is_none)));
     }
 
     #[test]
@@ -1055,9 +994,7 @@ mod tests {
         let r = result(20, T0, vec![Some(0.001), Some(0.002)]);
         RrdWriter::new().apply(&valid, &[&r]).unwrap();
         let valid_bytes = fs::read(valid.join(FILE_NAME)).unwrap();
-        let garbage: Vec<u8> = (0..5000u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect();
+        let garbage: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         let header_only = b"RRD\0".to_vec();
         let cases: [(&str, &[u8]); 5] = [
             ("garbage", &garbage),
@@ -1076,11 +1013,7 @@ mod tests {
             assert_eq!(files.len(), 2, "{name}: {files:?}");
             let aside = files.iter().find(|f| f.starts_with("corrupted-")).unwrap();
             assert!(aside.ends_with("-main.rrd"), "{aside}");
-            assert_eq!(
-                fs::read(dir.join(aside)).unwrap(),
-                bytes,
-                "{name} kept intact"
-            );
+            assert_eq!(fs::read(dir.join(aside)).unwrap(), bytes, "{name} kept intact");
             assert_eq!(last_update(&dir.join(FILE_NAME)).0, T0 + 20, "{name}");
         }
     }
@@ -1124,9 +1057,7 @@ mod tests {
         // A fresh writer (no cache) detects a step change through `rrd info`.
         let step60 = result(60, T0 + 60, vec![Some(0.001); 5]);
         RrdWriter::new().apply(&dir, &[&step60]).unwrap();
-        assert!(names(&dir)
-            .iter()
-            .any(|f| f.ends_with("-step20-pings5.rrd")));
+        assert!(names(&dir).iter().any(|f| f.ends_with("-step20-pings5.rrd")));
         assert!(structure(&dir.join(FILE_NAME)).contains(&"step = 60".to_string()));
     }
 

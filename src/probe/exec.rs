@@ -57,10 +57,7 @@ pub enum ExecError {
         argument: String,
     },
     #[error("{placeholder} would be {value:?}, which the command would read as an option")]
-    OptionLikeValue {
-        placeholder: &'static str,
-        value: String,
-    },
+    OptionLikeValue { placeholder: &'static str, value: String },
     #[error("the order's command is empty")]
     EmptyCommand,
     #[error("starting {program:?}: {source}")]
@@ -90,8 +87,8 @@ impl ExecProbe {
             return None;
         };
         let label = order_label(spec);
-        let started = command_line(spec, plan)
-            .and_then(|argv| RunningCommand::spawn(&argv, plan.pings, kill_time(spec, plan)));
+        let started =
+            command_line(spec, plan).and_then(|argv| RunningCommand::spawn(&argv, plan.pings, kill_time(spec, plan)));
         match started {
             Ok(command) => {
                 self.warnings.forget(&label);
@@ -114,8 +111,7 @@ impl Probe for ExecProbe {
         if let Some(wait) = plan.start.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let mut commands: Vec<Option<RunningCommand>> =
-            targets.iter().map(|spec| self.start(spec, plan)).collect();
+        let mut commands: Vec<Option<RunningCommand>> = targets.iter().map(|spec| self.start(spec, plan)).collect();
         let mut running: Vec<&mut RunningCommand> = commands.iter_mut().flatten().collect();
         drive(&mut running);
         commands
@@ -133,9 +129,7 @@ impl Probe for ExecProbe {
 /// `timeout_ms`.
 fn kill_time(spec: &ExecSpec, plan: &RunPlan) -> Instant {
     match spec.timeout_ms {
-        Some(ms) => plan
-            .deadline
-            .min(Instant::now() + Duration::from_millis(ms)),
+        Some(ms) => plan.deadline.min(Instant::now() + Duration::from_millis(ms)),
         None => plan.deadline,
     }
 }
@@ -197,13 +191,7 @@ pub fn command_line(spec: &ExecSpec, plan: &RunPlan) -> Result<Vec<String>, Exec
 }
 
 /// The placeholders [`command_line`] knows.
-const PLACEHOLDERS: [&str; 5] = [
-    "{host}",
-    "{pings}",
-    "{interval_ms}",
-    "{source_ip}",
-    "{interface}",
-];
+const PLACEHOLDERS: [&str; 5] = ["{host}", "{pings}", "{interval_ms}", "{source_ip}", "{interface}"];
 
 /// What each placeholder stands for in one run (`None`: the order sets no value).
 struct PlaceholderValues<'a> {
@@ -246,12 +234,10 @@ fn substitute(argument: &str, values: &PlaceholderValues) -> Result<String, Exec
             rest = &rest[1..];
             continue;
         };
-        let value = values
-            .get(placeholder)?
-            .ok_or_else(|| ExecError::UnsetPlaceholder {
-                placeholder,
-                argument: argument.to_owned(),
-            })?;
+        let value = values.get(placeholder)?.ok_or_else(|| ExecError::UnsetPlaceholder {
+            placeholder,
+            argument: argument.to_owned(),
+        })?;
         result.push_str(value);
         rest = &rest[placeholder.len()..];
     }
@@ -279,9 +265,7 @@ pub fn parse_ping_line(line: &str) -> Option<(Option<u64>, f64)> {
     }
     let seq = line.find("seq=").and_then(|at| {
         let digits = &line[at + "seq=".len()..];
-        let len = digits
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(digits.len());
+        let len = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
         digits[..len].parse().ok()
     });
     Some((seq, milliseconds / 1000.0))
@@ -341,9 +325,7 @@ impl PingAnswers {
                 _ => tracing::debug!(seq, base, "exec probe: answer outside the run ignored"),
             }
         }
-        let mut free = (0..self.pings)
-            .filter(|&slot| rtts[slot].is_none())
-            .collect::<Vec<_>>();
+        let mut free = (0..self.pings).filter(|&slot| rtts[slot].is_none()).collect::<Vec<_>>();
         free.reverse();
         for (_, rtt) in self.answers.iter().filter(|(seq, _)| seq.is_none()) {
             if let Some(slot) = free.pop() {
@@ -531,10 +513,7 @@ impl RunningCommand {
 
     fn leader_exited(&self) -> bool {
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        !matches!(
-            waitid(Id::Pid(self.pgid()), flags),
-            Ok(WaitStatus::StillAlive)
-        )
+        !matches!(waitid(Id::Pid(self.pgid()), flags), Ok(WaitStatus::StillAlive))
     }
 
     fn is_done(&self) -> bool {
@@ -571,8 +550,7 @@ impl RunningCommand {
             }
             Pipe::Stderr => {
                 let room = STDERR_CAP.saturating_sub(self.stderr_head.len());
-                self.stderr_head
-                    .extend_from_slice(&bytes[..bytes.len().min(room)]);
+                self.stderr_head.extend_from_slice(&bytes[..bytes.len().min(room)]);
             }
         }
     }
@@ -711,12 +689,7 @@ mod tests {
     }
 
     fn run_one(spec: ExecSpec, pings: u32) -> Rtts {
-        run(
-            &ExecProbe::new(),
-            &[spec],
-            &plan(pings, Duration::from_secs(20)),
-        )
-        .remove(0)
+        run(&ExecProbe::new(), &[spec], &plan(pings, Duration::from_secs(20))).remove(0)
     }
 
     const PING_OUTPUT: &str = "printf '%s\\n' \
@@ -750,14 +723,10 @@ mod tests {
             );
             return;
         };
-        let spec = exec(
-            ExecKind::Exec,
-            &[ping, "-n", "-c", "{pings}", "-i", "0.2", "{host}"],
-        );
+        let spec = exec(ExecKind::Exec, &[ping, "-n", "-c", "{pings}", "-i", "0.2", "{host}"]);
         let rtts = run_one(spec, 3);
         assert!(
-            rtts.iter()
-                .all(|rtt| rtt.is_some_and(|s| s > 0.0 && s < 1.0)),
+            rtts.iter().all(|rtt| rtt.is_some_and(|s| s > 0.0 && s < 1.0)),
             "{rtts:?}"
         );
     }
@@ -871,21 +840,14 @@ mod tests {
         let rtts = run_one(script(&body), 1);
         assert_eq!(rtts, vec![ms(1.0)]);
         let pid = std::fs::read_to_string(&pid_file).expect("pid");
-        assert!(
-            process_is_gone(pid.trim()),
-            "background sleep {pid} survived"
-        );
+        assert!(process_is_gone(pid.trim()), "background sleep {pid} survived");
     }
 
     #[test]
     fn slow_command_does_not_delay_the_others() {
         let slow = script("sleep 60");
         let quick = script("echo 'seq=1 time=4 ms'");
-        let rtts = run(
-            &ExecProbe::new(),
-            &[slow, quick],
-            &plan(1, Duration::from_millis(800)),
-        );
+        let rtts = run(&ExecProbe::new(), &[slow, quick], &plan(1, Duration::from_millis(800)));
         assert_eq!(rtts, vec![vec![None], vec![ms(4.0)]]);
     }
 
@@ -929,18 +891,10 @@ mod tests {
         let spec = exec(ExecKind::Pping, &["/nonexistent/pping", "{host}"]);
         let probe = ExecProbe::new();
         let plan = plan(2, Duration::from_secs(5));
-        assert_eq!(
-            run(&probe, std::slice::from_ref(&spec), &plan),
-            vec![vec![None, None]]
-        );
-        assert_eq!(
-            run(&probe, std::slice::from_ref(&spec), &plan),
-            vec![vec![None, None]]
-        );
+        assert_eq!(run(&probe, std::slice::from_ref(&spec), &plan), vec![vec![None, None]]);
+        assert_eq!(run(&probe, std::slice::from_ref(&spec), &plan), vec![vec![None, None]]);
         let argv = command_line(&spec, &plan).expect("argv");
-        let error = RunningCommand::spawn(&argv, 2, plan.deadline)
-            .err()
-            .expect("error");
+        let error = RunningCommand::spawn(&argv, 2, plan.deadline).err().expect("error");
         // Already logged by the first run: a repeat is suppressed.
         assert!(!probe.warnings.warn(&order_label(&spec), &error.to_string()));
     }
@@ -988,26 +942,17 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(
-            run(&ExecProbe::new(), &[spec], &plan),
-            vec![vec![None, None]]
-        );
+        assert_eq!(run(&ExecProbe::new(), &[spec], &plan), vec![vec![None, None]]);
     }
 
     #[test]
     fn hostile_values_are_not_substituted_twice_nor_read_as_options() {
         let plan = plan(2, Duration::from_secs(5));
-        let mut spec = exec(
-            ExecKind::Sping,
-            &["scion", "ping", "{host}", "--src", "{source_ip}"],
-        );
+        let mut spec = exec(ExecKind::Sping, &["scion", "ping", "{host}", "--src", "{source_ip}"]);
         spec.host = Some("{source_ip}{pings}".into());
         spec.source_ip = Some("10.0.0.1".parse::<IpAddr>().expect("ip"));
         let argv = command_line(&spec, &plan).expect("argv");
-        assert_eq!(
-            argv,
-            ["scion", "ping", "{source_ip}{pings}", "--src", "10.0.0.1"]
-        );
+        assert_eq!(argv, ["scion", "ping", "{source_ip}{pings}", "--src", "10.0.0.1"]);
         spec.host = Some("--dispatcher=/tmp/evil".into());
         assert!(matches!(
             command_line(&spec, &plan),
@@ -1021,10 +966,7 @@ mod tests {
     #[test]
     fn unset_placeholder_after_a_placeholder_or_first_argument_removes_only_itself() {
         let plan = plan(2, Duration::from_secs(5));
-        let mut spec = exec(
-            ExecKind::Exec,
-            &["-tool", "{interface}", "-x={pings}", "{source_ip}"],
-        );
+        let mut spec = exec(ExecKind::Exec, &["-tool", "{interface}", "-x={pings}", "{source_ip}"]);
         spec.host = None;
         assert_eq!(command_line(&spec, &plan).expect("argv"), ["-tool", "-x=2"]);
     }

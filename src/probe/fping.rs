@@ -73,12 +73,7 @@ impl FpingProbe {
     }
 
     /// The arguments of one fping process for `plan` and the batch's first spec.
-    fn arguments(
-        &self,
-        plan: &RunPlan,
-        source: Option<IpAddr>,
-        interface: Option<&str>,
-    ) -> Vec<String> {
+    fn arguments(&self, plan: &RunPlan, source: Option<IpAddr>, interface: Option<&str>) -> Vec<String> {
         let period_ms = (plan.interval.as_millis() as u64).max(MIN_PERIOD_MS);
         let timeout_ms = (plan.timeout.as_millis() as u64).max(1);
         let mut args: Vec<String> = vec![
@@ -225,12 +220,7 @@ fn supervise(processes: &mut [RunningFping], deadline: Instant) {
     }
 }
 
-fn apply_line(
-    line: &str,
-    pings: usize,
-    orders_of_host: &HashMap<String, Vec<usize>>,
-    results: &mut [Rtts],
-) {
+fn apply_line(line: &str, pings: usize, orders_of_host: &HashMap<String, Vec<usize>>, results: &mut [Rtts]) {
     let (host, rtts) = match parse_result_line(line, pings) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -351,12 +341,7 @@ impl RunningFping {
 fn collect_lines(stderr: ChildStderr) -> Option<JoinHandle<Vec<String>>> {
     let reader = std::thread::Builder::new()
         .name("fping-stderr".into())
-        .spawn(move || {
-            BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-                .collect()
-        });
+        .spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect());
     match reader {
         Ok(handle) => Some(handle),
         Err(e) => {
@@ -422,10 +407,7 @@ mod tests {
 
     #[test]
     fn real_fping_answers_ipv4_and_ipv6_loopback() {
-        let specs = vec![
-            spec(Ipv4Addr::LOCALHOST.into()),
-            spec(Ipv6Addr::LOCALHOST.into()),
-        ];
+        let specs = vec![spec(Ipv4Addr::LOCALHOST.into()), spec(Ipv6Addr::LOCALHOST.into())];
         let plan = plan(3, Duration::from_millis(50), Duration::from_secs(10));
         for rtts in run(&real_fping(), &specs, &plan) {
             assert_answered(&rtts);
@@ -498,10 +480,7 @@ mod tests {
         )
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let specs = vec![
-            spec(Ipv4Addr::LOCALHOST.into()),
-            spec(Ipv6Addr::LOCALHOST.into()),
-        ];
+        let specs = vec![spec(Ipv4Addr::LOCALHOST.into()), spec(Ipv6Addr::LOCALHOST.into())];
         let plan = plan(3, Duration::from_millis(20), Duration::from_secs(5));
         let results = run(&FpingProbe::new(script), &specs, &plan);
         assert_eq!(results[0], vec![Some(0.0015), None, Some(0.002)]);
@@ -514,10 +493,7 @@ mod tests {
         let mut plan = plan(5, Duration::from_millis(2500), Duration::from_secs(20));
         plan.timeout = Duration::from_secs(3);
         let args = probe.arguments(&plan, Some([127, 0, 0, 1].into()), Some("lo"));
-        assert_eq!(
-            args.join(" "),
-            "-q -p 2500 -C 5 -i 1 -t 3000 -S 127.0.0.1 -I lo"
-        );
+        assert_eq!(args.join(" "), "-q -p 2500 -C 5 -i 1 -t 3000 -S 127.0.0.1 -I lo");
         plan.interval = Duration::from_micros(300);
         plan.timeout = Duration::from_micros(10);
         let args = probe.arguments(&plan, None, None);
@@ -545,16 +521,10 @@ mod tests {
             ("", FpingLineError::NoSeparator),
             ("127.0.0.1: 0.1", FpingLineError::NoSeparator),
             (" : 0.1", FpingLineError::NoSeparator),
-            (
-                "ICMP Host Unreachable from 1.2.3.4 : x",
-                FpingLineError::NoSeparator,
-            ),
+            ("ICMP Host Unreachable from 1.2.3.4 : x", FpingLineError::NoSeparator),
             (
                 "127.0.0.1 : 0.1 0.2 0.3",
-                FpingLineError::TooManyValues {
-                    found: 3,
-                    expected: 2,
-                },
+                FpingLineError::TooManyValues { found: 3, expected: 2 },
             ),
             ("127.0.0.1 : abc", FpingLineError::BadValue("abc".into())),
             ("127.0.0.1 : NaN", FpingLineError::BadValue("NaN".into())),
@@ -566,11 +536,7 @@ mod tests {
             ),
         ];
         for (line, expected) in cases {
-            assert_eq!(
-                parse_result_line(line, 2).unwrap_err(),
-                expected,
-                "{line:?}"
-            );
+            assert_eq!(parse_result_line(line, 2).unwrap_err(), expected, "{line:?}");
         }
     }
 }

@@ -143,11 +143,7 @@ pub fn agent(spec: &HttpingSpec) -> Result<Agent, HttpPingError> {
 
 /// Sends one GET within `budget` and returns the time to the end of the response headers in
 /// seconds.
-pub fn request_time(
-    agent: &Agent,
-    spec: &HttpingSpec,
-    budget: Duration,
-) -> Result<f64, HttpPingError> {
+pub fn request_time(agent: &Agent, spec: &HttpingSpec, budget: Duration) -> Result<f64, HttpPingError> {
     let url = &spec.url;
     let started = Instant::now();
     let mut response = agent
@@ -254,12 +250,7 @@ mod tests {
 
     /// Answers requests on one connection. Status replies keep the connection alive (so a
     /// client that reuses connections would be noticed); the others end it.
-    fn serve(
-        mut stream: TcpStream,
-        reply: Reply,
-        heads: &Mutex<Vec<String>>,
-        body_bytes_sent: &AtomicUsize,
-    ) {
+    fn serve(mut stream: TcpStream, reply: Reply, heads: &Mutex<Vec<String>>, body_bytes_sent: &AtomicUsize) {
         loop {
             let head = read_head(&mut stream);
             if head.is_empty() {
@@ -268,9 +259,8 @@ mod tests {
             heads.lock().expect("lock").push(head);
             let response: Vec<u8> = match reply {
                 Reply::Status(code) => {
-                    let response = format!(
-                        "HTTP/1.1 {code} Test\r\nContent-Length: 2\r\nLocation: /elsewhere\r\n\r\nok"
-                    );
+                    let response =
+                        format!("HTTP/1.1 {code} Test\r\nContent-Length: 2\r\nLocation: /elsewhere\r\n\r\nok");
                     if stream.write_all(response.as_bytes()).is_err() {
                         return;
                     }
@@ -289,8 +279,7 @@ mod tests {
                     format!("HTTP/1.1 200 OK\r\n{headers}Content-Length: 0\r\n\r\n").into_bytes()
                 }
                 Reply::HugeBody => {
-                    let _ =
-                        stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n");
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n");
                     let chunk = vec![b'x'; 65536];
                     // Until the client hangs up (or the whole gigabyte is sent).
                     for _ in 0..(1_000_000_000 / chunk.len()) {
@@ -340,8 +329,7 @@ mod tests {
     }
 
     fn all_answered(rtts: &Rtts) -> bool {
-        rtts.iter()
-            .all(|rtt| rtt.is_some_and(|s| s > 0.0 && s < 5.0))
+        rtts.iter().all(|rtt| rtt.is_some_and(|s| s > 0.0 && s < 5.0))
     }
 
     #[test]
@@ -349,11 +337,7 @@ mod tests {
         let server = TestServer::start(Reply::Status(200));
         let results = run(&[httping(&server.url("/probe?x=1"))], &normal_plan(3));
         assert!(all_answered(&results[0]), "{results:?}");
-        assert_eq!(
-            server.connections.load(Ordering::SeqCst),
-            3,
-            "one connection per ping"
-        );
+        assert_eq!(server.connections.load(Ordering::SeqCst), 3, "one connection per ping");
         let heads = server.heads();
         assert_eq!(heads.len(), 3, "{heads:?}");
         for head in heads {
@@ -370,10 +354,7 @@ mod tests {
         spec.user_agent = Some("pingmachine-compatible/1.0".into());
         run(&[spec], &normal_plan(1));
         let heads = server.heads();
-        assert!(
-            heads[0].contains("pingmachine-compatible/1.0\r\n"),
-            "{heads:?}"
-        );
+        assert!(heads[0].contains("pingmachine-compatible/1.0\r\n"), "{heads:?}");
     }
 
     #[test]
@@ -397,10 +378,7 @@ mod tests {
         assert!(all_answered(&results[0]), "{results:?}");
         let heads = server.heads();
         assert_eq!(heads.len(), 2, "{heads:?}");
-        assert!(
-            heads.iter().all(|h| h.starts_with("GET /start ")),
-            "{heads:?}"
-        );
+        assert!(heads.iter().all(|h| h.starts_with("GET /start ")), "{heads:?}");
     }
 
     #[test]
@@ -492,8 +470,7 @@ mod tests {
     }
 
     fn tunnel(client: TcpStream, upstream: TcpStream) {
-        let (Ok(mut client_in), Ok(mut upstream_in)) = (client.try_clone(), upstream.try_clone())
-        else {
+        let (Ok(mut client_in), Ok(mut upstream_in)) = (client.try_clone(), upstream.try_clone()) else {
             return;
         };
         let (mut client_out, mut upstream_out) = (client, upstream);
@@ -566,13 +543,7 @@ mod tests {
         let port = free_port();
         let _server = KilledOnDrop(
             Command::new("python3")
-                .args([
-                    "-m",
-                    "http.server",
-                    "--bind",
-                    "127.0.0.1",
-                    &port.to_string(),
-                ])
+                .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
                 .current_dir(dir.path())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -595,9 +566,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
         let made = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
             .args(["-subj", "/CN=127.0.0.1", "-keyout"])
             .arg(&key)
             .arg("-out")

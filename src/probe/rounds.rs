@@ -34,12 +34,7 @@ struct Schedule {
 /// Runs `ping(target, budget)` for every target and round of `plan` on at most `max_workers`
 /// threads and returns the RTTs. `ping` returns the RTT in seconds, or `None` for a lost ping;
 /// it must give up within `budget`.
-pub(crate) fn run_rounds<F>(
-    targets: usize,
-    plan: &RunPlan,
-    max_workers: usize,
-    ping: F,
-) -> Vec<Rtts>
+pub(crate) fn run_rounds<F>(targets: usize, plan: &RunPlan, max_workers: usize, ping: F) -> Vec<Rtts>
 where
     F: Fn(usize, Duration) -> Option<f64> + Sync,
 {
@@ -63,10 +58,7 @@ where
         }
     });
     let (schedule, _) = shared;
-    schedule
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .results
+    schedule.into_inner().unwrap_or_else(PoisonError::into_inner).results
 }
 
 /// One worker: take the earliest due job, wait for its time, ping, schedule the next round.
@@ -102,15 +94,10 @@ fn ping_without_unwinding<F>(ping: &F, target: usize, budget: Duration) -> Optio
 where
     F: Fn(usize, Duration) -> Option<f64> + Sync,
 {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ping(target, budget))).unwrap_or_else(
-        |_| {
-            tracing::warn!(
-                target_index = target,
-                "probe ping panicked; counted as lost"
-            );
-            None
-        },
-    )
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ping(target, budget))).unwrap_or_else(|_| {
+        tracing::warn!(target_index = target, "probe ping panicked; counted as lost");
+        None
+    })
 }
 
 /// Blocks until a job is due and returns it, or returns `None` when every target is finished.
@@ -121,9 +108,7 @@ fn next_job(lock: &Mutex<Schedule>, wakeup: &Condvar) -> Option<(usize, u32)> {
             return None;
         }
         let Some(&Reverse((due, target, round))) = schedule.due.peek() else {
-            schedule = wakeup
-                .wait(schedule)
-                .unwrap_or_else(PoisonError::into_inner);
+            schedule = wakeup.wait(schedule).unwrap_or_else(PoisonError::into_inner);
             continue;
         };
         let now = Instant::now();

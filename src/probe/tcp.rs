@@ -21,10 +21,7 @@ pub const MAX_WORKERS: usize = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum TcpPingError {
     #[error("creating a TCP socket for {address}: {source}")]
-    Socket {
-        address: SocketAddr,
-        source: io::Error,
-    },
+    Socket { address: SocketAddr, source: io::Error },
     #[error("binding the TCP socket for {address} to source {source_ip}: {source}")]
     Bind {
         address: SocketAddr,
@@ -32,10 +29,7 @@ pub enum TcpPingError {
         source: io::Error,
     },
     #[error("connecting to {address}: {source}")]
-    Connect {
-        address: SocketAddr,
-        source: io::Error,
-    },
+    Connect { address: SocketAddr, source: io::Error },
     #[error("order for {0} is not a tcp order")]
     NotTcp(String),
 }
@@ -57,9 +51,7 @@ impl Probe for TcpProbe {
                 ProbeSpec::Tcp(spec) => connect_time(spec, budget),
                 other => Err(TcpPingError::NotTcp(format!("{other:?}"))),
             };
-            result
-                .map_err(|error| tracing::debug!(%error, "tcp ping lost"))
-                .ok()
+            result.map_err(|error| tracing::debug!(%error, "tcp ping lost")).ok()
         })
     }
 }
@@ -67,12 +59,8 @@ impl Probe for TcpProbe {
 /// Connects once to `spec.address` within `budget` and returns the handshake time in seconds.
 pub fn connect_time(spec: &TcpSpec, budget: Duration) -> Result<f64, TcpPingError> {
     let address = spec.address;
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )
-    .map_err(|source| TcpPingError::Socket { address, source })?;
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))
+        .map_err(|source| TcpPingError::Socket { address, source })?;
     if let Some(source_ip) = spec.source_ip {
         socket
             .bind(&SockAddr::from(SocketAddr::new(source_ip, 0)))
@@ -129,9 +117,7 @@ mod tests {
         let results = TcpProbe::new().run(&[&open, &closed], &plan(3));
         assert_eq!(results.len(), 2);
         assert_eq!(results[0].len(), 3);
-        assert!(results[0]
-            .iter()
-            .all(|rtt| rtt.is_some_and(|s| s > 0.0 && s < 2.0)));
+        assert!(results[0].iter().all(|rtt| rtt.is_some_and(|s| s > 0.0 && s < 2.0)));
         assert_eq!(results[1], vec![None, None, None]);
     }
 
@@ -166,10 +152,7 @@ mod tests {
     #[test]
     fn source_ip_of_the_wrong_family_is_a_lost_ping_not_a_panic() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let spec = spec(
-            listener.local_addr().expect("addr"),
-            Some("::1".parse().expect("ip")),
-        );
+        let spec = spec(listener.local_addr().expect("addr"), Some("::1".parse().expect("ip")));
         let results = TcpProbe::new().run(&[&spec], &plan(2));
         assert_eq!(results, vec![vec![None, None]]);
     }
@@ -182,11 +165,7 @@ mod tests {
             .bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))
             .expect("bind");
         listener.listen(0).expect("listen");
-        let address = listener
-            .local_addr()
-            .expect("addr")
-            .as_socket()
-            .expect("inet");
+        let address = listener.local_addr().expect("addr").as_socket().expect("inet");
         let spec = TcpSpec {
             host: "127.0.0.1".into(),
             port: address.port(),
@@ -221,9 +200,6 @@ mod tests {
             flags: vec![],
             timeout_ms: None,
         });
-        assert_eq!(
-            TcpProbe::new().run(&[&other], &plan(2)),
-            vec![vec![None, None]]
-        );
+        assert_eq!(TcpProbe::new().run(&[&other], &plan(2)), vec![vec![None, None]]);
     }
 }

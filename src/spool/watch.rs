@@ -94,12 +94,10 @@ impl DirWatcher {
             buffer: vec![0; READ_BUFFER_BYTES],
             root_lost: false,
         };
-        watcher
-            .watch_root()
-            .map_err(|source| WatchError::WatchRoot {
-                root: root.to_owned(),
-                source,
-            })?;
+        watcher.watch_root().map_err(|source| WatchError::WatchRoot {
+            root: root.to_owned(),
+            source,
+        })?;
         Ok(watcher)
     }
 
@@ -121,11 +119,10 @@ impl DirWatcher {
         if self.root_lost {
             self.retry_root(&mut batch);
         }
-        let readable =
-            wait_readable(&self.inotify, timeout).map_err(|source| WatchError::Wait {
-                root: self.root.clone(),
-                source,
-            })?;
+        let readable = wait_readable(&self.inotify, timeout).map_err(|source| WatchError::Wait {
+            root: self.root.clone(),
+            source,
+        })?;
         if readable {
             self.drain(&mut batch)?;
         }
@@ -176,11 +173,7 @@ impl DirWatcher {
 
     /// Adds a watch on one directory (not following a symlink). Returns false if it failed.
     fn watch_dir(&mut self, dir: &Path) -> bool {
-        match self
-            .inotify
-            .watches()
-            .add(dir, event_mask() | WatchMask::DONT_FOLLOW)
-        {
+        match self.inotify.watches().add(dir, event_mask() | WatchMask::DONT_FOLLOW) {
             Ok(wd) => {
                 self.table.insert(dir.to_owned(), wd);
                 true
@@ -571,10 +564,7 @@ mod tests {
             (raw(root, EventMask::DELETE_SELF, None), Action::RootLost),
             (raw(root, EventMask::MOVE_SELF, None), Action::RootLost),
             (raw(root, EventMask::IGNORED, None), Action::RootLost),
-            (
-                raw(9999, EventMask::CLOSE_WRITE, Some("f")),
-                Action::Nothing,
-            ),
+            (raw(9999, EventMask::CLOSE_WRITE, Some("f")), Action::Nothing),
         ];
         for (event, expected) in cases {
             assert_eq!(translate(&event, &table, true), expected, "{event:?}");
@@ -584,10 +574,7 @@ mod tests {
             &table,
             false,
         );
-        assert_eq!(
-            flat,
-            Action::Report(WatchEvent::Changed(dir.path().join("d")))
-        );
+        assert_eq!(flat, Action::Report(WatchEvent::Changed(dir.path().join("d"))));
     }
 
     #[test]
@@ -623,10 +610,7 @@ mod tests {
     }
 
     /// Collects events until `done` says so (or a generous number of empty waits pass).
-    fn collect_until(
-        watcher: &mut DirWatcher,
-        mut done: impl FnMut(&[WatchEvent]) -> bool,
-    ) -> Vec<WatchEvent> {
+    fn collect_until(watcher: &mut DirWatcher, mut done: impl FnMut(&[WatchEvent]) -> bool) -> Vec<WatchEvent> {
         let mut all = Vec::new();
         let mut idle = 0;
         while !done(&all) && idle < 20 {
@@ -645,42 +629,28 @@ mod tests {
         let mut watcher = DirWatcher::new(dir.path(), true).unwrap();
         let written = dir.path().join("written");
         fs::write(&written, "x").unwrap();
-        let events = collect_until(&mut watcher, |e| {
-            e.contains(&WatchEvent::Changed(written.clone()))
-        });
-        assert!(
-            events.contains(&WatchEvent::Changed(written.clone())),
-            "{events:?}"
-        );
+        let events = collect_until(&mut watcher, |e| e.contains(&WatchEvent::Changed(written.clone())));
+        assert!(events.contains(&WatchEvent::Changed(written.clone())), "{events:?}");
 
         let staged = dir.path().join(".staged.tmp");
         let renamed = dir.path().join("renamed");
         fs::write(&staged, "y").unwrap();
         fs::rename(&staged, &renamed).unwrap();
-        let events = collect_until(&mut watcher, |e| {
-            e.contains(&WatchEvent::Changed(renamed.clone()))
-        });
-        assert!(
-            events.contains(&WatchEvent::Changed(renamed.clone())),
-            "{events:?}"
-        );
+        let events = collect_until(&mut watcher, |e| e.contains(&WatchEvent::Changed(renamed.clone())));
+        assert!(events.contains(&WatchEvent::Changed(renamed.clone())), "{events:?}");
 
         let file = fs::File::options().write(true).open(&written).unwrap();
         file.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
             .unwrap();
         drop(file);
-        let events = collect_until(&mut watcher, |e| {
-            e.contains(&WatchEvent::Changed(written.clone()))
-        });
+        let events = collect_until(&mut watcher, |e| e.contains(&WatchEvent::Changed(written.clone())));
         assert!(
             events.contains(&WatchEvent::Changed(written.clone())),
             "touch not seen: {events:?}"
         );
 
         fs::remove_file(&renamed).unwrap();
-        let events = collect_until(&mut watcher, |e| {
-            e.contains(&WatchEvent::Removed(renamed.clone()))
-        });
+        let events = collect_until(&mut watcher, |e| e.contains(&WatchEvent::Removed(renamed.clone())));
         assert!(events.contains(&WatchEvent::Removed(renamed)), "{events:?}");
     }
 
@@ -694,28 +664,19 @@ mod tests {
         let mut watcher = DirWatcher::new(dir.path(), true).unwrap();
         let app = dir.path().join("app");
         fs::rename(&staged, &app).unwrap();
-        let events = collect_until(&mut watcher, |e| {
-            e.contains(&WatchEvent::Changed(app.clone()))
-        });
-        assert!(
-            events.contains(&WatchEvent::Changed(app.clone())),
-            "{events:?}"
-        );
+        let events = collect_until(&mut watcher, |e| e.contains(&WatchEvent::Changed(app.clone())));
+        assert!(events.contains(&WatchEvent::Changed(app.clone())), "{events:?}");
         assert_eq!(watcher.watched_dirs(), 4, "root, app, deep, deeper");
 
         // The new directories are watched: a file written deep inside is reported.
         let later = app.join("deep/deeper/later");
         fs::write(&later, "y").unwrap();
-        let events = collect_until(&mut watcher, |e| {
-            e.contains(&WatchEvent::Changed(later.clone()))
-        });
+        let events = collect_until(&mut watcher, |e| e.contains(&WatchEvent::Changed(later.clone())));
         assert!(events.contains(&WatchEvent::Changed(later)), "{events:?}");
 
         // Moved away: reported removed, watches dropped.
         fs::rename(&app, outside.path().join("gone")).unwrap();
-        let events = collect_until(&mut watcher, |e| {
-            e.contains(&WatchEvent::Removed(app.clone()))
-        });
+        let events = collect_until(&mut watcher, |e| e.contains(&WatchEvent::Removed(app.clone())));
         assert!(events.contains(&WatchEvent::Removed(app)), "{events:?}");
         assert_eq!(watcher.watched_dirs(), 1);
     }
@@ -752,9 +713,7 @@ mod tests {
         assert!(events.contains(&WatchEvent::Rescan), "{events:?}");
         let file = root.join("new");
         fs::write(&file, "x").unwrap();
-        let events = collect_until(&mut watcher, |e| {
-            e.contains(&WatchEvent::Changed(file.clone()))
-        });
+        let events = collect_until(&mut watcher, |e| e.contains(&WatchEvent::Changed(file.clone())));
         assert!(events.contains(&WatchEvent::Changed(file)), "{events:?}");
     }
 

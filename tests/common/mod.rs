@@ -15,7 +15,9 @@ pub struct Base {
 
 impl Base {
     pub fn new() -> Base {
-        let base = Base { dir: tempfile::tempdir().expect("tempdir") };
+        let base = Base {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
         fs::create_dir_all(base.path().join("orders")).unwrap();
         base
     }
@@ -46,7 +48,11 @@ impl Base {
     /// Starts `spoolmon run` on this base with `config` (YAML text).
     pub fn start(&self, config: &str) -> Daemon {
         let config_path = self.write_config(config);
-        let log = fs::OpenOptions::new().create(true).append(true).open(self.join("daemon.log")).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.join("daemon.log"))
+            .unwrap();
         let child = Command::new(BIN)
             .args(["--log-level", "debug", "run", "--base-dir"])
             .arg(self.path())
@@ -56,7 +62,10 @@ impl Base {
             .stderr(log)
             .spawn()
             .expect("spawn spoolmon");
-        Daemon { child: Some(child), log: self.join("daemon.log") }
+        Daemon {
+            child: Some(child),
+            log: self.join("daemon.log"),
+        }
     }
 
     pub fn read(&self, rel: &str) -> Option<String> {
@@ -122,7 +131,11 @@ impl Drop for Daemon {
 }
 
 pub fn signal(pid: u32, name: &str) {
-    Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().unwrap();
+    Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
 }
 
 /// Polls `condition` every 100 ms until it holds or `limit` passes (a liveness bound, not a
@@ -136,7 +149,15 @@ pub fn wait_for(what: &str, limit: Duration, daemon: Option<&Daemon>, mut condit
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = daemon.map(|d| d.log_text()).unwrap_or_default();
-    let tail: String = log.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let tail: String = log
+        .lines()
+        .rev()
+        .take(60)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
     panic!("timed out waiting for: {what}\n--- daemon log (tail) ---\n{tail}");
 }
 
@@ -159,7 +180,11 @@ pub fn field(text: &str, key: &str) -> String {
 /// Runs `rrdtool` with `args`, returning stdout (panics on failure).
 pub fn rrdtool(args: &[&str]) -> String {
     let out = Command::new("rrdtool").args(args).output().expect("rrdtool runs");
-    assert!(out.status.success(), "rrdtool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rrdtool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 

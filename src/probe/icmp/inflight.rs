@@ -66,20 +66,14 @@ impl InflightTable {
         let sent = self.sent_nanos[index].load(Ordering::SeqCst);
         let rtt = self.nanos_since_epoch(received).saturating_sub(sent);
         let ticks = (rtt / TICK_NANOS).clamp(1, u64::from(u32::MAX));
-        let _ = self.states[index].compare_exchange(
-            state,
-            state | ticks,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
+        let _ = self.states[index].compare_exchange(state, state | ticks, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     /// The recorded RTT of `key`, if it was answered and the slot was not reused since.
     pub fn rtt(&self, key: u32) -> Option<Duration> {
         let state = self.states[(key & self.mask) as usize].load(Ordering::SeqCst);
         let ticks = state & u64::from(u32::MAX);
-        (state >> 32 == u64::from(key) && ticks != 0)
-            .then(|| Duration::from_nanos(ticks * TICK_NANOS))
+        (state >> 32 == u64::from(key) && ticks != 0).then(|| Duration::from_nanos(ticks * TICK_NANOS))
     }
 
     /// Number of slots (keys in flight without reuse).
@@ -127,18 +121,14 @@ impl Pacer {
     /// Reserves `count` sends; returns when they may go out (sleep until then, then send them).
     pub fn reserve(&self, count: u32) -> Instant {
         let cost = self.period_nanos * u64::from(count);
-        let now = Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_nanos() as u64;
+        let now = Instant::now().saturating_duration_since(self.epoch).as_nanos() as u64;
         let mut current = self.next_nanos.load(Ordering::Relaxed);
         loop {
             let start = current.max(now.saturating_sub(self.burst_nanos));
-            match self.next_nanos.compare_exchange_weak(
-                current,
-                start + cost,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .next_nanos
+                .compare_exchange_weak(current, start + cost, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return self.epoch + Duration::from_nanos(start),
                 Err(actual) => current = actual,
             }

@@ -42,9 +42,7 @@ use tracing::{info, warn};
 /// The engine could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum IcmpError {
-    #[error(
-        "cannot open any ICMP socket (neither raw nor ping socket): IPv4: {ipv4}; IPv6: {ipv6}"
-    )]
+    #[error("cannot open any ICMP socket (neither raw nor ping socket): IPv4: {ipv4}; IPv6: {ipv6}")]
     NoSocket { ipv4: io::Error, ipv6: io::Error },
 }
 
@@ -83,13 +81,8 @@ impl IcmpEngine {
                 source: None,
                 interface: None,
             };
-            Endpoint::open(
-                &key,
-                config.receive_buffer,
-                raw_allowed,
-                Arc::clone(&context),
-            )
-            .map(|endpoint| (key, endpoint))
+            Endpoint::open(&key, config.receive_buffer, raw_allowed, Arc::clone(&context))
+                .map(|endpoint| (key, endpoint))
         };
         let (ipv4, ipv6) = match (open_default(Family::V4), open_default(Family::V6)) {
             (Err(ipv4), Err(ipv6)) => return Err(IcmpError::NoSocket { ipv4, ipv6 }),
@@ -127,10 +120,7 @@ impl IcmpEngine {
 
     /// The socket for `key`, opened (and cached) on first use.
     fn endpoint(&self, key: &EndpointKey) -> Option<Arc<Endpoint>> {
-        let mut endpoints = self
-            .endpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut endpoints = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(endpoint) = endpoints.get(key) {
             return Some(Arc::clone(endpoint));
         }
@@ -148,12 +138,7 @@ impl IcmpEngine {
             }
             return None;
         }
-        match Endpoint::open(
-            key,
-            self.receive_buffer,
-            self.raw_allowed,
-            Arc::clone(&self.context),
-        ) {
+        match Endpoint::open(key, self.receive_buffer, self.raw_allowed, Arc::clone(&self.context)) {
             Ok(endpoint) => {
                 let endpoint = Arc::new(endpoint);
                 endpoints.insert(key.clone(), Arc::clone(&endpoint));
@@ -204,12 +189,7 @@ impl IcmpEngine {
             .collect()
     }
 
-    fn endpoint_for(
-        &self,
-        family: Family,
-        source: Option<IpAddr>,
-        interface: Option<String>,
-    ) -> Option<Arc<Endpoint>> {
+    fn endpoint_for(&self, family: Family, source: Option<IpAddr>, interface: Option<String>) -> Option<Arc<Endpoint>> {
         if let Some(source) = source.filter(|source| family_of(*source) != family) {
             warn!("ICMP source address {source} cannot reach {family:?} targets; counted as lost");
             return None;
@@ -237,11 +217,7 @@ impl Probe for IcmpEngine {
 impl Drop for IcmpEngine {
     fn drop(&mut self) {
         self.context.stop.store(true, Ordering::Relaxed);
-        let endpoints = std::mem::take(
-            self.endpoints
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let endpoints = std::mem::take(self.endpoints.get_mut().unwrap_or_else(PoisonError::into_inner));
         for (_, endpoint) in endpoints {
             if let Ok(mut endpoint) = Arc::try_unwrap(endpoint) {
                 endpoint.join();
@@ -366,10 +342,7 @@ mod tests {
         let plan = plan(3, Duration::from_millis(50), Duration::from_secs(10));
         let results = run(&engine, &specs, &plan);
         assert_all_answered(&results, &specs, plan.timeout);
-        assert!(
-            Instant::now() < plan.deadline,
-            "answered run waits for the deadline"
-        );
+        assert!(Instant::now() < plan.deadline, "answered run waits for the deadline");
     }
 
     #[test]
@@ -380,10 +353,7 @@ mod tests {
         let plan = plan(4, Duration::from_millis(400), Duration::from_millis(600));
         let results = run(&engine, &specs, &plan);
         let returned = Instant::now();
-        assert!(
-            results[0][0].is_some() && results[0][1].is_some(),
-            "{results:?}"
-        );
+        assert!(results[0][0].is_some() && results[0][1].is_some(), "{results:?}");
         assert_eq!(results[0][2..], [None, None]);
         assert!(returned >= plan.start + plan.interval);
         assert!(returned < plan.deadline + Duration::from_millis(200));
@@ -487,8 +457,7 @@ mod tests {
                 .status()
                 .expect("sh runs");
             assert!(status.success());
-            let engine = IcmpEngine::open_with(&IcmpConfig::default(), false)
-                .expect("ping sockets allowed for gid 0");
+            let engine = IcmpEngine::open_with(&IcmpConfig::default(), false).expect("ping sockets allowed for gid 0");
             assert_eq!(engine.ipv4_kind(), Some(SocketKind::Datagram));
             assert_eq!(engine.ipv6_kind(), Some(SocketKind::Datagram));
             let specs = vec![
@@ -526,10 +495,7 @@ mod tests {
         std::thread::spawn(|| {
             enter_namespace_ignoring_ipv4_pings();
             let engine = engine();
-            let silent = vec![
-                spec(Ipv4Addr::LOCALHOST.into()),
-                spec([127, 9, 9, 9].into()),
-            ];
+            let silent = vec![spec(Ipv4Addr::LOCALHOST.into()), spec([127, 9, 9, 9].into())];
             let answering = vec![spec(Ipv6Addr::LOCALHOST.into())];
             let plan = plan(3, Duration::from_millis(50), Duration::from_secs(5));
             std::thread::scope(|scope| {
@@ -576,14 +542,7 @@ mod tests {
         let interval = Duration::from_millis(env_number("SCALE_INTERVAL_MS", 1000));
         let engine = engine();
         let specs: Vec<ProbeSpec> = (0..targets)
-            .map(|i| {
-                spec(IpAddr::from([
-                    127,
-                    10 + (i >> 16) as u8,
-                    (i >> 8) as u8,
-                    i as u8,
-                ]))
-            })
+            .map(|i| spec(IpAddr::from([127, 10 + (i >> 16) as u8, (i >> 8) as u8, i as u8])))
             .collect();
         let plan = plan(pings, interval, interval * pings + Duration::from_secs(5));
         let cpu_before = cpu_seconds();

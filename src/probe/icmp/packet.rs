@@ -45,12 +45,7 @@ pub enum Framing {
 /// The identifier is the key's high half and the sequence its low half, so raw sockets have
 /// 2^32 distinct in-flight keys; the payload repeats the key after the engine token. The IPv4
 /// checksum is computed here; for ICMPv6 the kernel fills it in (the field is left zero).
-pub fn build_echo_request(
-    family: Family,
-    token: u64,
-    key: u32,
-    buf: &mut [u8; REQUEST_LEN],
-) -> usize {
+pub fn build_echo_request(family: Family, token: u64, key: u32, buf: &mut [u8; REQUEST_LEN]) -> usize {
     let kind = match family {
         Family::V4 => ICMPV4_ECHO_REQUEST,
         Family::V6 => ICMPV6_ECHO_REQUEST,
@@ -190,11 +185,7 @@ mod tests {
         let reply = reply_v4(request(Family::V4));
         for ihl in [5u8, 6, 15] {
             let packet = with_ipv4_header(ihl, &reply);
-            assert_eq!(
-                parse_echo_reply(Framing::RawV4, TOKEN, &packet),
-                Some(KEY),
-                "ihl {ihl}"
-            );
+            assert_eq!(parse_echo_reply(Framing::RawV4, TOKEN, &packet), Some(KEY), "ihl {ihl}");
         }
         assert_eq!(
             parse_echo_reply(Framing::Datagram(Family::V4), TOKEN, &reply),
@@ -206,10 +197,7 @@ mod tests {
     fn our_own_looped_back_request_is_not_a_reply() {
         let packet = with_ipv4_header(5, &request(Family::V4));
         assert_eq!(parse_echo_reply(Framing::RawV4, TOKEN, &packet), None);
-        assert_eq!(
-            parse_echo_reply(Framing::RawV6, TOKEN, &request(Family::V6)),
-            None
-        );
+        assert_eq!(parse_echo_reply(Framing::RawV6, TOKEN, &request(Family::V6)), None);
     }
 
     #[test]
@@ -243,10 +231,7 @@ mod tests {
         let packet = with_ipv4_header(5, &reply_v4(reply.clone()));
         assert_eq!(parse_echo_reply(Framing::RawV4, TOKEN, &packet), None);
         let datagram = reply_v4(reply);
-        assert_eq!(
-            parse_echo_reply(Framing::Datagram(Family::V4), TOKEN, &datagram),
-            None
-        );
+        assert_eq!(parse_echo_reply(Framing::Datagram(Family::V4), TOKEN, &datagram), None);
     }
 
     #[test]
@@ -296,9 +281,7 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             let len = round % 90;
-            let bytes: Vec<u8> = (0..len)
-                .map(|i| (state >> ((i % 8) * 8)) as u8 ^ i as u8)
-                .collect();
+            let bytes: Vec<u8> = (0..len).map(|i| (state >> ((i % 8) * 8)) as u8 ^ i as u8).collect();
             for framing in [
                 Framing::RawV4,
                 Framing::RawV6,

@@ -48,9 +48,7 @@ struct Round {
 pub fn run_rounds(engine: &EngineParts, targets: &[RunTarget], plan: &RunPlan) -> Vec<Rtts> {
     let pings = plan.pings as usize;
     let mut results: Vec<Rtts> = vec![vec![None; pings]; targets.len()];
-    let sendable: Vec<usize> = (0..targets.len())
-        .filter(|&t| targets[t].endpoint.is_some())
-        .collect();
+    let sendable: Vec<usize> = (0..targets.len()).filter(|&t| targets[t].endpoint.is_some()).collect();
     let mut pending: VecDeque<Round> = VecDeque::new();
     let mut send_failures = SendFailures::default();
     for index in 0..pings {
@@ -140,9 +138,7 @@ fn wait_until(
 ) {
     loop {
         harvest_expired(engine, plan, pending, results);
-        let wake = pending
-            .front()
-            .map_or(until, |round| round.expires.min(until));
+        let wake = pending.front().map_or(until, |round| round.expires.min(until));
         if Instant::now() >= until {
             return;
         }
@@ -152,12 +148,7 @@ fn wait_until(
 
 /// Harvests the remaining rounds as soon as each is fully answered, or at its expiry, or at the
 /// deadline.
-fn finish(
-    engine: &EngineParts,
-    plan: &RunPlan,
-    pending: &mut VecDeque<Round>,
-    results: &mut [Rtts],
-) {
+fn finish(engine: &EngineParts, plan: &RunPlan, pending: &mut VecDeque<Round>, results: &mut [Rtts]) {
     while let Some(round) = pending.front_mut() {
         let give_up = round.expires.min(plan.deadline);
         if all_answered(engine.table, round) || Instant::now() >= give_up {
@@ -170,12 +161,7 @@ fn finish(
     }
 }
 
-fn harvest_expired(
-    engine: &EngineParts,
-    plan: &RunPlan,
-    pending: &mut VecDeque<Round>,
-    results: &mut [Rtts],
-) {
+fn harvest_expired(engine: &EngineParts, plan: &RunPlan, pending: &mut VecDeque<Round>, results: &mut [Rtts]) {
     let now = Instant::now();
     while pending.front().is_some_and(|round| round.expires <= now) {
         if let Some(round) = pending.pop_front() {
@@ -196,9 +182,7 @@ fn all_answered(table: &InflightTable, round: &mut Round) -> bool {
 
 fn harvest(table: &InflightTable, timeout: Duration, round: &Round, results: &mut [Rtts]) {
     for (t, key) in round.keys.iter().enumerate() {
-        let rtt = key
-            .and_then(|key| table.rtt(key))
-            .filter(|rtt| *rtt <= timeout);
+        let rtt = key.and_then(|key| table.rtt(key)).filter(|rtt| *rtt <= timeout);
         if let (Some(rtt), Some(slot)) = (rtt, results[t].get_mut(round.index)) {
             *slot = Some(rtt.as_secs_f64());
         }

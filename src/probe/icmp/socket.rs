@@ -126,12 +126,7 @@ fn open_icmp_socket(family: Family, raw_allowed: bool) -> io::Result<(Socket, So
     }
 }
 
-fn configure(
-    socket: &Socket,
-    key: &EndpointKey,
-    kind: SocketKind,
-    receive_buffer: usize,
-) -> io::Result<()> {
+fn configure(socket: &Socket, key: &EndpointKey, kind: SocketKind, receive_buffer: usize) -> io::Result<()> {
     set_receive_buffer(socket, receive_buffer);
     if let Err(e) = socket.set_send_buffer_size(SEND_BUFFER) {
         debug!("cannot enlarge ICMP send buffer: {e}");
@@ -163,9 +158,7 @@ fn configure(
 fn set_receive_buffer(socket: &Socket, bytes: usize) {
     // The kernel doubles the value it is given; ask for half so the result is `bytes`.
     let request = (bytes / 2).max(1);
-    if nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RcvBufForce, &request)
-        .is_ok()
-    {
+    if nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::RcvBufForce, &request).is_ok() {
         return;
     }
     if let Err(e) = socket.set_recv_buffer_size(request) {
@@ -192,12 +185,7 @@ fn pass_only_echo_replies(socket: &Socket, family: Family) -> io::Result<()> {
     }
 }
 
-fn set_raw_option<T>(
-    socket: &Socket,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: &T,
-) -> io::Result<()> {
+fn set_raw_option<T>(socket: &Socket, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: `value` points to a live, initialised `T` of the size we pass; the kernel only
     // reads it during the call.
     let result = unsafe {
@@ -234,9 +222,7 @@ fn receive_replies(socket: &Socket, framing: Framing, context: &ReceiverContext)
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => {
                 warn!("ICMP receive failed: {e}");
