@@ -301,11 +301,11 @@ fn ten_thousand_orders_dropped_at_once_are_all_measured() {
     for i in 0..10_000u32 {
         let host = format!("127.{}.{}.{}", 100 + i / 62_500, (i / 250) % 250, 1 + i % 250);
         let text = format!("user: t\nstep: 10\npings: 1\nprobe: fping\nrrd_template: norrd\nfping: {{host: {host}}}\n");
-        fs::write(staging.join(format!("many/{i}")), text).unwrap();
+        fs::write(staging.join(format!("many/o{i}")), text).unwrap();
     }
     // The whole tree appears at once, by one rename.
     fs::rename(staging.join("many"), base.join("orders/many")).unwrap();
-    let all_measured = || (0..10_000).all(|i| base.join(&format!("output/many/{i}/last_result")).exists());
+    let all_measured = || (0..10_000).all(|i| base.join(&format!("output/many/o{i}/last_result")).exists());
     wait_for(
         "all 10,000 orders measured",
         Duration::from_secs(180),
@@ -314,11 +314,11 @@ fn ten_thousand_orders_dropped_at_once_are_all_measured() {
     );
     let lost: u32 = (0..10_000)
         .map(|i| {
-            field(&base.read(&format!("output/many/{i}/last_result")).unwrap(), "loss")
+            field(&base.read(&format!("output/many/o{i}/last_result")).unwrap(), "loss")
                 .parse::<u32>()
                 .unwrap()
         })
         .sum();
     assert!(lost <= 10, "{lost} of 10,000 loopback pings lost");
-    assert!(!base.join("output/many/0/main.rrd").exists(), "norrd order got an RRD");
+    assert!(!base.join("output/many/o0/main.rrd").exists(), "norrd order got an RRD");
 }
