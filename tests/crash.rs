@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const STEP: i64 = 60;
 const STEPS: i64 = 600;
-const ORDERS: usize = 30;
+const ORDERS: usize = 100;
 
 /// RTT of ping `p` of step `k` for order `o`: distinct per step, so a value in the RRD proves
 /// which snapshot it came from.
@@ -77,16 +77,27 @@ fn kill_9_during_processing_then_restart_applies_every_snapshot_exactly_once() {
     let total = base.count("incoming");
     assert_eq!(total, STEPS as usize);
 
-    // Kill at several points of the backlog: early, mid-way, late.
-    for delay_ms in [150u64, 400, 900] {
-        let daemon = base.start(FAST);
-        let started = std::time::Instant::now();
-        wait_for("processing started", Duration::from_secs(60), Some(&daemon), || {
-            base.count("incoming") < total || started.elapsed() > Duration::from_millis(delay_ms)
-        });
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        daemon.kill9();
+    // First kill: shortly after start-up, while snapshots are being read and RRDs written.
+    let daemon = base.start(FAST);
+    wait_for("daemon running", Duration::from_secs(60), Some(&daemon), || {
+        daemon.log_text().contains("spoolmon running")
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    daemon.kill9();
+    // Second kill: the moment the first snapshot of the remaining backlog is removed, i.e. in the
+    // middle of a round's removals.
+    let before = base.count("incoming");
+    let daemon = base.start(FAST);
+    let started = std::time::Instant::now();
+    while base.count("incoming") >= before && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(1));
     }
+    daemon.kill9();
+    let at_kill = base.count("incoming");
+    assert!(
+        at_kill > 0 && at_kill < before,
+        "kill did not land mid-round: {at_kill} of {before} left"
+    );
     let daemon = base.start(FAST);
     wait_for("backlog drained", Duration::from_secs(120), Some(&daemon), || {
         queue::list(&spool).unwrap().iter().all(|e| match e {
