@@ -24,7 +24,7 @@
 
 use crate::measurement::OrderResult;
 use crate::process::stats::PingStats;
-use crate::spool::atomic::replace_file_unsynced;
+use crate::spool::atomic::{replace_file_unsynced, StagedFile};
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
@@ -100,6 +100,13 @@ pub fn format(result: &OrderResult) -> String {
 pub fn write(dir: &Path, result: &OrderResult) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
     replace_file_unsynced(&dir.join(FILE_NAME), format(result).as_bytes())
+}
+
+/// Writes the new `dir/last_result` under a temporary name; the caller syncs the filesystem and
+/// then commits it (see [`StagedFile`]), so the content is durable before it becomes visible.
+pub fn stage(dir: &Path, result: &OrderResult) -> io::Result<StagedFile> {
+    std::fs::create_dir_all(dir)?;
+    StagedFile::stage(&dir.join(FILE_NAME), format(result).as_bytes())
 }
 
 /// Reads a `last_result` text strictly: exactly the eight lines in pingmachine's order.

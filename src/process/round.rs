@@ -3,7 +3,7 @@
 use crate::measurement::{OrderId, OrderResult, RrdTemplate};
 use crate::output::{archive, last_result, rrd::RrdWriter};
 use crate::sink::ResultSink;
-use crate::spool::atomic::sync_filesystem;
+use crate::spool::atomic::{sync_filesystem, StagedFile};
 use crate::spool::queue::{self, QueueEntry};
 use crate::spool::snapshot::{read_ping, SnapshotName, PING_FILE};
 use crate::spool::BaseDir;
@@ -176,8 +176,12 @@ impl Processor {
         if loaded.is_empty() {
             return Ok(report);
         }
-        let failed_orders = self.apply(&loaded);
+        let (staged, failed_orders) = self.apply(&loaded);
         let sink_error = self.hand_to_sinks(&loaded);
+        // RRD pages and new last_result contents reach the disk in one flush; then the
+        // last_result files are switched by rename, and a second flush makes the renames durable.
+        sync_filesystem(&self.base.output())?;
+        self.commit_last_results(staged);
         sync_filesystem(&self.base.output())?;
         for snapshot in &loaded {
             let failed = sink_error.is_some() || snapshot.results.iter().any(|r| failed_orders.contains(&r.id));
@@ -209,8 +213,21 @@ impl Processor {
         read_ping(&dir).map(|(_, results)| results).map_err(|e| e.to_string())
     }
 
-    /// Applies every active order's results; returns the orders that failed.
-    fn apply(&self, loaded: &[Loaded]) -> HashSet<OrderId> {
+    /// Renames the staged `last_result` files into place (in parallel: one rename each).
+    fn commit_last_results(&self, staged: Vec<StagedFile>) {
+        self.pool.install(|| {
+            staged.into_par_iter().for_each(|file| {
+                let target = file.target().to_owned();
+                if let Err(e) = file.commit() {
+                    warn!(file = %target.display(), "cannot replace last_result: {e}");
+                }
+            })
+        });
+    }
+
+    /// Applies every active order's results: RRDs written, `last_result` files staged. Returns
+    /// the staged files and the orders that failed.
+    fn apply(&self, loaded: &[Loaded]) -> (Vec<StagedFile>, HashSet<OrderId>) {
         let mut by_order: HashMap<&OrderId, Vec<&OrderResult>> = HashMap::new();
         let mut dropped = 0u64;
         for result in loaded.iter().flat_map(|s| &s.results) {
@@ -222,29 +239,36 @@ impl Processor {
         }
         self.stats.results_dropped.fetch_add(dropped, Ordering::Relaxed);
         let groups: Vec<(&OrderId, Vec<&OrderResult>)> = by_order.into_iter().collect();
-        let failures: Vec<OrderId> = self.pool.install(|| {
+        let outcomes: Vec<Result<Option<StagedFile>, OrderId>> = self.pool.install(|| {
             groups
                 .into_par_iter()
-                .filter_map(|(id, mut results)| {
+                .map(|(id, mut results)| {
                     results.sort_by_key(|r| r.time);
-                    match self.apply_order(id, &results) {
-                        Ok(()) => None,
-                        Err(e) => {
-                            warn!(order = %id, "cannot write output: {e}");
-                            Some(id.clone())
-                        }
-                    }
+                    self.apply_order(id, &results).map_err(|e| {
+                        warn!(order = %id, "cannot write output: {e}");
+                        id.clone()
+                    })
                 })
                 .collect()
         });
+        let mut staged = Vec::with_capacity(outcomes.len());
+        let mut failures = HashSet::new();
+        for outcome in outcomes {
+            match outcome {
+                Ok(file) => staged.extend(file),
+                Err(id) => {
+                    failures.insert(id);
+                }
+            }
+        }
         self.stats
             .order_errors
             .fetch_add(failures.len() as u64, Ordering::Relaxed);
-        failures.into_iter().collect()
+        (staged, failures)
     }
 
-    /// Writes one order's results (ascending time): RRD, then `last_result` of the newest.
-    fn apply_order(&self, id: &OrderId, results: &[&OrderResult]) -> Result<(), String> {
+    /// Writes one order's results (ascending time): RRD, then stages `last_result` of the newest.
+    fn apply_order(&self, id: &OrderId, results: &[&OrderResult]) -> Result<Option<StagedFile>, String> {
         let dir = self.base.output().join(id.as_path());
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let rrd_results: Vec<&OrderResult> = results
@@ -256,13 +280,16 @@ impl Processor {
             self.rrd.apply(&dir, &rrd_results).map_err(|e| e.to_string())?;
             self.stats.rrd_updates.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(newest) = results.last() {
-            last_result::write(&dir, newest).map_err(|e| format!("cannot write last_result: {e}"))?;
-        }
+        let staged = match results.last() {
+            Some(newest) => {
+                Some(last_result::stage(&dir, newest).map_err(|e| format!("cannot write last_result: {e}"))?)
+            }
+            None => None,
+        };
         self.stats
             .results_applied
             .fetch_add(results.len() as u64, Ordering::Relaxed);
-        Ok(())
+        Ok(staged)
     }
 
     /// Gives every sink the active results; the first error, if any.

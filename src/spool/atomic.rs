@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Temporary names start with this prefix; order scanning and queue listing skip them.
 pub const TMP_PREFIX: &str = ".tmp-";
@@ -33,6 +33,62 @@ pub fn replace_file_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
     result
 }
 
+/// A file written under its temporary name, waiting to be switched with its target.
+///
+/// Used to replace many files durably at the price of two `syncfs` calls instead of one fsync
+/// each: stage them all, [`sync_filesystem`], [`StagedFile::commit`] them all, sync again.
+///
+/// The temporary name is fixed (`.<name>.next`) and the switch is `renameat2(RENAME_EXCHANGE)`:
+/// the old content moves to the temporary name and is overwritten in place next time. No inode is
+/// created or freed per update; on ext4 a create per update (write-temp + rename) made inode
+/// allocation, which scans recently freed inodes, the largest CPU cost of processing.
+#[derive(Debug)]
+pub struct StagedFile {
+    tmp: PathBuf,
+    target: PathBuf,
+}
+
+impl StagedFile {
+    /// Writes `contents` to the temporary sibling of `target` (not synced, not visible yet).
+    pub fn stage(target: &Path, contents: &[u8]) -> io::Result<StagedFile> {
+        let name = target
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+        let tmp = target.with_file_name(format!(".{}.next", name.to_string_lossy()));
+        let mut file = OpenOptions::new().write(true).create(true).truncate(false).open(&tmp)?;
+        file.write_all(contents)?;
+        file.set_len(contents.len() as u64)?;
+        Ok(StagedFile {
+            tmp,
+            target: target.to_owned(),
+        })
+    }
+
+    /// Switches the staged content into place: exchanged with the target if it exists (falls
+    /// back to a rename where the filesystem cannot exchange), renamed onto it otherwise.
+    pub fn commit(self) -> io::Result<()> {
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+        if self.target.exists() {
+            match renameat2(
+                AT_FDCWD,
+                &self.tmp,
+                AT_FDCWD,
+                &self.target,
+                RenameFlags::RENAME_EXCHANGE,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOSYS) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        fs::rename(&self.tmp, &self.target)
+    }
+
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+}
+
 /// Writes `contents` to a new file at `path` and fsyncs it.
 pub fn write_synced(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
@@ -52,7 +108,7 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     nix::unistd::syncfs(&file).map_err(io::Error::from)
 }
 
-fn temp_sibling(path: &Path) -> io::Result<std::path::PathBuf> {
+fn temp_sibling(path: &Path) -> io::Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
@@ -76,6 +132,23 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("last_result")]);
+    }
+
+    #[test]
+    fn staged_file_is_invisible_until_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last_result");
+        fs::write(&path, b"old").unwrap();
+        let staged = StagedFile::stage(&path, b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        staged.commit().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        // The next, shorter content reuses the temporary file and leaves no stale bytes.
+        StagedFile::stage(&path, b"v3").unwrap().commit().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"v3");
+        let fresh = dir.path().join("fresh");
+        StagedFile::stage(&fresh, b"first").unwrap().commit().unwrap();
+        assert_eq!(fs::read(&fresh).unwrap(), b"first");
     }
 
     #[test]
