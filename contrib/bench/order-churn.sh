@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Order churn benchmark: with 3,000 orders running, 1,000 orders are added, 1,000 changed
-# (pings 3 -> 4) and 1,000 removed at once (three directory renames). Reports the time until all
+# (pings 3 -> 4) and 1,000 removed at once (the new ones with pings 5) (three directory renames). Reports the time until all
 # of it is in effect: the scheduler runs the new set (3,000 orders in 3 batches, logged as
 # "schedule updated orders=3000 batches=3") and the 1,000 removed orders are archived.
 #
@@ -24,7 +24,7 @@ printf 'max-batch: 10000\nrescan-interval: 30\n' > "$base/config.yaml"
 pid=$!
 until grep -q "spoolmon running" "$base/daemon.log"; do sleep 0.05; done
 sleep 25 # every order measured once, so archiving has output to move
-write_orders "$base/staging/add" 3000 1000 3
+write_orders "$base/staging/add" 3000 1000 5
 mkdir -p "$base/staging/gone"
 start=$(date +%s%N)
 sed -i 's/^pings: 3$/pings: 4/' "$base"/orders/change/t*     # rewritten by rename, like a client
