@@ -54,15 +54,27 @@ fn httping_tcp_and_exec_orders_are_measured() {
     base.write_order("tcp/closed", &tcp_closed);
     base.write_order("exec/sh", exec);
     let daemon = base.start(FAST);
-    let expect = [("http/ok", "0"), ("http/404", "2"), ("tcp/open", "0"), ("tcp/closed", "2"), ("exec/sh", "1")];
+    let expect = [
+        ("http/ok", "0"),
+        ("http/404", "2"),
+        ("tcp/open", "0"),
+        ("tcp/closed", "2"),
+        ("exec/sh", "1"),
+    ];
     for (id, loss) in expect {
         let rel = format!("output/{id}/last_result");
-        wait_for(&format!("{id} loss {loss}"), Duration::from_secs(60), Some(&daemon), || {
-            base.read(&rel).is_some_and(|t| field(&t, "loss") == loss)
-        });
+        wait_for(
+            &format!("{id} loss {loss}"),
+            Duration::from_secs(60),
+            Some(&daemon),
+            || base.read(&rel).is_some_and(|t| field(&t, "loss") == loss),
+        );
     }
     let exec_result = base.read("output/exec/sh/last_result").unwrap();
     assert_eq!(field(&exec_result, "min"), "1.500000e-03", "{exec_result}");
     assert_eq!(field(&exec_result, "max"), "2.500000e-03", "{exec_result}");
-    assert_eq!(field(&base.read("output/tcp/closed/last_result").unwrap(), "median"), "~");
+    assert_eq!(
+        field(&base.read("output/tcp/closed/last_result").unwrap(), "median"),
+        "~"
+    );
 }

@@ -47,6 +47,20 @@ pub enum ProbeSpec {
     Exec(ExecSpec),
 }
 
+impl ProbeSpec {
+    /// An `fping` spec for an address with no options (what the probe tests measure).
+    #[cfg(test)]
+    pub(crate) fn fping_to(address: IpAddr) -> ProbeSpec {
+        ProbeSpec::Fping(FpingSpec {
+            host: address.to_string(),
+            address,
+            source_ip: None,
+            interface: None,
+            interval_ms: None,
+        })
+    }
+}
+
 /// `fping:` section: ICMP echo to one host (measured by the native engine or the fping binary).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FpingSpec {

@@ -361,18 +361,11 @@ fn sleep_until(at: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::orders::order::FpingSpec;
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::os::unix::fs::PermissionsExt;
 
     fn spec(address: IpAddr) -> ProbeSpec {
-        ProbeSpec::Fping(FpingSpec {
-            host: address.to_string(),
-            address,
-            source_ip: None,
-            interface: None,
-            interval_ms: None,
-        })
+        ProbeSpec::fping_to(address)
     }
 
     fn plan(pings: u32, interval: Duration, deadline_after: Duration) -> RunPlan {

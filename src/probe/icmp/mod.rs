@@ -271,13 +271,7 @@ mod tests {
     use std::time::Instant;
 
     fn spec(address: IpAddr) -> ProbeSpec {
-        ProbeSpec::Fping(FpingSpec {
-            host: address.to_string(),
-            address,
-            source_ip: None,
-            interface: None,
-            interval_ms: None,
-        })
+        ProbeSpec::fping_to(address)
     }
 
     fn bound_spec(address: IpAddr, source: Option<IpAddr>, interface: &str) -> ProbeSpec {
