@@ -73,9 +73,15 @@ pub fn depth(base: &BaseDir) -> io::Result<usize> {
 }
 
 /// Removes a processed snapshot; the removal is durable when this returns.
+///
+/// The directory is first renamed out of `incoming/` (into `incoming.tmp/`, which is emptied at
+/// start-up) and only then deleted: a crash in the middle of deleting its files never leaves a
+/// half-deleted snapshot in the queue to be mistaken for a bad one.
 pub fn remove(base: &BaseDir, name: &str) -> io::Result<()> {
-    fs::remove_dir_all(base.incoming().join(name))?;
-    sync_dir(&base.incoming())
+    let doomed = base.incoming_tmp().join(format!("{TMP_PREFIX}done-{name}"));
+    fs::rename(base.incoming().join(name), &doomed)?;
+    sync_dir(&base.incoming())?;
+    fs::remove_dir_all(&doomed)
 }
 
 /// Moves `incoming/<name>` to `failed/<name>` (or `failed/<name>.<n>` if taken) with a `REASON`
@@ -177,6 +183,11 @@ mod tests {
             quarantine(&base, "1700000000", "bad data").unwrap();
         }
         assert_eq!(fs::read(base.failed().join("1700000000/data")).unwrap(), b"keep me");
+        fs::create_dir(base.incoming().join("1700000002")).unwrap();
+        fs::write(base.incoming().join("1700000002/data"), b"done").unwrap();
+        remove(&base, "1700000002").unwrap();
+        assert_eq!(depth(&base).unwrap(), 0);
+        assert_eq!(fs::read_dir(base.incoming_tmp()).unwrap().count(), 0, "nothing left behind");
         assert_eq!(
             fs::read_to_string(base.failed().join("1700000000.1/REASON")).unwrap(),
             "bad data\n"
