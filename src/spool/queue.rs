@@ -187,7 +187,11 @@ mod tests {
         fs::write(base.incoming().join("1700000002/data"), b"done").unwrap();
         remove(&base, "1700000002").unwrap();
         assert_eq!(depth(&base).unwrap(), 0);
-        assert_eq!(fs::read_dir(base.incoming_tmp()).unwrap().count(), 0, "nothing left behind");
+        assert_eq!(
+            fs::read_dir(base.incoming_tmp()).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
         assert_eq!(
             fs::read_to_string(base.failed().join("1700000000.1/REASON")).unwrap(),
             "bad data\n"
