@@ -1,0 +1,69 @@
+//! The command line: clear errors and exit codes for bad arguments and bad config files.
+
+mod common;
+
+use common::BIN;
+use std::process::{Command, Output};
+
+fn spoolmon(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("spoolmon runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn printed_defaults_are_a_valid_config_file() {
+    let out = spoolmon(&["config", "--print-defaults"]);
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let back = spoolmon(&["config", "--print", "--config", path.to_str().unwrap()]);
+    assert!(back.status.success(), "{}", stderr(&back));
+    assert_eq!(back.stdout, out.stdout);
+}
+
+#[test]
+fn bad_config_files_name_the_file_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("unknown.yaml", "queue-sise: 10\n", "queue-sise"),
+        ("negative.yaml", "queue-size: -1\n", "queue-size"),
+        ("zero.yaml", "order-timeout: 0\n", "order-timeout"),
+        ("garbage.yaml", "\u{0}\u{1}[[[", "garbage.yaml"),
+        ("list.yaml", "- a\n- b\n", "list.yaml"),
+    ];
+    for (name, text, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = spoolmon(&["config", "--print", "--config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = stderr(&out);
+        assert!(err.contains(name) && err.contains(expected), "{name}: {err}");
+        // The daemon refuses the same file before touching the base directory.
+        let base = dir.path().join(format!("base-{name}"));
+        let run = spoolmon(&["run", "--base-dir", base.to_str().unwrap(), "--config", path.to_str().unwrap()]);
+        assert_eq!(run.status.code(), Some(2), "{name}: {}", stderr(&run));
+        assert!(!base.exists(), "{name}: base directory created despite a bad config");
+    }
+    let missing = spoolmon(&["config", "--print", "--config", "/nonexistent/spoolmon.yaml"]);
+    assert!(stderr(&missing).contains("/nonexistent/spoolmon.yaml"));
+}
+
+#[test]
+fn orders_on_a_missing_base_directory_is_a_clear_error() {
+    let out = spoolmon(&["orders", "--base-dir", "/nonexistent/base"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/base/orders is not a directory"), "{}", stderr(&out));
+}
+
+#[test]
+fn unknown_arguments_are_refused_with_usage() {
+    for args in [&["run", "--bse-dir", "x"][..], &["frobnicate"][..], &["config"][..]] {
+        let out = spoolmon(args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(!stderr(&out).is_empty(), "{args:?}");
+    }
+}
