@@ -44,7 +44,13 @@ fn bad_config_files_name_the_file_and_the_key() {
         assert!(err.contains(name) && err.contains(expected), "{name}: {err}");
         // The daemon refuses the same file before touching the base directory.
         let base = dir.path().join(format!("base-{name}"));
-        let run = spoolmon(&["run", "--base-dir", base.to_str().unwrap(), "--config", path.to_str().unwrap()]);
+        let run = spoolmon(&[
+            "run",
+            "--base-dir",
+            base.to_str().unwrap(),
+            "--config",
+            path.to_str().unwrap(),
+        ]);
         assert_eq!(run.status.code(), Some(2), "{name}: {}", stderr(&run));
         assert!(!base.exists(), "{name}: base directory created despite a bad config");
     }
@@ -56,7 +62,11 @@ fn bad_config_files_name_the_file_and_the_key() {
 fn orders_on_a_missing_base_directory_is_a_clear_error() {
     let out = spoolmon(&["orders", "--base-dir", "/nonexistent/base"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("/nonexistent/base/orders is not a directory"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/base/orders is not a directory"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
