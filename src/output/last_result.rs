@@ -105,8 +105,17 @@ pub fn write(dir: &Path, result: &OrderResult) -> io::Result<()> {
 /// Writes the new `dir/last_result` under a temporary name; the caller syncs the filesystem and
 /// then commits it (see [`StagedFile`]), so the content is durable before it becomes visible.
 pub fn stage(dir: &Path, result: &OrderResult) -> io::Result<StagedFile> {
-    std::fs::create_dir_all(dir)?;
-    StagedFile::stage(&dir.join(FILE_NAME), format(result).as_bytes())
+    let target = dir.join(FILE_NAME);
+    let text = format(result);
+    // The directory almost always exists: create it only when staging says it is missing
+    // (one failing mkdir per update per order showed up in profiles).
+    match StagedFile::stage(&target, text.as_bytes()) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            StagedFile::stage(&target, text.as_bytes())
+        }
+        staged => staged,
+    }
 }
 
 /// Reads a `last_result` text strictly: exactly the eight lines in pingmachine's order.

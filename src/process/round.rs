@@ -270,7 +270,6 @@ impl Processor {
     /// Writes one order's results (ascending time): RRD, then stages `last_result` of the newest.
     fn apply_order(&self, id: &OrderId, results: &[&OrderResult]) -> Result<Option<StagedFile>, String> {
         let dir = self.base.output().join(id.as_path());
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let rrd_results: Vec<&OrderResult> = results
             .iter()
             .copied()
