@@ -79,10 +79,13 @@ pub fn make_batches(orders: Vec<Order>, max_batch: usize) -> Vec<Batch> {
     let mut batches = Vec::new();
     for (key, mut members) in groups {
         members.sort_by(|a, b| a.id.cmp(&b.id));
+        let size = max_batch.max(1);
+        let mut members = members.into_iter().peekable();
         let mut chunk_index = 0;
-        while !members.is_empty() {
-            let rest = members.split_off(members.len().min(max_batch.max(1)));
-            let chunk = std::mem::replace(&mut members, rest);
+        while members.peek().is_some() {
+            // Exact-capacity chunks: split_off would leave every chunk holding the capacity of
+            // the whole group (quadratic memory at 100,000 orders).
+            let chunk: Vec<Order> = members.by_ref().take(size).collect();
             let key = format!("{key}#{chunk_index}");
             let (step, pings) = (chunk[0].step, chunk[0].pings);
             let offset = stable_offset(&key, step, pings);
