@@ -430,6 +430,24 @@ mod tests {
     }
 
     #[test]
+    fn batches_hold_exactly_their_own_orders_in_id_order() {
+        let orders: Vec<Order> = (0..2_500)
+            .map(|i| fping_order(&format!("o{i:05}"), 20, 3, "127.0.0.1"))
+            .collect();
+        let batches = make_batches(orders, 1000);
+        assert_eq!(
+            batches.iter().map(|b| b.orders.len()).collect::<Vec<_>>(),
+            [1000, 1000, 500]
+        );
+        for batch in &batches {
+            // No chunk may keep the allocation of the whole group alive.
+            assert_eq!(batch.orders.capacity(), batch.orders.len(), "{}", batch.key);
+            assert!(batch.orders.windows(2).all(|w| w[0].id < w[1].id));
+        }
+        assert_eq!(batches[1].orders[0].id.as_str(), "o01000");
+    }
+
+    #[test]
     fn offsets_are_stable_and_inside_the_first_part_of_the_step() {
         for (step, pings) in [(20, 3), (60, 20), (1, 1), (300, 20), (3600, 5)] {
             for i in 0..50 {
