@@ -18,13 +18,14 @@
 //! the result was collected, `loss` a count of lost pings, `min`/`median`/`max` round-trip times in
 //! seconds printed like C's `%.6e`, or `~` when nothing answered. The median is the upper median.
 //!
-//! Invariant: the file is replaced by write-temp + rename, so a reader sees the old or the new
-//! content, never a missing or partial file (pingmachine unlinked it first). The write is not
-//! fsynced here: the caller syncs the whole filesystem once per batch.
+//! Invariant: the new content is staged in `.last_result.next` and switched in by an atomic
+//! exchange (see `spool::atomic::StagedFile`), so a reader sees the old or the new content, never
+//! a missing or partial file (pingmachine unlinked it first). Nothing is fsynced here: the caller
+//! syncs the filesystem before and after committing a whole batch.
 
 use crate::measurement::OrderResult;
 use crate::process::stats::PingStats;
-use crate::spool::atomic::{replace_file_unsynced, StagedFile};
+use crate::spool::atomic::StagedFile;
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
@@ -93,13 +94,6 @@ pub fn format(result: &OrderResult) -> String {
         optional_value(stats.max()),
     );
     text
-}
-
-/// Replaces `dir/last_result` with the text of `result` (creating `dir` if needed), atomically
-/// but without fsync.
-pub fn write(dir: &Path, result: &OrderResult) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    replace_file_unsynced(&dir.join(FILE_NAME), format(result).as_bytes())
 }
 
 /// Writes the new `dir/last_result` under a temporary name; the caller syncs the filesystem and
@@ -353,17 +347,23 @@ mod tests {
         }
     }
 
+    /// Stages and commits at once (processing syncs the filesystem in between).
+    fn write(dir: &Path, result: &OrderResult) -> io::Result<()> {
+        stage(dir, result)?.commit()
+    }
+
     #[test]
-    fn write_creates_the_directory_and_leaves_no_temp_file() {
+    fn write_creates_the_directory_and_leaves_only_the_reused_next_file() {
         let base = tempfile::tempdir().unwrap();
         let dir = base.path().join("output/app 1/ünïcode");
         write(&dir, &result(100, vec![Some(1e-3)])).unwrap();
         write(&dir, &result(120, vec![None])).unwrap();
-        let names: Vec<_> = std::fs::read_dir(&dir)
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from(FILE_NAME)]);
+        names.sort();
+        assert_eq!(names, [".last_result.next", FILE_NAME].map(std::ffi::OsString::from));
         let parsed = parse(&std::fs::read_to_string(dir.join(FILE_NAME)).unwrap()).unwrap();
         assert_eq!((parsed.time, parsed.loss), (120, 1));
     }

@@ -3,9 +3,9 @@
 //! `archive/<id>` when an order goes away or comes back ([`archive`]).
 //!
 //! Per order, processing calls [`rrd::RrdWriter::apply`] with the order's results in time order,
-//! then [`last_result::write`] with the newest one, and finally syncs the filesystem once for the
-//! whole batch; nothing here fsyncs a file itself. Archive moves fsync the directories they
-//! change. Apart from replacing `last_result` and updating `main.rrd`, nothing in `output/` or
+//! then [`last_result::stage`] with the newest one, syncs the filesystem once for the whole batch,
+//! switches the staged `last_result` files in and syncs again; nothing here fsyncs a file
+//! itself. Archive moves fsync the directories they change. Apart from replacing `last_result` and updating `main.rrd`, nothing in `output/` or
 //! `archive/` is overwritten or deleted (old and damaged files are renamed aside), except by
 //! [`archive::purge`] when the caller enables a retention.
 

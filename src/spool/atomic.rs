@@ -22,17 +22,6 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     result
 }
 
-/// Like [`replace_file`], but leaves fsync to the caller (who will `syncfs` a whole batch of
-/// files at once before depending on them). The rename still makes the switch atomic.
-pub fn replace_file_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let tmp = temp_sibling(path)?;
-    let result = fs::write(&tmp, contents).and_then(|()| fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// A file written under its temporary name, waiting to be switched with its target.
 ///
 /// Used to replace many files durably at the price of two `syncfs` calls instead of one fsync
