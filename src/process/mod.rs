@@ -47,19 +47,20 @@ pub fn run_loop(
             None
         }
     };
-    let mut last_round = Instant::now() - timing.rescan;
+    // `None` until the first round (Instant::now() - rescan would panic shortly after boot).
+    let mut last_round: Option<Instant> = None;
     let mut pending = true;
     loop {
         for command in commands.try_iter() {
             processor.handle(command);
         }
         let stopping = shutdown.load(Ordering::Relaxed);
-        if pending || last_round.elapsed() >= timing.rescan || stopping {
+        if pending || last_round.is_none_or(|t| t.elapsed() >= timing.rescan) || stopping {
             if processor.flush_due(timing.flush_interval) || stopping {
                 if let Err(e) = processor.process_pending() {
                     warn!("processing round failed: {e}");
                 }
-                last_round = Instant::now();
+                last_round = Some(Instant::now());
                 pending = false;
             } else {
                 pending = true;
