@@ -2,7 +2,7 @@
 
 use crate::measurement::{OrderId, OrderResult, RrdTemplate};
 use crate::output::{archive, last_result, rrd::RrdWriter};
-use crate::sink::ResultSink;
+use crate::sink::{ResultSink, SinkBatch};
 use crate::spool::atomic::{sync_filesystem, StagedFile};
 use crate::spool::queue::{self, QueueEntry};
 use crate::spool::snapshot::{read_ping, SnapshotName, PING_FILE};
@@ -305,7 +305,11 @@ impl Processor {
         results.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
         let mut first_error = None;
         for sink in &self.sinks {
-            if let Err(e) = sink.accept(&results) {
+            let batch = SinkBatch {
+                results: &results,
+                metrics: &[],
+            };
+            if let Err(e) = sink.accept(batch) {
                 warn!("{e}");
                 first_error.get_or_insert(e.to_string());
             }

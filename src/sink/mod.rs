@@ -4,6 +4,14 @@
 //! the snapshots they came from, so a sink's `accept` must have made the results durable (in its
 //! outbox under `outbox/<sink>/`) when it returns `Ok`. Delivery to the remote system happens
 //! later and independently; a slow or dead remote never blocks `accept`.
+//!
+//! The parts, along the data flow:
+//! - an [`Encoder`] turns results and metrics into whole lines (`graphite`, `influx`);
+//! - the `outbox` stores those lines durably per sink and hands them out oldest first;
+//! - a delivery thread per sink sends them through a [`Transport`] and acknowledges what the
+//!   remote took, with backoff on [`DeliveryError::Transient`] and a drop on
+//!   [`DeliveryError::Rejected`];
+//! - `local_store` writes haproxystats' debugging layout directly, without an outbox.
 
 use crate::measurement::OrderResult;
 
@@ -15,10 +23,65 @@ pub struct SinkError {
     pub message: String,
 }
 
+/// One named value at one time that is not a ping result: a HAProxy aggregate, a self-metric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metric {
+    /// Dotted Graphite-style path below the sink's namespace, e.g. `haproxy.frontend.www.scur`.
+    pub path: String,
+    pub value: f64,
+    /// Unix seconds.
+    pub time: i64,
+}
+
+/// What processing hands to the sinks in one round.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SinkBatch<'a> {
+    /// Ping results, sorted by time then order id.
+    pub results: &'a [OrderResult],
+    pub metrics: &'a [Metric],
+}
+
+impl SinkBatch<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty() && self.metrics.is_empty()
+    }
+}
+
 /// A destination for processed results.
 pub trait ResultSink: Send + Sync {
     /// Short name, also the directory name under `outbox/`.
     fn name(&self) -> &str;
-    /// Takes a batch of results (any orders, each order's results in time order).
-    fn accept(&self, results: &[OrderResult]) -> Result<(), SinkError>;
+    /// Takes a batch of results (any orders, each order's results in time order). Returns once the
+    /// batch is durable on this machine.
+    fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError>;
+}
+
+/// Turns results and metrics into whole lines of a text protocol, each ending in `\n`.
+pub trait Encoder: Send + Sync {
+    /// Appends the lines for `batch` to `out`; returns how many lines it appended.
+    fn encode(&self, batch: SinkBatch<'_>, out: &mut Vec<u8>) -> usize;
+}
+
+/// Why a delivery attempt failed, and whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The remote refused this batch for good (e.g. HTTP 400 for bad line protocol): retrying the
+    /// same bytes cannot succeed, so the batch is dropped with a log line and a counter.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// Time-out, refusal, reset, HTTP 5xx, a name that does not resolve: the batch is kept and
+    /// retried after a backoff.
+    #[error("{0}")]
+    Transient(String),
+}
+
+/// Sends encoded lines to one remote system. Each sink's delivery thread owns one.
+pub trait Transport: Send {
+    /// Sends `payload` (whole lines, each ending in `\n`, at most [`Transport::max_payload`]
+    /// bytes unless a single line is longer) and returns when the remote has taken all of it.
+    fn send(&mut self, payload: &[u8]) -> Result<(), DeliveryError>;
+    /// The largest payload the delivery thread should hand to one `send`.
+    fn max_payload(&self) -> usize;
+    /// Where it sends to, for logs and `spoolmon outbox` (e.g. `tcp://127.0.0.1:2003`).
+    fn describe(&self) -> String;
 }
