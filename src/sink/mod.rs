@@ -85,3 +85,28 @@ pub trait Transport: Send {
     /// Where it sends to, for logs and `spoolmon outbox` (e.g. `tcp://127.0.0.1:2003`).
     fn describe(&self) -> String;
 }
+
+/// How a delivery thread retries after a transient failure (haproxystats' Graphite semantics).
+///
+/// After a failed attempt it waits `interval`, then `interval * backoff`, `interval * backoff²`,
+/// … for up to `retries` further attempts; when those fail too it pauses for `delay` and starts
+/// the cycle again. It never gives up: the outbox's bound decides what is dropped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    pub retries: u32,
+    pub interval: std::time::Duration,
+    pub backoff: f64,
+    pub delay: std::time::Duration,
+}
+
+impl Default for RetryPolicy {
+    /// haproxystats' Graphite defaults: 3 retries, 1.8 s apart, backoff 2, then a 10 s delay.
+    fn default() -> Self {
+        RetryPolicy {
+            retries: 3,
+            interval: std::time::Duration::from_millis(1800),
+            backoff: 2.0,
+            delay: std::time::Duration::from_secs(10),
+        }
+    }
+}
