@@ -62,8 +62,9 @@ pub struct Config {
     pub max_batch: usize,
     /// Processing threads; 0 = one per CPU.
     pub workers: usize,
-    /// Seconds processing may wait to write several steps into an RRD with one update call
-    /// (the spool is the journal meanwhile). 0 = apply every snapshot at once.
+    /// Seconds RRD updates may wait so that several steps go into an RRD with one update call
+    /// (the snapshots stay in `incoming/`, marked `APPLIED`, as the journal; `last_result` and
+    /// sinks are not delayed). 0 = apply every snapshot's RRD updates at once.
     pub rrd_flush_interval: u64,
     /// Seconds after which archive entries are deleted; absent = never (as pingmachine).
     pub archive_retention: Option<u64>,

@@ -106,6 +106,12 @@ fn kill_9_during_processing_then_restart_applies_every_snapshot_exactly_once() {
         })
     });
     drop(daemon);
+    assert_every_step_applied_once(&base, t0);
+}
+
+/// Every order's RRD holds every step's median exactly where it belongs, nothing was
+/// quarantined, and `last_result` shows the newest step.
+fn assert_every_step_applied_once(base: &Base, t0: i64) {
     assert_eq!(base.count("failed"), 0, "no snapshot may be quarantined");
     for o in 0..ORDERS {
         let rrd = base.join(&format!("output/crash/{o}/main.rrd"));
@@ -125,4 +131,59 @@ fn kill_9_during_processing_then_restart_applies_every_snapshot_exactly_once() {
     }
     let last = base.read("output/crash/0/last_result").unwrap();
     assert!(field(&last, "time").parse::<i64>().unwrap() >= t0 + (STEPS - 1) * STEP);
+}
+
+/// Snapshots in `incoming/` that hold the "applied, waiting for the RRD flush" marker.
+fn marked(base: &Base) -> usize {
+    std::fs::read_dir(base.join("incoming"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().join(queue::APPLIED_MARK).exists())
+        .count()
+}
+
+#[test]
+fn kill_9_while_results_wait_for_the_rrd_flush_then_restart_applies_every_snapshot_once() {
+    let base = Base::new();
+    let spool = BaseDir::new(base.path());
+    spool.create_all().unwrap();
+    for o in 0..ORDERS {
+        base.write_order(&format!("crash/{o}"), &ping_order("127.0.0.1", STEP as u32, 3));
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let t0 = now - now % STEP - (STEPS + 10) * STEP;
+    backlog(&spool, t0);
+    // An hour's flush interval: the backlog gets its last_result and sink lines and is marked,
+    // RRD updates wait. Kill while the markers are being written.
+    let journaled = "rescan-interval: 2\nrrd-flush-interval: 3600\n";
+    let daemon = base.start(journaled);
+    wait_for("first snapshots marked", Duration::from_secs(60), Some(&daemon), || {
+        marked(&base) > 0
+    });
+    daemon.kill9();
+    let at_kill = marked(&base);
+    assert!(at_kill < STEPS as usize, "kill landed after all {STEPS} were marked");
+    // Restart: the marked backlog is older than the interval, so the first flush round applies
+    // every RRD update. Kill it as soon as it removes the first snapshot.
+    let daemon = base.start(journaled);
+    let started = std::time::Instant::now();
+    while base.count("incoming") >= STEPS as usize && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    daemon.kill9();
+    assert!(base.count("incoming") < STEPS as usize, "no flush round started");
+    // Last restart, stopped with SIGTERM: stopping flushes whatever still waits.
+    let daemon = base.start(journaled);
+    wait_for("backlog applied", Duration::from_secs(120), Some(&daemon), || {
+        queue::list(&spool).unwrap().iter().all(|e| match e {
+            queue::QueueEntry::Snapshot(s) => s.epoch > t0 + STEPS * STEP,
+            queue::QueueEntry::Invalid(_) => false,
+        })
+    });
+    assert!(daemon.terminate(Duration::from_secs(60)).is_some_and(|s| s.success()));
+    assert_eq!(
+        base.count("incoming"),
+        0,
+        "SIGTERM left snapshots waiting for the flush"
+    );
+    assert_every_step_applied_once(&base, t0);
 }

@@ -32,6 +32,8 @@ pub struct LoopTiming {
 }
 
 /// Runs processing until `shutdown` is set: watch `incoming/` first, then scan (invariant 5).
+/// New snapshots are applied as they arrive; their RRD updates are batched up to
+/// `flush_interval` (the snapshots stay in `incoming/`, marked applied, as the journal).
 /// `commands` carries order lifecycle changes; `wake` is told of snapshots published in-process.
 pub fn run_loop(
     mut processor: Processor,
@@ -55,16 +57,20 @@ pub fn run_loop(
             processor.handle(command);
         }
         let stopping = shutdown.load(Ordering::Relaxed);
-        if pending || last_round.is_none_or(|t| t.elapsed() >= timing.rescan) || stopping {
-            if processor.flush_due(timing.flush_interval) || stopping {
-                if let Err(e) = processor.process_pending() {
-                    warn!("processing round failed: {e}");
-                }
-                last_round = Some(Instant::now());
-                pending = false;
-            } else {
-                pending = true;
+        let since_last = last_round.map(|t| t.elapsed());
+        let rescan_due = since_last.is_none_or(|d| d >= timing.rescan);
+        // Snapshots left for an RRD flush are flushed when the oldest is due; at most once a
+        // second, so a snapshot that keeps failing is retried at a sane pace.
+        let flush_waiting = !timing.flush_interval.is_zero()
+            && processor.flush_due(timing.flush_interval)
+            && since_last.is_none_or(|d| d >= Duration::from_secs(1));
+        if pending || rescan_due || flush_waiting || stopping {
+            let flush_rrd = stopping || processor.flush_due(timing.flush_interval);
+            if let Err(e) = processor.process_pending(flush_rrd) {
+                warn!("processing round failed: {e}");
             }
+            last_round = Some(Instant::now());
+            pending = false;
         }
         if stopping {
             break;

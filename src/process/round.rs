@@ -50,7 +50,10 @@ pub struct ProcessStats {
 /// What one round did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct RoundReport {
+    /// Snapshots fully applied and removed.
     pub processed: usize,
+    /// Snapshots whose `last_result` and sink lines are done, left for the next RRD flush.
+    pub marked: usize,
     pub quarantined: usize,
     pub retried: usize,
     pub results: usize,
@@ -64,6 +67,8 @@ pub struct Processor {
     /// Orders whose results are written; `None` accepts every order (`spoolmon process` alone).
     active: Option<HashSet<OrderId>>,
     attempts: HashMap<String, u32>,
+    /// Epoch of the oldest snapshot left in `incoming/` after the last round.
+    oldest_waiting: Option<i64>,
     pool: rayon::ThreadPool,
     stats: Arc<ProcessStats>,
 }
@@ -72,6 +77,19 @@ pub struct Processor {
 struct Loaded {
     name: SnapshotName,
     results: Vec<OrderResult>,
+    /// `last_result` and sinks were done in an earlier round; only RRD updates are left.
+    applied: bool,
+}
+
+/// What one order gets in a round.
+#[derive(Default)]
+struct OrderWork<'a> {
+    /// Results to write into the RRD (sorted by time before writing).
+    rrd: Vec<&'a OrderResult>,
+    /// The newest result not applied before: the new `last_result`.
+    newest: Option<&'a OrderResult>,
+    /// How many results were not applied before.
+    fresh: usize,
 }
 
 impl Processor {
@@ -96,6 +114,7 @@ impl Processor {
             sinks,
             active,
             attempts: HashMap::new(),
+            oldest_waiting: None,
             pool,
             stats,
         })
@@ -134,25 +153,67 @@ impl Processor {
         }
     }
 
-    /// True when the oldest snapshot has waited `flush_interval` (always true for 0).
+    /// True when RRD updates are due: always for a `flush_interval` of 0, else when the oldest
+    /// snapshot left in `incoming/` by an earlier round has waited that long.
     pub fn flush_due(&self, flush_interval: Duration) -> bool {
         if flush_interval.is_zero() {
             return true;
         }
         let now = crate::probe::scheduler::unix_secs(SystemTime::now());
-        match queue::list(&self.base) {
-            Ok(entries) => entries.iter().any(|e| match e {
-                QueueEntry::Snapshot(s) => now - s.epoch >= flush_interval.as_secs() as i64,
-                QueueEntry::Invalid(_) => true,
-            }),
-            Err(_) => true,
-        }
+        self.oldest_waiting
+            .is_some_and(|epoch| now - epoch >= flush_interval.as_secs() as i64)
     }
 
-    /// Processes what is in `incoming/` now.
-    pub fn process_pending(&mut self) -> io::Result<RoundReport> {
+    /// Processes what is in `incoming/` now. New snapshots get their `last_result` files and
+    /// sink lines; with `flush_rrd` every snapshot's RRD updates are applied too and the
+    /// snapshots are removed, without it they are marked applied and wait for a flush round.
+    pub fn process_pending(&mut self, flush_rrd: bool) -> io::Result<RoundReport> {
         let started = std::time::Instant::now();
         let mut report = RoundReport::default();
+        let loaded = self.load_queue(flush_rrd, &mut report)?;
+        if loaded.is_empty() {
+            return Ok(report);
+        }
+        let (staged, failed_orders) = self.apply(&loaded, flush_rrd);
+        let sink_error = self.hand_to_sinks(&loaded);
+        // RRD pages and new last_result contents reach the disk in one flush; then the
+        // last_result files are switched by rename, and a second flush makes the renames durable.
+        sync_filesystem(&self.base.output())?;
+        self.commit_last_results(staged);
+        sync_filesystem(&self.base.output())?;
+        let mut marked = false;
+        for snapshot in &loaded {
+            let failed = snapshot.results.iter().any(|r| failed_orders.contains(&r.id));
+            if failed {
+                report.retried += self.retry_or_quarantine(snapshot) as usize;
+            } else if sink_error.is_some() && !snapshot.applied {
+                // Not the snapshot's fault (an outbox cannot take lines): keep it, no attempt counted.
+                report.retried += 1;
+            } else if flush_rrd {
+                report.results += if snapshot.applied { 0 } else { snapshot.results.len() };
+                queue::remove(&self.base, snapshot.name.as_str())?;
+                self.attempts.remove(snapshot.name.as_str());
+                report.processed += 1;
+            } else {
+                report.results += snapshot.results.len();
+                queue::mark_applied(&self.base, snapshot.name.as_str())?;
+                self.attempts.remove(snapshot.name.as_str());
+                report.marked += 1;
+                marked = true;
+            }
+        }
+        if marked {
+            sync_filesystem(&self.base.incoming())?;
+        }
+        self.oldest_waiting = self.oldest_in_queue();
+        self.count_round(&report, started);
+        debug!(?report, "processing round done");
+        Ok(report)
+    }
+
+    /// Reads the snapshots to process this round (quarantining unreadable ones): new snapshots,
+    /// and with `flush_rrd` also those marked applied in earlier rounds.
+    fn load_queue(&mut self, flush_rrd: bool, report: &mut RoundReport) -> io::Result<Vec<Loaded>> {
         let mut loaded = Vec::new();
         for entry in queue::list(&self.base)? {
             match entry {
@@ -163,37 +224,40 @@ impl Processor {
                     );
                     report.quarantined += 1;
                 }
-                QueueEntry::Snapshot(name) if loaded.len() < MAX_SNAPSHOTS_PER_ROUND => match self.load(&name) {
-                    Ok(results) => loaded.push(Loaded { name, results }),
-                    Err(reason) => {
-                        self.quarantine(name.as_str(), &reason);
-                        report.quarantined += 1;
+                QueueEntry::Snapshot(name) if loaded.len() < MAX_SNAPSHOTS_PER_ROUND => {
+                    let applied = queue::is_applied(&self.base, name.as_str());
+                    if applied && !flush_rrd {
+                        continue;
                     }
-                },
+                    match self.load(&name) {
+                        Ok(results) => loaded.push(Loaded { name, results, applied }),
+                        Err(reason) => {
+                            self.quarantine(name.as_str(), &reason);
+                            report.quarantined += 1;
+                        }
+                    }
+                }
                 QueueEntry::Snapshot(_) => {}
             }
         }
-        if loaded.is_empty() {
-            return Ok(report);
-        }
-        let (staged, failed_orders) = self.apply(&loaded);
-        let sink_error = self.hand_to_sinks(&loaded);
-        // RRD pages and new last_result contents reach the disk in one flush; then the
-        // last_result files are switched by rename, and a second flush makes the renames durable.
-        sync_filesystem(&self.base.output())?;
-        self.commit_last_results(staged);
-        sync_filesystem(&self.base.output())?;
-        for snapshot in &loaded {
-            let failed = sink_error.is_some() || snapshot.results.iter().any(|r| failed_orders.contains(&r.id));
-            if failed {
-                report.retried += self.retry_or_quarantine(snapshot, sink_error.as_deref()) as usize;
-            } else {
-                queue::remove(&self.base, snapshot.name.as_str())?;
-                self.attempts.remove(snapshot.name.as_str());
-                report.processed += 1;
-                report.results += snapshot.results.len();
+        Ok(loaded)
+    }
+
+    /// Epoch of the oldest snapshot still in `incoming/`, if any.
+    fn oldest_in_queue(&self) -> Option<i64> {
+        match queue::list(&self.base) {
+            Ok(entries) => entries.iter().find_map(|e| match e {
+                QueueEntry::Snapshot(s) => Some(s.epoch),
+                QueueEntry::Invalid(_) => None,
+            }),
+            Err(e) => {
+                warn!("cannot list incoming/: {e}");
+                None
             }
         }
+    }
+
+    fn count_round(&self, report: &RoundReport, started: std::time::Instant) {
         self.stats.rounds.fetch_add(1, Ordering::Relaxed);
         self.stats
             .snapshots_processed
@@ -201,8 +265,6 @@ impl Processor {
         self.stats
             .processing_micros
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        debug!(?report, "processing round done");
-        Ok(report)
     }
 
     fn load(&self, name: &SnapshotName) -> Result<Vec<OrderResult>, String> {
@@ -225,26 +287,38 @@ impl Processor {
         });
     }
 
-    /// Applies every active order's results: RRDs written, `last_result` files staged. Returns
-    /// the staged files and the orders that failed.
-    fn apply(&self, loaded: &[Loaded]) -> (Vec<StagedFile>, HashSet<OrderId>) {
-        let mut by_order: HashMap<&OrderId, Vec<&OrderResult>> = HashMap::new();
+    /// Applies every active order's results: with `flush_rrd` the RRD updates of every loaded
+    /// snapshot, and `last_result` staged from the newest new result. Returns the staged files
+    /// and the orders that failed.
+    fn apply(&self, loaded: &[Loaded], flush_rrd: bool) -> (Vec<StagedFile>, HashSet<OrderId>) {
+        let mut by_order: HashMap<&OrderId, OrderWork> = HashMap::new();
         let mut dropped = 0u64;
-        for result in loaded.iter().flat_map(|s| &s.results) {
-            if self.active.as_ref().is_some_and(|active| !active.contains(&result.id)) {
-                dropped += 1;
-                continue;
+        for snapshot in loaded {
+            for result in &snapshot.results {
+                if !self.is_active(&result.id) {
+                    dropped += u64::from(!snapshot.applied);
+                    continue;
+                }
+                let work = by_order.entry(&result.id).or_default();
+                if flush_rrd && result.template == RrdTemplate::Smokeping {
+                    work.rrd.push(result);
+                }
+                if !snapshot.applied {
+                    work.fresh += 1;
+                    if work.newest.is_none_or(|n| n.time <= result.time) {
+                        work.newest = Some(result);
+                    }
+                }
             }
-            by_order.entry(&result.id).or_default().push(result);
         }
         self.stats.results_dropped.fetch_add(dropped, Ordering::Relaxed);
-        let groups: Vec<(&OrderId, Vec<&OrderResult>)> = by_order.into_iter().collect();
+        let groups: Vec<(&OrderId, OrderWork)> = by_order.into_iter().collect();
         let outcomes: Vec<Result<Option<StagedFile>, OrderId>> = self.pool.install(|| {
             groups
                 .into_par_iter()
-                .map(|(id, mut results)| {
-                    results.sort_by_key(|r| r.time);
-                    self.apply_order(id, &results).map_err(|e| {
+                .map(|(id, mut work)| {
+                    work.rrd.sort_by_key(|r| r.time);
+                    self.apply_order(id, &work).map_err(|e| {
                         warn!(order = %id, "cannot write output: {e}");
                         id.clone()
                     })
@@ -267,19 +341,18 @@ impl Processor {
         (staged, failures)
     }
 
-    /// Writes one order's results (ascending time): RRD, then stages `last_result` of the newest.
-    fn apply_order(&self, id: &OrderId, results: &[&OrderResult]) -> Result<Option<StagedFile>, String> {
+    fn is_active(&self, id: &OrderId) -> bool {
+        self.active.as_ref().is_none_or(|active| active.contains(id))
+    }
+
+    /// Writes one order's output: its RRD updates (ascending time), then stages `last_result`.
+    fn apply_order(&self, id: &OrderId, work: &OrderWork) -> Result<Option<StagedFile>, String> {
         let dir = self.base.output().join(id.as_path());
-        let rrd_results: Vec<&OrderResult> = results
-            .iter()
-            .copied()
-            .filter(|r| r.template == RrdTemplate::Smokeping)
-            .collect();
-        if !rrd_results.is_empty() {
-            self.rrd.apply(&dir, &rrd_results).map_err(|e| e.to_string())?;
+        if !work.rrd.is_empty() {
+            self.rrd.apply(&dir, &work.rrd).map_err(|e| e.to_string())?;
             self.stats.rrd_updates.fetch_add(1, Ordering::Relaxed);
         }
-        let staged = match results.last() {
+        let staged = match work.newest {
             Some(newest) => {
                 Some(last_result::stage(&dir, newest).map_err(|e| format!("cannot write last_result: {e}"))?)
             }
@@ -287,7 +360,7 @@ impl Processor {
         };
         self.stats
             .results_applied
-            .fetch_add(results.len() as u64, Ordering::Relaxed);
+            .fetch_add(work.fresh as u64, Ordering::Relaxed);
         Ok(staged)
     }
 
@@ -298,11 +371,15 @@ impl Processor {
         }
         let mut results: Vec<OrderResult> = loaded
             .iter()
+            .filter(|s| !s.applied)
             .flat_map(|s| s.results.iter())
-            .filter(|r| self.active.as_ref().is_none_or(|a| a.contains(&r.id)))
+            .filter(|r| self.is_active(&r.id))
             .cloned()
             .collect();
         results.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+        if results.is_empty() {
+            return None;
+        }
         let mut first_error = None;
         for sink in &self.sinks {
             let batch = SinkBatch {
@@ -318,7 +395,7 @@ impl Processor {
     }
 
     /// Counts a failed attempt; quarantines after [`MAX_ATTEMPTS`]. True if kept for a retry.
-    fn retry_or_quarantine(&mut self, snapshot: &Loaded, sink_error: Option<&str>) -> bool {
+    fn retry_or_quarantine(&mut self, snapshot: &Loaded) -> bool {
         let name = snapshot.name.as_str().to_owned();
         let attempts = self.attempts.entry(name.clone()).or_insert(0);
         *attempts += 1;
@@ -326,12 +403,8 @@ impl Processor {
             return true;
         }
         self.attempts.remove(&name);
-        let reason = match sink_error {
-            Some(e) => format!("gave up after {MAX_ATTEMPTS} attempts: {e}"),
-            None => {
-                format!("gave up after {MAX_ATTEMPTS} attempts: output of some orders could not be written (see log)")
-            }
-        };
+        let reason =
+            format!("gave up after {MAX_ATTEMPTS} attempts: output of some orders could not be written (see log)");
         self.quarantine(&name, &reason);
         false
     }
@@ -342,5 +415,154 @@ impl Processor {
             Ok(path) => warn!(snapshot = name, moved_to = %path.display(), "snapshot quarantined: {reason}"),
             Err(e) => warn!(snapshot = name, "cannot quarantine snapshot ({reason}): {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SinkError;
+    use crate::spool::snapshot::encode_ping;
+    use std::fs;
+    use std::sync::Mutex;
+
+    const T0: i64 = 1_700_000_000;
+
+    /// Remembers what it accepted; fails while `failing` is set.
+    #[derive(Default)]
+    struct RecordingSink {
+        accepted: Mutex<Vec<(OrderId, i64)>>,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl ResultSink for RecordingSink {
+        fn name(&self) -> &str {
+            "recording"
+        }
+        fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError> {
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(SinkError {
+                    sink: "recording".into(),
+                    message: "outbox full".into(),
+                });
+            }
+            let mut accepted = self.accepted.lock().unwrap();
+            accepted.extend(batch.results.iter().map(|r| (r.id.clone(), r.time)));
+            Ok(())
+        }
+    }
+
+    fn result(id: &str, time: i64, rtt: f64) -> OrderResult {
+        OrderResult {
+            id: OrderId::new(id).unwrap(),
+            time,
+            updated: time + 20,
+            step: 20,
+            pings: 1,
+            template: RrdTemplate::Smokeping,
+            rtts: vec![Some(rtt)],
+            telegraf: None,
+        }
+    }
+
+    fn publish(base: &BaseDir, seq: u64, results: &[OrderResult]) {
+        let name = SnapshotName::new(results[0].time, "ping", seq);
+        queue::publish(base, &name, &[(PING_FILE, &encode_ping("b", results))]).unwrap();
+    }
+
+    fn setup(sink: &Arc<RecordingSink>) -> (tempfile::TempDir, Processor) {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path());
+        base.create_all().unwrap();
+        let sinks: Vec<Arc<dyn ResultSink>> = vec![sink.clone()];
+        let processor = Processor::new(base, 1, sinks, false, Arc::default()).unwrap();
+        (dir, processor)
+    }
+
+    fn rrd_last_update(path: &std::path::Path) -> String {
+        let out = std::process::Command::new("rrdtool")
+            .arg("lastupdate")
+            .arg(path)
+            .output()
+            .expect("rrdtool runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn without_a_flush_results_reach_last_result_and_sinks_and_rrd_updates_wait() {
+        let sink = Arc::new(RecordingSink::default());
+        let (_dir, mut processor) = setup(&sink);
+        let base = processor.base().clone();
+        for step in 0..3 {
+            publish(
+                &base,
+                step as u64,
+                &[result("a/b", T0 + step * 20, 0.001 * (step + 1) as f64)],
+            );
+            let report = processor.process_pending(false).unwrap();
+            assert_eq!((report.marked, report.processed, report.results), (1, 0, 1));
+        }
+        let last = base.output().join("a/b/last_result");
+        let text = fs::read_to_string(&last).unwrap();
+        assert!(text.contains(&format!("time: {}", T0 + 40)), "{text}");
+        assert!(
+            !base.output().join("a/b/main.rrd").exists(),
+            "RRD written before the flush"
+        );
+        assert_eq!(fs::read_dir(base.incoming()).unwrap().count(), 3);
+        assert_eq!(queue::depth(&base).unwrap(), 0, "applied snapshots count in queue-size");
+        assert!(
+            processor.flush_due(Duration::from_secs(60)),
+            "snapshots from 2023 are due"
+        );
+        assert!(!processor.flush_due(Duration::from_secs(i64::MAX as u64 / 2)));
+
+        let report = processor.process_pending(true).unwrap();
+        assert_eq!((report.processed, report.results), (3, 0));
+        assert_eq!(fs::read_dir(base.incoming()).unwrap().count(), 0);
+        let rrd = rrd_last_update(&base.output().join("a/b/main.rrd"));
+        assert!(rrd.contains(&format!("{}: 0 0.003 0.003", T0 + 60)), "{rrd}");
+        // Every result reached the sink exactly once, and last_result was not rewritten from
+        // the replayed journal.
+        let times: Vec<i64> = sink.accepted.lock().unwrap().iter().map(|(_, t)| *t).collect();
+        assert_eq!(times, vec![T0, T0 + 20, T0 + 40]);
+        assert!(fs::read_to_string(&last)
+            .unwrap()
+            .contains(&format!("time: {}", T0 + 40)));
+        assert!(!processor.flush_due(Duration::from_secs(60)), "nothing left to flush");
+    }
+
+    #[test]
+    fn a_flush_round_applies_new_and_journaled_snapshots_in_time_order() {
+        let sink = Arc::new(RecordingSink::default());
+        let (_dir, mut processor) = setup(&sink);
+        let base = processor.base().clone();
+        publish(&base, 1, &[result("o", T0, 0.001)]);
+        processor.process_pending(false).unwrap();
+        publish(&base, 2, &[result("o", T0 + 20, 0.002)]);
+        let report = processor.process_pending(true).unwrap();
+        assert_eq!((report.processed, report.results), (2, 1));
+        let rrd = rrd_last_update(&base.output().join("o/main.rrd"));
+        assert!(rrd.contains(&format!("{}: 0 0.002 0.002", T0 + 40)), "{rrd}");
+        assert_eq!(sink.accepted.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_failing_sink_keeps_snapshots_without_quarantining_them() {
+        let sink = Arc::new(RecordingSink::default());
+        let (_dir, mut processor) = setup(&sink);
+        let base = processor.base().clone();
+        sink.failing.store(true, Ordering::Relaxed);
+        publish(&base, 1, &[result("o", T0, 0.001)]);
+        for _ in 0..MAX_ATTEMPTS * 2 {
+            let report = processor.process_pending(true).unwrap();
+            assert_eq!((report.retried, report.processed, report.quarantined), (1, 0, 0));
+        }
+        assert_eq!(queue::depth(&base).unwrap(), 1);
+        assert_eq!(fs::read_dir(base.failed()).unwrap().count(), 0);
+        sink.failing.store(false, Ordering::Relaxed);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        assert_eq!(sink.accepted.lock().unwrap().len(), 1);
     }
 }

@@ -67,9 +67,35 @@ pub fn list(base: &BaseDir) -> io::Result<Vec<QueueEntry>> {
         .collect())
 }
 
-/// Number of entries in `incoming/` (the `queue-size` measure).
+/// Name of the marker file inside a snapshot whose results are all applied except the RRD
+/// updates, which wait for the next RRD flush (`rrd-flush-interval`).
+pub const APPLIED_MARK: &str = "APPLIED";
+
+/// Entries of `incoming/` that still need processing (the `queue-size` measure): snapshots that
+/// only wait for an RRD flush (they hold [`APPLIED_MARK`]) do not count.
 pub fn depth(base: &BaseDir) -> io::Result<usize> {
-    Ok(fs::read_dir(base.incoming())?.count())
+    let mut depth = 0;
+    for entry in fs::read_dir(base.incoming())? {
+        let path = entry?.path();
+        if !path.join(APPLIED_MARK).exists() {
+            depth += 1;
+        }
+    }
+    Ok(depth)
+}
+
+/// True when `incoming/<name>` holds [`APPLIED_MARK`].
+pub fn is_applied(base: &BaseDir, name: &str) -> bool {
+    base.incoming().join(name).join(APPLIED_MARK).exists()
+}
+
+/// Marks `incoming/<name>` as applied except for its RRD updates. The marker is made durable
+/// by the caller's next filesystem flush.
+pub fn mark_applied(base: &BaseDir, name: &str) -> io::Result<()> {
+    fs::write(
+        base.incoming().join(name).join(APPLIED_MARK),
+        b"last_result and sinks done; RRD updates wait for the next flush\n",
+    )
 }
 
 /// Removes a processed snapshot; the removal is durable when this returns.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// The file inside a ping snapshot directory.
@@ -93,6 +94,8 @@ pub enum PingSnapshotError {
     Io(#[from] io::Error),
     #[error("{PING_FILE} is larger than {MAX_PING_FILE} bytes")]
     TooLarge,
+    #[error("{PING_FILE} is not a regular file")]
+    NotAFile,
     #[error("{PING_FILE} is empty")]
     Empty,
     #[error("{PING_FILE} line {line}: {message}")]
@@ -120,7 +123,16 @@ pub fn encode_ping(batch: &str, results: &[OrderResult]) -> Vec<u8> {
 
 /// Reads `dir/ping.jsonl`.
 pub fn read_ping(dir: &Path) -> Result<(PingHeader, Vec<OrderResult>), PingSnapshotError> {
-    let file = std::fs::File::open(dir.join(PING_FILE))?;
+    let path = dir.join(PING_FILE);
+    // A FIFO or device here would block or never end: only regular files are read (and the
+    // open does not follow a symlink to one).
+    if !std::fs::symlink_metadata(&path)?.file_type().is_file() {
+        return Err(PingSnapshotError::NotAFile);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)?;
     if file.metadata()?.len() > MAX_PING_FILE {
         return Err(PingSnapshotError::TooLarge);
     }
@@ -223,5 +235,19 @@ mod tests {
         assert!(matches!(decode_ping(&b""[..]), Err(PingSnapshotError::Empty)));
         assert!(decode_ping(&b"\xff\xfe\x00garbage"[..]).is_err());
         assert!(decode_ping(&b"{\"format\":\"other\",\"version\":1,\"batch\":\"\",\"results\":0}"[..]).is_err());
+    }
+
+    #[test]
+    fn a_fifo_or_symlink_in_place_of_the_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        nix::unistd::mkfifo(&dir.path().join(PING_FILE), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(matches!(read_ping(dir.path()), Err(PingSnapshotError::NotAFile)));
+        let other = tempfile::tempdir().unwrap();
+        std::fs::write(other.path().join("real"), encode_ping("b", &[result("a")])).unwrap();
+        std::os::unix::fs::symlink(other.path().join("real"), other.path().join(PING_FILE)).unwrap();
+        assert!(matches!(read_ping(other.path()), Err(PingSnapshotError::NotAFile)));
+        std::fs::remove_file(other.path().join(PING_FILE)).unwrap();
+        std::fs::rename(other.path().join("real"), other.path().join(PING_FILE)).unwrap();
+        assert_eq!(read_ping(other.path()).unwrap().1, vec![result("a")]);
     }
 }
