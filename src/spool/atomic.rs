@@ -46,7 +46,11 @@ impl StagedFile {
         let tmp = target.with_file_name(format!(".{}.next", name.to_string_lossy()));
         let mut file = OpenOptions::new().write(true).create(true).truncate(false).open(&tmp)?;
         file.write_all(contents)?;
-        file.set_len(contents.len() as u64)?;
+        // Usually the new content has the old length: fstat is cheaper than an ftruncate that
+        // changes nothing (ext4 journals the latter).
+        if file.metadata()?.len() != contents.len() as u64 {
+            file.set_len(contents.len() as u64)?;
+        }
         Ok(StagedFile {
             tmp,
             target: target.to_owned(),
@@ -57,20 +61,20 @@ impl StagedFile {
     /// back to a rename where the filesystem cannot exchange), renamed onto it otherwise.
     pub fn commit(self) -> io::Result<()> {
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-        if self.target.exists() {
-            match renameat2(
-                AT_FDCWD,
-                &self.tmp,
-                AT_FDCWD,
-                &self.target,
-                RenameFlags::RENAME_EXCHANGE,
-            ) {
-                Ok(()) => return Ok(()),
-                Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOSYS) => {}
-                Err(e) => return Err(e.into()),
+        // Exchange first (the usual case); ENOENT means there is no target yet.
+        match renameat2(
+            AT_FDCWD,
+            &self.tmp,
+            AT_FDCWD,
+            &self.target,
+            RenameFlags::RENAME_EXCHANGE,
+        ) {
+            Ok(()) => Ok(()),
+            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
+                fs::rename(&self.tmp, &self.target)
             }
+            Err(e) => Err(e.into()),
         }
-        fs::rename(&self.tmp, &self.target)
     }
 
     pub fn target(&self) -> &Path {
