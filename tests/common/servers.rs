@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 pub const START_LIMIT: Duration = Duration::from_secs(30);
 const STOP_LIMIT: Duration = Duration::from_secs(10);
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick for port 0).
+/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick for port 0). Another
+/// process could take it before the server binds it; the kernel hands out ports in turn, so that
+/// is rare, and the server then fails to start with its log in the panic message.
 pub fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -268,7 +270,7 @@ impl Influx {
         influx.process = Some(process);
         if influx.setup.auth {
             let (user, password) = INFLUX_ADMIN;
-            influx.query_as(
+            influx.query_unauthenticated(
                 None,
                 &format!("CREATE USER {user} WITH PASSWORD '{password}' WITH ALL PRIVILEGES"),
             );
@@ -317,7 +319,7 @@ impl Influx {
         answer
     }
 
-    fn query_as(&self, database: Option<&str>, statement: &str) -> serde_json::Value {
+    fn query_unauthenticated(&self, database: Option<&str>, statement: &str) -> serde_json::Value {
         self.query_with(database, statement, None)
     }
 
