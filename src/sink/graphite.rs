@@ -166,7 +166,7 @@ fn check_namespace(namespace: &str) -> Result<(), InvalidOption> {
 #[derive(Clone, Debug)]
 pub struct GraphiteEncoder {
     /// `<namespace>[.<host>].`
-    prefix: Vec<u8>,
+    prefix: String,
 }
 
 impl GraphiteEncoder {
@@ -178,13 +178,13 @@ impl GraphiteEncoder {
     /// An encoder whose paths start with `prefix` (e.g. `loadbalancers.lb-01.`).
     pub fn with_prefix(prefix: &str) -> GraphiteEncoder {
         GraphiteEncoder {
-            prefix: prefix.as_bytes().to_vec(),
+            prefix: prefix.to_string(),
         }
     }
 
     /// What every path starts with.
     pub fn prefix(&self) -> &str {
-        std::str::from_utf8(&self.prefix).expect("prefix was a str")
+        &self.prefix
     }
 
     /// Appends the `loss` line and, if anything answered, the `min`, `median`, `max` lines of
@@ -192,11 +192,11 @@ impl GraphiteEncoder {
     pub fn encode_result(&self, result: &OrderResult, out: &mut Vec<u8>) -> usize {
         let stats = PingStats::from_rtts(&result.rtts);
         let start = out.len();
-        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(self.prefix.as_bytes());
         out.extend_from_slice(b"ping.");
         write_order_id(out, result.id.as_str());
         out.push(b'.');
-        let base = start..out.len();
+        let order_path = start..out.len();
         write_tail(out, b"loss", f64::from(stats.loss), result.time);
         let values: [(&[u8], _); 3] = [
             (b"min", stats.min()),
@@ -206,7 +206,7 @@ impl GraphiteEncoder {
         let mut lines = 1;
         for (name, value) in values {
             if let Some(value) = value {
-                out.extend_from_within(base.clone());
+                out.extend_from_within(order_path.clone());
                 write_tail(out, name, value, result.time);
                 lines += 1;
             }
@@ -220,7 +220,7 @@ impl GraphiteEncoder {
             tracing::debug!(path = %metric.path, value = metric.value, "metric without a finite value left out");
             return 0;
         }
-        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(self.prefix.as_bytes());
         write_metric_path(out, &metric.path);
         write_tail(out, b"", metric.value, metric.time);
         1
