@@ -15,6 +15,13 @@
 
 use crate::measurement::OrderResult;
 
+pub mod graphite;
+pub mod hostname;
+pub mod influx;
+pub mod local_store;
+pub mod number;
+pub mod options;
+
 /// Why a sink could not take a batch; the snapshots stay in `incoming/` and are retried.
 #[derive(Debug, thiserror::Error)]
 #[error("sink {sink}: {message}")]

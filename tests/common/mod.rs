@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod servers;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_spoolmon");
 
 /// A temporary base directory with helpers to write orders and run the daemon.

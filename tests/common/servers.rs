@@ -1,0 +1,394 @@
+//! Real servers for tests: carbon-cache and InfluxDB 1.6, each started per test in its own temp
+//! dir on free loopback ports, in the foreground, and stopped by pid (SIGTERM, then SIGKILL) when
+//! dropped, also when the test panics. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to start or stop before the test fails.
+pub const START_LIMIT: Duration = Duration::from_secs(30);
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick for port 0). Another
+/// process could take it before the server binds it; the kernel hands out ports in turn, so that
+/// is rare, and the server then fails to start with its log in the panic message.
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `condition` every 50 ms until it holds; panics naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// True once something accepts TCP connections on 127.0.0.1:`port`.
+pub fn accepts_connections(port: u16) -> bool {
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok()
+}
+
+/// A server process started by a test, stopped by its pid when dropped.
+pub struct ServerProcess {
+    name: &'static str,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts `command` with its output going to `log`.
+    pub fn spawn(name: &'static str, mut command: Command, log: &Path) -> ServerProcess {
+        let output = fs::File::create(log).unwrap();
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(output.try_clone().unwrap())
+            .stderr(output)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e} (is it installed?)"));
+        ServerProcess {
+            name,
+            child: Some(child),
+            log: log.to_owned(),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Panics with the server's log if it has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+            panic!("{} exited ({status}):\n{}", self.name, self.log_text());
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then SIGKILL if it is still running after a while; reaps it.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_LIMIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One value in a whisper file.
+pub type Point = (i64, Option<f64>);
+
+/// A carbon-cache accepting plaintext lines on 127.0.0.1:`line_port`, storing every metric
+/// at 1-second resolution for an hour under `dir/whisper`.
+pub struct Carbon {
+    pub dir: tempfile::TempDir,
+    pub line_port: u16,
+    process: Option<ServerProcess>,
+}
+
+impl Carbon {
+    /// Starts carbon-cache on a free port.
+    pub fn start() -> Carbon {
+        Carbon::start_on(free_tcp_port())
+    }
+
+    /// Starts carbon-cache with its line receiver on `line_port`.
+    pub fn start_on(line_port: u16) -> Carbon {
+        let dir = tempfile::tempdir().unwrap();
+        let mut carbon = Carbon {
+            dir,
+            line_port,
+            process: None,
+        };
+        carbon.restart();
+        carbon
+    }
+
+    /// Starts (again) on the same port and storage; waits until it accepts lines.
+    pub fn restart(&mut self) {
+        self.stop();
+        let d = self.dir.path();
+        fs::create_dir_all(d.join("log")).unwrap();
+        fs::write(d.join("carbon.conf"), self.config()).unwrap();
+        fs::write(
+            d.join("storage-schemas.conf"),
+            "[all]\npattern = .*\nretentions = 1s:1h\n",
+        )
+        .unwrap();
+        let mut command = Command::new("carbon-cache");
+        command
+            .arg(format!("--config={}", d.join("carbon.conf").display()))
+            .arg(format!("--pidfile={}", d.join("carbon.pid").display()))
+            .arg(format!("--logdir={}", d.join("log").display()))
+            .args(["--nodaemon", "start"]);
+        let mut process = ServerProcess::spawn("carbon-cache", command, &d.join("console.out"));
+        wait_until("carbon-cache to accept lines", START_LIMIT, || {
+            process.assert_running();
+            accepts_connections(self.line_port)
+        });
+        self.process = Some(process);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop();
+        }
+    }
+
+    /// Debian's carbon.conf with every path in the temp dir and every port free or off.
+    fn config(&self) -> String {
+        let d = self.dir.path().display();
+        format!(
+            "[cache]\nSTORAGE_DIR = {d}/\nLOCAL_DATA_DIR = {d}/whisper/\nCONF_DIR = {d}/\nLOG_DIR = {d}/log/\n\
+             PID_DIR = {d}/\nUSER =\nDATABASE = whisper\nENABLE_LOGROTATION = False\nMAX_CACHE_SIZE = inf\n\
+             MAX_UPDATES_PER_SECOND = inf\nMAX_CREATES_PER_MINUTE = inf\nMIN_TIMESTAMP_RESOLUTION = 1\n\
+             LINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {}\nENABLE_UDP_LISTENER = False\n\
+             PICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {}\n\
+             CACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {}\nLOG_UPDATES = False\n\
+             LOG_CREATES = False\nCACHE_WRITE_STRATEGY = sorted\nWHISPER_AUTOFLUSH = True\n",
+            self.line_port,
+            free_tcp_port(),
+            free_tcp_port(),
+        )
+    }
+
+    /// The whisper file of a dotted metric path.
+    pub fn whisper_file(&self, path: &str) -> PathBuf {
+        let mut file = self.dir.path().join("whisper");
+        file.extend(path.split('.'));
+        file.set_extension("wsp");
+        file
+    }
+
+    /// The points of `path` from `from` to `until` (unix seconds), as `whisper-fetch` reads
+    /// them; empty if the file does not exist yet.
+    pub fn fetch(&self, path: &str, from: i64, until: i64) -> Vec<Point> {
+        let file = self.whisper_file(path);
+        if !file.exists() {
+            return Vec::new();
+        }
+        let output = Command::new("whisper-fetch")
+            .args(["--json", &format!("--from={}", from - 1), &format!("--until={until}")])
+            .arg(&file)
+            .output()
+            .expect("whisper-fetch runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let (start, step) = (json["start"].as_i64().unwrap(), json["step"].as_i64().unwrap());
+        let values = json["values"].as_array().unwrap();
+        (0..values.len())
+            .map(|i| (start + step * i as i64, values[i].as_f64()))
+            .filter(|(time, _)| (from..=until).contains(time))
+            .collect()
+    }
+
+    /// Waits until `path` holds `value` at `time`, returning the points around it.
+    pub fn wait_for_point(&self, path: &str, time: i64, value: f64) -> Vec<Point> {
+        let mut points = Vec::new();
+        wait_until(&format!("{path} = {value} at {time} in whisper"), START_LIMIT, || {
+            points = self.fetch(path, time - 2, time + 2);
+            points.contains(&(time, Some(value)))
+        });
+        points
+    }
+}
+
+/// How to set up an InfluxDB instance.
+#[derive(Clone, Debug, Default)]
+pub struct InfluxSetup {
+    /// Require authentication; an admin user `admin` / `admin-secret` is created.
+    pub auth: bool,
+    /// Enable a `[[udp]]` listener writing into this database.
+    pub udp_database: Option<&'static str>,
+}
+
+pub const INFLUX_ADMIN: (&str, &str) = ("admin", "admin-secret");
+
+/// An InfluxDB 1.6 server with its HTTP API on 127.0.0.1:`http_port`.
+pub struct Influx {
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    pub udp_port: Option<u16>,
+    setup: InfluxSetup,
+    process: Option<ServerProcess>,
+}
+
+impl Influx {
+    /// Starts influxd and waits until `/ping` answers; creates the admin user with `auth`.
+    pub fn start(setup: InfluxSetup) -> Influx {
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_tcp_port();
+        let udp_port = setup.udp_database.map(|_| free_udp_port());
+        let mut influx = Influx {
+            dir,
+            http_port,
+            udp_port,
+            setup,
+            process: None,
+        };
+        let config = influx.dir.path().join("influxdb.conf");
+        fs::write(&config, influx.config()).unwrap();
+        let mut command = Command::new("influxd");
+        command.arg("-config").arg(&config);
+        let mut process = ServerProcess::spawn("influxd", command, &influx.dir.path().join("influxd.log"));
+        wait_until("influxd to answer /ping", START_LIMIT, || {
+            process.assert_running();
+            influx.ping()
+        });
+        influx.process = Some(process);
+        if influx.setup.auth {
+            let (user, password) = INFLUX_ADMIN;
+            influx.query_unauthenticated(
+                None,
+                &format!("CREATE USER {user} WITH PASSWORD '{password}' WITH ALL PRIVILEGES"),
+            );
+        }
+        influx
+    }
+
+    fn config(&self) -> String {
+        let d = self.dir.path().display();
+        let udp = match (self.setup.udp_database, self.udp_port) {
+            (Some(database), Some(port)) => format!(
+                "[[udp]]\nenabled = true\nbind-address = \"127.0.0.1:{port}\"\ndatabase = \"{database}\"\n\
+                 batch-timeout = \"50ms\"\n"
+            ),
+            _ => String::new(),
+        };
+        format!(
+            "reporting-enabled = false\nbind-address = \"127.0.0.1:{}\"\n[meta]\ndir = \"{d}/meta\"\n\
+             [data]\ndir = \"{d}/data\"\nwal-dir = \"{d}/wal\"\nquery-log-enabled = false\n\
+             [monitor]\nstore-enabled = false\n[continuous_queries]\nenabled = false\n\
+             [http]\nbind-address = \"127.0.0.1:{}\"\nlog-enabled = false\nauth-enabled = {}\n\
+             [logging]\nlevel = \"warn\"\n{udp}",
+            free_tcp_port(),
+            self.http_port,
+            self.setup.auth,
+        )
+    }
+
+    /// `http://127.0.0.1:<http port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    fn ping(&self) -> bool {
+        ureq::get(format!("{}/ping", self.url()))
+            .call()
+            .is_ok_and(|r| r.status().as_u16() == 204)
+    }
+
+    /// Runs `statement` (as admin when auth is on) and returns the JSON answer; panics on an
+    /// HTTP error or a statement error.
+    pub fn query(&self, database: Option<&str>, statement: &str) -> serde_json::Value {
+        let credentials = self.setup.auth.then_some(INFLUX_ADMIN);
+        let answer = self.query_with(database, statement, credentials);
+        assert!(answer["results"][0].get("error").is_none(), "{statement}: {answer}");
+        answer
+    }
+
+    fn query_unauthenticated(&self, database: Option<&str>, statement: &str) -> serde_json::Value {
+        self.query_with(database, statement, None)
+    }
+
+    fn query_with(
+        &self,
+        database: Option<&str>,
+        statement: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> serde_json::Value {
+        let mut request = ureq::post(format!("{}/query", self.url())).query("epoch", "ns");
+        if let Some(database) = database {
+            request = request.query("db", database);
+        }
+        if let Some((user, password)) = credentials {
+            request = request.query("u", user).query("p", password);
+        }
+        let mut response = request
+            .send_form([("q", statement)])
+            .unwrap_or_else(|e| panic!("query {statement}: {e}"));
+        serde_json::from_reader(response.body_mut().as_reader()).unwrap()
+    }
+
+    pub fn create_database(&self, name: &str) {
+        self.query(None, &format!("CREATE DATABASE \"{name}\""));
+    }
+
+    /// The rows of `SELECT * FROM <measurement>` (timestamps in ns) as JSON objects keyed by
+    /// column name; empty while there are none.
+    pub fn rows(&self, database: &str, from: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let credentials = self.setup.auth.then_some(INFLUX_ADMIN);
+        // Until the first point arrives the database may not exist: that is "no rows yet".
+        let answer = self.query_with(Some(database), &format!("SELECT * FROM {from}"), credentials);
+        let Some(series) = answer["results"][0]["series"].as_array() else {
+            return Vec::new();
+        };
+        let mut rows = Vec::new();
+        for one in series {
+            let columns: Vec<String> = one["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_string())
+                .collect();
+            for values in one["values"].as_array().unwrap() {
+                let row = columns.iter().cloned().zip(values.as_array().unwrap().iter().cloned());
+                rows.push(row.filter(|(_, v)| !v.is_null()).collect());
+            }
+        }
+        rows
+    }
+
+    /// Waits until `SELECT * FROM <from>` returns `count` rows, and returns them.
+    pub fn wait_for_rows(
+        &self,
+        database: &str,
+        from: &str,
+        count: usize,
+    ) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        let mut rows = Vec::new();
+        wait_until(&format!("{count} rows in {database}.{from}"), START_LIMIT, || {
+            rows = self.rows(database, from);
+            rows.len() >= count
+        });
+        rows
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop();
+        }
+    }
+}
