@@ -40,11 +40,15 @@ until grep -q "spoolmon running" "$base/daemon.log"; do sleep 0.05; kill -0 $pid
 ready_ns=$(date +%s%N)
 echo "startup: $(( (ready_ns - start_ns) / 1000000 )) ms to load $orders orders"
 
-# Warm-up: until every order has its output (RRD files created), then one more step and flush.
+# Warm-up: until every order has its last_result, then (smokeping) until every RRD file has been
+# created by the first RRD flush, then one more step (the flush round ends meanwhile).
 until [ "$(find "$base/output" -name last_result | wc -l)" -ge "$orders" ]; do sleep 1; kill -0 $pid; done
 echo "first results: $(( ($(date +%s%N) - start_ns) / 1000000000 )) s after start"
-flush=$(sed -n 's/^rrd-flush-interval: *//p' "$base/config.yaml"); flush=${flush:-0}
-sleep $((step + flush + 5))
+if [ "$template" = smokeping ]; then
+    until [ "$(find "$base/output" -name main.rrd | wc -l)" -ge "$orders" ]; do sleep 1; kill -0 $pid; done
+    echo "RRD files created: $(( ($(date +%s%N) - start_ns) / 1000000000 )) s after start"
+fi
+sleep $((step + 5))
 t1=$(cpu_ticks $pid); w1=$(date +%s)
 sleep "$seconds"
 t2=$(cpu_ticks $pid); w2=$(date +%s)
