@@ -4,8 +4,42 @@
 //! Unknown keys are an error naming the file and the key: a typo in a config file must not
 //! silently leave a default in force.
 
+use crate::sink::graphite::GraphiteOptions;
+use crate::sink::influx::InfluxOptions;
+use crate::sink::local_store::LocalStoreOptions;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// One sink under `sinks:` (keyed by its name, which names its `outbox/<name>/`): `type:` picks
+/// the kind, the other keys are that kind's options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum SinkConfig {
+    Graphite(GraphiteOptions),
+    Influxdb(InfluxOptions),
+    LocalStore(LocalStoreOptions),
+}
+
+impl SinkConfig {
+    fn validate(&self) -> Result<(), crate::sink::options::InvalidOption> {
+        match self {
+            SinkConfig::Graphite(options) => options.validate(),
+            SinkConfig::Influxdb(options) => options.validate(),
+            SinkConfig::LocalStore(options) => options.validate(),
+        }
+    }
+}
+
+/// True for names usable as a directory under `outbox/`: 1–64 of `[A-Za-z0-9_.-]`, not
+/// starting with a dot.
+fn valid_sink_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
 
 /// Which engine measures `fping` orders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -72,6 +106,8 @@ pub struct Config {
     pub sping_command: Vec<String>,
     /// Command for `pping:` orders.
     pub pping_command: Vec<String>,
+    /// Where results are forwarded besides `output/`: name → sink (none by default).
+    pub sinks: BTreeMap<String, SinkConfig>,
 }
 
 impl Default for Config {
@@ -103,6 +139,7 @@ impl Default for Config {
             archive_retention: None,
             sping_command: scion("ping"),
             pping_command: scion("ping"),
+            sinks: BTreeMap::new(),
         }
     }
 }
@@ -157,6 +194,14 @@ impl Config {
         if self.sping_command.is_empty() || self.pping_command.is_empty() {
             return Err("sping-command / pping-command: must name a program".into());
         }
+        for (name, sink) in &self.sinks {
+            if !valid_sink_name(name) {
+                return Err(format!(
+                    "sinks.{name}: a sink name must be 1-64 letters, digits, '_', '-' or '.' (not starting with '.')"
+                ));
+            }
+            sink.validate().map_err(|e| format!("sinks.{name}: {e}"))?;
+        }
         Ok(())
     }
 
@@ -196,5 +241,59 @@ mod tests {
         assert_eq!(config.icmp.timeout_ms, 500);
         assert_eq!(config.icmp.send_rate, IcmpConfig::default().send_rate);
         assert_eq!(config.order_timeout, 3660);
+    }
+
+    const SINKS: &str = "sinks:
+  carbon:
+    type: graphite
+    server: 127.0.0.2
+    port: 2003
+    namespace: ping
+    outbox: {max-bytes: 2097152, max-age: 3600}
+  telegraf:
+    type: influxdb
+    url: http://127.0.0.1:8086
+    database: pings
+  debug:
+    type: local-store
+    dir: /tmp/ls
+";
+
+    #[test]
+    fn sinks_of_every_kind_parse_with_their_own_defaults_and_print_back() {
+        let config = Config::parse(SINKS).unwrap();
+        match &config.sinks["carbon"] {
+            SinkConfig::Graphite(g) => {
+                assert_eq!((g.server.as_str(), g.port, g.retries), ("127.0.0.2", 2003, 3));
+                assert_eq!((g.outbox.max_bytes, g.outbox.max_age), (2_097_152, Some(3600.0)));
+            }
+            other => panic!("not graphite: {other:?}"),
+        }
+        match &config.sinks["telegraf"] {
+            SinkConfig::Influxdb(i) => assert_eq!(i.database.as_deref(), Some("pings")),
+            other => panic!("not influxdb: {other:?}"),
+        }
+        assert!(matches!(&config.sinks["debug"], SinkConfig::LocalStore(l) if l.dir == Path::new("/tmp/ls")));
+        assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
+    }
+
+    #[test]
+    fn bad_sinks_are_named_in_the_error() {
+        let unknown_type = Config::parse("sinks: {x: {type: kafka}}").unwrap_err();
+        assert!(unknown_type.contains("kafka"), "{unknown_type}");
+        let no_type = Config::parse("sinks: {x: {server: a}}").unwrap_err();
+        assert!(no_type.contains("type"), "{no_type}");
+        let typo = Config::parse("sinks: {x: {type: graphite, sever: a}}").unwrap_err();
+        assert!(typo.contains("sever"), "{typo}");
+        let bad_port = Config::parse("sinks: {x: {type: graphite, port: 0}}").unwrap_err();
+        assert!(bad_port.contains("sinks.x") && bad_port.contains("port"), "{bad_port}");
+        let small = Config::parse("sinks: {x: {type: graphite, outbox: {max-bytes: 10}}}").unwrap_err();
+        assert!(small.contains("outbox.max-bytes"), "{small}");
+        for name in ["../up", ".hidden", "a/b", "", &"n".repeat(65)] {
+            let err = Config::parse(&format!("sinks: {{'{name}': {{type: graphite}}}}")).unwrap_err();
+            assert!(err.contains("sink name"), "{name:?}: {err}");
+        }
+        let url = Config::parse("sinks: {x: {type: influxdb, url: 'ftp://h'}}").unwrap_err();
+        assert!(url.contains("sinks.x"), "{url}");
     }
 }

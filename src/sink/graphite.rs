@@ -31,7 +31,7 @@
 use super::hostname;
 use super::number::{write_integer, write_number};
 use super::options::{check_printable, check_seconds, seconds, InvalidOption};
-use super::{DeliveryError, Encoder, Metric, RetryPolicy, SinkBatch, Transport};
+use super::{DeliveryError, Encoder, Metric, OutboxBounds, RetryPolicy, SinkBatch, Transport};
 use crate::measurement::OrderResult;
 use crate::process::stats::PingStats;
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,8 @@ pub struct GraphiteOptions {
     /// Host name to use instead of the system's (then shortened or not per `fqdn`). Default:
     /// none, the system's name.
     pub hostname: Option<String>,
+    /// Size and age bounds of this sink's outbox (`queue-size` bounds its lines too).
+    pub outbox: OutboxBounds,
 }
 
 impl Default for GraphiteOptions {
@@ -94,6 +96,7 @@ impl Default for GraphiteOptions {
             fqdn: true,
             queue_size: 1_000_000,
             hostname: None,
+            outbox: OutboxBounds::default(),
         }
     }
 }
@@ -101,6 +104,7 @@ impl Default for GraphiteOptions {
 impl GraphiteOptions {
     /// Checks every option; the error names the first bad key.
     pub fn validate(&self) -> Result<(), InvalidOption> {
+        self.outbox.validate()?;
         if self.server.is_empty() {
             return Err(InvalidOption::new("graphite.server", "must name a host"));
         }

@@ -93,6 +93,44 @@ pub trait Transport: Send {
     fn describe(&self) -> String;
 }
 
+/// How large a sink's outbox may grow before its oldest entries are dropped (config `outbox:`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OutboxBounds {
+    /// Bytes of undelivered lines kept on disk. Default 1 GiB.
+    pub max_bytes: u64,
+    /// Seconds an undelivered line is kept; absent = no age limit (the default).
+    pub max_age: Option<f64>,
+}
+
+impl Default for OutboxBounds {
+    fn default() -> Self {
+        OutboxBounds {
+            max_bytes: 1 << 30,
+            max_age: None,
+        }
+    }
+}
+
+impl OutboxBounds {
+    /// Checks the bounds; the error names the key.
+    pub fn validate(&self) -> Result<(), options::InvalidOption> {
+        if self.max_bytes < 1 << 20 {
+            return Err(options::InvalidOption::new(
+                "outbox.max-bytes",
+                "must be at least 1048576",
+            ));
+        }
+        if self.max_age.is_some_and(|age| !(age.is_finite() && age > 0.0)) {
+            return Err(options::InvalidOption::new(
+                "outbox.max-age",
+                "must be a positive number of seconds",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How a delivery thread retries after a transient failure (haproxystats' Graphite semantics).
 ///
 /// After a failed attempt it waits `interval`, then `interval * backoff`, `interval * backoff²`,

@@ -18,7 +18,7 @@ pub use line::InfluxEncoder;
 pub use transport::{HttpTransport, UdpTransport};
 
 use super::options::{check_seconds, InvalidOption};
-use super::Transport;
+use super::{OutboxBounds, Transport};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -105,6 +105,8 @@ pub struct InfluxOptions {
     /// Tags added to every line (e.g. `host: lb-01`). An order's own tag with the same key
     /// wins, as Telegraf's `global_tags` do.
     pub global_tags: BTreeMap<String, String>,
+    /// Size and age bounds of this sink's outbox.
+    pub outbox: OutboxBounds,
 }
 
 impl Default for InfluxOptions {
@@ -124,6 +126,7 @@ impl Default for InfluxOptions {
             max_body_size: 1 << 20,
             timeout: 5.0,
             global_tags: BTreeMap::new(),
+            outbox: OutboxBounds::default(),
         }
     }
 }
@@ -151,6 +154,7 @@ impl InfluxOptions {
     /// Checks every option and that none is set that the selected API would ignore; the error
     /// names the first bad key.
     pub fn validate(&self) -> Result<(), InvalidOption> {
+        self.outbox.validate()?;
         transport::check_url(&self.url)?;
         for (key, value) in &self.global_tags {
             line::check_tag("influx.global-tags", key, value)?;
