@@ -15,6 +15,10 @@
 
 use crate::measurement::OrderResult;
 
+pub mod delivery;
+pub mod outbox;
+pub mod queued;
+
 /// Why a sink could not take a batch; the snapshots stay in `incoming/` and are retried.
 #[derive(Debug, thiserror::Error)]
 #[error("sink {sink}: {message}")]
