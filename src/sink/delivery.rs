@@ -210,6 +210,122 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::outbox::{status, OutboxLimits};
+    use std::sync::mpsc;
+
+    /// Answers each send by the first rule whose marker the payload contains; records what it
+    /// took and reports it on a channel.
+    struct ScriptedTransport {
+        transient_left: u32,
+        taken: mpsc::Sender<Vec<u8>>,
+    }
+
+    impl Transport for ScriptedTransport {
+        fn send(&mut self, payload: &[u8]) -> Result<(), DeliveryError> {
+            let text = String::from_utf8_lossy(payload);
+            if text.contains("bad") {
+                return Err(DeliveryError::Rejected("HTTP 400: unparsable line".into()));
+            }
+            if text.contains("flaky") && self.transient_left > 0 {
+                self.transient_left -= 1;
+                return Err(DeliveryError::Transient("connection refused".into()));
+            }
+            let _ = self.taken.send(payload.to_vec());
+            Ok(())
+        }
+        fn max_payload(&self) -> usize {
+            16
+        }
+        fn describe(&self) -> String {
+            "script".into()
+        }
+    }
+
+    fn fast_retry() -> RetryPolicy {
+        RetryPolicy {
+            retries: 1,
+            interval: Duration::from_millis(1),
+            backoff: 2.0,
+            delay: Duration::from_millis(5),
+        }
+    }
+
+    /// Joins `handle`, failing the test instead of hanging if the thread does not stop.
+    fn join_bounded(handle: JoinHandle<()>) {
+        let (done, finished) = mpsc::channel();
+        std::thread::spawn(move || done.send(handle.join().is_ok()));
+        assert_eq!(
+            finished.recv_timeout(Duration::from_secs(20)),
+            Ok(true),
+            "delivery thread stopped"
+        );
+    }
+
+    #[test]
+    fn rejected_batch_is_dropped_and_counted_transient_one_is_retried_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
+        for line in ["good 1 1\n", "bad x 2\n", "flaky 3 3\n", "good 4 4\n"] {
+            outbox.append(line.as_bytes(), 1).unwrap();
+        }
+        let (taken, received) = mpsc::channel();
+        let transport = ScriptedTransport {
+            transient_left: 3,
+            taken,
+        };
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let delivery = Delivery::new(
+            "test",
+            &outbox,
+            Box::new(transport),
+            fast_retry(),
+            Arc::clone(&shutdown),
+        );
+        let stats = delivery.stats();
+        let handle = delivery.spawn().unwrap();
+        let sent: Vec<Vec<u8>> = (0..3)
+            .map(|_| received.recv_timeout(Duration::from_secs(20)).expect("a delivery"))
+            .collect();
+        shutdown.store(true, Ordering::Relaxed);
+        outbox.wake_all();
+        join_bounded(handle);
+        assert_eq!(sent, [&b"good 1 1\n"[..], b"flaky 3 3\n", b"good 4 4\n"]);
+        assert_eq!(stats.failed_sends.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.rejected_batches.load(Ordering::Relaxed), 1);
+        let status = status(dir.path()).unwrap();
+        assert_eq!((status.rejected_lines, status.delivered_lines, status.lines), (1, 3, 0));
+    }
+
+    #[test]
+    fn shutdown_interrupts_a_backoff_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
+        outbox.append(b"flaky 1 1\n", 1).unwrap();
+        let (taken, _received) = mpsc::channel();
+        let transport = ScriptedTransport {
+            transient_left: u32::MAX,
+            taken,
+        };
+        let hour = RetryPolicy {
+            interval: Duration::from_secs(3600),
+            delay: Duration::from_secs(3600),
+            ..RetryPolicy::default()
+        };
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let delivery = Delivery::new("test", &outbox, Box::new(transport), hour, Arc::clone(&shutdown));
+        let stats = delivery.stats();
+        let handle = delivery.spawn().unwrap();
+        for _ in 0..2000 {
+            if stats.failed_sends.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(stats.failed_sends.load(Ordering::Relaxed), 1);
+        shutdown.store(true, Ordering::Relaxed);
+        join_bounded(handle);
+        assert_eq!(status(dir.path()).unwrap().lines, 1, "the batch stays queued");
+    }
 
     #[test]
     fn retry_waits_grow_by_backoff_then_pause_for_delay_and_start_over() {
