@@ -64,10 +64,13 @@ impl Transport for TcpTransport {
     }
 }
 
+/// The bytes one connection has sent so far.
+type Received = Arc<Mutex<Vec<u8>>>;
+
 /// Accepts connections and keeps what each one sent, in the order they were accepted.
 #[derive(Clone, Default)]
 struct Collector {
-    connections: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    connections: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Collector {
