@@ -15,12 +15,15 @@
 
 use crate::measurement::OrderResult;
 
+pub mod delivery;
 pub mod graphite;
 pub mod hostname;
 pub mod influx;
 pub mod local_store;
 pub mod number;
 pub mod options;
+pub mod outbox;
+pub mod queued;
 
 /// Why a sink could not take a batch; the snapshots stay in `incoming/` and are retried.
 #[derive(Debug, thiserror::Error)]

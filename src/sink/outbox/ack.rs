@@ -1,0 +1,196 @@
+//! The acknowledgement file: how far delivery got, and the counters that must survive a restart.
+
+use super::format::SEGMENT_HEADER_LEN;
+use crate::spool::atomic::{replace_file, sync_dir};
+use std::io;
+use std::path::Path;
+
+/// Name of the acknowledgement file in an outbox directory.
+pub const ACK_FILE: &str = "ack";
+const FIRST_LINE: &str = "spoolmon-outbox-ack 1";
+
+/// The first undelivered byte: the record at `offset` in segment `segment`, of which the first
+/// `skip_bytes` payload bytes (`skip_lines` whole lines) are already delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+    pub skip_bytes: u64,
+    pub skip_lines: u64,
+}
+
+impl Position {
+    /// The first record of segment `segment`.
+    pub fn start_of(segment: u64) -> Position {
+        Position {
+            segment,
+            offset: SEGMENT_HEADER_LEN,
+            skip_bytes: 0,
+            skip_lines: 0,
+        }
+    }
+}
+
+/// Lifetime counters of an outbox (lines and records that left it, one way or another).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub delivered_lines: u64,
+    pub rejected_lines: u64,
+    pub dropped_records: u64,
+    pub dropped_lines: u64,
+    pub dropped_bytes: u64,
+}
+
+/// The content of the acknowledgement file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub position: Position,
+    pub counters: Counters,
+}
+
+/// What reading the acknowledgement file found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AckRead {
+    Found(Ack),
+    Missing,
+    /// The file exists but is not an acknowledgement file; the reason says what is wrong.
+    Garbage(String),
+}
+
+impl Ack {
+    /// Nothing delivered, counters at zero: delivery starts with the oldest segment.
+    pub fn from_oldest() -> Ack {
+        Ack {
+            position: Position::start_of(0),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let fields = self.fields();
+        let mut text = format!("{FIRST_LINE}\n");
+        for (key, value) in fields {
+            text.push_str(&format!("{key} {value}\n"));
+        }
+        text
+    }
+
+    pub fn decode(text: &str) -> Result<Ack, String> {
+        let mut lines = text.lines();
+        if lines.next() != Some(FIRST_LINE) {
+            return Err(format!("first line is not {FIRST_LINE:?}"));
+        }
+        let mut ack = Ack::from_oldest();
+        let mut seen = std::collections::HashSet::new();
+        for line in lines {
+            let (key, value) = line
+                .split_once(' ')
+                .ok_or_else(|| format!("line {line:?} is not `key value`"))?;
+            let value: u64 = value.parse().map_err(|_| format!("{key}: {value:?} is not a number"))?;
+            *ack.field_mut(key).ok_or_else(|| format!("unknown key {key:?}"))? = value;
+            if !seen.insert(key) {
+                return Err(format!("key {key:?} appears twice"));
+            }
+        }
+        if let Some((missing, _)) = ack.fields().into_iter().find(|(key, _)| !seen.contains(key)) {
+            return Err(format!("key {missing:?} is missing"));
+        }
+        Ok(ack)
+    }
+
+    /// Reads `<dir>/ack`.
+    pub fn read(dir: &Path) -> io::Result<AckRead> {
+        match std::fs::read(dir.join(ACK_FILE)) {
+            Ok(bytes) => Ok(match std::str::from_utf8(&bytes) {
+                Ok(text) => Ack::decode(text).map_or_else(AckRead::Garbage, AckRead::Found),
+                Err(_) => AckRead::Garbage("not UTF-8 text".to_owned()),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(AckRead::Missing),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces `<dir>/ack` durably: temp file, fsync, rename, fsync of `dir`.
+    pub fn write(&self, dir: &Path) -> io::Result<()> {
+        replace_file(&dir.join(ACK_FILE), self.encode().as_bytes())?;
+        sync_dir(dir)
+    }
+
+    fn fields(&self) -> [(&'static str, u64); 9] {
+        let (p, c) = (&self.position, &self.counters);
+        [
+            ("segment", p.segment),
+            ("offset", p.offset),
+            ("skip_bytes", p.skip_bytes),
+            ("skip_lines", p.skip_lines),
+            ("delivered_lines", c.delivered_lines),
+            ("rejected_lines", c.rejected_lines),
+            ("dropped_records", c.dropped_records),
+            ("dropped_lines", c.dropped_lines),
+            ("dropped_bytes", c.dropped_bytes),
+        ]
+    }
+
+    fn field_mut(&mut self, key: &str) -> Option<&mut u64> {
+        let (p, c) = (&mut self.position, &mut self.counters);
+        Some(match key {
+            "segment" => &mut p.segment,
+            "offset" => &mut p.offset,
+            "skip_bytes" => &mut p.skip_bytes,
+            "skip_lines" => &mut p.skip_lines,
+            "delivered_lines" => &mut c.delivered_lines,
+            "rejected_lines" => &mut c.rejected_lines,
+            "dropped_records" => &mut c.dropped_records,
+            "dropped_lines" => &mut c.dropped_lines,
+            "dropped_bytes" => &mut c.dropped_bytes,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Ack {
+        Ack {
+            position: Position {
+                segment: 7,
+                offset: 1234,
+                skip_bytes: 60,
+                skip_lines: 1,
+            },
+            counters: Counters {
+                delivered_lines: 1,
+                rejected_lines: 2,
+                dropped_records: 3,
+                dropped_lines: 4,
+                dropped_bytes: 5,
+            },
+        }
+    }
+
+    #[test]
+    fn ack_survives_write_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Ack::read(dir.path()).unwrap(), AckRead::Missing);
+        sample().write(dir.path()).unwrap();
+        assert_eq!(Ack::read(dir.path()).unwrap(), AckRead::Found(sample()));
+    }
+
+    #[test]
+    fn truncated_duplicated_or_foreign_ack_is_garbage() {
+        let text = sample().encode();
+        let cut = &text[..text.len() - 20];
+        let doubled = format!("{text}segment 1\n");
+        for bad in [
+            cut,
+            doubled.as_str(),
+            "",
+            "hello\n",
+            &text.replace("offset 1234", "offset -1"),
+        ] {
+            assert!(Ack::decode(bad).is_err(), "{bad:?}");
+        }
+    }
+}

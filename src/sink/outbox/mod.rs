@@ -1,0 +1,522 @@
+//! The outbox: a durable, bounded, per-sink queue of encoded lines under `outbox/<sink>/`.
+//!
+//! Processing appends the lines of each batch (one record, `fdatasync`ed before `append`
+//! returns); the sink's delivery thread reads the oldest undelivered lines, sends them and
+//! acknowledges them. A restart resumes exactly at the acknowledgement.
+//!
+//! # Design constraints
+//! - Segment files are append-only; a record never spans two segments. Segments are deleted
+//!   whole, once delivered or when dropped to respect the bound.
+//! - Every record is checksummed. A torn or corrupt tail (crash mid-write, disk full) is found by
+//!   checksum when the outbox is opened, cut off and logged; everything before it is delivered.
+//! - An append that fails part-way truncates the segment back to its last good record.
+//! - The reader only reads bytes the writer has made durable.
+//! - The acknowledgement file is replaced atomically after every delivered batch, so a crash
+//!   repeats at most the batch that was in flight.
+//! - Writer and reader share one [`Outbox`] in one process. One process at a time opens an
+//!   outbox (the daemon's `state/lock` ensures it); [`status`] reads it from any process.
+//!
+//! # On-disk layout
+//! ```text
+//! outbox/<sink>/
+//!   00000000000000000000.seg   segments, named by a 20-digit zero-padded sequence number
+//!   00000000000000000001.seg   (the highest one is being appended to)
+//!   ack                        the acknowledgement file
+//!   .tmp-<pid>-ack             a replacement of `ack` being written (ignored, removed on open)
+//! ```
+//!
+//! # Segment file
+//! Bytes 0..8 are the magic `SPOOLOB1` (format version 1), then records back to back. All
+//! integers are little-endian. A record is:
+//!
+//! | bytes      | field       | meaning                                                      |
+//! |------------|-------------|--------------------------------------------------------------|
+//! | 0..4       | len u32     | payload length in bytes, at least 1                          |
+//! | 4..8       | lines u32   | number of lines in the payload                               |
+//! | 8..16      | appended u64| when it was appended, unix milliseconds                      |
+//! | 16..20     | crc u32     | CRC-32 (IEEE 802.3, as zlib) of bytes 0..16, then the payload |
+//! | 20..20+len | payload     | whole lines, each ending in `\n`                             |
+//!
+//! A new segment is started when the current one would pass `segment_bytes` (or a quarter of
+//! `max_lines` lines, or holds records older than a quarter of `max_age`), and at every open:
+//! the writer never appends to a segment it did not create.
+//!
+//! # Acknowledgement file
+//! Text, one `key value` per line after the first line `spoolmon-outbox-ack 1`; all keys are
+//! required, values are decimal u64:
+//! ```text
+//! spoolmon-outbox-ack 1
+//! segment 3             the segment of the first undelivered record
+//! offset 1048596        the byte offset of that record in it
+//! skip_bytes 61440      payload bytes of that record already delivered (a line boundary)
+//! skip_lines 1024       lines of that record already delivered
+//! delivered_lines 10    lifetime counters: lines the remote took,
+//! rejected_lines 0        lines the remote refused for good (dropped),
+//! dropped_records 0       records, lines and payload bytes dropped to respect the bound
+//! dropped_lines 0         or because they were corrupt
+//! dropped_bytes 0
+//! ```
+//! Everything in segments numbered below `segment`, and before `offset` in it, is delivered. A
+//! `segment` that does not exist means the start of the next one that does. A record is split
+//! across sends only when it is larger than the transport's largest payload, and only at line
+//! boundaries; the acknowledgement then points inside it with `skip_bytes`.
+//!
+//! # Recovery on open
+//! Stray temporary files are removed. Segments before the acknowledged one are deleted (their
+//! deletion was interrupted). Each segment's records are walked; the last segment's checksums are
+//! all checked (older segments' are checked as they are delivered). The first bad record and
+//! everything after it is cut off and logged with file and offset. A missing or unreadable `ack`
+//! restarts delivery at the oldest record (logged); one that points past the end is clamped.
+//!
+//! # Bounds
+//! After each append, while the segment files hold more than `max_bytes` bytes, or more than
+//! `max_lines` undelivered lines, or the oldest segment's newest record is older than `max_age`,
+//! the oldest segment is dropped (never the one being appended to): its undelivered records,
+//! lines and bytes are added to the `dropped_*` counters and logged.
+
+mod ack;
+mod format;
+mod reader;
+mod recovery;
+mod status;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+pub use reader::{Batch, Reader};
+pub use status::{status, OutboxStatus};
+
+use ack::{Ack, Counters, Position};
+use format::{segment_name, RecordHeader};
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::warn;
+use writer::SegmentWriter;
+
+/// Why an outbox operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot {doing} {}: {source}", path.display())]
+    Io {
+        doing: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("a payload must be whole lines ending in a newline (got {len} bytes)")]
+    NotWholeLines { len: usize },
+    #[error("a payload of {len} bytes is larger than a record can hold (4 GiB)")]
+    TooLarge { len: usize },
+}
+
+impl OutboxError {
+    fn io(doing: &'static str, path: &Path, source: io::Error) -> OutboxError {
+        OutboxError::Io {
+            doing,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// How much an outbox may hold before its oldest segment is dropped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxLimits {
+    /// Bytes of segment files.
+    pub max_bytes: u64,
+    /// Undelivered lines (haproxystats' Graphite `queue-size`).
+    pub max_lines: Option<u64>,
+    /// Age of the newest record of the oldest segment.
+    pub max_age: Option<Duration>,
+    /// Size at which a segment is closed; capped at a quarter of `max_bytes`.
+    pub segment_bytes: u64,
+}
+
+impl Default for OutboxLimits {
+    /// 1 GiB in segments of 32 MiB, no line or age bound.
+    fn default() -> Self {
+        OutboxLimits {
+            max_bytes: 1 << 30,
+            max_lines: None,
+            max_age: None,
+            segment_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Lines delivered or records dropped, as a sum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    records: u64,
+    lines: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn of(header: &RecordHeader) -> Tally {
+        Tally {
+            records: 1,
+            lines: u64::from(header.lines),
+            bytes: u64::from(header.len),
+        }
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.records += other.records;
+        self.lines += other.lines;
+        self.bytes += other.bytes;
+    }
+
+    fn minus(self, other: Tally) -> Tally {
+        Tally {
+            records: self.records.saturating_sub(other.records),
+            lines: self.lines.saturating_sub(other.lines),
+            bytes: self.bytes.saturating_sub(other.bytes),
+        }
+    }
+}
+
+/// One segment file as the shared state knows it.
+#[derive(Clone, Debug)]
+struct SegmentInfo {
+    seq: u64,
+    /// Durable length: the reader reads no further.
+    len: u64,
+    held: Tally,
+    /// Unix ms of the newest record (0 while empty).
+    newest_ms: u64,
+    /// A corrupt record was found in it: the rest of it is dropped.
+    corrupt: bool,
+}
+
+/// What the writer and the reader share.
+#[derive(Debug)]
+struct State {
+    /// Oldest first; the last one is the writer's, if it has one.
+    segments: VecDeque<SegmentInfo>,
+    writing: Option<u64>,
+    ack: Position,
+    /// Whole records before `ack.offset` in the head segment (delivered but still on disk).
+    head_done: Tally,
+    counters: Counters,
+    /// Bumped by every append; the reader waits for it to change.
+    appends: u64,
+}
+
+impl State {
+    /// What is not delivered yet in the head segment `seg` (the one the ack points into).
+    fn undelivered(&self, seg: &SegmentInfo) -> Tally {
+        if seg.seq != self.ack.segment {
+            return seg.held;
+        }
+        let skipped = Tally {
+            records: 0,
+            lines: self.ack.skip_lines,
+            bytes: self.ack.skip_bytes,
+        };
+        seg.held.minus(self.head_done).minus(skipped)
+    }
+
+    fn snapshot(&self) -> Ack {
+        Ack {
+            position: self.ack,
+            counters: self.counters,
+        }
+    }
+
+    /// Moves the acknowledgement to the first record after segment `seq`.
+    fn ack_past(&mut self, seq: u64) {
+        let next = self
+            .segments
+            .iter()
+            .map(|s| s.seq)
+            .find(|&s| s > seq)
+            .unwrap_or(seq + 1);
+        self.ack = Position::start_of(next);
+        self.head_done = Tally::default();
+    }
+}
+
+/// The writer's side: the open segment and the number the next one gets.
+#[derive(Debug)]
+struct WriterSlot {
+    segment: Option<SegmentWriter>,
+    next_seq: u64,
+}
+
+/// A durable per-sink queue; see the module documentation.
+#[derive(Debug)]
+pub struct Outbox {
+    dir: PathBuf,
+    limits: OutboxLimits,
+    writer: Mutex<WriterSlot>,
+    /// Held while the acknowledgement file is written, so writes happen in state order.
+    ack_file: Mutex<()>,
+    state: Mutex<State>,
+    appended: Condvar,
+}
+
+/// How a delivered batch ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The remote took it.
+    Delivered,
+    /// The remote refused it for good; it is dropped and counted.
+    Rejected,
+}
+
+impl Outbox {
+    /// Opens (creating if needed) the outbox in `dir` and recovers it; see the module docs.
+    pub fn open(dir: &Path, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
+        std::fs::create_dir_all(dir).map_err(|e| OutboxError::io("create outbox", dir, e))?;
+        let recovered = recovery::recover(dir)?;
+        let state = State {
+            segments: recovered.segments.into(),
+            writing: None,
+            ack: recovered.ack.position,
+            head_done: recovered.head_done,
+            counters: recovered.ack.counters,
+            appends: 0,
+        };
+        Ok(Outbox {
+            dir: dir.to_owned(),
+            limits,
+            writer: Mutex::new(WriterSlot {
+                segment: None,
+                next_seq: recovered.next_seq,
+            }),
+            ack_file: Mutex::new(()),
+            state: Mutex::new(state),
+            appended: Condvar::new(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends `payload` (`lines` whole lines, each ending in `\n`) as one record; durable when
+    /// this returns `Ok`. On error nothing was added and earlier records are intact; retry later.
+    pub fn append(&self, payload: &[u8], lines: u32) -> Result<(), OutboxError> {
+        if payload.last() != Some(&b'\n') {
+            return Err(OutboxError::NotWholeLines { len: payload.len() });
+        }
+        if u32::try_from(payload.len()).is_err() {
+            return Err(OutboxError::TooLarge { len: payload.len() });
+        }
+        let header = RecordHeader::new(payload, lines, unix_ms(SystemTime::now()));
+        let mut slot = self.lock_writer();
+        let segment = self.segment_for(&mut slot, &header)?;
+        segment.append(&header, payload)?;
+        self.publish(segment, &header);
+        self.enforce_limits();
+        Ok(())
+    }
+
+    /// A reader of this outbox for its (single) delivery thread.
+    pub fn reader(self: &std::sync::Arc<Self>) -> Reader {
+        Reader::new(std::sync::Arc::clone(self))
+    }
+
+    /// Waits until something is appended after `seen` appends, at most `timeout`. Returns the
+    /// number of appends so far.
+    pub fn wait_for_append(&self, seen: u64, timeout: Duration) -> u64 {
+        let state = self.lock_state();
+        let (state, _) = self
+            .appended
+            .wait_timeout_while(state, timeout, |s| s.appends == seen)
+            .unwrap_or_else(|e| e.into_inner());
+        state.appends
+    }
+
+    /// Appends so far in this process (for [`Outbox::wait_for_append`]).
+    pub fn appends(&self) -> u64 {
+        self.lock_state().appends
+    }
+
+    /// Wakes every thread in [`Outbox::wait_for_append`] (e.g. on shutdown).
+    pub fn wake_all(&self) {
+        self.appended.notify_all();
+    }
+
+    /// Records that `batch` left the outbox and persists the acknowledgement. If the batch's
+    /// segment was dropped meanwhile, only the counters change.
+    pub fn acknowledge(&self, batch: &Batch, outcome: Outcome) -> Result<(), OutboxError> {
+        let _file = self.lock_ack_file();
+        let ack = {
+            let mut state = self.lock_state();
+            match outcome {
+                Outcome::Delivered => state.counters.delivered_lines += batch.lines(),
+                Outcome::Rejected => state.counters.rejected_lines += batch.lines(),
+            }
+            if state.ack == batch.start {
+                state.ack = batch.end;
+                state.head_done.add(batch.finished);
+            }
+            state.snapshot()
+        };
+        self.write_ack(&ack)
+    }
+
+    /// True while `batch` is still the oldest undelivered data (not acknowledged, not dropped).
+    pub fn is_pending(&self, batch: &Batch) -> bool {
+        self.lock_state().ack == batch.start
+    }
+
+    /// The segment the next record goes into: the open one, or a new one when there is none,
+    /// it is full, or it was found corrupt.
+    fn segment_for<'a>(
+        &self,
+        slot: &'a mut WriterSlot,
+        header: &RecordHeader,
+    ) -> Result<&'a mut SegmentWriter, OutboxError> {
+        let rotate = match &slot.segment {
+            None => true,
+            Some(segment) => self.is_full(segment, header) || self.is_corrupt(segment.seq),
+        };
+        if rotate {
+            let segment = SegmentWriter::create(&self.dir, slot.next_seq)?;
+            slot.next_seq += 1;
+            let mut state = self.lock_state();
+            state.segments.push_back(SegmentInfo {
+                seq: segment.seq,
+                len: segment.len,
+                held: Tally::default(),
+                newest_ms: 0,
+                corrupt: false,
+            });
+            state.writing = Some(segment.seq);
+            slot.segment = Some(segment);
+        }
+        Ok(slot.segment.as_mut().expect("a segment was just opened"))
+    }
+
+    /// True when `header`'s record should go into a new segment rather than `segment`.
+    fn is_full(&self, segment: &SegmentWriter, header: &RecordHeader) -> bool {
+        if segment.records == 0 {
+            return false;
+        }
+        let limits = &self.limits;
+        let max_segment_bytes = limits.segment_bytes.min(limits.max_bytes / 4).max(1);
+        let too_long = segment.len + header.record_len() > max_segment_bytes;
+        let too_many_lines = limits
+            .max_lines
+            .is_some_and(|max| segment.lines + u64::from(header.lines) > (max / 4).max(1));
+        let too_old = limits
+            .max_age
+            .is_some_and(|age| header.appended_ms.saturating_sub(segment.first_ms) > (age / 4).as_millis() as u64);
+        too_long || too_many_lines || too_old
+    }
+
+    fn is_corrupt(&self, seq: u64) -> bool {
+        self.lock_state().segments.iter().any(|s| s.seq == seq && s.corrupt)
+    }
+
+    /// Makes the record just appended to `segment` visible to the reader and wakes it.
+    fn publish(&self, segment: &SegmentWriter, header: &RecordHeader) {
+        let mut state = self.lock_state();
+        if let Some(info) = state.segments.iter_mut().rev().find(|s| s.seq == segment.seq) {
+            info.len = segment.len;
+            info.held.add(Tally::of(header));
+            info.newest_ms = header.appended_ms;
+        }
+        state.appends += 1;
+        drop(state);
+        self.appended.notify_all();
+    }
+
+    /// Drops the oldest segments while the outbox is over its bounds.
+    fn enforce_limits(&self) {
+        while let Some(seq) = self.oldest_over_limits() {
+            self.drop_segment(seq, "the outbox is over its bound");
+        }
+    }
+
+    /// The oldest segment, if the outbox is over a bound and it is not the one being written.
+    fn oldest_over_limits(&self) -> Option<u64> {
+        let state = self.lock_state();
+        let oldest = state.segments.front()?;
+        if state.writing == Some(oldest.seq) {
+            return None;
+        }
+        let bytes: u64 = state.segments.iter().map(|s| s.len).sum();
+        let lines: u64 = state.segments.iter().map(|s| state.undelivered(s).lines).sum();
+        let now = unix_ms(SystemTime::now());
+        let limits = &self.limits;
+        let over = bytes > limits.max_bytes
+            || limits.max_lines.is_some_and(|max| lines > max)
+            || limits
+                .max_age
+                .is_some_and(|age| now.saturating_sub(oldest.newest_ms) > age.as_millis() as u64);
+        over.then_some(oldest.seq)
+    }
+
+    /// Removes segment `seq` (the oldest) with what it still held: counted, logged, acknowledged
+    /// past. The reader uses it too, for segments it has delivered or found corrupt.
+    fn drop_segment(&self, seq: u64, why: &str) {
+        let _file = self.lock_ack_file();
+        let (ack, lost) = {
+            let mut state = self.lock_state();
+            let Some(index) = state.segments.iter().position(|s| s.seq == seq) else {
+                return;
+            };
+            let lost = state.undelivered(&state.segments[index]);
+            state.segments.remove(index);
+            let counters = &mut state.counters;
+            counters.dropped_records += lost.records;
+            counters.dropped_lines += lost.lines;
+            counters.dropped_bytes += lost.bytes;
+            if state.ack.segment <= seq {
+                state.ack_past(seq);
+            }
+            (state.snapshot(), lost)
+        };
+        if lost.records > 0 {
+            warn!(
+                outbox = %self.dir.display(),
+                segment = seq,
+                records = lost.records,
+                lines = lost.lines,
+                bytes = lost.bytes,
+                "dropped undelivered lines: {why}"
+            );
+        }
+        // A segment may go before the acknowledgement is written: an acknowledgement naming a
+        // missing segment means the start of the next one.
+        let _ = self.write_ack(&ack);
+        self.remove_segment_file(seq);
+    }
+
+    fn remove_segment_file(&self, seq: u64) {
+        let path = self.dir.join(segment_name(seq));
+        if let Err(e) = std::fs::remove_file(&path) {
+            warn!(file = %path.display(), "cannot remove outbox segment: {e}");
+        }
+    }
+
+    fn write_ack(&self, ack: &Ack) -> Result<(), OutboxError> {
+        ack.write(&self.dir).map_err(|e| {
+            warn!(outbox = %self.dir.display(), "cannot write the acknowledgement file: {e}");
+            OutboxError::io("write the acknowledgement file in", &self.dir, e)
+        })
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, WriterSlot> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_ack_file(&self) -> MutexGuard<'_, ()> {
+        self.ack_file.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,501 @@
+//! Outbox behaviour on real files in temporary directories.
+
+use super::ack::{Ack, ACK_FILE};
+use super::format::list_segments;
+use super::*;
+use std::fs;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// `n` Graphite-like lines `<prefix>.<i> <i> 1700000000`, and their count.
+fn lines(prefix: &str, n: u32) -> (Vec<u8>, u32) {
+    let mut out = Vec::new();
+    for i in 0..n {
+        writeln!(out, "{prefix}.{i} {i} 1700000000").unwrap();
+    }
+    (out, n)
+}
+
+fn open(dir: &Path) -> Arc<Outbox> {
+    Arc::new(Outbox::open(dir, OutboxLimits::default()).unwrap())
+}
+
+fn append(outbox: &Outbox, prefix: &str, n: u32) -> Vec<u8> {
+    let (payload, count) = lines(prefix, n);
+    outbox.append(&payload, count).unwrap();
+    payload
+}
+
+/// Reads and acknowledges everything there is, in batches of at most `max_payload` bytes.
+fn drain(outbox: &Arc<Outbox>, max_payload: usize) -> Vec<u8> {
+    let mut reader = outbox.reader();
+    let mut out = Vec::new();
+    while let Some(batch) = reader.next_batch(max_payload).unwrap() {
+        out.extend_from_slice(batch.payload());
+        outbox.acknowledge(batch, Outcome::Delivered).unwrap();
+    }
+    out
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    list_segments(dir).unwrap().into_iter().map(|(_, path)| path).collect()
+}
+
+/// Runs `f` with this thread's log lines collected; returns them.
+fn logs_of<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Collected(Arc<Mutex<Vec<u8>>>);
+    impl io::Write for Collected {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let collected = Collected::default();
+    let writer = collected.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&collected.0.lock().unwrap()).into_owned();
+    (result, text)
+}
+
+#[test]
+fn delivery_resumes_exactly_at_the_acknowledgement_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let first = append(&outbox, "a", 10);
+    let second = append(&outbox, "b", 10);
+    let third = append(&outbox, "c", 10);
+    let mut reader = outbox.reader();
+    let batch = reader.next_batch(first.len()).unwrap().unwrap();
+    assert_eq!(batch.payload(), first);
+    outbox.acknowledge(batch, Outcome::Delivered).unwrap();
+    drop((reader, outbox));
+
+    let outbox = open(dir.path());
+    assert_eq!(drain(&outbox, 1 << 20), [second, third].concat());
+    assert_eq!(drain(&outbox, 1 << 20), b"");
+    let status = status(dir.path()).unwrap();
+    assert_eq!((status.records, status.lines, status.delivered_lines), (0, 0, 30));
+}
+
+#[test]
+fn unacknowledged_batch_comes_again_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let first = append(&outbox, "a", 3);
+    let mut reader = outbox.reader();
+    assert_eq!(reader.next_batch(1 << 20).unwrap().unwrap().payload(), first);
+    drop((reader, outbox));
+    assert_eq!(drain(&open(dir.path()), 1 << 20), first);
+}
+
+#[test]
+fn several_records_share_one_batch_up_to_the_payload_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let records: Vec<Vec<u8>> = (0..5).map(|i| append(&outbox, &format!("r{i}"), 4)).collect();
+    let mut reader = outbox.reader();
+    let limit = records[0].len() + records[1].len() + records[2].len() / 2;
+    let batch = reader.next_batch(limit).unwrap().unwrap();
+    assert_eq!(batch.payload(), [records[0].clone(), records[1].clone()].concat());
+    assert_eq!(batch.lines(), 8);
+}
+
+#[test]
+fn torn_or_corrupt_tail_is_cut_logged_and_earlier_records_delivered() {
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage, bool); 3] = [
+        (
+            "truncated mid-record",
+            |p| {
+                let len = fs::metadata(p).unwrap().len();
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .unwrap()
+                    .set_len(len - 7)
+                    .unwrap();
+            },
+            false,
+        ),
+        (
+            "byte flipped in the last payload",
+            |p| {
+                let mut bytes = fs::read(p).unwrap();
+                let at = bytes.len() - 3;
+                bytes[at] ^= 0x20;
+                fs::write(p, bytes).unwrap();
+            },
+            false,
+        ),
+        (
+            "garbage appended",
+            |p| {
+                fs::OpenOptions::new()
+                    .append(true)
+                    .open(p)
+                    .unwrap()
+                    .write_all(&[0xab; 37])
+                    .unwrap();
+            },
+            true,
+        ),
+    ];
+    for (what, damage, last_survives) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path());
+        let kept = [append(&outbox, "a", 5), append(&outbox, "b", 5)].concat();
+        let last = append(&outbox, "c", 5);
+        drop(outbox);
+        let segment = segments(dir.path()).pop().unwrap();
+        damage(&segment);
+
+        let (outbox, logs) = logs_of(|| open(dir.path()));
+        assert!(logs.contains("cutting off a torn or corrupt tail"), "{what}: {logs}");
+        assert!(
+            logs.contains(&segment.display().to_string()),
+            "{what}: log names the file: {logs}"
+        );
+        let expected = if last_survives {
+            [kept.clone(), last].concat()
+        } else {
+            kept.clone()
+        };
+        assert_eq!(drain(&outbox, 1 << 20), expected, "{what}");
+        let after = append(&outbox, "d", 2);
+        assert_eq!(drain(&outbox, 1 << 20), after, "{what}: appends work after the cut");
+    }
+}
+
+#[test]
+fn record_larger_than_the_payload_limit_goes_in_line_aligned_pieces_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let mut big = Vec::new();
+    for i in 0..100 {
+        writeln!(big, "servers.host{i}.{} {i} 1700000000", "x".repeat(i % 13)).unwrap();
+    }
+    outbox.append(&big, 100).unwrap();
+    let tail = append(&outbox, "after", 2);
+    let limit = 250;
+    let mut reader = outbox.reader();
+    let batch = reader.next_batch(limit).unwrap().unwrap();
+    let mut received = batch.payload().to_vec();
+    outbox.acknowledge(batch, Outcome::Delivered).unwrap();
+    drop((reader, outbox));
+    let mid_record = status(dir.path()).unwrap();
+    assert_eq!(
+        mid_record.records, 2,
+        "the acknowledgement points inside the first record"
+    );
+    assert_eq!(
+        mid_record.lines,
+        102 - received.iter().filter(|&&b| b == b'\n').count() as u64
+    );
+
+    let outbox = open(dir.path());
+    let mut reader = outbox.reader();
+    while let Some(batch) = reader.next_batch(limit).unwrap() {
+        assert!(batch.payload().len() <= limit && batch.payload().ends_with(b"\n"));
+        received.extend_from_slice(batch.payload());
+        outbox.acknowledge(batch, Outcome::Delivered).unwrap();
+    }
+    assert_eq!(received, [big, tail].concat());
+    assert_eq!(status(dir.path()).unwrap().delivered_lines, 102);
+}
+
+#[test]
+fn single_line_longer_than_the_payload_limit_is_sent_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let payload = format!("short 1 1\n{} 1 1\nshort 2 2\n", "long".repeat(50));
+    outbox.append(payload.as_bytes(), 3).unwrap();
+    let mut reader = outbox.reader();
+    let mut batches = Vec::new();
+    while let Some(batch) = reader.next_batch(20).unwrap() {
+        batches.push(String::from_utf8(batch.payload().to_vec()).unwrap());
+        outbox.acknowledge(batch, Outcome::Delivered).unwrap();
+    }
+    let expected: Vec<String> = payload.split_inclusive('\n').map(str::to_owned).collect();
+    assert_eq!(batches, expected);
+}
+
+fn bounded(dir: &Path, limits: OutboxLimits) -> Arc<Outbox> {
+    Arc::new(Outbox::open(dir, limits).unwrap())
+}
+
+/// Appends records of 10 lines `r<k>.<i>`; returns the total number of lines.
+fn fill(outbox: &Outbox, records: u32) -> u64 {
+    for k in 0..records {
+        append(outbox, &format!("r{k:04}"), 10);
+    }
+    u64::from(records) * 10
+}
+
+/// Checks that what is delivered is the newest lines, contiguous, and that with the dropped
+/// lines it adds up to everything appended.
+fn assert_newest_survive(delivered: &[u8], total: u64, dropped_lines: u64) {
+    let count = delivered.iter().filter(|&&b| b == b'\n').count() as u64;
+    assert!(dropped_lines > 0, "something was dropped");
+    assert_eq!(count + dropped_lines, total);
+    let first_kept = (dropped_lines / 10) as u32;
+    let expected: Vec<u8> = (first_kept..(total / 10) as u32)
+        .flat_map(|k| lines(&format!("r{k:04}"), 10).0)
+        .collect();
+    assert_eq!(delivered, expected);
+}
+
+#[test]
+fn byte_bound_drops_the_oldest_segments_and_the_count_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxLimits {
+        max_bytes: 8 << 10,
+        segment_bytes: 1 << 10,
+        ..OutboxLimits::default()
+    };
+    let outbox = bounded(dir.path(), limits.clone());
+    let (total, logs) = logs_of(|| fill(&outbox, 200));
+    assert!(logs.contains("dropped undelivered lines"), "{logs}");
+    let on_disk: u64 = segments(dir.path())
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(on_disk <= limits.max_bytes, "{on_disk} bytes on disk");
+    let dropped = status(dir.path()).unwrap();
+    drop(outbox);
+
+    let outbox = bounded(dir.path(), limits);
+    assert_eq!(status(dir.path()).unwrap(), dropped);
+    let delivered = drain(&outbox, 1 << 20);
+    assert_newest_survive(&delivered, total, dropped.dropped_lines);
+    let after = status(dir.path()).unwrap();
+    assert_eq!(
+        after.dropped_lines, dropped.dropped_lines,
+        "the drop count survives reopen"
+    );
+    assert_eq!(
+        after.dropped_bytes + delivered.len() as u64,
+        200 * lines("r0000", 10).0.len() as u64
+    );
+}
+
+#[test]
+fn line_bound_keeps_at_most_max_lines_undelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxLimits {
+        max_lines: Some(100),
+        ..OutboxLimits::default()
+    };
+    let outbox = bounded(dir.path(), limits);
+    let total = fill(&outbox, 50);
+    let backlog = status(dir.path()).unwrap();
+    assert!(backlog.lines <= 100, "{backlog:?}");
+    assert_newest_survive(&drain(&outbox, 1 << 20), total, backlog.dropped_lines);
+}
+
+#[test]
+fn age_bound_drops_segments_whose_newest_record_is_too_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxLimits {
+        max_age: Some(Duration::from_millis(40)),
+        ..OutboxLimits::default()
+    };
+    let outbox = bounded(dir.path(), limits);
+    let old = fill(&outbox, 3);
+    std::thread::sleep(Duration::from_millis(100));
+    let fresh = append(&outbox, "fresh", 4);
+    let status = status(dir.path()).unwrap();
+    assert_eq!((status.dropped_records, status.dropped_lines), (3, old));
+    assert_eq!(drain(&outbox, 1 << 20), fresh);
+}
+
+#[test]
+fn acknowledgement_past_the_end_is_clamped_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    append(&outbox, "a", 3);
+    drop(outbox);
+    let mut ack = Ack::from_oldest();
+    ack.position.offset = 1 << 40;
+    ack.write(dir.path()).unwrap();
+    let (outbox, logs) = logs_of(|| open(dir.path()));
+    assert!(logs.contains("points past the end"), "{logs}");
+    assert_eq!(
+        drain(&outbox, 1 << 20),
+        b"",
+        "everything in the segment counts as delivered"
+    );
+    let later = append(&outbox, "b", 1);
+    assert_eq!(drain(&outbox, 1 << 20), later);
+}
+
+#[test]
+fn acknowledgement_inside_a_record_resends_that_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let first = append(&outbox, "a", 3);
+    let second = append(&outbox, "b", 3);
+    drop(outbox);
+    let mut ack = Ack::from_oldest();
+    ack.position.offset = format::SEGMENT_HEADER_LEN + 5;
+    ack.write(dir.path()).unwrap();
+    let (outbox, logs) = logs_of(|| open(dir.path()));
+    assert!(logs.contains("points inside a record"), "{logs}");
+    assert_eq!(drain(&outbox, 1 << 20), [first, second].concat());
+}
+
+#[test]
+fn missing_or_garbage_acknowledgement_restarts_from_the_oldest_record() {
+    for (what, content, expected_log) in [
+        ("missing", None, "no acknowledgement file"),
+        (
+            "garbage",
+            Some(&b"\x00\x01garbage"[..]),
+            "unreadable acknowledgement file",
+        ),
+        (
+            "truncated",
+            Some(&b"spoolmon-outbox-ack 1\nsegment 0\n"[..]),
+            "unreadable acknowledgement file",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = open(dir.path());
+        let first = append(&outbox, "a", 2);
+        drain(&outbox, 1 << 20);
+        let second = append(&outbox, "b", 2);
+        drop(outbox);
+        match content {
+            None => fs::remove_file(dir.path().join(ACK_FILE)).unwrap(),
+            Some(bytes) => fs::write(dir.path().join(ACK_FILE), bytes).unwrap(),
+        }
+        let (outbox, logs) = logs_of(|| open(dir.path()));
+        assert!(logs.contains(expected_log), "{what}: {logs}");
+        assert_eq!(drain(&outbox, 1 << 20), [first, second].concat(), "{what}");
+    }
+}
+
+#[test]
+fn stray_temporary_files_are_ignored_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let first = append(&outbox, "a", 2);
+    drop(outbox);
+    let stray = dir.path().join(".tmp-99999-ack");
+    fs::write(&stray, b"half an ack").unwrap();
+    let outbox = open(dir.path());
+    assert!(!stray.exists());
+    assert_eq!(drain(&outbox, 1 << 20), first);
+}
+
+#[test]
+fn delivered_segments_are_removed_and_numbering_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxLimits {
+        segment_bytes: 512,
+        ..OutboxLimits::default()
+    };
+    let outbox = bounded(dir.path(), limits.clone());
+    fill(&outbox, 20);
+    assert!(segments(dir.path()).len() > 3);
+    drain(&outbox, 1 << 20);
+    let left = segments(dir.path());
+    assert_eq!(left.len(), 1, "only the segment being written stays: {left:?}");
+    drop(outbox);
+    let outbox = bounded(dir.path(), limits);
+    let next = append(&outbox, "next", 1);
+    let names = segments(dir.path());
+    assert!(
+        names.last().unwrap() > &left[0],
+        "a new segment after the old ones: {names:?}"
+    );
+    assert_eq!(drain(&outbox, 1 << 20), next);
+    assert_eq!(segments(dir.path()).len(), 1);
+}
+
+#[test]
+fn corrupt_record_in_an_older_segment_drops_the_rest_of_it_and_delivers_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxLimits {
+        segment_bytes: 600,
+        ..OutboxLimits::default()
+    };
+    let outbox = bounded(dir.path(), limits.clone());
+    fill(&outbox, 12);
+    drop(outbox);
+    let files = segments(dir.path());
+    assert!(files.len() >= 3);
+    let first = &files[0];
+    let mut bytes = fs::read(first).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 1;
+    fs::write(first, bytes).unwrap();
+
+    let outbox = bounded(dir.path(), limits);
+    let (delivered, logs) = logs_of(|| drain(&outbox, 1 << 20));
+    assert!(logs.contains("corrupt outbox record"), "{logs}");
+    let status = status(dir.path()).unwrap();
+    assert_eq!(
+        status.dropped_records, 1,
+        "the corrupt record is the last one of its segment"
+    );
+    let delivered_lines = delivered.iter().filter(|&&b| b == b'\n').count() as u64;
+    assert_eq!(delivered_lines + status.dropped_lines, 120);
+}
+
+#[test]
+fn status_reports_the_backlog_from_the_files_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = SystemTime::now() - Duration::from_millis(1);
+    let outbox = open(dir.path());
+    let first = append(&outbox, "a", 4);
+    append(&outbox, "b", 6);
+    let mut reader = outbox.reader();
+    let batch = reader.next_batch(first.len()).unwrap().unwrap();
+    outbox.acknowledge(batch, Outcome::Delivered).unwrap();
+    let status = status(dir.path()).unwrap();
+    assert_eq!((status.records, status.lines), (1, 6));
+    assert_eq!(status.bytes, lines("b", 6).0.len() as u64);
+    assert_eq!(status.delivered_lines, 4);
+    let oldest = status.oldest.unwrap();
+    assert!(oldest >= before && oldest <= SystemTime::now(), "{oldest:?}");
+}
+
+#[test]
+fn append_refuses_partial_lines_and_keeps_the_outbox_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    assert!(matches!(
+        outbox.append(b"no newline", 1),
+        Err(OutboxError::NotWholeLines { .. })
+    ));
+    assert!(matches!(outbox.append(b"", 0), Err(OutboxError::NotWholeLines { .. })));
+    assert_eq!(status(dir.path()).unwrap(), OutboxStatus::default());
+}
+
+#[test]
+fn an_append_wakes_a_waiting_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let seen = outbox.appends();
+    let writer = {
+        let outbox = Arc::clone(&outbox);
+        std::thread::spawn(move || append(&outbox, "x", 1))
+    };
+    let mut now = seen;
+    for _ in 0..100 {
+        now = outbox.wait_for_append(seen, Duration::from_millis(100));
+        if now != seen {
+            break;
+        }
+    }
+    assert_eq!(now, seen + 1);
+    assert_eq!(drain(&outbox, 1 << 20), writer.join().unwrap());
+}
