@@ -6,6 +6,8 @@
 //! updates and lifecycle commands; one scheduler thread starts batch runs (each run on its own
 //! thread); one processing thread (with its rayon pool) applies snapshots. SIGTERM/SIGINT set
 //! `shutdown`: the scheduler stops starting runs, processing finishes the round in hand.
+//! Each sink with an outbox has a delivery thread; a stop leaves undelivered lines in the
+//! outbox for the next start.
 
 use crate::config::{Config, Engine};
 use crate::orders::book::{OrderBook, OrderEvent};
@@ -58,10 +60,11 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>) -> Result<(
     send_lifecycle(&command_tx, initial);
     reconcile_output(&base, &book, &command_tx);
 
+    let sinks = crate::sink::running::start(&base, &config.sinks, &shutdown)?;
     let processor = Processor::new(
         base.clone(),
         config.workers,
-        Vec::new(),
+        sinks.sinks.clone(),
         true,
         Arc::new(ProcessStats::default()),
     )?;
@@ -99,6 +102,7 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>) -> Result<(
     drop(orders_tx);
     let _ = scheduling.join();
     let _ = processing.join();
+    sinks.join();
     info!("stopped");
     Ok(())
 }

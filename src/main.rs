@@ -49,6 +49,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show each sink's outbox backlog: undelivered records, lines, bytes, oldest age, drops.
+    Outbox {
+        #[command(flatten)]
+        base: BaseArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the configuration.
     Config {
         /// The configuration file to read for --print.
@@ -102,6 +110,22 @@ fn execute(command: Command) -> Result<ExitCode> {
                 signal_hook::flag::register(signal, shutdown.clone()).context("cannot install signal handler")?;
             }
             spoolmon::daemon::run(BaseDir::new(base.base_dir), config, shutdown)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox { base, json } => {
+            let base_dir = BaseDir::new(&base.base_dir);
+            anyhow::ensure!(
+                base_dir.root().is_dir(),
+                "{} is not a directory (is --base-dir right?)",
+                base_dir.root().display()
+            );
+            let backlogs = spoolmon::sink::backlog::read_all(&base_dir.outbox(), std::time::SystemTime::now())
+                .with_context(|| format!("cannot read {}", base_dir.outbox().display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&backlogs)?);
+            } else {
+                print!("{}", spoolmon::sink::backlog::format_table(&backlogs));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Orders { base, json } => {

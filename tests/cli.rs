@@ -77,3 +77,28 @@ fn unknown_arguments_are_refused_with_usage() {
         assert!(!stderr(&out).is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn outbox_shows_each_sinks_backlog_as_a_table_and_as_json() {
+    use spoolmon::sink::outbox::{Outbox, OutboxLimits};
+    let base = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(&base.path().join("outbox/carbon"), OutboxLimits::default()).unwrap();
+    outbox.append(b"t.a 1 1700000000\nt.b 2 1700000000\n", 2).unwrap();
+    drop(outbox);
+    let dir = base.path().to_str().unwrap();
+    let table = spoolmon(&["outbox", "--base-dir", dir]);
+    assert!(table.status.success(), "{}", stderr(&table));
+    let text = String::from_utf8_lossy(&table.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("carbon"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(row.split_whitespace().nth(2), Some("2"), "{text}");
+    let json = spoolmon(&["outbox", "--base-dir", dir, "--json"]);
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed[0]["sink"], "carbon");
+    assert_eq!(parsed[0]["lines"], 2);
+    let missing = spoolmon(&["outbox", "--base-dir", "/nonexistent/base"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("not a directory"), "{}", stderr(&missing));
+}

@@ -263,24 +263,6 @@ fn poison_snapshot_goes_to_failed_and_processing_continues() {
 }
 
 #[test]
-fn full_queue_suspends_collection_with_a_warning() {
-    let base = Base::new();
-    base.write_order("q", &ping_order("127.0.0.10", 1, 1));
-    // Processing waits an hour before flushing, so snapshots pile up in incoming/.
-    let daemon = base.start("rescan-interval: 1\nqueue-size: 2\nrrd-flush-interval: 3600\n");
-    wait_for("suspension logged", LIMIT, Some(&daemon), || {
-        daemon.log_text().contains("collection suspended")
-    });
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        base.count("incoming") <= 2,
-        "incoming/ grew past queue-size: {}",
-        base.count("incoming")
-    );
-    assert!(base.count("incoming") >= 1);
-}
-
-#[test]
 fn low_disk_space_suspends_collection() {
     let base = Base::new();
     base.write_order("d", &ping_order("127.0.0.11", 1, 1));

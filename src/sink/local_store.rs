@@ -6,7 +6,7 @@
 //! **Nothing ever deletes these files: the directory grows without bound** (haproxystats warns
 //! not to leave it enabled for more than an hour). Enable it to debug, then remove it.
 
-use super::graphite::GraphiteEncoder;
+use super::graphite::{GraphiteEncoder, GraphiteOptions};
 use super::options::InvalidOption;
 use super::{Metric, ResultSink, SinkBatch, SinkError};
 use crate::measurement::OrderResult;
@@ -27,12 +27,22 @@ pub struct LocalStoreOptions {
     /// Directory of the `<time>/stats` files; created if missing. Default
     /// `/var/lib/spoolmon/local-store`. Grows without bound: see the module documentation.
     pub dir: PathBuf,
+    /// Path names as the Graphite sink's options of the same names (same defaults).
+    pub namespace: String,
+    pub prefix_hostname: bool,
+    pub fqdn: bool,
+    pub hostname: Option<String>,
 }
 
 impl Default for LocalStoreOptions {
     fn default() -> Self {
+        let graphite = GraphiteOptions::default();
         LocalStoreOptions {
             dir: PathBuf::from("/var/lib/spoolmon/local-store"),
+            namespace: graphite.namespace,
+            prefix_hostname: graphite.prefix_hostname,
+            fqdn: graphite.fqdn,
+            hostname: graphite.hostname,
         }
     }
 }
@@ -42,7 +52,23 @@ impl LocalStoreOptions {
         if self.dir.as_os_str().is_empty() {
             return Err(InvalidOption::new("local-store.dir", "must name a directory"));
         }
-        Ok(())
+        self.naming().validate()
+    }
+
+    /// The Graphite options that name the paths (the rest at their defaults).
+    fn naming(&self) -> GraphiteOptions {
+        GraphiteOptions {
+            namespace: self.namespace.clone(),
+            prefix_hostname: self.prefix_hostname,
+            fqdn: self.fqdn,
+            hostname: self.hostname.clone(),
+            ..GraphiteOptions::default()
+        }
+    }
+
+    /// The encoder of this store's lines (looks the host name up now, once).
+    pub fn encoder(&self) -> GraphiteEncoder {
+        GraphiteEncoder::new(&self.naming())
     }
 }
 

@@ -15,6 +15,7 @@
 
 use crate::measurement::OrderResult;
 
+pub mod backlog;
 pub mod delivery;
 pub mod graphite;
 pub mod hostname;
@@ -24,6 +25,7 @@ pub mod number;
 pub mod options;
 pub mod outbox;
 pub mod queued;
+pub mod running;
 
 /// Why a sink could not take a batch; the snapshots stay in `incoming/` and are retried.
 #[derive(Debug, thiserror::Error)]

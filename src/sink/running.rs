@@ -1,0 +1,121 @@
+//! The configured sinks, started: each outbox opened under `outbox/<name>/` with its delivery
+//! thread, ready to be handed to processing.
+
+use super::delivery::{Delivery, DeliveryStats};
+use super::graphite::{GraphiteEncoder, GraphiteTransport};
+use super::influx::{self, InfluxEncoder};
+use super::local_store::LocalStore;
+use super::outbox::{Outbox, OutboxLimits};
+use super::queued::OutboxSink;
+use super::{Encoder, OutboxBounds, ResultSink, RetryPolicy, Transport};
+use crate::config::SinkConfig;
+use crate::spool::BaseDir;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tracing::info;
+
+/// Sinks in use and the threads delivering their outboxes.
+#[derive(Default)]
+pub struct RunningSinks {
+    pub sinks: Vec<Arc<dyn ResultSink>>,
+    /// Delivery counters per sink (sinks with an outbox only).
+    pub deliveries: Vec<(String, Arc<DeliveryStats>)>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl RunningSinks {
+    /// Waits for the delivery threads (they stop within about a second of `shutdown`).
+    pub fn join(self) {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Opens every configured sink's outbox (recovering it) and starts its delivery thread.
+pub fn start(
+    base: &BaseDir,
+    configs: &BTreeMap<String, SinkConfig>,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<RunningSinks> {
+    let mut running = RunningSinks::default();
+    for (name, config) in configs {
+        match config {
+            SinkConfig::Graphite(options) => {
+                let limits = limits(&options.outbox, Some(options.queue_size as u64));
+                let parts = QueuedParts {
+                    encoder: Box::new(GraphiteEncoder::new(options)),
+                    transport: Box::new(GraphiteTransport::new(options)),
+                    retry: options.retry_policy(),
+                    limits,
+                };
+                running.start_queued(base, name, parts, shutdown)?;
+            }
+            SinkConfig::Influxdb(options) => {
+                let transport = influx::transport_for(options).with_context(|| format!("sink {name}"))?;
+                let parts = QueuedParts {
+                    encoder: Box::new(InfluxEncoder::new(options)),
+                    transport,
+                    retry: RetryPolicy::default(),
+                    limits: limits(&options.outbox, None),
+                };
+                running.start_queued(base, name, parts, shutdown)?;
+            }
+            SinkConfig::LocalStore(options) => {
+                info!(sink = %name, dir = %options.dir.display(), "local-store enabled: it grows without bound");
+                running
+                    .sinks
+                    .push(Arc::new(LocalStore::new(options, options.encoder())));
+            }
+        }
+    }
+    Ok(running)
+}
+
+/// What a sink with an outbox is made of.
+struct QueuedParts {
+    encoder: Box<dyn Encoder>,
+    transport: Box<dyn Transport>,
+    retry: RetryPolicy,
+    limits: OutboxLimits,
+}
+
+impl RunningSinks {
+    fn start_queued(
+        &mut self,
+        base: &BaseDir,
+        name: &str,
+        parts: QueuedParts,
+        shutdown: &Arc<AtomicBool>,
+    ) -> Result<()> {
+        let dir = base.outbox().join(name);
+        let outbox = Arc::new(
+            Outbox::open(&dir, parts.limits).with_context(|| format!("cannot open the outbox of sink {name}"))?,
+        );
+        let target = parts.transport.describe();
+        let delivery = Delivery::new(name, &outbox, parts.transport, parts.retry, shutdown.clone());
+        self.deliveries.push((name.to_owned(), delivery.stats()));
+        self.threads.push(
+            delivery
+                .spawn()
+                .with_context(|| format!("cannot start delivery of sink {name}"))?,
+        );
+        self.sinks.push(Arc::new(OutboxSink::new(name, parts.encoder, outbox)));
+        info!(sink = name, to = %target, outbox = %dir.display(), "sink started");
+        Ok(())
+    }
+}
+
+fn limits(bounds: &OutboxBounds, max_lines: Option<u64>) -> OutboxLimits {
+    let defaults = OutboxLimits::default();
+    OutboxLimits {
+        max_bytes: bounds.max_bytes,
+        max_lines,
+        max_age: bounds.max_age.map(Duration::from_secs_f64),
+        segment_bytes: defaults.segment_bytes.min(bounds.max_bytes / 4),
+    }
+}
