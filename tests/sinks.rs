@@ -453,9 +453,13 @@ fn influx_server_errors_are_transient() {
 fn local_store(dir: &std::path::Path) -> LocalStore {
     let options = LocalStoreOptions {
         dir: dir.join("local-store"),
+        hostname: Some("lb-01".into()),
+        ..LocalStoreOptions::default()
     };
     options.validate().unwrap();
-    LocalStore::new(&options, GraphiteEncoder::with_prefix("loadbalancers.lb-01."))
+    let store = LocalStore::new(&options, options.encoder());
+    assert_eq!(options.encoder().prefix(), "loadbalancers.lb-01.");
+    store
 }
 
 #[test]
