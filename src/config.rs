@@ -296,4 +296,13 @@ mod tests {
         let url = Config::parse("sinks: {x: {type: influxdb, url: 'ftp://h'}}").unwrap_err();
         assert!(url.contains("sinks.x"), "{url}");
     }
+
+    #[test]
+    fn the_readme_sinks_example_is_a_valid_config() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```yaml\nsinks:").expect("README has the sinks example") + "```yaml\n".len();
+        let end = start + readme[start..].find("```").unwrap();
+        let config = Config::parse(&readme[start..end]).unwrap();
+        assert_eq!(config.sinks.len(), 3);
+    }
 }
