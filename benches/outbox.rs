@@ -1,6 +1,6 @@
 //! Throughput of the outbox: Graphite-like lines (60 bytes) appended in batches with one
-//! `fdatasync` per append, delivered through a TCP socket on 127.0.0.1 into a reader thread that
-//! discards them. Three runs:
+//! `fdatasync` per append, delivered by the Graphite sink's transport through a TCP socket on
+//! 127.0.0.1 into a reader thread that discards them. Three runs:
 //! - live: the delivery thread runs while lines are appended (append rate and end-to-end rate);
 //! - outage: appends with nothing delivered (the backlog of an outage);
 //! - replay: the outbox of the outage reopened (recovery included) and its backlog delivered.
@@ -8,14 +8,15 @@
 //! CPU is the whole process's (getrusage: user + system, all threads, the discarding reader too).
 //! Under `cargo test` (no `--bench` argument) it runs 20,000 lines only, as a smoke test.
 //!
-//! usage: cargo bench --bench outbox -- [lines] [lines-per-append] [max-payload-bytes] [dir]
-//! (defaults 5,000,000, 5,000, 1,048,576, a new temporary directory)
+//! usage: cargo bench --bench outbox -- [lines] [lines-per-append] [dir]
+//! (defaults 5,000,000, 5,000, a new temporary directory)
 
 use spoolmon::sink::delivery::Delivery;
 use spoolmon::sink::outbox::{Outbox, OutboxLimits};
-use spoolmon::sink::{DeliveryError, RetryPolicy, Transport};
+use spoolmon::sink::graphite::{GraphiteOptions, GraphiteTransport, MAX_PAYLOAD};
+use spoolmon::sink::RetryPolicy;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +25,6 @@ use std::time::{Duration, Instant};
 struct Settings {
     lines: u64,
     per_append: u32,
-    max_payload: usize,
     dir: PathBuf,
 }
 
@@ -72,39 +72,14 @@ fn discarding_listener() -> (SocketAddr, Arc<AtomicU64>) {
     (address, received)
 }
 
-struct TcpTransport {
-    to: SocketAddr,
-    stream: Option<TcpStream>,
-    max_payload: usize,
-}
-
-impl Transport for TcpTransport {
-    fn send(&mut self, payload: &[u8]) -> Result<(), DeliveryError> {
-        if self.stream.is_none() {
-            let stream = TcpStream::connect(self.to).map_err(|e| DeliveryError::Transient(e.to_string()))?;
-            self.stream = Some(stream);
-        }
-        let written = self.stream.as_mut().expect("connected").write_all(payload);
-        written.map_err(|e| {
-            self.stream = None;
-            DeliveryError::Transient(e.to_string())
-        })
-    }
-    fn max_payload(&self) -> usize {
-        self.max_payload
-    }
-    fn describe(&self) -> String {
-        format!("tcp://{}", self.to)
-    }
-}
-
 /// A delivery thread from `outbox` to `to`; returns its shutdown flag and handle.
-fn deliver(outbox: &Arc<Outbox>, to: SocketAddr, max_payload: usize) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let transport = TcpTransport {
-        to,
-        stream: None,
-        max_payload,
+fn deliver(outbox: &Arc<Outbox>, to: SocketAddr) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let options = GraphiteOptions {
+        server: to.ip().to_string(),
+        port: to.port(),
+        ..GraphiteOptions::default()
     };
+    let transport = GraphiteTransport::new(&options);
     let shutdown = Arc::new(AtomicBool::new(false));
     let delivery = Delivery::new(
         "bench",
@@ -155,7 +130,7 @@ fn limits() -> OutboxLimits {
 /// Appends while the delivery thread runs: append rate, then end-to-end rate.
 fn live(settings: &Settings, payload: &[u8], to: SocketAddr, received: &AtomicU64) {
     let outbox = Arc::new(Outbox::open(&settings.dir.join("live"), limits()).unwrap());
-    let delivery = deliver(&outbox, to, settings.max_payload);
+    let delivery = deliver(&outbox, to);
     let total = received.load(Ordering::Relaxed) + settings.lines * 60;
     let (cpu, wall) = (cpu_seconds(), Instant::now());
     append_all(&outbox, settings, payload);
@@ -193,7 +168,7 @@ fn outage_then_replay(settings: &Settings, payload: &[u8], to: SocketAddr, recei
     let (cpu, wall) = (cpu_seconds(), Instant::now());
     let outbox = Arc::new(Outbox::open(dir, limits()).unwrap());
     let opened = wall.elapsed();
-    let delivery = deliver(&outbox, to, settings.max_payload);
+    let delivery = deliver(&outbox, to);
     wait_for_bytes(received, total);
     report(
         "replay: reopened and delivered the backlog",
@@ -214,15 +189,14 @@ fn main() {
     let settings = Settings {
         lines: number(0, if benchmarking { 5_000_000 } else { 20_000 }),
         per_append: number(1, 5_000) as u32,
-        max_payload: number(2, 1 << 20) as usize,
-        dir: args.get(3).map(PathBuf::from).unwrap_or_else(|| tmp.path().to_owned()),
+        dir: args.get(2).map(PathBuf::from).unwrap_or_else(|| tmp.path().to_owned()),
     };
     let payload = batch_payload(settings.per_append);
     println!(
-        "{} lines of 60 bytes, {} lines per append (one fdatasync each), sends of up to {} bytes, in {}",
+        "{} lines of 60 bytes, {} lines per append (one fdatasync each), Graphite sends of up to {} bytes, in {}",
         settings.lines,
         settings.per_append,
-        settings.max_payload,
+        MAX_PAYLOAD,
         settings.dir.display()
     );
     let (to, received) = discarding_listener();
