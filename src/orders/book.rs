@@ -15,7 +15,8 @@
 //! - an invalid order is logged once per change (of its content or its reason), left on disk and
 //!   not measured; an active order that becomes invalid is `Removed`;
 //! - an order whose host does not resolve is `unresolved` and retried on every examination; an
-//!   active order whose host stops resolving keeps its last known address;
+//!   active order's host name is looked up again every [`RERESOLVE_INTERVAL`] (at the next
+//!   rescan): a new address makes it `Changed`, a failed lookup keeps the last known address;
 //! - change detection is by (mtime, size) first, then a content hash: a touch that only refreshes
 //!   the mtime postpones expiry but is not a change.
 //!
@@ -156,7 +157,28 @@ struct Entry {
     telegraf: Option<Stamp>,
     state: EntryState,
     warnings: Vec<String>,
+    /// When the file was last parsed (and its host name looked up).
+    parsed_at: SystemTime,
 }
+
+impl Entry {
+    /// True for an active order whose host is a name (not an address literal) that was looked
+    /// up [`RERESOLVE_INTERVAL`] or longer before `now`.
+    fn host_lookup_due(&self, now: SystemTime) -> bool {
+        let EntryState::Active(order) = &self.state else {
+            return false;
+        };
+        let by_name = last_known_address(order).is_some_and(|(host, _)| host.parse::<IpAddr>().is_err());
+        by_name
+            && now
+                .duration_since(self.parsed_at)
+                .is_ok_and(|age| age >= RERESOLVE_INTERVAL)
+    }
+}
+
+/// How often the host names of active orders are looked up again (a changed DNS record takes
+/// effect within this time; pingmachine's fping looked names up on every run).
+pub const RERESOLVE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Why reading a file gave no content.
 enum ReadFailure {
@@ -189,6 +211,8 @@ struct Walk<'e> {
     ancestors: Vec<(u64, u64)>,
     seen: HashSet<OrderId>,
     events: &'e mut Vec<OrderEvent>,
+    /// The time of this walk (when host names are due to be looked up again).
+    now: SystemTime,
 }
 
 impl OrderBook {
@@ -220,12 +244,12 @@ impl OrderBook {
         self.entries.is_empty()
     }
 
-    /// Walks all of `orders/` and returns what changed since the last look. (`now` is accepted so
-    /// callers drive scans and [`OrderBook::expire`] from one clock; scanning itself needs no time:
-    /// the expiry clock is each file's mtime.)
-    pub fn rescan(&mut self, _now: SystemTime) -> Vec<OrderEvent> {
+    /// Walks all of `orders/` and returns what changed since the last look. Host names of active
+    /// orders looked up [`RERESOLVE_INTERVAL`] or longer before `now` are looked up again; a new
+    /// address makes the order `Changed`. (The expiry clock is each file's mtime.)
+    pub fn rescan(&mut self, now: SystemTime) -> Vec<OrderEvent> {
         let mut events = Vec::new();
-        let Some(mut walk) = self.start_walk(&mut events) else {
+        let Some(mut walk) = self.start_walk(&mut events, now) else {
             let all: Vec<String> = self.entries.keys().cloned().collect();
             for key in all {
                 self.forget(&key, &mut events);
@@ -299,13 +323,14 @@ impl OrderBook {
     }
 
     /// Starts a walk; `None` when `orders/` does not exist (or cannot be resolved).
-    fn start_walk<'e>(&self, events: &'e mut Vec<OrderEvent>) -> Option<Walk<'e>> {
+    fn start_walk<'e>(&self, events: &'e mut Vec<OrderEvent>, now: SystemTime) -> Option<Walk<'e>> {
         match fs::canonicalize(&self.orders_dir) {
             Ok(orders_real) => Some(Walk {
                 orders_real,
                 ancestors: Vec::new(),
                 seen: HashSet::new(),
                 events,
+                now,
             }),
             Err(e) => {
                 debug!(dir = %self.orders_dir.display(), error = %e, "orders directory missing");
@@ -331,7 +356,7 @@ impl OrderBook {
     }
 
     fn refresh_one(&mut self, path: &Path, events: &mut Vec<OrderEvent>) {
-        let Some(mut walk) = self.start_walk(events) else {
+        let Some(mut walk) = self.start_walk(events, SystemTime::now()) else {
             return;
         };
         let start = self.refresh_start(path, &mut walk);
@@ -491,7 +516,7 @@ impl OrderBook {
             let unchanged = old.path == path
                 && old.order.same_metadata(meta)
                 && same_optional_metadata(old.telegraf.as_ref(), telegraf_meta.as_ref());
-            if unchanged && !matches!(old.state, EntryState::Unresolved(_)) {
+            if unchanged && !matches!(old.state, EntryState::Unresolved(_)) && !old.host_lookup_due(walk.now) {
                 return;
             }
         }
@@ -523,7 +548,9 @@ impl OrderBook {
         };
         let telegraf_stamp = telegraf.as_ref().map(|(stamp, _)| *stamp);
         if let Some(old) = self.entries.get_mut(id.as_str()) {
-            let same = old.path == path
+            let lookup_due = old.host_lookup_due(walk.now);
+            let same = !lookup_due
+                && old.path == path
                 && old.order.same_content(&order_stamp)
                 && same_optional_content(old.telegraf.as_ref(), telegraf_stamp.as_ref());
             if same && !matches!(old.state, EntryState::Unresolved(_)) {
@@ -620,6 +647,7 @@ impl OrderBook {
                 telegraf,
                 state,
                 warnings,
+                parsed_at: SystemTime::now(),
             },
         );
     }
@@ -1134,6 +1162,41 @@ mod tests {
         assert!(path.exists());
         fs::write(&path, VALID).unwrap();
         assert_eq!(added_ids(&f.rescan()), BTreeSet::from(["app/t".to_string()]));
+    }
+
+    #[test]
+    fn host_names_of_active_orders_are_looked_up_again_and_a_new_address_changes_the_order() {
+        let mut f = Fixture::new();
+        let dns: std::rc::Rc<RefCell<IpAddr>> = std::rc::Rc::new(RefCell::new("127.0.0.7".parse().unwrap()));
+        let records = dns.clone();
+        let lookups = std::rc::Rc::new(RefCell::new(0));
+        let counter = lookups.clone();
+        f.book.resolver = Box::new(move |_host| {
+            *counter.borrow_mut() += 1;
+            Ok(*records.borrow())
+        });
+        f.write("app/named", VALID.replace("127.0.0.1", "moves.test"));
+        f.write("app/literal", VALID.to_string());
+        assert_eq!(f.rescan().len(), 2);
+        let before = *lookups.borrow();
+        *dns.borrow_mut() = "127.0.0.8".parse().unwrap();
+        // Within the interval nothing is looked up again.
+        assert!(f.rescan().is_empty());
+        assert_eq!(*lookups.borrow(), before);
+        // After it, the name is looked up (the literal is not) and the new address takes effect.
+        let later = SystemTime::now() + RERESOLVE_INTERVAL + Duration::from_secs(1);
+        match f.book.rescan(later).as_slice() {
+            [OrderEvent::Changed { new, .. }] => match &new.probe {
+                ProbeSpec::Fping(spec) => assert_eq!(spec.address, "127.0.0.8".parse::<IpAddr>().unwrap()),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(*lookups.borrow(), before + 1);
+        // Same address on the next lookup: no event.
+        let even_later = later + RERESOLVE_INTERVAL + Duration::from_secs(1);
+        assert!(f.book.rescan(even_later).is_empty());
+        assert_eq!(*lookups.borrow(), before + 2);
     }
 
     #[test]
