@@ -1176,7 +1176,7 @@ mod tests {
             Ok(*records.borrow())
         });
         f.write("app/named", VALID.replace("127.0.0.1", "moves.test"));
-        f.write("app/literal", VALID.to_string());
+        f.write("app/literal", VALID);
         assert_eq!(f.rescan().len(), 2);
         let before = *lookups.borrow();
         *dns.borrow_mut() = "127.0.0.8".parse().unwrap();
