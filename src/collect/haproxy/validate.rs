@@ -2,7 +2,8 @@
 //! then closes the connection, so a reply cut short (a peer that died or closed half-way) lacks
 //! that line or ends inside a row. On top of that:
 //!
-//! - `show info`: every line is `Key: value` (key of letters, digits and `_`), and the keys
+//! - `show info`: every line is `Key: value` (key of letters, digits, `_`, `-` and inner spaces,
+//!   as in `Ulimit-n` and `Build info`), and the keys
 //!   processing relies on are there ([`REQUIRED_INFO_KEYS`]).
 //! - `show stat`: the first line is the `# pxname,...` CSV header and every row has exactly as
 //!   many columns as the header (double-quoted fields, which HAProxy uses for values holding a
@@ -57,7 +58,12 @@ fn info_key(line: &str) -> Option<&str> {
     let (key, _) = line
         .split_once(": ")
         .or_else(|| line.strip_suffix(':').map(|k| (k, "")))?;
-    let valid = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let valid = !key.is_empty()
+        && !key.starts_with(' ')
+        && !key.ends_with(' ')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b' '));
     valid.then_some(key)
 }
 
@@ -119,7 +125,8 @@ mod tests {
     use super::*;
 
     const INFO: &str = "Name: HAProxy\nVersion: 2.6.12\nRelease_date: 2023/03/28\nNbthread: 2\n\
-                        Process_num: 1\nPid: 42\nnode: lb-01\ndescription:\nTainted: 0\n\n";
+                        Process_num: 1\nPid: 42\nUlimit-n: 4096\nUnstoppable Jobs: 0\nnode: lb-01\n\
+                        description:\nBuild info: 2.6.12-1\nTainted: 0\n\n";
     const STAT: &str = "# pxname,svname,qcur,status,last_chk,\nfe.1,FRONTEND,,OPEN,,\n\
                         be.1,s1,0,DOWN,\"Layer4 timeout, 1001ms\",\nbe.1,BACKEND,0,DOWN,,\n\n";
 
@@ -176,5 +183,12 @@ mod tests {
             check_info(blank_line_inside.as_bytes()),
             Err(ReplyError::NotKeyValue { line: 7, .. })
         ));
+        for bad_key in [" Pid: 1", "Pid : 1", "a,b: 1", ": 1", "no colon"] {
+            let text = INFO.replace("Tainted: 0", bad_key);
+            assert!(
+                matches!(check_info(text.as_bytes()), Err(ReplyError::NotKeyValue { .. })),
+                "{bad_key:?}"
+            );
+        }
     }
 }
