@@ -3,8 +3,7 @@
 //! Data flows through the modules in this order: [`orders`] (what to measure) → [`probe`]
 //! (measure, on a schedule) and [`collect`] (HAProxy statistics) → [`spool`] (snapshots in
 //! `incoming/`) → [`process`] (statistics) → [`output`] (RRD, `last_result`, archive) and
-//! [`sink`] (forwarding). [`daemon`] wires them
-//! together for `spoolmon run`.
+//! [`sink`] (forwarding). [`daemon`] wires them together for `spoolmon run`.
 
 pub mod collect;
 pub mod config;
