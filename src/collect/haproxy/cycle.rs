@@ -179,7 +179,9 @@ fn gather(
     for (index, source) in sources.iter().enumerate() {
         for command in Command::ALL {
             match spawn_request(source, command, index, plan, &cancel, tx.clone()) {
-                Ok(()) => drop(pending.insert((index, command))),
+                Ok(()) => {
+                    pending.insert((index, command));
+                }
                 Err(error) => failures.push(failure(source, command, 0, error)),
             }
         }
@@ -197,7 +199,9 @@ fn gather(
         gathered.retries += outcome.attempts.saturating_sub(1);
         gathered.cpu += outcome.cpu;
         match outcome.result {
-            Ok(reply) => drop(gathered.replies.insert(outcome.key, reply)),
+            Ok(reply) => {
+                gathered.replies.insert(outcome.key, reply);
+            }
             Err(error) => failures.push(failure(&sources[outcome.key.0], outcome.key.1, outcome.attempts, error)),
         }
     }
