@@ -1,10 +1,11 @@
 //! spoolmon: a monitoring pipeline where a directory is a queue.
 //!
 //! Data flows through the modules in this order: [`orders`] (what to measure) → [`probe`]
-//! (measure, on a schedule) → [`spool`] (snapshots in `incoming/`) → [`process`] (statistics) →
-//! [`output`] (RRD, `last_result`, archive) and [`sink`] (forwarding). [`daemon`] wires them
-//! together for `spoolmon run`.
+//! (measure, on a schedule) and [`collect`] (HAProxy statistics) → [`spool`] (snapshots in
+//! `incoming/`) → [`process`] (statistics) → [`output`] (RRD, `last_result`, archive) and
+//! [`sink`] (forwarding). [`daemon`] wires them together for `spoolmon run`.
 
+pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod measurement;

@@ -5,34 +5,49 @@ use super::snapshot::SnapshotName;
 use super::BaseDir;
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Builds `incoming.tmp/<name>/` from `files`, fsyncs everything and renames it to
-/// `incoming/<name>`. On error nothing is left in `incoming.tmp/`.
+/// `incoming/<name>`. On error nothing of ours is left in `incoming.tmp/`.
+///
+/// Never overwrites: if `incoming/<name>` exists the rename fails with
+/// [`io::ErrorKind::AlreadyExists`] (atomically, `RENAME_NOREPLACE`: a plain rename would replace
+/// an empty directory). If `incoming.tmp/<name>` exists it belongs to someone else's snapshot
+/// under construction: the same error, and it is left alone.
 pub fn publish(base: &BaseDir, name: &SnapshotName, files: &[(&str, &[u8])]) -> io::Result<PathBuf> {
     let tmp = base.incoming_tmp().join(name.as_str());
     let target = base.incoming().join(name.as_str());
-    let result = build_and_rename(&tmp, &target, files);
+    fs::create_dir(&tmp)?;
+    let result = fill_and_rename(&tmp, &target, files);
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
     }
     result.map(|()| target)
 }
 
-fn build_and_rename(tmp: &std::path::Path, target: &std::path::Path, files: &[(&str, &[u8])]) -> io::Result<()> {
-    fs::create_dir(tmp)?;
+fn fill_and_rename(tmp: &Path, target: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
     for (file_name, contents) in files {
         write_synced(&tmp.join(file_name), contents)?;
     }
     sync_dir(tmp)?;
-    if target.exists() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists", target.display()),
-        ));
-    }
-    fs::rename(tmp, target)?;
+    rename_no_replace(tmp, target)?;
     sync_dir(target.parent().expect("incoming/ has a parent"))
+}
+
+/// `rename` that fails with `AlreadyExists` instead of replacing `to`. Where the filesystem
+/// cannot do that atomically, an existence check comes first (racy, but only there).
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use nix::errno::Errno;
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EINVAL | Errno::ENOSYS) if to.exists() => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists", to.display()),
+        )),
+        Err(Errno::EINVAL | Errno::ENOSYS) => fs::rename(from, to),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// An entry of `incoming/`.
@@ -177,6 +192,25 @@ mod tests {
             "same name published twice"
         );
         assert_eq!(fs::read_dir(base.incoming_tmp()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn publish_never_replaces_an_existing_snapshot_nor_removes_a_foreign_tmp_dir() {
+        let (_dir, base) = base();
+        let name = SnapshotName::parse("1700000000").unwrap();
+        // An empty directory: a plain rename(2) would silently replace it.
+        fs::create_dir(base.incoming().join("1700000000")).unwrap();
+        let err = publish(&base, &name, &[("a_info", b"x")]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read_dir(base.incoming().join("1700000000")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(base.incoming_tmp()).unwrap().count(), 0);
+        let other = SnapshotName::parse("1700000001").unwrap();
+        fs::create_dir(base.incoming_tmp().join("1700000001")).unwrap();
+        fs::write(base.incoming_tmp().join("1700000001/theirs"), b"in progress").unwrap();
+        let err = publish(&base, &other, &[("a_info", b"x")]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(base.incoming_tmp().join("1700000001/theirs").exists());
+        assert!(!base.incoming().join("1700000001").exists());
     }
 
     #[test]

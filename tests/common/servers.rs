@@ -1,4 +1,5 @@
-//! Real servers for tests: carbon-cache and InfluxDB 1.6, each started per test in its own temp
+//! Real servers for tests: carbon-cache, InfluxDB 1.6, HAProxy 2.6 instances with admin stats
+//! sockets and a python3 http.server behind them, each started per test in its own temp
 //! dir on free loopback ports, in the foreground, and stopped by pid (SIGTERM, then SIGKILL) when
 //! dropped, also when the test panics. Every wait is bounded.
 #![allow(dead_code)]
@@ -389,6 +390,202 @@ impl Influx {
     pub fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
             process.stop();
+        }
+    }
+}
+
+/// A static HTTP server (`python3 -m http.server`) on 127.0.0.1:`port`, serving an empty
+/// directory listing: the backend HAProxy sends test traffic to.
+pub struct PythonHttp {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    process: ServerProcess,
+}
+
+impl PythonHttp {
+    pub fn start() -> PythonHttp {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_tcp_port();
+        let mut command = Command::new("python3");
+        command
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir.path());
+        let log = dir.path().join("http.log");
+        let mut process = ServerProcess::spawn("python3 -m http.server", command, &log);
+        wait_until("python3 http.server to accept connections", START_LIMIT, || {
+            process.assert_running();
+            accepts_connections(port)
+        });
+        PythonHttp { dir, port, process }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+}
+
+/// How to set up HAProxy instances for a test: every instance has the same frontends,
+/// backends and servers (as the processes of one HAProxy would), with dotted names
+/// `fe.<n>`, `be.<n>`, `srv.<backend>.<n>`.
+#[derive(Clone, Debug)]
+pub struct HaproxySetup {
+    pub instances: usize,
+    /// Frontends per instance: `fe.0` listens on a TCP port (see [`HaproxyInstance`]), the
+    /// others on UNIX sockets in the temp dir; `fe.<n>` uses backend `be.<n % backends>`.
+    pub frontends: usize,
+    pub backends: usize,
+    pub servers_per_backend: usize,
+    /// The last instance has no UNIX stats socket but `stats socket ipv4@127.0.0.1:PORT`.
+    pub tcp_stats: bool,
+    /// Port on 127.0.0.1 every server points to (a [`PythonHttp`] for traffic); no health
+    /// checks are configured, so nothing needs to listen there unless traffic is sent.
+    pub server_port: u16,
+}
+
+impl Default for HaproxySetup {
+    fn default() -> Self {
+        HaproxySetup {
+            instances: 1,
+            frontends: 2,
+            backends: 2,
+            servers_per_backend: 2,
+            tcp_stats: false,
+            server_port: 9,
+        }
+    }
+}
+
+/// One HAProxy process with an admin stats socket.
+pub struct HaproxyInstance {
+    /// Its UNIX stats socket (in [`Haproxy::socket_dir`]), unless it has a TCP one.
+    pub socket: Option<PathBuf>,
+    /// Its TCP stats port, with `tcp_stats`.
+    pub tcp_stats_port: Option<u16>,
+    /// The TCP port of frontend `fe.0`.
+    pub frontend_port: u16,
+    process: ServerProcess,
+}
+
+impl HaproxyInstance {
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+}
+
+/// HAProxy instances started in the foreground (`-db`) from generated configs in a temp dir,
+/// stopped by pid when dropped (also when the test panics).
+pub struct Haproxy {
+    pub dir: tempfile::TempDir,
+    /// Holds the UNIX stats sockets, `haproxy-<n>.sock` (n from 1), and nothing else.
+    pub socket_dir: PathBuf,
+    pub instances: Vec<HaproxyInstance>,
+}
+
+impl Haproxy {
+    /// Starts every instance and waits until each answers on its stats socket.
+    pub fn start(setup: &HaproxySetup) -> Haproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let socket_dir = dir.path().join("sockets");
+        fs::create_dir_all(&socket_dir).unwrap();
+        fs::create_dir_all(dir.path().join("frontends")).unwrap();
+        let mut haproxy = Haproxy {
+            dir,
+            socket_dir,
+            instances: Vec::new(),
+        };
+        for number in 1..=setup.instances {
+            let tcp = setup.tcp_stats && number == setup.instances;
+            let instance = haproxy.start_instance(setup, number, tcp);
+            haproxy.instances.push(instance);
+        }
+        haproxy
+    }
+
+    fn start_instance(&self, setup: &HaproxySetup, number: usize, tcp_stats: bool) -> HaproxyInstance {
+        let socket = (!tcp_stats).then(|| self.socket_dir.join(format!("haproxy-{number}.sock")));
+        let tcp_stats_port = tcp_stats.then(free_tcp_port);
+        let frontend_port = free_tcp_port();
+        let stats_line = match (&socket, tcp_stats_port) {
+            (Some(path), _) => format!("stats socket {} mode 600 level admin", path.display()),
+            (None, Some(port)) => format!("stats socket ipv4@127.0.0.1:{port} level admin"),
+            (None, None) => unreachable!("an instance has one stats socket"),
+        };
+        let config = self.dir.path().join(format!("haproxy-{number}.cfg"));
+        fs::write(&config, self.config(setup, number, &stats_line, frontend_port)).unwrap();
+        let mut command = Command::new("haproxy");
+        command.arg("-db").arg("-f").arg(&config);
+        let log = self.dir.path().join(format!("haproxy-{number}.log"));
+        let mut process = ServerProcess::spawn("haproxy", command, &log);
+        wait_until(
+            &format!("haproxy {number} to answer on its stats socket"),
+            START_LIMIT,
+            || {
+                process.assert_running();
+                match (&socket, tcp_stats_port) {
+                    (Some(path), _) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+                    (None, Some(port)) => accepts_connections(port),
+                    (None, None) => false,
+                }
+            },
+        );
+        HaproxyInstance {
+            socket,
+            tcp_stats_port,
+            frontend_port,
+            process,
+        }
+    }
+
+    fn config(&self, setup: &HaproxySetup, number: usize, stats_line: &str, frontend_port: u16) -> String {
+        use std::fmt::Write;
+        let mut config = format!(
+            "global\n    {stats_line}\n    stats timeout 30s\n\ndefaults\n    mode http\n    \
+             timeout connect 2s\n    timeout client 10s\n    timeout server 10s\n\n"
+        );
+        for n in 0..setup.frontends {
+            let bind = if n == 0 {
+                format!("127.0.0.1:{frontend_port}")
+            } else {
+                let path = self.dir.path().join(format!("frontends/{number}-{n}.sock"));
+                format!("unix@{}", path.display())
+            };
+            let backend = n % setup.backends.max(1);
+            writeln!(
+                config,
+                "frontend fe.{n}\n    bind {bind}\n    default_backend be.{backend}\n"
+            )
+            .unwrap();
+        }
+        for b in 0..setup.backends {
+            writeln!(config, "backend be.{b}").unwrap();
+            for s in 0..setup.servers_per_backend {
+                writeln!(config, "    server srv.{b}.{s} 127.0.0.1:{}", setup.server_port).unwrap();
+            }
+            config.push('\n');
+        }
+        config
+    }
+
+    /// Sends `count` `GET /` requests through frontend `fe.0` of instance `index` (from 0) and
+    /// panics unless each is answered with 200.
+    pub fn send_requests(&self, index: usize, count: usize) {
+        use std::io::{Read, Write};
+        let port = self.instances[index].frontend_port;
+        for _ in 0..count {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            stream.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap();
+            let status = answer.lines().next().unwrap_or_default().to_owned();
+            assert!(status.contains(" 200 "), "through haproxy: {status:?}");
         }
     }
 }
