@@ -4,6 +4,7 @@
 //! Unknown keys are an error naming the file and the key: a typo in a config file must not
 //! silently leave a default in force.
 
+use crate::collect::haproxy::PullOptions;
 use crate::sink::graphite::GraphiteOptions;
 use crate::sink::influx::InfluxOptions;
 use crate::sink::local_store::LocalStoreOptions;
@@ -108,6 +109,9 @@ pub struct Config {
     pub pping_command: Vec<String>,
     /// Where results are forwarded besides `output/`: name → sink (none by default).
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// HAProxy statistics pulling (haproxystats' `[pull]`): absent = off. `spoolmon pull` needs
+    /// it; `spoolmon run` pulls too when it is present.
+    pub pull: Option<PullOptions>,
 }
 
 impl Default for Config {
@@ -140,6 +144,7 @@ impl Default for Config {
             sping_command: scion("ping"),
             pping_command: scion("ping"),
             sinks: BTreeMap::new(),
+            pull: None,
         }
     }
 }
@@ -201,6 +206,9 @@ impl Config {
                 ));
             }
             sink.validate().map_err(|e| format!("sinks.{name}: {e}"))?;
+        }
+        if let Some(pull) = &self.pull {
+            pull.validate().map_err(|e| e.to_string())?;
         }
         Ok(())
     }

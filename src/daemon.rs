@@ -40,11 +40,20 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>) -> Result<(
     base.create_all()
         .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
     let _lock = DaemonLock::acquire(&base.state().join("lock"))?;
-    let orphans = queue::clean_tmp(&base).context("cannot clean incoming.tmp/")?;
+    let owner = queue::TmpOwner {
+        probes: true,
+        pull: config.pull.is_some(),
+        processing: true,
+    };
+    let orphans = queue::clean_tmp(&base, owner).context("cannot clean incoming.tmp/")?;
     if orphans > 0 {
         info!(orphans, "removed unpublished snapshots left by a previous run");
     }
     let probes = build_probes(&config)?;
+    let _pull_lock = match config.pull {
+        Some(_) => Some(DaemonLock::acquire(&base.state().join(crate::pull_command::PULL_LOCK))?),
+        None => None,
+    };
 
     // Watch first, then scan: nothing dropped in between is missed (invariant 5).
     let mut watchers = vec![
@@ -93,6 +102,18 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>) -> Result<(
     let scheduling = std::thread::Builder::new()
         .name("scheduler".into())
         .spawn(move || scheduler.run(orders_rx, scheduler_shutdown))?;
+    let pulling = match &config.pull {
+        Some(options) => {
+            let (base, options, shutdown) = (base.clone(), options.clone(), shutdown.clone());
+            let stats = Arc::new(crate::collect::haproxy::PullStats::default());
+            Some(
+                std::thread::Builder::new()
+                    .name("pull".into())
+                    .spawn(move || crate::collect::haproxy::run_pull(&base, &options, shutdown, stats))?,
+            )
+        }
+        None => None,
+    };
     send_orders(&orders_tx, &book);
     info!(base = %base.root().display(), orders = book.active().count(), "spoolmon running");
 
@@ -101,6 +122,9 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>) -> Result<(
     info!("stopping: finishing the snapshots in hand");
     drop(orders_tx);
     let _ = scheduling.join();
+    if let Some(pulling) = pulling {
+        let _ = pulling.join();
+    }
     let _ = processing.join();
     sinks.join();
     info!("stopped");

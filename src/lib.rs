@@ -3,7 +3,8 @@
 //! Data flows through the modules in this order: [`orders`] (what to measure) → [`probe`]
 //! (measure, on a schedule) and [`collect`] (HAProxy statistics) → [`spool`] (snapshots in
 //! `incoming/`) → [`process`] (statistics) → [`output`] (RRD, `last_result`, archive) and
-//! [`sink`] (forwarding). [`daemon`] wires them together for `spoolmon run`.
+//! [`sink`] (forwarding). [`daemon`] wires them together for `spoolmon run`;
+//! [`pull_command`] runs the HAProxy collector alone for `spoolmon pull`.
 
 pub mod collect;
 pub mod config;
@@ -13,5 +14,6 @@ pub mod orders;
 pub mod output;
 pub mod probe;
 pub mod process;
+pub mod pull_command;
 pub mod sink;
 pub mod spool;

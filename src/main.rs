@@ -41,6 +41,11 @@ enum Command {
         #[command(flatten)]
         base: BaseArgs,
     },
+    /// Pull HAProxy statistics into incoming/ (haproxystats-pull); needs a `pull:` config section.
+    Pull {
+        #[command(flatten)]
+        base: BaseArgs,
+    },
     /// List orders with their state (active, invalid, unresolved) and the reason.
     Orders {
         #[command(flatten)]
@@ -110,6 +115,30 @@ fn execute(command: Command) -> Result<ExitCode> {
                 signal_hook::flag::register(signal, shutdown.clone()).context("cannot install signal handler")?;
             }
             spoolmon::daemon::run(BaseDir::new(base.base_dir), config, shutdown)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pull { base } => {
+            let config = load_config(base.config.as_ref())?;
+            let options = config
+                .pull
+                .context("the config has no pull: section (socket-dir or servers to pull from)")?;
+            let signals = spoolmon::pull_command::PullSignals {
+                interrupt: Arc::new(AtomicBool::new(false)),
+                terminate: Arc::new(AtomicBool::new(false)),
+            };
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(signal, signals.terminate.clone())
+                    .context("cannot install signal handler")?;
+            }
+            for signal in [
+                signal_hook::consts::SIGTERM,
+                signal_hook::consts::SIGINT,
+                signal_hook::consts::SIGHUP,
+            ] {
+                signal_hook::flag::register(signal, signals.interrupt.clone())
+                    .context("cannot install signal handler")?;
+            }
+            spoolmon::pull_command::run(BaseDir::new(base.base_dir), base.config.as_deref(), options, signals)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Outbox { base, json } => {

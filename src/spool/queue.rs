@@ -147,12 +147,42 @@ pub fn quarantine(base: &BaseDir, name: &str, reason: &str) -> io::Result<PathBu
     Ok(target)
 }
 
-/// Removes leftovers of collectors that died while building a snapshot (never published, so
-/// never promised to anyone). Returns how many were removed.
-pub fn clean_tmp(base: &BaseDir) -> io::Result<usize> {
+/// Whose leftovers in `incoming.tmp/` a starting process may remove: only its own, so a
+/// `spoolmon pull` and a `spoolmon run` sharing a base never delete each other's snapshots
+/// under construction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TmpOwner {
+    /// `<epoch>-ping-<seq>` (the probes of `spoolmon run`).
+    pub probes: bool,
+    /// `<epoch>` (the HAProxy pull collector).
+    pub pull: bool,
+    /// `.tmp-done-<snap>` (snapshots being removed by processing).
+    pub processing: bool,
+}
+
+impl TmpOwner {
+    fn owns(&self, name: &str) -> bool {
+        if name.starts_with(&format!("{TMP_PREFIX}done-")) {
+            return self.processing;
+        }
+        match SnapshotName::parse(name) {
+            Some(snapshot) if snapshot.as_str().contains("-ping-") => self.probes,
+            Some(snapshot) if snapshot.as_str() == snapshot.epoch.to_string() => self.pull,
+            _ => false,
+        }
+    }
+}
+
+/// Removes leftovers that `owner` left when it died while building a snapshot (never
+/// published, so never promised to anyone) or removing one. Returns how many were removed.
+pub fn clean_tmp(base: &BaseDir, owner: TmpOwner) -> io::Result<usize> {
     let mut removed = 0;
     for entry in fs::read_dir(base.incoming_tmp())? {
-        let path = entry?.path();
+        let entry = entry?;
+        if !owner.owns(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        let path = entry.path();
         if path.is_dir() {
             fs::remove_dir_all(&path)?;
         } else {
@@ -257,5 +287,47 @@ mod tests {
             "bad data\n"
         );
         assert_eq!(depth(&base).unwrap(), 0);
+    }
+
+    #[test]
+    fn each_process_cleans_only_its_own_leftovers() {
+        let (_dir, base) = base();
+        let names = [
+            "1700000000-ping-000000001",
+            "1700000000",
+            ".tmp-done-1699999999",
+            "stranger",
+        ];
+        let make = || {
+            for name in names {
+                fs::create_dir_all(base.incoming_tmp().join(name).join("x")).unwrap();
+            }
+        };
+        let left = || {
+            let mut left: Vec<String> = fs::read_dir(base.incoming_tmp())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            left.sort();
+            left
+        };
+        make();
+        let pull = TmpOwner {
+            probes: false,
+            pull: true,
+            processing: false,
+        };
+        assert_eq!(clean_tmp(&base, pull).unwrap(), 1);
+        assert_eq!(
+            left(),
+            [".tmp-done-1699999999", "1700000000-ping-000000001", "stranger"]
+        );
+        let daemon = TmpOwner {
+            probes: true,
+            pull: false,
+            processing: true,
+        };
+        assert_eq!(clean_tmp(&base, daemon).unwrap(), 2);
+        assert_eq!(left(), ["stranger"], "an unknown name is nobody's to delete");
     }
 }

@@ -87,6 +87,14 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Wraps another spoolmon process (e.g. `spoolmon pull`) logging to `log`.
+    pub fn from_child(child: Child, log: PathBuf) -> Daemon {
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
