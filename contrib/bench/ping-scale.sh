@@ -76,4 +76,5 @@ print(f"orders: {fresh} fresh, {stale} stale, {missing} without last_result; "
       f"loss in the newest step: {loss} of {pings} pings ({100.0 * loss / max(pings, 1):.3f}%)")
 PY
 echo "queue: $(ls "$base/incoming" | wc -l) waiting, $(ls "$base/failed" | wc -l) failed"
+[ -d "$base/outbox" ] && "$bin" outbox --base-dir "$base"
 grep -c -i "warn" "$base/daemon.log" | sed 's/^/warnings in log: /'
