@@ -12,8 +12,8 @@
 //! (defaults 5,000,000, 5,000, a new temporary directory)
 
 use spoolmon::sink::delivery::Delivery;
-use spoolmon::sink::outbox::{Outbox, OutboxLimits};
 use spoolmon::sink::graphite::{GraphiteOptions, GraphiteTransport, MAX_PAYLOAD};
+use spoolmon::sink::outbox::{Outbox, OutboxLimits};
 use spoolmon::sink::RetryPolicy;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
