@@ -179,3 +179,78 @@ fn floats(frame: &DataFrame, name: &str) -> PolarsResult<Vec<f64>> {
         .map(|v| v.unwrap_or(f64::NAN))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::catalog::Aggregation::{Mean, Sum};
+    use super::super::options::HaproxyOptions;
+    use super::*;
+
+    const SPECS: [MetricSpec; 2] = [("stot", Sum), ("rtime", Mean)];
+
+    fn rows<'a>(proxies: &[&'a str], servers: &[&'a str], stot: &[f64], rtime: &[f64]) -> Rows<'a> {
+        Rows {
+            proxies: proxies.to_vec(),
+            servers: servers.to_vec(),
+            columns: vec![stot.to_vec(), rtime.to_vec()],
+        }
+    }
+
+    fn emitted(out: MetricBuffer) -> Vec<(String, f64)> {
+        out.into_metrics().into_iter().map(|m| (m.path, m.value)).collect()
+    }
+
+    #[test]
+    fn groups_keep_first_appearance_order_and_reduce_each_metric_its_way() {
+        let options = HaproxyOptions::default();
+        let mut out = MetricBuffer::new(0, 8);
+        let input = rows(&["b.x", "a", "b.x"], &[], &[1.0, 2.0, 3.0], &[10.0, 20.0, 40.0]);
+        emit_backends(input, &SPECS, &Grouping::new(&options), &mut out).unwrap();
+        assert_eq!(
+            emitted(out),
+            [
+                ("haproxy.backend.b_x.stot".to_string(), 4.0),
+                ("haproxy.backend.b_x.rtime".to_string(), 25.0),
+                ("haproxy.backend.a.stot".to_string(), 2.0),
+                ("haproxy.backend.a.rtime".to_string(), 20.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn servers_are_counted_once_per_backend_and_aggregated_by_name_on_request() {
+        let options = HaproxyOptions::default();
+        let mut out = MetricBuffer::new(0, 32);
+        let input = rows(
+            &["be", "be", "be", "other"],
+            &["s1", "s2", "s1", "s1"],
+            &[1.0, 2.0, 3.0, 4.0],
+            &[0.0, 0.0, 0.0, 6.0],
+        );
+        emit_servers(input, &SPECS, true, &Grouping::new(&options), &mut out).unwrap();
+        let metrics = emitted(out);
+        let value = |path: &str| metrics.iter().find(|(p, _)| p == path).map(|(_, v)| *v);
+        assert_eq!(value("haproxy.backend.be.TotalServers"), Some(2.0));
+        assert_eq!(value("haproxy.backend.other.TotalServers"), Some(1.0));
+        assert_eq!(value("haproxy.backend.be.server.s1.stot"), Some(4.0));
+        assert_eq!(value("haproxy.server.s1.stot"), Some(8.0));
+        assert_eq!(value("haproxy.server.s1.rtime"), Some(2.0));
+        assert_eq!(metrics.len(), 2 + 3 * 2 + 2 * 2);
+    }
+
+    #[test]
+    fn no_rows_means_no_metrics() {
+        let options = HaproxyOptions::default();
+        let mut out = MetricBuffer::new(0, 0);
+        emit_servers(
+            rows(&[], &[], &[], &[]),
+            &SPECS,
+            true,
+            &Grouping::new(&options),
+            &mut out,
+        )
+        .unwrap();
+        emit_frontends(rows(&[], &[], &[], &[]), &SPECS, &Grouping::new(&options), &mut out).unwrap();
+        assert_eq!(out.len(), 0);
+    }
+}
