@@ -1,0 +1,404 @@
+//! `show stat`: CSV whose header line starts with `# pxname,svname,`, one row per frontend,
+//! backend, server and listener, ending with an empty line.
+//!
+//! Columns are found by name in each file's own header, so processes of different HAProxy
+//! versions (extra or missing columns) mix freely: a metric column a process lacks counts as 0
+//! for its rows, as does an empty cell (haproxystats' `fillna(0)`). Only the columns that are
+//! aggregated must hold numbers; text columns (`status`, `check_desc`, …) are never parsed.
+//!
+//! We parse by hand rather than with a CSV library or polars' reader: the format is simple
+//! (HAProxy quotes only text fields), every error can name its line and column, rows go
+//! straight into per-kind column vectors, and only the ~40 wanted of 128 columns are converted.
+
+use super::catalog::MetricSpec;
+use super::error::HaproxySnapshotError;
+use super::exclusions::Exclusions;
+
+/// The rows of one kind from every process, column-wise: `columns[j]` holds the values of the
+/// j-th wanted metric, one per row.
+#[derive(Debug, Default)]
+pub struct Rows<'a> {
+    pub proxies: Vec<&'a str>,
+    /// Server names, for server rows only.
+    pub servers: Vec<&'a str>,
+    pub columns: Vec<Vec<f64>>,
+}
+
+impl<'a> Rows<'a> {
+    fn with_metrics(count: usize) -> Rows<'a> {
+        Rows {
+            proxies: Vec::new(),
+            servers: Vec::new(),
+            columns: vec![Vec::new(); count],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.proxies.len()
+    }
+}
+
+/// The metrics wanted for each kind of row.
+#[derive(Clone, Copy, Debug)]
+pub struct Wanted<'s> {
+    pub frontend: &'s [MetricSpec],
+    pub backend: &'s [MetricSpec],
+    pub server: &'s [MetricSpec],
+}
+
+/// The rows of every process, by kind.
+#[derive(Debug)]
+pub struct StatRows<'a> {
+    pub frontends: Rows<'a>,
+    pub backends: Rows<'a>,
+    pub servers: Rows<'a>,
+}
+
+impl<'a> StatRows<'a> {
+    pub fn new(wanted: Wanted<'_>) -> StatRows<'a> {
+        StatRows {
+            frontends: Rows::with_metrics(wanted.frontend.len()),
+            backends: Rows::with_metrics(wanted.backend.len()),
+            servers: Rows::with_metrics(wanted.server.len()),
+        }
+    }
+}
+
+/// Which rows a line is; listeners and anything else are not aggregated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RowKind {
+    Frontend,
+    Backend,
+    Server,
+    Other,
+}
+
+/// HAProxy's `type` of a server row.
+const TYPE_SERVER: f64 = 2.0;
+
+/// A file's header: its column names and where the columns spoolmon needs are.
+struct Header<'a> {
+    names: Vec<&'a str>,
+    svname: usize,
+    kind: usize,
+}
+
+impl<'a> Header<'a> {
+    fn parse(file: &str, line: &'a str) -> Result<Header<'a>, HaproxySnapshotError> {
+        let Some(rest) = line.strip_prefix("# pxname,") else {
+            return Err(HaproxySnapshotError::Garbage {
+                file: file.to_owned(),
+                reason: "does not start with the `# pxname,` header of `show stat`".into(),
+            });
+        };
+        let mut names = vec!["pxname"];
+        names.extend(rest.split(','));
+        let position = |column: &'static str| {
+            names
+                .iter()
+                .position(|n| *n == column)
+                .ok_or_else(|| HaproxySnapshotError::MissingColumn {
+                    file: file.to_owned(),
+                    column,
+                })
+        };
+        let (svname, kind) = (position("svname")?, position("type")?);
+        Ok(Header { names, svname, kind })
+    }
+
+    /// Where each of `specs` is in this file, `None` for a column this HAProxy lacks.
+    fn positions(&self, specs: &[MetricSpec]) -> Vec<Option<usize>> {
+        specs
+            .iter()
+            .map(|(name, _)| self.names.iter().position(|n| n == name))
+            .collect()
+    }
+}
+
+/// The column positions of each kind's wanted metrics in one file.
+struct Positions {
+    frontend: Vec<Option<usize>>,
+    backend: Vec<Option<usize>>,
+    server: Vec<Option<usize>>,
+}
+
+/// One file being parsed, for error messages.
+struct Source<'f, 'a> {
+    file: &'f str,
+    header: Header<'a>,
+    positions: Positions,
+}
+
+/// Parses the `show stat` text of `file` and appends its wanted rows to `rows`.
+pub fn parse_stat<'a>(
+    file: &str,
+    text: &'a str,
+    wanted: Wanted<'_>,
+    exclusions: &Exclusions,
+    rows: &mut StatRows<'a>,
+) -> Result<(), HaproxySnapshotError> {
+    let mut lines = text.split('\n');
+    let header = Header::parse(file, lines.next().unwrap_or_default())?;
+    if !text.ends_with("\n\n") {
+        return Err(HaproxySnapshotError::Truncated { file: file.to_owned() });
+    }
+    let positions = Positions {
+        frontend: header.positions(wanted.frontend),
+        backend: header.positions(wanted.backend),
+        server: header.positions(wanted.server),
+    };
+    let source = Source {
+        file,
+        header,
+        positions,
+    };
+    let mut fields = Vec::with_capacity(source.header.names.len());
+    let mut data_rows = 0;
+    for (index, line) in lines.by_ref().enumerate() {
+        if line.is_empty() {
+            break;
+        }
+        source.parse_row(index + 2, line, &mut fields, exclusions, rows)?;
+        data_rows += 1;
+    }
+    if lines.any(|line| !line.is_empty()) {
+        return Err(HaproxySnapshotError::Garbage {
+            file: file.to_owned(),
+            reason: "text after the empty line that ends the answer".into(),
+        });
+    }
+    if data_rows == 0 {
+        return Err(HaproxySnapshotError::HeaderOnly { file: file.to_owned() });
+    }
+    Ok(())
+}
+
+impl<'a> Source<'_, 'a> {
+    fn parse_row(
+        &self,
+        number: usize,
+        line: &'a str,
+        fields: &mut Vec<&'a str>,
+        exclusions: &Exclusions,
+        rows: &mut StatRows<'a>,
+    ) -> Result<(), HaproxySnapshotError> {
+        split_fields(line, fields).map_err(|reason| HaproxySnapshotError::Garbage {
+            file: self.file.to_owned(),
+            reason: format!("line {number}: {reason}"),
+        })?;
+        if fields.len() != self.header.names.len() {
+            return Err(HaproxySnapshotError::MismatchedColumns {
+                file: self.file.to_owned(),
+                line: number,
+                expected: self.header.names.len(),
+                found: fields.len(),
+            });
+        }
+        let proxy = fields[0];
+        match self.row_kind(number, fields)? {
+            RowKind::Frontend if !exclusions.frontend(proxy) => {
+                self.push(number, fields, &self.positions.frontend, &mut rows.frontends)
+            }
+            RowKind::Backend if !exclusions.backend(proxy) => {
+                self.push(number, fields, &self.positions.backend, &mut rows.backends)
+            }
+            RowKind::Server if !exclusions.backend(proxy) => {
+                rows.servers.servers.push(fields[self.header.svname]);
+                self.push(number, fields, &self.positions.server, &mut rows.servers)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn row_kind(&self, number: usize, fields: &[&str]) -> Result<RowKind, HaproxySnapshotError> {
+        match fields[self.header.svname] {
+            "FRONTEND" => Ok(RowKind::Frontend),
+            "BACKEND" => Ok(RowKind::Backend),
+            _ if self.number(number, fields, self.header.kind)? == TYPE_SERVER => Ok(RowKind::Server),
+            _ => Ok(RowKind::Other),
+        }
+    }
+
+    /// Appends one row's wanted values (0 for a column this file lacks).
+    fn push(
+        &self,
+        number: usize,
+        fields: &[&'a str],
+        positions: &[Option<usize>],
+        rows: &mut Rows<'a>,
+    ) -> Result<(), HaproxySnapshotError> {
+        rows.proxies.push(fields[0]);
+        for (column, position) in rows.columns.iter_mut().zip(positions) {
+            let value = match position {
+                Some(at) => self.number(number, fields, *at)?,
+                None => 0.0,
+            };
+            column.push(value);
+        }
+        Ok(())
+    }
+
+    /// The number in `fields[at]`; an empty cell is 0.
+    fn number(&self, number: usize, fields: &[&str], at: usize) -> Result<f64, HaproxySnapshotError> {
+        let cell = fields[at];
+        if cell.is_empty() {
+            return Ok(0.0);
+        }
+        parse_number(cell).ok_or_else(|| HaproxySnapshotError::NotANumber {
+            file: self.file.to_owned(),
+            line: number,
+            field: self.header.names[at].to_owned(),
+            value: cell.to_owned(),
+        })
+    }
+}
+
+/// Splits a CSV line into `fields` (cleared first). A field may be quoted (`"a,b"`, with `""`
+/// for a quote inside); the quotes are removed, `""` is left as is (text fields are not used).
+fn split_fields<'a>(line: &'a str, fields: &mut Vec<&'a str>) -> Result<(), &'static str> {
+    fields.clear();
+    if !line.contains('"') {
+        fields.extend(line.split(','));
+        return Ok(());
+    }
+    let mut rest = line;
+    loop {
+        let (field, after) = match rest.strip_prefix('"') {
+            Some(quoted) => split_quoted(quoted)?,
+            None => match rest.split_once(',') {
+                Some((field, after)) => (field, Some(after)),
+                None => (rest, None),
+            },
+        };
+        fields.push(field);
+        match after {
+            Some(after) => rest = after,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `quoted` starts after an opening quote: the field up to its closing quote, and what follows
+/// the comma after it (`None` at the end of the line).
+fn split_quoted(quoted: &str) -> Result<(&str, Option<&str>), &'static str> {
+    let bytes = quoted.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'"' {
+            at += 1;
+        } else if bytes.get(at + 1) == Some(&b'"') {
+            at += 2;
+        } else {
+            return match bytes.get(at + 1) {
+                None => Ok((&quoted[..at], None)),
+                Some(b',') => Ok((&quoted[..at], Some(&quoted[at + 2..]))),
+                Some(_) => Err("text after a closing quote"),
+            };
+        }
+    }
+    Err("a quoted field is not closed")
+}
+
+/// A decimal number: integers (HAProxy's usual) without going through float parsing, else any
+/// finite float. `None` for anything else, `nan` and `inf` included.
+pub fn parse_number(text: &str) -> Option<f64> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(digits) => (true, digits),
+        None => (false, text),
+    };
+    if (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let magnitude = digits.bytes().fold(0_i64, |n, b| n * 10 + i64::from(b - b'0'));
+        let value = magnitude as f64;
+        return Some(if negative { -value } else { value });
+    }
+    text.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::catalog::Aggregation::Sum;
+    use super::*;
+
+    const SPECS: [MetricSpec; 2] = [("scur", Sum), ("stot", Sum)];
+    const WANTED: Wanted = Wanted {
+        frontend: &SPECS,
+        backend: &SPECS,
+        server: &SPECS,
+    };
+
+    fn parse(text: &str) -> Result<StatRows<'_>, HaproxySnapshotError> {
+        let mut rows = StatRows::new(WANTED);
+        parse_stat("p_stat", text, WANTED, &Exclusions::default(), &mut rows)?;
+        Ok(rows)
+    }
+
+    #[test]
+    fn rows_are_sorted_by_kind_and_columns_found_by_name() {
+        let text = "# pxname,svname,stot,type,scur,\nfe,FRONTEND,5,0,1,\nbe,s1,7,2,,\nbe,BACKEND,9,1,2,\n\
+                    fe,sock-1,3,3,0,\n\n";
+        let rows = parse(text).unwrap();
+        assert_eq!(
+            (rows.frontends.proxies.clone(), rows.frontends.columns.clone()),
+            (vec!["fe"], vec![vec![1.0], vec![5.0]])
+        );
+        assert_eq!(rows.servers.servers, vec!["s1"]);
+        assert_eq!(rows.servers.columns, vec![vec![0.0], vec![7.0]]);
+        assert_eq!(rows.backends.columns, vec![vec![2.0], vec![9.0]]);
+    }
+
+    #[test]
+    fn a_metric_column_this_version_lacks_counts_as_zero() {
+        let rows = parse("# pxname,svname,type,stot\nfe,FRONTEND,0,4\n\n").unwrap();
+        assert_eq!(rows.frontends.columns, vec![vec![0.0], vec![4.0]]);
+    }
+
+    #[test]
+    fn quoted_text_fields_may_hold_commas() {
+        let rows = parse("# pxname,svname,check_desc,type,scur,stot\nbe,s,\"a, \"\"b\"\"\",2,1,2\n\n").unwrap();
+        assert_eq!(rows.servers.columns, vec![vec![1.0], vec![2.0]]);
+        assert!(matches!(
+            parse("# pxname,svname,type\nbe,s,\"open,2\n\n"),
+            Err(HaproxySnapshotError::Garbage { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_tables_are_typed_errors() {
+        let header_only = parse("# pxname,svname,type,scur\n\n").unwrap_err();
+        assert!(
+            matches!(header_only, HaproxySnapshotError::HeaderOnly { .. }),
+            "{header_only}"
+        );
+        let short = parse("# pxname,svname,type,scur\nfe,FRONTEND,0\n\n").unwrap_err();
+        assert_eq!(short.to_string(), "p_stat line 2: 3 fields where the header has 4");
+        let word = parse("# pxname,svname,type,scur\nfe,FRONTEND,0,many\n\n").unwrap_err();
+        assert_eq!(word.to_string(), "p_stat line 2: scur is \"many\", not a number");
+        let bad_type = parse("# pxname,svname,type,scur\nbe,s1,x,1\n\n").unwrap_err();
+        assert!(matches!(bad_type, HaproxySnapshotError::NotANumber { ref field, .. } if field == "type"));
+        let no_type = parse("# pxname,svname,scur\nfe,FRONTEND,1\n\n").unwrap_err();
+        assert!(matches!(
+            no_type,
+            HaproxySnapshotError::MissingColumn { column: "type", .. }
+        ));
+        let truncated = parse("# pxname,svname,type,scur\nfe,FRONTEND,0,1\nfe2,FRONT").unwrap_err();
+        assert!(
+            matches!(truncated, HaproxySnapshotError::Truncated { .. }),
+            "{truncated}"
+        );
+        let trailing = parse("# pxname,svname,type,scur\nfe,FRONTEND,0,1\n\nmore\n\n").unwrap_err();
+        assert!(matches!(trailing, HaproxySnapshotError::Garbage { .. }), "{trailing}");
+        let garbage = parse("<html>503</html>\n\n").unwrap_err();
+        assert!(matches!(garbage, HaproxySnapshotError::Garbage { .. }), "{garbage}");
+    }
+
+    #[test]
+    fn numbers_are_integers_or_finite_floats() {
+        assert_eq!(parse_number("1234567"), Some(1_234_567.0));
+        assert_eq!(parse_number("-3"), Some(-3.0));
+        assert_eq!(parse_number("0.25"), Some(0.25));
+        assert_eq!(parse_number("99999999999999999999"), Some(1e20));
+        for bad in ["", "-", "nan", "inf", "1,2", "0x10", "12a"] {
+            assert_eq!(parse_number(bad), None, "{bad:?}");
+        }
+    }
+}
