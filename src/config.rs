@@ -5,6 +5,7 @@
 //! silently leave a default in force.
 
 use crate::collect::haproxy::PullOptions;
+use crate::process::haproxy::HaproxyOptions;
 use crate::sink::graphite::GraphiteOptions;
 use crate::sink::influx::InfluxOptions;
 use crate::sink::local_store::LocalStoreOptions;
@@ -112,6 +113,8 @@ pub struct Config {
     /// HAProxy statistics pulling (haproxystats' `[pull]`): absent = off. `spoolmon pull` needs
     /// it; `spoolmon run` pulls too when it is present.
     pub pull: Option<PullOptions>,
+    /// How HAProxy snapshots are aggregated (haproxystats' `[process]`; defaults as there).
+    pub process: HaproxyOptions,
 }
 
 impl Default for Config {
@@ -145,6 +148,7 @@ impl Default for Config {
             pping_command: scion("ping"),
             sinks: BTreeMap::new(),
             pull: None,
+            process: HaproxyOptions::default(),
         }
     }
 }
@@ -210,6 +214,7 @@ impl Config {
         if let Some(pull) = &self.pull {
             pull.validate().map_err(|e| e.to_string())?;
         }
+        self.process.validate().map_err(|e| format!("process.{e}"))?;
         Ok(())
     }
 

@@ -76,7 +76,8 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>) -> Result<(
         sinks.sinks.clone(),
         true,
         Arc::new(ProcessStats::default()),
-    )?;
+    )?
+    .with_haproxy(config.process.clone());
     let timing = LoopTiming {
         rescan: Duration::from_secs(config.rescan_interval),
         flush_interval: Duration::from_secs(config.rrd_flush_interval),

@@ -4,7 +4,8 @@
 //! (measure, on a schedule) and [`collect`] (HAProxy statistics) → [`spool`] (snapshots in
 //! `incoming/`) → [`process`] (statistics) → [`output`] (RRD, `last_result`, archive) and
 //! [`sink`] (forwarding). [`daemon`] wires them together for `spoolmon run`;
-//! [`pull_command`] runs the HAProxy collector alone for `spoolmon pull`.
+//! [`pull_command`] and [`process_command`] run one half alone (`spoolmon pull`,
+//! `spoolmon process`), as haproxystats users expect.
 
 pub mod collect;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod orders;
 pub mod output;
 pub mod probe;
 pub mod process;
+pub mod process_command;
 pub mod pull_command;
 pub mod sink;
 pub mod spool;

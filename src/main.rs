@@ -46,6 +46,11 @@ enum Command {
         #[command(flatten)]
         base: BaseArgs,
     },
+    /// Process incoming/ alone (haproxystats-process): snapshots → output/ and sinks.
+    Process {
+        #[command(flatten)]
+        base: BaseArgs,
+    },
     /// List orders with their state (active, invalid, unresolved) and the reason.
     Orders {
         #[command(flatten)]
@@ -139,6 +144,15 @@ fn execute(command: Command) -> Result<ExitCode> {
                     .context("cannot install signal handler")?;
             }
             spoolmon::pull_command::run(BaseDir::new(base.base_dir), base.config.as_deref(), options, signals)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Process { base } => {
+            let config = load_config(base.config.as_ref())?;
+            let shutdown = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                signal_hook::flag::register(signal, shutdown.clone()).context("cannot install signal handler")?;
+            }
+            spoolmon::process_command::run(BaseDir::new(base.base_dir), config, shutdown)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Outbox { base, json } => {

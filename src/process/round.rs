@@ -2,6 +2,8 @@
 
 use crate::measurement::{OrderId, OrderResult, RrdTemplate};
 use crate::output::{archive, last_result, rrd::RrdWriter};
+use crate::process::haproxy::{self, HaproxyOptions};
+use crate::sink::Metric;
 use crate::sink::{ResultSink, SinkBatch};
 use crate::spool::atomic::{sync_filesystem, StagedFile};
 use crate::spool::queue::{self, QueueEntry};
@@ -67,6 +69,8 @@ pub struct Processor {
     /// Orders whose results are written; `None` accepts every order (`spoolmon process` alone).
     active: Option<HashSet<OrderId>>,
     attempts: HashMap<String, u32>,
+    /// How HAProxy snapshots are aggregated.
+    haproxy: HaproxyOptions,
     /// Epoch of the oldest snapshot left in `incoming/` after the last round.
     oldest_waiting: Option<i64>,
     pool: rayon::ThreadPool,
@@ -77,6 +81,8 @@ pub struct Processor {
 struct Loaded {
     name: SnapshotName,
     results: Vec<OrderResult>,
+    /// HAProxy aggregates (and their self-metrics): for the sinks only.
+    metrics: Vec<Metric>,
     /// `last_result` and sinks were done in an earlier round; only RRD updates are left.
     applied: bool,
 }
@@ -114,10 +120,17 @@ impl Processor {
             sinks,
             active,
             attempts: HashMap::new(),
+            haproxy: HaproxyOptions::default(),
             oldest_waiting: None,
             pool,
             stats,
         })
+    }
+
+    /// Aggregates HAProxy snapshots with `options` (validated) instead of the defaults.
+    pub fn with_haproxy(mut self, options: HaproxyOptions) -> Processor {
+        self.haproxy = options;
+        self
     }
 
     pub fn base(&self) -> &BaseDir {
@@ -189,7 +202,7 @@ impl Processor {
             } else if sink_error.is_some() && !snapshot.applied {
                 // Not the snapshot's fault (an outbox cannot take lines): keep it, no attempt counted.
                 report.retried += 1;
-            } else if flush_rrd {
+            } else if flush_rrd || snapshot.results.is_empty() {
                 report.results += if snapshot.applied { 0 } else { snapshot.results.len() };
                 queue::remove(&self.base, snapshot.name.as_str())?;
                 self.attempts.remove(snapshot.name.as_str());
@@ -230,7 +243,12 @@ impl Processor {
                         continue;
                     }
                     match self.load(&name) {
-                        Ok(results) => loaded.push(Loaded { name, results, applied }),
+                        Ok((results, metrics)) => loaded.push(Loaded {
+                            name,
+                            results,
+                            metrics,
+                            applied,
+                        }),
                         Err(reason) => {
                             self.quarantine(name.as_str(), &reason);
                             report.quarantined += 1;
@@ -267,12 +285,22 @@ impl Processor {
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 
-    fn load(&self, name: &SnapshotName) -> Result<Vec<OrderResult>, String> {
+    /// Reads a snapshot: a ping snapshot's results, or a HAProxy snapshot's aggregates.
+    fn load(&self, name: &SnapshotName) -> Result<(Vec<OrderResult>, Vec<Metric>), String> {
         let dir = self.base.incoming().join(name.as_str());
-        if !dir.join(PING_FILE).exists() {
-            return Err(format!("unknown snapshot kind: no {PING_FILE} in it"));
+        if dir.join(PING_FILE).exists() {
+            return read_ping(&dir)
+                .map(|(_, results)| (results, Vec::new()))
+                .map_err(|e| e.to_string());
         }
-        read_ping(&dir).map(|(_, results)| results).map_err(|e| e.to_string())
+        if haproxy::is_haproxy_snapshot(&dir) {
+            return haproxy::aggregate(&dir, name.epoch, &self.haproxy)
+                .map(|aggregate| (Vec::new(), aggregate.metrics))
+                .map_err(|e| e.to_string());
+        }
+        Err(format!(
+            "unknown snapshot kind: neither {PING_FILE} nor HAProxy <socket>_info/<socket>_stat files"
+        ))
     }
 
     /// Renames the staged `last_result` files into place (in parallel: one rename each).
@@ -377,14 +405,19 @@ impl Processor {
             .cloned()
             .collect();
         results.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
-        if results.is_empty() {
+        let metrics: Vec<Metric> = loaded
+            .iter()
+            .filter(|s| !s.applied)
+            .flat_map(|s| s.metrics.iter().cloned())
+            .collect();
+        if results.is_empty() && metrics.is_empty() {
             return None;
         }
         let mut first_error = None;
         for sink in &self.sinks {
             let batch = SinkBatch {
                 results: &results,
-                metrics: &[],
+                metrics: &metrics,
             };
             if let Err(e) = sink.accept(batch) {
                 warn!("{e}");

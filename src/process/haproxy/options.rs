@@ -5,9 +5,9 @@
 //! Group sections are maps of group name to regular expression, tried in the order written.
 
 use super::catalog::{self, MetricSpec};
-use crate::sink::options::{check_printable, check_seconds, InvalidOption};
+use crate::sink::options::{check_printable, InvalidOption};
 use regex::Regex;
-use serde::de::{MapAccess, Visitor};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -17,13 +17,15 @@ use std::path::PathBuf;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct HaproxyOptions {
-    /// Directory of incoming snapshots. Default `/var/lib/haproxystats/incoming`. Read by the
-    /// caller that watches it, not by the aggregation.
-    pub src_dir: PathBuf,
-    /// Snapshots aggregated in parallel. Default 4. Read by the caller's worker pool.
-    pub workers: usize,
-    /// Seconds between checks that every worker is alive. Default 10. Read by the caller.
-    pub liveness_check_interval: f64,
+    /// haproxystats' `src-dir`, `workers` and `liveness-check-interval` have no meaning here
+    /// (spoolmon reads `<base-dir>/incoming`, its pool size is the top-level `workers`, and
+    /// there are no worker processes to watch): refused with that advice, never silently ignored.
+    #[serde(skip_serializing)]
+    pub src_dir: Option<IgnoredAny>,
+    #[serde(skip_serializing)]
+    pub workers: Option<IgnoredAny>,
+    #[serde(skip_serializing)]
+    pub liveness_check_interval: Option<IgnoredAny>,
     /// Frontend metrics to send; default all of [`catalog::FRONTEND`].
     pub frontend_metrics: Option<MetricNames>,
     /// Backend metrics to send; default all of [`catalog::BACKEND`] (`TotalServers` is always sent).
@@ -56,9 +58,9 @@ pub struct HaproxyOptions {
 impl Default for HaproxyOptions {
     fn default() -> Self {
         HaproxyOptions {
-            src_dir: PathBuf::from("/var/lib/haproxystats/incoming"),
-            workers: 4,
-            liveness_check_interval: 10.0,
+            src_dir: None,
+            workers: None,
+            liveness_check_interval: None,
             frontend_metrics: None,
             backend_metrics: None,
             server_metrics: None,
@@ -77,16 +79,34 @@ impl Default for HaproxyOptions {
 }
 
 impl HaproxyOptions {
+    fn reject_retired_keys(&self) -> Result<(), InvalidOption> {
+        let retired = [
+            (
+                "src-dir",
+                self.src_dir.is_some(),
+                "spoolmon processes <base-dir>/incoming: set --base-dir instead",
+            ),
+            (
+                "workers",
+                self.workers.is_some(),
+                "the processing pool's size is the top-level `workers` key",
+            ),
+            (
+                "liveness-check-interval",
+                self.liveness_check_interval.is_some(),
+                "spoolmon has no worker processes to watch: remove it",
+            ),
+        ];
+        match retired.into_iter().find(|(_, set, _)| *set) {
+            Some((key, _, advice)) => Err(InvalidOption::new(key, advice)),
+            None => Ok(()),
+        }
+    }
+
     /// Checks every option; the error names the first bad key (without a section prefix).
     /// Unknown metric names in a selection and unreadable exclude files refuse to start.
     pub fn validate(&self) -> Result<(), InvalidOption> {
-        if self.src_dir.as_os_str().is_empty() {
-            return Err(InvalidOption::new("src-dir", "must name a directory"));
-        }
-        if self.workers == 0 {
-            return Err(InvalidOption::new("workers", "must be at least 1"));
-        }
-        check_seconds("liveness-check-interval", self.liveness_check_interval, 0.001)?;
+        self.reject_retired_keys()?;
         check_selection("frontend-metrics", &self.frontend_metrics, &catalog::FRONTEND)?;
         check_selection("backend-metrics", &self.backend_metrics, &catalog::BACKEND)?;
         check_selection("server-metrics", &self.server_metrics, &catalog::SERVER)?;
@@ -299,13 +319,24 @@ mod tests {
     #[test]
     fn defaults_are_haproxystats_defaults_and_print_back() {
         let defaults = HaproxyOptions::default();
-        assert_eq!((defaults.workers, defaults.liveness_check_interval), (4, 10.0));
         assert!(!defaults.per_process_metrics && !defaults.calculate_percentages && !defaults.aggr_server_metrics);
         assert_eq!(defaults.frontend_specs().len(), 31);
         assert_eq!(defaults.backend_specs().len(), 40);
         assert_eq!(defaults.server_specs().len(), 32);
         let printed = yaml_serde::to_string(&defaults).unwrap();
         assert_eq!(parse(&printed).unwrap(), defaults);
+    }
+
+    #[test]
+    fn haproxystats_keys_without_meaning_here_are_refused_with_advice() {
+        for (key, advice) in [
+            ("src-dir: /var/lib/haproxystats/incoming", "--base-dir"),
+            ("workers: 4", "top-level `workers`"),
+            ("liveness-check-interval: 10", "no worker processes"),
+        ] {
+            let err = parse(key).unwrap_err();
+            assert!(err.contains(key.split(':').next().unwrap()) && err.contains(advice), "{err}");
+        }
     }
 
     #[test]
