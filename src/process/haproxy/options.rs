@@ -14,7 +14,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// haproxystats' `[process]` section (see the module documentation of `process::haproxy`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Every default is haproxystats': all metrics, no grouping, no extras.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct HaproxyOptions {
     /// haproxystats' `src-dir`, `workers` and `liveness-check-interval` have no meaning here
@@ -53,29 +54,6 @@ pub struct HaproxyOptions {
     pub backend_groups: GroupPatterns,
     /// Group name → pattern matched against server names.
     pub server_groups: GroupPatterns,
-}
-
-impl Default for HaproxyOptions {
-    fn default() -> Self {
-        HaproxyOptions {
-            src_dir: None,
-            workers: None,
-            liveness_check_interval: None,
-            frontend_metrics: None,
-            backend_metrics: None,
-            server_metrics: None,
-            aggr_server_metrics: false,
-            exclude_frontends: None,
-            exclude_backends: None,
-            per_process_metrics: false,
-            calculate_percentages: false,
-            group_namespace: None,
-            group_namespace_double_writes: None,
-            frontend_groups: GroupPatterns::default(),
-            backend_groups: GroupPatterns::default(),
-            server_groups: GroupPatterns::default(),
-        }
-    }
 }
 
 impl HaproxyOptions {
