@@ -313,7 +313,10 @@ mod tests {
             ("liveness-check-interval: 10", "no worker processes"),
         ] {
             let err = parse(key).unwrap_err();
-            assert!(err.contains(key.split(':').next().unwrap()) && err.contains(advice), "{err}");
+            assert!(
+                err.contains(key.split(':').next().unwrap()) && err.contains(advice),
+                "{err}"
+            );
         }
     }
 

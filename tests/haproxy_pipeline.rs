@@ -1,0 +1,129 @@
+//! The HAProxy pipeline end to end: real HAProxy instances pulled by `spoolmon run`, aggregated,
+//! and delivered to a real carbon-cache that is down for a while (nothing lost); and
+//! `spoolmon process` alone on haproxystats-pull's layout (the reference snapshot) beside a
+//! poison snapshot.
+
+mod common;
+#[path = "data/haproxy/reference.rs"]
+mod reference;
+
+use common::servers::{free_tcp_port, Carbon, Haproxy, HaproxySetup};
+use common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// `(path, time) -> value` of every line in a local-store directory.
+fn stored_lines(dir: &Path) -> BTreeMap<(String, i64), f64> {
+    let mut lines = BTreeMap::new();
+    for entry in fs::read_dir(dir).into_iter().flatten() {
+        let text = fs::read_to_string(entry.unwrap().path().join("stats")).unwrap_or_default();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            assert_eq!(fields.len(), 3, "bad line in local-store: {line:?}");
+            lines.insert(
+                (fields[0].to_string(), fields[2].parse().unwrap()),
+                fields[1].parse().unwrap(),
+            );
+        }
+    }
+    lines
+}
+
+#[test]
+fn pulled_haproxy_statistics_reach_carbon_after_an_outage() {
+    let haproxy = Haproxy::start(&HaproxySetup {
+        instances: 2,
+        ..HaproxySetup::default()
+    });
+    let base = Base::new();
+    let store = base.join("ls");
+    let port = free_tcp_port();
+    let config = format!(
+        "rescan-interval: 1\n\
+         pull: {{socket-dir: '{}', pull-interval: 1, pull-timeout: 0.9}}\n\
+         sinks:\n\
+         \x20 carbon: {{type: graphite, port: {port}, namespace: lb, hostname: vm, fqdn: false, retries: 1, interval: 0.2, delay: 0.5}}\n\
+         \x20 store: {{type: local-store, dir: '{}', namespace: lb, hostname: vm, fqdn: false}}\n",
+        haproxy.socket_dir.display(),
+        store.display()
+    );
+    let daemon = base.start(&config);
+    wait_for("3 pulls aggregated while carbon is down", LIMIT, Some(&daemon), || {
+        fs::read_dir(&store).map(|d| d.count()).unwrap_or(0) >= 3
+    });
+    let carbon = Carbon::start_on(port);
+    let stored = stored_lines(&store);
+    let paths: BTreeSet<&str> = [
+        "lb.vm.haproxy.frontend.fe_0.stot",
+        "lb.vm.haproxy.backend.be_1.TotalServers",
+        "lb.vm.haproxy.backend.be_0.server.srv_0_1.weight",
+        "lb.vm.haproxy.daemon.Uptime_sec",
+        "lb.vm.haproxy.haproxystats.MetricsFrontend",
+    ]
+    .into();
+    let expected: Vec<(&(String, i64), &f64)> =
+        stored.iter().filter(|((p, _), _)| paths.contains(p.as_str())).collect();
+    let seen: BTreeSet<&str> = expected.iter().map(|((p, _), _)| p.as_str()).collect();
+    assert_eq!(seen, paths, "local-store lacks some of the checked paths");
+    let (from, until) = (
+        expected.iter().map(|((_, t), _)| *t).min().unwrap(),
+        expected.iter().map(|((_, t), _)| *t).max().unwrap(),
+    );
+    wait_for("the outage's aggregates in whisper", LIMIT, Some(&daemon), || {
+        expected
+            .iter()
+            .all(|((path, time), value)| carbon.fetch(path, from, until).contains(&(*time, Some(**value))))
+    });
+    assert_eq!(base.count("failed"), 0);
+}
+
+#[test]
+fn process_alone_aggregates_haproxystats_pull_output_and_quarantines_a_poison_snapshot() {
+    let base = Base::new();
+    fs::create_dir_all(base.join("incoming")).unwrap();
+    let unpacked = tempfile::tempdir().unwrap();
+    let snapshot = reference::unpack_snapshot(unpacked.path());
+    fs::rename(&snapshot, base.join(&format!("incoming/{}", reference::TIME))).unwrap();
+    let poison = base.join("incoming/1795431760");
+    fs::create_dir_all(&poison).unwrap();
+    fs::write(poison.join("lb1.sock_info"), b"\x00\x01\xff binary").unwrap();
+    fs::write(
+        poison.join("lb1.sock_stat"),
+        b"# pxname,svname\nonly,a header and a row\n",
+    )
+    .unwrap();
+    let store = base.join("ls");
+    base.write_config(&format!(
+        "sinks:\n  store: {{type: local-store, dir: '{}', namespace: loadbalancers, hostname: vm}}\n",
+        store.display()
+    ));
+    let log = fs::File::create(base.join("process.log")).unwrap();
+    let child = Command::new(BIN)
+        .args(["process", "--base-dir"])
+        .arg(base.path())
+        .arg("--config")
+        .arg(base.join("spoolmon.yaml"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let process = Daemon::from_child(child, base.join("process.log"));
+    wait_for("both snapshots handled", LIMIT, Some(&process), || {
+        base.count("incoming") == 0
+    });
+    let reason = base
+        .read("failed/1795431760/REASON")
+        .expect("poison snapshot quarantined with a REASON");
+    assert!(reason.contains("lb1.sock"), "{reason}");
+    let stats = fs::read_to_string(store.join(format!("{}/stats", reference::TIME))).unwrap();
+    let golden = reference::golden_lines();
+    let paths =
+        |text: &str| -> BTreeSet<String> { text.lines().map(|l| l.split(' ').next().unwrap().to_string()).collect() };
+    assert_eq!(paths(&stats), paths(&golden), "not haproxystats 0.5.1's set of paths");
+    assert!(process.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+}
