@@ -5,8 +5,9 @@
 //! `incoming/`) → [`process`] (statistics) → [`output`] (RRD, `last_result`, archive) and
 //! [`sink`] (forwarding). [`daemon`] wires them together for `spoolmon run`;
 //! [`pull_command`] and [`process_command`] run one half alone (`spoolmon pull`,
-//! `spoolmon process`), as haproxystats users expect.
+//! `spoolmon process`), as haproxystats users expect. [`check`] holds the Nagios checks.
 
+pub mod check;
 pub mod collect;
 pub mod config;
 pub mod daemon;

@@ -1,7 +1,7 @@
 //! The `spoolmon` command: each subcommand is a thin call into the library.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use spoolmon::config::Config;
 use spoolmon::spool::BaseDir;
 use std::io::IsTerminal;
@@ -51,6 +51,11 @@ enum Command {
         #[command(flatten)]
         base: BaseArgs,
     },
+    /// Nagios checks of the base directory (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+    Check {
+        #[command(subcommand)]
+        check: CheckCommand,
+    },
     /// List orders with their state (active, invalid, unresolved) and the reason.
     Orders {
         #[command(flatten)]
@@ -79,6 +84,80 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+}
+
+/// Threshold options every check takes (Nagios range syntax).
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// The base directory.
+    #[arg(long, default_value = "/var/lib/spoolmon")]
+    base_dir: PathBuf,
+    /// Warning range for the checked count (Nagios syntax: 10, 10:, ~:10, 10:20, @10:20).
+    #[arg(short, long)]
+    warning: Option<String>,
+    /// Critical range for the checked count.
+    #[arg(short, long)]
+    critical: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum CheckCommand {
+    /// Snapshots waiting in incoming/ (-w/-c, default 10 and 100) and the age of the oldest in
+    /// seconds (--age-warning/--age-critical, default 60 and 300).
+    Queue {
+        #[command(flatten)]
+        args: CheckArgs,
+        #[arg(long, default_value = "60")]
+        age_warning: String,
+        #[arg(long, default_value = "300")]
+        age_critical: String,
+    },
+    /// Snapshots in failed/ (-w/-c, default 0 and 10: any failed snapshot warns).
+    Failed {
+        #[command(flatten)]
+        args: CheckArgs,
+    },
+    /// Per sink, the age in seconds of the oldest undelivered line (-w/-c, default 300 and
+    /// 3600); lines dropped at the outbox's bound warn.
+    Outbox {
+        #[command(flatten)]
+        args: CheckArgs,
+    },
+}
+
+fn run_check(command: CheckCommand) -> ExitCode {
+    use spoolmon::check::{self, Outcome, Thresholds};
+    let now = std::time::SystemTime::now();
+    let thresholds = |args: &CheckArgs, warning: &str, critical: &str| {
+        Thresholds::parse(
+            Some(args.warning.as_deref().unwrap_or(warning)),
+            Some(args.critical.as_deref().unwrap_or(critical)),
+        )
+    };
+    let outcome = match &command {
+        CheckCommand::Queue {
+            args,
+            age_warning,
+            age_critical,
+        } => thresholds(args, "10", "100").and_then(|count| {
+            let age = Thresholds::parse(Some(age_warning), Some(age_critical))?;
+            Ok(check::check_queue(&BaseDir::new(&args.base_dir), &count, &age, now))
+        }),
+        CheckCommand::Failed { args } => {
+            thresholds(args, "0", "10").map(|count| check::check_failed(&BaseDir::new(&args.base_dir), &count))
+        }
+        CheckCommand::Outbox { args } => {
+            thresholds(args, "300", "3600").map(|age| check::check_outbox(&BaseDir::new(&args.base_dir), &age, now))
+        }
+    };
+    let name = match command {
+        CheckCommand::Queue { .. } => "queue",
+        CheckCommand::Failed { .. } => "failed",
+        CheckCommand::Outbox { .. } => "outbox",
+    };
+    let outcome = outcome.unwrap_or_else(|e| Outcome::unknown(name, e.to_string()));
+    println!("{}", outcome.line());
+    ExitCode::from(outcome.exit_code())
 }
 
 fn main() -> ExitCode {
@@ -113,6 +192,7 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 
 fn execute(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Check { check } => Ok(run_check(check)),
         Command::Run { base } => {
             let config = load_config(base.config.as_ref())?;
             let shutdown = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,154 @@
+//! `spoolmon check ...`: Nagios plugins that read only the base directory (no daemon needed,
+//! read access is enough). Output `SPOOLMON <CHECK> <STATUS> - text | perfdata`, exit code
+//! 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (base directory missing or unreadable).
+
+pub mod range;
+mod spool;
+
+pub use range::{InvalidRange, Range};
+pub use spool::{check_failed, check_outbox, check_queue};
+
+use std::fmt::Write as _;
+
+/// A Nagios plugin status; its number is the exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    Unknown = 3,
+}
+
+impl Status {
+    fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Warning => "WARNING",
+            Status::Critical => "CRITICAL",
+            Status::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Warning and critical ranges for one value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Thresholds {
+    pub warning: Option<Range>,
+    pub critical: Option<Range>,
+}
+
+impl Thresholds {
+    /// Parses `-w`/`-c` texts (either may be absent).
+    pub fn parse(warning: Option<&str>, critical: Option<&str>) -> Result<Thresholds, InvalidRange> {
+        Ok(Thresholds {
+            warning: warning.map(Range::parse).transpose()?,
+            critical: critical.map(Range::parse).transpose()?,
+        })
+    }
+
+    /// The status `value` has under these thresholds.
+    pub fn status(&self, value: f64) -> Status {
+        if self.critical.as_ref().is_some_and(|r| r.alerts(value)) {
+            Status::Critical
+        } else if self.warning.as_ref().is_some_and(|r| r.alerts(value)) {
+            Status::Warning
+        } else {
+            Status::Ok
+        }
+    }
+}
+
+/// One perfdata value: `label=value[unit];warn;crit;min`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Perf {
+    pub label: String,
+    pub value: f64,
+    pub unit: &'static str,
+    pub thresholds: Option<Thresholds>,
+}
+
+/// What a check found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub check: &'static str,
+    pub status: Status,
+    pub text: String,
+    pub perf: Vec<Perf>,
+}
+
+impl Outcome {
+    /// UNKNOWN with a reason (e.g. the base directory cannot be read).
+    pub fn unknown(check: &'static str, reason: String) -> Outcome {
+        Outcome {
+            check,
+            status: Status::Unknown,
+            text: reason,
+            perf: Vec::new(),
+        }
+    }
+
+    /// The plugin's one line of output.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "SPOOLMON {} {} - {}",
+            self.check.to_uppercase(),
+            self.status.label(),
+            self.text
+        );
+        if !self.perf.is_empty() {
+            line.push_str(" |");
+            for perf in &self.perf {
+                let _ = write!(line, " {}={}{}", perf_label(&perf.label), perf.value, perf.unit);
+                if let Some(t) = &perf.thresholds {
+                    let text = |r: &Option<Range>| r.as_ref().map(|r| r.to_string()).unwrap_or_default();
+                    let _ = write!(line, ";{};{};0", text(&t.warning), text(&t.critical));
+                }
+            }
+        }
+        line
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.status as u8
+    }
+}
+
+/// A perfdata label, quoted when it holds a space or a quote.
+fn perf_label(label: &str) -> String {
+    if label.contains([' ', '\'', '=']) {
+        format!("'{}'", label.replace('\'', "''"))
+    } else {
+        label.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn critical_wins_over_warning_and_the_line_follows_the_plugin_format() {
+        let t = Thresholds::parse(Some("10"), Some("50")).unwrap();
+        assert_eq!(
+            (t.status(10.0), t.status(11.0), t.status(51.0)),
+            (Status::Ok, Status::Warning, Status::Critical)
+        );
+        let outcome = Outcome {
+            check: "queue",
+            status: Status::Warning,
+            text: "11 snapshots waiting".into(),
+            perf: vec![Perf {
+                label: "snapshots".into(),
+                value: 11.0,
+                unit: "",
+                thresholds: Some(t),
+            }],
+        };
+        assert_eq!(
+            outcome.line(),
+            "SPOOLMON QUEUE WARNING - 11 snapshots waiting | snapshots=11;10;50;0"
+        );
+        assert_eq!(outcome.exit_code(), 1);
+        assert_eq!(perf_label("a b'c"), "'a b''c'");
+    }
+}
