@@ -69,6 +69,7 @@ mod daemon;
 mod error;
 mod exclusions;
 mod info;
+mod names;
 mod options;
 mod paths;
 mod proxies;
@@ -82,7 +83,9 @@ pub use snapshot::is_haproxy_snapshot;
 
 use crate::sink::Metric;
 use exclusions::Exclusions;
+use info::DaemonFields;
 use paths::{Grouping, MetricBuffer, SELF_METRICS};
+use snapshot::ProcessFiles;
 use stat::{StatRows, Wanted};
 use std::path::Path;
 use std::time::Instant;
@@ -105,43 +108,10 @@ pub fn aggregate(dir: &Path, time: i64, options: &HaproxyOptions) -> Result<Aggr
     snapshot::check_name(dir)?;
     let files = snapshot::read_processes(dir)?;
     let stats_started = Instant::now();
-    let daemon_fields = files
-        .iter()
-        .map(|f| info::parse_info(&f.info_name(), &f.socket, &f.info))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (frontend, backend, server) = (
-        options.frontend_specs(),
-        options.backend_specs(),
-        options.server_specs(),
-    );
-    let wanted = Wanted {
-        frontend: &frontend,
-        backend: &backend,
-        server: &server,
-    };
-    let exclusions = Exclusions::load(options);
-    let mut rows = StatRows::new(wanted);
-    for f in &files {
-        stat::parse_stat(&f.stat_name(), &f.stat, wanted, &exclusions, &mut rows)?;
-    }
-    let grouping = Grouping::new(options);
-    let capacity = 64
-        + rows.frontends.len() / files.len() * frontend.len() * 2
-        + rows.servers.len() / files.len() * (server.len() + 2) * 2;
-    let mut out = MetricBuffer::new(time, capacity);
-    timed_section(&mut out, "MetricsHAProxy", "WallClockTimeHAProxy", |out| {
-        daemon::emit_daemon(&daemon_fields, options, out);
-        Ok(())
-    })?;
-    timed_section(&mut out, "MetricsFrontend", "WallClockTimeFrontends", |out| {
-        proxies::emit_frontends(rows.frontends, &frontend, &grouping, out)
-    })?;
-    timed_section(&mut out, "MetricsBackend", "WallClockTimeBackends", |out| {
-        proxies::emit_backends(rows.backends, &backend, &grouping, out)
-    })?;
-    timed_section(&mut out, "MetricsServer", "WallClockTimeServers", |out| {
-        proxies::emit_servers(rows.servers, &server, options.aggr_server_metrics, &grouping, out)
-    })?;
+    let specs = Specs::of(options);
+    let parsed = Parsed::from_files(&files, &specs, &Exclusions::load(options))?;
+    let mut out = MetricBuffer::new(time, parsed.expected_lines(&specs));
+    parsed.emit(&specs, options, &mut out)?;
     out.push(SELF_METRICS, "WallClockTimeAllStats", seconds_since(stats_started));
     out.push(SELF_METRICS, "TotalWallClockTime", seconds_since(started));
     debug!(dir = %dir.display(), processes = files.len(), metrics = out.len(), "aggregated HAProxy snapshot");
@@ -149,6 +119,93 @@ pub fn aggregate(dir: &Path, time: i64, options: &HaproxyOptions) -> Result<Aggr
         metrics: out.into_metrics(),
         processes: files.into_iter().map(|f| f.socket).collect(),
     })
+}
+
+/// The metrics selected for each kind of row.
+struct Specs {
+    frontend: Vec<MetricSpec>,
+    backend: Vec<MetricSpec>,
+    server: Vec<MetricSpec>,
+}
+
+impl Specs {
+    fn of(options: &HaproxyOptions) -> Specs {
+        Specs {
+            frontend: options.frontend_specs(),
+            backend: options.backend_specs(),
+            server: options.server_specs(),
+        }
+    }
+
+    fn wanted(&self) -> Wanted<'_> {
+        Wanted {
+            frontend: &self.frontend,
+            backend: &self.backend,
+            server: &self.server,
+        }
+    }
+}
+
+/// Every process's `show info` fields and `show stat` rows, parsed.
+struct Parsed<'a> {
+    daemon: Vec<DaemonFields>,
+    rows: StatRows<'a>,
+}
+
+impl<'a> Parsed<'a> {
+    fn from_files(
+        files: &'a [ProcessFiles],
+        specs: &Specs,
+        exclusions: &Exclusions,
+    ) -> Result<Parsed<'a>, HaproxySnapshotError> {
+        let daemon = files
+            .iter()
+            .map(|f| info::parse_info(&f.info_name(), &f.socket, &f.info))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = StatRows::new(specs.wanted());
+        for f in files {
+            stat::parse_stat(&f.stat_name(), &f.stat, specs.wanted(), exclusions, &mut rows)?;
+        }
+        Ok(Parsed { daemon, rows })
+    }
+
+    /// About how many metrics will be sent (rows of one process times metrics per row).
+    fn expected_lines(&self, specs: &Specs) -> usize {
+        let per_process = |rows: usize| rows / self.daemon.len().max(1);
+        64 + per_process(self.rows.frontends.len()) * specs.frontend.len()
+            + per_process(self.rows.backends.len()) * (specs.backend.len() + 1)
+            + per_process(self.rows.servers.len()) * specs.server.len()
+    }
+
+    /// Daemon, frontends, backends, servers, each followed by its self-metrics.
+    fn emit(self, specs: &Specs, options: &HaproxyOptions, out: &mut MetricBuffer) -> Result<(), HaproxySnapshotError> {
+        let grouping = Grouping::new(options);
+        let Parsed { daemon, rows } = self;
+        let names = proxies::Names {
+            proxies: &rows.proxy_names,
+            servers: &rows.server_names,
+        };
+        timed_section(out, "MetricsHAProxy", "WallClockTimeHAProxy", |out| {
+            daemon::emit_daemon(&daemon, options, out);
+            Ok(())
+        })?;
+        timed_section(out, "MetricsFrontend", "WallClockTimeFrontends", |out| {
+            proxies::emit_frontends(rows.frontends, names, &specs.frontend, &grouping, out)
+        })?;
+        timed_section(out, "MetricsBackend", "WallClockTimeBackends", |out| {
+            proxies::emit_backends(rows.backends, names, &specs.backend, &grouping, out)
+        })?;
+        timed_section(out, "MetricsServer", "WallClockTimeServers", |out| {
+            proxies::emit_servers(
+                rows.servers,
+                names,
+                &specs.server,
+                options.aggr_server_metrics,
+                &grouping,
+                out,
+            )
+        })
+    }
 }
 
 /// Runs one part, then adds its `Metrics<part>` (its lines plus one, as haproxystats counts)
