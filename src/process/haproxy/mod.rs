@@ -56,7 +56,13 @@
 //!   rows whose field count differs from the header, a non-numeric value in an aggregated
 //!   field, or a directory name that is not a time make the whole snapshot fail with a
 //!   [`HaproxySnapshotError`] (the caller moves it to `failed/`). 0.5.1 skipped or crashed.
-//! - Self-metric timings measure spoolmon's work (milliseconds, not the best part of a second).
+//! - A file counts as truncated unless it ends with the empty line that ends every HAProxy
+//!   answer (0.5.1 aggregated whatever a peer closing half-way had left).
+//! - Start-up refuses `*-groups` without `group-namespace`, `group-namespace` without groups or
+//!   without `group-namespace-double-writes`, group names with dots, and unreadable exclude
+//!   files; 0.5.1 ignored or tripped over them later.
+//! - Self-metric timings measure spoolmon's work (milliseconds, not the best part of a second),
+//!   in seconds rounded to microseconds.
 //!
 //! # Speed
 //! The reference snapshot (4 processes × 200 frontends, 200 backends × 10 servers; 78,455
