@@ -20,6 +20,7 @@ use nix::sys::resource::{getrusage, UsageWho};
 use spoolmon::process::haproxy::{aggregate, HaproxyOptions};
 use spoolmon::sink::graphite::GraphiteEncoder;
 use spoolmon::sink::{Encoder, SinkBatch};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Lines haproxystats 0.5.1 sends for the reference snapshot.
@@ -35,8 +36,10 @@ fn peak_rss_mb() -> f64 {
     getrusage(UsageWho::RUSAGE_SELF).unwrap().max_rss() as f64 / 1024.0
 }
 
-/// Aggregates `dir` (and encodes the metrics if `encode`) `runs` times; returns CPU ms per run.
-fn measure(dir: &Path, runs: usize, encode: bool) -> f64 {
+/// Aggregates `dir` (and encodes the metrics if `encode`) `runs` times; returns CPU ms per run
+/// and the mean of each self-metric timing (wall-clock ms per part).
+fn measure(dir: &Path, runs: usize, encode: bool) -> (f64, BTreeMap<String, f64>) {
+    let mut parts = BTreeMap::new();
     let options = HaproxyOptions::default();
     let encoder = GraphiteEncoder::with_prefix("loadbalancers.vm.");
     let mut out = Vec::with_capacity(8 << 20);
@@ -44,6 +47,10 @@ fn measure(dir: &Path, runs: usize, encode: bool) -> f64 {
     for _ in 0..runs {
         let aggregate = aggregate(dir, reference::TIME, &options).expect("reference snapshot aggregates");
         assert_eq!(aggregate.metrics.len(), LINES);
+        for timing in aggregate.metrics.iter().filter(|m| m.path.contains("WallClockTime")) {
+            let name = timing.path.rsplit('.').next().unwrap_or_default();
+            *parts.entry(name.replace("WallClockTime", "")).or_insert(0.0) += timing.value * 1e3 / runs as f64;
+        }
         if encode {
             out.clear();
             let batch = SinkBatch {
@@ -53,7 +60,7 @@ fn measure(dir: &Path, runs: usize, encode: bool) -> f64 {
             assert_eq!(encoder.encode(batch, &mut out), LINES);
         }
     }
-    (cpu_seconds() - started) * 1e3 / runs as f64
+    ((cpu_seconds() - started) * 1e3 / runs as f64, parts)
 }
 
 fn main() {
@@ -65,14 +72,16 @@ fn main() {
     let temp = tempfile::tempdir().unwrap();
     let dir = reference::unpack_snapshot(temp.path());
 
-    let first = measure(&dir, 1, false);
+    let (first, _) = measure(&dir, 1, false);
     println!("first snapshot (polars start-up included): {first:>7.2} ms CPU, {LINES} lines");
     if !benchmarking {
         return;
     }
-    let aggregate_ms = measure(&dir, runs, false);
+    let (aggregate_ms, parts) = measure(&dir, runs, false);
     println!("aggregate, {runs} snapshots:               {aggregate_ms:>7.2} ms CPU per snapshot, {LINES} lines");
-    let encoded_ms = measure(&dir, runs, true);
+    let parts: Vec<String> = parts.iter().map(|(part, ms)| format!("{part} {ms:.2}")).collect();
+    println!("  wall-clock ms by part (self-metrics):   {}", parts.join(", "));
+    let (encoded_ms, _) = measure(&dir, runs, true);
     println!("aggregate + Graphite encoding:            {encoded_ms:>7.2} ms CPU per snapshot");
     println!("peak RSS of the whole bench process:      {:>7.1} MB", peak_rss_mb());
 }

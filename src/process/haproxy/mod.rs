@@ -56,19 +56,29 @@
 //!   rows whose field count differs from the header, a non-numeric value in an aggregated
 //!   field, or a directory name that is not a time make the whole snapshot fail with a
 //!   [`HaproxySnapshotError`] (the caller moves it to `failed/`). 0.5.1 skipped or crashed.
-//! - Self-metric timings measure spoolmon's work (milliseconds, not the best part of a second).
+//! - A file counts as truncated unless it ends with the empty line that ends every HAProxy
+//!   answer (0.5.1 aggregated whatever a peer closing half-way had left).
+//! - Start-up refuses `*-groups` without `group-namespace`, `group-namespace` without groups or
+//!   without `group-namespace-double-writes`, group names with dots, and unreadable exclude
+//!   files; 0.5.1 ignored or tripped over them later.
+//! - Self-metric timings measure spoolmon's work (milliseconds, not the best part of a second),
+//!   in seconds rounded to microseconds.
 //!
 //! # Speed
 //! The reference snapshot (4 processes × 200 frontends, 200 backends × 10 servers; 78,455
-//! lines) takes a few milliseconds of CPU: the CSV is parsed by hand straight into per-kind
-//! column vectors, polars groups and reduces them, and the daemon part (40 numbers) is plain
-//! Rust. `cargo bench --bench haproxy` measures it.
+//! lines) takes about 15 ms of CPU (haproxystats 0.5.1: 560 ms) and under 40 MB peak RSS for
+//! the whole bench process: the CSV is parsed by hand straight into per-kind column vectors
+//! (commas found eight bytes at a time), names become integer keys, polars groups and reduces
+//! the columns on the calling thread, and the daemon part (40 numbers) is plain Rust. Half the
+//! time is parsing, a third building the 78,455 metric paths. `cargo bench --bench haproxy`
+//! measures it.
 
 mod catalog;
 mod daemon;
 mod error;
 mod exclusions;
 mod info;
+mod names;
 mod options;
 mod paths;
 mod proxies;
@@ -82,7 +92,9 @@ pub use snapshot::is_haproxy_snapshot;
 
 use crate::sink::Metric;
 use exclusions::Exclusions;
+use info::DaemonFields;
 use paths::{Grouping, MetricBuffer, SELF_METRICS};
+use snapshot::ProcessFiles;
 use stat::{StatRows, Wanted};
 use std::path::Path;
 use std::time::Instant;
@@ -105,43 +117,10 @@ pub fn aggregate(dir: &Path, time: i64, options: &HaproxyOptions) -> Result<Aggr
     snapshot::check_name(dir)?;
     let files = snapshot::read_processes(dir)?;
     let stats_started = Instant::now();
-    let daemon_fields = files
-        .iter()
-        .map(|f| info::parse_info(&f.info_name(), &f.socket, &f.info))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (frontend, backend, server) = (
-        options.frontend_specs(),
-        options.backend_specs(),
-        options.server_specs(),
-    );
-    let wanted = Wanted {
-        frontend: &frontend,
-        backend: &backend,
-        server: &server,
-    };
-    let exclusions = Exclusions::load(options);
-    let mut rows = StatRows::new(wanted);
-    for f in &files {
-        stat::parse_stat(&f.stat_name(), &f.stat, wanted, &exclusions, &mut rows)?;
-    }
-    let grouping = Grouping::new(options);
-    let capacity = 64
-        + rows.frontends.len() / files.len() * frontend.len() * 2
-        + rows.servers.len() / files.len() * (server.len() + 2) * 2;
-    let mut out = MetricBuffer::new(time, capacity);
-    timed_section(&mut out, "MetricsHAProxy", "WallClockTimeHAProxy", |out| {
-        daemon::emit_daemon(&daemon_fields, options, out);
-        Ok(())
-    })?;
-    timed_section(&mut out, "MetricsFrontend", "WallClockTimeFrontends", |out| {
-        proxies::emit_frontends(rows.frontends, &frontend, &grouping, out)
-    })?;
-    timed_section(&mut out, "MetricsBackend", "WallClockTimeBackends", |out| {
-        proxies::emit_backends(rows.backends, &backend, &grouping, out)
-    })?;
-    timed_section(&mut out, "MetricsServer", "WallClockTimeServers", |out| {
-        proxies::emit_servers(rows.servers, &server, options.aggr_server_metrics, &grouping, out)
-    })?;
+    let specs = Specs::of(options);
+    let parsed = Parsed::from_files(&files, &specs, &Exclusions::load(options))?;
+    let mut out = MetricBuffer::new(time, parsed.expected_lines(&specs));
+    on_this_thread(|| parsed.emit(&specs, options, &mut out))?;
     out.push(SELF_METRICS, "WallClockTimeAllStats", seconds_since(stats_started));
     out.push(SELF_METRICS, "TotalWallClockTime", seconds_since(started));
     debug!(dir = %dir.display(), processes = files.len(), metrics = out.len(), "aggregated HAProxy snapshot");
@@ -149,6 +128,108 @@ pub fn aggregate(dir: &Path, time: i64, options: &HaproxyOptions) -> Result<Aggr
         metrics: out.into_metrics(),
         processes: files.into_iter().map(|f| f.socket).collect(),
     })
+}
+
+/// The metrics selected for each kind of row.
+struct Specs {
+    frontend: Vec<MetricSpec>,
+    backend: Vec<MetricSpec>,
+    server: Vec<MetricSpec>,
+}
+
+impl Specs {
+    fn of(options: &HaproxyOptions) -> Specs {
+        Specs {
+            frontend: options.frontend_specs(),
+            backend: options.backend_specs(),
+            server: options.server_specs(),
+        }
+    }
+
+    fn wanted(&self) -> Wanted<'_> {
+        Wanted {
+            frontend: &self.frontend,
+            backend: &self.backend,
+            server: &self.server,
+        }
+    }
+}
+
+/// Every process's `show info` fields and `show stat` rows, parsed.
+struct Parsed<'a> {
+    daemon: Vec<DaemonFields>,
+    rows: StatRows<'a>,
+}
+
+impl<'a> Parsed<'a> {
+    fn from_files(
+        files: &'a [ProcessFiles],
+        specs: &Specs,
+        exclusions: &Exclusions,
+    ) -> Result<Parsed<'a>, HaproxySnapshotError> {
+        let daemon = files
+            .iter()
+            .map(|f| info::parse_info(&f.info_name(), &f.socket, &f.info))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = StatRows::new(specs.wanted());
+        for f in files {
+            stat::parse_stat(&f.stat_name(), &f.stat, specs.wanted(), exclusions, &mut rows)?;
+        }
+        Ok(Parsed { daemon, rows })
+    }
+
+    /// About how many metrics will be sent (rows of one process times metrics per row).
+    fn expected_lines(&self, specs: &Specs) -> usize {
+        let per_process = |rows: usize| rows / self.daemon.len().max(1);
+        64 + per_process(self.rows.frontends.len()) * specs.frontend.len()
+            + per_process(self.rows.backends.len()) * (specs.backend.len() + 1)
+            + per_process(self.rows.servers.len()) * specs.server.len()
+    }
+
+    /// Daemon, frontends, backends, servers, each followed by its self-metrics.
+    fn emit(self, specs: &Specs, options: &HaproxyOptions, out: &mut MetricBuffer) -> Result<(), HaproxySnapshotError> {
+        let grouping = Grouping::new(options);
+        let Parsed { daemon, rows } = self;
+        let names = proxies::Names {
+            proxies: &rows.proxy_names,
+            servers: &rows.server_names,
+        };
+        timed_section(out, "MetricsHAProxy", "WallClockTimeHAProxy", |out| {
+            daemon::emit_daemon(&daemon, options, out);
+            Ok(())
+        })?;
+        timed_section(out, "MetricsFrontend", "WallClockTimeFrontends", |out| {
+            proxies::emit_frontends(rows.frontends, names, &specs.frontend, &grouping, out)
+        })?;
+        timed_section(out, "MetricsBackend", "WallClockTimeBackends", |out| {
+            proxies::emit_backends(rows.backends, names, &specs.backend, &grouping, out)
+        })?;
+        timed_section(out, "MetricsServer", "WallClockTimeServers", |out| {
+            proxies::emit_servers(
+                rows.servers,
+                names,
+                &specs.server,
+                options.aggr_server_metrics,
+                &grouping,
+                out,
+            )
+        })
+    }
+}
+
+/// Runs `work` with polars confined to the calling thread (polars' thread-local switch, set back
+/// when `work` returns or unwinds). Callers aggregate snapshots in parallel already, and for
+/// queries this small polars' pool cost more CPU in wake-ups than the work itself.
+fn on_this_thread<R>(work: impl FnOnce() -> R) -> R {
+    use polars_async::executor::ALLOW_RAYON_THREADS;
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ALLOW_RAYON_THREADS.set(self.0);
+        }
+    }
+    let _restore = Restore(ALLOW_RAYON_THREADS.replace(false));
+    work()
 }
 
 /// Runs one part, then adds its `Metrics<part>` (its lines plus one, as haproxystats counts)

@@ -152,8 +152,9 @@ fn into_text(name: &str, bytes: Vec<u8>) -> Result<String, HaproxySnapshotError>
         file: name.to_owned(),
         offset,
     };
-    if let Some(offset) = bytes.iter().position(|&b| b == 0) {
-        return Err(binary(offset));
+    // `contains` is a vectorised search; the position is only wanted for the message.
+    if bytes.contains(&0) {
+        return Err(binary(bytes.iter().position(|&b| b == 0).unwrap_or_default()));
     }
     String::from_utf8(bytes).map_err(|e| binary(e.utf8_error().valid_up_to()))
 }
