@@ -36,7 +36,7 @@ mv "$base"/staging/* "$base/incoming/"
 ticks=$(getconf CLK_TCK)
 start=$(date +%s%N)
 "$bin" process --base-dir "$base" --config "$base/config.yaml" 2> "$base/process.log" & pid=$!
-until [ -z "$(ls -A "$base/incoming")" ]; do sleep 0.05; kill -0 $pid; done
+until [ -z "$(ls -A "$base/incoming")" ]; do sleep 0.05; kill -0 $pid 2>/dev/null || { grep -m3 -A3 panicked "$base/process.log"; exit 1; }; done
 processed=$(date +%s%N)
 until "$bin" outbox --base-dir "$base" --json | python3 -c 'import json,sys; sys.exit(0 if all(s["lines"]==0 for s in json.load(sys.stdin)) else 1)'; do sleep 0.05; kill -0 $pid; done
 delivered=$(date +%s%N)

@@ -20,6 +20,8 @@ use tracing::{debug, info, warn};
 
 /// Most snapshots read in one round (the rest wait for the next round).
 const MAX_SNAPSHOTS_PER_ROUND: usize = 2_000;
+/// Most HAProxy snapshots aggregated in one round (each becomes ~80,000 metrics in memory).
+const MAX_HAPROXY_PER_ROUND: usize = 2;
 /// Rounds a snapshot may fail to apply before it is quarantined.
 const MAX_ATTEMPTS: u32 = 5;
 
@@ -183,12 +185,12 @@ impl Processor {
     pub fn process_pending(&mut self, flush_rrd: bool) -> io::Result<RoundReport> {
         let started = std::time::Instant::now();
         let mut report = RoundReport::default();
-        let loaded = self.load_queue(flush_rrd, &mut report)?;
+        let mut loaded = self.load_queue(flush_rrd, &mut report)?;
         if loaded.is_empty() {
             return Ok(report);
         }
         let (staged, failed_orders) = self.apply(&loaded, flush_rrd);
-        let sink_error = self.hand_to_sinks(&loaded);
+        let sink_error = self.hand_to_sinks(&mut loaded);
         // RRD pages and new last_result contents reach the disk in one flush; then the
         // last_result files are switched by rename, and a second flush makes the renames durable.
         sync_filesystem(&self.base.output())?;
@@ -227,7 +229,8 @@ impl Processor {
     /// Reads the snapshots to process this round (quarantining unreadable ones): new snapshots,
     /// and with `flush_rrd` also those marked applied in earlier rounds.
     fn load_queue(&mut self, flush_rrd: bool, report: &mut RoundReport) -> io::Result<Vec<Loaded>> {
-        let mut loaded = Vec::new();
+        let mut candidates = Vec::new();
+        let mut haproxy_snapshots = 0;
         for entry in queue::list(&self.base)? {
             match entry {
                 QueueEntry::Invalid(name) => {
@@ -237,25 +240,53 @@ impl Processor {
                     );
                     report.quarantined += 1;
                 }
-                QueueEntry::Snapshot(name) if loaded.len() < MAX_SNAPSHOTS_PER_ROUND => {
+                QueueEntry::Snapshot(name) => {
+                    if candidates.len() >= MAX_SNAPSHOTS_PER_ROUND || haproxy_snapshots >= MAX_HAPROXY_PER_ROUND {
+                        break;
+                    }
                     let applied = queue::is_applied(&self.base, name.as_str());
                     if applied && !flush_rrd {
                         continue;
                     }
-                    match self.load(&name) {
-                        Ok((results, metrics)) => loaded.push(Loaded {
-                            name,
-                            results,
-                            metrics,
-                            applied,
-                        }),
-                        Err(reason) => {
-                            self.quarantine(name.as_str(), &reason);
-                            report.quarantined += 1;
-                        }
-                    }
+                    haproxy_snapshots +=
+                        usize::from(!self.base.incoming().join(name.as_str()).join(PING_FILE).exists());
+                    candidates.push((name, applied));
                 }
-                QueueEntry::Snapshot(_) => {}
+            }
+        }
+        // Reading and aggregating is the expensive part for HAProxy snapshots: spread over plain
+        // threads (polars keeps each query on its calling thread, which must not be a rayon
+        // worker).
+        let threads = self.pool.current_num_threads().max(1);
+        let per_thread = candidates.len().div_ceil(threads).max(1);
+        let this: &Processor = self;
+        let outcomes: Vec<_> = std::thread::scope(|scope| {
+            let workers: Vec<_> = candidates
+                .chunks(per_thread)
+                .map(|chunk| scope.spawn(move || chunk.iter().map(|(name, _)| this.load(name)).collect::<Vec<_>>()))
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        });
+        let outcomes = candidates
+            .into_iter()
+            .zip(outcomes)
+            .map(|((name, applied), outcome)| (name, applied, outcome));
+        let mut loaded = Vec::new();
+        for (name, applied, outcome) in outcomes {
+            match outcome {
+                Ok((results, metrics)) => loaded.push(Loaded {
+                    name,
+                    results,
+                    metrics,
+                    applied,
+                }),
+                Err(reason) => {
+                    self.quarantine(name.as_str(), &reason);
+                    report.quarantined += 1;
+                }
             }
         }
         Ok(loaded)
@@ -393,7 +424,7 @@ impl Processor {
     }
 
     /// Gives every sink the active results; the first error, if any.
-    fn hand_to_sinks(&self, loaded: &[Loaded]) -> Option<String> {
+    fn hand_to_sinks(&self, loaded: &mut [Loaded]) -> Option<String> {
         if self.sinks.is_empty() {
             return None;
         }
@@ -405,11 +436,11 @@ impl Processor {
             .cloned()
             .collect();
         results.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
-        let metrics: Vec<Metric> = loaded
-            .iter()
-            .filter(|s| !s.applied)
-            .flat_map(|s| s.metrics.iter().cloned())
-            .collect();
+        // Metrics are only needed here: moved, not copied (a HAProxy snapshot has ~80,000).
+        let mut metrics: Vec<Metric> = Vec::new();
+        for snapshot in loaded.iter_mut().filter(|s| !s.applied) {
+            metrics.append(&mut snapshot.metrics);
+        }
         if results.is_empty() && metrics.is_empty() {
             return None;
         }
