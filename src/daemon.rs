@@ -36,7 +36,9 @@ use tracing::{info, warn};
 const EXPIRY_CHECK: Duration = Duration::from_secs(5);
 
 /// Runs the daemon on `base` until `shutdown` is set.
-pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>) -> Result<()> {
+/// `hup` is set by SIGHUP: it makes the daemon rescan `orders/` at once (the configuration itself
+/// is read at start only; restart to change it).
+pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>, hup: Arc<AtomicBool>) -> Result<()> {
     base.create_all()
         .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
     let _lock = DaemonLock::acquire(&base.state().join("lock"))?;
@@ -118,7 +120,11 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>) -> Result<(
     send_orders(&orders_tx, &book);
     info!(base = %base.root().display(), orders = book.active().count(), "spoolmon running");
 
-    watch_orders(&mut book, &mut watchers, &config, &command_tx, &orders_tx, &shutdown);
+    let signals = LoopSignals {
+        shutdown: &shutdown,
+        hup: &hup,
+    };
+    watch_orders(&mut book, &mut watchers, &config, &command_tx, &orders_tx, signals);
 
     info!("stopping: finishing the snapshots in hand");
     drop(orders_tx);
@@ -132,6 +138,13 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>) -> Result<(
     Ok(())
 }
 
+/// The flags the order-watching loop obeys.
+#[derive(Clone, Copy)]
+struct LoopSignals<'a> {
+    shutdown: &'a AtomicBool,
+    hup: &'a AtomicBool,
+}
+
 /// The order-watching loop of the main thread.
 fn watch_orders(
     book: &mut OrderBook,
@@ -139,13 +152,17 @@ fn watch_orders(
     config: &Config,
     commands: &Sender<Lifecycle>,
     orders_tx: &Sender<Vec<Order>>,
-    shutdown: &AtomicBool,
+    signals: LoopSignals<'_>,
 ) {
     let rescan_every = Duration::from_secs(config.rescan_interval);
     let (mut last_rescan, mut last_expiry, mut last_purge) = (Instant::now(), Instant::now(), None::<Instant>);
-    while !shutdown.load(Ordering::Relaxed) {
+    while !signals.shutdown.load(Ordering::Relaxed) {
         let mut changed = Vec::new();
         let mut rescan = last_rescan.elapsed() >= rescan_every;
+        if signals.hup.swap(false, Ordering::Relaxed) {
+            info!("SIGHUP: rescanning orders/ (the configuration is read at start only)");
+            rescan = true;
+        }
         for (i, watcher) in watchers.iter_mut().enumerate() {
             let timeout = if i == 0 {
                 Duration::from_millis(250)

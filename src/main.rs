@@ -199,7 +199,10 @@ fn execute(command: Command) -> Result<ExitCode> {
             for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::flag::register(signal, shutdown.clone()).context("cannot install signal handler")?;
             }
-            spoolmon::daemon::run(BaseDir::new(base.base_dir), config, shutdown)?;
+            let hup = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
+                .context("cannot install signal handler")?;
+            spoolmon::daemon::run(BaseDir::new(base.base_dir), config, shutdown, hup)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Pull { base } => {

@@ -223,6 +223,25 @@ fn sigterm_stops_the_daemon_cleanly() {
 }
 
 #[test]
+fn sighup_rescans_orders_and_the_daemon_keeps_measuring() {
+    let base = Base::new();
+    base.write_order("h", &ping_order("127.0.0.12", 1, 1));
+    let mut daemon = base.start(FAST);
+    wait_for("measured", LIMIT, Some(&daemon), || {
+        base.read("output/h/last_result").is_some()
+    });
+    signal(daemon.pid(), "HUP");
+    wait_for("rescan logged", LIMIT, Some(&daemon), || {
+        daemon.log_text().contains("SIGHUP: rescanning orders/")
+    });
+    let before = base.read("output/h/last_result").unwrap();
+    wait_for("still measuring after SIGHUP", LIMIT, Some(&daemon), || {
+        base.read("output/h/last_result").is_some_and(|now| now != before)
+    });
+    assert!(daemon.is_running());
+}
+
+#[test]
 fn fping_engine_measures_with_the_fping_binary() {
     let base = Base::new();
     base.write_order("f4", &ping_order("127.0.0.8", 2, 2));
