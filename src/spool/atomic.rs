@@ -31,6 +31,10 @@ pub fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
 /// the old content moves to the temporary name and is overwritten in place next time. No inode is
 /// created or freed per update; on ext4 a create per update (write-temp + rename) made inode
 /// allocation, which scans recently freed inodes, the largest CPU cost of processing.
+///
+/// A reader may still hold the exchanged-out inode open, so it is only reused once it has been
+/// out of sight for [`REUSE_AFTER`] (its ctime, set by the exchange); a younger one is unlinked
+/// (the reader keeps its complete copy) and a new file is created.
 #[derive(Debug)]
 pub struct StagedFile {
     tmp: PathBuf,
@@ -44,7 +48,7 @@ impl StagedFile {
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
         let tmp = target.with_file_name(format!(".{}.next", name.to_string_lossy()));
-        let mut file = OpenOptions::new().write(true).create(true).truncate(false).open(&tmp)?;
+        let mut file = open_spare(&tmp)?;
         file.write_all(contents)?;
         // Usually the new content has the old length: fstat is cheaper than an ftruncate that
         // changes nothing (ext4 journals the latter).
@@ -80,6 +84,31 @@ impl StagedFile {
     pub fn target(&self) -> &Path {
         &self.target
     }
+}
+
+/// How long an exchanged-out file must have been out of sight before it is overwritten in place:
+/// far longer than any reader takes to read a small file it has just opened.
+pub const REUSE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the spare file for writing: the existing one if it has been out of sight for
+/// [`REUSE_AFTER`], else a new one (the young one is unlinked first).
+fn open_spare(tmp: &Path) -> io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    let file = OpenOptions::new().write(true).create(true).truncate(false).open(tmp)?;
+    let meta = file.metadata()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let changed = std::time::Duration::new(
+        meta.ctime().max(0) as u64,
+        meta.ctime_nsec().clamp(0, 999_999_999) as u32,
+    );
+    if meta.len() == 0 || now.saturating_sub(changed) >= REUSE_AFTER {
+        return Ok(file);
+    }
+    drop(file);
+    fs::remove_file(tmp)?;
+    OpenOptions::new().write(true).create_new(true).open(tmp)
 }
 
 /// Writes `contents` to a new file at `path` and fsyncs it.
