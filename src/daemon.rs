@@ -32,6 +32,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 
+/// How often `state/heartbeat` is rewritten (read by `spoolmon check daemon`).
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Name of the heartbeat file in `state/`: `<unix time> <pid>\n`, replaced atomically.
+pub const HEARTBEAT_FILE: &str = "heartbeat";
+
 /// How often expiry is checked (it only looks at in-memory mtimes).
 const EXPIRY_CHECK: Duration = Duration::from_secs(5);
 
@@ -124,7 +130,15 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>, hup: Arc<At
         shutdown: &shutdown,
         hup: &hup,
     };
-    watch_orders(&mut book, &mut watchers, &config, &command_tx, &orders_tx, signals);
+    watch_orders(
+        &base,
+        &mut book,
+        &mut watchers,
+        &config,
+        &command_tx,
+        &orders_tx,
+        signals,
+    );
 
     info!("stopping: finishing the snapshots in hand");
     drop(orders_tx);
@@ -138,6 +152,17 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>, hup: Arc<At
     Ok(())
 }
 
+/// Rewrites `state/heartbeat` (a failure is logged: the check will then report it stale).
+fn write_heartbeat(base: &BaseDir) {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let text = format!("{} {}\n", now.as_secs(), std::process::id());
+    if let Err(e) = crate::spool::atomic::replace_file(&base.state().join(HEARTBEAT_FILE), text.as_bytes()) {
+        warn!("cannot write the heartbeat: {e}");
+    }
+}
+
 /// The flags the order-watching loop obeys.
 #[derive(Clone, Copy)]
 struct LoopSignals<'a> {
@@ -147,6 +172,7 @@ struct LoopSignals<'a> {
 
 /// The order-watching loop of the main thread.
 fn watch_orders(
+    base: &BaseDir,
     book: &mut OrderBook,
     watchers: &mut [DirWatcher],
     config: &Config,
@@ -156,7 +182,12 @@ fn watch_orders(
 ) {
     let rescan_every = Duration::from_secs(config.rescan_interval);
     let (mut last_rescan, mut last_expiry, mut last_purge) = (Instant::now(), Instant::now(), None::<Instant>);
+    let mut last_heartbeat: Option<Instant> = None;
     while !signals.shutdown.load(Ordering::Relaxed) {
+        if last_heartbeat.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
+            write_heartbeat(base);
+            last_heartbeat = Some(Instant::now());
+        }
         let mut changed = Vec::new();
         let mut rescan = last_rescan.elapsed() >= rescan_every;
         if signals.hup.swap(false, Ordering::Relaxed) {

@@ -123,6 +123,12 @@ enum CheckCommand {
         #[command(flatten)]
         args: CheckArgs,
     },
+    /// A live daemon holds the base directory's lock (else CRITICAL) and its heartbeat is
+    /// fresh (age in seconds, -w/-c, default 60 and 300).
+    Daemon {
+        #[command(flatten)]
+        args: CheckArgs,
+    },
 }
 
 fn run_check(command: CheckCommand) -> ExitCode {
@@ -149,11 +155,15 @@ fn run_check(command: CheckCommand) -> ExitCode {
         CheckCommand::Outbox { args } => {
             thresholds(args, "300", "3600").map(|age| check::check_outbox(&BaseDir::new(&args.base_dir), &age, now))
         }
+        CheckCommand::Daemon { args } => {
+            thresholds(args, "60", "300").map(|age| check::check_daemon(&BaseDir::new(&args.base_dir), &age, now))
+        }
     };
     let name = match command {
         CheckCommand::Queue { .. } => "queue",
         CheckCommand::Failed { .. } => "failed",
         CheckCommand::Outbox { .. } => "outbox",
+        CheckCommand::Daemon { .. } => "daemon",
     };
     let outcome = outcome.unwrap_or_else(|e| Outcome::unknown(name, e.to_string()));
     println!("{}", outcome.line());

@@ -124,6 +124,33 @@ fn outbox_reports_each_sink_and_warns_on_age_and_drops() {
 }
 
 #[test]
+fn daemon_is_ok_while_a_live_daemon_beats_and_critical_once_it_is_killed() {
+    let base = common::Base::new();
+    let path = base.path().to_str().unwrap().to_string();
+    std::fs::create_dir_all(base.join("state")).unwrap();
+    assert_eq!(check(&["daemon", "--base-dir", &path]).0, 2, "no daemon yet");
+    let daemon = base.start(common::FAST);
+    common::wait_for(
+        "heartbeat written",
+        std::time::Duration::from_secs(60),
+        Some(&daemon),
+        || base.read("state/heartbeat").is_some(),
+    );
+    let (code, line) = check(&["daemon", "--base-dir", &path]);
+    assert_eq!(code, 0, "{line}");
+    assert!(line.contains(&format!("pid {} running", daemon.pid())), "{line}");
+    // A heartbeat 100 s old: WARNING at -w 60, CRITICAL at -c 99, OK at -w 110 (a few seconds of slack).
+    std::fs::write(base.join("state/heartbeat"), format!("{} 1\n", now() - 100)).unwrap();
+    assert_eq!(check(&["daemon", "--base-dir", &path, "-w", "60", "-c", "300"]).0, 1);
+    assert_eq!(check(&["daemon", "--base-dir", &path, "-w", "60", "-c", "99"]).0, 2);
+    assert_eq!(check(&["daemon", "--base-dir", &path, "-w", "110", "-c", "300"]).0, 0);
+    daemon.kill9();
+    let (code, line) = check(&["daemon", "--base-dir", &path]);
+    assert_eq!(code, 2, "{line}");
+    assert!(line.contains("no spoolmon holds"), "{line}");
+}
+
+#[test]
 fn a_missing_or_unreadable_base_and_a_bad_range_are_unknown() {
     let (code, line) = check(&["queue", "--base-dir", "/nonexistent/spoolmon"]);
     assert_eq!(code, 3, "{line}");
@@ -133,6 +160,7 @@ fn a_missing_or_unreadable_base_and_a_bad_range_are_unknown() {
     );
     assert_eq!(check(&["failed", "--base-dir", "/nonexistent/spoolmon"]).0, 3);
     assert_eq!(check(&["outbox", "--base-dir", "/nonexistent/spoolmon"]).0, 3);
+    assert_eq!(check(&["daemon", "--base-dir", "/nonexistent/spoolmon"]).0, 3);
     let (_dir, base, path) = base();
     std::fs::remove_dir(base.incoming()).unwrap();
     std::fs::write(base.incoming(), b"not a directory").unwrap();

@@ -2,9 +2,11 @@
 //! read access is enough). Output `SPOOLMON <CHECK> <STATUS> - text | perfdata`, exit code
 //! 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (base directory missing or unreadable).
 
+mod daemon;
 pub mod range;
 mod spool;
 
+pub use daemon::check_daemon;
 pub use range::{InvalidRange, Range};
 pub use spool::{check_failed, check_outbox, check_queue};
 

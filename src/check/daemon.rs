@@ -1,0 +1,52 @@
+//! `check daemon`: a live process holds the base directory's lock and its heartbeat is fresh.
+
+use super::{Outcome, Perf, Status, Thresholds};
+use crate::daemon::HEARTBEAT_FILE;
+use crate::spool::{lock, BaseDir};
+use std::time::SystemTime;
+
+/// CRITICAL when no process holds `state/lock`; otherwise the heartbeat's age (seconds)
+/// against `age`. UNKNOWN when `state/` cannot be read.
+pub fn check_daemon(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcome {
+    if let Err(e) = std::fs::read_dir(base.state()) {
+        return Outcome::unknown("daemon", format!("cannot read {}: {e}", base.state().display()));
+    }
+    let Some(pid) = lock::holder(&base.state().join("lock")) else {
+        return Outcome {
+            check: "daemon",
+            status: Status::Critical,
+            text: format!("no spoolmon holds {}", base.state().join("lock").display()),
+            perf: Vec::new(),
+        };
+    };
+    let heartbeat = base.state().join(HEARTBEAT_FILE);
+    let beat = std::fs::read_to_string(&heartbeat)
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<i64>().ok());
+    let Some(beat) = beat else {
+        return Outcome {
+            check: "daemon",
+            status: Status::Critical,
+            text: format!(
+                "pid {pid} holds the lock but {} is missing or unreadable",
+                heartbeat.display()
+            ),
+            perf: Vec::new(),
+        };
+    };
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let beat_age = (now - beat).max(0);
+    Outcome {
+        check: "daemon",
+        status: age.status(beat_age as f64),
+        text: format!("pid {pid} running, heartbeat {beat_age} s ago"),
+        perf: vec![Perf {
+            label: "heartbeat_age".into(),
+            value: beat_age as f64,
+            unit: "s",
+            thresholds: Some(age.clone()),
+        }],
+    }
+}
