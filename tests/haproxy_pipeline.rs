@@ -9,30 +9,12 @@ mod reference;
 
 use common::servers::{free_tcp_port, Carbon, Haproxy, HaproxySetup};
 use common::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-/// `(path, time) -> value` of every line in a local-store directory.
-fn stored_lines(dir: &Path) -> BTreeMap<(String, i64), f64> {
-    let mut lines = BTreeMap::new();
-    for entry in fs::read_dir(dir).into_iter().flatten() {
-        let text = fs::read_to_string(entry.unwrap().path().join("stats")).unwrap_or_default();
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            assert_eq!(fields.len(), 3, "bad line in local-store: {line:?}");
-            lines.insert(
-                (fields[0].to_string(), fields[2].parse().unwrap()),
-                fields[1].parse().unwrap(),
-            );
-        }
-    }
-    lines
-}
 
 #[test]
 fn pulled_haproxy_statistics_reach_carbon_after_an_outage() {
@@ -57,7 +39,7 @@ fn pulled_haproxy_statistics_reach_carbon_after_an_outage() {
         fs::read_dir(&store).map(|d| d.count()).unwrap_or(0) >= 3
     });
     let carbon = Carbon::start_on(port);
-    let stored = stored_lines(&store);
+    let stored = local_store_lines(&store);
     let paths: BTreeSet<&str> = [
         "lb.vm.haproxy.frontend.fe_0.stot",
         "lb.vm.haproxy.backend.be_1.TotalServers",

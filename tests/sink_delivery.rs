@@ -17,26 +17,6 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// `(path, time) -> value` of every line in a local-store directory.
-fn stored_lines(dir: &Path) -> BTreeMap<(String, i64), f64> {
-    let mut lines = BTreeMap::new();
-    let Ok(entries) = fs::read_dir(dir) else {
-        return lines;
-    };
-    for entry in entries {
-        let text = fs::read_to_string(entry.unwrap().path().join("stats")).unwrap_or_default();
-        for line in text.lines() {
-            let fields: Vec<&str> = line.split(' ').collect();
-            assert_eq!(fields.len(), 3, "bad line in local-store: {line:?}");
-            lines.insert(
-                (fields[0].to_string(), fields[2].parse().unwrap()),
-                fields[1].parse().unwrap(),
-            );
-        }
-    }
-    lines
-}
-
 /// Distinct times in a local-store directory.
 fn stored_times(dir: &Path) -> usize {
     fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
@@ -91,7 +71,7 @@ fn graphite_down_for_a_while_and_a_kill_9_in_between_still_gets_every_line() {
         stored_times(&store) >= before_restart + 3
     });
     let carbon = Carbon::start_on(port);
-    let expected = stored_lines(&store);
+    let expected = local_store_lines(&store);
     let paths: Vec<String> = expected.keys().map(|(path, _)| path.clone()).collect();
     let (from, until) = (
         expected.keys().map(|k| k.1).min().unwrap(),
@@ -135,7 +115,7 @@ fn a_dead_sink_does_not_hold_up_a_live_one() {
     let daemon = base.start(&config);
     let rows = influx.wait_for_rows("pings", "loopback", 12);
     // Every summary row InfluxDB holds matches what local-store got for that step.
-    let stored = stored_lines(&store);
+    let stored = local_store_lines(&store);
     let mut checked = 0;
     for row in rows.iter().filter(|r| r.contains_key("median_rtt")) {
         let time = row["time"].as_i64().unwrap() / 1_000_000_000;
@@ -193,7 +173,7 @@ fn a_sink_that_cannot_take_lines_fills_the_queue_and_suspends_collection() {
     let store = base.join("ls");
     fs::create_dir_all(&store).unwrap();
     base.write_order("q", &ping_order("127.0.0.10", 1, 1));
-    let _frozen = Immutable::new(&store);
+    let _frozen = ReadOnlyDir::new(&store);
     let daemon = base.start(&format!(
         "rescan-interval: 1\nqueue-size: 2\nsinks:\n{}",
         local_store(&store)
@@ -208,25 +188,4 @@ fn a_sink_that_cannot_take_lines_fills_the_queue_and_suspends_collection() {
         "incoming/ should stop at queue-size: {waiting}"
     );
     assert_eq!(base.count("failed"), 0, "a sink failure is not the snapshot's fault");
-}
-
-/// A directory nobody can write into, not even root (`chattr +i`), until dropped.
-struct Immutable<'a>(&'a Path);
-
-impl<'a> Immutable<'a> {
-    fn new(dir: &'a Path) -> Immutable<'a> {
-        let status = std::process::Command::new("chattr")
-            .arg("+i")
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success(), "chattr +i {}", dir.display());
-        Immutable(dir)
-    }
-}
-
-impl Drop for Immutable<'_> {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("chattr").arg("-i").arg(self.0).status();
-    }
 }

@@ -6,6 +6,7 @@
 mod common;
 
 use common::servers::{free_tcp_port, wait_until, Carbon, Influx, InfluxSetup, START_LIMIT};
+use common::ReadOnlyDir;
 use serde_json::{json, Map, Value};
 use spoolmon::measurement::{OrderId, OrderResult, RrdTemplate, TelegrafMeta};
 use spoolmon::sink::graphite::{GraphiteEncoder, GraphiteOptions, GraphiteTransport};
@@ -506,35 +507,6 @@ fn local_store_appends_graphite_lines_per_time_directory() {
     names.sort();
     assert_eq!(names, ["100", "120"]);
     assert_eq!(store.name(), "local-store");
-}
-
-/// Makes `dir` unwritable even for root (immutable flag) while alive.
-struct ReadOnlyDir<'a>(&'a std::path::Path);
-
-impl<'a> ReadOnlyDir<'a> {
-    fn new(dir: &'a std::path::Path) -> ReadOnlyDir<'a> {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
-        if nix::unistd::geteuid().is_root() {
-            let status = std::process::Command::new("chattr")
-                .arg("+i")
-                .arg(dir)
-                .status()
-                .unwrap();
-            assert!(status.success(), "chattr +i {}", dir.display());
-        }
-        ReadOnlyDir(dir)
-    }
-}
-
-impl Drop for ReadOnlyDir<'_> {
-    fn drop(&mut self) {
-        use std::os::unix::fs::PermissionsExt;
-        if nix::unistd::geteuid().is_root() {
-            let _ = std::process::Command::new("chattr").arg("-i").arg(self.0).status();
-        }
-        let _ = std::fs::set_permissions(self.0, std::fs::Permissions::from_mode(0o755));
-    }
 }
 
 #[test]

@@ -205,3 +205,49 @@ pub fn ping_order(host: &str, step: u32, pings: u32) -> String {
 
 /// A fast config for tests.
 pub const FAST: &str = "rescan-interval: 2\n";
+
+/// Makes `dir` unwritable even for root (immutable flag) while alive.
+pub struct ReadOnlyDir<'a>(&'a std::path::Path);
+
+impl<'a> ReadOnlyDir<'a> {
+    pub fn new(dir: &'a std::path::Path) -> ReadOnlyDir<'a> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            let status = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "chattr +i {}", dir.display());
+        }
+        ReadOnlyDir(dir)
+    }
+}
+
+impl Drop for ReadOnlyDir<'_> {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if nix::unistd::geteuid().is_root() {
+            let _ = std::process::Command::new("chattr").arg("-i").arg(self.0).status();
+        }
+        let _ = std::fs::set_permissions(self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+/// `(path, time) -> value` of every line in a local-store directory (`<dir>/<time>/stats`).
+pub fn local_store_lines(dir: &Path) -> std::collections::BTreeMap<(String, i64), f64> {
+    let mut lines = std::collections::BTreeMap::new();
+    for entry in fs::read_dir(dir).into_iter().flatten() {
+        let text = fs::read_to_string(entry.unwrap().path().join("stats")).unwrap_or_default();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            assert_eq!(fields.len(), 3, "bad line in local-store: {line:?}");
+            lines.insert(
+                (fields[0].to_string(), fields[2].parse().unwrap()),
+                fields[1].parse().unwrap(),
+            );
+        }
+    }
+    lines
+}
