@@ -185,8 +185,9 @@ impl Processor {
     pub fn process_pending(&mut self, flush_rrd: bool) -> io::Result<RoundReport> {
         let started = std::time::Instant::now();
         let mut report = RoundReport::default();
-        let mut loaded = self.load_queue(flush_rrd, &mut report)?;
+        let (mut loaded, listed) = self.load_queue(flush_rrd, &mut report)?;
         if loaded.is_empty() {
+            self.oldest_waiting = self.oldest_left(&listed);
             return Ok(report);
         }
         let (staged, failed_orders) = self.apply(&loaded, flush_rrd);
@@ -220,16 +221,22 @@ impl Processor {
         if marked {
             sync_filesystem(&self.base.incoming())?;
         }
-        self.oldest_waiting = self.oldest_in_queue();
+        self.oldest_waiting = self.oldest_left(&listed);
         self.count_round(&report, started);
         debug!(?report, "processing round done");
         Ok(report)
     }
 
     /// Reads the snapshots to process this round (quarantining unreadable ones): new snapshots,
-    /// and with `flush_rrd` also those marked applied in earlier rounds.
-    fn load_queue(&mut self, flush_rrd: bool, report: &mut RoundReport) -> io::Result<Vec<Loaded>> {
+    /// and with `flush_rrd` also those marked applied in earlier rounds. Also returns every
+    /// snapshot name listed, oldest first.
+    fn load_queue(
+        &mut self,
+        flush_rrd: bool,
+        report: &mut RoundReport,
+    ) -> io::Result<(Vec<Loaded>, Vec<SnapshotName>)> {
         let mut candidates = Vec::new();
+        let mut listed = Vec::new();
         let mut haproxy_snapshots = 0;
         for entry in queue::list(&self.base)? {
             match entry {
@@ -241,8 +248,9 @@ impl Processor {
                     report.quarantined += 1;
                 }
                 QueueEntry::Snapshot(name) => {
+                    listed.push(name.clone());
                     if candidates.len() >= MAX_SNAPSHOTS_PER_ROUND || haproxy_snapshots >= MAX_HAPROXY_PER_ROUND {
-                        break;
+                        continue;
                     }
                     let applied = queue::is_applied(&self.base, name.as_str());
                     if applied && !flush_rrd {
@@ -260,16 +268,22 @@ impl Processor {
         let threads = self.pool.current_num_threads().max(1);
         let per_thread = candidates.len().div_ceil(threads).max(1);
         let this: &Processor = self;
-        let outcomes: Vec<_> = std::thread::scope(|scope| {
-            let workers: Vec<_> = candidates
-                .chunks(per_thread)
-                .map(|chunk| scope.spawn(move || chunk.iter().map(|(name, _)| this.load(name)).collect::<Vec<_>>()))
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        });
+        let load_chunk =
+            |chunk: &[(SnapshotName, bool)]| chunk.iter().map(|(name, _)| this.load(name)).collect::<Vec<_>>();
+        let outcomes: Vec<_> = if candidates.len() <= per_thread {
+            load_chunk(&candidates)
+        } else {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = candidates
+                    .chunks(per_thread)
+                    .map(|chunk| scope.spawn(move || load_chunk(chunk)))
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                    .collect()
+            })
+        };
         let outcomes = candidates
             .into_iter()
             .zip(outcomes)
@@ -289,21 +303,16 @@ impl Processor {
                 }
             }
         }
-        Ok(loaded)
+        Ok((loaded, listed))
     }
 
-    /// Epoch of the oldest snapshot still in `incoming/`, if any.
-    fn oldest_in_queue(&self) -> Option<i64> {
-        match queue::list(&self.base) {
-            Ok(entries) => entries.iter().find_map(|e| match e {
-                QueueEntry::Snapshot(s) => Some(s.epoch),
-                QueueEntry::Invalid(_) => None,
-            }),
-            Err(e) => {
-                warn!("cannot list incoming/: {e}");
-                None
-            }
-        }
+    /// Epoch of the oldest of `listed` still in `incoming/` after the round (newer arrivals are
+    /// seen by the next round).
+    fn oldest_left(&self, listed: &[SnapshotName]) -> Option<i64> {
+        listed
+            .iter()
+            .find(|name| self.base.incoming().join(name.as_str()).exists())
+            .map(|name| name.epoch)
     }
 
     fn count_round(&self, report: &RoundReport, started: std::time::Instant) {
@@ -610,6 +619,21 @@ mod tests {
         let rrd = rrd_last_update(&base.output().join("o/main.rrd"));
         assert!(rrd.contains(&format!("{}: 0 0.002 0.002", T0 + 40)), "{rrd}");
         assert_eq!(sink.accepted.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn after_a_restart_snapshots_left_waiting_for_the_flush_are_flushed_without_new_input() {
+        let sink = Arc::new(RecordingSink::default());
+        let (_dir, mut first) = setup(&sink);
+        let base = first.base().clone();
+        publish(&base, 1, &[result("o", T0, 0.001)]);
+        assert_eq!(first.process_pending(false).unwrap().marked, 1);
+        drop(first);
+        let mut restarted = Processor::new(base.clone(), 1, Vec::new(), false, Arc::default()).unwrap();
+        assert!(!restarted.flush_due(Duration::from_secs(60)), "nothing known before a round");
+        assert_eq!(restarted.process_pending(false).unwrap(), RoundReport::default());
+        assert!(restarted.flush_due(Duration::from_secs(60)), "the waiting snapshot is due");
+        assert_eq!(restarted.process_pending(true).unwrap().processed, 1);
     }
 
     #[test]

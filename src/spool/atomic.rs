@@ -48,11 +48,11 @@ impl StagedFile {
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
         let tmp = target.with_file_name(format!(".{}.next", name.to_string_lossy()));
-        let mut file = open_spare(&tmp)?;
+        let (mut file, old_len) = open_spare(&tmp)?;
         file.write_all(contents)?;
-        // Usually the new content has the old length: fstat is cheaper than an ftruncate that
-        // changes nothing (ext4 journals the latter).
-        if file.metadata()?.len() != contents.len() as u64 {
+        // Usually the new content has the old length: no ftruncate that changes nothing (ext4
+        // journals it); only cut what is left of longer old content.
+        if old_len > contents.len() as u64 {
             file.set_len(contents.len() as u64)?;
         }
         Ok(StagedFile {
@@ -90,9 +90,9 @@ impl StagedFile {
 /// far longer than any reader takes to read a small file it has just opened.
 pub const REUSE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Opens the spare file for writing: the existing one if it has been out of sight for
-/// [`REUSE_AFTER`], else a new one (the young one is unlinked first).
-fn open_spare(tmp: &Path) -> io::Result<File> {
+/// Opens the spare file for writing, with its current length: the existing one if it has been
+/// out of sight for [`REUSE_AFTER`], else a new, empty one (the young one is unlinked first).
+fn open_spare(tmp: &Path) -> io::Result<(File, u64)> {
     use std::os::unix::fs::MetadataExt;
     let file = OpenOptions::new().write(true).create(true).truncate(false).open(tmp)?;
     let meta = file.metadata()?;
@@ -104,11 +104,11 @@ fn open_spare(tmp: &Path) -> io::Result<File> {
         meta.ctime_nsec().clamp(0, 999_999_999) as u32,
     );
     if meta.len() == 0 || now.saturating_sub(changed) >= REUSE_AFTER {
-        return Ok(file);
+        return Ok((file, meta.len()));
     }
     drop(file);
     fs::remove_file(tmp)?;
-    OpenOptions::new().write(true).create_new(true).open(tmp)
+    Ok((OpenOptions::new().write(true).create_new(true).open(tmp)?, 0))
 }
 
 /// Writes `contents` to a new file at `path` and fsyncs it.
