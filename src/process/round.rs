@@ -630,9 +630,15 @@ mod tests {
         assert_eq!(first.process_pending(false).unwrap().marked, 1);
         drop(first);
         let mut restarted = Processor::new(base.clone(), 1, Vec::new(), false, Arc::default()).unwrap();
-        assert!(!restarted.flush_due(Duration::from_secs(60)), "nothing known before a round");
+        assert!(
+            !restarted.flush_due(Duration::from_secs(60)),
+            "nothing known before a round"
+        );
         assert_eq!(restarted.process_pending(false).unwrap(), RoundReport::default());
-        assert!(restarted.flush_due(Duration::from_secs(60)), "the waiting snapshot is due");
+        assert!(
+            restarted.flush_due(Duration::from_secs(60)),
+            "the waiting snapshot is due"
+        );
         assert_eq!(restarted.process_pending(true).unwrap().processed, 1);
     }
 
