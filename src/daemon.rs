@@ -299,7 +299,10 @@ fn find_order_dirs(root: &Path, dir: &Path, found: &mut Vec<String>) {
 
 /// The probes for this configuration: the native ICMP engine, or fping when it cannot run.
 pub fn build_probes(config: &Config) -> Result<ProbeSet> {
-    let fping = || -> Arc<dyn Probe> { Arc::new(FpingProbe::new(config.fping_path.clone())) };
+    let fping = || -> Arc<dyn Probe> {
+        info!(fping = %config.fping_path.display(), "ICMP orders are measured with the fping binary");
+        Arc::new(FpingProbe::new(config.fping_path.clone()))
+    };
     let icmp: Arc<dyn Probe> = match config.engine {
         Engine::Fping => fping(),
         Engine::Native => Arc::new(IcmpEngine::open(&config.icmp).context("engine: native, but no ICMP socket")?),

@@ -253,7 +253,12 @@ fn fping_engine_measures_with_the_fping_binary() {
             base.read(&rel).is_some_and(|t| field(&t, "loss") == "0")
         });
     }
-    assert!(daemon.log_text().contains("fping") || !daemon.log_text().is_empty());
+    let log = daemon.log_text();
+    assert!(log.contains("measured with the fping binary"), "{log}");
+    assert!(
+        !log.contains("native ICMP engine:"),
+        "the native engine was opened: {log}"
+    );
 }
 
 #[test]
