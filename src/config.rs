@@ -115,6 +115,9 @@ pub struct Config {
     pub pull: Option<PullOptions>,
     /// How HAProxy snapshots are aggregated (haproxystats' `[process]`; defaults as there).
     pub process: HaproxyOptions,
+    /// Seconds a stop (SIGTERM/SIGINT) may take to finish the work in hand before the process
+    /// exits anyway; a second SIGTERM exits at once. Nothing on disk is lost either way.
+    pub stop_timeout: u64,
 }
 
 impl Default for Config {
@@ -149,6 +152,7 @@ impl Default for Config {
             sinks: BTreeMap::new(),
             pull: None,
             process: HaproxyOptions::default(),
+            stop_timeout: 30,
         }
     }
 }
@@ -194,6 +198,7 @@ impl Config {
             ("max-batch", self.max_batch as u64),
             ("icmp.send-rate", u64::from(self.icmp.send_rate)),
             ("icmp.timeout-ms", self.icmp.timeout_ms),
+            ("stop-timeout", self.stop_timeout),
         ];
         for (key, value) in positive {
             if value == 0 {

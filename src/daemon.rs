@@ -4,10 +4,10 @@
 //! Threads: this one watches `orders/` and `telegraf/` (inotify first, then a full scan; a full
 //! rescan every `rescan-interval` and on inotify overflow) and turns order events into schedule
 //! updates and lifecycle commands; one scheduler thread starts batch runs (each run on its own
-//! thread); one processing thread (with its rayon pool) applies snapshots. SIGTERM/SIGINT set
-//! `shutdown`: the scheduler stops starting runs, processing finishes the round in hand.
+//! thread); one processing thread (with its rayon pool) applies snapshots. SIGTERM/SIGINT stop
+//! the pipeline: the scheduler stops starting runs, processing finishes the round in hand.
 //! Each sink with an outbox has a delivery thread; a stop leaves undelivered lines in the
-//! outbox for the next start.
+//! outbox for the next start. SIGHUP reloads the configuration (see [`run`]).
 
 use crate::config::{Config, Engine};
 use crate::orders::book::{OrderBook, OrderEvent};
@@ -22,6 +22,10 @@ use crate::probe::Probe;
 use crate::process::{self, Lifecycle, LoopTiming, ProcessStats, Processor};
 use crate::spool::lock::DaemonLock;
 use crate::spool::watch::{DirWatcher, WatchEvent};
+use crate::service::notify::Notifier;
+use crate::service::privilege::Account;
+use crate::service::signals::Signals;
+use crate::sink::running::RunningSinks;
 use crate::spool::{queue, BaseDir};
 use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
@@ -29,6 +33,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
 
@@ -41,10 +46,34 @@ pub const HEARTBEAT_FILE: &str = "heartbeat";
 /// How often expiry is checked (it only looks at in-memory mtimes).
 const EXPIRY_CHECK: Duration = Duration::from_secs(5);
 
-/// Runs the daemon on `base` until `shutdown` is set.
-/// `hup` is set by SIGHUP: it makes the daemon rescan `orders/` at once (the configuration itself
-/// is read at start only; restart to change it).
-pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>, hup: Arc<AtomicBool>) -> Result<()> {
+/// How `spoolmon run` was started, besides its configuration.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// The configuration file, read again on SIGHUP (none: SIGHUP only rescans `orders/`).
+    pub config_file: Option<PathBuf>,
+    /// Switch to this account once the ICMP sockets and locks are open.
+    pub user: Option<Account>,
+    /// Files to give to `user` as well (a log file opened as root).
+    pub user_files: Vec<PathBuf>,
+}
+
+/// Counters that outlive a reload (read by status and self-metrics).
+#[derive(Clone, Default)]
+pub struct DaemonStats {
+    pub process: Arc<ProcessStats>,
+    pub scheduler: Arc<SchedulerStats>,
+    pub pull: Arc<crate::collect::haproxy::PullStats>,
+}
+
+/// Runs the daemon on `base` until SIGTERM/SIGINT (see [`Signals`]).
+///
+/// SIGHUP reads the config file again: an invalid one is logged and the running configuration
+/// kept; an unchanged one only rescans `orders/`; a changed one stops the pipeline (probes
+/// scheduling, processing, sinks, pull; each finishes what it has in hand, as on a stop) and
+/// starts it again with the new configuration. The ICMP sockets, the locks and the account are
+/// kept: `engine`, `icmp` and `fping-path` change only at restart.
+pub fn run(base: BaseDir, config: Config, options: RunOptions, signals: &Signals) -> Result<()> {
+    let mut notifier = Notifier::from_env();
     base.create_all()
         .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
     let _lock = DaemonLock::acquire(&base.state().join("lock"))?;
@@ -58,98 +87,177 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>, hup: Arc<At
         info!(orphans, "removed unpublished snapshots left by a previous run");
     }
     let probes = build_probes(&config)?;
-    let _pull_lock = match config.pull {
+    let mut pull_lock = match config.pull {
         Some(_) => Some(DaemonLock::acquire(&base.state().join(crate::pull_command::PULL_LOCK))?),
         None => None,
     };
+    if let Some(account) = &options.user {
+        let mut owned: Vec<&Path> = options.user_files.iter().map(PathBuf::as_path).collect();
+        let lock_files = [base.state().join("lock"), base.state().join(crate::pull_command::PULL_LOCK)];
+        owned.extend(lock_files.iter().filter(|p| p.exists()).map(PathBuf::as_path));
+        account.switch_to(&base, &owned)?;
+    }
+    signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
+    signals.bound_the_drain()?;
 
     // Watch first, then scan: nothing dropped in between is missed (invariant 5).
     let mut watchers = vec![
         DirWatcher::new(&base.orders(), true).context("cannot watch orders/")?,
         DirWatcher::new(&base.telegraf(), true).context("cannot watch telegraf/")?,
     ];
-    let mut book = OrderBook::new(base.clone(), config.clone());
-    let initial = book.rescan(SystemTime::now());
-
-    let (command_tx, command_rx) = crossbeam_channel::unbounded();
-    let (wake_tx, wake_rx) = crossbeam_channel::unbounded();
-    let (orders_tx, orders_rx) = crossbeam_channel::unbounded();
-    send_lifecycle(&command_tx, initial);
-    reconcile_output(&base, &book, &command_tx);
-
-    let sinks = crate::sink::running::start(&base, &config.sinks, &shutdown)?;
-    let processor = Processor::new(
-        base.clone(),
-        config.workers,
-        sinks.sinks.clone(),
-        true,
-        Arc::new(ProcessStats::default()),
-    )?
-    .with_haproxy(config.process.clone());
-    let timing = LoopTiming {
-        rescan: Duration::from_secs(config.rescan_interval),
-        flush_interval: Duration::from_secs(config.rrd_flush_interval),
-    };
-    let process_shutdown = shutdown.clone();
-    let processing = std::thread::Builder::new()
-        .name("process".into())
-        .spawn(move || process::run_loop(processor, command_rx, wake_rx, process_shutdown, timing))?;
-
-    let scheduler = Scheduler {
-        base: base.clone(),
-        probes,
-        max_batch: config.max_batch,
-        ping_timeout: Duration::from_millis(config.icmp.timeout_ms),
-        guard: DiskGuard {
-            queue_size: config.queue_size,
-            min_free_bytes: config.min_free_space_mb << 20,
-        },
-        stats: Arc::new(SchedulerStats::default()),
-        published_tx: Some(wake_tx),
-    };
-    let scheduler_shutdown = shutdown.clone();
-    let scheduling = std::thread::Builder::new()
-        .name("scheduler".into())
-        .spawn(move || scheduler.run(orders_rx, scheduler_shutdown))?;
-    let pulling = match &config.pull {
-        Some(options) => {
-            let (base, options, shutdown) = (base.clone(), options.clone(), shutdown.clone());
-            let stats = Arc::new(crate::collect::haproxy::PullStats::default());
-            Some(
-                std::thread::Builder::new()
-                    .name("pull".into())
-                    .spawn(move || crate::collect::haproxy::run_pull(&base, &options, shutdown, stats))?,
-            )
+    let stats = DaemonStats::default();
+    let mut config = config;
+    let mut pipeline = Pipeline::start(&base, &config, &probes, &stats)?;
+    loop {
+        info!(base = %base.root().display(), orders = pipeline.book.active().count(), "spoolmon running");
+        notifier.ready(&format!("{} orders active", pipeline.book.active().count()));
+        let exit = watch_orders(&base, &mut pipeline, &mut watchers, &config, signals, options.config_file.as_deref(), &mut notifier);
+        let LoopExit::Reload(new) = exit else { break };
+        notifier.reloading();
+        let new = keep_restart_only_keys(&config, *new);
+        if new.pull.is_some() && pull_lock.is_none() {
+            match DaemonLock::acquire(&base.state().join(crate::pull_command::PULL_LOCK)) {
+                Ok(lock) => pull_lock = Some(lock),
+                Err(e) => {
+                    warn!("SIGHUP: the new config pulls HAProxy statistics, but {e}; keeping the running configuration");
+                    continue;
+                }
+            }
         }
-        None => None,
-    };
-    send_orders(&orders_tx, &book);
-    info!(base = %base.root().display(), orders = book.active().count(), "spoolmon running");
-
-    let signals = LoopSignals {
-        shutdown: &shutdown,
-        hup: &hup,
-    };
-    watch_orders(
-        &base,
-        &mut book,
-        &mut watchers,
-        &config,
-        &command_tx,
-        &orders_tx,
-        signals,
-    );
-
-    info!("stopping: finishing the snapshots in hand");
-    drop(orders_tx);
-    let _ = scheduling.join();
-    if let Some(pulling) = pulling {
-        let _ = pulling.join();
+        info!("SIGHUP: configuration changed; restarting the pipeline");
+        pipeline.stop();
+        pipeline = match Pipeline::start(&base, &new, &probes, &stats) {
+            Ok(started) => {
+                config = new;
+                started
+            }
+            Err(e) => {
+                warn!("SIGHUP: the new configuration cannot start ({e:#}); going back to the running one");
+                Pipeline::start(&base, &config, &probes, &stats)?
+            }
+        };
+        if config.pull.is_none() {
+            pull_lock = None;
+        }
+        signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
+        info!("configuration reloaded");
     }
-    let _ = processing.join();
-    sinks.join();
+    notifier.stopping();
+    info!("stopping: finishing the snapshots in hand");
+    pipeline.stop();
     info!("stopped");
     Ok(())
+}
+
+/// The parts of `spoolmon run` that one configuration drives: order book, scheduler, processing,
+/// sinks, pull. Rebuilt from scratch on a reload; everything they share lives on disk.
+struct Pipeline {
+    stop: Arc<AtomicBool>,
+    book: OrderBook,
+    commands: Sender<Lifecycle>,
+    orders_tx: Sender<Vec<Order>>,
+    processing: JoinHandle<()>,
+    scheduling: JoinHandle<()>,
+    pulling: Option<JoinHandle<()>>,
+    sinks: RunningSinks,
+}
+
+impl Pipeline {
+    fn start(base: &BaseDir, config: &Config, probes: &ProbeSet, stats: &DaemonStats) -> Result<Pipeline> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut book = OrderBook::new(base.clone(), config.clone());
+        let initial = book.rescan(SystemTime::now());
+        let (commands, command_rx) = crossbeam_channel::unbounded();
+        let (wake_tx, wake_rx) = crossbeam_channel::unbounded();
+        let (orders_tx, orders_rx) = crossbeam_channel::unbounded();
+        send_lifecycle(&commands, initial);
+        reconcile_output(base, &book, &commands);
+
+        let sinks = crate::sink::running::start(base, &config.sinks, &stop)?;
+        let processor = Processor::new(base.clone(), config.workers, sinks.sinks.clone(), true, stats.process.clone())?
+            .with_haproxy(config.process.clone());
+        let timing = LoopTiming {
+            rescan: Duration::from_secs(config.rescan_interval),
+            flush_interval: Duration::from_secs(config.rrd_flush_interval),
+        };
+        let process_stop = stop.clone();
+        let processing = std::thread::Builder::new()
+            .name("process".into())
+            .spawn(move || process::run_loop(processor, command_rx, wake_rx, process_stop, timing))?;
+        let scheduler = Scheduler {
+            base: base.clone(),
+            probes: probes.clone(),
+            max_batch: config.max_batch,
+            ping_timeout: Duration::from_millis(config.icmp.timeout_ms),
+            guard: DiskGuard {
+                queue_size: config.queue_size,
+                min_free_bytes: config.min_free_space_mb << 20,
+            },
+            stats: stats.scheduler.clone(),
+            published_tx: Some(wake_tx),
+        };
+        let scheduler_stop = stop.clone();
+        let scheduling = std::thread::Builder::new()
+            .name("scheduler".into())
+            .spawn(move || scheduler.run(orders_rx, scheduler_stop))?;
+        let pulling = match &config.pull {
+            Some(options) => {
+                let (base, options, stop, stats) = (base.clone(), options.clone(), stop.clone(), stats.pull.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("pull".into())
+                        .spawn(move || crate::collect::haproxy::run_pull(&base, &options, stop, stats))?,
+                )
+            }
+            None => None,
+        };
+        send_orders(&orders_tx, &book);
+        Ok(Pipeline {
+            stop,
+            book,
+            commands,
+            orders_tx,
+            processing,
+            scheduling,
+            pulling,
+            sinks,
+        })
+    }
+
+    /// Stops starting work, lets every thread finish what it has in hand, and waits for them.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        drop(self.orders_tx);
+        let _ = self.scheduling.join();
+        if let Some(pulling) = self.pulling {
+            let _ = pulling.join();
+        }
+        drop(self.commands);
+        let _ = self.processing.join();
+        self.sinks.join();
+    }
+}
+
+/// Keys whose running values stay until a restart (the sockets and probes built from them are
+/// opened before privileges are dropped): `new` with those keys taken from `running`.
+fn keep_restart_only_keys(running: &Config, mut new: Config) -> Config {
+    let mut kept = Vec::new();
+    if new.engine != running.engine {
+        kept.push("engine");
+        new.engine = running.engine;
+    }
+    if new.icmp != running.icmp {
+        kept.push("icmp");
+        new.icmp = running.icmp.clone();
+    }
+    if new.fping_path != running.fping_path {
+        kept.push("fping-path");
+        new.fping_path = running.fping_path.clone();
+    }
+    if !kept.is_empty() {
+        warn!(keys = kept.join(", "), "SIGHUP: these keys change only at restart; their running values stay");
+    }
+    new
 }
 
 /// Rewrites `state/heartbeat` (a failure is logged: the check will then report it stale).
@@ -163,27 +271,56 @@ fn write_heartbeat(base: &BaseDir) {
     }
 }
 
-/// The flags the order-watching loop obeys.
-#[derive(Clone, Copy)]
-struct LoopSignals<'a> {
-    shutdown: &'a AtomicBool,
-    hup: &'a AtomicBool,
+/// Why the order-watching loop ended.
+enum LoopExit {
+    Stop,
+    /// SIGHUP brought a valid configuration different from the running one.
+    Reload(Box<Config>),
 }
 
-/// The order-watching loop of the main thread.
+/// What SIGHUP found in the config file.
+enum Reread {
+    Unchanged,
+    Invalid,
+    Changed(Box<Config>),
+}
+
+/// Reads the config file again for SIGHUP, logging what it found.
+fn reread(config_file: Option<&Path>, running: &Config) -> Reread {
+    let Some(path) = config_file else {
+        info!("SIGHUP: no config file; rescanning orders/");
+        return Reread::Unchanged;
+    };
+    match Config::load(path) {
+        Ok(new) if new == *running => {
+            info!(config = %path.display(), "SIGHUP: configuration unchanged; rescanning orders/");
+            Reread::Unchanged
+        }
+        Ok(new) => Reread::Changed(Box::new(new)),
+        Err(e) => {
+            warn!("SIGHUP: {e}; keeping the running configuration (rescanning orders/)");
+            Reread::Invalid
+        }
+    }
+}
+
+/// The order-watching loop of the main thread: also writes the heartbeat and pings the
+/// service manager's watchdog, so both prove this loop is alive.
 fn watch_orders(
     base: &BaseDir,
-    book: &mut OrderBook,
+    pipeline: &mut Pipeline,
     watchers: &mut [DirWatcher],
     config: &Config,
-    commands: &Sender<Lifecycle>,
-    orders_tx: &Sender<Vec<Order>>,
-    signals: LoopSignals<'_>,
-) {
+    signals: &Signals,
+    config_file: Option<&Path>,
+    notifier: &mut Notifier,
+) -> LoopExit {
     let rescan_every = Duration::from_secs(config.rescan_interval);
     let (mut last_rescan, mut last_expiry, mut last_purge) = (Instant::now(), Instant::now(), None::<Instant>);
     let mut last_heartbeat: Option<Instant> = None;
-    while !signals.shutdown.load(Ordering::Relaxed) {
+    let book = &mut pipeline.book;
+    while !signals.terminating() {
+        notifier.watchdog_tick();
         if last_heartbeat.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
             write_heartbeat(base);
             last_heartbeat = Some(Instant::now());
@@ -191,8 +328,10 @@ fn watch_orders(
         let mut changed = Vec::new();
         let mut rescan = last_rescan.elapsed() >= rescan_every;
         if signals.hup.swap(false, Ordering::Relaxed) {
-            info!("SIGHUP: rescanning orders/ (the configuration is read at start only)");
-            rescan = true;
+            match reread(config_file, config) {
+                Reread::Changed(new) => return LoopExit::Reload(new),
+                Reread::Unchanged | Reread::Invalid => rescan = true,
+            }
         }
         for (i, watcher) in watchers.iter_mut().enumerate() {
             let timeout = if i == 0 {
@@ -222,16 +361,17 @@ fn watch_orders(
             events.extend(book.expire(now));
         }
         if !events.is_empty() {
-            send_lifecycle(commands, events);
-            send_orders(orders_tx, book);
+            send_lifecycle(&pipeline.commands, events);
+            send_orders(&pipeline.orders_tx, book);
         }
         if let Some(retention) = config.archive_retention {
             if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
                 last_purge = Some(Instant::now());
-                let _ = commands.send(Lifecycle::PurgeArchive(Duration::from_secs(retention)));
+                let _ = pipeline.commands.send(Lifecycle::PurgeArchive(Duration::from_secs(retention)));
             }
         }
     }
+    LoopExit::Stop
 }
 
 fn collect_paths(events: Vec<WatchEvent>, changed: &mut Vec<PathBuf>, rescan: &mut bool) {

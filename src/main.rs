@@ -4,11 +4,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use spoolmon::config::Config;
 use spoolmon::spool::BaseDir;
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use spoolmon::service::privilege::Account;
+use spoolmon::service::signals::Signals;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,6 +19,10 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]
     log_level: String,
+    /// Log to this file (appended, with timestamps; reopened on SIGHUP for logrotate) instead
+    /// of stderr. Under systemd, stderr goes to the journal with priorities and no timestamps.
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,22 +37,37 @@ struct BaseArgs {
     config: Option<PathBuf>,
 }
 
+/// Options of the long-running commands.
+#[derive(clap::Args, Debug)]
+struct ServiceArgs {
+    /// Started as root: open the ICMP sockets and locks, then switch to this user for good
+    /// (the base directory's own directories are given to it).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the daemon in the foreground: orders, probes, processing, output.
     Run {
         #[command(flatten)]
         base: BaseArgs,
+        #[command(flatten)]
+        service: ServiceArgs,
     },
     /// Pull HAProxy statistics into incoming/ (haproxystats-pull); needs a `pull:` config section.
     Pull {
         #[command(flatten)]
         base: BaseArgs,
+        #[command(flatten)]
+        service: ServiceArgs,
     },
     /// Process incoming/ alone (haproxystats-process): snapshots → output/ and sinks.
     Process {
         #[command(flatten)]
         base: BaseArgs,
+        #[command(flatten)]
+        service: ServiceArgs,
     },
     /// Nagios checks of the base directory (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
     Check {
@@ -129,6 +147,28 @@ enum CheckCommand {
         #[command(flatten)]
         args: CheckArgs,
     },
+    /// Active orders whose last_result is older than --stale-steps steps (-w/-c on their
+    /// number, default 0 and 10), and invalid or unresolved order files (--invalid-warning,
+    /// --invalid-critical, default 0 and none).
+    Orders {
+        #[command(flatten)]
+        args: CheckArgs,
+        /// The configuration the daemon runs with (its defaults decide what is valid).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = "3")]
+        stale_steps: u32,
+        #[arg(long, default_value = "0")]
+        invalid_warning: String,
+        #[arg(long)]
+        invalid_critical: Option<String>,
+    },
+    /// Age in seconds of the last HAProxy snapshot the pull collector published (-w/-c,
+    /// default 60 and 300); CRITICAL when none ever was.
+    Pull {
+        #[command(flatten)]
+        args: CheckArgs,
+    },
 }
 
 fn run_check(command: CheckCommand) -> ExitCode {
@@ -158,12 +198,34 @@ fn run_check(command: CheckCommand) -> ExitCode {
         CheckCommand::Daemon { args } => {
             thresholds(args, "60", "300").map(|age| check::check_daemon(&BaseDir::new(&args.base_dir), &age, now))
         }
+        CheckCommand::Pull { args } => {
+            thresholds(args, "60", "300").map(|age| check::check_pull(&BaseDir::new(&args.base_dir), &age, now))
+        }
+        CheckCommand::Orders {
+            args,
+            config,
+            stale_steps,
+            invalid_warning,
+            invalid_critical,
+        } => match load_config(config.as_ref()) {
+            Ok(config) => thresholds(args, "0", "10").and_then(|stale| {
+                let limits = check::OrderThresholds {
+                    stale,
+                    invalid: Thresholds::parse(Some(invalid_warning), invalid_critical.as_deref())?,
+                    stale_steps: *stale_steps,
+                };
+                Ok(check::check_orders(&BaseDir::new(&args.base_dir), &config, &limits, now))
+            }),
+            Err(e) => Ok(Outcome::unknown("orders", format!("{e:#}"))),
+        },
     };
     let name = match command {
         CheckCommand::Queue { .. } => "queue",
         CheckCommand::Failed { .. } => "failed",
         CheckCommand::Outbox { .. } => "outbox",
         CheckCommand::Daemon { .. } => "daemon",
+        CheckCommand::Orders { .. } => "orders",
+        CheckCommand::Pull { .. } => "pull",
     };
     let outcome = outcome.unwrap_or_else(|e| Outcome::unknown(name, e.to_string()));
     println!("{}", outcome.line());
@@ -172,25 +234,17 @@ fn run_check(command: CheckCommand) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
-    match execute(cli.command) {
+    if let Err(e) = spoolmon::service::log::init(&cli.log_level, cli.log_file.as_deref()) {
+        eprintln!("spoolmon: {e}");
+        return ExitCode::from(2);
+    }
+    match execute(cli.command, cli.log_file) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("spoolmon: {e:#}");
             ExitCode::from(2)
         }
     }
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
@@ -200,52 +254,44 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
     }
 }
 
-fn execute(command: Command) -> Result<ExitCode> {
+fn install_signals() -> Result<Signals> {
+    Signals::install().context("cannot install signal handlers")
+}
+
+/// The `--user` account, looked up before anything starts.
+fn account(service: &ServiceArgs) -> Result<Option<Account>> {
+    Ok(service.user.as_deref().map(Account::lookup).transpose()?)
+}
+
+fn execute(command: Command, log_file: Option<PathBuf>) -> Result<ExitCode> {
     match command {
         Command::Check { check } => Ok(run_check(check)),
-        Command::Run { base } => {
+        Command::Run { base, service } => {
             let config = load_config(base.config.as_ref())?;
-            let shutdown = Arc::new(AtomicBool::new(false));
-            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register(signal, shutdown.clone()).context("cannot install signal handler")?;
-            }
-            let hup = Arc::new(AtomicBool::new(false));
-            signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
-                .context("cannot install signal handler")?;
-            spoolmon::daemon::run(BaseDir::new(base.base_dir), config, shutdown, hup)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Pull { base } => {
-            let config = load_config(base.config.as_ref())?;
-            let options = config
-                .pull
-                .context("the config has no pull: section (socket-dir or servers to pull from)")?;
-            let signals = spoolmon::pull_command::PullSignals {
-                interrupt: Arc::new(AtomicBool::new(false)),
-                terminate: Arc::new(AtomicBool::new(false)),
+            let options = spoolmon::daemon::RunOptions {
+                config_file: base.config.clone(),
+                user: account(&service)?,
+                user_files: log_file.into_iter().collect(),
             };
-            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register(signal, signals.terminate.clone())
-                    .context("cannot install signal handler")?;
-            }
-            for signal in [
-                signal_hook::consts::SIGTERM,
-                signal_hook::consts::SIGINT,
-                signal_hook::consts::SIGHUP,
-            ] {
-                signal_hook::flag::register(signal, signals.interrupt.clone())
-                    .context("cannot install signal handler")?;
-            }
-            spoolmon::pull_command::run(BaseDir::new(base.base_dir), base.config.as_deref(), options, signals)?;
+            spoolmon::daemon::run(BaseDir::new(base.base_dir), config, options, &install_signals()?)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Process { base } => {
+        Command::Pull { base, service } => {
             let config = load_config(base.config.as_ref())?;
-            let shutdown = Arc::new(AtomicBool::new(false));
-            for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                signal_hook::flag::register(signal, shutdown.clone()).context("cannot install signal handler")?;
-            }
-            spoolmon::process_command::run(BaseDir::new(base.base_dir), config, shutdown)?;
+            let account = account(&service)?;
+            let files: Vec<&Path> = log_file.iter().map(PathBuf::as_path).collect();
+            let user = account.as_ref().map(|a| (a, files.as_slice()));
+            let base_dir = BaseDir::new(base.base_dir);
+            spoolmon::pull_command::run(base_dir, base.config.as_deref(), config, user, &install_signals()?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Process { base, service } => {
+            let config = load_config(base.config.as_ref())?;
+            let account = account(&service)?;
+            let files: Vec<&Path> = log_file.iter().map(PathBuf::as_path).collect();
+            let user = account.as_ref().map(|a| (a, files.as_slice()));
+            let base_dir = BaseDir::new(base.base_dir);
+            spoolmon::process_command::run(base_dir, base.config.as_deref(), config, user, &install_signals()?)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Outbox { base, json } => {

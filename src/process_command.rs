@@ -1,48 +1,106 @@
 //! `spoolmon process`: processing alone (haproxystats-process's job, and ping snapshots from
 //! another machine's probes), in the foreground: every snapshot in `incoming/` is applied and
 //! handed to the configured sinks. Takes the base directory's lock, so it never runs beside
-//! `spoolmon run` on the same base. SIGTERM/SIGINT finish the round in hand and stop.
+//! `spoolmon run` on the same base. SIGTERM/SIGINT finish the round in hand and stop; SIGHUP
+//! reloads the configuration.
 
 use crate::config::Config;
 use crate::process::{self, LoopTiming, ProcessStats, Processor};
+use crate::service::notify::Notifier;
+use crate::service::privilege::Account;
+use crate::service::signals::Signals;
 use crate::spool::lock::DaemonLock;
 use crate::spool::{queue, BaseDir};
 use anyhow::{Context, Result};
-use std::sync::atomic::AtomicBool;
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::info;
+use tracing::{info, warn};
 
-/// Processes `base` until `shutdown` is set.
-pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>) -> Result<()> {
+/// Processes `base` until SIGTERM/SIGINT; SIGHUP reads `config_file` again (an invalid one is
+/// logged and the running configuration kept) and restarts processing and sinks with it. With
+/// `user`, switches to that account once the lock is held.
+pub fn run(
+    base: BaseDir,
+    config_file: Option<&Path>,
+    config: Config,
+    user: Option<(&Account, &[&Path])>,
+    signals: &Signals,
+) -> Result<()> {
+    let notifier = Notifier::from_env();
     base.create_all()
         .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
-    let _lock = DaemonLock::acquire(&base.state().join("lock"))?;
+    let lock_file = base.state().join("lock");
+    let _lock = DaemonLock::acquire(&lock_file)?;
     let owner = queue::TmpOwner {
         probes: false,
         pull: false,
         processing: true,
     };
     queue::clean_tmp(&base, owner).context("cannot clean incoming.tmp/")?;
-    let sinks = crate::sink::running::start(&base, &config.sinks, &shutdown)?;
-    let processor = Processor::new(
-        base.clone(),
-        config.workers,
-        sinks.sinks.clone(),
-        false,
-        Arc::new(ProcessStats::default()),
-    )?
-    .with_haproxy(config.process.clone());
+    if let Some((account, files)) = user {
+        let owned: Vec<&Path> = files.iter().copied().chain([lock_file.as_path()]).collect();
+        account.switch_to(&base, &owned)?;
+    }
+    signals.bound_the_drain()?;
+    let stats = Arc::new(ProcessStats::default());
+    let mut config = config;
+    loop {
+        signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
+        signals.wake.store(false, Ordering::Relaxed);
+        process_until_signal(&base, &config, &stats, signals, &notifier)?;
+        if signals.terminating() {
+            notifier.stopping();
+            info!("stopped");
+            return Ok(());
+        }
+        if signals.hup.swap(false, Ordering::Relaxed) {
+            notifier.reloading();
+            config = reloaded(config_file, config);
+        }
+    }
+}
+
+/// One run of processing and sinks with `config`, until any signal.
+fn process_until_signal(
+    base: &BaseDir,
+    config: &Config,
+    stats: &Arc<ProcessStats>,
+    signals: &Signals,
+    notifier: &Notifier,
+) -> Result<()> {
+    let sinks = crate::sink::running::start(base, &config.sinks, &signals.wake)?;
+    let processor = Processor::new(base.clone(), config.workers, sinks.sinks.clone(), false, stats.clone())?
+        .with_haproxy(config.process.clone());
     let timing = LoopTiming {
         rescan: Duration::from_secs(config.rescan_interval),
         flush_interval: Duration::from_secs(config.rrd_flush_interval),
     };
     info!(base = %base.root().display(), sinks = sinks.sinks.len(), "spoolmon process running");
+    notifier.ready(&format!("processing, {} sinks", sinks.sinks.len()));
     // No orders here: nothing sends lifecycle commands or in-process wake-ups.
     let (_commands_tx, commands) = crossbeam_channel::unbounded();
     let (_wake_tx, wake) = crossbeam_channel::unbounded();
-    process::run_loop(processor, commands, wake, shutdown, timing);
+    process::run_loop(processor, commands, wake, signals.wake.clone(), timing);
     sinks.join();
-    info!("stopped");
     Ok(())
+}
+
+/// The config file as it is now, or `running` if there is none or it cannot be used.
+fn reloaded(config_file: Option<&Path>, running: Config) -> Config {
+    let Some(path) = config_file else {
+        info!("SIGHUP: no config file to reload; restarting processing");
+        return running;
+    };
+    match Config::load(path) {
+        Ok(config) => {
+            info!(config = %path.display(), "SIGHUP: configuration reloaded");
+            config
+        }
+        Err(e) => {
+            warn!("SIGHUP: {e}; keeping the running configuration");
+            running
+        }
+    }
 }

@@ -4,27 +4,34 @@
 
 use crate::collect::haproxy::{run_pull, PullOptions, PullStats};
 use crate::config::Config;
+use crate::service::notify::Notifier;
+use crate::service::privilege::Account;
+use crate::service::signals::Signals;
 use crate::spool::lock::DaemonLock;
 use crate::spool::{queue, BaseDir};
 use anyhow::{Context, Result};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing::{info, warn};
-
-/// Signal flags: `interrupt` is set by every signal that must end the current loop (SIGTERM,
-/// SIGINT, SIGHUP), `terminate` only by the ones that stop the process.
-pub struct PullSignals {
-    pub interrupt: Arc<AtomicBool>,
-    pub terminate: Arc<AtomicBool>,
-}
 
 /// Lock file that keeps two pullers off one base directory (`spoolmon run` with a `pull:`
 /// section takes it too).
 pub const PULL_LOCK: &str = "pull.lock";
 
-/// Runs the collector on `base` until terminated, reloading `config_file` on SIGHUP.
-pub fn run(base: BaseDir, config_file: Option<&Path>, options: PullOptions, signals: PullSignals) -> Result<()> {
+/// Runs the collector on `base` until terminated, reloading `config_file` on SIGHUP. With
+/// `user`, switches to that account once the lock is held.
+pub fn run(
+    base: BaseDir,
+    config_file: Option<&Path>,
+    config: Config,
+    user: Option<(&Account, &[&Path])>,
+    signals: &Signals,
+) -> Result<()> {
+    let mut options = config
+        .pull
+        .context("the config has no pull: section (socket-dir or servers to pull from)")?;
+    let notifier = Notifier::from_env();
     base.create_all()
         .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
     let _lock = DaemonLock::acquire(&base.state().join(PULL_LOCK))?;
@@ -37,16 +44,28 @@ pub fn run(base: BaseDir, config_file: Option<&Path>, options: PullOptions, sign
     if orphans > 0 {
         info!(orphans, "removed unpublished snapshots left by a previous pull");
     }
+    if let Some((account, files)) = user {
+        let lock = base.state().join(PULL_LOCK);
+        let owned: Vec<&Path> = files.iter().copied().chain([lock.as_path()]).collect();
+        account.switch_to(&base, &owned)?;
+    }
+    signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
+    signals.bound_the_drain()?;
     let stats = Arc::new(PullStats::default());
-    let mut options = options;
+    notifier.ready("pulling");
     loop {
-        run_pull(&base, &options, signals.interrupt.clone(), stats.clone());
-        if signals.terminate.load(Ordering::Relaxed) {
+        run_pull(&base, &options, signals.wake.clone(), stats.clone());
+        if signals.terminating() {
+            notifier.stopping();
             info!("stopped");
             return Ok(());
         }
-        signals.interrupt.store(false, Ordering::Relaxed);
-        options = reloaded(config_file, options);
+        signals.wake.store(false, Ordering::Relaxed);
+        if signals.hup.swap(false, Ordering::Relaxed) {
+            notifier.reloading();
+            options = reloaded(config_file, options);
+            notifier.ready("pulling");
+        }
     }
 }
 

@@ -169,3 +169,127 @@ fn a_missing_or_unreadable_base_and_a_bad_range_are_unknown() {
     assert_eq!(code, 3);
     assert!(line.contains("invalid threshold range"), "{line}");
 }
+
+/// Sets the modification time of `path` to `unix` seconds.
+fn set_mtime(path: &std::path::Path, unix: i64) {
+    let time = nix::sys::time::TimeVal::new(unix, 0);
+    nix::sys::stat::utimes(path, &time, &time).unwrap();
+}
+
+/// `output/<id>/last_result` written `age` seconds ago.
+fn last_result(base: &common::Base, id: &str, age: i64) {
+    let dir = base.join(&format!("output/{id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("last_result"), "time: 1\n").unwrap();
+    set_mtime(&dir.join("last_result"), now() - age);
+}
+
+#[test]
+fn orders_counts_stale_and_invalid_orders_at_every_boundary() {
+    let base = common::Base::new();
+    let path = base.path().to_str().unwrap().to_string();
+    BaseDir::new(base.path()).create_all().unwrap();
+    let (code, line) = check(&["orders", "--base-dir", &path]);
+    assert_eq!((code, line.as_str()), (0, "SPOOLMON ORDERS OK - 0 active, 0 invalid, 0 stale | active=0 invalid=0;0;;0 stale=0;0;10;0"));
+    let order = common::ping_order("127.0.0.1", 60, 3);
+    for id in ["fresh", "old", "silent", "new"] {
+        base.write_order(id, &order);
+    }
+    last_result(&base, "fresh", 30);
+    last_result(&base, "old", 200); // 3 steps of 60 s = 180 s: stale
+    set_mtime(&base.join("orders/silent"), now() - 500); // never measured, 500 s old: stale
+    base.write_order("broken", "step: [\n");
+    let at = |args: &[&str]| {
+        let mut all = vec!["orders", "--base-dir", &path];
+        all.extend_from_slice(args);
+        check(&all)
+    };
+    let (code, line) = at(&[]);
+    assert_eq!(code, 1, "{line}");
+    assert!(line.starts_with("SPOOLMON ORDERS WARNING - 4 active, 1 invalid (first: broken: "), "{line}");
+    assert!(line.contains(", 2 stale (first: "), "{line}");
+    assert!(line.ends_with("| active=4 invalid=1;0;;0 stale=2;0;10;0"), "{line}");
+    // The stale count against -w/-c (the invalid order tolerated with --invalid-warning 1).
+    let tolerant = ["--invalid-warning", "1"];
+    assert_eq!(at(&[&tolerant[..], &["-w", "2", "-c", "5"]].concat()).0, 0, "2 stale is inside 0..2");
+    assert_eq!(at(&[&tolerant[..], &["-w", "1", "-c", "2"]].concat()).0, 1);
+    assert_eq!(at(&[&tolerant[..], &["-w", "1", "-c", "1"]].concat()).0, 2);
+    // More steps of patience: nothing is stale, only the invalid order warns.
+    let (code, line) = at(&["--stale-steps", "10"]);
+    assert_eq!(code, 1, "{line}");
+    assert!(line.contains(", 0 stale"), "{line}");
+    assert_eq!(at(&["--stale-steps", "10", "--invalid-warning", "1"]).0, 0);
+    assert_eq!(at(&["--stale-steps", "10", "--invalid-critical", "0"]).0, 2);
+    let (code, line) = at(&["--stale-steps", "1", "-w", "3", "-c", "10", "--invalid-warning", "1"]);
+    assert_eq!(code, 0, "fresh (30 s) is within 1 step, new has no result but is new: {line}");
+    assert!(line.contains(", 2 stale"), "{line}");
+}
+
+#[test]
+fn orders_names_the_first_stale_order_as_never_measured() {
+    let base = common::Base::new();
+    let path = base.path().to_str().unwrap().to_string();
+    BaseDir::new(base.path()).create_all().unwrap();
+    base.write_order("quiet", &common::ping_order("127.0.0.1", 20, 3));
+    set_mtime(&base.join("orders/quiet"), now() - 61);
+    let (code, line) = check(&["orders", "--base-dir", &path]);
+    assert_eq!(code, 1, "{line}");
+    assert!(line.contains("(first: quiet: never measured, step 20 s, stale after 3 steps)"), "{line}");
+    let (code, line) = check(&["orders", "--base-dir", &path, "--config", "/nonexistent.yaml"]);
+    assert_eq!(code, 3, "an unreadable config is UNKNOWN: {line}");
+    assert!(line.contains("/nonexistent.yaml"), "{line}");
+}
+
+#[test]
+fn pull_reports_the_age_of_the_last_published_snapshot() {
+    let (_dir, base, path) = base();
+    let (code, line) = check(&["pull", "--base-dir", &path]);
+    assert_eq!(code, 2, "{line}");
+    assert!(line.contains("no HAProxy snapshot was ever published here"), "{line}");
+    std::fs::write(base.state().join("pull-published"), format!("{} 1700000000\n", now() - 100)).unwrap();
+    let (code, line) = check(&["pull", "--base-dir", &path, "-w", "110", "-c", "300"]);
+    assert_eq!(code, 0, "{line}");
+    assert!(line.contains("last snapshot 1700000000 published 10"), "{line}");
+    assert_eq!(check(&["pull", "--base-dir", &path, "-w", "60", "-c", "300"]).0, 1);
+    assert_eq!(check(&["pull", "--base-dir", &path, "-w", "60", "-c", "99"]).0, 2);
+    std::fs::write(base.state().join("pull-published"), "garbage\n").unwrap();
+    assert_eq!(check(&["pull", "--base-dir", &path]).0, 2, "an unreadable record is no record");
+    assert_eq!(check(&["pull", "--base-dir", "/nonexistent/spoolmon"]).0, 3);
+}
+
+/// Runs a check as the unprivileged user `nobody` (the tests run as root in CI).
+fn check_as_nobody(args: &[&str]) -> (i32, String) {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(BIN)
+        .arg("check")
+        .args(args)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+}
+
+#[test]
+fn checks_work_as_an_unprivileged_user_with_read_access_and_are_unknown_without() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: switching to nobody needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, base, path) = base();
+    let readable = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(dir.path(), readable.clone()).unwrap();
+    publish(&base, now(), 1);
+    for check in ["queue", "failed", "outbox", "orders"] {
+        let (code, line) = check_as_nobody(&[check, "--base-dir", &path]);
+        assert_eq!(code, 0, "{check} as nobody: {line}");
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    for check in ["queue", "failed", "outbox", "daemon", "orders", "pull"] {
+        let (code, line) = check_as_nobody(&[check, "--base-dir", &path]);
+        assert_eq!(code, 3, "{check} without access: {line}");
+        assert!(line.contains("Permission denied"), "{line}");
+    }
+    std::fs::set_permissions(dir.path(), readable).unwrap();
+}

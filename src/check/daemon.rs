@@ -1,6 +1,6 @@
 //! `check daemon`: a live process holds the base directory's lock and its heartbeat is fresh.
 
-use super::{Outcome, Perf, Status, Thresholds};
+use super::{recorded_time, unix_now, Outcome, Perf, Status, Thresholds};
 use crate::daemon::HEARTBEAT_FILE;
 use crate::spool::{lock, BaseDir};
 use std::time::SystemTime;
@@ -20,10 +20,7 @@ pub fn check_daemon(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcom
         };
     };
     let heartbeat = base.state().join(HEARTBEAT_FILE);
-    let beat = std::fs::read_to_string(&heartbeat)
-        .ok()
-        .and_then(|text| text.split_whitespace().next()?.parse::<i64>().ok());
-    let Some(beat) = beat else {
+    let Some((beat, _pid)) = recorded_time(&heartbeat) else {
         return Outcome {
             check: "daemon",
             status: Status::Critical,
@@ -34,10 +31,7 @@ pub fn check_daemon(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcom
             perf: Vec::new(),
         };
     };
-    let now = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let beat_age = (now - beat).max(0);
+    let beat_age = (unix_now(now) - beat).max(0);
     Outcome {
         check: "daemon",
         status: age.status(beat_age as f64),

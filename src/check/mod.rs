@@ -3,14 +3,34 @@
 //! 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (base directory missing or unreadable).
 
 mod daemon;
+mod orders;
+mod pull;
 pub mod range;
 mod spool;
 
 pub use daemon::check_daemon;
+pub use orders::{check_orders, OrderThresholds};
+pub use pull::check_pull;
 pub use range::{InvalidRange, Range};
 pub use spool::{check_failed, check_outbox, check_queue};
 
 use std::fmt::Write as _;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// Seconds since the epoch.
+fn unix_now(now: SystemTime) -> i64 {
+    now.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A state file of the form `<unix seconds> <rest>`: the time and the rest of the line.
+fn recorded_time(path: &Path) -> Option<(i64, String)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().next()?;
+    let (time, rest) = line.split_once(' ').unwrap_or((line, ""));
+    Some((time.parse().ok()?, rest.trim().to_string()))
+}
 
 /// A Nagios plugin status; its number is the exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

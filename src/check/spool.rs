@@ -1,16 +1,11 @@
 //! Checks of the spool's queues: `incoming/`, `failed/` and each sink's outbox.
 
-use super::{Outcome, Perf, Status, Thresholds};
+use super::{unix_now, Outcome, Perf, Status, Thresholds};
 use crate::sink::backlog;
 use crate::spool::queue::{self, QueueEntry, APPLIED_MARK};
 use crate::spool::BaseDir;
 use std::path::Path;
 use std::time::SystemTime;
-
-fn unix_now(now: SystemTime) -> i64 {
-    now.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
 
 fn readable_dir(check: &'static str, dir: &Path) -> Result<(), Outcome> {
     match std::fs::read_dir(dir) {

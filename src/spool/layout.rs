@@ -56,7 +56,16 @@ impl BaseDir {
 
     /// Creates every directory of the layout that does not exist yet.
     pub fn create_all(&self) -> io::Result<()> {
-        for dir in [
+        for dir in self.all_dirs() {
+            std::fs::create_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// The base directory itself and every directory of the layout.
+    pub fn all_dirs(&self) -> Vec<PathBuf> {
+        vec![
+            self.root().to_path_buf(),
             self.orders(),
             self.telegraf(),
             self.incoming_tmp(),
@@ -66,9 +75,6 @@ impl BaseDir {
             self.archive(),
             self.outbox(),
             self.state(),
-        ] {
-            std::fs::create_dir_all(&dir)?;
-        }
-        Ok(())
+        ]
     }
 }

@@ -1,0 +1,116 @@
+//! `check orders`: order files that cannot be measured (invalid or unresolved) and active
+//! orders whose `last_result` is older than a few steps (stale measurements).
+
+use super::{unix_now, Outcome, Perf, Thresholds};
+use crate::config::Config;
+use crate::orders::book::{OrderState, OrderStatus};
+use crate::spool::BaseDir;
+use std::io::ErrorKind;
+use std::time::SystemTime;
+
+/// The ranges of `check orders`.
+#[derive(Clone, Debug)]
+pub struct OrderThresholds {
+    /// For the number of stale orders.
+    pub stale: Thresholds,
+    /// For the number of invalid or unresolved order files.
+    pub invalid: Thresholds,
+    /// An active order is stale when its `last_result` is older than this many steps (or it has
+    /// none and its file is that old).
+    pub stale_steps: u32,
+}
+
+/// One stale order: its id and how old its newest result is (`None`: never measured).
+struct Stale<'a> {
+    id: &'a str,
+    age: Option<i64>,
+    step: u32,
+}
+
+/// Scans `orders/` as the daemon would (with `config`'s defaults) and looks at each active
+/// order's `output/<id>/last_result`. UNKNOWN when `orders/` or a `last_result` cannot be read.
+pub fn check_orders(base: &BaseDir, config: &Config, limits: &OrderThresholds, now: SystemTime) -> Outcome {
+    if let Err(e) = std::fs::read_dir(base.orders()) {
+        return Outcome::unknown("orders", format!("cannot read {}: {e}", base.orders().display()));
+    }
+    let listing = crate::orders::listing(base, config);
+    let invalid: Vec<&OrderStatus> = listing.iter().filter(|o| o.state != OrderState::Active).collect();
+    let active = listing.len() - invalid.len();
+    let mut stale = Vec::new();
+    for order in listing.iter().filter(|o| o.state == OrderState::Active) {
+        match staleness(base, order, limits.stale_steps, now) {
+            Ok(Some(found)) => stale.push(found),
+            Ok(None) => {}
+            Err(reason) => return Outcome::unknown("orders", reason),
+        }
+    }
+    let status = limits
+        .stale
+        .status(stale.len() as f64)
+        .max(limits.invalid.status(invalid.len() as f64));
+    Outcome {
+        check: "orders",
+        status,
+        text: summary(active, &invalid, &stale, limits.stale_steps),
+        perf: vec![
+            Perf {
+                label: "active".into(),
+                value: active as f64,
+                unit: "",
+                thresholds: None,
+            },
+            perf("invalid", invalid.len(), &limits.invalid),
+            perf("stale", stale.len(), &limits.stale),
+        ],
+    }
+}
+
+/// `Some` when `order` has no result newer than `steps` of its steps.
+fn staleness<'a>(base: &BaseDir, order: &'a OrderStatus, steps: u32, now: SystemTime) -> Result<Option<Stale<'a>>, String> {
+    let Some(step) = order.step else { return Ok(None) };
+    let limit = i64::from(step) * i64::from(steps);
+    let path = base.output().join(order.id.as_path()).join("last_result");
+    let age = match std::fs::metadata(&path).and_then(|m| m.modified()) {
+        Ok(modified) => Some(unix_now(now) - unix_now(modified)),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let old = match age {
+        Some(age) => age > limit,
+        None => unix_now(now) - order.mtime > limit,
+    };
+    Ok(old.then_some(Stale {
+        id: order.id.as_str(),
+        age,
+        step,
+    }))
+}
+
+fn summary(active: usize, invalid: &[&OrderStatus], stale: &[Stale<'_>], steps: u32) -> String {
+    let mut text = format!("{active} active, {} invalid", invalid.len());
+    if let Some(first) = invalid.first() {
+        let reason = first.reason.as_deref().unwrap_or(first.state.as_str()).replace('\n', " ");
+        text.push_str(&format!(" (first: {}: {reason})", first.id.as_str()));
+    }
+    text.push_str(&format!(", {} stale", stale.len()));
+    if let Some(first) = stale.first() {
+        let age = match first.age {
+            Some(age) => format!("last result {age} s ago"),
+            None => "never measured".to_string(),
+        };
+        text.push_str(&format!(
+            " (first: {}: {age}, step {} s, stale after {steps} steps)",
+            first.id, first.step
+        ));
+    }
+    text
+}
+
+fn perf(label: &str, value: usize, thresholds: &Thresholds) -> Perf {
+    Perf {
+        label: label.into(),
+        value: value as f64,
+        unit: "",
+        thresholds: Some(thresholds.clone()),
+    }
+}

@@ -1,0 +1,39 @@
+//! `check pull`: how long ago the HAProxy pull collector last published a snapshot.
+
+use super::{recorded_time, unix_now, Outcome, Perf, Status, Thresholds};
+use crate::collect::haproxy::run::LAST_PUBLISHED_FILE;
+use crate::spool::BaseDir;
+use std::time::SystemTime;
+
+/// The age (seconds) of the last published snapshot, from `state/pull-published`, against
+/// `age`. CRITICAL when nothing was ever published on this base; UNKNOWN when `state/` cannot
+/// be read.
+pub fn check_pull(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcome {
+    if let Err(e) = std::fs::read_dir(base.state()) {
+        return Outcome::unknown("pull", format!("cannot read {}: {e}", base.state().display()));
+    }
+    let record = base.state().join(LAST_PUBLISHED_FILE);
+    let Some((published, snapshot)) = recorded_time(&record) else {
+        return Outcome {
+            check: "pull",
+            status: Status::Critical,
+            text: format!(
+                "no HAProxy snapshot was ever published here ({} missing or unreadable)",
+                record.display()
+            ),
+            perf: Vec::new(),
+        };
+    };
+    let published_age = (unix_now(now) - published).max(0);
+    Outcome {
+        check: "pull",
+        status: age.status(published_age as f64),
+        text: format!("last snapshot {snapshot} published {published_age} s ago"),
+        perf: vec![Perf {
+            label: "published_age".into(),
+            value: published_age as f64,
+            unit: "s",
+            thresholds: Some(age.clone()),
+        }],
+    }
+}

@@ -1,0 +1,9 @@
+//! What a long-running spoolmon process needs to behave as a system service: it tells its
+//! service manager how it is doing ([`notify`]), gives up root after opening what needs root
+//! ([`privilege`]), stops on signals within a bounded time ([`signals`]) and logs where its
+//! service manager expects it ([`log`]).
+
+pub mod log;
+pub mod notify;
+pub mod privilege;
+pub mod signals;
