@@ -20,12 +20,12 @@ use crate::probe::scheduler::{DiskGuard, ProbeSet, Scheduler, SchedulerStats};
 use crate::probe::tcp::TcpProbe;
 use crate::probe::Probe;
 use crate::process::{self, Lifecycle, LoopTiming, ProcessStats, Processor};
-use crate::spool::lock::DaemonLock;
-use crate::spool::watch::{DirWatcher, WatchEvent};
 use crate::service::notify::Notifier;
 use crate::service::privilege::Account;
 use crate::service::signals::Signals;
 use crate::sink::running::RunningSinks;
+use crate::spool::lock::DaemonLock;
+use crate::spool::watch::{DirWatcher, WatchEvent};
 use crate::spool::{queue, BaseDir};
 use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
@@ -93,7 +93,10 @@ pub fn run(base: BaseDir, config: Config, options: RunOptions, signals: &Signals
     };
     if let Some(account) = &options.user {
         let mut owned: Vec<&Path> = options.user_files.iter().map(PathBuf::as_path).collect();
-        let lock_files = [base.state().join("lock"), base.state().join(crate::pull_command::PULL_LOCK)];
+        let lock_files = [
+            base.state().join("lock"),
+            base.state().join(crate::pull_command::PULL_LOCK),
+        ];
         owned.extend(lock_files.iter().filter(|p| p.exists()).map(PathBuf::as_path));
         account.switch_to(&base, &owned)?;
     }
@@ -111,7 +114,15 @@ pub fn run(base: BaseDir, config: Config, options: RunOptions, signals: &Signals
     loop {
         info!(base = %base.root().display(), orders = pipeline.book.active().count(), "spoolmon running");
         notifier.ready(&format!("{} orders active", pipeline.book.active().count()));
-        let exit = watch_orders(&base, &mut pipeline, &mut watchers, &config, signals, options.config_file.as_deref(), &mut notifier);
+        let exit = watch_orders(
+            &base,
+            &mut pipeline,
+            &mut watchers,
+            &config,
+            signals,
+            options.config_file.as_deref(),
+            &mut notifier,
+        );
         let LoopExit::Reload(new) = exit else { break };
         notifier.reloading();
         let new = keep_restart_only_keys(&config, *new);
@@ -119,7 +130,9 @@ pub fn run(base: BaseDir, config: Config, options: RunOptions, signals: &Signals
             match DaemonLock::acquire(&base.state().join(crate::pull_command::PULL_LOCK)) {
                 Ok(lock) => pull_lock = Some(lock),
                 Err(e) => {
-                    warn!("SIGHUP: the new config pulls HAProxy statistics, but {e}; keeping the running configuration");
+                    warn!(
+                        "SIGHUP: the new config pulls HAProxy statistics, but {e}; keeping the running configuration"
+                    );
                     continue;
                 }
             }
@@ -174,8 +187,14 @@ impl Pipeline {
         reconcile_output(base, &book, &commands);
 
         let sinks = crate::sink::running::start(base, &config.sinks, &stop)?;
-        let processor = Processor::new(base.clone(), config.workers, sinks.sinks.clone(), true, stats.process.clone())?
-            .with_haproxy(config.process.clone());
+        let processor = Processor::new(
+            base.clone(),
+            config.workers,
+            sinks.sinks.clone(),
+            true,
+            stats.process.clone(),
+        )?
+        .with_haproxy(config.process.clone());
         let timing = LoopTiming {
             rescan: Duration::from_secs(config.rescan_interval),
             flush_interval: Duration::from_secs(config.rrd_flush_interval),
@@ -255,7 +274,10 @@ fn keep_restart_only_keys(running: &Config, mut new: Config) -> Config {
         new.fping_path = running.fping_path.clone();
     }
     if !kept.is_empty() {
-        warn!(keys = kept.join(", "), "SIGHUP: these keys change only at restart; their running values stay");
+        warn!(
+            keys = kept.join(", "),
+            "SIGHUP: these keys change only at restart; their running values stay"
+        );
     }
     new
 }
@@ -367,7 +389,9 @@ fn watch_orders(
         if let Some(retention) = config.archive_retention {
             if last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
                 last_purge = Some(Instant::now());
-                let _ = pipeline.commands.send(Lifecycle::PurgeArchive(Duration::from_secs(retention)));
+                let _ = pipeline
+                    .commands
+                    .send(Lifecycle::PurgeArchive(Duration::from_secs(retention)));
             }
         }
     }

@@ -3,9 +3,9 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use spoolmon::config::Config;
-use spoolmon::spool::BaseDir;
 use spoolmon::service::privilege::Account;
 use spoolmon::service::signals::Signals;
+use spoolmon::spool::BaseDir;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -214,7 +214,12 @@ fn run_check(command: CheckCommand) -> ExitCode {
                     invalid: Thresholds::parse(Some(invalid_warning), invalid_critical.as_deref())?,
                     stale_steps: *stale_steps,
                 };
-                Ok(check::check_orders(&BaseDir::new(&args.base_dir), &config, &limits, now))
+                Ok(check::check_orders(
+                    &BaseDir::new(&args.base_dir),
+                    &config,
+                    &limits,
+                    now,
+                ))
             }),
             Err(e) => Ok(Outcome::unknown("orders", format!("{e:#}"))),
         },

@@ -190,7 +190,13 @@ fn orders_counts_stale_and_invalid_orders_at_every_boundary() {
     let path = base.path().to_str().unwrap().to_string();
     BaseDir::new(base.path()).create_all().unwrap();
     let (code, line) = check(&["orders", "--base-dir", &path]);
-    assert_eq!((code, line.as_str()), (0, "SPOOLMON ORDERS OK - 0 active, 0 invalid, 0 stale | active=0 invalid=0;0;;0 stale=0;0;10;0"));
+    assert_eq!(
+        (code, line.as_str()),
+        (
+            0,
+            "SPOOLMON ORDERS OK - 0 active, 0 invalid, 0 stale | active=0 invalid=0;0;;0 stale=0;0;10;0"
+        )
+    );
     let order = common::ping_order("127.0.0.1", 60, 3);
     for id in ["fresh", "old", "silent", "new"] {
         base.write_order(id, &order);
@@ -206,12 +212,19 @@ fn orders_counts_stale_and_invalid_orders_at_every_boundary() {
     };
     let (code, line) = at(&[]);
     assert_eq!(code, 1, "{line}");
-    assert!(line.starts_with("SPOOLMON ORDERS WARNING - 4 active, 1 invalid (first: broken: "), "{line}");
+    assert!(
+        line.starts_with("SPOOLMON ORDERS WARNING - 4 active, 1 invalid (first: broken: "),
+        "{line}"
+    );
     assert!(line.contains(", 2 stale (first: "), "{line}");
     assert!(line.ends_with("| active=4 invalid=1;0;;0 stale=2;0;10;0"), "{line}");
     // The stale count against -w/-c (the invalid order tolerated with --invalid-warning 1).
     let tolerant = ["--invalid-warning", "1"];
-    assert_eq!(at(&[&tolerant[..], &["-w", "2", "-c", "5"]].concat()).0, 0, "2 stale is inside 0..2");
+    assert_eq!(
+        at(&[&tolerant[..], &["-w", "2", "-c", "5"]].concat()).0,
+        0,
+        "2 stale is inside 0..2"
+    );
     assert_eq!(at(&[&tolerant[..], &["-w", "1", "-c", "2"]].concat()).0, 1);
     assert_eq!(at(&[&tolerant[..], &["-w", "1", "-c", "1"]].concat()).0, 2);
     // More steps of patience: nothing is stale, only the invalid order warns.
@@ -221,7 +234,10 @@ fn orders_counts_stale_and_invalid_orders_at_every_boundary() {
     assert_eq!(at(&["--stale-steps", "10", "--invalid-warning", "1"]).0, 0);
     assert_eq!(at(&["--stale-steps", "10", "--invalid-critical", "0"]).0, 2);
     let (code, line) = at(&["--stale-steps", "1", "-w", "3", "-c", "10", "--invalid-warning", "1"]);
-    assert_eq!(code, 0, "fresh (30 s) is within 1 step, new has no result but is new: {line}");
+    assert_eq!(
+        code, 0,
+        "fresh (30 s) is within 1 step, new has no result but is new: {line}"
+    );
     assert!(line.contains(", 2 stale"), "{line}");
 }
 
@@ -234,7 +250,10 @@ fn orders_names_the_first_stale_order_as_never_measured() {
     set_mtime(&base.join("orders/quiet"), now() - 61);
     let (code, line) = check(&["orders", "--base-dir", &path]);
     assert_eq!(code, 1, "{line}");
-    assert!(line.contains("(first: quiet: never measured, step 20 s, stale after 3 steps)"), "{line}");
+    assert!(
+        line.contains("(first: quiet: never measured, step 20 s, stale after 3 steps)"),
+        "{line}"
+    );
     let (code, line) = check(&["orders", "--base-dir", &path, "--config", "/nonexistent.yaml"]);
     assert_eq!(code, 3, "an unreadable config is UNKNOWN: {line}");
     assert!(line.contains("/nonexistent.yaml"), "{line}");
@@ -246,14 +265,22 @@ fn pull_reports_the_age_of_the_last_published_snapshot() {
     let (code, line) = check(&["pull", "--base-dir", &path]);
     assert_eq!(code, 2, "{line}");
     assert!(line.contains("no HAProxy snapshot was ever published here"), "{line}");
-    std::fs::write(base.state().join("pull-published"), format!("{} 1700000000\n", now() - 100)).unwrap();
+    std::fs::write(
+        base.state().join("pull-published"),
+        format!("{} 1700000000\n", now() - 100),
+    )
+    .unwrap();
     let (code, line) = check(&["pull", "--base-dir", &path, "-w", "110", "-c", "300"]);
     assert_eq!(code, 0, "{line}");
     assert!(line.contains("last snapshot 1700000000 published 10"), "{line}");
     assert_eq!(check(&["pull", "--base-dir", &path, "-w", "60", "-c", "300"]).0, 1);
     assert_eq!(check(&["pull", "--base-dir", &path, "-w", "60", "-c", "99"]).0, 2);
     std::fs::write(base.state().join("pull-published"), "garbage\n").unwrap();
-    assert_eq!(check(&["pull", "--base-dir", &path]).0, 2, "an unreadable record is no record");
+    assert_eq!(
+        check(&["pull", "--base-dir", &path]).0,
+        2,
+        "an unreadable record is no record"
+    );
     assert_eq!(check(&["pull", "--base-dir", "/nonexistent/spoolmon"]).0, 3);
 }
 
@@ -267,7 +294,10 @@ fn check_as_nobody(args: &[&str]) -> (i32, String) {
         .gid(65534)
         .output()
         .unwrap();
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string(),
+    )
 }
 
 #[test]

@@ -46,6 +46,15 @@ fn pull_publishes_reloads_on_sighup_refuses_a_second_puller_and_stops_on_sigterm
             .is_ok_and(|entries| entries.flatten().any(|e| e.path().join("haproxy-2.sock_stat").exists()))
     });
 
+    let checked = Command::new(BIN)
+        .args(["check", "pull", "--base-dir"])
+        .arg(base.path())
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&checked.stdout);
+    assert_eq!(checked.status.code(), Some(0), "{line}");
+    assert!(line.starts_with("SPOOLMON PULL OK - last snapshot "), "{line}");
+
     let second = Command::new(BIN)
         .args(["pull", "--base-dir"])
         .arg(base.path())

@@ -66,7 +66,12 @@ pub fn check_orders(base: &BaseDir, config: &Config, limits: &OrderThresholds, n
 }
 
 /// `Some` when `order` has no result newer than `steps` of its steps.
-fn staleness<'a>(base: &BaseDir, order: &'a OrderStatus, steps: u32, now: SystemTime) -> Result<Option<Stale<'a>>, String> {
+fn staleness<'a>(
+    base: &BaseDir,
+    order: &'a OrderStatus,
+    steps: u32,
+    now: SystemTime,
+) -> Result<Option<Stale<'a>>, String> {
     let Some(step) = order.step else { return Ok(None) };
     let limit = i64::from(step) * i64::from(steps);
     let path = base.output().join(order.id.as_path()).join("last_result");
@@ -89,7 +94,11 @@ fn staleness<'a>(base: &BaseDir, order: &'a OrderStatus, steps: u32, now: System
 fn summary(active: usize, invalid: &[&OrderStatus], stale: &[Stale<'_>], steps: u32) -> String {
     let mut text = format!("{active} active, {} invalid", invalid.len());
     if let Some(first) = invalid.first() {
-        let reason = first.reason.as_deref().unwrap_or(first.state.as_str()).replace('\n', " ");
+        let reason = first
+            .reason
+            .as_deref()
+            .unwrap_or(first.state.as_str())
+            .replace('\n', " ");
         text.push_str(&format!(" (first: {}: {reason})", first.id.as_str()));
     }
     text.push_str(&format!(", {} stale", stale.len()));

@@ -222,8 +222,14 @@ mod tests {
 
     #[test]
     fn watchdog_is_armed_only_for_this_process() {
-        assert_eq!(watchdog_period(Some("20000000"), None, 7), Some(Duration::from_secs(20)));
-        assert_eq!(watchdog_period(Some("20000000"), Some("7"), 7), Some(Duration::from_secs(20)));
+        assert_eq!(
+            watchdog_period(Some("20000000"), None, 7),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            watchdog_period(Some("20000000"), Some("7"), 7),
+            Some(Duration::from_secs(20))
+        );
         assert_eq!(watchdog_period(Some("20000000"), Some("8"), 7), None);
         assert_eq!(watchdog_period(Some("0"), None, 7), None);
         assert_eq!(watchdog_period(Some("soon"), None, 7), None);

@@ -72,7 +72,12 @@ impl Account {
         if !Uid::effective().is_root() {
             return Err(PrivilegeError::NotRoot(self.name.clone()));
         }
-        for path in base.all_dirs().iter().map(PathBuf::as_path).chain(owned_files.iter().copied()) {
+        for path in base
+            .all_dirs()
+            .iter()
+            .map(PathBuf::as_path)
+            .chain(owned_files.iter().copied())
+        {
             nix::unistd::chown(path, Some(self.uid), Some(self.gid)).map_err(|source| PrivilegeError::Chown {
                 name: self.name.clone(),
                 path: path.to_owned(),

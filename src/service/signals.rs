@@ -33,11 +33,7 @@ impl Signals {
         let signals = Signals::default();
         for signal in [SIGTERM, SIGINT] {
             // Registered first, so it sees the flag as it was before this signal.
-            signal_hook::flag::register_conditional_shutdown(
-                signal,
-                EXIT_STOPPED_AT_ONCE,
-                signals.terminate.clone(),
-            )?;
+            signal_hook::flag::register_conditional_shutdown(signal, EXIT_STOPPED_AT_ONCE, signals.terminate.clone())?;
             signal_hook::flag::register(signal, signals.terminate.clone())?;
             signal_hook::flag::register(signal, signals.wake.clone())?;
         }

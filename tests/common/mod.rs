@@ -111,9 +111,14 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits (up to `limit`) for the exit status.
-    pub fn terminate(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+    pub fn terminate(self, limit: Duration) -> Option<std::process::ExitStatus> {
+        signal(self.pid(), "TERM");
+        self.wait_exit(limit)
+    }
+
+    /// Waits (up to `limit`) for the process to exit by itself; kills it after that.
+    pub fn wait_exit(mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take().unwrap();
-        signal(child.id(), "TERM");
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait().unwrap() {
