@@ -26,7 +26,7 @@ use crate::service::signals::Signals;
 use crate::sink::running::RunningSinks;
 use crate::spool::lock::DaemonLock;
 use crate::spool::watch::{DirWatcher, WatchEvent};
-use crate::spool::{queue, BaseDir};
+use crate::spool::{queue, state, BaseDir};
 use anyhow::{Context, Result};
 use crossbeam_channel::Sender;
 use std::collections::HashSet;
@@ -36,12 +36,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 use tracing::{info, warn};
-
-/// How often `state/heartbeat` is rewritten (read by `spoolmon check daemon`).
-const HEARTBEAT: Duration = Duration::from_secs(10);
-
-/// Name of the heartbeat file in `state/`: `<unix time> <pid>\n`, replaced atomically.
-pub const HEARTBEAT_FILE: &str = "heartbeat";
 
 /// How often expiry is checked (it only looks at in-memory mtimes).
 const EXPIRY_CHECK: Duration = Duration::from_secs(5);
@@ -198,6 +192,7 @@ impl Pipeline {
         let timing = LoopTiming {
             rescan: Duration::from_secs(config.rescan_interval),
             flush_interval: Duration::from_secs(config.rrd_flush_interval),
+            heartbeat: false,
         };
         let process_stop = stop.clone();
         let processing = std::thread::Builder::new()
@@ -282,17 +277,6 @@ fn keep_restart_only_keys(running: &Config, mut new: Config) -> Config {
     new
 }
 
-/// Rewrites `state/heartbeat` (a failure is logged: the check will then report it stale).
-fn write_heartbeat(base: &BaseDir) {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let text = format!("{} {}\n", now.as_secs(), std::process::id());
-    if let Err(e) = crate::spool::atomic::replace_file(&base.state().join(HEARTBEAT_FILE), text.as_bytes()) {
-        warn!("cannot write the heartbeat: {e}");
-    }
-}
-
 /// Why the order-watching loop ended.
 enum LoopExit {
     Stop,
@@ -343,8 +327,8 @@ fn watch_orders(
     let book = &mut pipeline.book;
     while !signals.terminating() {
         notifier.watchdog_tick();
-        if last_heartbeat.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
-            write_heartbeat(base);
+        if last_heartbeat.is_none_or(|t| t.elapsed() >= state::HEARTBEAT_EVERY) {
+            state::write_heartbeat(base);
             last_heartbeat = Some(Instant::now());
         }
         let mut changed = Vec::new();

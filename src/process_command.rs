@@ -76,6 +76,7 @@ fn process_until_signal(
     let timing = LoopTiming {
         rescan: Duration::from_secs(config.rescan_interval),
         flush_interval: Duration::from_secs(config.rrd_flush_interval),
+        heartbeat: true,
     };
     info!(base = %base.root().display(), sinks = sinks.sinks.len(), "spoolmon process running");
     notifier.ready(&format!("processing, {} sinks", sinks.sinks.len()));

@@ -121,6 +121,17 @@ fn sigterm_during_heavy_processing_finishes_the_round_and_a_restart_loses_nothin
     heavy_backlog(&base, unpacked.path());
     let store = base.join("store");
     let process = start_process(&base, &config(&store, ""));
+    wait_for("heartbeat", LIMIT, Some(&process), || {
+        base.read("state/heartbeat").is_some()
+    });
+    let check = Command::new(BIN)
+        .args(["check", "daemon", "--base-dir"])
+        .arg(base.path())
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "spoolmon process beats too: {line}");
+    assert!(line.contains(&format!("pid {} running", process.pid())), "{line}");
     wait_until_processed(&base, &store, &process, 1);
     let status = process.terminate(LIMIT).expect("stops after its round");
     assert!(status.success(), "{status:?}");

@@ -1,7 +1,7 @@
 //! `check daemon`: a live process holds the base directory's lock and its heartbeat is fresh.
 
 use super::{recorded_time, unix_now, Outcome, Perf, Status, Thresholds};
-use crate::daemon::HEARTBEAT_FILE;
+use crate::spool::state::HEARTBEAT_FILE;
 use crate::spool::{lock, BaseDir};
 use std::time::SystemTime;
 

@@ -1,7 +1,7 @@
 //! `check pull`: how long ago the HAProxy pull collector last published a snapshot.
 
 use super::{recorded_time, unix_now, Outcome, Perf, Status, Thresholds};
-use crate::collect::haproxy::run::LAST_PUBLISHED_FILE;
+use crate::spool::state::LAST_PUBLISHED_FILE;
 use crate::spool::BaseDir;
 use std::time::SystemTime;
 

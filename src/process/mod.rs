@@ -17,6 +17,7 @@ pub mod stats;
 
 pub use round::{Lifecycle, ProcessStats, Processor, RoundReport};
 
+use crate::spool::state;
 use crate::spool::watch::DirWatcher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct LoopTiming {
     pub rescan: Duration,
     /// Let snapshots wait up to this long to batch several steps per RRD update (0 = never wait).
     pub flush_interval: Duration,
+    /// Write `state/heartbeat` from this loop (when processing is the process's main work).
+    pub heartbeat: bool,
 }
 
 /// Runs processing until `shutdown` is set: watch `incoming/` first, then scan (invariant 5).
@@ -53,7 +56,12 @@ pub fn run_loop(
     // `None` until the first round (Instant::now() - rescan would panic shortly after boot).
     let mut last_round: Option<Instant> = None;
     let mut pending = true;
+    let mut last_heartbeat: Option<Instant> = None;
     loop {
+        if timing.heartbeat && last_heartbeat.is_none_or(|t| t.elapsed() >= state::HEARTBEAT_EVERY) {
+            state::write_heartbeat(processor.base());
+            last_heartbeat = Some(Instant::now());
+        }
         for command in commands.try_iter() {
             processor.handle(command);
         }

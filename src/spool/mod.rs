@@ -10,6 +10,7 @@ pub mod layout;
 pub mod lock;
 pub mod queue;
 pub mod snapshot;
+pub mod state;
 pub mod watch;
 
 pub use layout::BaseDir;

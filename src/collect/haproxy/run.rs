@@ -69,14 +69,10 @@ pub fn run_pull(base: &BaseDir, options: &PullOptions, shutdown: Arc<AtomicBool>
     info!("pull stopped");
 }
 
-/// Name of the file in `state/` that records the last published snapshot:
-/// `<unix seconds> <snapshot name>\n`, replaced atomically (read by `spoolmon check pull`).
-pub const LAST_PUBLISHED_FILE: &str = "pull-published";
-
 fn record(base: &BaseDir, result: Result<super::CycleReport, PullError>, stats: &PullStats) {
     match result {
         Ok(report) => {
-            write_last_published(base, &report.snapshot);
+            crate::spool::state::write_last_published(base, &report.snapshot);
             let micros = |d: Duration| d.as_micros().min(u128::from(u64::MAX)) as u64;
             stats.snapshots_published.fetch_add(1, Ordering::Relaxed);
             stats.bytes_pulled.fetch_add(report.bytes, Ordering::Relaxed);
@@ -93,16 +89,6 @@ fn record(base: &BaseDir, result: Result<super::CycleReport, PullError>, stats: 
             stats.failed_cycles.fetch_add(1, Ordering::Relaxed);
             error!("pull cycle failed: {e}");
         }
-    }
-}
-
-/// Records a published snapshot for `spoolmon check pull` (a failure is logged; the check then
-/// reports the record as old).
-fn write_last_published(base: &BaseDir, snapshot: &str) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let text = format!("{} {snapshot}\n", now.as_secs());
-    if let Err(e) = crate::spool::atomic::replace_file(&base.state().join(LAST_PUBLISHED_FILE), text.as_bytes()) {
-        warn!("cannot record the published snapshot in state/: {e}");
     }
 }
 
