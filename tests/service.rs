@@ -266,3 +266,68 @@ fn log_file_has_timestamps_and_is_reopened_on_sighup() {
         "nothing on stderr"
     );
 }
+
+/// Publishes one ping snapshot for order `p` at `time` (as a remote prober would).
+fn publish_ping(base: &Base, time: i64) {
+    use spoolmon::measurement::{OrderId, OrderResult, RrdTemplate};
+    use spoolmon::spool::snapshot::{encode_ping, SnapshotName, PING_FILE};
+    let spool = spoolmon::spool::BaseDir::new(base.path());
+    let result = OrderResult {
+        id: OrderId::new("p").unwrap(),
+        time,
+        updated: time + 60,
+        step: 60,
+        pings: 2,
+        template: RrdTemplate::Smokeping,
+        rtts: vec![Some(0.001), Some(0.002)],
+        telegraf: None,
+    };
+    let name = SnapshotName::new(time, "remote", 1);
+    spoolmon::spool::queue::publish(&spool, &name, &[(PING_FILE, &encode_ping("remote", &[result]))]).unwrap();
+}
+
+#[test]
+fn process_reloads_its_sinks_on_sighup_and_keeps_them_on_a_bad_config() {
+    let base = Base::new();
+    spoolmon::spool::BaseDir::new(base.path()).create_all().unwrap();
+    let (first, second) = (base.join("store-a"), base.join("store-b"));
+    base.write_config(&store_config(&[("a", &first)], ""));
+    let log = fs::File::create(base.join("process.log")).unwrap();
+    let child = Command::new(BIN)
+        .args(["process", "--base-dir"])
+        .arg(base.path())
+        .arg("--config")
+        .arg(base.join("spoolmon.yaml"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let process = Daemon::from_child(child, base.join("process.log"));
+    let t0 = 1_790_000_000;
+    let has = |dir: &Path, time: i64| medians(dir).contains_key(&("loadbalancers.vm.ping.p.median".to_string(), time));
+    publish_ping(&base, t0);
+    wait_for("first snapshot in a", LIMIT, Some(&process), || has(&first, t0));
+
+    base.write_config("sinks: {a: {type: nosuch}}\n");
+    signal(process.pid(), "HUP");
+    wait_for("bad config refused", LIMIT, Some(&process), || {
+        process.log_text().contains("keeping the running configuration")
+    });
+    publish_ping(&base, t0 + 60);
+    wait_for("second snapshot still in a", LIMIT, Some(&process), || {
+        has(&first, t0 + 60)
+    });
+
+    base.write_config(&store_config(&[("a", &first), ("b", &second)], ""));
+    signal(process.pid(), "HUP");
+    wait_for("good config applied", LIMIT, Some(&process), || {
+        process.log_text().contains("configuration reloaded")
+    });
+    publish_ping(&base, t0 + 120);
+    wait_for("third snapshot in a and b", LIMIT, Some(&process), || {
+        has(&first, t0 + 120) && has(&second, t0 + 120)
+    });
+    assert!(!has(&second, t0), "b only gets what arrived after it was configured");
+    assert!(medians(&first).values().all(|&n| n == 1), "nothing delivered twice");
+    assert!(process.terminate(LIMIT).is_some_and(|s| s.success()));
+}
