@@ -10,7 +10,7 @@ CARGO ?= cargo
 DEB_PACKAGES := build-essential pkg-config librrd-dev libclang-dev rrdtool fping httping python3 iproute2 procps \
 	influxdb graphite-carbon python3-whisper e2fsprogs haproxy
 
-.PHONY: run test deps build lint clean-var
+.PHONY: run test deps build lint clean-var deb
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -36,6 +36,10 @@ run: build
 
 test: deps
 	$(CARGO) test --all-targets
+
+# The Debian package (binary, systemd units, config, man pages, completions) into target/debian/.
+deb: deps
+	packaging/build-deb.sh
 
 lint:
 	$(CARGO) fmt --check
