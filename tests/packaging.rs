@@ -247,12 +247,11 @@ fn deb_maintainer_scripts_are_executable_valid_shell() {
         run_ok("sh", &["-n", path_str(&path)]);
     }
     let postinst = fs::read_to_string(deb.control_dir().join("postinst")).unwrap();
-    for packaged in ["/usr/lib/sysusers.d/spoolmon.conf"] {
-        assert!(
-            postinst.contains(packaged) && deb.file(packaged).is_file(),
-            "{packaged}"
-        );
-    }
+    let sysusers = "/usr/lib/sysusers.d/spoolmon.conf";
+    assert!(
+        postinst.contains(sysusers) && deb.file(sysusers).is_file(),
+        "{sysusers}"
+    );
     let commands = postinst.lines().filter(|line| !line.trim_start().starts_with('#'));
     for line in commands {
         assert!(
@@ -454,4 +453,25 @@ fn man_prints_one_page_or_writes_one_per_command() {
         assert!(text.contains(".SH NAME"), "{page}");
     }
     assert!(!out_dir.join("spoolmon-help.1").exists());
+}
+
+#[test]
+fn rpm_spec_parses_and_carries_the_cargo_version() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/rpm/spoolmon.spec");
+    let version = run_ok("rpmspec", &["-q", "--srpm", "--qf", "%{VERSION}\n", spec]);
+    assert_eq!(version.trim(), env!("CARGO_PKG_VERSION"));
+    let parsed = run_ok("rpmspec", &["-P", spec]);
+    for required in [
+        "%config(noreplace) /etc/spoolmon/spoolmon.yaml",
+        "/usr/lib/sysusers.d/spoolmon.conf",
+        "%systemd_postun_with_restart spoolmon.service spoolmon-pull.service spoolmon-process.service",
+    ] {
+        assert!(parsed.contains(required), "the spec lacks {required}");
+    }
+    for unit in UNITS {
+        assert!(
+            parsed.contains(&format!("/usr/lib/systemd/system/{unit}")),
+            "the spec lacks {unit}"
+        );
+    }
 }
