@@ -6,11 +6,13 @@ CARGO ?= cargo
 # Debian packages the build and the tests need (fping and rrdtool are used by the tests as
 # real peers; librrd-dev/libclang-dev/pkg-config build the librrd bindings; influxdb,
 # graphite-carbon and python3-whisper are the sink tests' real servers, chattr (e2fsprogs) makes a
-# directory read-only for root, haproxy is the pull tests' and bench's real stats socket).
+# directory read-only for root, haproxy is the pull tests' and bench's real stats socket; the
+# packaging tests check the units with systemd-analyze (systemd, man-db for their man: links)
+# and the RPM spec with rpmspec (rpm)).
 DEB_PACKAGES := build-essential pkg-config librrd-dev libclang-dev rrdtool fping httping python3 iproute2 procps \
-	influxdb graphite-carbon python3-whisper e2fsprogs haproxy
+	influxdb graphite-carbon python3-whisper e2fsprogs haproxy systemd man-db rpm
 
-.PHONY: run test deps build lint clean-var
+.PHONY: run test deps build lint clean-var deb
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -36,6 +38,10 @@ run: build
 
 test: deps
 	$(CARGO) test --all-targets
+
+# The Debian package (binary, systemd units, config, man pages, completions) into target/debian/.
+deb: deps
+	packaging/build-deb.sh
 
 lint:
 	$(CARGO) fmt --check

@@ -1,0 +1,477 @@
+//! Packaging: `packaging/build-deb.sh` run on the test binary yields a package whose files are all
+//! there, root-owned with sane modes; whose control data, conffiles and maintainer scripts are
+//! valid; whose units systemd accepts and whose config spoolmon reads. `spoolmon completions` and
+//! `spoolmon man` cover every subcommand. Nothing is installed on this machine.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const BIN: &str = env!("CARGO_BIN_EXE_spoolmon");
+const SHELLS: [&str; 5] = ["bash", "zsh", "fish", "elvish", "powershell"];
+const UNITS: [&str; 3] = ["spoolmon.service", "spoolmon-pull.service", "spoolmon-process.service"];
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// The subcommands `spoolmon --help` lists (without `help`).
+fn subcommands() -> Vec<String> {
+    let help = run_ok(BIN, &["--help"]);
+    let names: Vec<String> = help
+        .lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect();
+    for expected in ["run", "pull", "process", "check", "config", "completions", "man"] {
+        assert!(
+            names.iter().any(|name| name == expected),
+            "--help lists no {expected}: {names:?}"
+        );
+    }
+    names
+}
+
+/// The package built from the test binary, with its files and control area extracted.
+struct BuiltDeb {
+    deb: PathBuf,
+    dir: PathBuf,
+}
+
+impl BuiltDeb {
+    fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    fn control_dir(&self) -> PathBuf {
+        self.dir.join("control")
+    }
+
+    fn file(&self, path: &str) -> PathBuf {
+        self.root().join(path.trim_start_matches('/'))
+    }
+
+    fn field(&self, name: &str) -> String {
+        run_ok("dpkg-deb", &["-f", path_str(&self.deb), name]).trim().to_owned()
+    }
+
+    /// `dpkg-deb -c`: (mode, owner, path) per entry, paths without the leading `.`.
+    fn listing(&self) -> Vec<(String, String, String)> {
+        run_ok("dpkg-deb", &["-c", path_str(&self.deb)])
+            .lines()
+            .map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                assert!(fields.len() >= 6, "unexpected listing line {line:?}");
+                let path = fields[5].trim_start_matches('.').to_owned();
+                (fields[0].to_owned(), fields[1].to_owned(), path)
+            })
+            .collect()
+    }
+}
+
+/// Built once per test run, into the target directory (kept for inspection, replaced next run).
+fn built_deb() -> &'static BuiltDeb {
+    static DEB: OnceLock<BuiltDeb> = OnceLock::new();
+    DEB.get_or_init(build_deb)
+}
+
+fn build_deb() -> BuiltDeb {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("packaging-deb");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/build-deb.sh");
+    let out = Command::new(script)
+        .args(["--binary", BIN, "--out", path_str(&dir.join("out"))])
+        // The debug binary is large: compressing it would only cost test time.
+        .env("DPKG_DEB_COMPRESSOR_TYPE", "none")
+        .output()
+        .expect("build-deb.sh runs");
+    assert!(
+        out.status.success(),
+        "build-deb.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deb = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(
+        deb.starts_with(dir.join("out")),
+        "the package went to {}",
+        deb.display()
+    );
+    let built = BuiltDeb { deb, dir };
+    run_ok("dpkg-deb", &["-x", path_str(&built.deb), path_str(&built.root())]);
+    run_ok(
+        "dpkg-deb",
+        &["-e", path_str(&built.deb), path_str(&built.control_dir())],
+    );
+    built
+}
+
+fn expected_files() -> Vec<(String, &'static str)> {
+    let mut files: Vec<(String, &str)> = vec![
+        ("/usr/bin/spoolmon".into(), "-rwxr-xr-x"),
+        ("/etc/spoolmon/spoolmon.yaml".into(), "-rw-r--r--"),
+        ("/usr/lib/sysusers.d/spoolmon.conf".into(), "-rw-r--r--"),
+        ("/usr/lib/tmpfiles.d/spoolmon.conf".into(), "-rw-r--r--"),
+        ("/usr/share/bash-completion/completions/spoolmon".into(), "-rw-r--r--"),
+        ("/usr/share/zsh/vendor-completions/_spoolmon".into(), "-rw-r--r--"),
+        (
+            "/usr/share/fish/vendor_completions.d/spoolmon.fish".into(),
+            "-rw-r--r--",
+        ),
+        ("/usr/share/man/man1/spoolmon.1.gz".into(), "-rw-r--r--"),
+    ];
+    for doc in [
+        "README.md",
+        "README.systemd.md",
+        "spool-layout.md",
+        "copyright",
+        "changelog.gz",
+        "examples/nagios/spoolmon.cfg",
+        "examples/orders/loopback/localhost-v4",
+    ] {
+        files.push((format!("/usr/share/doc/spoolmon/{doc}"), "-rw-r--r--"));
+    }
+    for unit in UNITS {
+        files.push((format!("/usr/lib/systemd/system/{unit}"), "-rw-r--r--"));
+    }
+    for name in subcommands() {
+        files.push((format!("/usr/share/man/man1/spoolmon-{name}.1.gz"), "-rw-r--r--"));
+    }
+    files
+}
+
+#[test]
+fn deb_installs_every_file_root_owned_with_its_mode() {
+    let listing = built_deb().listing();
+    for (path, mode) in expected_files() {
+        let entry = listing.iter().find(|(_, _, listed)| *listed == path);
+        let (listed_mode, owner, _) = entry.unwrap_or_else(|| panic!("{path} is not in the package"));
+        assert_eq!(listed_mode, mode, "mode of {path}");
+        assert_eq!(owner, "root/root", "owner of {path}");
+    }
+    for (mode, owner, path) in &listing {
+        assert_eq!(owner, "root/root", "owner of {path}");
+        let expected = if mode.starts_with('d') {
+            "drwxr-xr-x"
+        } else {
+            "-rw-r--r--"
+        };
+        if path != "/usr/bin/spoolmon" {
+            assert_eq!(mode, expected, "mode of {path}");
+        }
+    }
+}
+
+#[test]
+fn deb_binary_is_stripped_and_runs() {
+    let binary = built_deb().file("/usr/bin/spoolmon");
+    let version = run_ok(path_str(&binary), &["--version"]);
+    assert_eq!(version.trim(), format!("spoolmon {}", env!("CARGO_PKG_VERSION")));
+    let sections = run_ok("readelf", &["-S", "-W", path_str(&binary)]);
+    assert!(
+        !sections.contains(".debug_line"),
+        "the packaged binary keeps debug info"
+    );
+}
+
+#[test]
+fn deb_control_names_package_version_and_library_dependencies() {
+    let deb = built_deb();
+    assert_eq!(deb.field("Package"), "spoolmon");
+    assert_eq!(deb.field("Version"), env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        deb.field("Architecture"),
+        run_ok("dpkg", &["--print-architecture"]).trim()
+    );
+    let depends = deb.field("Depends");
+    for library in ["libc6 (>= ", "librrd8", "adduser"] {
+        assert!(depends.contains(library), "Depends lacks {library}: {depends}");
+    }
+    assert_eq!(deb.field("Recommends"), "rrdtool, fping");
+    assert_eq!(deb.field("Suggests"), "haproxy");
+    let info = run_ok("dpkg-deb", &["-I", path_str(&deb.deb)]);
+    assert!(info.contains("Description: monitoring pipeline"), "{info}");
+}
+
+#[test]
+fn deb_config_is_a_conffile_that_spoolmon_reads() {
+    let deb = built_deb();
+    let conffiles = fs::read_to_string(deb.control_dir().join("conffiles")).unwrap();
+    assert_eq!(conffiles, "/etc/spoolmon/spoolmon.yaml\n");
+    let config = deb.file("/etc/spoolmon/spoolmon.yaml");
+    run_ok(BIN, &["config", "--print", "--config", path_str(&config)]);
+    let text = fs::read_to_string(&config).unwrap();
+    assert!(
+        !text.lines().any(|line| line.starts_with("sinks:")),
+        "a fresh install must not send to servers that do not exist"
+    );
+}
+
+#[test]
+fn deb_maintainer_scripts_are_executable_valid_shell() {
+    let deb = built_deb();
+    for script in ["postinst", "prerm", "postrm"] {
+        let path = deb.control_dir().join(script);
+        let mode = fs::metadata(&path).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o755,
+            "{script}"
+        );
+        assert!(
+            fs::read_to_string(&path).unwrap().starts_with("#!/bin/sh\n"),
+            "{script}"
+        );
+        run_ok("sh", &["-n", path_str(&path)]);
+    }
+    let postinst = fs::read_to_string(deb.control_dir().join("postinst")).unwrap();
+    let sysusers = "/usr/lib/sysusers.d/spoolmon.conf";
+    assert!(
+        postinst.contains(sysusers) && deb.file(sysusers).is_file(),
+        "{sysusers}"
+    );
+    let commands = postinst.lines().filter(|line| !line.trim_start().starts_with('#'));
+    for line in commands {
+        assert!(
+            !line.contains("enable") && !line.contains(" start "),
+            "postinst must not enable or start units: {line}"
+        );
+    }
+}
+
+#[test]
+fn deb_md5sums_match_the_files() {
+    let deb = built_deb();
+    let sums = deb.control_dir().join("md5sums");
+    let out = Command::new("md5sum")
+        .args(["--check", "--quiet", path_str(&sums)])
+        .current_dir(deb.root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let listed = fs::read_to_string(&sums).unwrap();
+    assert!(listed.contains("  usr/bin/spoolmon\n"), "{listed}");
+}
+
+#[test]
+fn deb_man_pages_decompress_and_name_every_subcommand() {
+    let deb = built_deb();
+    let page = run_ok(
+        "gzip",
+        &["-dc", path_str(&deb.file("/usr/share/man/man1/spoolmon.1.gz"))],
+    );
+    for name in subcommands() {
+        assert!(
+            page.contains(&format!("spoolmon\\-{name}(1)")),
+            "spoolmon.1 lacks {name}"
+        );
+    }
+    for section in [
+        ".SH FILES",
+        ".SH SIGNALS",
+        ".SH \"EXIT STATUS\"",
+        "/etc/spoolmon/spoolmon.yaml",
+    ] {
+        assert!(page.contains(section), "spoolmon.1 lacks {section}");
+    }
+    let run_page = run_ok(
+        "gzip",
+        &["-dc", path_str(&deb.file("/usr/share/man/man1/spoolmon-run.1.gz"))],
+    );
+    assert!(
+        run_page.contains("base\\-dir") && run_page.contains(".SH SIGNALS"),
+        "{run_page}"
+    );
+}
+
+#[test]
+fn deb_completions_name_every_subcommand() {
+    let deb = built_deb();
+    let bash = deb.file("/usr/share/bash-completion/completions/spoolmon");
+    run_ok("bash", &["-n", path_str(&bash)]);
+    for path in [
+        bash,
+        deb.file("/usr/share/zsh/vendor-completions/_spoolmon"),
+        deb.file("/usr/share/fish/vendor_completions.d/spoolmon.fish"),
+    ] {
+        let script = fs::read_to_string(&path).unwrap();
+        for name in subcommands() {
+            assert!(script.contains(&name), "{} lacks {name}", path.display());
+        }
+    }
+}
+
+/// The units with ExecStart pointing at the test binary, since /usr/bin/spoolmon is not
+/// installed here and `systemd-analyze verify` checks that the command exists.
+fn units_runnable_here(deb: &BuiltDeb) -> PathBuf {
+    let dir = deb.dir.join("units");
+    fs::create_dir_all(&dir).unwrap();
+    for unit in UNITS {
+        let text = fs::read_to_string(deb.file(&format!("/usr/lib/systemd/system/{unit}"))).unwrap();
+        assert!(text.contains("ExecStart=/usr/bin/spoolmon "), "{unit}");
+        fs::write(dir.join(unit), text.replace("/usr/bin/spoolmon", BIN)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn deb_units_pass_systemd_analyze_verify() {
+    let deb = built_deb();
+    let dir = units_runnable_here(deb);
+    let units: Vec<PathBuf> = UNITS.iter().map(|unit| dir.join(unit)).collect();
+    // MANPATH: verify checks each Documentation=man: page, here against the packaged ones.
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&units)
+        .env("MANPATH", deb.file("/usr/share/man"))
+        .output()
+        .expect("systemd-analyze runs (package systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Other units installed on this machine may draw warnings; ours must draw none.
+    let ours: Vec<&str> = stderr.lines().filter(|line| line.contains("spoolmon")).collect();
+    assert!(
+        out.status.success() && ours.is_empty(),
+        "systemd-analyze verify:\n{stderr}"
+    );
+}
+
+fn unit_settings(deb: &BuiltDeb, unit: &str) -> Vec<String> {
+    let text = fs::read_to_string(deb.file(&format!("/usr/lib/systemd/system/{unit}"))).unwrap();
+    text.lines()
+        .map(str::to_owned)
+        .filter(|line| line.contains('='))
+        .collect()
+}
+
+#[test]
+fn deb_units_run_as_spoolmon_with_the_hardening() {
+    let deb = built_deb();
+    for unit in UNITS {
+        let settings = unit_settings(deb, unit);
+        let mode = unit
+            .trim_start_matches("spoolmon")
+            .trim_start_matches('-')
+            .trim_end_matches(".service");
+        let mode = if mode.is_empty() { "run" } else { mode };
+        let exec = format!(
+            "ExecStart=/usr/bin/spoolmon {mode} --base-dir /var/lib/spoolmon --config /etc/spoolmon/spoolmon.yaml"
+        );
+        for required in [
+            exec.as_str(),
+            "Type=notify",
+            "NotifyAccess=main",
+            "User=spoolmon",
+            "TimeoutStopSec=45",
+            "ProtectSystem=strict",
+            "ReadWritePaths=/var/lib/spoolmon",
+            "NoNewPrivileges=yes",
+            "PrivateTmp=yes",
+            "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+            "UMask=0022",
+            "WantedBy=multi-user.target",
+        ] {
+            assert!(settings.iter().any(|line| line == required), "{unit} lacks {required}");
+        }
+    }
+    let daemon = unit_settings(deb, "spoolmon.service");
+    for required in [
+        "WatchdogSec=60",
+        "AmbientCapabilities=CAP_NET_RAW",
+        "CapabilityBoundingSet=CAP_NET_RAW",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(
+            daemon.iter().any(|line| line == required),
+            "spoolmon.service lacks {required}"
+        );
+    }
+    for unit in ["spoolmon-pull.service", "spoolmon-process.service"] {
+        let settings = unit_settings(deb, unit);
+        assert!(
+            settings.iter().any(|line| line == "CapabilityBoundingSet="),
+            "{unit} keeps capabilities"
+        );
+        assert!(
+            !settings.iter().any(|line| line.starts_with("AmbientCapabilities=")),
+            "{unit}"
+        );
+    }
+}
+
+#[test]
+fn completions_name_every_subcommand_in_every_shell() {
+    let names = subcommands();
+    for shell in SHELLS {
+        let script = run_ok(BIN, &["completions", shell]);
+        for name in &names {
+            assert!(script.contains(name.as_str()), "{shell} completion lacks {name}");
+        }
+    }
+    assert!(!run(BIN, &["completions", "tcsh"]).status.success());
+}
+
+#[test]
+fn man_prints_one_page_or_writes_one_per_command() {
+    let page = run_ok(BIN, &["man"]);
+    assert!(page.contains(".TH spoolmon 1"), "{page}");
+    for name in subcommands() {
+        assert!(
+            page.contains(&format!("spoolmon\\-{name}(1)")),
+            "spoolmon.1 lacks {name}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("man");
+    run_ok(BIN, &["man", "--out-dir", path_str(&out_dir)]);
+    let mut pages: Vec<String> = subcommands().iter().map(|name| format!("spoolmon-{name}.1")).collect();
+    pages.push("spoolmon.1".into());
+    pages.push("spoolmon-check-queue.1".into());
+    for page in pages {
+        let text = fs::read_to_string(out_dir.join(&page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".SH NAME"), "{page}");
+    }
+    assert!(!out_dir.join("spoolmon-help.1").exists());
+}
+
+#[test]
+fn rpm_spec_parses_and_carries_the_cargo_version() {
+    let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/rpm/spoolmon.spec");
+    let version = run_ok("rpmspec", &["-q", "--srpm", "--qf", "%{VERSION}\n", spec]);
+    assert_eq!(version.trim(), env!("CARGO_PKG_VERSION"));
+    let parsed = run_ok("rpmspec", &["-P", spec]);
+    for required in [
+        "%config(noreplace) /etc/spoolmon/spoolmon.yaml",
+        "/usr/lib/sysusers.d/spoolmon.conf",
+        "%systemd_postun_with_restart spoolmon.service spoolmon-pull.service spoolmon-process.service",
+    ] {
+        assert!(parsed.contains(required), "the spec lacks {required}");
+    }
+    for unit in UNITS {
+        assert!(
+            parsed.contains(&format!("/usr/lib/systemd/system/{unit}")),
+            "the spec lacks {unit}"
+        );
+    }
+}
