@@ -409,13 +409,14 @@ const MAN_SIGNALS: ManSection = ManSection {
     entries: &[
         (
             "SIGHUP",
-            "spoolmon run and spoolmon pull re-read the configuration file; an invalid one is logged \
-             and the running settings are kept.",
+            "spoolmon run, pull and process re-read the configuration file: an invalid one is \
+             logged and the running settings are kept; a changed one restarts the work with it \
+             (engine, icmp and fping-path change only at restart). --log-file is reopened.",
         ),
         (
             "SIGTERM, SIGINT",
             "Drain: finish the work in hand and stop, within stop-timeout seconds (default 30). A \
-             second SIGTERM stops at once.",
+             second SIGTERM stops at once (exit status 1); nothing on disk is lost.",
         ),
     ],
 };

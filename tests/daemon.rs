@@ -232,7 +232,9 @@ fn sighup_rescans_orders_and_the_daemon_keeps_measuring() {
     });
     signal(daemon.pid(), "HUP");
     wait_for("rescan logged", LIMIT, Some(&daemon), || {
-        daemon.log_text().contains("SIGHUP: configuration unchanged; rescanning orders/")
+        daemon
+            .log_text()
+            .contains("SIGHUP: configuration unchanged; rescanning orders/")
     });
     let before = base.read("output/h/last_result").unwrap();
     wait_for("still measuring after SIGHUP", LIMIT, Some(&daemon), || {
