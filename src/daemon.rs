@@ -78,12 +78,14 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>, hup: Arc<At
     reconcile_output(&base, &book, &command_tx);
 
     let sinks = crate::sink::running::start(&base, &config.sinks, &shutdown)?;
+    let (process_stats, scheduler_stats) = (Arc::new(ProcessStats::default()), Arc::new(SchedulerStats::default()));
+    let pull_stats = Arc::new(crate::collect::haproxy::PullStats::default());
     let processor = Processor::new(
         base.clone(),
         config.workers,
         sinks.sinks.clone(),
         true,
-        Arc::new(ProcessStats::default()),
+        process_stats.clone(),
     )?
     .with_haproxy(config.process.clone());
     let timing = LoopTiming {
@@ -104,7 +106,7 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>, hup: Arc<At
             queue_size: config.queue_size,
             min_free_bytes: config.min_free_space_mb << 20,
         },
-        stats: Arc::new(SchedulerStats::default()),
+        stats: scheduler_stats.clone(),
         published_tx: Some(wake_tx),
     };
     let scheduler_shutdown = shutdown.clone();
@@ -114,7 +116,7 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>, hup: Arc<At
     let pulling = match &config.pull {
         Some(options) => {
             let (base, options, shutdown) = (base.clone(), options.clone(), shutdown.clone());
-            let stats = Arc::new(crate::collect::haproxy::PullStats::default());
+            let stats = pull_stats.clone();
             Some(
                 std::thread::Builder::new()
                     .name("pull".into())
@@ -125,6 +127,8 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>, hup: Arc<At
     };
     send_orders(&orders_tx, &book);
     info!(base = %base.root().display(), orders = book.active().count(), "spoolmon running");
+    let self_metrics =
+        crate::selfmetrics::SelfMetrics::for_daemon(&base, &config, &sinks, scheduler_stats, process_stats, pull_stats);
 
     let signals = LoopSignals {
         shutdown: &shutdown,
@@ -138,6 +142,7 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>, hup: Arc<At
         &command_tx,
         &orders_tx,
         signals,
+        &self_metrics,
     );
 
     info!("stopping: finishing the snapshots in hand");
@@ -171,6 +176,7 @@ struct LoopSignals<'a> {
 }
 
 /// The order-watching loop of the main thread.
+#[allow(clippy::too_many_arguments)]
 fn watch_orders(
     base: &BaseDir,
     book: &mut OrderBook,
@@ -179,6 +185,7 @@ fn watch_orders(
     commands: &Sender<Lifecycle>,
     orders_tx: &Sender<Vec<Order>>,
     signals: LoopSignals<'_>,
+    self_metrics: &crate::selfmetrics::SelfMetrics,
 ) {
     let rescan_every = Duration::from_secs(config.rescan_interval);
     let (mut last_rescan, mut last_expiry, mut last_purge) = (Instant::now(), Instant::now(), None::<Instant>);
@@ -188,6 +195,7 @@ fn watch_orders(
             write_heartbeat(base);
             last_heartbeat = Some(Instant::now());
         }
+        self_metrics.tick(Some(book));
         let mut changed = Vec::new();
         let mut rescan = last_rescan.elapsed() >= rescan_every;
         if signals.hup.swap(false, Ordering::Relaxed) {

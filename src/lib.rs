@@ -5,7 +5,8 @@
 //! `incoming/`) → [`process`] (statistics) → [`output`] (RRD, `last_result`, archive) and
 //! [`sink`] (forwarding). [`daemon`] wires them together for `spoolmon run`;
 //! [`pull_command`] and [`process_command`] run one half alone (`spoolmon pull`,
-//! `spoolmon process`), as haproxystats users expect. [`check`] holds the Nagios checks.
+//! `spoolmon process`), as haproxystats users expect. [`check`] holds the Nagios checks; [`selfmetrics`] writes spoolmon's own metrics and
+//! [`status`] reads them back for `spoolmon status`.
 
 pub mod check;
 pub mod collect;
@@ -18,5 +19,7 @@ pub mod probe;
 pub mod process;
 pub mod process_command;
 pub mod pull_command;
+pub mod selfmetrics;
 pub mod sink;
 pub mod spool;
+pub mod status;

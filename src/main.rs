@@ -84,6 +84,14 @@ enum Command {
         #[arg(long)]
         print: bool,
     },
+    /// Summary of a base directory: daemon, queues, orders, sinks, self-metrics, last errors.
+    Status {
+        #[command(flatten)]
+        base: BaseArgs,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Threshold options every check takes (Nagios range syntax).
@@ -294,6 +302,16 @@ fn execute(command: Command) -> Result<ExitCode> {
                 anyhow::bail!("say --print-defaults or --print");
             }
             print!("{}", effective.to_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { base, json } => {
+            let config = load_config(base.config.as_ref())?;
+            let report = spoolmon::status::read(&BaseDir::new(&base.base_dir), &config, std::time::SystemTime::now())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", spoolmon::status::format_summary(&report));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

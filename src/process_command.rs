@@ -25,14 +25,11 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>) -> Result<(
     };
     queue::clean_tmp(&base, owner).context("cannot clean incoming.tmp/")?;
     let sinks = crate::sink::running::start(&base, &config.sinks, &shutdown)?;
-    let processor = Processor::new(
-        base.clone(),
-        config.workers,
-        sinks.sinks.clone(),
-        false,
-        Arc::new(ProcessStats::default()),
-    )?
-    .with_haproxy(config.process.clone());
+    let stats = Arc::new(ProcessStats::default());
+    let self_metrics =
+        crate::selfmetrics::SelfMetrics::for_process(&base, &config, &sinks, stats.clone()).spawn(shutdown.clone())?;
+    let processor = Processor::new(base.clone(), config.workers, sinks.sinks.clone(), false, stats)?
+        .with_haproxy(config.process.clone());
     let timing = LoopTiming {
         rescan: Duration::from_secs(config.rescan_interval),
         flush_interval: Duration::from_secs(config.rrd_flush_interval),
@@ -42,6 +39,7 @@ pub fn run(base: BaseDir, config: Config, shutdown: Arc<AtomicBool>) -> Result<(
     let (_commands_tx, commands) = crossbeam_channel::unbounded();
     let (_wake_tx, wake) = crossbeam_channel::unbounded();
     process::run_loop(processor, commands, wake, shutdown, timing);
+    let _ = self_metrics.join();
     sinks.join();
     info!("stopped");
     Ok(())

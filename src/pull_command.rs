@@ -38,10 +38,13 @@ pub fn run(base: BaseDir, config_file: Option<&Path>, options: PullOptions, sign
         info!(orphans, "removed unpublished snapshots left by a previous pull");
     }
     let stats = Arc::new(PullStats::default());
+    let self_metrics = crate::selfmetrics::SelfMetrics::for_pull(&base, config_file, stats.clone())
+        .spawn(signals.terminate.clone())?;
     let mut options = options;
     loop {
         run_pull(&base, &options, signals.interrupt.clone(), stats.clone());
         if signals.terminate.load(Ordering::Relaxed) {
+            let _ = self_metrics.join();
             info!("stopped");
             return Ok(());
         }
