@@ -97,7 +97,7 @@ pub struct ComponentMetrics {
 
 #[derive(Debug, Serialize)]
 pub struct ReportedError {
-    /// `<component>: <part>`, e.g. `run: sink carbon`.
+    /// `<component>: <part>`, e.g. `run: sink carbon` (`pull` alone for `spoolmon pull`'s puller).
     pub source: String,
     pub time: i64,
     pub age_seconds: i64,
@@ -224,7 +224,11 @@ fn last_errors(base: &BaseDir, now: i64) -> Vec<ReportedError> {
         .flat_map(|file| {
             let component = file.component;
             file.last_errors.into_iter().map(move |e| ReportedError {
-                source: format!("{component}: {}", e.source),
+                source: if e.source == component {
+                    component.clone()
+                } else {
+                    format!("{component}: {}", e.source)
+                },
                 time: e.time,
                 age_seconds: (now - e.time).max(0),
                 message: e.message,

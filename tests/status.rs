@@ -1,7 +1,7 @@
 //! Self-metrics and `spoolmon status` against a real daemon: `state/metrics.prom` is valid
 //! exposition format with the daemon's counters and orders by state, the self-metrics reach a
-//! local-store sink, and `spoolmon status --json` reports the same; `spoolmon process` writes
-//! its own file; status on a missing or idle base directory.
+//! local-store sink, and `spoolmon status --json` reports the same; `spoolmon process` and
+//! `spoolmon pull` write their own files; status on a missing or idle base directory.
 
 mod common;
 
@@ -159,6 +159,41 @@ fn spoolmon_process_writes_its_own_metrics_file() {
     assert_eq!(report["self_metrics"][0]["component"], "process");
     assert_eq!(report["daemon"]["pid"], process.pid());
     assert!(process.terminate(LIMIT).is_some_and(|s| s.success()));
+}
+
+#[test]
+fn spoolmon_pull_writes_its_own_metrics_and_its_last_error() {
+    let base = Base::new();
+    base.write_config(&format!(
+        "self-metrics: {{interval: 1}}\npull: {{socket-dir: '{}', pull-interval: 1}}\n",
+        base.join("no-sockets").display()
+    ));
+    let log = std::fs::File::create(base.join("pull.log")).unwrap();
+    let child = Command::new(BIN)
+        .args(["pull", "--base-dir"])
+        .arg(base.path())
+        .arg("--config")
+        .arg(base.join("spoolmon.yaml"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pull = Daemon::from_child(child, base.join("pull.log"));
+    wait_for("failed cycles in metrics-pull.prom", LIMIT, Some(&pull), || {
+        metrics(&base, "metrics-pull.prom").is_some_and(|m| m.get("spoolmon_pull_failed_cycles_total") > Some(&0.0))
+    });
+    let report = status_json(&base);
+    assert_eq!(report["pull"]["pid"], pull.pid(), "{report}");
+    assert_eq!(report["daemon"]["running"], false);
+    assert_eq!(report["self_metrics"][0]["component"], "pull");
+    let error = &report["last_errors"][0];
+    assert_eq!(error["source"], "pull", "{report}");
+    assert!(
+        error["message"].as_str().unwrap().contains("pull cycle failed"),
+        "{report}"
+    );
+    assert!(base.read("state/metrics.prom").is_none());
+    assert!(pull.terminate(LIMIT).is_some_and(|s| s.success()));
 }
 
 #[test]
