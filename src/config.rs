@@ -6,6 +6,7 @@
 
 use crate::collect::haproxy::PullOptions;
 use crate::process::haproxy::HaproxyOptions;
+use crate::selfmetrics::SelfMetricsOptions;
 use crate::sink::graphite::GraphiteOptions;
 use crate::sink::influx::InfluxOptions;
 use crate::sink::local_store::LocalStoreOptions;
@@ -118,6 +119,8 @@ pub struct Config {
     /// Seconds a stop (SIGTERM/SIGINT) may take to finish the work in hand before the process
     /// exits anyway; a second SIGTERM exits at once. Nothing on disk is lost either way.
     pub stop_timeout: u64,
+    /// spoolmon's own metrics: `state/metrics*.prom`, `state/status*.json`, optionally sinks.
+    pub self_metrics: SelfMetricsOptions,
 }
 
 impl Default for Config {
@@ -153,6 +156,7 @@ impl Default for Config {
             pull: None,
             process: HaproxyOptions::default(),
             stop_timeout: 30,
+            self_metrics: SelfMetricsOptions::default(),
         }
     }
 }
@@ -220,6 +224,7 @@ impl Config {
             pull.validate().map_err(|e| e.to_string())?;
         }
         self.process.validate().map_err(|e| format!("process.{e}"))?;
+        self.self_metrics.validate(|name| self.sinks.contains_key(name))?;
         Ok(())
     }
 
@@ -313,6 +318,45 @@ mod tests {
         }
         let url = Config::parse("sinks: {x: {type: influxdb, url: 'ftp://h'}}").unwrap_err();
         assert!(url.contains("sinks.x"), "{url}");
+    }
+
+    #[test]
+    fn self_metrics_options_parse_and_bad_ones_name_their_key() {
+        let config = Config::parse("sinks: {debug: {type: local-store, dir: /tmp/ls}}\nself-metrics: {interval: 5, sinks: [debug], prefix: mon.self}\n").unwrap();
+        assert_eq!(config.self_metrics.interval, 5);
+        assert_eq!(
+            config.self_metrics.sinks,
+            crate::selfmetrics::SinkSelection::Named(vec!["debug".into()])
+        );
+        assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
+        let all = Config::parse("self-metrics: {sinks: true}").unwrap();
+        assert_eq!(all.self_metrics.sinks, crate::selfmetrics::SinkSelection::All(true));
+        for (text, key) in [
+            ("self-metrics: {interval: 0}", "self-metrics.interval"),
+            ("self-metrics: {sinks: [nope]}", "self-metrics.sinks"),
+            ("self-metrics: {prefix: 'a b'}", "self-metrics.prefix"),
+            ("self-metrics: {prefix: ''}", "self-metrics.prefix"),
+            ("self-metrics: {intervall: 3}", "intervall"),
+            ("self-metrics: {sinks: 5}", "self-metrics.sinks"),
+            (
+                "self-metrics: {sinks: yes please}",
+                "true, false or a list of sink names",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_readme_self_metrics_example_is_a_valid_config() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```yaml\nself-metrics:").expect("README has the example") + "```yaml\n".len();
+        let end = start + readme[start..].find("```").unwrap();
+        assert_eq!(
+            Config::parse(&readme[start..end]).unwrap().self_metrics,
+            SelfMetricsOptions::default()
+        );
     }
 
     #[test]

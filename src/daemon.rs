@@ -20,6 +20,7 @@ use crate::probe::scheduler::{DiskGuard, ProbeSet, Scheduler, SchedulerStats};
 use crate::probe::tcp::TcpProbe;
 use crate::probe::Probe;
 use crate::process::{self, Lifecycle, LoopTiming, ProcessStats, Processor};
+use crate::selfmetrics::SelfMetrics;
 use crate::service::notify::Notifier;
 use crate::service::privilege::Account;
 use crate::service::signals::Signals;
@@ -52,11 +53,24 @@ pub struct RunOptions {
 }
 
 /// Counters that outlive a reload (read by status and self-metrics).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct DaemonStats {
     pub process: Arc<ProcessStats>,
     pub scheduler: Arc<SchedulerStats>,
     pub pull: Arc<crate::collect::haproxy::PullStats>,
+    /// When the process started, unix seconds (a reload does not reset the counters).
+    pub started: i64,
+}
+
+impl DaemonStats {
+    fn new() -> DaemonStats {
+        DaemonStats {
+            process: Arc::default(),
+            scheduler: Arc::default(),
+            pull: Arc::default(),
+            started: crate::selfmetrics::unix_now(),
+        }
+    }
 }
 
 /// Runs the daemon on `base` until SIGTERM/SIGINT (see [`Signals`]).
@@ -102,7 +116,7 @@ pub fn run(base: BaseDir, config: Config, options: RunOptions, signals: &Signals
         DirWatcher::new(&base.orders(), true).context("cannot watch orders/")?,
         DirWatcher::new(&base.telegraf(), true).context("cannot watch telegraf/")?,
     ];
-    let stats = DaemonStats::default();
+    let stats = DaemonStats::new();
     let mut config = config;
     let mut pipeline = Pipeline::start(&base, &config, &probes, &stats)?;
     loop {
@@ -167,6 +181,7 @@ struct Pipeline {
     scheduling: JoinHandle<()>,
     pulling: Option<JoinHandle<()>>,
     sinks: RunningSinks,
+    self_metrics: SelfMetrics,
 }
 
 impl Pipeline {
@@ -226,6 +241,15 @@ impl Pipeline {
             None => None,
         };
         send_orders(&orders_tx, &book);
+        let self_metrics = SelfMetrics::for_daemon(
+            base,
+            config,
+            &sinks,
+            stats.scheduler.clone(),
+            stats.process.clone(),
+            stats.pull.clone(),
+        )
+        .started(stats.started);
         Ok(Pipeline {
             stop,
             book,
@@ -235,6 +259,7 @@ impl Pipeline {
             scheduling,
             pulling,
             sinks,
+            self_metrics,
         })
     }
 
@@ -331,6 +356,7 @@ fn watch_orders(
             state::write_heartbeat(base);
             last_heartbeat = Some(Instant::now());
         }
+        pipeline.self_metrics.tick(Some(book));
         let mut changed = Vec::new();
         let mut rescan = last_rescan.elapsed() >= rescan_every;
         if signals.hup.swap(false, Ordering::Relaxed) {

@@ -5,8 +5,10 @@
 //! `incoming/`) → [`process`] (statistics) → [`output`] (RRD, `last_result`, archive) and
 //! [`sink`] (forwarding). [`daemon`] wires them together for `spoolmon run`;
 //! [`pull_command`] and [`process_command`] run one half alone (`spoolmon pull`,
-//! `spoolmon process`), as haproxystats users expect. [`check`] holds the Nagios checks; [`service`] what a daemon needs from
-//! its service manager (sd_notify, privilege drop, stop signals).
+//! `spoolmon process`), as haproxystats users expect. [`check`] holds the Nagios checks;
+//! [`selfmetrics`] writes spoolmon's own metrics and [`status`] reads them back for
+//! `spoolmon status`; [`service`] is what a daemon needs from its service manager (sd_notify,
+//! privilege drop, stop signals, logging).
 
 pub mod check;
 pub mod collect;
@@ -19,6 +21,8 @@ pub mod probe;
 pub mod process;
 pub mod process_command;
 pub mod pull_command;
+pub mod selfmetrics;
 pub mod service;
 pub mod sink;
 pub mod spool;
+pub mod status;

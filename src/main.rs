@@ -113,6 +113,14 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Summary of a base directory: daemon, queues, orders, sinks, self-metrics, last errors.
+    Status {
+        #[command(flatten)]
+        base: BaseArgs,
+        /// Print one JSON object instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Threshold options every check takes (Nagios range syntax).
@@ -371,6 +379,16 @@ fn execute(command: Command, log_file: Option<PathBuf>) -> Result<ExitCode> {
             match out_dir {
                 Some(dir) => write_man_pages(&root, &dir)?,
                 None => render_man_page(&root, &mut std::io::stdout()).context("cannot write the man page")?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { base, json } => {
+            let config = load_config(base.config.as_ref())?;
+            let report = spoolmon::status::read(&BaseDir::new(&base.base_dir), &config, std::time::SystemTime::now())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", spoolmon::status::format_summary(&report));
             }
             Ok(ExitCode::SUCCESS)
         }

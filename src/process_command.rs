@@ -6,6 +6,7 @@
 
 use crate::config::Config;
 use crate::process::{self, LoopTiming, ProcessStats, Processor};
+use crate::selfmetrics::SelfMetrics;
 use crate::service::notify::Notifier;
 use crate::service::privilege::Account;
 use crate::service::signals::Signals;
@@ -45,11 +46,12 @@ pub fn run(
     }
     signals.bound_the_drain()?;
     let stats = Arc::new(ProcessStats::default());
+    let started = crate::selfmetrics::unix_now();
     let mut config = config;
     loop {
         signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
         signals.wake.store(false, Ordering::Relaxed);
-        process_until_signal(&base, &config, &stats, signals, &notifier)?;
+        process_until_signal(&base, &config, (&stats, started), signals, &notifier)?;
         if signals.terminating() {
             notifier.stopping();
             info!("stopped");
@@ -62,15 +64,19 @@ pub fn run(
     }
 }
 
-/// One run of processing and sinks with `config`, until any signal.
+/// One run of processing, sinks and self-metrics with `config`, until any signal. The counters
+/// in `stats` and their start time outlive it.
 fn process_until_signal(
     base: &BaseDir,
     config: &Config,
-    stats: &Arc<ProcessStats>,
+    (stats, started): (&Arc<ProcessStats>, i64),
     signals: &Signals,
     notifier: &Notifier,
 ) -> Result<()> {
     let sinks = crate::sink::running::start(base, &config.sinks, &signals.wake)?;
+    let self_metrics = SelfMetrics::for_process(base, config, &sinks, stats.clone())
+        .started(started)
+        .spawn(signals.wake.clone())?;
     let processor = Processor::new(base.clone(), config.workers, sinks.sinks.clone(), false, stats.clone())?
         .with_haproxy(config.process.clone());
     let timing = LoopTiming {
@@ -84,6 +90,7 @@ fn process_until_signal(
     let (_commands_tx, commands) = crossbeam_channel::unbounded();
     let (_wake_tx, wake) = crossbeam_channel::unbounded();
     process::run_loop(processor, commands, wake, signals.wake.clone(), timing);
+    let _ = self_metrics.join();
     sinks.join();
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use crate::collect::haproxy::{run_pull, PullOptions, PullStats};
 use crate::config::Config;
+use crate::selfmetrics::SelfMetrics;
 use crate::service::notify::Notifier;
 use crate::service::privilege::Account;
 use crate::service::signals::Signals;
@@ -30,6 +31,7 @@ pub fn run(
 ) -> Result<()> {
     let mut options = config
         .pull
+        .clone()
         .context("the config has no pull: section (socket-dir or servers to pull from)")?;
     let notifier = Notifier::from_env();
     base.create_all()
@@ -52,11 +54,14 @@ pub fn run(
     signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
     signals.bound_the_drain()?;
     let stats = Arc::new(PullStats::default());
+    let self_metrics =
+        SelfMetrics::for_pull(&base, &config.self_metrics, stats.clone()).spawn(signals.terminate.clone())?;
     notifier.ready("pulling");
     loop {
         run_pull(&base, &options, signals.wake.clone(), stats.clone());
         if signals.terminating() {
             notifier.stopping();
+            let _ = self_metrics.join();
             info!("stopped");
             return Ok(());
         }

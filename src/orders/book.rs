@@ -322,6 +322,20 @@ impl OrderBook {
         self.entries.values().map(status_of).collect()
     }
 
+    /// How many tracked files are in each state (for self-metrics; no copies, unlike `listing`).
+    pub fn state_counts(&self) -> Vec<(OrderState, usize)> {
+        let mut counts = [0usize; 3];
+        for entry in self.entries.values() {
+            counts[match entry.state {
+                EntryState::Active(_) => 0,
+                EntryState::Invalid(_) => 1,
+                EntryState::Unresolved(_) => 2,
+            }] += 1;
+        }
+        let states = [OrderState::Active, OrderState::Invalid, OrderState::Unresolved];
+        states.into_iter().zip(counts).collect()
+    }
+
     /// Starts a walk; `None` when `orders/` does not exist (or cannot be resolved).
     fn start_walk<'e>(&self, events: &'e mut Vec<OrderEvent>, now: SystemTime) -> Option<Walk<'e>> {
         match fs::canonicalize(&self.orders_dir) {

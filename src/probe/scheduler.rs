@@ -55,6 +55,11 @@ pub struct SchedulerStats {
     pub publish_errors: AtomicU64,
     /// Runs skipped because `incoming/` was full or the disk nearly so.
     pub suspended_runs: AtomicU64,
+    /// How late runs started after their scheduled time, microseconds: the sum and the latest.
+    pub start_delay_micros: AtomicU64,
+    pub last_start_delay_micros: AtomicU64,
+    /// The latest suspension reason or publish error (for `spoolmon status`).
+    pub last_error: crate::selfmetrics::LastError,
 }
 
 /// One batch: orders measured together.
@@ -231,8 +236,15 @@ impl Scheduler {
         if let Some(reason) = self.suspension_reason() {
             self.stats.suspended_runs.fetch_add(1, Ordering::Relaxed);
             warn!(batch = %run.batch.key, "collection suspended: {reason}");
+            self.stats.last_error.set(format!("collection suspended: {reason}"));
             return;
         }
+        let late = SystemTime::now()
+            .duration_since(run.start)
+            .unwrap_or_default()
+            .as_micros() as u64;
+        self.stats.start_delay_micros.fetch_add(late, Ordering::Relaxed);
+        self.stats.last_start_delay_micros.store(late, Ordering::Relaxed);
         let this = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("probe-run".into())
@@ -287,6 +299,9 @@ impl Scheduler {
             Err(e) => {
                 self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(snapshot = %name, "cannot publish snapshot: {e}");
+                self.stats
+                    .last_error
+                    .set(format!("cannot publish snapshot {name}: {e}"));
             }
         }
     }

@@ -77,6 +77,7 @@ pub fn run_loop(
             let flush_rrd = stopping || processor.flush_due(timing.flush_interval);
             if let Err(e) = processor.process_pending(flush_rrd) {
                 warn!("processing round failed: {e}");
+                processor.note_error(format!("processing round failed: {e}"));
             }
             last_round = Some(Instant::now());
             pending = false;

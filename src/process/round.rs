@@ -49,6 +49,8 @@ pub struct ProcessStats {
     pub order_errors: AtomicU64,
     pub rrd_updates: AtomicU64,
     pub processing_micros: AtomicU64,
+    /// The latest quarantine reason, output or sink error (for `spoolmon status`).
+    pub last_error: crate::selfmetrics::LastError,
 }
 
 /// What one round did.
@@ -137,6 +139,11 @@ impl Processor {
 
     pub fn base(&self) -> &BaseDir {
         &self.base
+    }
+
+    /// Records an error of a whole round (for `spoolmon status`).
+    pub fn note_error(&self, message: String) {
+        self.stats.last_error.set(message);
     }
 
     /// Applies an order lifecycle change (archive or restore) in processing order.
@@ -388,6 +395,9 @@ impl Processor {
                     work.rrd.sort_by_key(|r| r.time);
                     self.apply_order(id, &work).map_err(|e| {
                         warn!(order = %id, "cannot write output: {e}");
+                        self.stats
+                            .last_error
+                            .set(format!("order {id}: cannot write output: {e}"));
                         id.clone()
                     })
                 })
@@ -461,6 +471,7 @@ impl Processor {
             };
             if let Err(e) = sink.accept(batch) {
                 warn!("{e}");
+                self.stats.last_error.set(e.to_string());
                 first_error.get_or_insert(e.to_string());
             }
         }
@@ -484,6 +495,9 @@ impl Processor {
 
     fn quarantine(&self, name: &str, reason: &str) {
         self.stats.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .last_error
+            .set(format!("snapshot {name} quarantined: {reason}"));
         match queue::quarantine(&self.base, name, reason) {
             Ok(path) => warn!(snapshot = name, moved_to = %path.display(), "snapshot quarantined: {reason}"),
             Err(e) => warn!(snapshot = name, "cannot quarantine snapshot ({reason}): {e}"),

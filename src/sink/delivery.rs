@@ -30,6 +30,8 @@ pub struct DeliveryStats {
     pub failed_sends: AtomicU64,
     pub rejected_batches: AtomicU64,
     pub rejected_lines: AtomicU64,
+    /// The latest failed or rejected send (for `spoolmon status`).
+    pub last_error: crate::selfmetrics::LastError,
 }
 
 /// The waits between attempts at one batch, as [`RetryPolicy`] defines them.
@@ -147,6 +149,7 @@ impl Sender {
                 Err(DeliveryError::Transient(why)) => {
                     failures += 1;
                     self.stats.failed_sends.fetch_add(1, Ordering::Relaxed);
+                    self.stats.last_error.set(format!("delivery failed: {why}"));
                     let wait = schedule.next_wait();
                     if failures == 1 {
                         warn!(sink = self.name, to = self.transport.describe(), retry_in = ?wait, "delivery failed: {why}");
@@ -187,6 +190,7 @@ impl Sender {
             "the remote rejected a batch; it is dropped: {why}"
         );
         self.stats.rejected_batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.last_error.set(format!("the remote rejected a batch: {why}"));
         self.stats.rejected_lines.fetch_add(batch.lines(), Ordering::Relaxed);
         let _ = self.outbox.acknowledge(batch, Outcome::Rejected);
     }

@@ -36,6 +36,8 @@ pub struct PullStats {
     pub last_cycle_cpu_us: AtomicU64,
     /// CPU time of every published cycle together, microseconds.
     pub cycle_cpu_us: AtomicU64,
+    /// The latest failed cycle or suspension (for `spoolmon status`).
+    pub last_error: crate::selfmetrics::LastError,
 }
 
 /// Pulls on schedule until `shutdown` is set (run it on its own thread). `options` must have
@@ -61,6 +63,7 @@ pub fn run_pull(base: &BaseDir, options: &PullOptions, shutdown: Arc<AtomicBool>
         if let Some(reason) = suspension_reason(base, options) {
             stats.suspended_cycles.fetch_add(1, Ordering::Relaxed);
             warn!("pulling suspended: {reason}");
+            stats.last_error.set(format!("pulling suspended: {reason}"));
             continue;
         }
         stats.cycles_started.fetch_add(1, Ordering::Relaxed);
@@ -83,11 +86,14 @@ fn record(base: &BaseDir, result: Result<super::CycleReport, PullError>, stats: 
         Err(PullError::Cancelled) => info!("{}", PullError::Cancelled),
         Err(PullError::SnapshotExists(name)) => {
             stats.name_collisions.fetch_add(1, Ordering::Relaxed);
-            warn!(snapshot = %name, "{}", PullError::SnapshotExists(name.clone()));
+            let error = PullError::SnapshotExists(name.clone());
+            warn!(snapshot = %name, "{error}");
+            stats.last_error.set(error.to_string());
         }
         Err(e) => {
             stats.failed_cycles.fetch_add(1, Ordering::Relaxed);
             error!("pull cycle failed: {e}");
+            stats.last_error.set(format!("pull cycle failed: {e}"));
         }
     }
 }

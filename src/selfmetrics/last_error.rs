@@ -1,0 +1,69 @@
+//! The most recent error of one component (processing, a sink's delivery, the puller, the
+//! scheduler), kept in memory for `state/status*.json` and `spoolmon status`.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// Longest message kept, in bytes (the log has the rest).
+const MAX_MESSAGE: usize = 500;
+
+/// One error: when it happened and what it said.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    /// Unix seconds.
+    pub time: i64,
+    pub message: String,
+}
+
+/// The latest error of a component; cheap to set from any thread.
+#[derive(Debug, Default)]
+pub struct LastError(Mutex<Option<ErrorRecord>>);
+
+impl LastError {
+    /// Replaces the record with `message`, stamped now (cut to [`MAX_MESSAGE`] bytes).
+    pub fn set(&self, message: impl Into<String>) {
+        let mut message = message.into();
+        if message.len() > MAX_MESSAGE {
+            let mut end = MAX_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        let record = ErrorRecord {
+            time: unix_now(),
+            message,
+        };
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
+    }
+
+    pub fn get(&self) -> Option<ErrorRecord> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_error_wins_and_long_messages_are_cut_on_a_character_boundary() {
+        let last = LastError::default();
+        assert_eq!(last.get(), None);
+        last.set("first");
+        last.set("é".repeat(400));
+        let record = last.get().unwrap();
+        assert!(record.message.starts_with('é') && record.message.ends_with('…'));
+        assert!(record.message.len() <= MAX_MESSAGE + '…'.len_utf8());
+        assert!(record.time > 1_600_000_000);
+    }
+}

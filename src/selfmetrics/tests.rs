@@ -1,0 +1,218 @@
+use super::exposition::tests::check_exposition;
+use super::*;
+use crate::collect::haproxy::PullStats;
+use crate::orders::book::OrderState;
+use crate::probe::scheduler::SchedulerStats;
+use crate::process::ProcessStats;
+use crate::sink::backlog::SinkBacklog;
+use crate::sink::delivery::DeliveryStats;
+use crate::sink::SinkError;
+
+fn sources() -> Sources {
+    let scheduler = SchedulerStats::default();
+    scheduler.pings_sent.store(40, Ordering::Relaxed);
+    scheduler.pings_lost.store(3, Ordering::Relaxed);
+    scheduler.suspended_runs.store(2, Ordering::Relaxed);
+    scheduler.start_delay_micros.store(1_500_000, Ordering::Relaxed);
+    let process = ProcessStats::default();
+    process.snapshots_processed.store(7, Ordering::Relaxed);
+    process.snapshots_failed.store(1, Ordering::Relaxed);
+    process.rrd_updates.store(12, Ordering::Relaxed);
+    process.processing_micros.store(250_000, Ordering::Relaxed);
+    let pull = PullStats::default();
+    pull.cycles_started.store(9, Ordering::Relaxed);
+    pull.suspended_cycles.store(4, Ordering::Relaxed);
+    let delivery = DeliveryStats::default();
+    delivery.sent_lines.store(100, Ordering::Relaxed);
+    delivery.last_error.set("delivery failed: connection refused");
+    Sources {
+        scheduler: Some(Arc::new(scheduler)),
+        process: Some(Arc::new(process)),
+        pull: Some(Arc::new(pull)),
+        deliveries: vec![("carbon".into(), Arc::new(delivery))],
+    }
+}
+
+fn observed() -> Observed {
+    Observed {
+        orders: Some(vec![
+            (OrderState::Active, 5),
+            (OrderState::Invalid, 1),
+            (OrderState::Unresolved, 0),
+        ]),
+        incoming: Some(2),
+        failed: Some(1),
+        outboxes: vec![SinkBacklog {
+            sink: "carbon".into(),
+            records: 1,
+            lines: 30,
+            bytes: 900,
+            oldest_age_seconds: Some(8),
+            dropped_lines: 6,
+            dropped_bytes: 60,
+            rejected_lines: 0,
+            delivered_lines: 100,
+            error: None,
+        }],
+    }
+}
+
+#[test]
+fn the_snapshot_is_valid_exposition_with_the_values_of_the_stats() {
+    let text = exposition::render(&gather::gather(&sources(), &observed(), 1_700_000_000));
+    let samples = check_exposition(&text);
+    for line in [
+        "spoolmon_build_info{version=\"0.1.0\"} 1",
+        "spoolmon_start_time_seconds 1700000000",
+        "spoolmon_orders{state=\"active\"} 5",
+        "spoolmon_orders{state=\"invalid\"} 1",
+        "spoolmon_orders{state=\"unresolved\"} 0",
+        "spoolmon_incoming_snapshots 2",
+        "spoolmon_failed_snapshots 1",
+        "spoolmon_outbox_lines{sink=\"carbon\"} 30",
+        "spoolmon_outbox_oldest_age_seconds{sink=\"carbon\"} 8",
+        "spoolmon_outbox_dropped_lines_total{sink=\"carbon\"} 6",
+        "spoolmon_probe_pings_sent_total 40",
+        "spoolmon_probe_pings_lost_total 3",
+        "spoolmon_probe_runs_suspended_total 2",
+        "spoolmon_probe_start_delay_seconds_total 1.5",
+        "spoolmon_snapshots_processed_total 7",
+        "spoolmon_snapshots_failed_total 1",
+        "spoolmon_rrd_updates_total 12",
+        "spoolmon_processing_seconds_total 0.25",
+        "spoolmon_sink_sent_lines_total{sink=\"carbon\"} 100",
+        "spoolmon_pull_cycles_total 9",
+        "spoolmon_pull_suspended_cycles_total 4",
+        "# TYPE spoolmon_orders gauge",
+        "# TYPE spoolmon_rrd_updates_total counter",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    assert!(samples.len() > 30, "{}", samples.len());
+}
+
+#[test]
+fn absent_parts_are_left_out() {
+    let sources = Sources {
+        pull: Some(Arc::new(PullStats::default())),
+        ..Sources::default()
+    };
+    let text = exposition::render(&gather::gather(&sources, &Observed::default(), 1));
+    check_exposition(&text);
+    assert!(text.contains("spoolmon_pull_cycles_total 0"), "{text}");
+    for absent in [
+        "spoolmon_orders",
+        "spoolmon_probe_",
+        "spoolmon_snapshots_processed",
+        "spoolmon_outbox_",
+    ] {
+        assert!(!text.contains(absent), "{absent} in\n{text}");
+    }
+}
+
+#[test]
+fn sink_paths_put_label_values_after_the_name_and_leave_build_info_out() {
+    let families = gather::gather(&sources(), &observed(), 1);
+    let metrics = sink_metrics("spoolmon", &families, 1_700_000_100);
+    let find = |path: &str| metrics.iter().find(|m| m.path == path).map(|m| m.value);
+    assert_eq!(find("spoolmon.orders.active"), Some(5.0));
+    assert_eq!(find("spoolmon.outbox_lines.carbon"), Some(30.0));
+    assert_eq!(find("spoolmon.snapshots_processed_total"), Some(7.0));
+    assert!(metrics
+        .iter()
+        .all(|m| m.time == 1_700_000_100 && !m.path.contains("build_info")));
+    let weird = vec![exposition::Family {
+        name: "spoolmon_x".into(),
+        help: "h",
+        kind: exposition::Kind::Gauge,
+        samples: vec![exposition::Sample {
+            labels: vec![("sink", "a.b c".into())],
+            value: 1.0,
+        }],
+    }];
+    assert_eq!(sink_metrics("p", &weird, 0)[0].path, "p.x.a_b_c");
+}
+
+/// Remembers every metric it accepted.
+#[derive(Default)]
+struct Recording(Mutex<Vec<Metric>>);
+
+impl ResultSink for Recording {
+    fn name(&self) -> &str {
+        "recording"
+    }
+    fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError> {
+        self.0.lock().unwrap().extend_from_slice(batch.metrics);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_tick_writes_both_files_atomically_and_only_the_selected_sinks_get_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = BaseDir::new(dir.path());
+    base.create_all().unwrap();
+    let config = Config::parse(
+        "sinks: {a: {type: local-store, dir: /nonexistent/a}, b: {type: local-store, dir: /nonexistent/b}}\n\
+         self-metrics: {sinks: [b], interval: 3600}\n",
+    )
+    .unwrap();
+    let (a, b) = (Arc::new(Recording::default()), Arc::new(Recording::default()));
+    let mut running = RunningSinks::default();
+    running.sinks = vec![a.clone(), b.clone()];
+    let sources = sources();
+    running.deliveries = sources.deliveries.clone();
+    sources
+        .process
+        .as_ref()
+        .unwrap()
+        .last_error
+        .set("snapshot 1 quarantined: empty");
+    let metrics =
+        SelfMetrics::new(&base, Component::Process, &config.self_metrics, sources).with_sinks(&config, &running);
+    metrics.tick(None);
+    let text = std::fs::read_to_string(base.state().join("metrics-process.prom")).unwrap();
+    check_exposition(&text);
+    assert!(text.contains("spoolmon_snapshots_processed_total 7\n"), "{text}");
+    assert!(a.0.lock().unwrap().is_empty());
+    let sent = b.0.lock().unwrap().clone();
+    assert!(sent
+        .iter()
+        .any(|m| m.path == "spoolmon.snapshots_processed_total" && m.value == 7.0));
+    let status: StatusFile =
+        serde_json::from_slice(&std::fs::read(base.state().join("status-process.json")).unwrap()).unwrap();
+    assert_eq!(status.component, "process");
+    assert_eq!(status.metrics["spoolmon_snapshots_processed_total"], 7.0);
+    assert_eq!(status.metrics["spoolmon_incoming_snapshots"], 0.0);
+    let sources: Vec<&str> = status.last_errors.iter().map(|e| e.source.as_str()).collect();
+    assert!(
+        sources.contains(&"processing") && sources.contains(&"sink carbon"),
+        "{sources:?}"
+    );
+    // Within the interval nothing is written again.
+    std::fs::remove_file(base.state().join("metrics-process.prom")).unwrap();
+    metrics.tick(None);
+    assert!(!base.state().join("metrics-process.prom").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(base.state())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn each_component_has_its_own_files() {
+    let names: Vec<(String, String)> = Component::ALL
+        .iter()
+        .map(|c| (c.metrics_file(), c.status_file()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("metrics.prom".to_string(), "status.json".to_string()),
+            ("metrics-pull.prom".into(), "status-pull.json".into()),
+            ("metrics-process.prom".into(), "status-process.json".into()),
+        ]
+    );
+}
