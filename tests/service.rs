@@ -67,6 +67,14 @@ fn medians(dir: &Path) -> BTreeMap<(String, i64), usize> {
 
 const ORDERS: usize = 40;
 
+/// The value of an unlabelled sample in `state/metrics.prom` (0 when absent).
+fn metric(base: &Base, name: &str) -> f64 {
+    let text = base.read("state/metrics.prom").unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[test]
 fn sighup_under_load_refuses_a_bad_config_and_applies_a_good_one_losing_nothing() {
     let base = Base::new();
@@ -74,7 +82,7 @@ fn sighup_under_load_refuses_a_bad_config_and_applies_a_good_one_losing_nothing(
         base.write_order(&format!("load/o{o}"), &ping_order(&format!("127.0.1.{}", o + 1), 2, 2));
     }
     let (first, second) = (base.join("store-a"), base.join("store-b"));
-    base.write_config(&store_config(&[("a", &first)], ""));
+    base.write_config(&store_config(&[("a", &first)], "self-metrics: {interval: 1}\n"));
     let daemon = spawn_run(&base, &["--log-level", "debug"], &[], &[]);
     wait_for("results in store a", LIMIT, Some(&daemon), || {
         medians(&first).len() >= 3 * ORDERS
@@ -90,7 +98,14 @@ fn sighup_under_load_refuses_a_bad_config_and_applies_a_good_one_losing_nothing(
         medians(&first).len() >= before + 2 * ORDERS
     });
 
-    base.write_config(&store_config(&[("a", &first), ("b", &second)], ""));
+    // Counters outlive the reload: the same start time, the processed count keeps growing.
+    let processed_before = metric(&base, "spoolmon_snapshots_processed_total");
+    let started = metric(&base, "spoolmon_start_time_seconds");
+    assert!(started > 0.0 && processed_before > 0.0, "state/metrics.prom is written");
+    base.write_config(&store_config(
+        &[("a", &first), ("b", &second)],
+        "self-metrics: {interval: 1}\n",
+    ));
     signal(daemon.pid(), "HUP");
     wait_for("good config applied", LIMIT, Some(&daemon), || {
         daemon.log_text().contains("configuration reloaded")
