@@ -286,15 +286,13 @@ impl SelfMetrics {
     }
 
     /// Adds the running sinks: their delivery counters, and those `config.self_metrics.sinks`
-    /// selects as destinations. `running.sinks` holds one sink per `config.sinks` entry, in
-    /// the same (name) order, which is how the names are matched.
+    /// selects as destinations.
     pub fn with_sinks(mut self, config: &Config, running: &RunningSinks) -> SelfMetrics {
         self.sources.deliveries = running.deliveries.clone();
-        debug_assert_eq!(config.sinks.len(), running.sinks.len());
         let selection = &config.self_metrics.sinks;
-        self.sinks = config
-            .sinks
-            .keys()
+        self.sinks = running
+            .names
+            .iter()
             .zip(&running.sinks)
             .filter(|(name, _)| selection.includes(name))
             .map(|(_, sink)| Arc::clone(sink))

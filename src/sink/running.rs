@@ -22,6 +22,8 @@ use tracing::info;
 #[derive(Default)]
 pub struct RunningSinks {
     pub sinks: Vec<Arc<dyn ResultSink>>,
+    /// The config name of each sink in `sinks`, in the same order.
+    pub names: Vec<String>,
     /// Delivery counters per sink (sinks with an outbox only).
     pub deliveries: Vec<(String, Arc<DeliveryStats>)>,
     threads: Vec<JoinHandle<()>>,
@@ -70,6 +72,7 @@ pub fn start(
                 running
                     .sinks
                     .push(Arc::new(LocalStore::new(options, options.encoder())));
+                running.names.push(name.clone());
             }
         }
     }
@@ -105,6 +108,7 @@ impl RunningSinks {
                 .with_context(|| format!("cannot start delivery of sink {name}"))?,
         );
         self.sinks.push(Arc::new(OutboxSink::new(name, parts.encoder, outbox)));
+        self.names.push(name.to_owned());
         info!(sink = name, to = %target, outbox = %dir.display(), "sink started");
         Ok(())
     }

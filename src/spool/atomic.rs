@@ -134,13 +134,24 @@ fn temp_sibling(path: &Path) -> io::Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp_name = format!("{TMP_PREFIX}{}-{}", std::process::id(), name.to_string_lossy());
+    // The `.part` suffix keeps readers that pick files by extension (node_exporter reads every
+    // `*.prom` in its directory) off a file still being written.
+    let tmp_name = format!("{TMP_PREFIX}{}-{}.part", std::process::id(), name.to_string_lossy());
     Ok(path.with_file_name(tmp_name))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_names_are_hidden_and_never_keep_the_target_extension() {
+        let tmp = temp_sibling(Path::new("/base/state/metrics.prom")).unwrap();
+        let name = tmp.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(TMP_PREFIX), "{name}");
+        assert!(!name.ends_with(".prom"), "a *.prom reader would pick it up: {name}");
+        assert_eq!(tmp.parent(), Some(Path::new("/base/state")));
+    }
 
     #[test]
     fn replaced_file_has_new_content_and_no_temp_remains() {

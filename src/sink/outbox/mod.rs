@@ -22,7 +22,7 @@
 //!   00000000000000000000.seg   segments, named by a 20-digit zero-padded sequence number
 //!   00000000000000000001.seg   (the highest one is being appended to)
 //!   ack                        the acknowledgement file
-//!   .tmp-<pid>-ack             a replacement of `ack` being written (ignored, removed on open)
+//!   .tmp-<pid>-ack.part        a replacement of `ack` being written (ignored, removed on open)
 //! ```
 //!
 //! # Segment file
