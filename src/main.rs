@@ -1,7 +1,7 @@
 //! The `spoolmon` command: each subcommand is a thin call into the library.
 
 use anyhow::{Context, Result};
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use spoolmon::config::Config;
 use spoolmon::service::privilege::Account;
 use spoolmon::service::signals::Signals;
@@ -16,8 +16,9 @@ use std::process::ExitCode;
     about = "Monitoring pipeline where a directory is a queue"
 )]
 struct Cli {
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info")]
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it. Checks log nothing
+    /// and the listings (status, orders, outbox) only errors unless this is given.
+    #[arg(long, global = true, default_value = DEFAULT_LOG_LEVEL)]
     log_level: String,
     /// Log to this file (appended, with timestamps; reopened on SIGHUP for logrotate) instead
     /// of stderr. Under systemd, stderr goes to the journal with priorities and no timestamps.
@@ -256,9 +257,29 @@ fn run_check(command: CheckCommand) -> ExitCode {
     ExitCode::from(outcome.exit_code())
 }
 
+/// The default of `--log-level`.
+const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// Commands whose output is their report get a quieter default log level: a Nagios check prints
+/// exactly one line (nothing on stderr), and the listings already show what the scan would
+/// warn about (invalid orders).
+fn quiet_level(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Check { .. } => Some("off"),
+        Command::Status { .. } | Command::Orders { .. } | Command::Outbox { .. } => Some("error"),
+        _ => None,
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Err(e) = spoolmon::service::log::init(&cli.log_level, cli.log_file.as_deref()) {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let level_given = matches.value_source("log_level") == Some(clap::parser::ValueSource::CommandLine);
+    let level = quiet_level(&cli.command).filter(|_| !level_given);
+    if let Err(e) = spoolmon::service::log::init(level.unwrap_or(&cli.log_level), cli.log_file.as_deref()) {
         eprintln!("spoolmon: {e}");
         return ExitCode::from(2);
     }

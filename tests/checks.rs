@@ -14,6 +14,8 @@ fn check(args: &[&str]) -> (i32, String) {
     let out = Command::new(BIN).arg("check").args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
     assert_eq!(stdout.lines().count(), 1, "one line of output: {stdout:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.is_empty(), "a check writes nothing to stderr: {stderr}");
     (out.status.code().unwrap(), stdout)
 }
 
