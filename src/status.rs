@@ -49,7 +49,7 @@ pub struct Report {
 pub struct Holder {
     pub running: bool,
     pub pid: Option<u32>,
-    /// Age of `state/heartbeat` (written by `spoolmon run` only).
+    /// Age of `state/heartbeat` (written by `spoolmon run` and `spoolmon process`).
     pub heartbeat_age_seconds: Option<i64>,
 }
 
