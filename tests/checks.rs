@@ -126,6 +126,33 @@ fn outbox_reports_each_sink_and_warns_on_age_and_drops() {
 }
 
 #[test]
+fn outbox_warns_once_lines_were_dropped_at_the_bound_whatever_the_age() {
+    let (_dir, base, path) = base();
+    let limits = OutboxLimits {
+        max_bytes: 4 << 10,
+        max_lines: Some(20),
+        max_age: None,
+        segment_bytes: 1 << 10,
+    };
+    let outbox = Outbox::open(&base.outbox().join("carbon"), limits).unwrap();
+    for k in 0..20 {
+        let record: String = (0..10).map(|i| format!("r{k}.{i} 1 1\n")).collect();
+        outbox.append(record.as_bytes(), 10).unwrap();
+    }
+    drop(outbox);
+    let (code, line) = check(&["outbox", "--base-dir", &path, "-w", "100000", "-c", "100000"]);
+    assert_eq!(code, 1, "{line}");
+    let dropped: u64 = line
+        .split(" dropped")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no drop count: {line}"));
+    assert!(dropped >= 180, "200 lines appended, at most 20 kept: {line}");
+    assert!(line.contains(&format!("carbon_dropped={dropped}c")), "{line}");
+}
+
+#[test]
 fn daemon_is_ok_while_a_live_daemon_beats_and_critical_once_it_is_killed() {
     let base = common::Base::new();
     let path = base.path().to_str().unwrap().to_string();

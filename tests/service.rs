@@ -346,3 +346,75 @@ fn process_reloads_its_sinks_on_sighup_and_keeps_them_on_a_bad_config() {
     assert!(medians(&first).values().all(|&n| n == 1), "nothing delivered twice");
     assert!(process.terminate(LIMIT).is_some_and(|s| s.success()));
 }
+
+#[test]
+fn bad_service_arguments_are_clear_errors() {
+    let base = Base::new();
+    let run = |global: &[&str], config: &str| {
+        base.write_config(config);
+        let out = Command::new(BIN)
+            .args(global)
+            .args(["run", "--base-dir"])
+            .arg(base.path())
+            .arg("--config")
+            .arg(base.join("spoolmon.yaml"))
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = run(&["--log-file", "/nonexistent/dir/spoolmon.log"], FAST);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot open --log-file /nonexistent/dir/spoolmon.log"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&[], "stop-timeout: 0\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("stop-timeout: must be at least 1"), "{stderr}");
+    let (code, stderr) = run(&[], "stop-timeout: -5\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("stop-timeout"), "{stderr}");
+
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        fs::set_permissions(base.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let out = Command::new(BIN)
+            .args(["run", "--user", "root", "--base-dir"])
+            .arg(base.path())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("--user root: switching users needs root"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_reloaded_config_that_cannot_start_falls_back_to_the_running_one() {
+    let base = Base::new();
+    base.write_order("f", &ping_order("127.0.0.31", 1, 1));
+    let store = base.join("store");
+    base.write_config(&store_config(&[("a", &store)], ""));
+    let daemon = spawn_run(&base, &[], &[], &[]);
+    wait_for("measuring", LIMIT, Some(&daemon), || !medians(&store).is_empty());
+    // A valid config whose Graphite sink cannot open its outbox (a file where its directory goes).
+    fs::create_dir_all(base.join("outbox")).unwrap();
+    fs::write(base.join("outbox/carbon"), "not a directory").unwrap();
+    let broken = format!(
+        "{}  carbon: {{type: graphite, server: 127.0.0.1, port: 9}}\n",
+        store_config(&[("a", &store)], "")
+    );
+    base.write_config(&broken);
+    signal(daemon.pid(), "HUP");
+    wait_for("fallback logged", LIMIT, Some(&daemon), || {
+        daemon.log_text().contains("going back to the running one")
+    });
+    let before = medians(&store).len();
+    wait_for("still measuring with the old sinks", LIMIT, Some(&daemon), || {
+        medians(&store).len() >= before + 2
+    });
+    assert!(daemon.terminate(LIMIT).is_some_and(|s| s.success()));
+}
