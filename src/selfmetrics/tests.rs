@@ -160,6 +160,7 @@ fn a_tick_writes_both_files_atomically_and_only_the_selected_sinks_get_the_metri
     let (a, b) = (Arc::new(Recording::default()), Arc::new(Recording::default()));
     let mut running = RunningSinks::default();
     running.sinks = vec![a.clone(), b.clone()];
+    running.names = vec!["a".to_string(), "b".to_string()];
     let sources = sources();
     running.deliveries = sources.deliveries.clone();
     sources
