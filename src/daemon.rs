@@ -207,12 +207,11 @@ impl Pipeline {
         let timing = LoopTiming {
             rescan: Duration::from_secs(config.rescan_interval),
             flush_interval: Duration::from_secs(config.rrd_flush_interval),
-            heartbeat: false,
         };
         let process_stop = stop.clone();
         let processing = std::thread::Builder::new()
             .name("process".into())
-            .spawn(move || process::run_loop(processor, command_rx, wake_rx, process_stop, timing))?;
+            .spawn(move || process::run_loop(processor, command_rx, wake_rx, process_stop, timing, &mut || {}))?;
         let scheduler = Scheduler {
             base: base.clone(),
             probes: probes.clone(),
@@ -235,7 +234,7 @@ impl Pipeline {
                 Some(
                     std::thread::Builder::new()
                         .name("pull".into())
-                        .spawn(move || crate::collect::haproxy::run_pull(&base, &options, stop, stats))?,
+                        .spawn(move || crate::collect::haproxy::run_pull(&base, &options, stop, stats, &mut || {}))?,
                 )
             }
             None => None,

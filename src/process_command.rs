@@ -11,12 +11,12 @@ use crate::service::notify::Notifier;
 use crate::service::privilege::Account;
 use crate::service::signals::Signals;
 use crate::spool::lock::DaemonLock;
-use crate::spool::{queue, BaseDir};
+use crate::spool::{queue, state, BaseDir};
 use anyhow::{Context, Result};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// Processes `base` until SIGTERM/SIGINT; SIGHUP reads `config_file` again (an invalid one is
@@ -82,14 +82,22 @@ fn process_until_signal(
     let timing = LoopTiming {
         rescan: Duration::from_secs(config.rescan_interval),
         flush_interval: Duration::from_secs(config.rrd_flush_interval),
-        heartbeat: true,
     };
     info!(base = %base.root().display(), sinks = sinks.sinks.len(), "spoolmon process running");
     notifier.ready(&format!("processing, {} sinks", sinks.sinks.len()));
     // No orders here: nothing sends lifecycle commands or in-process wake-ups.
     let (_commands_tx, commands) = crossbeam_channel::unbounded();
     let (_wake_tx, wake) = crossbeam_channel::unbounded();
-    process::run_loop(processor, commands, wake, signals.wake.clone(), timing);
+    let mut watchdog = Notifier::from_env();
+    let mut last_heartbeat: Option<Instant> = None;
+    let mut liveness = || {
+        watchdog.watchdog_tick();
+        if last_heartbeat.is_none_or(|t| t.elapsed() >= state::HEARTBEAT_EVERY) {
+            state::write_heartbeat(base);
+            last_heartbeat = Some(Instant::now());
+        }
+    };
+    process::run_loop(processor, commands, wake, signals.wake.clone(), timing, &mut liveness);
     let _ = self_metrics.join();
     sinks.join();
     Ok(())

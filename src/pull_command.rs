@@ -57,8 +57,11 @@ pub fn run(
     let self_metrics =
         SelfMetrics::for_pull(&base, &config.self_metrics, stats.clone()).spawn(signals.terminate.clone())?;
     notifier.ready("pulling");
+    let mut watchdog = Notifier::from_env();
     loop {
-        run_pull(&base, &options, signals.wake.clone(), stats.clone());
+        run_pull(&base, &options, signals.wake.clone(), stats.clone(), &mut || {
+            watchdog.watchdog_tick()
+        });
         if signals.terminating() {
             notifier.stopping();
             let _ = self_metrics.join();

@@ -390,6 +390,8 @@ fn deb_units_run_as_spoolmon_with_the_hardening() {
             "PrivateTmp=yes",
             "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
             "UMask=0022",
+            "WatchdogSec=60",
+            "ExecReload=/bin/kill -HUP $MAINPID",
             "WantedBy=multi-user.target",
         ] {
             assert!(settings.iter().any(|line| line == required), "{unit} lacks {required}");

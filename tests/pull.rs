@@ -454,7 +454,7 @@ impl Loop {
         let shutdown = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(PullStats::default());
         let (base, flag, counters) = (base.clone(), Arc::clone(&shutdown), Arc::clone(&stats));
-        let thread = std::thread::spawn(move || run_pull(&base, &options, flag, counters));
+        let thread = std::thread::spawn(move || run_pull(&base, &options, flag, counters, &mut || {}));
         Loop {
             shutdown,
             stats,

@@ -157,28 +157,15 @@ fn the_service_manager_hears_ready_watchdog_reloading_and_stopping() {
         ("WATCHDOG_USEC", "1000000".to_string()),
     ];
     let daemon = spawn_run(&base, &[], &[], &env);
-    let mut heard = Vec::new();
-    let next = |heard: &mut Vec<String>, wanted: &str| loop {
-        let mut buf = [0u8; 1024];
-        let n = socket
-            .recv(&mut buf)
-            .unwrap_or_else(|e| panic!("waiting for {wanted}: {e}; heard {heard:?}"));
-        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-        heard.push(message.clone());
-        if message.starts_with(wanted) {
-            return message;
-        }
-    };
-    let ready = next(&mut heard, "READY=1");
-    assert_eq!(ready, "READY=1\nSTATUS=1 orders active");
-    next(&mut heard, "WATCHDOG=1");
-    next(&mut heard, "WATCHDOG=1");
+    let mut buf = [0u8; 1024];
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"READY=1\nSTATUS=1 orders active", "the first message");
+    expect_notifications(&socket, &["WATCHDOG=1", "WATCHDOG=1"]);
     base.write_config("rescan-interval: 3\n");
     signal(daemon.pid(), "HUP");
-    next(&mut heard, "RELOADING=1");
-    next(&mut heard, "READY=1");
+    expect_notifications(&socket, &["RELOADING=1", "READY=1"]);
     signal(daemon.pid(), "TERM");
-    next(&mut heard, "STOPPING=1");
+    expect_notifications(&socket, &["STOPPING=1"]);
     assert!(daemon.wait_exit(LIMIT).is_some_and(|s| s.success()));
 }
 
@@ -417,4 +404,56 @@ fn a_reloaded_config_that_cannot_start_falls_back_to_the_running_one() {
         medians(&store).len() >= before + 2
     });
     assert!(daemon.terminate(LIMIT).is_some_and(|s| s.success()));
+}
+
+/// Waits on `socket` for a message starting with each of `wanted`, in order.
+fn expect_notifications(socket: &UnixDatagram, wanted: &[&str]) {
+    let mut heard = Vec::new();
+    for want in wanted {
+        loop {
+            let mut buf = [0u8; 1024];
+            let n = socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("waiting for {want}: {e}; heard {heard:?}"));
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            heard.push(message.clone());
+            if message.starts_with(want) {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn pull_and_process_notify_and_ping_the_watchdog_too() {
+    for command in ["process", "pull"] {
+        let base = Base::new();
+        let sockets = base.join("haproxy-sockets");
+        fs::create_dir_all(&sockets).unwrap();
+        base.write_config(&format!(
+            "pull:\n  socket-dir: '{}'\n  pull-interval: 30\n",
+            sockets.display()
+        ));
+        let socket_path = base.join("notify.sock");
+        let socket = UnixDatagram::bind(&socket_path).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let log = fs::File::create(base.join("daemon.log")).unwrap();
+        let child = Command::new(BIN)
+            .args([command, "--base-dir"])
+            .arg(base.path())
+            .arg("--config")
+            .arg(base.join("spoolmon.yaml"))
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "1000000")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let daemon = Daemon::from_child(child, base.join("daemon.log"));
+        // pull-interval 30: the pull loop is asleep, and pings the watchdog while it sleeps.
+        expect_notifications(&socket, &["READY=1", "WATCHDOG=1", "WATCHDOG=1", "WATCHDOG=1"]);
+        signal(daemon.pid(), "TERM");
+        expect_notifications(&socket, &["STOPPING=1"]);
+        assert!(daemon.wait_exit(LIMIT).is_some_and(|s| s.success()), "{command}");
+    }
 }

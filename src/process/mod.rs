@@ -17,7 +17,6 @@ pub mod stats;
 
 pub use round::{Lifecycle, ProcessStats, Processor, RoundReport};
 
-use crate::spool::state;
 use crate::spool::watch::DirWatcher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,20 +30,21 @@ pub struct LoopTiming {
     pub rescan: Duration,
     /// Let snapshots wait up to this long to batch several steps per RRD update (0 = never wait).
     pub flush_interval: Duration,
-    /// Write `state/heartbeat` from this loop (when processing is the process's main work).
-    pub heartbeat: bool,
 }
 
 /// Runs processing until `shutdown` is set: watch `incoming/` first, then scan (invariant 5).
 /// New snapshots are applied as they arrive; their RRD updates are batched up to
 /// `flush_interval` (the snapshots stay in `incoming/`, marked applied, as the journal).
 /// `commands` carries order lifecycle changes; `wake` is told of snapshots published in-process.
+/// `tick` is called before every round and at least every 200 ms while waiting (the liveness
+/// signal of `spoolmon process`: heartbeat and watchdog).
 pub fn run_loop(
     mut processor: Processor,
     commands: crossbeam_channel::Receiver<Lifecycle>,
     wake: crossbeam_channel::Receiver<String>,
     shutdown: Arc<AtomicBool>,
     timing: LoopTiming,
+    tick: &mut dyn FnMut(),
 ) {
     let mut watcher = match DirWatcher::new(&processor.base().incoming(), false) {
         Ok(w) => Some(w),
@@ -56,12 +56,8 @@ pub fn run_loop(
     // `None` until the first round (Instant::now() - rescan would panic shortly after boot).
     let mut last_round: Option<Instant> = None;
     let mut pending = true;
-    let mut last_heartbeat: Option<Instant> = None;
     loop {
-        if timing.heartbeat && last_heartbeat.is_none_or(|t| t.elapsed() >= state::HEARTBEAT_EVERY) {
-            state::write_heartbeat(processor.base());
-            last_heartbeat = Some(Instant::now());
-        }
+        tick();
         for command in commands.try_iter() {
             processor.handle(command);
         }

@@ -41,8 +41,15 @@ pub struct PullStats {
 }
 
 /// Pulls on schedule until `shutdown` is set (run it on its own thread). `options` must have
-/// passed [`PullOptions::validate`].
-pub fn run_pull(base: &BaseDir, options: &PullOptions, shutdown: Arc<AtomicBool>, stats: Arc<PullStats>) {
+/// passed [`PullOptions::validate`]. `tick` is called at least every [`SHUTDOWN_POLL`] while
+/// waiting and around every cycle (the liveness signal of `spoolmon pull`: heartbeat, watchdog).
+pub fn run_pull(
+    base: &BaseDir,
+    options: &PullOptions,
+    shutdown: Arc<AtomicBool>,
+    stats: Arc<PullStats>,
+    tick: &mut dyn FnMut(),
+) {
     info!(
         pull_interval = options.pull_interval,
         pull_timeout = options.pull_timeout,
@@ -56,7 +63,7 @@ pub fn run_pull(base: &BaseDir, options: &PullOptions, shutdown: Arc<AtomicBool>
             stats.missed_slots.fetch_add(missed, Ordering::Relaxed);
             warn!(missed, "the last cycle overran pull-interval: slots skipped");
         }
-        if !sleep_until(slot, &shutdown) {
+        if !sleep_until(slot, &shutdown, tick) {
             break;
         }
         last_slot = Some(slot);
@@ -113,11 +120,12 @@ pub fn next_slot(now: SystemTime, interval: Duration, last: Option<SystemTime>) 
     (UNIX_EPOCH + Duration::from_millis(slot_ms as u64), missed)
 }
 
-/// Sleeps until the wall clock reaches `until`, in slices of [`SHUTDOWN_POLL`]; false if
-/// `shutdown` was set first. The clock is re-read every slice, so a step of the clock is
-/// followed.
-pub fn sleep_until(until: SystemTime, shutdown: &AtomicBool) -> bool {
+/// Sleeps until the wall clock reaches `until`, in slices of [`SHUTDOWN_POLL`], calling `tick`
+/// before each; false if `shutdown` was set first. The clock is re-read every slice, so a step
+/// of the clock is followed.
+pub fn sleep_until(until: SystemTime, shutdown: &AtomicBool, tick: &mut dyn FnMut()) -> bool {
     loop {
+        tick();
         if shutdown.load(Ordering::Relaxed) {
             return false;
         }
@@ -200,7 +208,11 @@ mod tests {
     fn sleeping_ends_at_once_when_shutdown_is_set() {
         let shutdown = AtomicBool::new(true);
         let far = SystemTime::now() + Duration::from_secs(3600);
-        assert!(!sleep_until(far, &shutdown));
-        assert!(sleep_until(SystemTime::now(), &AtomicBool::new(false)));
+        let mut ticks = 0;
+        assert!(!sleep_until(far, &shutdown, &mut || ticks += 1));
+        assert!(sleep_until(SystemTime::now(), &AtomicBool::new(false), &mut || {
+            ticks += 1
+        }));
+        assert_eq!(ticks, 2, "one tick per slice");
     }
 }
