@@ -49,18 +49,19 @@ pub fn run(
     let started = crate::selfmetrics::unix_now();
     let mut config = config;
     loop {
-        signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
-        signals.wake.store(false, Ordering::Relaxed);
-        process_until_signal(&base, &config, (&stats, started), signals, &notifier)?;
+        // Cleared before the flags are read: a signal arriving from here on ends the next run.
+        signals.wake.store(false, Ordering::SeqCst);
         if signals.terminating() {
             notifier.stopping();
             info!("stopped");
             return Ok(());
         }
-        if signals.hup.swap(false, Ordering::Relaxed) {
+        if signals.hup.swap(false, Ordering::SeqCst) {
             notifier.reloading();
             config = reloaded(config_file, config);
         }
+        signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
+        process_until_signal(&base, &config, (&stats, started), signals, &notifier)?;
     }
 }
 

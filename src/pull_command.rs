@@ -59,21 +59,22 @@ pub fn run(
     notifier.ready("pulling");
     let mut watchdog = Notifier::from_env();
     loop {
-        run_pull(&base, &options, signals.wake.clone(), stats.clone(), &mut || {
-            watchdog.watchdog_tick()
-        });
+        // Cleared before the flags are read: a signal arriving from here on ends the next wait.
+        signals.wake.store(false, Ordering::SeqCst);
         if signals.terminating() {
             notifier.stopping();
             let _ = self_metrics.join();
             info!("stopped");
             return Ok(());
         }
-        signals.wake.store(false, Ordering::Relaxed);
-        if signals.hup.swap(false, Ordering::Relaxed) {
+        if signals.hup.swap(false, Ordering::SeqCst) {
             notifier.reloading();
             options = reloaded(config_file, options);
             notifier.ready("pulling");
         }
+        run_pull(&base, &options, signals.wake.clone(), stats.clone(), &mut || {
+            watchdog.watchdog_tick()
+        });
     }
 }
 

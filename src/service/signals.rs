@@ -42,9 +42,10 @@ impl Signals {
         Ok(signals)
     }
 
-    /// Whether a stop was asked for.
+    /// Whether a stop was asked for. SeqCst like the handlers' stores, so a loop that clears
+    /// `wake` and then finds no stop here is sure to see `wake` set by a stop that follows.
     pub fn terminating(&self) -> bool {
-        self.terminate.load(Ordering::Relaxed)
+        self.terminate.load(Ordering::SeqCst)
     }
 
     /// Ends the process `stop_timeout_s` after the first stop signal if it has not stopped by
