@@ -82,6 +82,9 @@ impl DaemonStats {
 /// kept: `engine`, `icmp` and `fping-path` change only at restart.
 pub fn run(base: BaseDir, config: Config, options: RunOptions, signals: &Signals) -> Result<()> {
     let mut notifier = Notifier::from_env();
+    if let Some(account) = &options.user {
+        account.check_base(&base)?;
+    }
     base.create_all()
         .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
     let _lock = DaemonLock::acquire(&base.state().join("lock"))?;

@@ -30,6 +30,9 @@ pub fn run(
     signals: &Signals,
 ) -> Result<()> {
     let notifier = Notifier::from_env();
+    if let Some((account, _)) = user {
+        account.check_base(&base)?;
+    }
     base.create_all()
         .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
     let lock_file = base.state().join("lock");

@@ -34,6 +34,9 @@ pub fn run(
         .clone()
         .context("the config has no pull: section (socket-dir or servers to pull from)")?;
     let notifier = Notifier::from_env();
+    if let Some((account, _)) = user {
+        account.check_base(&base)?;
+    }
     base.create_all()
         .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
     let _lock = DaemonLock::acquire(&base.state().join(PULL_LOCK))?;

@@ -205,6 +205,27 @@ fn user_drops_root_after_opening_the_icmp_sockets_and_pings_still_answer() {
     });
     assert!(daemon.terminate(LIMIT).is_some_and(|s| s.success()));
 
+    // After a switch the user owns state/; a link it plants there is refused at the next start
+    // as root, and its target is left alone.
+    let elsewhere = tempfile::tempdir().unwrap();
+    fs::write(elsewhere.path().join("lock"), "precious\n").unwrap();
+    fs::rename(base.join("state"), base.join("state.old")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), base.join("state")).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--user", "nobody", "--base-dir"])
+        .arg(base.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("state is a symbolic link"), "{stderr}");
+    assert_eq!(fs::read_to_string(elsewhere.path().join("lock")).unwrap(), "precious\n");
+    assert_eq!(
+        fs::metadata(elsewhere.path()).unwrap().uid(),
+        0,
+        "the link's target keeps its owner"
+    );
+
     let out = Command::new(BIN)
         .args(["run", "--user", "no-such-user-here", "--base-dir"])
         .arg(base.path())
@@ -349,6 +370,11 @@ fn bad_service_arguments_are_clear_errors() {
             .unwrap();
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     };
+    let link = base.join("linked.log");
+    std::os::unix::fs::symlink(base.join("target.log"), &link).unwrap();
+    let (code, stderr) = run(&["--log-file", link.to_str().unwrap()], FAST);
+    assert_eq!(code, Some(2), "a log file that is a symbolic link is refused: {stderr}");
+    assert!(!base.join("target.log").exists());
     let (code, stderr) = run(&["--log-file", "/nonexistent/dir/spoolmon.log"], FAST);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(

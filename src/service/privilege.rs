@@ -3,7 +3,8 @@
 //! holds keep working; the kernel clears every capability when the last root uid goes.
 
 use crate::spool::BaseDir;
-use nix::unistd::{Gid, Uid, User};
+use nix::fcntl::{AtFlags, AT_FDCWD};
+use nix::unistd::{fchownat, Gid, Uid, User};
 use std::path::{Path, PathBuf};
 use tracing::info;
 
@@ -38,6 +39,10 @@ pub enum PrivilegeError {
     },
     #[error("--user {0}: root privileges could be regained after the switch; refusing to run")]
     NotDropped(String),
+    #[error(
+        "--user {name}: {path} is a symbolic link; with --user the base directory's own directories must be real directories (root would follow a link the user planted)"
+    )]
+    Link { name: String, path: PathBuf },
 }
 
 impl Account {
@@ -57,9 +62,26 @@ impl Account {
         }
     }
 
-    /// Whether the process already runs as this account (then there is nothing to switch).
+    /// Whether the process already runs as this account, saved uid included (then there is
+    /// nothing to switch).
     fn is_current(&self) -> bool {
-        Uid::effective() == self.uid && Uid::current() == self.uid
+        nix::unistd::getresuid().is_ok_and(|ids| [ids.real, ids.effective, ids.saved] == [self.uid; 3])
+    }
+
+    /// Refuses a base directory whose own directories (not the base itself, which the
+    /// administrator names) are symbolic links: they belong to the account after a switch, and
+    /// the next start, as root, would create, lock and chown through them. Call it before the
+    /// base directory is created or locked.
+    pub fn check_base(&self, base: &BaseDir) -> Result<(), PrivilegeError> {
+        for dir in base.all_dirs().into_iter().skip(1) {
+            if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(PrivilegeError::Link {
+                    name: self.name.clone(),
+                    path: dir,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Gives the base directory's own directories and `owned_files` (lock files, a log file)
@@ -72,23 +94,31 @@ impl Account {
         if !Uid::effective().is_root() {
             return Err(PrivilegeError::NotRoot(self.name.clone()));
         }
+        self.check_base(base)?;
         for path in base
             .all_dirs()
             .iter()
             .map(PathBuf::as_path)
             .chain(owned_files.iter().copied())
         {
-            nix::unistd::chown(path, Some(self.uid), Some(self.gid)).map_err(|source| PrivilegeError::Chown {
-                name: self.name.clone(),
-                path: path.to_owned(),
-                source,
+            // Never through a link: a link's own owner changes, not its target's.
+            let flags = AtFlags::AT_SYMLINK_NOFOLLOW;
+            fchownat(AT_FDCWD, path, Some(self.uid), Some(self.gid), flags).map_err(|source| {
+                PrivilegeError::Chown {
+                    name: self.name.clone(),
+                    path: path.to_owned(),
+                    source,
+                }
             })?;
         }
         let step = |step: &'static str| {
             let name = self.name.clone();
             move |source| PrivilegeError::Switch { name, step, source }
         };
-        nix::unistd::setgroups(&[self.gid]).map_err(step("setgroups"))?;
+        // The account's own supplementary groups (e.g. `haproxy` for its stats sockets).
+        let user =
+            std::ffi::CString::new(self.name.as_str()).map_err(|_| PrivilegeError::NoSuchUser(self.name.clone()))?;
+        nix::unistd::initgroups(&user, self.gid).map_err(step("initgroups"))?;
         nix::unistd::setgid(self.gid).map_err(step("setgid"))?;
         nix::unistd::setuid(self.uid).map_err(step("setuid"))?;
         if nix::unistd::setuid(Uid::from_raw(0)).is_ok() || !self.is_current() {

@@ -3,7 +3,13 @@
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+/// How often, and how far apart, a held lock is tried again before giving up (a check's shared
+/// lock lasts microseconds; a daemon's lasts for its lifetime).
+const LOCK_ATTEMPTS: u32 = 20;
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Held for the daemon's lifetime; the lock is released when it is dropped or the process dies.
 #[derive(Debug)]
@@ -22,34 +28,46 @@ pub enum LockError {
 }
 
 impl DaemonLock {
-    /// Takes the lock at `path` without waiting and writes our pid into it.
+    /// Takes the lock at `path` and writes our pid into it. A symbolic link at `path` is
+    /// refused (a daemon started as root must not write through a link its user planted). The
+    /// lock is retried for a moment: `spoolmon check` holds a shared lock while it looks.
     pub fn acquire(path: &Path) -> Result<DaemonLock, LockError> {
         let open_err = |source| LockError::Open {
             path: path.to_owned(),
             source,
         };
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(open_err)?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((mut file, _)) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                return Err(LockError::Held {
-                    pid: pid.trim().to_owned(),
-                    path: path.to_owned(),
-                });
+        let mut attempts = 0;
+        let mut lock = loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => break lock,
+                Err((back, _)) if attempts < LOCK_ATTEMPTS => {
+                    attempts += 1;
+                    file = back;
+                    std::thread::sleep(LOCK_RETRY);
+                }
+                Err((mut back, _)) => {
+                    let mut pid = String::new();
+                    let _ = back.read_to_string(&mut pid);
+                    return Err(LockError::Held {
+                        pid: pid.trim().to_owned(),
+                        path: path.to_owned(),
+                    });
+                }
             }
         };
+        // Overwritten in place, then cut: a reader never finds the file empty.
         let pid = format!("{}\n", std::process::id());
-        lock.set_len(0).map_err(open_err)?;
         lock.rewind().map_err(open_err)?;
         lock.write_all(pid.as_bytes()).map_err(open_err)?;
+        lock.set_len(pid.len() as u64).map_err(open_err)?;
         Ok(DaemonLock {
             _lock: lock,
             path: path.to_owned(),
@@ -85,5 +103,34 @@ mod tests {
         drop(first);
         assert_eq!(holder(&path), None);
         DaemonLock::acquire(&path).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_the_lock_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me\n").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("lock")).unwrap();
+        let err = DaemonLock::acquire(&dir.path().join("lock")).unwrap_err();
+        assert!(matches!(err, LockError::Open { .. }), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
+    }
+
+    #[test]
+    fn a_checker_holding_the_lock_shared_for_a_moment_does_not_keep_a_daemon_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        std::fs::write(&path, "").unwrap();
+        let probe = Flock::lock(File::open(&path).unwrap(), FlockArg::LockSharedNonblock).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            drop(probe);
+        });
+        DaemonLock::acquire(&path).expect("taken once the checker lets go");
+        release.join().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
     }
 }
