@@ -29,7 +29,7 @@ use crate::spool::lock::DaemonLock;
 use crate::spool::watch::{DirWatcher, WatchEvent};
 use crate::spool::{queue, state, BaseDir};
 use anyhow::{Context, Result};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -136,7 +136,6 @@ pub fn run(base: BaseDir, config: Config, options: RunOptions, signals: &Signals
         );
         let LoopExit::Reload(new) = exit else { break };
         notifier.reloading();
-        let new = keep_restart_only_keys(&config, *new);
         if new.pull.is_some() && pull_lock.is_none() {
             match DaemonLock::acquire(&base.state().join(crate::pull_command::PULL_LOCK)) {
                 Ok(lock) => pull_lock = Some(lock),
@@ -149,28 +148,44 @@ pub fn run(base: BaseDir, config: Config, options: RunOptions, signals: &Signals
             }
         }
         info!("SIGHUP: configuration changed; restarting the pipeline");
-        pipeline.stop();
-        pipeline = match Pipeline::start(&base, &new, &probes, &stats) {
-            Ok(started) => {
-                config = new;
-                started
-            }
-            Err(e) => {
-                warn!("SIGHUP: the new configuration cannot start ({e:#}); going back to the running one");
-                Pipeline::start(&base, &config, &probes, &stats)?
-            }
-        };
+        pipeline.stop(&mut notifier);
+        if signals.terminating() {
+            notifier.stopping();
+            info!("stopped (a stop came during the reload)");
+            return Ok(());
+        }
+        (pipeline, config) = restart(&base, config, *new, &probes, &stats)?;
         if config.pull.is_none() {
             pull_lock = None;
         }
         signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
-        info!("configuration reloaded");
     }
     notifier.stopping();
     info!("stopping: finishing the snapshots in hand");
-    pipeline.stop();
+    pipeline.stop(&mut notifier);
     info!("stopped");
     Ok(())
+}
+
+/// Starts the pipeline with `new`, or with `running` again if `new` cannot start; returns it
+/// with the configuration in effect.
+fn restart(
+    base: &BaseDir,
+    running: Config,
+    new: Config,
+    probes: &ProbeSet,
+    stats: &DaemonStats,
+) -> Result<(Pipeline, Config)> {
+    match Pipeline::start(base, &new, probes, stats) {
+        Ok(pipeline) => {
+            info!("configuration reloaded");
+            Ok((pipeline, new))
+        }
+        Err(e) => {
+            warn!("SIGHUP: the new configuration cannot start ({e:#}); going back to the running one");
+            Ok((Pipeline::start(base, &running, probes, stats)?, running))
+        }
+    }
 }
 
 /// The parts of `spoolmon run` that one configuration drives: order book, scheduler, processing,
@@ -180,29 +195,71 @@ struct Pipeline {
     book: OrderBook,
     commands: Sender<Lifecycle>,
     orders_tx: Sender<Vec<Order>>,
-    processing: JoinHandle<()>,
-    scheduling: JoinHandle<()>,
+    processing: Option<JoinHandle<()>>,
+    scheduling: Option<JoinHandle<()>>,
     pulling: Option<JoinHandle<()>>,
     sinks: RunningSinks,
     self_metrics: SelfMetrics,
 }
 
 impl Pipeline {
+    /// Starts every part; if one cannot start, the parts already running are stopped and
+    /// joined before the error is returned (nothing of a failed start keeps running).
     fn start(base: &BaseDir, config: &Config, probes: &ProbeSet, stats: &DaemonStats) -> Result<Pipeline> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut book = OrderBook::new(base.clone(), config.clone());
         let initial = book.rescan(SystemTime::now());
         let (commands, command_rx) = crossbeam_channel::unbounded();
-        let (wake_tx, wake_rx) = crossbeam_channel::unbounded();
         let (orders_tx, orders_rx) = crossbeam_channel::unbounded();
         send_lifecycle(&commands, initial);
         reconcile_output(base, &book, &commands);
-
         let sinks = crate::sink::running::start(base, &config.sinks, &stop)?;
+        let self_metrics = SelfMetrics::for_daemon(
+            base,
+            config,
+            &sinks,
+            stats.scheduler.clone(),
+            stats.process.clone(),
+            stats.pull.clone(),
+        )
+        .started(stats.started);
+        let mut pipeline = Pipeline {
+            stop,
+            book,
+            commands,
+            orders_tx,
+            processing: None,
+            scheduling: None,
+            pulling: None,
+            sinks,
+            self_metrics,
+        };
+        match pipeline.start_threads(base, config, probes, stats, command_rx, orders_rx) {
+            Ok(()) => {
+                send_orders(&pipeline.orders_tx, &pipeline.book);
+                Ok(pipeline)
+            }
+            Err(e) => {
+                pipeline.stop(&mut Notifier::disabled());
+                Err(e)
+            }
+        }
+    }
+
+    fn start_threads(
+        &mut self,
+        base: &BaseDir,
+        config: &Config,
+        probes: &ProbeSet,
+        stats: &DaemonStats,
+        command_rx: Receiver<Lifecycle>,
+        orders_rx: Receiver<Vec<Order>>,
+    ) -> Result<()> {
+        let (wake_tx, wake_rx) = crossbeam_channel::unbounded();
         let processor = Processor::new(
             base.clone(),
             config.workers,
-            sinks.sinks.clone(),
+            self.sinks.sinks.clone(),
             true,
             stats.process.clone(),
         )?
@@ -211,10 +268,12 @@ impl Pipeline {
             rescan: Duration::from_secs(config.rescan_interval),
             flush_interval: Duration::from_secs(config.rrd_flush_interval),
         };
-        let process_stop = stop.clone();
-        let processing = std::thread::Builder::new()
-            .name("process".into())
-            .spawn(move || process::run_loop(processor, command_rx, wake_rx, process_stop, timing, &mut || {}))?;
+        let stop = self.stop.clone();
+        self.processing = Some(
+            std::thread::Builder::new()
+                .name("process".into())
+                .spawn(move || process::run_loop(processor, command_rx, wake_rx, stop, timing, &mut || {}))?,
+        );
         let scheduler = Scheduler {
             base: base.clone(),
             probes: probes.clone(),
@@ -227,56 +286,50 @@ impl Pipeline {
             stats: stats.scheduler.clone(),
             published_tx: Some(wake_tx),
         };
-        let scheduler_stop = stop.clone();
-        let scheduling = std::thread::Builder::new()
-            .name("scheduler".into())
-            .spawn(move || scheduler.run(orders_rx, scheduler_stop))?;
-        let pulling = match &config.pull {
-            Some(options) => {
-                let (base, options, stop, stats) = (base.clone(), options.clone(), stop.clone(), stats.pull.clone());
-                Some(
-                    std::thread::Builder::new()
-                        .name("pull".into())
-                        .spawn(move || crate::collect::haproxy::run_pull(&base, &options, stop, stats, &mut || {}))?,
-                )
-            }
-            None => None,
-        };
-        send_orders(&orders_tx, &book);
-        let self_metrics = SelfMetrics::for_daemon(
-            base,
-            config,
-            &sinks,
-            stats.scheduler.clone(),
-            stats.process.clone(),
-            stats.pull.clone(),
-        )
-        .started(stats.started);
-        Ok(Pipeline {
-            stop,
-            book,
-            commands,
-            orders_tx,
-            processing,
-            scheduling,
-            pulling,
-            sinks,
-            self_metrics,
-        })
+        let stop = self.stop.clone();
+        self.scheduling = Some(
+            std::thread::Builder::new()
+                .name("scheduler".into())
+                .spawn(move || scheduler.run(orders_rx, stop))?,
+        );
+        if let Some(options) = &config.pull {
+            let (base, options, stop, stats) = (base.clone(), options.clone(), self.stop.clone(), stats.pull.clone());
+            self.pulling = Some(
+                std::thread::Builder::new()
+                    .name("pull".into())
+                    .spawn(move || crate::collect::haproxy::run_pull(&base, &options, stop, stats, &mut || {}))?,
+            );
+        }
+        Ok(())
     }
 
-    /// Stops starting work, lets every thread finish what it has in hand, and waits for them.
-    fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
+    /// Stops starting work, lets every thread finish what it has in hand, and waits for them,
+    /// pinging the service manager's watchdog meanwhile (a drain may take a processing round).
+    fn stop(self, notifier: &mut Notifier) {
+        self.stop.store(true, Ordering::SeqCst);
         drop(self.orders_tx);
-        let _ = self.scheduling.join();
-        if let Some(pulling) = self.pulling {
-            let _ = pulling.join();
+        for thread in [self.scheduling, self.pulling].into_iter().flatten() {
+            join_alive(thread, notifier);
         }
         drop(self.commands);
-        let _ = self.processing.join();
+        if let Some(processing) = self.processing {
+            join_alive(processing, notifier);
+        }
+        while self.sinks.running() {
+            notifier.watchdog_tick();
+            std::thread::sleep(Duration::from_millis(100));
+        }
         self.sinks.join();
     }
+}
+
+/// Waits for `thread`, pinging the watchdog while it runs.
+fn join_alive(thread: JoinHandle<()>, notifier: &mut Notifier) {
+    while !thread.is_finished() {
+        notifier.watchdog_tick();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = thread.join();
 }
 
 /// Keys whose running values stay until a restart (the sockets and probes built from them are
@@ -324,7 +377,7 @@ fn reread(config_file: Option<&Path>, running: &Config) -> Reread {
         info!("SIGHUP: no config file; rescanning orders/");
         return Reread::Unchanged;
     };
-    match Config::load(path) {
+    match Config::load(path).map(|new| keep_restart_only_keys(running, new)) {
         Ok(new) if new == *running => {
             info!(config = %path.display(), "SIGHUP: configuration unchanged; rescanning orders/");
             Reread::Unchanged

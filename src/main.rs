@@ -17,7 +17,8 @@ use std::process::ExitCode;
 )]
 struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it. Checks log nothing
-    /// and the listings (status, orders, outbox) only errors unless this is given.
+    /// and the listings (status, orders, outbox) only errors unless this is given (whatever
+    /// RUST_LOG says).
     #[arg(long, global = true, default_value = DEFAULT_LOG_LEVEL)]
     log_level: String,
     /// Log to this file (appended, with timestamps; reopened on SIGHUP for logrotate) instead
@@ -278,8 +279,9 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let level_given = matches.value_source("log_level") == Some(clap::parser::ValueSource::CommandLine);
-    let level = quiet_level(&cli.command).filter(|_| !level_given);
-    if let Err(e) = spoolmon::service::log::init(level.unwrap_or(&cli.log_level), cli.log_file.as_deref()) {
+    let quiet = quiet_level(&cli.command).filter(|_| !level_given);
+    let level = quiet.unwrap_or(&cli.log_level);
+    if let Err(e) = spoolmon::service::log::init(level, quiet.is_none(), cli.log_file.as_deref()) {
         eprintln!("spoolmon: {e}");
         return ExitCode::from(2);
     }

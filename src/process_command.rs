@@ -47,10 +47,12 @@ pub fn run(
         let owned: Vec<&Path> = files.iter().copied().chain([lock_file.as_path()]).collect();
         account.switch_to(&base, &owned)?;
     }
+    signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
     signals.bound_the_drain()?;
     let stats = Arc::new(ProcessStats::default());
     let started = crate::selfmetrics::unix_now();
     let mut config = config;
+    let mut last_good = config.clone();
     loop {
         // Cleared before the flags are read: a signal arriving from here on ends the next run.
         signals.wake.store(false, Ordering::SeqCst);
@@ -64,7 +66,14 @@ pub fn run(
             config = reloaded(config_file, config);
         }
         signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
-        process_until_signal(&base, &config, (&stats, started), signals, &notifier)?;
+        match process_until_signal(&base, &config, (&stats, started), signals, &notifier) {
+            Ok(()) => last_good = config.clone(),
+            Err(e) if config != last_good => {
+                warn!("SIGHUP: the new configuration cannot start ({e:#}); going back to the running one");
+                config = last_good.clone();
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -78,11 +87,18 @@ fn process_until_signal(
     notifier: &Notifier,
 ) -> Result<()> {
     let sinks = crate::sink::running::start(base, &config.sinks, &signals.wake)?;
+    let processor = match Processor::new(base.clone(), config.workers, sinks.sinks.clone(), false, stats.clone()) {
+        Ok(processor) => processor.with_haproxy(config.process.clone()),
+        Err(e) => {
+            // Nothing of a failed start may keep running (the sinks' threads own outboxes).
+            signals.wake.store(true, Ordering::SeqCst);
+            sinks.join();
+            return Err(e.into());
+        }
+    };
     let self_metrics = SelfMetrics::for_process(base, config, &sinks, stats.clone())
         .started(started)
         .spawn(signals.wake.clone())?;
-    let processor = Processor::new(base.clone(), config.workers, sinks.sinks.clone(), false, stats.clone())?
-        .with_haproxy(config.process.clone());
     let timing = LoopTiming {
         rescan: Duration::from_secs(config.rescan_interval),
         flush_interval: Duration::from_secs(config.rrd_flush_interval),

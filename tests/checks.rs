@@ -11,7 +11,13 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 fn check(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN).arg("check").args(args).output().unwrap();
+    // RUST_LOG set: a check still writes nothing but its line.
+    let out = Command::new(BIN)
+        .arg("check")
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
     assert_eq!(stdout.lines().count(), 1, "one line of output: {stdout:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -232,7 +238,7 @@ fn orders_counts_stale_and_invalid_orders_at_every_boundary() {
     }
     last_result(&base, "fresh", 30);
     last_result(&base, "old", 200); // 3 steps of 60 s = 180 s: stale
-    set_mtime(&base.join("orders/silent"), now() - 500); // never measured, 500 s old: stale
+    last_result(&base, "silent", 500); // stale too (never measured: the next test)
     base.write_order("broken", "step: [\n");
     let at = |args: &[&str]| {
         let mut all = vec!["orders", "--base-dir", &path];
@@ -271,16 +277,20 @@ fn orders_counts_stale_and_invalid_orders_at_every_boundary() {
 }
 
 #[test]
-fn orders_names_the_first_stale_order_as_never_measured() {
+fn orders_names_the_first_stale_order_as_never_measured_even_if_its_file_is_touched() {
     let base = common::Base::new();
     let path = base.path().to_str().unwrap().to_string();
     BaseDir::new(base.path()).create_all().unwrap();
-    base.write_order("quiet", &common::ping_order("127.0.0.1", 20, 3));
-    set_mtime(&base.join("orders/quiet"), now() - 61);
+    base.write_order("quiet", &common::ping_order("127.0.0.1", 1, 1));
+    let (code, line) = check(&["orders", "--base-dir", &path]);
+    assert_eq!(code, 0, "just written: not stale yet: {line}");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    // Owners touch order files to keep them from expiring; that must not hide it.
+    set_mtime(&base.join("orders/quiet"), now());
     let (code, line) = check(&["orders", "--base-dir", &path]);
     assert_eq!(code, 1, "{line}");
     assert!(
-        line.contains("(first: quiet: never measured, step 20 s, stale after 3 steps)"),
+        line.contains("(first: quiet: never measured, step 1 s, stale after 3 steps)"),
         "{line}"
     );
     let (code, line) = check(&["orders", "--base-dir", &path, "--config", "/nonexistent.yaml"]);

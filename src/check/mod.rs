@@ -111,11 +111,13 @@ impl Outcome {
 
     /// The plugin's one line of output.
     pub fn line(&self) -> String {
+        // One line, and no `|` before the perfdata: both would change what Nagios reads.
+        let text = self.text.replace(['\n', '\r'], " ").replace('|', "/");
         let mut line = format!(
             "SPOOLMON {} {} - {}",
             self.check.to_uppercase(),
             self.status.label(),
-            self.text
+            text
         );
         if !self.perf.is_empty() {
             line.push_str(" |");
@@ -172,5 +174,7 @@ mod tests {
         );
         assert_eq!(outcome.exit_code(), 1);
         assert_eq!(perf_label("a b'c"), "'a b''c'");
+        let hostile = Outcome::unknown("orders", "bad | order\nreason".into());
+        assert_eq!(hostile.line(), "SPOOLMON ORDERS UNKNOWN - bad / order reason");
     }
 }

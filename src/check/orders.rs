@@ -82,13 +82,22 @@ fn staleness<'a>(
     };
     let old = match age {
         Some(age) => age > limit,
-        None => unix_now(now) - order.mtime > limit,
+        None => unix_now(now) - written(order) > limit,
     };
     Ok(old.then_some(Stale {
         id: order.id.as_str(),
         age,
         step,
     }))
+}
+
+/// When the order file was written, unix seconds: its birth time where the filesystem keeps
+/// one (owners touch order files to keep them from expiring, which must not hide an order
+/// that was never measured), else its modification time.
+fn written(order: &OrderStatus) -> i64 {
+    std::fs::metadata(&order.path)
+        .and_then(|m| m.created())
+        .map_or(order.mtime, unix_now)
 }
 
 fn summary(active: usize, invalid: &[&OrderStatus], stale: &[Stale<'_>], steps: u32) -> String {

@@ -14,11 +14,17 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter}
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global logger. `level` is the `--log-level` filter; `RUST_LOG` overrides it.
-pub fn init(level: &str, log_file: Option<&Path>) -> io::Result<()> {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+/// Installs the global logger. `level` is the `--log-level` filter; `RUST_LOG` overrides it
+/// when `env_overrides` (not for commands whose output must stay exactly as specified).
+pub fn init(level: &str, env_overrides: bool, log_file: Option<&Path>) -> io::Result<()> {
+    let from_env = if env_overrides {
+        EnvFilter::try_from_default_env().ok()
+    } else {
+        None
+    };
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match log_file {
         Some(path) => {

@@ -12,7 +12,7 @@ use crate::config::SinkConfig;
 use crate::spool::BaseDir;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -30,6 +30,11 @@ pub struct RunningSinks {
 }
 
 impl RunningSinks {
+    /// Whether a delivery thread is still running.
+    pub fn running(&self) -> bool {
+        self.threads.iter().any(|thread| !thread.is_finished())
+    }
+
     /// Waits for the delivery threads (they stop within about a second of `shutdown`).
     pub fn join(self) {
         for thread in self.threads {
@@ -38,13 +43,32 @@ impl RunningSinks {
     }
 }
 
-/// Opens every configured sink's outbox (recovering it) and starts its delivery thread.
+/// Opens every configured sink's outbox (recovering it) and starts its delivery thread. When a
+/// sink cannot start, `shutdown` is set and the threads already started are joined before the
+/// error is returned, so no delivery thread outlives a failed start (a second owner of the
+/// same outbox would deliver its backlog twice).
 pub fn start(
     base: &BaseDir,
     configs: &BTreeMap<String, SinkConfig>,
     shutdown: &Arc<AtomicBool>,
 ) -> Result<RunningSinks> {
     let mut running = RunningSinks::default();
+    match start_each(&mut running, base, configs, shutdown) {
+        Ok(()) => Ok(running),
+        Err(e) => {
+            shutdown.store(true, Ordering::SeqCst);
+            running.join();
+            Err(e)
+        }
+    }
+}
+
+fn start_each(
+    running: &mut RunningSinks,
+    base: &BaseDir,
+    configs: &BTreeMap<String, SinkConfig>,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<()> {
     for (name, config) in configs {
         match config {
             SinkConfig::Graphite(options) => {
@@ -76,7 +100,7 @@ pub fn start(
             }
         }
     }
-    Ok(running)
+    Ok(())
 }
 
 /// What a sink with an outbox is made of.
