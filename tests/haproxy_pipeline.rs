@@ -11,7 +11,6 @@ use common::servers::{free_tcp_port, Carbon, Haproxy, HaproxySetup};
 use common::*;
 use std::collections::BTreeSet;
 use std::fs;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -84,17 +83,7 @@ fn process_alone_aggregates_haproxystats_pull_output_and_quarantines_a_poison_sn
         "sinks:\n  store: {{type: local-store, dir: '{}', namespace: loadbalancers, hostname: vm}}\n",
         store.display()
     ));
-    let log = fs::File::create(base.join("process.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["process", "--base-dir"])
-        .arg(base.path())
-        .arg("--config")
-        .arg(base.join("spoolmon.yaml"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let process = Daemon::from_child(child, base.join("process.log"));
+    let process = base.spawn(&[], "process");
     wait_for("both snapshots handled", LIMIT, Some(&process), || {
         base.count("incoming") == 0
     });

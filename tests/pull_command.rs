@@ -6,7 +6,7 @@ mod common;
 
 use common::servers::{Haproxy, HaproxySetup};
 use common::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -19,17 +19,7 @@ fn pull_config(socket_dir: &std::path::Path, interval: u32) -> String {
 }
 
 fn start_pull(base: &Base) -> Daemon {
-    let log = std::fs::File::create(base.join("pull.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["--log-level", "debug", "pull", "--base-dir"])
-        .arg(base.path())
-        .arg("--config")
-        .arg(base.join("spoolmon.yaml"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Daemon::from_child(child, base.join("pull.log"))
+    base.spawn(&["--log-level", "debug"], "pull")
 }
 
 #[test]

@@ -315,17 +315,7 @@ fn process_reloads_its_sinks_on_sighup_and_keeps_them_on_a_bad_config() {
     spoolmon::spool::BaseDir::new(base.path()).create_all().unwrap();
     let (first, second) = (base.join("store-a"), base.join("store-b"));
     base.write_config(&store_config(&[("a", &first)], ""));
-    let log = fs::File::create(base.join("process.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["process", "--base-dir"])
-        .arg(base.path())
-        .arg("--config")
-        .arg(base.join("spoolmon.yaml"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let process = Daemon::from_child(child, base.join("process.log"));
+    let process = base.spawn(&[], "process");
     let t0 = 1_790_000_000;
     let has = |dir: &Path, time: i64| medians(dir).contains_key(&("loadbalancers.vm.ping.p.median".to_string(), time));
     publish_ping(&base, t0);

@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::{local_store_lines, ping_order, wait_for, Base, Daemon, BIN, FAST};
+use common::{local_store_lines, ping_order, wait_for, Base, BIN, FAST};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -134,17 +134,7 @@ fn the_daemon_writes_its_metrics_sends_them_to_the_sink_and_status_reports_the_s
 fn spoolmon_process_writes_its_own_metrics_file() {
     let base = Base::new();
     base.write_config(FAST);
-    let log = std::fs::File::create(base.join("process.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["process", "--base-dir"])
-        .arg(base.path())
-        .arg("--config")
-        .arg(base.join("spoolmon.yaml"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let process = Daemon::from_child(child, base.join("process.log"));
+    let process = base.spawn(&[], "process");
     wait_for("state/metrics-process.prom", LIMIT, Some(&process), || {
         base.read("state/status-process.json").is_some()
     });
@@ -168,17 +158,7 @@ fn spoolmon_pull_writes_its_own_metrics_and_its_last_error() {
         "self-metrics: {{interval: 1}}\npull: {{socket-dir: '{}', pull-interval: 1}}\n",
         base.join("no-sockets").display()
     ));
-    let log = std::fs::File::create(base.join("pull.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["pull", "--base-dir"])
-        .arg(base.path())
-        .arg("--config")
-        .arg(base.join("spoolmon.yaml"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let pull = Daemon::from_child(child, base.join("pull.log"));
+    let pull = base.spawn(&[], "pull");
     wait_for("failed cycles in metrics-pull.prom", LIMIT, Some(&pull), || {
         metrics(&base, "metrics-pull.prom").is_some_and(|m| m.get("spoolmon_pull_failed_cycles_total") > Some(&0.0))
     });

@@ -11,7 +11,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(300);
@@ -47,21 +47,7 @@ fn heavy_backlog(base: &Base, unpacked: &Path) {
 
 fn start_process(base: &Base, config: &str) -> Daemon {
     base.write_config(config);
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(base.join("process.log"))
-        .unwrap();
-    let child = Command::new(BIN)
-        .args(["process", "--base-dir"])
-        .arg(base.path())
-        .arg("--config")
-        .arg(base.join("spoolmon.yaml"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Daemon::from_child(child, base.join("process.log"))
+    base.spawn(&[], "process")
 }
 
 fn config(store: &Path, extra: &str) -> String {

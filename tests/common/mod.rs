@@ -47,6 +47,28 @@ impl Base {
         path
     }
 
+    /// Starts `spoolmon <global...> <command> --base-dir <base> --config <base>/spoolmon.yaml`
+    /// (the config as last written), stderr appended to `<command>.log`.
+    pub fn spawn(&self, global: &[&str], command: &str) -> Daemon {
+        let log_path = self.join(&format!("{command}.log"));
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(global)
+            .args([command, "--base-dir"])
+            .arg(self.path())
+            .arg("--config")
+            .arg(self.join("spoolmon.yaml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn spoolmon {command}: {e}"));
+        Daemon::from_child(child, log_path)
+    }
+
     /// Starts `spoolmon run` on this base with `config` (YAML text).
     pub fn start(&self, config: &str) -> Daemon {
         let config_path = self.write_config(config);
