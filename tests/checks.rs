@@ -284,7 +284,8 @@ fn orders_names_the_first_stale_order_as_never_measured_even_if_its_file_is_touc
     base.write_order("quiet", &common::ping_order("127.0.0.1", 1, 1));
     let (code, line) = check(&["orders", "--base-dir", &path]);
     assert_eq!(code, 0, "just written: not stale yet: {line}");
-    std::thread::sleep(std::time::Duration::from_millis(3500));
+    // More than 3 steps of 1 s in whole seconds, however the second boundaries fall.
+    std::thread::sleep(std::time::Duration::from_millis(4500));
     // Owners touch order files to keep them from expiring; that must not hide it.
     set_mtime(&base.join("orders/quiet"), now());
     let (code, line) = check(&["orders", "--base-dir", &path]);
