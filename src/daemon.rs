@@ -21,11 +21,12 @@ use crate::probe::tcp::TcpProbe;
 use crate::probe::Probe;
 use crate::process::{self, Lifecycle, LoopTiming, ProcessStats, Processor};
 use crate::selfmetrics::SelfMetrics;
+use crate::service::claim::claim_base;
 use crate::service::notify::Notifier;
 use crate::service::privilege::Account;
 use crate::service::signals::Signals;
 use crate::sink::running::RunningSinks;
-use crate::spool::lock::DaemonLock;
+use crate::spool::lock::{DaemonLock, LOCK_FILE};
 use crate::spool::watch::{DirWatcher, WatchEvent};
 use crate::spool::{queue, state, BaseDir};
 use anyhow::{Context, Result};
@@ -82,35 +83,25 @@ impl DaemonStats {
 /// kept: `engine`, `icmp` and `fping-path` change only at restart.
 pub fn run(base: BaseDir, config: Config, options: RunOptions, signals: &Signals) -> Result<()> {
     let mut notifier = Notifier::from_env();
-    if let Some(account) = &options.user {
-        account.check_base(&base)?;
-    }
-    base.create_all()
-        .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
-    let _lock = DaemonLock::acquire(&base.state().join("lock"))?;
     let owner = queue::TmpOwner {
         probes: true,
         pull: config.pull.is_some(),
         processing: true,
     };
-    let orphans = queue::clean_tmp(&base, owner).context("cannot clean incoming.tmp/")?;
-    if orphans > 0 {
-        info!(orphans, "removed unpublished snapshots left by a previous run");
-    }
-    let probes = build_probes(&config)?;
-    let mut pull_lock = match config.pull {
-        Some(_) => Some(DaemonLock::acquire(&base.state().join(crate::pull_command::PULL_LOCK))?),
-        None => None,
+    // The puller's lock too when pulling, before incoming.tmp/ is cleaned of pull leftovers.
+    let lock_names: &[&str] = match config.pull {
+        Some(_) => &[LOCK_FILE, crate::pull_command::PULL_LOCK],
+        None => &[LOCK_FILE],
     };
+    let mut locks = claim_base(&base, lock_names, owner, options.user.as_ref())?;
+    let mut pull_lock = (locks.len() > 1).then(|| locks.remove(1));
+    let probes = build_probes(&config)?;
     if let Some(account) = &options.user {
         let mut owned: Vec<&Path> = options.user_files.iter().map(PathBuf::as_path).collect();
-        let lock_files = [
-            base.state().join("lock"),
-            base.state().join(crate::pull_command::PULL_LOCK),
-        ];
-        owned.extend(lock_files.iter().filter(|p| p.exists()).map(PathBuf::as_path));
+        owned.extend(locks.iter().chain(&pull_lock).map(|lock| lock.path.as_path()));
         account.switch_to(&base, &owned)?;
     }
+    let _lock = locks;
     signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
     signals.bound_the_drain()?;
 

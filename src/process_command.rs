@@ -7,12 +7,13 @@
 use crate::config::Config;
 use crate::process::{self, LoopTiming, ProcessStats, Processor};
 use crate::selfmetrics::SelfMetrics;
+use crate::service::claim::claim_base;
 use crate::service::notify::Notifier;
 use crate::service::privilege::Account;
 use crate::service::signals::Signals;
-use crate::spool::lock::DaemonLock;
+use crate::spool::lock::LOCK_FILE;
 use crate::spool::{queue, state, BaseDir};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,21 +31,18 @@ pub fn run(
     signals: &Signals,
 ) -> Result<()> {
     let notifier = Notifier::from_env();
-    if let Some((account, _)) = user {
-        account.check_base(&base)?;
-    }
-    base.create_all()
-        .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
-    let lock_file = base.state().join("lock");
-    let _lock = DaemonLock::acquire(&lock_file)?;
     let owner = queue::TmpOwner {
         probes: false,
         pull: false,
         processing: true,
     };
-    queue::clean_tmp(&base, owner).context("cannot clean incoming.tmp/")?;
+    let locks = claim_base(&base, &[LOCK_FILE], owner, user.map(|(account, _)| account))?;
     if let Some((account, files)) = user {
-        let owned: Vec<&Path> = files.iter().copied().chain([lock_file.as_path()]).collect();
+        let owned: Vec<&Path> = files
+            .iter()
+            .copied()
+            .chain(locks.iter().map(|l| l.path.as_path()))
+            .collect();
         account.switch_to(&base, &owned)?;
     }
     signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);

@@ -5,10 +5,10 @@
 use crate::collect::haproxy::{run_pull, PullOptions, PullStats};
 use crate::config::Config;
 use crate::selfmetrics::SelfMetrics;
+use crate::service::claim::claim_base;
 use crate::service::notify::Notifier;
 use crate::service::privilege::Account;
 use crate::service::signals::Signals;
-use crate::spool::lock::DaemonLock;
 use crate::spool::{queue, BaseDir};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -34,24 +34,18 @@ pub fn run(
         .clone()
         .context("the config has no pull: section (socket-dir or servers to pull from)")?;
     let notifier = Notifier::from_env();
-    if let Some((account, _)) = user {
-        account.check_base(&base)?;
-    }
-    base.create_all()
-        .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
-    let _lock = DaemonLock::acquire(&base.state().join(PULL_LOCK))?;
     let owner = queue::TmpOwner {
         probes: false,
         pull: true,
         processing: false,
     };
-    let orphans = queue::clean_tmp(&base, owner).context("cannot clean incoming.tmp/")?;
-    if orphans > 0 {
-        info!(orphans, "removed unpublished snapshots left by a previous pull");
-    }
+    let locks = claim_base(&base, &[PULL_LOCK], owner, user.map(|(account, _)| account))?;
     if let Some((account, files)) = user {
-        let lock = base.state().join(PULL_LOCK);
-        let owned: Vec<&Path> = files.iter().copied().chain([lock.as_path()]).collect();
+        let owned: Vec<&Path> = files
+            .iter()
+            .copied()
+            .chain(locks.iter().map(|l| l.path.as_path()))
+            .collect();
         account.switch_to(&base, &owned)?;
     }
     signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);

@@ -111,7 +111,7 @@ pub fn read(base: &BaseDir, config: &Config, now: SystemTime) -> Result<Report, 
         error,
     })?;
     let now = unix(now);
-    let daemon = holder(base, "lock", now);
+    let daemon = holder(base, lock::LOCK_FILE, now);
     let pull = holder(base, crate::pull_command::PULL_LOCK, now);
     let self_metrics = component_metrics(base, &daemon, &pull, now);
     let last_errors = last_errors(base, now);
@@ -138,7 +138,7 @@ fn unix(t: SystemTime) -> i64 {
 
 fn holder(base: &BaseDir, lock_name: &str, now: i64) -> Holder {
     let pid = lock::holder(&base.state().join(lock_name));
-    let heartbeat = (lock_name == "lock")
+    let heartbeat = (lock_name == lock::LOCK_FILE)
         .then(|| std::fs::read_to_string(base.state().join(HEARTBEAT_FILE)).ok())
         .flatten()
         .and_then(|text| text.split_whitespace().next()?.parse::<i64>().ok());

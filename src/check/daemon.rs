@@ -11,11 +11,11 @@ pub fn check_daemon(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcom
     if let Err(e) = std::fs::read_dir(base.state()) {
         return Outcome::unknown("daemon", format!("cannot read {}: {e}", base.state().display()));
     }
-    let Some(pid) = lock::holder(&base.state().join("lock")) else {
+    let Some(pid) = lock::holder(&base.state().join(lock::LOCK_FILE)) else {
         return Outcome {
             check: "daemon",
             status: Status::Critical,
-            text: format!("no spoolmon holds {}", base.state().join("lock").display()),
+            text: format!("no spoolmon holds {}", base.state().join(lock::LOCK_FILE).display()),
             perf: Vec::new(),
         };
     };

@@ -6,6 +6,9 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// The daemon's lock in `state/` (held by `spoolmon run` or `spoolmon process`).
+pub const LOCK_FILE: &str = "lock";
+
 /// How often, and how far apart, a held lock is tried again before giving up (a check's shared
 /// lock lasts microseconds; a daemon's lasts for its lifetime).
 const LOCK_ATTEMPTS: u32 = 20;
