@@ -102,8 +102,7 @@ pub fn run(base: BaseDir, config: Config, options: RunOptions, signals: &Signals
         account.switch_to(&base, &owned)?;
     }
     let _lock = locks;
-    signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
-    signals.bound_the_drain()?;
+    signals.bound_the_drain(config.stop_timeout)?;
 
     // Watch first, then scan: nothing dropped in between is missed (invariant 5).
     let mut watchers = vec![

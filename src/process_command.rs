@@ -45,8 +45,7 @@ pub fn run(
             .collect();
         account.switch_to(&base, &owned)?;
     }
-    signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
-    signals.bound_the_drain()?;
+    signals.bound_the_drain(config.stop_timeout)?;
     let stats = Arc::new(ProcessStats::default());
     let started = crate::selfmetrics::unix_now();
     let mut config = config;

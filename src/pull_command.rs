@@ -48,8 +48,7 @@ pub fn run(
             .collect();
         account.switch_to(&base, &owned)?;
     }
-    signals.stop_timeout_s.store(config.stop_timeout, Ordering::Relaxed);
-    signals.bound_the_drain()?;
+    signals.bound_the_drain(config.stop_timeout)?;
     let stats = Arc::new(PullStats::default());
     let self_metrics =
         SelfMetrics::for_pull(&base, &config.self_metrics, stats.clone()).spawn(signals.terminate.clone())?;

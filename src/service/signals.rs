@@ -48,18 +48,20 @@ impl Signals {
         self.terminate.load(Ordering::SeqCst)
     }
 
-    /// Ends the process `stop_timeout_s` after the first stop signal if it has not stopped by
-    /// then (a drain stuck on a hung peer or disk must not block a shutdown forever).
-    pub fn bound_the_drain(&self) -> std::io::Result<()> {
+    /// Ends the process `stop_timeout_s` (set here to `seconds`; the owner keeps it current
+    /// across reloads) after the first stop signal if it has not stopped by then (a drain
+    /// stuck on a hung peer or disk must not block a shutdown forever).
+    pub fn bound_the_drain(&self, seconds: u64) -> std::io::Result<()> {
+        self.stop_timeout_s.store(seconds, Ordering::Relaxed);
         let terminate = self.terminate.clone();
-        let seconds = self.stop_timeout_s.clone();
+        let current = self.stop_timeout_s.clone();
         std::thread::Builder::new()
             .name("stop-deadline".into())
             .spawn(move || {
                 while !terminate.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                let timeout = Duration::from_secs(seconds.load(Ordering::Relaxed));
+                let timeout = Duration::from_secs(current.load(Ordering::Relaxed));
                 info!(timeout_s = timeout.as_secs(), "stop requested: draining");
                 std::thread::sleep(timeout);
                 error!(
