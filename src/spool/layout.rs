@@ -1,17 +1,58 @@
 //! Paths of the base directory (the on-disk contract in `spool-layout.md`).
 
+use super::beneath::Dir;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// A spoolmon base directory (default `/var/lib/spoolmon`).
+///
+/// Paths (`incoming()`, ...) are for messages and for the few libraries that only take paths;
+/// operations on what producers may write go through [`BaseDir::dir`], which opens the layout
+/// directory from the base's own descriptor and refuses a symlink in its place.
 #[derive(Clone, Debug)]
 pub struct BaseDir {
     root: PathBuf,
+    /// The base directory, opened once (the operator's path may itself be a symlink).
+    root_fd: Arc<Mutex<Option<Arc<Dir>>>>,
 }
+
+/// The directories of the layout below the base, by name.
+pub const LAYOUT_DIRS: [&str; 9] = [
+    "orders",
+    "telegraf",
+    "incoming.tmp",
+    "incoming",
+    "failed",
+    "output",
+    "archive",
+    "outbox",
+    "state",
+];
 
 impl BaseDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        BaseDir { root: root.into() }
+        BaseDir {
+            root: root.into(),
+            root_fd: Arc::default(),
+        }
+    }
+
+    /// The base directory's descriptor (opened at the first call).
+    pub fn root_dir(&self) -> io::Result<Arc<Dir>> {
+        let mut held = self.root_fd.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(dir) = held.as_ref() {
+            return Ok(dir.clone());
+        }
+        let dir = Arc::new(Dir::open(&self.root)?);
+        *held = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// Opens the layout directory `name` (`"incoming"`, `"failed"`, ...) or a path below it
+    /// (`"outbox/graphite"`) from the base's descriptor; a symlink anywhere on the way is refused.
+    pub fn dir(&self, rel: &str) -> io::Result<Dir> {
+        self.root_dir()?.open_dir(rel)
     }
 
     pub fn root(&self) -> &Path {
@@ -54,10 +95,14 @@ impl BaseDir {
         self.root.join("state")
     }
 
-    /// Creates every directory of the layout that does not exist yet.
+    /// Creates every directory of the layout that does not exist yet. The base itself is
+    /// created by path; below it a symlink or a file where a layout directory belongs is refused
+    /// (never followed), naming the path.
     pub fn create_all(&self) -> io::Result<()> {
-        for dir in self.all_dirs() {
-            std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&self.root).map_err(|e| super::beneath::context("cannot create", &self.root, e))?;
+        let root = self.root_dir()?;
+        for name in LAYOUT_DIRS {
+            root.create_dir_all(name)?;
         }
         Ok(())
     }

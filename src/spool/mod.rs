@@ -6,6 +6,7 @@
 //! `incoming/` whole. A snapshot is removed only after everything it produced is durable.
 
 pub mod atomic;
+pub mod beneath;
 pub mod layout;
 pub mod lock;
 pub mod queue;

@@ -1,0 +1,568 @@
+//! File operations that never leave a directory: every open, create, rename and removal is made
+//! relative to a directory file descriptor and refuses symbolic links.
+//!
+//! Other programs write into the base directory (collectors into `incoming/`, order producers
+//! into `orders/`, soon remote nodes). Any of them can plant a symlink where spoolmon expects a
+//! file or directory of its own. A path-based `open` or `is_dir()` would follow it, and spoolmon
+//! (often root) would write outside the base. Everything here goes through a [`Dir`]:
+//!
+//! - directories are opened with `O_DIRECTORY | O_NOFOLLOW`, one component at a time from a
+//!   descriptor we already hold (with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` where the
+//!   kernel has it, so a `..` cannot climb out either);
+//! - files are opened with `O_NOFOLLOW | O_NONBLOCK` and checked with `fstat` to be regular files
+//!   before a byte is read (a FIFO or device planted under our name neither hangs nor feeds us
+//!   endless data);
+//! - new files are created with `O_CREAT | O_EXCL`, so an existing name (a symlink, a hard link
+//!   to someone else's file) is never opened for writing;
+//! - renames and removals are `renameat2` / `unlinkat` on names inside held directories, and
+//!   [`Dir::remove_tree`] descends through descriptors, unlinking symlinks instead of following them.
+//!
+//! Errors keep the [`io::ErrorKind`] of the failing call and name the operation and the path.
+//!
+//! Callers: `spool::queue` (publish, list, remove, quarantine, clean), `spool::lock`,
+//! `spool::state`, the outbox, and the readers of producer-written files (`orders/`,
+//! `telegraf/`, snapshots).
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{fstatat, Mode, SFlag};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What a directory entry is, without following it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    /// FIFO, socket, device.
+    Other,
+}
+
+impl Kind {
+    fn from_mode(mode: libc::mode_t) -> Kind {
+        match SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFREG => Kind::File,
+            SFlag::S_IFDIR => Kind::Dir,
+            SFlag::S_IFLNK => Kind::Symlink,
+            _ => Kind::Other,
+        }
+    }
+}
+
+/// An open directory; the path is kept for error messages and for callers that must hand a
+/// path to a library (see [`Dir::fd_path`]).
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// Adds the operation and the path to an error, keeping its kind.
+pub fn context(op: &str, path: &Path, e: impl Into<io::Error>) -> io::Error {
+    let e = e.into();
+    io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
+}
+
+fn errno_err(op: &str, path: &Path, e: nix::errno::Errno) -> io::Error {
+    context(op, path, io::Error::from(e))
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+/// False once `openat2` answered ENOSYS (an old kernel): the component walk is used instead.
+static HAVE_OPENAT2: AtomicBool = AtomicBool::new(true);
+
+/// The components of a relative path below a directory; absolute paths, `..` and empty paths
+/// are refused.
+fn components(rel: &Path) -> io::Result<Vec<&std::ffi::OsStr>> {
+    let mut out = Vec::new();
+    for component in rel.components() {
+        match component {
+            Component::Normal(name) => out.push(name),
+            Component::CurDir => {}
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} is not a path below its directory", rel.display()),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A single file name: no `/`, not empty, not `.` or `..`.
+fn check_name(name: &str) -> io::Result<&str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not a file name"),
+        ));
+    }
+    Ok(name)
+}
+
+impl Dir {
+    /// Opens a directory by path (following symlinks in `path` itself: it is the operator's,
+    /// e.g. a `/var/lib/spoolmon` that links to a data disk).
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| errno_err("cannot open directory", path, e))?;
+        Ok(Dir {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `/proc/self/fd/<n>`: a path that reaches this very directory, for libraries that only take
+    /// paths (librrd). Valid while `self` lives.
+    pub fn fd_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A second descriptor of the same directory.
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            fd: self
+                .fd
+                .try_clone()
+                .map_err(|e| context("cannot duplicate descriptor of", &self.path, e))?,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Opens the directory `rel` below this one (any depth), refusing symlinks in every
+    /// component and anything that is not a directory.
+    pub fn open_dir(&self, rel: impl AsRef<Path>) -> io::Result<Dir> {
+        let rel = rel.as_ref();
+        let path = self.path.join(rel);
+        let parts = components(rel)?;
+        if parts.is_empty() {
+            return self.try_clone();
+        }
+        if HAVE_OPENAT2.load(Ordering::Relaxed) {
+            use nix::fcntl::{openat2, OpenHow, ResolveFlag};
+            let how = OpenHow::new()
+                .flags(DIR_FLAGS)
+                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+            match openat2(self.fd.as_fd(), rel, how) {
+                Ok(fd) => return Ok(Dir { fd, path }),
+                Err(nix::errno::Errno::ENOSYS) => HAVE_OPENAT2.store(false, Ordering::Relaxed),
+                Err(e) => return Err(errno_err("cannot open directory", &path, e)),
+            }
+        }
+        let mut current: Option<OwnedFd> = None;
+        for part in parts {
+            let at = current.as_ref().map_or(self.fd.as_fd(), |fd| fd.as_fd());
+            let fd = nix::fcntl::openat(at, part, DIR_FLAGS, Mode::empty())
+                .map_err(|e| errno_err("cannot open directory", &path, e))?;
+            current = Some(fd);
+        }
+        Ok(Dir {
+            fd: current.expect("at least one component"),
+            path,
+        })
+    }
+
+    /// Opens `rel` below this directory, creating missing directories (mode 0755 less umask);
+    /// a symlink or a file in the way is an error, never followed.
+    pub fn create_dir_all(&self, rel: impl AsRef<Path>) -> io::Result<Dir> {
+        let rel = rel.as_ref();
+        let path = self.path.join(rel);
+        let mut current = self.try_clone()?;
+        let mut so_far = self.path.clone();
+        for part in components(rel)? {
+            so_far.push(part);
+            match nix::sys::stat::mkdirat(current.fd.as_fd(), part, Mode::from_bits_truncate(0o755)) {
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(errno_err("cannot create directory", &so_far, e)),
+            }
+            let fd = nix::fcntl::openat(current.fd.as_fd(), part, DIR_FLAGS, Mode::empty())
+                .map_err(|e| errno_err("cannot open directory", &so_far, e))?;
+            current = Dir {
+                fd,
+                path: so_far.clone(),
+            };
+        }
+        current.path = path;
+        Ok(current)
+    }
+
+    /// Creates the directory `name` (error if anything has that name).
+    pub fn mkdir(&self, name: &str) -> io::Result<()> {
+        check_name(name)?;
+        nix::sys::stat::mkdirat(self.fd.as_fd(), name, Mode::from_bits_truncate(0o755))
+            .map_err(|e| errno_err("cannot create directory", &self.path.join(name), e))
+    }
+
+    /// What `name` is, without following it; `None` if there is no such entry.
+    pub fn kind(&self, name: &str) -> io::Result<Option<Kind>> {
+        check_name(name)?;
+        match fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => Ok(Some(Kind::from_mode(stat.st_mode))),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(errno_err("cannot stat", &self.path.join(name), e)),
+        }
+    }
+
+    /// `lstat` of `name` (the entry itself, never what a symlink points to).
+    pub fn stat(&self, name: &str) -> io::Result<nix::sys::stat::FileStat> {
+        check_name(name)?;
+        fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| errno_err("cannot stat", &self.path.join(name), e))
+    }
+
+    /// The entries of this directory (not `.` and `..`) with their kinds, unsorted.
+    pub fn entries(&self) -> io::Result<Vec<(OsString, Kind)>> {
+        let dup = self
+            .fd
+            .try_clone()
+            .map_err(|e| context("cannot list", &self.path, e))?;
+        let mut dir = nix::dir::Dir::from_fd(dup).map_err(|e| errno_err("cannot list", &self.path, e))?;
+        let mut out = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(|e| errno_err("cannot list", &self.path, e))?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let name = OsString::from(std::ffi::OsStr::from_bytes(name));
+            let kind = match entry.file_type() {
+                Some(nix::dir::Type::File) => Kind::File,
+                Some(nix::dir::Type::Directory) => Kind::Dir,
+                Some(nix::dir::Type::Symlink) => Kind::Symlink,
+                Some(_) => Kind::Other,
+                // Filesystems without d_type: ask the inode.
+                None => match fstatat(self.fd.as_fd(), name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                    Ok(stat) => Kind::from_mode(stat.st_mode),
+                    Err(nix::errno::Errno::ENOENT) => continue,
+                    Err(e) => return Err(errno_err("cannot stat", &self.path.join(&name), e)),
+                },
+            };
+            out.push((name, kind));
+        }
+        Ok(out)
+    }
+
+    /// Opens the regular file `name` for reading; a symlink, FIFO, socket, device or directory
+    /// is refused with [`io::ErrorKind::InvalidData`] before anything is read.
+    pub fn open_read(&self, name: &str) -> io::Result<File> {
+        self.open_regular(name, OFlag::O_RDONLY)
+    }
+
+    /// Opens the existing regular file `name` for reading and writing (same refusals).
+    pub fn open_rw(&self, name: &str) -> io::Result<File> {
+        self.open_regular(name, OFlag::O_RDWR)
+    }
+
+    fn open_regular(&self, name: &str, access: OFlag) -> io::Result<File> {
+        check_name(name)?;
+        let path = self.path.join(name);
+        let fd = nix::fcntl::openat(
+            self.fd.as_fd(),
+            name,
+            access | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            nix::errno::Errno::ELOOP => context(
+                "refusing",
+                &path,
+                io::Error::new(io::ErrorKind::InvalidData, "a symbolic link, not a regular file"),
+            ),
+            e => errno_err("cannot open", &path, e),
+        })?;
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|e| context("cannot stat", &path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(context(
+                "refusing",
+                &path,
+                io::Error::new(io::ErrorKind::InvalidData, "not a regular file"),
+            ));
+        }
+        // Regular files ignore O_NONBLOCK; clear it anyway so nothing surprises a later reader.
+        let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
+        Ok(file)
+    }
+
+    /// Creates the new file `name` for writing (mode 0644 less umask); fails if any entry of
+    /// that name exists, so nothing planted there is ever written through.
+    pub fn create_new(&self, name: &str) -> io::Result<File> {
+        check_name(name)?;
+        let fd = nix::fcntl::openat(
+            self.fd.as_fd(),
+            name,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| errno_err("cannot create", &self.path.join(name), e))?;
+        Ok(File::from(fd))
+    }
+
+    /// Reads the whole regular file `name`, refusing more than `limit` bytes.
+    pub fn read_limited(&self, name: &str, limit: u64) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let file = self.open_read(name)?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len > limit {
+            return Err(context(
+                "refusing",
+                &self.path.join(name),
+                io::Error::new(io::ErrorKind::InvalidData, format!("larger than {limit} bytes")),
+            ));
+        }
+        let mut out = Vec::with_capacity(len as usize);
+        file.take(limit + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| context("cannot read", &self.path.join(name), e))?;
+        if out.len() as u64 > limit {
+            return Err(context(
+                "refusing",
+                &self.path.join(name),
+                io::Error::new(io::ErrorKind::InvalidData, format!("larger than {limit} bytes")),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Writes `contents` into the new file `name` and fsyncs it (see [`Dir::create_new`]).
+    pub fn write_new(&self, name: &str, contents: &[u8]) -> io::Result<()> {
+        let mut file = self.create_new(name)?;
+        let path = self.path.join(name);
+        file.write_all(contents).map_err(|e| context("cannot write", &path, e))?;
+        file.sync_all().map_err(|e| context("cannot fsync", &path, e))
+    }
+
+    /// Replaces `name` with `contents`: a new temporary file (`.tmp-<pid>-<name>.part`) is
+    /// written, fsynced and renamed over `name`. Whatever `name` was (a file, a symlink) is
+    /// replaced as an entry, never written through. The directory is not fsynced.
+    pub fn replace(&self, name: &str, contents: &[u8]) -> io::Result<()> {
+        check_name(name)?;
+        let tmp = format!("{}{}-{name}.part", super::atomic::TMP_PREFIX, std::process::id());
+        // A leftover of an earlier process with our pid: remove the entry (never followed).
+        let _ = self.unlink(&tmp);
+        let result = self
+            .write_new(&tmp, contents)
+            .and_then(|()| self.rename(&tmp, self, name));
+        if result.is_err() {
+            let _ = self.unlink(&tmp);
+        }
+        result
+    }
+
+    /// Renames `from` (in this directory) to `to` in `to_dir`, replacing an existing entry.
+    pub fn rename(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
+        self.rename_flags(from, to_dir, to, nix::fcntl::RenameFlags::empty())
+    }
+
+    /// Renames `from` to `to` in `to_dir`; fails with [`io::ErrorKind::AlreadyExists`] if `to`
+    /// exists (atomically where the filesystem supports `RENAME_NOREPLACE`).
+    pub fn rename_noreplace(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
+        match self.rename_flags(from, to_dir, to, nix::fcntl::RenameFlags::RENAME_NOREPLACE) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) => {
+                if to_dir.kind(to)?.is_some() {
+                    return Err(context(
+                        "cannot rename onto",
+                        &to_dir.path.join(to),
+                        io::Error::from(io::ErrorKind::AlreadyExists),
+                    ));
+                }
+                self.rename(from, to_dir, to)
+            }
+            other => other,
+        }
+    }
+
+    /// Exchanges `a` (here) and `b` (in `b_dir`) atomically.
+    pub fn exchange(&self, a: &str, b_dir: &Dir, b: &str) -> io::Result<()> {
+        self.rename_flags(a, b_dir, b, nix::fcntl::RenameFlags::RENAME_EXCHANGE)
+    }
+
+    fn rename_flags(&self, from: &str, to_dir: &Dir, to: &str, flags: nix::fcntl::RenameFlags) -> io::Result<()> {
+        check_name(from)?;
+        check_name(to)?;
+        nix::fcntl::renameat2(self.fd.as_fd(), from, to_dir.fd.as_fd(), to, flags).map_err(|e| {
+            let e = io::Error::from(e);
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot rename {} to {}: {e}",
+                    self.path.join(from).display(),
+                    to_dir.path.join(to).display()
+                ),
+            )
+        })
+    }
+
+    /// Removes the non-directory entry `name` (a symlink itself, never its target).
+    pub fn unlink(&self, name: &str) -> io::Result<()> {
+        check_name(name)?;
+        nix::unistd::unlinkat(self.fd.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir)
+            .map_err(|e| errno_err("cannot remove", &self.path.join(name), e))
+    }
+
+    /// Removes the empty directory `name`.
+    pub fn rmdir(&self, name: &str) -> io::Result<()> {
+        check_name(name)?;
+        nix::unistd::unlinkat(self.fd.as_fd(), name, nix::unistd::UnlinkatFlags::RemoveDir)
+            .map_err(|e| errno_err("cannot remove directory", &self.path.join(name), e))
+    }
+
+    /// Removes `name` and, if it is a directory, everything below it, descending through
+    /// descriptors: symlinks are unlinked, never followed, and nothing outside is touched.
+    pub fn remove_tree(&self, name: &str) -> io::Result<()> {
+        match self.kind(name)? {
+            None => Ok(()),
+            Some(Kind::Dir) => {
+                let sub = self.open_dir(name)?;
+                for (entry, kind) in sub.entries()? {
+                    let entry = entry.to_string_lossy().into_owned();
+                    match kind {
+                        Kind::Dir => sub.remove_tree(&entry)?,
+                        _ => sub.unlink(&entry)?,
+                    }
+                }
+                self.rmdir(name)
+            }
+            Some(_) => self.unlink(name),
+        }
+    }
+
+    /// Fsyncs the directory (makes creations, renames and removals in it durable).
+    pub fn sync(&self) -> io::Result<()> {
+        nix::unistd::fsync(self.fd.as_fd()).map_err(|e| errno_err("cannot fsync", &self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> (tempfile::TempDir, Dir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let inside = tmp.path().join("base");
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(&inside).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("victim"), b"precious").unwrap();
+        let dir = Dir::open(&inside).unwrap();
+        (tmp, dir, outside)
+    }
+
+    #[test]
+    fn a_symlinked_directory_is_refused_at_every_depth() {
+        let (_tmp, dir, outside) = tree();
+        symlink(&outside, dir.path().join("link")).unwrap();
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        symlink(&outside, dir.path().join("a/b/c")).unwrap();
+        assert!(dir.open_dir("link").is_err());
+        assert!(dir.open_dir("a/b/c").is_err());
+        assert!(dir.open_dir("a/../../outside").is_err(), "`..` refused");
+        assert!(dir.open_dir("/etc").is_err(), "absolute refused");
+        assert!(dir.create_dir_all("link/new").is_err());
+        assert!(!outside.join("new").exists());
+        let b = dir.open_dir("a/b").unwrap();
+        assert_eq!(b.path(), dir.path().join("a/b"));
+    }
+
+    #[test]
+    fn files_are_read_only_when_regular_and_never_through_a_link() {
+        let (_tmp, dir, outside) = tree();
+        symlink(outside.join("victim"), dir.path().join("link")).unwrap();
+        nix::unistd::mkfifo(&dir.path().join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        for name in ["link", "fifo", "sub"] {
+            let err = dir.open_read(name).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{name}: {err}");
+            assert!(err.to_string().contains(name), "names the path: {err}");
+        }
+        fs::write(dir.path().join("big"), vec![b'x'; 100]).unwrap();
+        assert_eq!(dir.read_limited("big", 100).unwrap().len(), 100);
+        assert!(dir.read_limited("big", 99).is_err());
+    }
+
+    #[test]
+    fn writes_replace_the_entry_and_never_write_through_it() {
+        let (_tmp, dir, outside) = tree();
+        symlink(outside.join("victim"), dir.path().join("REASON")).unwrap();
+        assert!(dir.create_new("REASON").is_err());
+        dir.replace("REASON", b"why\n").unwrap();
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"precious");
+        assert_eq!(fs::read(dir.path().join("REASON")).unwrap(), b"why\n");
+        assert!(!fs::symlink_metadata(dir.path().join("REASON")).unwrap().file_type().is_symlink());
+        // A planted temporary name is removed as an entry, not written through.
+        let tmp = format!(".tmp-{}-state.part", std::process::id());
+        symlink(outside.join("victim"), dir.path().join(&tmp)).unwrap();
+        dir.replace("state", b"x").unwrap();
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn remove_tree_unlinks_links_and_leaves_their_targets() {
+        let (_tmp, dir, outside) = tree();
+        fs::create_dir_all(dir.path().join("snap/deep")).unwrap();
+        fs::write(dir.path().join("snap/deep/file"), b"x").unwrap();
+        symlink(&outside, dir.path().join("snap/dirlink")).unwrap();
+        symlink(outside.join("victim"), dir.path().join("snap/deep/filelink")).unwrap();
+        dir.remove_tree("snap").unwrap();
+        assert!(dir.kind("snap").unwrap().is_none());
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"precious");
+        dir.remove_tree("absent").unwrap();
+    }
+
+    #[test]
+    fn entries_report_kinds_without_following() {
+        let (_tmp, dir, outside) = tree();
+        fs::write(dir.path().join("f"), b"").unwrap();
+        fs::create_dir(dir.path().join("d")).unwrap();
+        symlink(&outside, dir.path().join("l")).unwrap();
+        let mut entries = dir.entries().unwrap();
+        entries.sort();
+        let shown: Vec<(String, Kind)> = entries
+            .into_iter()
+            .map(|(n, k)| (n.to_string_lossy().into_owned(), k))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("d".to_owned(), Kind::Dir),
+                ("f".to_owned(), Kind::File),
+                ("l".to_owned(), Kind::Symlink)
+            ]
+        );
+    }
+
+    #[test]
+    fn rename_noreplace_refuses_an_existing_name() {
+        let (_tmp, dir, _outside) = tree();
+        fs::create_dir(dir.path().join("a")).unwrap();
+        fs::create_dir(dir.path().join("b")).unwrap();
+        let err = dir.rename_noreplace("a", &dir, "b").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        dir.rename_noreplace("a", &dir, "c").unwrap();
+        assert_eq!(dir.kind("c").unwrap(), Some(Kind::Dir));
+    }
+}
