@@ -15,7 +15,7 @@
 //!
 //! Each process writes its own pair, so `pull` and `process` running beside each other never
 //! overwrite one another. The files are replaced by write-temp + fsync + rename
-//! ([`crate::spool::atomic::replace_file`]): node_exporter's textfile collector (pointed at
+//! ([`crate::spool::beneath::Dir::replace`]): node_exporter's textfile collector (pointed at
 //! `state/` with `--collector.textfile.directory`, or given a symlink to the file) never reads
 //! a partial file. A stopped process leaves its last files behind; node_exporter's
 //! `node_textfile_mtime_seconds` shows how old they are.
@@ -344,17 +344,20 @@ impl SelfMetrics {
     /// Writes the metrics and status files and sends to the selected sinks.
     fn write(&self, observed: &Observed) {
         let families = gather::gather(&self.sources, observed, self.started);
-        let state = self.base.state();
+        let state = self.base.dir("state");
+        let replace = |name: &str, contents: &[u8]| match &state {
+            Ok(state) => state.replace(name, contents),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        };
         let text = exposition::render(&families);
-        if let Err(e) = crate::spool::atomic::replace_file(&state.join(self.component.metrics_file()), text.as_bytes())
-        {
+        if let Err(e) = replace(&self.component.metrics_file(), text.as_bytes()) {
             warn!("cannot write {}: {e}", self.component.metrics_file());
             self.own_error
                 .set(format!("cannot write {}: {e}", self.component.metrics_file()));
         }
         let status = self.status(&families);
         let json = serde_json::to_vec_pretty(&status).unwrap_or_default();
-        if let Err(e) = crate::spool::atomic::replace_file(&state.join(self.component.status_file()), &json) {
+        if let Err(e) = replace(&self.component.status_file(), &json) {
             warn!("cannot write {}: {e}", self.component.status_file());
         }
         self.send(&families, status.written);

@@ -13,13 +13,26 @@ pub const TMP_PREFIX: &str = ".tmp-";
 
 /// Replaces `path` with `contents`: write temp, fsync, rename (the directory is not fsynced; use
 /// [`sync_dir`] or a later `syncfs` when the rename itself must survive a crash).
+///
+/// The temporary file is created new (`O_EXCL`) in the parent directory and renamed over the
+/// final name, so a symlink or hard link planted at either name is replaced, never written
+/// through. Under the base directory prefer [`super::beneath::Dir::replace`] on a descriptor from
+/// [`super::BaseDir::dir`], which also refuses a symlinked parent.
 pub fn replace_file(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let tmp = temp_sibling(path)?;
-    let result = write_synced(&tmp, contents).and_then(|()| fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let (parent, name) = split(path)?;
+    super::beneath::Dir::open(parent)?.replace(name, contents)
+}
+
+fn split(path: &Path) -> io::Result<(&Path, &str)> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} has no file name", path.display())))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Ok((parent, name))
 }
 
 /// A file written under its temporary name, waiting to be switched with its target.
@@ -94,8 +107,21 @@ pub const REUSE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 /// out of sight for [`REUSE_AFTER`], else a new, empty one (the young one is unlinked first).
 fn open_spare(tmp: &Path) -> io::Result<(File, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let file = OpenOptions::new().write(true).create(true).truncate(false).open(tmp)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Never through a symlink planted at the spare's name; never a FIFO (O_NONBLOCK) or device.
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(tmp)?;
     let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a regular file", tmp.display()),
+        ));
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -111,13 +137,6 @@ fn open_spare(tmp: &Path) -> io::Result<(File, u64)> {
     Ok((OpenOptions::new().write(true).create_new(true).open(tmp)?, 0))
 }
 
-/// Writes `contents` to a new file at `path` and fsyncs it.
-pub fn write_synced(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
 /// Fsyncs a directory, making renames and creations in it durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -130,14 +149,11 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     nix::unistd::syncfs(&file).map_err(io::Error::from)
 }
 
-fn temp_sibling(path: &Path) -> io::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    // The `.part` suffix keeps readers that pick files by extension (node_exporter reads every
-    // `*.prom` in its directory) off a file still being written.
-    let tmp_name = format!("{TMP_PREFIX}{}-{}.part", std::process::id(), name.to_string_lossy());
-    Ok(path.with_file_name(tmp_name))
+/// The temporary name a replacement of `name` is written under: hidden (`.tmp-`), unique per
+/// process, and ending in `.part` so readers that pick files by extension (node_exporter reads
+/// every `*.prom` in its directory) never take a file still being written.
+pub fn temp_name(name: &str) -> String {
+    format!("{TMP_PREFIX}{}-{name}.part", std::process::id())
 }
 
 #[cfg(test)]
@@ -146,11 +162,9 @@ mod tests {
 
     #[test]
     fn temporary_names_are_hidden_and_never_keep_the_target_extension() {
-        let tmp = temp_sibling(Path::new("/base/state/metrics.prom")).unwrap();
-        let name = tmp.file_name().unwrap().to_string_lossy().into_owned();
+        let name = temp_name("metrics.prom");
         assert!(name.starts_with(TMP_PREFIX), "{name}");
         assert!(!name.ends_with(".prom"), "a *.prom reader would pick it up: {name}");
-        assert_eq!(tmp.parent(), Some(Path::new("/base/state")));
     }
 
     #[test]

@@ -359,7 +359,7 @@ impl Dir {
     /// replaced as an entry, never written through. The directory is not fsynced.
     pub fn replace(&self, name: &str, contents: &[u8]) -> io::Result<()> {
         check_name(name)?;
-        let tmp = format!("{}{}-{name}.part", super::atomic::TMP_PREFIX, std::process::id());
+        let tmp = super::atomic::temp_name(name);
         // A leftover of an earlier process with our pid: remove the entry (never followed).
         let _ = self.unlink(&tmp);
         let result = self
@@ -514,7 +514,7 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("REASON")).unwrap(), b"why\n");
         assert!(!fs::symlink_metadata(dir.path().join("REASON")).unwrap().file_type().is_symlink());
         // A planted temporary name is removed as an entry, not written through.
-        let tmp = format!(".tmp-{}-state.part", std::process::id());
+        let tmp = super::super::atomic::temp_name("state");
         symlink(outside.join("victim"), dir.path().join(&tmp)).unwrap();
         dir.replace("state", b"x").unwrap();
         assert_eq!(fs::read(outside.join("victim")).unwrap(), b"precious");

@@ -1,11 +1,18 @@
 //! The snapshot queue: publish into `incoming/`, list it oldest first, remove or quarantine.
+//!
+//! `incoming/` and `incoming.tmp/` are written by other programs (collectors, scripts, soon
+//! remote nodes), so everything here works on directory descriptors ([`super::beneath::Dir`]):
+//! an entry is classified without following it, a snapshot directory is entered with
+//! `O_NOFOLLOW`, files are created with `O_EXCL`, and removal never follows a symlink. A symlink
+//! in the queue is an invalid entry: it is moved to `failed/` as the link itself, and nothing it
+//! points to is read, written or removed.
 
-use super::atomic::{sync_dir, write_synced, TMP_PREFIX};
+use super::beneath::{Dir, Kind};
 use super::snapshot::SnapshotName;
+use super::atomic::TMP_PREFIX;
 use super::BaseDir;
-use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Builds `incoming.tmp/<name>/` from `files`, fsyncs everything and renames it to
 /// `incoming/<name>`. On error nothing of ours is left in `incoming.tmp/`.
@@ -15,61 +22,46 @@ use std::path::{Path, PathBuf};
 /// an empty directory). If `incoming.tmp/<name>` exists it belongs to someone else's snapshot
 /// under construction: the same error, and it is left alone.
 pub fn publish(base: &BaseDir, name: &SnapshotName, files: &[(&str, &[u8])]) -> io::Result<PathBuf> {
-    let tmp = base.incoming_tmp().join(name.as_str());
-    let target = base.incoming().join(name.as_str());
-    fs::create_dir(&tmp)?;
-    let result = fill_and_rename(&tmp, &target, files);
+    let tmp = base.dir("incoming.tmp")?;
+    let incoming = base.dir("incoming")?;
+    tmp.mkdir(name.as_str())?;
+    let result = fill_and_rename(&tmp, &incoming, name.as_str(), files);
     if result.is_err() {
-        let _ = fs::remove_dir_all(&tmp);
+        let _ = tmp.remove_tree(name.as_str());
     }
-    result.map(|()| target)
+    result.map(|()| incoming.path().join(name.as_str()))
 }
 
-fn fill_and_rename(tmp: &Path, target: &Path, files: &[(&str, &[u8])]) -> io::Result<()> {
+fn fill_and_rename(tmp: &Dir, incoming: &Dir, name: &str, files: &[(&str, &[u8])]) -> io::Result<()> {
+    let snapshot = tmp.open_dir(name)?;
     for (file_name, contents) in files {
-        write_synced(&tmp.join(file_name), contents)?;
+        snapshot.write_new(file_name, contents)?;
     }
-    sync_dir(tmp)?;
-    rename_no_replace(tmp, target)?;
-    sync_dir(target.parent().expect("incoming/ has a parent"))
-}
-
-/// `rename` that fails with `AlreadyExists` instead of replacing `to`. Where the filesystem
-/// cannot do that atomically, an existence check comes first (racy, but only there).
-fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
-    use nix::errno::Errno;
-    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => Ok(()),
-        Err(Errno::EINVAL | Errno::ENOSYS) if to.exists() => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists", to.display()),
-        )),
-        Err(Errno::EINVAL | Errno::ENOSYS) => fs::rename(from, to),
-        Err(e) => Err(e.into()),
-    }
+    snapshot.sync()?;
+    tmp.rename_noreplace(name, incoming, name)?;
+    incoming.sync()
 }
 
 /// An entry of `incoming/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueEntry {
     Snapshot(SnapshotName),
-    /// A name that is not a time, or a plain file: to be quarantined.
+    /// A name that is not a time, a plain file, a symlink or anything else: to be quarantined.
     Invalid(String),
 }
 
-/// Lists `incoming/` (temp names skipped): snapshots oldest first, then invalid entries.
+/// Lists `incoming/` (temp names skipped): snapshots oldest first, then invalid entries. Only
+/// real directories are snapshots; a symlink is invalid whatever it points to.
 pub fn list(base: &BaseDir) -> io::Result<Vec<QueueEntry>> {
     let mut snapshots = Vec::new();
     let mut invalid = Vec::new();
-    for entry in fs::read_dir(base.incoming())? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, kind) in base.dir("incoming")?.entries()? {
+        let name = name.to_string_lossy().into_owned();
         if name.starts_with(TMP_PREFIX) {
             continue;
         }
         match SnapshotName::parse(&name) {
-            Some(snapshot) if entry.file_type()?.is_dir() => snapshots.push(snapshot),
+            Some(snapshot) if kind == Kind::Dir => snapshots.push(snapshot),
             _ => invalid.push(name),
         }
     }
@@ -89,28 +81,44 @@ pub const APPLIED_MARK: &str = "APPLIED";
 /// Entries of `incoming/` that still need processing (the `queue-size` measure): snapshots that
 /// only wait for an RRD flush (they hold [`APPLIED_MARK`]) do not count.
 pub fn depth(base: &BaseDir) -> io::Result<usize> {
+    let incoming = base.dir("incoming")?;
     let mut depth = 0;
-    for entry in fs::read_dir(base.incoming())? {
-        let path = entry?.path();
-        if !path.join(APPLIED_MARK).exists() {
-            depth += 1;
-        }
+    for (name, kind) in incoming.entries()? {
+        let applied = kind == Kind::Dir && has_applied_mark(&incoming, &name.to_string_lossy());
+        depth += usize::from(!applied);
     }
     Ok(depth)
 }
 
+/// True when the snapshot directory `name` in `incoming` (not a symlink) holds a regular
+/// [`APPLIED_MARK`].
+fn has_applied_mark(incoming: &Dir, name: &str) -> bool {
+    incoming
+        .open_dir(name)
+        .and_then(|snapshot| snapshot.kind(APPLIED_MARK))
+        .is_ok_and(|kind| kind == Some(Kind::File))
+}
+
 /// True when `incoming/<name>` holds [`APPLIED_MARK`].
 pub fn is_applied(base: &BaseDir, name: &str) -> bool {
-    base.incoming().join(name).join(APPLIED_MARK).exists()
+    base.dir("incoming").is_ok_and(|incoming| has_applied_mark(&incoming, name))
 }
 
 /// Marks `incoming/<name>` as applied except for its RRD updates. The marker is made durable
-/// by the caller's next filesystem flush.
+/// by the caller's next filesystem flush. An entry already named like the marker (a producer's)
+/// is replaced as an entry, never written through.
 pub fn mark_applied(base: &BaseDir, name: &str) -> io::Result<()> {
-    fs::write(
-        base.incoming().join(name).join(APPLIED_MARK),
-        b"last_result and sinks done; RRD updates wait for the next flush\n",
-    )
+    let snapshot = base.dir("incoming")?.open_dir(name)?;
+    let text = b"last_result and sinks done; RRD updates wait for the next flush\n";
+    match snapshot.create_new(APPLIED_MARK) {
+        Ok(mut file) => io::Write::write_all(&mut file, text)
+            .map_err(|e| super::beneath::context("cannot write", &snapshot.path().join(APPLIED_MARK), e)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            snapshot.remove_tree(APPLIED_MARK)?;
+            snapshot.write_new(APPLIED_MARK, text)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes a processed snapshot; the removal is durable when this returns.
@@ -119,32 +127,89 @@ pub fn mark_applied(base: &BaseDir, name: &str) -> io::Result<()> {
 /// start-up) and only then deleted: a crash in the middle of deleting its files never leaves a
 /// half-deleted snapshot in the queue to be mistaken for a bad one.
 pub fn remove(base: &BaseDir, name: &str) -> io::Result<()> {
-    let doomed = base.incoming_tmp().join(format!("{TMP_PREFIX}done-{name}"));
-    fs::rename(base.incoming().join(name), &doomed)?;
-    sync_dir(&base.incoming())?;
-    fs::remove_dir_all(&doomed)
+    let incoming = base.dir("incoming")?;
+    let tmp = base.dir("incoming.tmp")?;
+    let doomed = format!("{TMP_PREFIX}done-{name}");
+    incoming.rename(name, &tmp, &doomed)?;
+    incoming.sync()?;
+    tmp.remove_tree(&doomed)
+}
+
+/// The file inside a quarantined snapshot directory that says why.
+pub const REASON_FILE: &str = "REASON";
+
+/// Why a quarantine did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum QuarantineError {
+    /// The entry is still in `incoming/` (nothing moved).
+    #[error("cannot move incoming/{name} to failed/: {source}")]
+    Move { name: String, source: io::Error },
+    /// The entry is in `failed/` at `path`, but its reason could not be written yet: retry with
+    /// [`write_reason`] (the reason is not lost).
+    #[error("moved to {}, but cannot write its reason: {source}", path.display())]
+    Reason { path: PathBuf, source: io::Error },
 }
 
 /// Moves `incoming/<name>` to `failed/<name>` (or `failed/<name>.<n>` if taken) with a `REASON`
 /// file, so a poison snapshot is never processed again. Returns the new path.
-pub fn quarantine(base: &BaseDir, name: &str, reason: &str) -> io::Result<PathBuf> {
-    let source = base.incoming().join(name);
-    let mut target = base.failed().join(name);
-    let mut n = 1;
-    while target.exists() {
-        target = base.failed().join(format!("{name}.{n}"));
-        n += 1;
+///
+/// The entry is moved as it is, without following it: a symlink moves as the link. The reason
+/// is written only into a real directory (`<target>/REASON`), else beside the entry
+/// (`<target>.REASON`); a `REASON` the producer left in the snapshot is kept as
+/// `REASON.snapshot`. Nothing outside the base is opened.
+pub fn quarantine(base: &BaseDir, name: &str, reason: &str) -> Result<PathBuf, QuarantineError> {
+    let moved = (|| {
+        let incoming = base.dir("incoming")?;
+        let failed = base.dir("failed")?;
+        let target = move_to_free_name(&incoming, name, &failed)?;
+        incoming.sync()?;
+        Ok::<_, io::Error>(failed.path().join(target))
+    })()
+    .map_err(|source| QuarantineError::Move {
+        name: name.to_owned(),
+        source,
+    })?;
+    write_reason(base, &moved, reason).map_err(|source| QuarantineError::Reason {
+        path: moved.clone(),
+        source,
+    })?;
+    Ok(moved)
+}
+
+/// Renames `name` from `from` into `to` under its own name, or `<name>.<n>` for the first free
+/// `n`, never replacing anything. Returns the name used.
+fn move_to_free_name(from: &Dir, name: &str, to: &Dir) -> io::Result<String> {
+    let mut target = name.to_owned();
+    for n in 1u32.. {
+        match from.rename_noreplace(name, to, &target) {
+            Ok(()) => return Ok(target),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => target = format!("{name}.{n}"),
+            Err(e) => return Err(e),
+        }
     }
-    fs::rename(&source, &target)?;
-    let reason_text = format!("{}\n", reason.trim_end());
-    if target.is_dir() {
-        write_synced(&target.join("REASON"), reason_text.as_bytes())?;
+    unreachable!("u32 names run out")
+}
+
+/// Writes the reason of the quarantined entry `failed/<entry>` (the path [`quarantine`]
+/// returned) and makes it durable.
+pub fn write_reason(base: &BaseDir, quarantined: &std::path::Path, reason: &str) -> io::Result<()> {
+    let failed = base.dir("failed")?;
+    let entry = quarantined
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no entry name"))?;
+    let text = format!("{}\n", reason.trim_end());
+    if failed.kind(&entry)? == Some(Kind::Dir) {
+        let snapshot = failed.open_dir(&entry)?;
+        if snapshot.kind(REASON_FILE)?.is_some() && snapshot.kind(&format!("{REASON_FILE}.snapshot"))?.is_none() {
+            snapshot.rename_noreplace(REASON_FILE, &snapshot, &format!("{REASON_FILE}.snapshot"))?;
+        }
+        snapshot.replace(REASON_FILE, text.as_bytes())?;
+        snapshot.sync()?;
     } else {
-        write_synced(&target.with_extension("REASON"), reason_text.as_bytes())?;
+        failed.replace(&format!("{entry}.{REASON_FILE}"), text.as_bytes())?;
     }
-    sync_dir(&base.failed())?;
-    sync_dir(&base.incoming())?;
-    Ok(target)
+    failed.sync()
 }
 
 /// Whose leftovers in `incoming.tmp/` a starting process may remove: only its own, so a
@@ -175,19 +240,16 @@ impl TmpOwner {
 
 /// Removes leftovers that `owner` left when it died while building a snapshot (never
 /// published, so never promised to anyone) or removing one. Returns how many were removed.
+/// Removal descends by descriptor and unlinks symlinks without following them.
 pub fn clean_tmp(base: &BaseDir, owner: TmpOwner) -> io::Result<usize> {
+    let tmp = base.dir("incoming.tmp")?;
     let mut removed = 0;
-    for entry in fs::read_dir(base.incoming_tmp())? {
-        let entry = entry?;
-        if !owner.owns(&entry.file_name().to_string_lossy()) {
+    for (name, _) in tmp.entries()? {
+        let name = name.to_string_lossy().into_owned();
+        if !owner.owns(&name) {
             continue;
         }
-        let path = entry.path();
-        if path.is_dir() {
-            fs::remove_dir_all(&path)?;
-        } else {
-            fs::remove_file(&path)?;
-        }
+        tmp.remove_tree(&name)?;
         removed += 1;
     }
     Ok(removed)
@@ -195,13 +257,15 @@ pub fn clean_tmp(base: &BaseDir, owner: TmpOwner) -> io::Result<usize> {
 
 /// Free space of the filesystem holding the base directory, in bytes.
 pub fn free_space(base: &BaseDir) -> io::Result<u64> {
-    let stat = nix::sys::statvfs::statvfs(base.root()).map_err(io::Error::from)?;
+    let root = base.root_dir()?;
+    let stat = nix::sys::statvfs::fstatvfs(root.as_fd()).map_err(io::Error::from)?;
     Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn base() -> (tempfile::TempDir, BaseDir) {
         let dir = tempfile::tempdir().unwrap();
@@ -287,6 +351,107 @@ mod tests {
             "bad data\n"
         );
         assert_eq!(depth(&base).unwrap(), 0);
+    }
+
+    /// A tree outside the base whose every file must stay as it is, and nothing be added.
+    fn canary(dir: &std::path::Path) -> std::path::PathBuf {
+        let outside = dir.join("outside");
+        fs::create_dir_all(outside.join("sub")).unwrap();
+        fs::write(outside.join("victim"), b"precious").unwrap();
+        fs::write(outside.join("sub/file"), b"deep").unwrap();
+        outside
+    }
+
+    fn assert_canary_untouched(outside: &std::path::Path) {
+        let mut names: Vec<String> = walk(outside);
+        names.sort();
+        assert_eq!(names, ["sub", "sub/file", "victim"], "nothing added or removed outside");
+        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"precious");
+        assert_eq!(fs::read(outside.join("sub/file")).unwrap(), b"deep");
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().unwrap().is_dir() {
+                out.extend(walk(&entry.path()).into_iter().map(|n| format!("{name}/{n}")));
+            }
+            out.push(name);
+        }
+        out
+    }
+
+    #[test]
+    fn a_reason_symlink_planted_in_a_snapshot_is_never_written_through() {
+        let (dir, base) = base();
+        let outside = canary(dir.path());
+        fs::create_dir(base.incoming().join("1700000000")).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), base.incoming().join("1700000000/REASON")).unwrap();
+        let moved = quarantine(&base, "1700000000", "bad data").unwrap();
+        assert_canary_untouched(&outside);
+        assert_eq!(fs::read_to_string(moved.join("REASON")).unwrap(), "bad data\n");
+        assert!(
+            fs::symlink_metadata(moved.join("REASON.snapshot")).unwrap().file_type().is_symlink(),
+            "the producer's entry is kept, renamed"
+        );
+    }
+
+    #[test]
+    fn a_symlinked_snapshot_is_quarantined_as_the_link_and_its_target_untouched() {
+        let (dir, base) = base();
+        let outside = canary(dir.path());
+        std::os::unix::fs::symlink(&outside, base.incoming().join("1700000000")).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), base.incoming().join("1700000001")).unwrap();
+        let entries = list(&base).unwrap();
+        assert_eq!(
+            entries,
+            [
+                QueueEntry::Invalid("1700000000".into()),
+                QueueEntry::Invalid("1700000001".into())
+            ]
+        );
+        assert_eq!(depth(&base).unwrap(), 2);
+        assert!(!is_applied(&base, "1700000000"));
+        assert!(mark_applied(&base, "1700000000").is_err(), "never entered");
+        assert!(remove(&base, "1700000001").is_ok(), "a link is removed as a link");
+        let moved = quarantine(&base, "1700000000", "not a directory").unwrap();
+        assert!(fs::symlink_metadata(&moved).unwrap().file_type().is_symlink());
+        assert_eq!(
+            fs::read_to_string(base.failed().join("1700000000.REASON")).unwrap(),
+            "not a directory\n"
+        );
+        assert_canary_untouched(&outside);
+    }
+
+    #[test]
+    fn cleaning_incoming_tmp_unlinks_planted_links_without_following_them() {
+        let (dir, base) = base();
+        let outside = canary(dir.path());
+        fs::create_dir(base.incoming_tmp().join("1700000000-ping-000000001")).unwrap();
+        std::os::unix::fs::symlink(&outside, base.incoming_tmp().join("1700000000-ping-000000001/sub")).unwrap();
+        std::os::unix::fs::symlink(&outside, base.incoming_tmp().join("1700000001-ping-000000001")).unwrap();
+        let owner = TmpOwner {
+            probes: true,
+            pull: true,
+            processing: true,
+        };
+        assert_eq!(clean_tmp(&base, owner).unwrap(), 2);
+        assert_canary_untouched(&outside);
+    }
+
+    #[test]
+    fn publish_refuses_a_symlinked_incoming_and_writes_nothing_through_it() {
+        let (dir, base) = base();
+        let outside = canary(dir.path());
+        fs::remove_dir(base.incoming()).unwrap();
+        std::os::unix::fs::symlink(&outside, base.incoming()).unwrap();
+        let name = SnapshotName::new(1_700_000_000, "ping", 1);
+        assert!(publish(&base, &name, &[("ping.jsonl", b"x\n")]).is_err());
+        assert!(list(&base).is_err());
+        assert_canary_untouched(&outside);
+        assert_eq!(fs::read_dir(base.incoming_tmp()).unwrap().count(), 0, "nothing left behind");
     }
 
     #[test]

@@ -32,7 +32,7 @@ fn write_record(base: &BaseDir, name: &str, detail: &str) {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let text = format!("{} {detail}\n", now.as_secs());
-    if let Err(e) = super::atomic::replace_file(&base.state().join(name), text.as_bytes()) {
+    if let Err(e) = base.dir("state").and_then(|state| state.replace(name, text.as_bytes())) {
         warn!("cannot write state/{name}: {e}");
     }
 }
