@@ -127,7 +127,7 @@ pub fn run(base: BaseDir, config: Config, options: RunOptions, signals: &Signals
         let LoopExit::Reload(new) = exit else { break };
         notifier.reloading();
         if new.pull.is_some() && pull_lock.is_none() {
-            match DaemonLock::acquire(&base.state().join(crate::pull_command::PULL_LOCK)) {
+            match DaemonLock::acquire(&base, crate::spool::lock::PULL_LOCK) {
                 Ok(lock) => pull_lock = Some(lock),
                 Err(e) => {
                     warn!(

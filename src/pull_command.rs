@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 /// Lock file that keeps two pullers off one base directory (`spoolmon run` with a `pull:`
 /// section takes it too).
-pub const PULL_LOCK: &str = "pull.lock";
+pub use crate::spool::lock::PULL_LOCK;
 
 /// Runs the collector on `base` until terminated, reloading `config_file` on SIGHUP. With
 /// `user`, switches to that account once the lock is held.

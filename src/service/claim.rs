@@ -23,7 +23,7 @@ pub fn claim_base(
         .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
     let held = locks
         .iter()
-        .map(|name| DaemonLock::acquire(&base.state().join(name)))
+        .map(|name| DaemonLock::acquire(base, name))
         .collect::<Result<Vec<_>, _>>()?;
     let orphans = queue::clean_tmp(base, owner).context("cannot clean incoming.tmp/")?;
     if orphans > 0 {

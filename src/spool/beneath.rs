@@ -151,6 +151,22 @@ impl Dir {
         })
     }
 
+    /// A new open of this same directory: its own open file description (for `flock`, which
+    /// a duplicated descriptor would share).
+    pub fn reopen(&self) -> io::Result<Dir> {
+        let fd = nix::fcntl::openat(self.fd.as_fd(), ".", DIR_FLAGS, Mode::empty())
+            .map_err(|e| errno_err("cannot open directory", &self.path, e))?;
+        Ok(Dir {
+            fd,
+            path: self.path.clone(),
+        })
+    }
+
+    /// The descriptor itself.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     /// Opens the directory `rel` below this one (any depth), refusing symlinks in every
     /// component and anything that is not a directory.
     pub fn open_dir(&self, rel: impl AsRef<Path>) -> io::Result<Dir> {
@@ -304,6 +320,23 @@ impl Dir {
         // Regular files ignore O_NONBLOCK; clear it anyway so nothing surprises a later reader.
         let _ = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(OFlag::empty()));
         Ok(file)
+    }
+
+    /// Opens the regular file `name` for reading and writing, creating it (mode 0644 less umask)
+    /// if there is no such entry; a symlink, FIFO or device in its place is refused.
+    pub fn open_or_create(&self, name: &str) -> io::Result<File> {
+        check_name(name)?;
+        let path = self.path.join(name);
+        match nix::fcntl::openat(
+            self.fd.as_fd(),
+            name,
+            OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        ) {
+            Ok(fd) => Ok(File::from(fd)),
+            Err(nix::errno::Errno::EEXIST) => self.open_rw(name),
+            Err(e) => Err(errno_err("cannot create", &path, e)),
+        }
     }
 
     /// Creates the new file `name` for writing (mode 0644 less umask); fails if any entry of
