@@ -20,7 +20,7 @@ pub fn claim_base(
         account.check_base(base)?;
     }
     base.create_all()
-        .with_context(|| format!("cannot create base directory {}", base.root().display()))?;
+        .with_context(|| format!("cannot set up the base directory {}", base.root().display()))?;
     let held = locks
         .iter()
         .map(|name| DaemonLock::acquire(base, name))

@@ -69,13 +69,41 @@ pub fn context(op: &str, path: &Path, e: impl Into<io::Error>) -> io::Error {
 }
 
 fn errno_err(op: &str, path: &Path, e: nix::errno::Errno) -> io::Error {
-    context(op, path, io::Error::from(e))
+    match e {
+        // O_NOFOLLOW / RESOLVE_NO_SYMLINKS: say what happened, not "too many levels".
+        nix::errno::Errno::ELOOP => context(
+            op,
+            path,
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a symbolic link is in the way (spoolmon never follows links inside its base directory)",
+            ),
+        ),
+        nix::errno::Errno::EXDEV => context(
+            op,
+            path,
+            io::Error::new(io::ErrorKind::InvalidData, "the path leaves the directory"),
+        ),
+        e => context(op, path, io::Error::from(e)),
+    }
 }
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
+
+/// `O_NOFOLLOW | O_DIRECTORY` on a symlink answers ENOTDIR: report it as the symlink it is.
+fn link_or(at: BorrowedFd<'_>, name: &std::ffi::OsStr, e: nix::errno::Errno) -> nix::errno::Errno {
+    let is_link = || {
+        fstatat(at, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|stat| Kind::from_mode(stat.st_mode) == Kind::Symlink)
+    };
+    if e == nix::errno::Errno::ENOTDIR && is_link() {
+        nix::errno::Errno::ELOOP
+    } else {
+        e
+    }
+}
 
 /// False once `openat2` answered ENOSYS (an old kernel): the component walk is used instead.
 static HAVE_OPENAT2: AtomicBool = AtomicBool::new(true);
@@ -191,7 +219,7 @@ impl Dir {
         for part in parts {
             let at = current.as_ref().map_or(self.fd.as_fd(), |fd| fd.as_fd());
             let fd = nix::fcntl::openat(at, part, DIR_FLAGS, Mode::empty())
-                .map_err(|e| errno_err("cannot open directory", &path, e))?;
+                .map_err(|e| errno_err("cannot open directory", &path, link_or(at, part, e)))?;
             current = Some(fd);
         }
         Ok(Dir {
@@ -214,7 +242,7 @@ impl Dir {
                 Err(e) => return Err(errno_err("cannot create directory", &so_far, e)),
             }
             let fd = nix::fcntl::openat(current.fd.as_fd(), part, DIR_FLAGS, Mode::empty())
-                .map_err(|e| errno_err("cannot open directory", &so_far, e))?;
+                .map_err(|e| errno_err("cannot open directory", &so_far, link_or(current.fd.as_fd(), part, e)))?;
             current = Dir {
                 fd,
                 path: so_far.clone(),
@@ -250,10 +278,7 @@ impl Dir {
 
     /// The entries of this directory (not `.` and `..`) with their kinds, unsorted.
     pub fn entries(&self) -> io::Result<Vec<(OsString, Kind)>> {
-        let dup = self
-            .fd
-            .try_clone()
-            .map_err(|e| context("cannot list", &self.path, e))?;
+        let dup = self.fd.try_clone().map_err(|e| context("cannot list", &self.path, e))?;
         let mut dir = nix::dir::Dir::from_fd(dup).map_err(|e| errno_err("cannot list", &self.path, e))?;
         let mut out = Vec::new();
         for entry in dir.iter() {
@@ -300,14 +325,7 @@ impl Dir {
             access | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
             Mode::empty(),
         )
-        .map_err(|e| match e {
-            nix::errno::Errno::ELOOP => context(
-                "refusing",
-                &path,
-                io::Error::new(io::ErrorKind::InvalidData, "a symbolic link, not a regular file"),
-            ),
-            e => errno_err("cannot open", &path, e),
-        })?;
+        .map_err(|e| errno_err("cannot open", &path, e))?;
         let file = File::from(fd);
         let meta = file.metadata().map_err(|e| context("cannot stat", &path, e))?;
         if !meta.file_type().is_file() {
@@ -383,7 +401,8 @@ impl Dir {
     pub fn write_new(&self, name: &str, contents: &[u8]) -> io::Result<()> {
         let mut file = self.create_new(name)?;
         let path = self.path.join(name);
-        file.write_all(contents).map_err(|e| context("cannot write", &path, e))?;
+        file.write_all(contents)
+            .map_err(|e| context("cannot write", &path, e))?;
         file.sync_all().map_err(|e| context("cannot fsync", &path, e))
     }
 
@@ -545,7 +564,10 @@ mod tests {
         dir.replace("REASON", b"why\n").unwrap();
         assert_eq!(fs::read(outside.join("victim")).unwrap(), b"precious");
         assert_eq!(fs::read(dir.path().join("REASON")).unwrap(), b"why\n");
-        assert!(!fs::symlink_metadata(dir.path().join("REASON")).unwrap().file_type().is_symlink());
+        assert!(!fs::symlink_metadata(dir.path().join("REASON"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
         // A planted temporary name is removed as an entry, not written through.
         let tmp = super::super::atomic::temp_name("state");
         symlink(outside.join("victim"), dir.path().join(&tmp)).unwrap();

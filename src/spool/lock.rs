@@ -172,8 +172,15 @@ mod tests {
         std::os::unix::fs::symlink(&elsewhere, base.state()).unwrap();
         let third = BaseDir::new(base.root());
         assert!(DaemonLock::acquire(&third, LOCK_FILE).is_err());
-        assert!(DaemonLock::acquire(&third, PULL_LOCK).is_err(), "a symlinked state/ is refused");
-        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing created through the link");
+        assert!(
+            DaemonLock::acquire(&third, PULL_LOCK).is_err(),
+            "a symlinked state/ is refused"
+        );
+        assert_eq!(
+            std::fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "nothing created through the link"
+        );
     }
 
     #[test]
@@ -186,7 +193,11 @@ mod tests {
         assert!(matches!(err, LockError::Open { .. }), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
         assert_eq!(holder(&base.state().join(LOCK_FILE)), None);
-        nix::unistd::mkfifo(&base.state().join(PULL_LOCK), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        nix::unistd::mkfifo(
+            &base.state().join(PULL_LOCK),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
         assert!(matches!(
             DaemonLock::acquire(&base, PULL_LOCK).unwrap_err(),
             LockError::Open { .. }

@@ -7,9 +7,9 @@
 //! in the queue is an invalid entry: it is moved to `failed/` as the link itself, and nothing it
 //! points to is read, written or removed.
 
+use super::atomic::TMP_PREFIX;
 use super::beneath::{Dir, Kind};
 use super::snapshot::SnapshotName;
-use super::atomic::TMP_PREFIX;
 use super::BaseDir;
 use std::io;
 use std::path::PathBuf;
@@ -101,7 +101,8 @@ fn has_applied_mark(incoming: &Dir, name: &str) -> bool {
 
 /// True when `incoming/<name>` holds [`APPLIED_MARK`].
 pub fn is_applied(base: &BaseDir, name: &str) -> bool {
-    base.dir("incoming").is_ok_and(|incoming| has_applied_mark(&incoming, name))
+    base.dir("incoming")
+        .is_ok_and(|incoming| has_applied_mark(&incoming, name))
 }
 
 /// Marks `incoming/<name>` as applied except for its RRD updates. The marker is made durable
@@ -393,7 +394,10 @@ mod tests {
         assert_canary_untouched(&outside);
         assert_eq!(fs::read_to_string(moved.join("REASON")).unwrap(), "bad data\n");
         assert!(
-            fs::symlink_metadata(moved.join("REASON.snapshot")).unwrap().file_type().is_symlink(),
+            fs::symlink_metadata(moved.join("REASON.snapshot"))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
             "the producer's entry is kept, renamed"
         );
     }
@@ -451,7 +455,11 @@ mod tests {
         assert!(publish(&base, &name, &[("ping.jsonl", b"x\n")]).is_err());
         assert!(list(&base).is_err());
         assert_canary_untouched(&outside);
-        assert_eq!(fs::read_dir(base.incoming_tmp()).unwrap().count(), 0, "nothing left behind");
+        assert_eq!(
+            fs::read_dir(base.incoming_tmp()).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
     }
 
     #[test]
