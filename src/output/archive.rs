@@ -17,7 +17,7 @@
 //! and then `rmdir`s it, so nested entries below an old entry survive if they are young.
 
 use crate::measurement::OrderId;
-use crate::spool::atomic::sync_dir;
+use crate::spool::beneath::{Dir, Kind};
 use crate::spool::BaseDir;
 use std::fs;
 use std::io;
@@ -72,46 +72,87 @@ pub enum ArchiveError {
     Remove { path: PathBuf, source: io::Error },
 }
 
-/// Moves `output/<id>` (if any) to `archive/<id>`, and the expired order file (if given) to
-/// `archive/<id>/order.expired`.
+/// Moves `output/<id>` (if any) to `archive/<id>`, and the expired order file (if given, a path
+/// below `orders/`) to `archive/<id>/order.expired`.
+///
+/// Every directory on the way is opened from the base's descriptor without following links
+/// (`spool::beneath`): an order producer who swaps a directory of `orders/` for a symlink
+/// between the expiry and the move cannot make spoolmon move a file from outside the base.
 pub fn archive(
     base: &BaseDir,
     id: &OrderId,
     expired_order_file: Option<&Path>,
 ) -> Result<ArchiveOutcome, ArchiveError> {
-    let output_root = base.output();
-    let output = output_root.join(id.as_path());
-    let entry = base.archive().join(id.as_path());
-    let has_output = is_dir(&output)?;
+    let output_path = base.output().join(id.as_path());
+    let entry_path = base.archive().join(id.as_path());
+    let output_root = layout_dir(base, "output")?;
+    let archive_root = layout_dir(base, "archive")?;
+    let (parent_rel, name) = split_id(id);
+    let output_parent = open_existing(&output_root, parent_rel, &output_path)?;
+    let has_output = match &output_parent {
+        Some(parent) => parent.kind(name).map_err(|e| inspect_error(&output_path, e))? == Some(Kind::Dir),
+        None => false,
+    };
     let mut outcome = ArchiveOutcome::default();
     if !has_output && expired_order_file.is_none() {
         return Ok(outcome);
     }
-    if exists(&entry)? {
-        let aside = move_aside(&entry)?;
+    let archive_parent = archive_root
+        .create_dir_all(parent_rel)
+        .map_err(|source| ArchiveError::CreateDir {
+            path: parent_of(&entry_path).to_path_buf(),
+            source,
+        })?;
+    if archive_parent
+        .kind(name)
+        .map_err(|e| inspect_error(&entry_path, e))?
+        .is_some()
+    {
+        let aside = move_aside(&archive_parent, name)?;
         info!(id = %id, aside = %aside.display(), "older archive entry renamed aside");
         outcome.previous_archive_aside = Some(aside);
     }
-    create_parent(&entry)?;
-    if has_output {
-        move_and_sync(&output, &entry)?;
-        remove_empty_parents(&output, &output_root);
-        outcome.output_moved = true;
-        info!(id = %id, "output archived");
-    } else {
-        fs::create_dir(&entry).map_err(|source| ArchiveError::CreateDir {
-            path: entry.clone(),
-            source,
-        })?;
-        sync(parent_of(&entry))?;
+    match (has_output, &output_parent) {
+        (true, Some(output_parent)) => {
+            move_and_sync(output_parent, name, &archive_parent, name)?;
+            remove_empty_parents(&output_root, parent_rel);
+            outcome.output_moved = true;
+            info!(id = %id, "output archived");
+        }
+        _ => {
+            archive_parent.mkdir(name).map_err(|source| ArchiveError::CreateDir {
+                path: entry_path.clone(),
+                source,
+            })?;
+            sync(&archive_parent)?;
+        }
     }
     if let Some(order_file) = expired_order_file {
-        let target = entry.join(EXPIRED_ORDER_FILE);
-        if exists(&target)? {
+        let rel = order_file.strip_prefix(base.orders()).map_err(|_| ArchiveError::Move {
+            from: order_file.to_path_buf(),
+            to: entry_path.join(EXPIRED_ORDER_FILE),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "the order file is not below orders/"),
+        })?;
+        let (order_parent_rel, order_name) = split_path(rel).ok_or_else(|| ArchiveError::Move {
+            from: order_file.to_path_buf(),
+            to: entry_path.join(EXPIRED_ORDER_FILE),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
+        })?;
+        let order_parent = layout_dir(base, "orders")?
+            .open_dir(order_parent_rel)
+            .map_err(|e| inspect_error(order_file, e))?;
+        let entry = archive_parent
+            .open_dir(name)
+            .map_err(|e| inspect_error(&entry_path, e))?;
+        if entry
+            .kind(EXPIRED_ORDER_FILE)
+            .map_err(|e| inspect_error(&entry_path, e))?
+            .is_some()
+        {
             // An order file from an earlier expiry came back with a restored entry: keep it.
-            move_aside(&target)?;
+            move_aside(&entry, EXPIRED_ORDER_FILE)?;
         }
-        move_and_sync(order_file, &target)?;
+        move_and_sync(&order_parent, &order_name, &entry, EXPIRED_ORDER_FILE)?;
         outcome.order_file_moved = true;
         info!(id = %id, file = %order_file.display(), "expired order file archived");
     }
@@ -120,15 +161,28 @@ pub fn archive(
 
 /// Brings `archive/<id>` back to `output/<id>` when the order (re)appears.
 pub fn restore(base: &BaseDir, id: &OrderId) -> Result<RestoreOutcome, ArchiveError> {
-    let archive_root = base.archive();
-    let entry = archive_root.join(id.as_path());
-    let output = base.output().join(id.as_path());
-    if !exists(&entry)? {
+    let entry_path = base.archive().join(id.as_path());
+    let output_path = base.output().join(id.as_path());
+    let archive_root = layout_dir(base, "archive")?;
+    let output_root = layout_dir(base, "output")?;
+    let (parent_rel, name) = split_id(id);
+    let Some(archive_parent) = open_existing(&archive_root, parent_rel, &entry_path)? else {
+        return Ok(RestoreOutcome::NothingArchived);
+    };
+    if archive_parent
+        .kind(name)
+        .map_err(|e| inspect_error(&entry_path, e))?
+        .is_none()
+    {
         return Ok(RestoreOutcome::NothingArchived);
     }
-    if exists(&output)? {
-        let aside = move_aside(&entry)?;
-        remove_empty_parents(&entry, &archive_root);
+    let output_exists = match open_existing(&output_root, parent_rel, &output_path)? {
+        Some(parent) => parent.kind(name).map_err(|e| inspect_error(&output_path, e))?.is_some(),
+        None => false,
+    };
+    if output_exists {
+        let aside = move_aside(&archive_parent, name)?;
+        remove_empty_parents(&archive_root, parent_rel);
         warn!(
             id = %id,
             aside = %aside.display(),
@@ -136,9 +190,14 @@ pub fn restore(base: &BaseDir, id: &OrderId) -> Result<RestoreOutcome, ArchiveEr
         );
         return Ok(RestoreOutcome::BothKept { archive_aside: aside });
     }
-    create_parent(&output)?;
-    move_and_sync(&entry, &output)?;
-    remove_empty_parents(&entry, &archive_root);
+    let output_parent = output_root
+        .create_dir_all(parent_rel)
+        .map_err(|source| ArchiveError::CreateDir {
+            path: parent_of(&output_path).to_path_buf(),
+            source,
+        })?;
+    move_and_sync(&archive_parent, name, &output_parent, name)?;
+    remove_empty_parents(&archive_root, parent_rel);
     info!(id = %id, "archived output restored");
     Ok(RestoreOutcome::Restored)
 }
@@ -146,10 +205,11 @@ pub fn restore(base: &BaseDir, id: &OrderId) -> Result<RestoreOutcome, ArchiveEr
 /// Deletes archive entries whose directory mtime is more than `retention` before `now`; returns
 /// how many entries were purged.
 pub fn purge(base: &BaseDir, retention: Duration, now: SystemTime) -> Result<usize, ArchiveError> {
-    let root = base.archive();
-    if !exists(&root)? {
-        return Ok(0);
-    }
+    let root = match base.dir("archive") {
+        Ok(root) => root,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(inspect_error(&base.archive(), e)),
+    };
     let cutoff = now.checked_sub(retention).unwrap_or(UNIX_EPOCH);
     let purged = purge_below(&root, cutoff)?;
     if purged > 0 {
@@ -201,129 +261,149 @@ fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-/// Renames archive entry `entry` to `<entry>.<unix now>` (or a free variant) and syncs its parent.
-fn move_aside(entry: &Path) -> Result<PathBuf, ArchiveError> {
-    let dir = parent_of(entry);
-    let stem = format!(
-        "{}.{}",
-        entry.file_name().unwrap_or_default().to_string_lossy(),
-        unix_now()
-    );
-    let aside = rename_to_free_name(entry, dir, &stem, "").map_err(|source| ArchiveError::Move {
-        from: entry.to_path_buf(),
-        to: dir.join(&stem),
-        source,
-    })?;
-    sync(dir)?;
-    Ok(aside)
+/// Opens a layout directory (`output`, `archive`, `orders`) from the base's descriptor.
+fn layout_dir(base: &BaseDir, name: &str) -> Result<Dir, ArchiveError> {
+    base.dir(name).map_err(|e| inspect_error(&base.root().join(name), e))
 }
 
-fn move_and_sync(from: &Path, to: &Path) -> Result<(), ArchiveError> {
-    rename_no_replace(from, to).map_err(|source| ArchiveError::Move {
-        from: from.to_path_buf(),
-        to: to.to_path_buf(),
-        source,
-    })?;
-    sync(parent_of(from))?;
-    if parent_of(from) != parent_of(to) {
-        sync(parent_of(to))?;
+/// `(parent, last component)` of an order id (`app/db/1` -> `("app/db", "1")`).
+fn split_id(id: &OrderId) -> (&Path, &str) {
+    let text = id.as_str();
+    match text.rsplit_once('/') {
+        Some((parent, name)) => (Path::new(parent), name),
+        None => (Path::new(""), text),
+    }
+}
+
+fn split_path(path: &Path) -> Option<(&Path, String)> {
+    let name = path.file_name()?.to_str()?.to_owned();
+    Some((path.parent().unwrap_or(Path::new("")), name))
+}
+
+/// The directory `rel` below `root` if it exists (never through a link); `None` if missing.
+fn open_existing(root: &Dir, rel: &Path, for_path: &Path) -> Result<Option<Dir>, ArchiveError> {
+    match root.open_dir(rel) {
+        Ok(dir) => Ok(Some(dir)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(inspect_error(for_path, e)),
+    }
+}
+
+/// Renames `parent/name` to `<name>.<unix now>` (or a free variant) and syncs `parent`.
+fn move_aside(parent: &Dir, name: &str) -> Result<PathBuf, ArchiveError> {
+    let stem = format!("{name}.{}", unix_now());
+    for attempt in 0u32..1000 {
+        let aside = match attempt {
+            0 => stem.clone(),
+            n => format!("{stem}-{n}"),
+        };
+        match parent.rename_noreplace(name, parent, &aside) {
+            Ok(()) => {
+                sync(parent)?;
+                return Ok(parent.path().join(aside));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(source) => {
+                return Err(ArchiveError::Move {
+                    from: parent.path().join(name),
+                    to: parent.path().join(aside),
+                    source,
+                })
+            }
+        }
+    }
+    Err(ArchiveError::Move {
+        from: parent.path().join(name),
+        to: parent.path().join(stem),
+        source: io::Error::from(io::ErrorKind::AlreadyExists),
+    })
+}
+
+fn move_and_sync(from_dir: &Dir, from: &str, to_dir: &Dir, to: &str) -> Result<(), ArchiveError> {
+    from_dir
+        .rename_noreplace(from, to_dir, to)
+        .map_err(|source| ArchiveError::Move {
+            from: from_dir.path().join(from),
+            to: to_dir.path().join(to),
+            source,
+        })?;
+    sync(from_dir)?;
+    if from_dir.path() != to_dir.path() {
+        sync(to_dir)?;
     }
     Ok(())
 }
 
-fn create_parent(path: &Path) -> Result<(), ArchiveError> {
-    let parent = parent_of(path);
-    fs::create_dir_all(parent).map_err(|source| ArchiveError::CreateDir {
-        path: parent.to_path_buf(),
-        source,
-    })
-}
-
-/// Removes the now-empty parents of `moved` up to (not including) `root`, stopping at the first
-/// one that is not empty.
-fn remove_empty_parents(moved: &Path, root: &Path) {
-    let mut dir = parent_of(moved);
-    while dir != root && dir.starts_with(root) {
-        if fs::remove_dir(dir).is_err() {
+/// Removes the now-empty directories of `rel` below `root`, deepest first, stopping at the
+/// first one that is not empty (or cannot be opened without following a link).
+fn remove_empty_parents(root: &Dir, rel: &Path) {
+    let parts: Vec<&std::ffi::OsStr> = rel.iter().collect();
+    for depth in (1..=parts.len()).rev() {
+        let parent: PathBuf = parts[..depth - 1].iter().collect();
+        let Some(name) = parts[depth - 1].to_str() else { break };
+        let removed = root.open_dir(&parent).and_then(|dir| dir.rmdir(name));
+        if removed.is_err() {
             break;
         }
-        dir = parent_of(dir);
     }
 }
 
 /// Purges the entries at or below `dir`; `dir` itself only if it is not the archive root.
-fn purge_below(dir: &Path, cutoff: SystemTime) -> Result<usize, ArchiveError> {
-    purge_tree(dir, cutoff, true)
+fn purge_below(dir: &Dir, cutoff: SystemTime) -> Result<usize, ArchiveError> {
+    purge_tree(None, dir, cutoff)
 }
 
-fn purge_tree(dir: &Path, cutoff: SystemTime, is_root: bool) -> Result<usize, ArchiveError> {
+/// Purges below `dir` (the entry `name` of `parent`, or the root when `parent` is `None`).
+/// Descends by descriptor: a symlink is a plain child, never followed.
+fn purge_tree(parent: Option<(&Dir, &str)>, dir: &Dir, cutoff: SystemTime) -> Result<usize, ArchiveError> {
     // Read the mtime first: purging children below changes it.
-    let modified = fs::symlink_metadata(dir)
-        .and_then(|m| m.modified())
-        .map_err(|source| inspect_error(dir, source))?;
-    let (subdirs, files) = children(dir)?;
-    let mut purged = 0;
-    for subdir in &subdirs {
-        purged += purge_tree(subdir, cutoff, false)?;
+    let stat = nix::sys::stat::fstat(dir.as_fd()).map_err(|e| inspect_error(dir.path(), e.into()))?;
+    let modified = UNIX_EPOCH
+        + Duration::new(
+            stat.st_mtime.max(0) as u64,
+            stat.st_mtime_nsec.clamp(0, 999_999_999) as u32,
+        );
+    let mut subdirs = Vec::new();
+    let mut files = Vec::new();
+    for (name, kind) in dir.entries().map_err(|e| inspect_error(dir.path(), e))? {
+        let name = name.to_string_lossy().into_owned();
+        if kind == Kind::Dir {
+            subdirs.push(name);
+        } else {
+            files.push(name);
+        }
     }
-    let is_entry = files
-        .iter()
-        .any(|f| f.file_name().is_some_and(|n| ENTRY_MARKERS.iter().any(|m| n == *m)));
-    if !is_root && is_entry && modified < cutoff {
+    let mut purged = 0;
+    for name in &subdirs {
+        let sub = dir
+            .open_dir(name)
+            .map_err(|e| inspect_error(&dir.path().join(name), e))?;
+        purged += purge_tree(Some((dir, name)), &sub, cutoff)?;
+    }
+    let Some((parent, name)) = parent else {
+        return Ok(purged);
+    };
+    let is_entry = files.iter().any(|f| ENTRY_MARKERS.contains(&f.as_str()));
+    if is_entry && modified < cutoff {
         for file in &files {
-            fs::remove_file(file).map_err(|source| ArchiveError::Remove {
-                path: file.clone(),
+            dir.unlink(file).map_err(|source| ArchiveError::Remove {
+                path: dir.path().join(file),
                 source,
             })?;
         }
         // Fails (and keeps the directory) when young nested entries remain below it.
-        let _ = fs::remove_dir(dir);
+        let _ = parent.rmdir(name);
         purged += 1;
-    } else if !is_root && purged > 0 && files.is_empty() {
+    } else if purged > 0 && files.is_empty() {
         // A parent that held only purged entries.
-        let _ = fs::remove_dir(dir);
+        let _ = parent.rmdir(name);
     }
     Ok(purged)
 }
 
-/// The subdirectories and the other (non-directory) children of `dir`; symlinks are not followed.
-fn children(dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ArchiveError> {
-    let mut subdirs = Vec::new();
-    let mut files = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|source| inspect_error(dir, source))?;
-    for entry in entries {
-        let entry = entry.map_err(|source| inspect_error(dir, source))?;
-        let file_type = entry
-            .file_type()
-            .map_err(|source| inspect_error(&entry.path(), source))?;
-        if file_type.is_dir() {
-            subdirs.push(entry.path());
-        } else {
-            files.push(entry.path());
-        }
-    }
-    Ok((subdirs, files))
-}
-
-fn exists(path: &Path) -> Result<bool, ArchiveError> {
-    match fs::symlink_metadata(path) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(inspect_error(path, source)),
-    }
-}
-
-fn is_dir(path: &Path) -> Result<bool, ArchiveError> {
-    match fs::symlink_metadata(path) {
-        Ok(meta) => Ok(meta.is_dir()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(source) => Err(inspect_error(path, source)),
-    }
-}
-
-fn sync(dir: &Path) -> Result<(), ArchiveError> {
-    sync_dir(dir).map_err(|source| ArchiveError::Sync {
-        path: dir.to_path_buf(),
+fn sync(dir: &Dir) -> Result<(), ArchiveError> {
+    dir.sync().map_err(|source| ArchiveError::Sync {
+        path: dir.path().to_path_buf(),
         source,
     })
 }
@@ -402,6 +482,26 @@ mod tests {
         assert!(!order_file.exists());
         let kept = base.archive().join("app1/expired").join(EXPIRED_ORDER_FILE);
         assert_eq!(fs::read_to_string(kept).unwrap(), "user: x\n");
+    }
+
+    #[test]
+    fn an_orders_directory_swapped_for_a_symlink_cannot_bring_an_outside_file_into_the_archive() {
+        let (tmp, base) = setup();
+        let outside = tmp.path().join("etc");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("passwd"), "root:x:0:0\n").unwrap();
+        // The producer's order `app/passwd` expired; before the move, `orders/app` becomes a
+        // link to a directory outside the base holding a file of that name.
+        std::os::unix::fs::symlink(&outside, base.orders().join("app")).unwrap();
+        let err = archive(&base, &id("app/passwd"), Some(&base.orders().join("app/passwd"))).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(fs::read_to_string(outside.join("passwd")).unwrap(), "root:x:0:0\n");
+        // And a link inside output/ or archive/ is never followed either.
+        std::os::unix::fs::symlink(&outside, base.output().join("lb")).unwrap();
+        assert!(archive(&base, &id("lb/passwd"), None).is_err());
+        std::os::unix::fs::symlink(&outside, base.archive().join("db")).unwrap();
+        assert!(restore(&base, &id("db/passwd")).is_err());
+        assert_eq!(names(&outside), ["passwd"]);
     }
 
     #[test]

@@ -212,6 +212,8 @@ impl Dir {
             match openat2(self.fd.as_fd(), rel, how) {
                 Ok(fd) => return Ok(Dir { fd, path }),
                 Err(nix::errno::Errno::ENOSYS) => HAVE_OPENAT2.store(false, Ordering::Relaxed),
+                // A final symlink answers ENOTDIR: the walk below says which component it is.
+                Err(nix::errno::Errno::ENOTDIR) => {}
                 Err(e) => return Err(errno_err("cannot open directory", &path, e)),
             }
         }
