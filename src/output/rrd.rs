@@ -71,7 +71,8 @@ pub const FILE_NAME: &str = "main.rrd";
 pub const MAX_STEP: u32 = u32::MAX / 2;
 
 const XFF: f64 = 0.5;
-const RTT_MAX_SECONDS: f64 = 180.0;
+/// Maximum of the RTT data sources (`median`, `ping<i>`), seconds.
+pub const RTT_MAX_SECONDS: f64 = 180.0;
 
 /// The shape of a Smokeping RRD: what must match between a result and an existing file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -115,6 +116,12 @@ pub struct RrdDefinition {
 }
 
 impl RrdDefinition {
+    /// About how many bytes a file of this definition takes (its values; the headers are small).
+    pub fn approximate_size(&self) -> u64 {
+        let rows: u64 = self.archives.iter().map(|a| u64::from(a.rows)).sum();
+        rows * self.sources.len() as u64 * 8 + 4096
+    }
+
     /// The definition as `rrdtool create` arguments (`--step S DS:... RRA:...`).
     pub fn create_args(&self) -> Vec<String> {
         let mut args = vec!["--step".to_string(), self.step.to_string()];
@@ -298,6 +305,28 @@ pub enum RrdError {
         path: PathBuf,
         source: rrd::error::RrdError,
     },
+    /// librrd said it created the file, but there is none (librrd 1.7 loses the error of a
+    /// failed write, e.g. on a full disk, and removes its temporary file).
+    #[error("creating RRD {path}: librrd created no file ({free} bytes free, the file needs about {needed}{})", if free < needed { ": disk full" } else { "" })]
+    NotCreated { path: PathBuf, free: u64, needed: u64 },
+}
+
+impl RrdError {
+    /// Whether the order itself is at fault (see [`super::fault`]).
+    pub fn fault(&self) -> super::fault::Fault {
+        use super::fault::{of_io, of_text, Fault};
+        match self {
+            RrdError::MalformedResult { .. } => Fault::Permanent,
+            RrdError::CreateDir { source, .. } | RrdError::Stat { source, .. } | RrdError::MoveAside { source, .. } => {
+                of_io(source)
+            }
+            RrdError::Inspect { source, .. } | RrdError::Create { source, .. } | RrdError::Update { source, .. } => {
+                of_text(&source.to_string())
+            }
+            RrdError::NotCreated { free, needed, .. } if free < needed => Fault::Transient,
+            RrdError::NotCreated { .. } => Fault::Permanent,
+        }
+    }
 }
 
 /// A file whose layout was read (or which was created) by this process.
@@ -454,10 +483,18 @@ impl RrdWriter {
             })?;
         }
         let start = first_update - i64::from(layout.step);
-        create_rrd(path, &definition(layout.step, layout.pings), start).map_err(|source| RrdError::Create {
+        let def = definition(layout.step, layout.pings);
+        create_rrd(path, &def, start).map_err(|source| RrdError::Create {
             path: path.to_path_buf(),
             source,
         })?;
+        if fs::symlink_metadata(path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+            return Err(RrdError::NotCreated {
+                path: path.to_path_buf(),
+                free: free_bytes(path.parent().unwrap_or(Path::new("."))),
+                needed: def.approximate_size(),
+            });
+        }
         self.remember(path, layout, start)?;
         Ok(start)
     }
@@ -570,6 +607,11 @@ fn inspect(path: &Path) -> rrd::error::RrdResult<InspectedFile> {
         smokeping_shaped,
         last_update,
     })
+}
+
+/// Free bytes for unprivileged files on the filesystem of `dir` (0 when unknown).
+fn free_bytes(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir).map_or(0, |s| s.blocks_available() as u64 * s.fragment_size() as u64)
 }
 
 fn rotate_aside(path: &Path, step: u64, pings: u32) -> Result<PathBuf, RrdError> {
