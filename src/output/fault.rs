@@ -69,9 +69,10 @@ fn strerror(code: i32) -> String {
 }
 
 /// What processing shows while it waits for a transient fault: "waiting for disk space", ...
+/// (from the errno text, or "disk full" in spoolmon's own messages).
 pub fn waiting_for(text: &str) -> &'static str {
     let has = |code: i32| text.contains(&strerror(code));
-    if has(libc::ENOSPC) {
+    if has(libc::ENOSPC) || text.contains("disk full") {
         "waiting for disk space"
     } else if has(libc::EDQUOT) {
         "waiting for disk quota"

@@ -295,10 +295,13 @@ pub enum RrdError {
     },
     #[error("renaming {path} aside: {source}")]
     MoveAside { path: PathBuf, source: io::Error },
-    #[error("creating RRD {path}: {source}")]
+    /// `disk_full`: the filesystem had less room than the file needs when librrd failed (librrd
+    /// often loses the errno of a failed write and says nothing useful).
+    #[error("creating RRD {path}: {source}{}", if *disk_full { " (disk full)" } else { "" })]
     Create {
         path: PathBuf,
         source: rrd::error::RrdError,
+        disk_full: bool,
     },
     #[error("updating RRD {path}: {source}")]
     Update {
@@ -307,8 +310,8 @@ pub enum RrdError {
     },
     /// librrd said it created the file, but there is none (librrd 1.7 loses the error of a
     /// failed write, e.g. on a full disk, and removes its temporary file).
-    #[error("creating RRD {path}: librrd created no file ({free} bytes free, the file needs about {needed}{})", if free < needed { ": disk full" } else { "" })]
-    NotCreated { path: PathBuf, free: u64, needed: u64 },
+    #[error("creating RRD {path}: librrd reported success but created no file{}", if *disk_full { " (disk full)" } else { "" })]
+    NotCreated { path: PathBuf, disk_full: bool },
 }
 
 impl RrdError {
@@ -320,10 +323,10 @@ impl RrdError {
             RrdError::CreateDir { source, .. } | RrdError::Stat { source, .. } | RrdError::MoveAside { source, .. } => {
                 of_io(source)
             }
+            RrdError::Create { disk_full: true, .. } | RrdError::NotCreated { disk_full: true, .. } => Fault::Transient,
             RrdError::Inspect { source, .. } | RrdError::Create { source, .. } | RrdError::Update { source, .. } => {
                 of_text(&source.to_string())
             }
-            RrdError::NotCreated { free, needed, .. } if free < needed => Fault::Transient,
             RrdError::NotCreated { .. } => Fault::Permanent,
         }
     }
@@ -484,15 +487,16 @@ impl RrdWriter {
         }
         let start = first_update - i64::from(layout.step);
         let def = definition(layout.step, layout.pings);
+        let disk_full = || disk_full(path.parent().unwrap_or(Path::new(".")), def.approximate_size());
         create_rrd(path, &def, start).map_err(|source| RrdError::Create {
             path: path.to_path_buf(),
             source,
+            disk_full: disk_full(),
         })?;
         if fs::symlink_metadata(path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
             return Err(RrdError::NotCreated {
                 path: path.to_path_buf(),
-                free: free_bytes(path.parent().unwrap_or(Path::new("."))),
-                needed: def.approximate_size(),
+                disk_full: disk_full(),
             });
         }
         self.remember(path, layout, start)?;
@@ -609,9 +613,13 @@ fn inspect(path: &Path) -> rrd::error::RrdResult<InspectedFile> {
     })
 }
 
-/// Free bytes for unprivileged files on the filesystem of `dir` (0 when unknown).
-fn free_bytes(dir: &Path) -> u64 {
-    nix::sys::statvfs::statvfs(dir).map_or(0, |s| s.blocks_available() as u64 * s.fragment_size() as u64)
+/// True when the filesystem of `dir` has fewer than `needed` bytes or no inode left (or cannot
+/// say: a filesystem that cannot even be asked is not the order's fault).
+fn disk_full(dir: &Path, needed: u64) -> bool {
+    nix::sys::statvfs::statvfs(dir).map_or(true, |s| {
+        let free = s.blocks_available() as u64 * s.fragment_size() as u64;
+        free < needed || (s.files() > 0 && s.files_available() == 0)
+    })
 }
 
 fn rotate_aside(path: &Path, step: u64, pings: u32) -> Result<PathBuf, RrdError> {

@@ -914,6 +914,7 @@ mod tests {
     use super::*;
     use crate::sink::SinkError;
     use crate::spool::snapshot::encode_ping;
+    use std::collections::BTreeMap;
     use std::fs;
     use std::sync::Mutex;
 
@@ -922,13 +923,29 @@ mod tests {
     /// Remembers what it accepted; fails while `failing` is set.
     #[derive(Default)]
     struct RecordingSink {
+        name: &'static str,
         accepted: Mutex<Vec<(OrderId, i64)>>,
         failing: std::sync::atomic::AtomicBool,
     }
 
+    impl RecordingSink {
+        fn named(name: &'static str) -> Arc<RecordingSink> {
+            Arc::new(RecordingSink {
+                name,
+                ..RecordingSink::default()
+            })
+        }
+
+        fn ids(&self) -> Vec<String> {
+            let mut ids: Vec<String> = self.accepted.lock().unwrap().iter().map(|(id, _)| id.to_string()).collect();
+            ids.sort();
+            ids
+        }
+    }
+
     impl ResultSink for RecordingSink {
         fn name(&self) -> &str {
-            "recording"
+            self.name
         }
         fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError> {
             if self.failing.load(Ordering::Relaxed) {
@@ -966,9 +983,18 @@ mod tests {
         let base = BaseDir::new(dir.path());
         base.create_all().unwrap();
         let sinks: Vec<Arc<dyn ResultSink>> = vec![sink.clone()];
-        let processor = Processor::new(base, 1, sinks, false, Arc::default()).unwrap();
+        let processor = Processor::new(base, 1, sinks, false, Arc::default())
+            .unwrap()
+            .with_limits(WIDE);
         (dir, processor)
     }
+
+    /// Accepts the 2023 results of these tests (the default window is 7 days around now).
+    const WIDE: ResultLimits = ResultLimits {
+        max_age: Duration::from_secs(20 * 366 * 86_400),
+        max_future: Duration::from_secs(300),
+        max_results: 4_000,
+    };
 
     fn rrd_last_update(path: &std::path::Path) -> String {
         let out = std::process::Command::new("rrdtool")
@@ -1047,7 +1073,9 @@ mod tests {
         publish(&base, 1, &[result("o", T0, 0.001)]);
         assert_eq!(first.process_pending(false).unwrap().marked, 1);
         drop(first);
-        let mut restarted = Processor::new(base.clone(), 1, Vec::new(), false, Arc::default()).unwrap();
+        let mut restarted = Processor::new(base.clone(), 1, Vec::new(), false, Arc::default())
+            .unwrap()
+            .with_limits(WIDE);
         assert!(
             !restarted.flush_due(Duration::from_secs(60)),
             "nothing known before a round"
@@ -1067,7 +1095,7 @@ mod tests {
         let base = processor.base().clone();
         sink.failing.store(true, Ordering::Relaxed);
         publish(&base, 1, &[result("o", T0, 0.001)]);
-        for _ in 0..MAX_ATTEMPTS * 2 {
+        for _ in 0..10 {
             let report = processor.process_pending(true).unwrap();
             assert_eq!((report.retried, report.processed, report.quarantined), (1, 0, 0));
         }
@@ -1076,5 +1104,326 @@ mod tests {
         sink.failing.store(false, Ordering::Relaxed);
         assert_eq!(processor.process_pending(true).unwrap().processed, 1);
         assert_eq!(sink.accepted.lock().unwrap().len(), 1);
+    }
+
+    fn setup_sinks(sinks: &[Arc<RecordingSink>]) -> (tempfile::TempDir, Processor, Arc<ProcessStats>) {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path());
+        base.create_all().unwrap();
+        let sinks: Vec<Arc<dyn ResultSink>> = sinks.iter().map(|s| s.clone() as Arc<dyn ResultSink>).collect();
+        let stats = Arc::new(ProcessStats::default());
+        let processor = Processor::new(base, 1, sinks, false, stats.clone())
+            .unwrap()
+            .with_limits(WIDE);
+        (dir, processor, stats)
+    }
+
+    fn failing_orders(base: &BaseDir) -> BTreeMap<String, OrderFailure> {
+        failures::read(base).unwrap().orders
+    }
+
+    /// A legal order id of 4,090 bytes (every component at most 250 bytes).
+    fn long_id() -> String {
+        let mut id = vec!["x".repeat(250); 16].join("/");
+        id.push('/');
+        id.push_str(&"y".repeat(4090 - id.len()));
+        assert_eq!(id.len(), 4090);
+        id
+    }
+
+    #[test]
+    fn an_order_whose_path_is_too_long_fails_alone_and_its_siblings_are_applied_once() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let long = long_id();
+        publish(
+            &base,
+            1,
+            &[result("a", T0, 0.001), result(&long, T0, 0.001), result("b", T0, 0.002)],
+        );
+        let report = processor.process_pending(true).unwrap();
+        assert_eq!((report.processed, report.retried, report.quarantined), (1, 0, 0));
+        for _ in 0..3 {
+            assert_eq!(processor.process_pending(true).unwrap(), RoundReport::default());
+        }
+        assert!(base.output().join("a/main.rrd").exists() && base.output().join("b/last_result").exists());
+        assert_eq!(fs::read_dir(base.incoming()).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(base.failed()).unwrap().count(), 0, "nothing quarantined");
+        assert_eq!(sink.ids(), vec!["a".to_string(), "b".to_string(), long.clone()], "each line once");
+        let failing = failing_orders(&base);
+        assert_eq!(failing.len(), 1, "{failing:?}");
+        assert!(failing[&long].reason.contains("File name too long"), "{:?}", failing[&long]);
+        assert_eq!(stats.orders_failing.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.output_waiting.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_file_in_place_of_an_orders_directory_fails_that_order_alone_until_it_is_gone() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, _stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        fs::create_dir_all(base.output().join("app")).unwrap();
+        fs::write(base.output().join("app/blocked"), b"in the way").unwrap();
+        publish(&base, 1, &[result("app/blocked", T0, 0.001), result("app/fine", T0, 0.001)]);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        assert!(base.output().join("app/fine/main.rrd").exists());
+        let failing = failing_orders(&base);
+        assert_eq!(failing.keys().collect::<Vec<_>>(), ["app/blocked"]);
+        let since = failing["app/blocked"].since;
+        let written = fs::metadata(base.state().join(failures::FILE_NAME)).unwrap().modified().unwrap();
+        // The same failure again: the record is not rewritten.
+        publish(&base, 2, &[result("app/blocked", T0 + 20, 0.001)]);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        let again = fs::metadata(base.state().join(failures::FILE_NAME)).unwrap().modified().unwrap();
+        assert_eq!((written, failing_orders(&base)["app/blocked"].since), (again, since));
+        // Fixed: written again, and the record is gone.
+        fs::remove_file(base.output().join("app/blocked")).unwrap();
+        publish(&base, 3, &[result("app/blocked", T0 + 40, 0.001)]);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        assert!(base.output().join("app/blocked/main.rrd").exists());
+        assert!(failing_orders(&base).is_empty());
+        assert!(!base.state().join(failures::FILE_NAME).exists());
+        assert_eq!(fs::read_dir(base.failed()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_immutable_order_directory_fails_that_order_alone() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, _stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        fs::create_dir_all(base.output().join("frozen")).unwrap();
+        let frozen = ImmutableDir::new(&base.output().join("frozen"));
+        publish(&base, 1, &[result("frozen", T0, 0.001), result("fine", T0, 0.001)]);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        drop(frozen);
+        assert!(base.output().join("fine/main.rrd").exists());
+        let failing = failing_orders(&base);
+        assert!(failing["frozen"].reason.contains("creating RRD"), "{failing:?}");
+        assert_eq!(sink.ids(), ["fine", "frozen"]);
+    }
+
+    /// `chattr +i` on a directory while alive (root only; fails the test otherwise).
+    struct ImmutableDir(PathBuf);
+
+    impl ImmutableDir {
+        fn new(dir: &std::path::Path) -> ImmutableDir {
+            let status = std::process::Command::new("chattr").arg("+i").arg(dir).status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "chattr +i {} failed: run the tests as root on a filesystem with attributes (e2fsprogs)",
+                dir.display()
+            );
+            ImmutableDir(dir.to_owned())
+        }
+    }
+
+    impl Drop for ImmutableDir {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+        }
+    }
+
+    /// A small tmpfs mounted on a directory while alive (root only; fails the test otherwise).
+    struct SmallDisk(PathBuf);
+
+    impl SmallDisk {
+        fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+            let status = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir)
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "mounting a tmpfs on {} failed: run the tests as root",
+                dir.display()
+            );
+            SmallDisk(dir.to_owned())
+        }
+
+        /// Fills the filesystem; the filler file is returned, to delete to free the space.
+        fn fill(&self) -> PathBuf {
+            use std::io::Write;
+            let filler = self.0.join("filler");
+            let mut file = fs::File::create(&filler).unwrap();
+            let chunk = vec![0u8; 4096];
+            while file.write_all(&chunk).is_ok() {}
+            filler
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    fn a_full_disk_keeps_the_snapshot_without_counting_and_applies_it_once_space_returns() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let disk = SmallDisk::mount(&base.output(), "1m");
+        let filler = disk.fill();
+        publish(&base, 1, &[result("new", T0, 0.001), result("other", T0, 0.002)]);
+        for _ in 0..8 {
+            let report = processor.process_pending(true).unwrap();
+            assert_eq!(
+                (report.retried, report.processed, report.quarantined),
+                (1, 0, 0),
+                "{:?}",
+                failing_orders(&base)
+            );
+            assert!(processor.retry_due());
+        }
+        assert_eq!(fs::read_dir(base.failed()).unwrap().count(), 0, "never quarantined");
+        assert_eq!(queue::depth(&base).unwrap(), 1);
+        assert_eq!(stats.output_waiting.load(Ordering::Relaxed), 1);
+        let noted = stats.last_error.get().expect("an error is noted").message;
+        assert!(noted.starts_with("waiting for disk space"), "{noted}");
+        assert!(failing_orders(&base).is_empty(), "a full disk is not the order's fault");
+        assert_eq!(sink.ids(), ["new", "other"], "lines handed once, not per retry");
+        fs::remove_file(filler).unwrap();
+        let report = processor.process_pending(true).unwrap();
+        assert_eq!((report.processed, report.retried), (1, 0));
+        assert!(!processor.retry_due());
+        assert_eq!(stats.output_waiting.load(Ordering::Relaxed), 0);
+        let rrd = rrd_last_update(&base.output().join("new/main.rrd"));
+        assert!(rrd.contains(&format!("{}: 0 0.001 0.001", T0 + 20)), "{rrd}");
+        assert_eq!(sink.ids(), ["new", "other"]);
+        drop(disk);
+    }
+
+    #[test]
+    fn a_sink_that_refused_gets_the_lines_on_the_retry_and_the_others_not_again() {
+        let (up, down) = (RecordingSink::named("up"), RecordingSink::named("down"));
+        let (_dir, mut processor, _stats) = setup_sinks(&[up.clone(), down.clone()]);
+        let base = processor.base().clone();
+        down.failing.store(true, Ordering::Relaxed);
+        publish(&base, 1, &[result("o", T0, 0.001)]);
+        for _ in 0..3 {
+            assert_eq!(processor.process_pending(true).unwrap().retried, 1);
+        }
+        assert_eq!((up.ids(), down.ids()), (vec!["o".to_string()], vec![]));
+        down.failing.store(false, Ordering::Relaxed);
+        publish(&base, 2, &[result("p", T0 + 20, 0.001)]);
+        let report = processor.process_pending(true).unwrap();
+        assert_eq!((report.processed, report.retried), (2, 0));
+        assert_eq!(up.ids(), ["o", "p"]);
+        assert_eq!(down.ids(), ["o", "p"]);
+    }
+
+    #[test]
+    fn an_older_result_after_a_newer_one_goes_to_the_rrd_but_not_to_last_result() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, _stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let last = base.output().join("o/last_result");
+        // RRD updates wait for a flush: the older result still fits into the RRD.
+        publish(&base, 2, &[result("o", T0 + 40, 0.003)]);
+        assert_eq!(processor.process_pending(false).unwrap().marked, 1);
+        publish(&base, 1, &[result("o", T0 + 20, 0.002)]);
+        assert_eq!(processor.process_pending(false).unwrap().marked, 1);
+        assert!(fs::read_to_string(&last).unwrap().contains(&format!("time: {}", T0 + 40)));
+        assert_eq!(processor.process_pending(true).unwrap().processed, 2);
+        let fetched = rrd_fetch(&base.output().join("o/main.rrd"), T0 + 20, T0 + 60);
+        assert!(fetched.contains(&format!("{}: 0.0000000000e+00 2.0000000000e-03", T0 + 40)), "{fetched}");
+        assert!(fetched.contains(&format!("{}: 0.0000000000e+00 3.0000000000e-03", T0 + 60)), "{fetched}");
+        // A restarted processor reads the time from the file.
+        let mut restarted = Processor::new(base.clone(), 1, Vec::new(), false, Arc::default())
+            .unwrap()
+            .with_limits(WIDE);
+        publish(&base, 3, &[result("o", T0, 0.001)]);
+        assert_eq!(restarted.process_pending(true).unwrap().processed, 1);
+        let text = fs::read_to_string(&last).unwrap();
+        assert!(text.contains(&format!("time: {}", T0 + 40)), "{text}");
+        assert!(text.contains("median: 3.000000e-03"), "{text}");
+        // An equal or newer time replaces it.
+        publish(&base, 4, &[result("o", T0 + 60, 0.004)]);
+        assert_eq!(restarted.process_pending(true).unwrap().processed, 1);
+        assert!(fs::read_to_string(&last).unwrap().contains(&format!("time: {}", T0 + 60)));
+    }
+
+    fn rrd_fetch(path: &std::path::Path, start: i64, end: i64) -> String {
+        let out = std::process::Command::new("rrdtool")
+            .arg("fetch")
+            .arg(path)
+            .args(["AVERAGE", "-r", "20", "-s", &start.to_string(), "-e", &end.to_string()])
+            .output()
+            .expect("rrdtool runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn reason_of(base: &BaseDir, name: &str) -> String {
+        fs::read_to_string(base.failed().join(name).join("REASON")).unwrap_or_else(|e| panic!("REASON of {name}: {e}"))
+    }
+
+    #[test]
+    fn out_of_bounds_results_quarantine_their_snapshot_at_once_and_reach_no_sink() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let mut future = result("o", 4_102_444_800, 0.001); // 2100-01-01
+        future.updated = future.time + 20;
+        let mut pings = result("p", T0, 0.001);
+        pings.pings = 2000;
+        pings.rtts = vec![Some(0.001); 2000];
+        let huge = result("h", T0, 1e308);
+        let negative = result("n", -100, 0.001);
+        let mut step = result("s", T0, 0.001);
+        step.step = 1 << 31;
+        let cases: [(&OrderResult, &str); 5] = [
+            (&future, "order \"o\": time 4102444800 is outside the accepted window"),
+            (&pings, "order \"p\": pings 2000 is outside 1..=1000"),
+            (&huge, "order \"h\": round-trip time 1e308 (ping 1) is outside 0..=180 seconds"),
+            (&negative, "order \"n\": time -100 is outside the accepted window"),
+            (&step, "order \"s\": step 2147483648 is outside 1..=86400"),
+        ];
+        for (seq, (bad, _)) in cases.iter().enumerate() {
+            let good = result("sibling", T0, 0.001);
+            let name = SnapshotName::new(T0, "ping", seq as u64);
+            queue::publish(&base, &name, &[(PING_FILE, &encode_ping("b", &[good, (*bad).clone()]))]).unwrap();
+        }
+        let report = processor.process_pending(true).unwrap();
+        assert_eq!((report.quarantined, report.processed, report.retried), (5, 0, 0));
+        for (seq, (_, expected)) in cases.iter().enumerate() {
+            let reason = reason_of(&base, SnapshotName::new(T0, "ping", seq as u64).as_str());
+            assert!(reason.contains("line 3: ") && reason.contains(expected), "{reason}");
+        }
+        assert!(sink.ids().is_empty(), "nothing of a refused snapshot reaches a sink");
+        assert_eq!(fs::read_dir(base.output()).unwrap().count(), 0, "no RRD created or moved aside");
+        assert_eq!(stats.snapshots_failed.load(Ordering::Relaxed), 5);
+        // The order's RRD still takes real updates.
+        publish(&base, 9, &[result("o", T0, 0.001)]);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        let rrd = rrd_last_update(&base.output().join("o/main.rrd"));
+        assert!(rrd.contains(&format!("{}: 0 0.001 0.001", T0 + 20)), "{rrd}");
+    }
+
+    #[test]
+    fn a_failed_quarantine_keeps_its_reason_and_is_retried_until_it_succeeds() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let name = SnapshotName::new(T0, "ping", 1);
+        queue::publish(&base, &name, &[(PING_FILE, b"garbage\n")]).unwrap();
+        fs::rename(base.failed(), base.root().join("failed.away")).unwrap();
+        fs::write(base.failed(), b"not a directory").unwrap();
+        for _ in 0..3 {
+            let report = processor.process_pending(true).unwrap();
+            assert_eq!((report.quarantined, report.processed), (0, 0));
+        }
+        assert!(base.incoming().join(name.as_str()).exists());
+        assert_eq!(stats.snapshots_failed.load(Ordering::Relaxed), 0);
+        let noted = stats.last_error.get().unwrap().message;
+        assert!(noted.starts_with("cannot quarantine snapshot"), "{noted}");
+        fs::remove_file(base.failed()).unwrap();
+        fs::rename(base.root().join("failed.away"), base.failed()).unwrap();
+        assert_eq!(processor.process_pending(true).unwrap().quarantined, 1);
+        let reason = reason_of(&base, name.as_str());
+        assert!(reason.contains("ping.jsonl line 1"), "{reason:?}");
+        assert_eq!(stats.snapshots_failed.load(Ordering::Relaxed), 1);
+        assert!(sink.ids().is_empty());
     }
 }
