@@ -227,7 +227,9 @@ impl Config {
             ("result-max-future", self.result_max_future),
         ] {
             if value > MAX_RESULT_WINDOW {
-                return Err(format!("{key}: must be at most {MAX_RESULT_WINDOW} seconds (100 years)"));
+                return Err(format!(
+                    "{key}: must be at most {MAX_RESULT_WINDOW} seconds (100 years)"
+                ));
             }
         }
         if self.sping_command.is_empty() || self.pping_command.is_empty() {
@@ -302,7 +304,9 @@ mod tests {
         assert_eq!(limits.max_age.as_secs(), 3600);
         assert_eq!(limits.max_future.as_secs(), 0);
         assert_eq!(limits.max_results, 40);
-        assert!(Config::parse("result-max-age: 0").unwrap_err().contains("result-max-age"));
+        assert!(Config::parse("result-max-age: 0")
+            .unwrap_err()
+            .contains("result-max-age"));
         assert!(Config::parse("result-max-future: 99999999999")
             .unwrap_err()
             .contains("result-max-future"));

@@ -441,7 +441,11 @@ mod tests {
             (1, Some(60), 1, 1)
         );
         assert_eq!(
-            (report.orders.invalid, report.orders.failing, report.orders.problems.len()),
+            (
+                report.orders.invalid,
+                report.orders.failing,
+                report.orders.problems.len()
+            ),
             (1, 1, 2)
         );
         assert_eq!(report.self_metrics.len(), 1);

@@ -253,7 +253,10 @@ fn orders_counts_stale_and_invalid_orders_at_every_boundary() {
     );
     assert!(line.contains(", 2 stale (first: "), "{line}");
     assert!(line.contains(", 0 failing, 2 stale (first: "), "{line}");
-    assert!(line.ends_with("| active=4 invalid=1;0;;0 failing=0 stale=2;0;10;0"), "{line}");
+    assert!(
+        line.ends_with("| active=4 invalid=1;0;;0 failing=0 stale=2;0;10;0"),
+        "{line}"
+    );
     // The stale count against -w/-c (the invalid order tolerated with --invalid-warning 1).
     let tolerant = ["--invalid-warning", "1"];
     assert_eq!(

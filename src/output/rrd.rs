@@ -617,7 +617,7 @@ fn inspect(path: &Path) -> rrd::error::RrdResult<InspectedFile> {
 /// say: a filesystem that cannot even be asked is not the order's fault).
 fn disk_full(dir: &Path, needed: u64) -> bool {
     nix::sys::statvfs::statvfs(dir).map_or(true, |s| {
-        let free = s.blocks_available() as u64 * s.fragment_size() as u64;
+        let free = s.blocks_available() * s.fragment_size();
         free < needed || (s.files() > 0 && s.files_available() == 0)
     })
 }

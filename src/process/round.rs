@@ -653,7 +653,9 @@ impl Processor {
     fn apply_order(&self, id: &OrderId, work: &OrderWork) -> Result<Option<(i64, StagedFile)>, (Fault, String)> {
         let dir = self.base.output().join(id.as_path());
         if !work.rrd.is_empty() {
-            self.rrd.apply(&dir, &work.rrd).map_err(|e| (e.fault(), e.to_string()))?;
+            self.rrd
+                .apply(&dir, &work.rrd)
+                .map_err(|e| (e.fault(), e.to_string()))?;
             self.stats.rrd_updates.fetch_add(1, Ordering::Relaxed);
         }
         let staged = match work.newest {
@@ -661,10 +663,7 @@ impl Processor {
                 let file = last_result::stage(&dir, newest).map_err(|e| {
                     (
                         fault::of_io(&e),
-                        format!(
-                            "cannot write {}: {e}",
-                            dir.join(last_result::FILE_NAME).display()
-                        ),
+                        format!("cannot write {}: {e}", dir.join(last_result::FILE_NAME).display()),
                     )
                 })?;
                 Some((newest.time, file))
@@ -818,7 +817,9 @@ impl Processor {
 
     /// Writes `state/output-errors.json` if the failing orders changed (kept dirty on error).
     fn save_failing(&mut self) {
-        self.stats.orders_failing.store(self.failing.len() as u64, Ordering::Relaxed);
+        self.stats
+            .orders_failing
+            .store(self.failing.len() as u64, Ordering::Relaxed);
         if !self.failing_dirty {
             return;
         }
@@ -880,7 +881,10 @@ impl Processor {
             }
             Err(e) => {
                 if self.unquarantined.insert(name.to_owned(), reason.to_owned()).is_none() {
-                    warn!(snapshot = name, "cannot quarantine snapshot ({reason}): {e}; retrying every round");
+                    warn!(
+                        snapshot = name,
+                        "cannot quarantine snapshot ({reason}): {e}; retrying every round"
+                    );
                 }
                 self.stats
                     .last_error
@@ -937,7 +941,13 @@ mod tests {
         }
 
         fn ids(&self) -> Vec<String> {
-            let mut ids: Vec<String> = self.accepted.lock().unwrap().iter().map(|(id, _)| id.to_string()).collect();
+            let mut ids: Vec<String> = self
+                .accepted
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, _)| id.to_string())
+                .collect();
             ids.sort();
             ids
         }
@@ -1150,10 +1160,18 @@ mod tests {
         assert!(base.output().join("a/main.rrd").exists() && base.output().join("b/last_result").exists());
         assert_eq!(fs::read_dir(base.incoming()).unwrap().count(), 0);
         assert_eq!(fs::read_dir(base.failed()).unwrap().count(), 0, "nothing quarantined");
-        assert_eq!(sink.ids(), vec!["a".to_string(), "b".to_string(), long.clone()], "each line once");
+        assert_eq!(
+            sink.ids(),
+            vec!["a".to_string(), "b".to_string(), long.clone()],
+            "each line once"
+        );
         let failing = failing_orders(&base);
         assert_eq!(failing.len(), 1, "{failing:?}");
-        assert!(failing[&long].reason.contains("File name too long"), "{:?}", failing[&long]);
+        assert!(
+            failing[&long].reason.contains("File name too long"),
+            "{:?}",
+            failing[&long]
+        );
         assert_eq!(stats.orders_failing.load(Ordering::Relaxed), 1);
         assert_eq!(stats.output_waiting.load(Ordering::Relaxed), 0);
     }
@@ -1165,17 +1183,27 @@ mod tests {
         let base = processor.base().clone();
         fs::create_dir_all(base.output().join("app")).unwrap();
         fs::write(base.output().join("app/blocked"), b"in the way").unwrap();
-        publish(&base, 1, &[result("app/blocked", T0, 0.001), result("app/fine", T0, 0.001)]);
+        publish(
+            &base,
+            1,
+            &[result("app/blocked", T0, 0.001), result("app/fine", T0, 0.001)],
+        );
         assert_eq!(processor.process_pending(true).unwrap().processed, 1);
         assert!(base.output().join("app/fine/main.rrd").exists());
         let failing = failing_orders(&base);
         assert_eq!(failing.keys().collect::<Vec<_>>(), ["app/blocked"]);
         let since = failing["app/blocked"].since;
-        let written = fs::metadata(base.state().join(failures::FILE_NAME)).unwrap().modified().unwrap();
+        let written = fs::metadata(base.state().join(failures::FILE_NAME))
+            .unwrap()
+            .modified()
+            .unwrap();
         // The same failure again: the record is not rewritten.
         publish(&base, 2, &[result("app/blocked", T0 + 20, 0.001)]);
         assert_eq!(processor.process_pending(true).unwrap().processed, 1);
-        let again = fs::metadata(base.state().join(failures::FILE_NAME)).unwrap().modified().unwrap();
+        let again = fs::metadata(base.state().join(failures::FILE_NAME))
+            .unwrap()
+            .modified()
+            .unwrap();
         assert_eq!((written, failing_orders(&base)["app/blocked"].since), (again, since));
         // Fixed: written again, and the record is gone.
         fs::remove_file(base.output().join("app/blocked")).unwrap();
@@ -1324,11 +1352,19 @@ mod tests {
         assert_eq!(processor.process_pending(false).unwrap().marked, 1);
         publish(&base, 1, &[result("o", T0 + 20, 0.002)]);
         assert_eq!(processor.process_pending(false).unwrap().marked, 1);
-        assert!(fs::read_to_string(&last).unwrap().contains(&format!("time: {}", T0 + 40)));
+        assert!(fs::read_to_string(&last)
+            .unwrap()
+            .contains(&format!("time: {}", T0 + 40)));
         assert_eq!(processor.process_pending(true).unwrap().processed, 2);
         let fetched = rrd_fetch(&base.output().join("o/main.rrd"), T0 + 20, T0 + 60);
-        assert!(fetched.contains(&format!("{}: 0.0000000000e+00 2.0000000000e-03", T0 + 40)), "{fetched}");
-        assert!(fetched.contains(&format!("{}: 0.0000000000e+00 3.0000000000e-03", T0 + 60)), "{fetched}");
+        assert!(
+            fetched.contains(&format!("{}: 0.0000000000e+00 2.0000000000e-03", T0 + 40)),
+            "{fetched}"
+        );
+        assert!(
+            fetched.contains(&format!("{}: 0.0000000000e+00 3.0000000000e-03", T0 + 60)),
+            "{fetched}"
+        );
         // A restarted processor reads the time from the file.
         let mut restarted = Processor::new(base.clone(), 1, Vec::new(), false, Arc::default())
             .unwrap()
@@ -1341,7 +1377,9 @@ mod tests {
         // An equal or newer time replaces it.
         publish(&base, 4, &[result("o", T0 + 60, 0.004)]);
         assert_eq!(restarted.process_pending(true).unwrap().processed, 1);
-        assert!(fs::read_to_string(&last).unwrap().contains(&format!("time: {}", T0 + 60)));
+        assert!(fs::read_to_string(&last)
+            .unwrap()
+            .contains(&format!("time: {}", T0 + 60)));
     }
 
     fn rrd_fetch(path: &std::path::Path, start: i64, end: i64) -> String {
@@ -1376,7 +1414,10 @@ mod tests {
         let cases: [(&OrderResult, &str); 5] = [
             (&future, "order \"o\": time 4102444800 is outside the accepted window"),
             (&pings, "order \"p\": pings 2000 is outside 1..=1000"),
-            (&huge, "order \"h\": round-trip time 1e308 (ping 1) is outside 0..=180 seconds"),
+            (
+                &huge,
+                "order \"h\": round-trip time 1e308 (ping 1) is outside 0..=180 seconds",
+            ),
             (&negative, "order \"n\": time -100 is outside the accepted window"),
             (&step, "order \"s\": step 2147483648 is outside 1..=86400"),
         ];
@@ -1392,7 +1433,11 @@ mod tests {
             assert!(reason.contains("line 3: ") && reason.contains(expected), "{reason}");
         }
         assert!(sink.ids().is_empty(), "nothing of a refused snapshot reaches a sink");
-        assert_eq!(fs::read_dir(base.output()).unwrap().count(), 0, "no RRD created or moved aside");
+        assert_eq!(
+            fs::read_dir(base.output()).unwrap().count(),
+            0,
+            "no RRD created or moved aside"
+        );
         assert_eq!(stats.snapshots_failed.load(Ordering::Relaxed), 5);
         // The order's RRD still takes real updates.
         publish(&base, 9, &[result("o", T0, 0.001)]);

@@ -157,12 +157,10 @@ impl PingBounds {
                 result.pings
             ));
         }
-        if let Some((index, rtt)) = result
-            .rtts
-            .iter()
-            .enumerate()
-            .find_map(|(i, rtt)| rtt.filter(|v| !(v.is_finite() && (0.0..=MAX_RTT).contains(v))).map(|v| (i, v)))
-        {
+        if let Some((index, rtt)) = result.rtts.iter().enumerate().find_map(|(i, rtt)| {
+            rtt.filter(|v| !(v.is_finite() && (0.0..=MAX_RTT).contains(v)))
+                .map(|v| (i, v))
+        }) {
             return Err(format!(
                 "round-trip time {rtt:e} (ping {}) is outside 0..={MAX_RTT} seconds",
                 index + 1
@@ -382,9 +380,16 @@ mod tests {
             decode_ping(&bytes[..cut + 5], &bounds()),
             Err(PingSnapshotError::Malformed { .. })
         ));
-        assert!(matches!(decode_ping(&b""[..], &bounds()), Err(PingSnapshotError::Empty)));
+        assert!(matches!(
+            decode_ping(&b""[..], &bounds()),
+            Err(PingSnapshotError::Empty)
+        ));
         assert!(decode_ping(&b"\xff\xfe\x00garbage"[..], &bounds()).is_err());
-        assert!(decode_ping(&b"{\"format\":\"other\",\"version\":1,\"batch\":\"\",\"results\":0}"[..], &bounds()).is_err());
+        assert!(decode_ping(
+            &b"{\"format\":\"other\",\"version\":1,\"batch\":\"\",\"results\":0}"[..],
+            &bounds()
+        )
+        .is_err());
     }
 
     #[test]
@@ -419,7 +424,9 @@ mod tests {
         future.updated = future.time + 20;
         let reason = refusal(&future);
         assert!(
-            reason.contains("\"x/future\"") && reason.contains("time 4102444800") && reason.contains("1699395260..=1700000360"),
+            reason.contains("\"x/future\"")
+                && reason.contains("time 4102444800")
+                && reason.contains("1699395260..=1700000360"),
             "{reason}"
         );
         let mut negative = result("x/negative");
@@ -461,7 +468,10 @@ mod tests {
             assert!(good.contains(from), "{from}");
             let bad = good.replace(from, to);
             assert!(
-                matches!(decode_ping(bad.as_bytes(), &bounds()), Err(PingSnapshotError::Malformed { line: 2, .. })),
+                matches!(
+                    decode_ping(bad.as_bytes(), &bounds()),
+                    Err(PingSnapshotError::Malformed { line: 2, .. })
+                ),
                 "{to}"
             );
         }
@@ -521,7 +531,10 @@ mod tests {
         file.set_len(1 << 30).unwrap();
         let held = Dir::open(dir.path()).unwrap();
         let err = read_ping(&held, &bounds()).unwrap_err();
-        assert!(matches!(err, PingSnapshotError::TooLarge { size } if size == 1 << 30), "{err}");
+        assert!(
+            matches!(err, PingSnapshotError::TooLarge { size } if size == 1 << 30),
+            "{err}"
+        );
         assert!(err.to_string().contains("too large"), "{err}");
     }
 }
