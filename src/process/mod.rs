@@ -7,8 +7,8 @@
 //! (`syncfs`) and only then removes the snapshots (invariant 2). A snapshot that is itself wrong
 //! (unreadable, malformed, a result out of bounds) goes to `failed/` with a `REASON` at once; an
 //! order whose output cannot be written fails alone (listed in `state/output-errors.json`); a
-//! transient fault (disk full) keeps the snapshots in `incoming/`, retried every
-//! [`round::RETRY_EVERY`] without ever quarantining them (see [`round`]).
+//! transient fault (disk full) keeps the snapshots in `incoming/`, retried after
+//! [`round::RETRY_EVERY`] (backing off) without ever quarantining them (see [`round`]).
 //!
 //! Order lifecycle (archive on removal, restore on re-appearance) also runs on this thread, so
 //! results of runs still in flight for a removed order never re-create its `output/` directory.
@@ -72,7 +72,9 @@ pub fn run_loop(
             && processor.flush_due(timing.flush_interval)
             && since_last.is_none_or(|d| d >= Duration::from_secs(1));
         // Snapshots kept back (disk full, a sink refused) are retried at their own pace.
-        let retry_waiting = processor.retry_due() && since_last.is_none_or(|d| d >= round::RETRY_EVERY);
+        let retry_waiting = processor
+            .retry_due()
+            .is_some_and(|delay| since_last.is_none_or(|d| d >= delay));
         if pending || rescan_due || flush_waiting || retry_waiting || stopping {
             let flush_rrd = stopping || processor.flush_due(timing.flush_interval);
             if let Err(e) = processor.process_pending(flush_rrd) {

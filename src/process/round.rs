@@ -8,8 +8,8 @@
 //!   snapshot goes on as usual, and the order is listed in `state/output-errors.json` until it
 //!   writes again;
 //! - a transient fault (disk full, I/O error) keeps the snapshots it touches in `incoming/`,
-//!   retried every [`RETRY_EVERY`] without counting anything against them; processing logs once
-//!   that it waits and notes the reason as its last error.
+//!   retried after [`RETRY_EVERY`] (backing off to [`MAX_RETRY_DELAY`]) without counting anything
+//!   against them; processing logs once that it waits and notes the reason as its last error.
 //!
 //! A snapshot kept for a retry (transient fault, a sink that refused) is not handed again to the
 //! sinks that already took its lines: the processor remembers, per snapshot, which sinks did
@@ -42,8 +42,11 @@ use tracing::{debug, info, warn};
 const MAX_SNAPSHOTS_PER_ROUND: usize = 2_000;
 /// Most HAProxy snapshots aggregated in one round (each becomes ~80,000 metrics in memory).
 const MAX_HAPROXY_PER_ROUND: usize = 2;
-/// How often snapshots kept back by a transient fault or a refusing sink are retried.
+/// First retry of snapshots kept back by a transient fault or a refusing sink; the delay doubles
+/// while the fault lasts, up to [`MAX_RETRY_DELAY`] (new arrivals and rescans retry them too).
 pub const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// Longest delay between two retries of kept-back snapshots.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
 /// A change in the set of orders whose results may be written to `output/`.
 #[derive(Clone, Debug, PartialEq)]
@@ -140,6 +143,8 @@ pub struct Processor {
     waiting: Option<String>,
     /// Snapshots were kept for a retry in the last round.
     held: bool,
+    /// How long the loop waits before retrying them.
+    retry_delay: Duration,
 }
 
 /// One snapshot read in this round.
@@ -232,6 +237,7 @@ impl Processor {
             newest: Mutex::default(),
             waiting: None,
             held: false,
+            retry_delay: RETRY_EVERY,
         })
     }
 
@@ -256,10 +262,20 @@ impl Processor {
         self.stats.last_error.set(message);
     }
 
-    /// True when the last round kept snapshots back for a retry (a transient fault, a sink that
-    /// refused): the loop retries them every [`RETRY_EVERY`] without waiting for new input.
-    pub fn retry_due(&self) -> bool {
-        self.held
+    /// When the last round kept snapshots back (a transient fault, a sink that refused), how
+    /// long after it the loop retries them without waiting for new input.
+    pub fn retry_due(&self) -> Option<Duration> {
+        self.held.then_some(self.retry_delay)
+    }
+
+    /// Records whether this round kept snapshots back, and paces the next retry.
+    fn set_held(&mut self, held: bool) {
+        self.retry_delay = if held && self.held {
+            (self.retry_delay * 2).min(MAX_RETRY_DELAY)
+        } else {
+            RETRY_EVERY
+        };
+        self.held = held;
     }
 
     /// Applies an order lifecycle change (archive or restore) in processing order.
@@ -317,7 +333,7 @@ impl Processor {
         let (mut loaded, listed, mut transient) = self.load_queue(flush_rrd, &mut report)?;
         if loaded.is_empty() {
             self.oldest_waiting = self.oldest_left(&listed);
-            self.held = report.retried > 0;
+            self.set_held(report.retried > 0);
             self.note_waiting(&transient);
             return Ok(report);
         }
@@ -393,7 +409,7 @@ impl Processor {
         }
         self.record_failures(&applied.written, &applied.failed);
         self.note_waiting(&transient);
-        self.held = report.retried > 0;
+        self.set_held(report.retried > 0);
         self.oldest_waiting = self.oldest_left(&listed);
         self.count_round(&report, started);
         debug!(?report, "processing round done");
@@ -845,8 +861,7 @@ impl Processor {
                 if was.is_none() {
                     warn!(
                         snapshots_affected = transient.len(),
-                        "output suspended, {message}; the snapshots stay in incoming/ and are retried every {} s",
-                        RETRY_EVERY.as_secs()
+                        "output suspended, {message}; the snapshots stay in incoming/ and are retried"
                     );
                 }
                 self.stats.last_error.set(message.clone());
@@ -1302,7 +1317,7 @@ mod tests {
                 "{:?}",
                 failing_orders(&base)
             );
-            assert!(processor.retry_due());
+            assert!(processor.retry_due().is_some());
         }
         assert_eq!(fs::read_dir(base.failed()).unwrap().count(), 0, "never quarantined");
         assert_eq!(queue::depth(&base).unwrap(), 1);
@@ -1314,7 +1329,7 @@ mod tests {
         fs::remove_file(filler).unwrap();
         let report = processor.process_pending(true).unwrap();
         assert_eq!((report.processed, report.retried), (1, 0));
-        assert!(!processor.retry_due());
+        assert!(processor.retry_due().is_none());
         assert_eq!(stats.output_waiting.load(Ordering::Relaxed), 0);
         let rrd = rrd_last_update(&base.output().join("new/main.rrd"));
         assert!(rrd.contains(&format!("{}: 0 0.001 0.001", T0 + 20)), "{rrd}");

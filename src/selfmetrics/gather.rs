@@ -246,7 +246,7 @@ fn add_process(families: &mut Families, stats: &ProcessStats) {
         &stats.order_errors,
     );
     families.one(
-        "orders_failing",
+        "order_output_failing",
         "Orders whose output cannot be written for a reason of their own (state/output-errors.json).",
         Kind::Gauge,
         load(&stats.orders_failing),
