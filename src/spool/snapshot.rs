@@ -537,4 +537,64 @@ mod tests {
         );
         assert!(err.to_string().contains("too large"), "{err}");
     }
+
+    #[test]
+    fn mutated_snapshots_never_panic_and_never_yield_a_result_out_of_bounds() {
+        let mut wide = result("a/b");
+        wide.telegraf = Some(crate::measurement::TelegrafMeta {
+            measurement_name: "m".into(),
+            tags: [("k".to_string(), "v".to_string())].into(),
+        });
+        let good = encode_ping("b", &[result("x"), wide, result("z")]);
+        // xorshift64: deterministic, no dependency.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let interesting: &[&[u8]] = &[
+            b"-",
+            b"9",
+            b"e308",
+            b"null",
+            b"\n",
+            b"\"",
+            b"1e400",
+            b"4294967296",
+            b",",
+            b"0.5",
+        ];
+        let mut accepted = 0;
+        for _ in 0..5_000 {
+            let mut bytes = good.clone();
+            for _ in 0..1 + next() % 4 {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = (next() % bytes.len() as u64) as usize;
+                match next() % 4 {
+                    0 => bytes[at] = next() as u8,
+                    1 => {
+                        let piece = interesting[(next() % interesting.len() as u64) as usize];
+                        bytes.splice(at..at, piece.iter().copied());
+                    }
+                    2 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.truncate(at),
+                }
+            }
+            if let Ok((header, results)) = decode_ping(&bytes[..], &bounds()) {
+                accepted += 1;
+                assert_eq!(header.results, results.len());
+                for r in &results {
+                    assert_eq!(bounds().check(r), Ok(()), "{r:?}");
+                }
+            }
+        }
+        // Some mutations are harmless (a digit of an RTT): the parser is exercised both ways.
+        assert!(accepted > 0);
+    }
 }
