@@ -107,11 +107,12 @@ fn hostile_ping_snapshots_are_quarantined_at_once_with_their_reason_and_cost_no_
     let store = base.join("store");
     let daemon = start(&base, &store);
     let t = recent();
-    // Warm up with a good snapshot, then take the peak memory as the baseline.
+    // Warm up with a good snapshot, then take the peak memory as the baseline. Order p2000 gets
+    // a real RRD of 3 pings first: a result claiming 2000 pings must not move it aside.
     publish_text(
         &base,
         &format!("{t}-ping-000000001"),
-        &ping_file(&[line("warm", t, 20, 3, "0.001")]),
+        &ping_file(&[line("warm", t, 20, 3, "0.001"), line("p2000", t - 20, 20, 3, "0.001")]),
     );
     wait_for("the good snapshot processed", LIMIT, Some(&daemon), || {
         base.count("incoming") == 0 && base.join("output/warm/last_result").exists()
@@ -177,10 +178,19 @@ fn hostile_ping_snapshots_are_quarantined_at_once_with_their_reason_and_cost_no_
     let oneline = reason(&base, &format!("{t}-oneline-000000001"));
     assert!(oneline.contains("line 1: line too long"), "{oneline}");
     // Nothing of a refused snapshot was written or handed on, not even its good sibling.
-    for id in ["sibling", "o2100", "p2000", "r1e308", "tneg", "s2p31"] {
+    for id in ["sibling", "o2100", "r1e308", "tneg", "s2p31"] {
         assert!(!base.join(&format!("output/{id}")).exists(), "output/{id} written");
         assert_eq!(stored_lines(&store, id), 0, "{id} reached the sink");
     }
+    assert_eq!(stored_lines(&store, "p2000"), 4, "only the real result of p2000");
+    let kept: Vec<String> = fs::read_dir(base.join("output/p2000"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".rrd"))
+        .collect();
+    assert_eq!(kept, ["main.rrd"], "the real RRD was not moved aside");
+    let info = rrdtool(&["info", base.join("output/p2000/main.rrd").to_str().unwrap()]);
+    assert!(info.contains("ds[ping3]") && !info.contains("ds[ping4]"), "{info}");
     assert!(stored_lines(&store, "warm") > 0);
     // The order whose result was in 2100 still takes real updates.
     publish_text(

@@ -515,6 +515,10 @@ impl Processor {
                     transient.push(format!("cannot read snapshot {name}: {reason}"));
                     report.retried += 1;
                 }
+                // Gone since it was listed (removed by hand): nothing to quarantine.
+                Err(_)
+                    if std::fs::symlink_metadata(self.base.incoming().join(name.as_str()))
+                        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound) => {}
                 Err(LoadError { reason, .. }) => {
                     report.quarantined += usize::from(self.quarantine(name.as_str(), &reason));
                 }
