@@ -44,6 +44,9 @@ fn valid_sink_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
+/// Largest `result-max-age` / `result-max-future`, seconds (100 years).
+const MAX_RESULT_WINDOW: u64 = 100 * 366 * 86_400;
+
 /// Which engine measures `fping` orders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -103,6 +106,12 @@ pub struct Config {
     /// (the snapshots stay in `incoming/`, marked `APPLIED`, as the journal; `last_result` and
     /// sinks are not delayed). 0 = apply every snapshot's RRD updates at once.
     pub rrd_flush_interval: u64,
+    /// Seconds before now a result's `time` may be; an older one makes its snapshot quarantined
+    /// (a clock far behind, a replay of old data).
+    pub result_max_age: u64,
+    /// Seconds after now a result's `time` (and `updated`) may be; a later one makes its snapshot
+    /// quarantined (a clock far ahead would make the RRD skip every real update until then).
+    pub result_max_future: u64,
     /// Seconds after which archive entries are deleted; absent = never (as pingmachine).
     pub archive_retention: Option<u64>,
     /// Command for `sping:` orders (placeholders as in `exec:` orders).
@@ -149,6 +158,8 @@ impl Default for Config {
             max_batch: 1000,
             workers: 0,
             rrd_flush_interval: 0,
+            result_max_age: crate::spool::snapshot::PingBounds::DEFAULT_MAX_AGE,
+            result_max_future: crate::spool::snapshot::PingBounds::DEFAULT_MAX_FUTURE,
             archive_retention: None,
             sping_command: scion("ping"),
             pping_command: scion("ping"),
@@ -203,10 +214,22 @@ impl Config {
             ("icmp.send-rate", u64::from(self.icmp.send_rate)),
             ("icmp.timeout-ms", self.icmp.timeout_ms),
             ("stop-timeout", self.stop_timeout),
+            ("result-max-age", self.result_max_age),
         ];
         for (key, value) in positive {
             if value == 0 {
                 return Err(format!("{key}: must be at least 1"));
+            }
+        }
+        // The window is added to and subtracted from unix seconds: keep it far from overflow.
+        for (key, value) in [
+            ("result-max-age", self.result_max_age),
+            ("result-max-future", self.result_max_future),
+        ] {
+            if value > MAX_RESULT_WINDOW {
+                return Err(format!(
+                    "{key}: must be at most {MAX_RESULT_WINDOW} seconds (100 years)"
+                ));
             }
         }
         if self.sping_command.is_empty() || self.pping_command.is_empty() {
@@ -226,6 +249,17 @@ impl Config {
         self.process.validate().map_err(|e| format!("process.{e}"))?;
         self.self_metrics.validate(|name| self.sinks.contains_key(name))?;
         Ok(())
+    }
+
+    /// What processing accepts in a ping snapshot: the time window and at most 4 x `max-batch`
+    /// results (spoolmon's own snapshots hold at most `max-batch`; the margin keeps snapshots
+    /// written before a smaller `max-batch` was configured).
+    pub fn result_limits(&self) -> crate::process::ResultLimits {
+        crate::process::ResultLimits {
+            max_age: std::time::Duration::from_secs(self.result_max_age),
+            max_future: std::time::Duration::from_secs(self.result_max_future),
+            max_results: self.max_batch.saturating_mul(4),
+        }
     }
 
     /// The configuration as YAML (for `--print-defaults` and `--print`).
@@ -255,6 +289,27 @@ mod tests {
         assert!(Config::parse("queue-size: 0").unwrap_err().contains("queue-size"));
         assert!(Config::parse("order-timeout: soon").is_err());
         assert!(Config::parse("icmp: {send-rate: -5}").is_err());
+    }
+
+    #[test]
+    fn the_result_window_has_documented_defaults_and_bounds() {
+        let defaults = Config::default();
+        assert_eq!((defaults.result_max_age, defaults.result_max_future), (604_800, 300));
+        let printed = defaults.to_yaml();
+        assert!(printed.contains("result-max-age: 604800"), "{printed}");
+        assert!(printed.contains("result-max-future: 300"), "{printed}");
+        let limits = Config::parse("result-max-age: 3600\nresult-max-future: 0\nmax-batch: 10\n")
+            .unwrap()
+            .result_limits();
+        assert_eq!(limits.max_age.as_secs(), 3600);
+        assert_eq!(limits.max_future.as_secs(), 0);
+        assert_eq!(limits.max_results, 40);
+        assert!(Config::parse("result-max-age: 0")
+            .unwrap_err()
+            .contains("result-max-age"));
+        assert!(Config::parse("result-max-future: 99999999999")
+            .unwrap_err()
+            .contains("result-max-future"));
     }
 
     #[test]

@@ -253,7 +253,8 @@ impl Pipeline {
             true,
             stats.process.clone(),
         )?
-        .with_haproxy(config.process.clone());
+        .with_haproxy(config.process.clone())
+        .with_limits(config.result_limits());
         let timing = LoopTiming {
             rescan: Duration::from_secs(config.rescan_interval),
             flush_interval: Duration::from_secs(config.rrd_flush_interval),

@@ -76,7 +76,7 @@ enum Command {
         #[command(subcommand)]
         check: CheckCommand,
     },
-    /// List orders with their state (active, invalid, unresolved) and the reason.
+    /// List orders with their state (active, failing, invalid, unresolved) and the reason.
     Orders {
         #[command(flatten)]
         base: BaseArgs,

@@ -85,7 +85,9 @@ fn process_until_signal(
 ) -> Result<()> {
     let sinks = crate::sink::running::start(base, &config.sinks, &signals.wake)?;
     let processor = match Processor::new(base.clone(), config.workers, sinks.sinks.clone(), false, stats.clone()) {
-        Ok(processor) => processor.with_haproxy(config.process.clone()),
+        Ok(processor) => processor
+            .with_haproxy(config.process.clone())
+            .with_limits(config.result_limits()),
         Err(e) => {
             // Nothing of a failed start may keep running (the sinks' threads own outboxes).
             signals.wake.store(true, Ordering::SeqCst);

@@ -68,9 +68,12 @@ pub struct Queue {
 #[derive(Debug, Default, Serialize)]
 pub struct Orders {
     pub active: usize,
+    /// Orders whose output cannot be written (`state/output-errors.json`; with `spoolmon
+    /// process` also ids without an order file).
+    pub failing: usize,
     pub invalid: usize,
     pub unresolved: usize,
-    /// Every invalid or unresolved order with the reason.
+    /// Every failing, invalid or unresolved order with the reason.
     pub problems: Vec<OrderProblem>,
 }
 
@@ -173,12 +176,17 @@ fn queue_of(base: &BaseDir, now: i64) -> Queue {
 
 fn orders_of(base: &BaseDir, config: &Config) -> Orders {
     let mut orders = Orders::default();
-    if !base.orders().is_dir() {
-        return orders;
-    }
-    for status in crate::orders::listing(base, config) {
+    let mut listed = std::collections::HashSet::new();
+    let statuses = if base.orders().is_dir() {
+        crate::orders::listing(base, config)
+    } else {
+        Vec::new()
+    };
+    for status in statuses {
+        listed.insert(status.id.to_string());
         match status.state {
             OrderState::Active => orders.active += 1,
+            OrderState::Failing => orders.failing += 1,
             OrderState::Invalid => orders.invalid += 1,
             OrderState::Unresolved => orders.unresolved += 1,
         }
@@ -189,6 +197,16 @@ fn orders_of(base: &BaseDir, config: &Config) -> Orders {
                 reason,
             });
         }
+    }
+    // Output failures of ids without an order file (`spoolmon process` writes any id).
+    let failures = crate::output::failures::read(base).unwrap_or_default();
+    for (id, failure) in failures.orders.into_iter().filter(|(id, _)| !listed.contains(id)) {
+        orders.failing += 1;
+        orders.problems.push(OrderProblem {
+            id,
+            state: OrderState::Failing,
+            reason: format!("cannot write output (since {}): {}", failure.since, failure.reason),
+        });
     }
     orders
 }
@@ -266,8 +284,8 @@ pub fn format_summary(report: &Report) -> String {
     line(
         "orders",
         &format!(
-            "{} active, {} invalid, {} unresolved",
-            o.active, o.invalid, o.unresolved
+            "{} active, {} failing, {} invalid, {} unresolved",
+            o.active, o.failing, o.invalid, o.unresolved
         ),
     );
     let sinks: Vec<String> = report.sinks.iter().map(describe_sink).collect();
@@ -392,6 +410,15 @@ mod tests {
         std::fs::write(base.incoming().join("1700000010-ping-2").join(APPLIED_MARK), "").unwrap();
         std::fs::create_dir(base.failed().join("1690000000-ping-1")).unwrap();
         std::fs::write(base.orders().join("bad"), "user: x\n").unwrap();
+        let mut failures = crate::output::failures::OutputErrors::default();
+        failures.orders.insert(
+            "long/id".into(),
+            crate::output::failures::OrderFailure {
+                reason: "File name too long".into(),
+                since: 1_700_000_030,
+            },
+        );
+        crate::output::failures::write(&base, &failures).unwrap();
         let status = StatusFile {
             component: "run".into(),
             pid: 4_000_000,
@@ -413,7 +440,14 @@ mod tests {
             (q.incoming, q.oldest_age_seconds, q.waiting_for_rrd_flush, q.failed),
             (1, Some(60), 1, 1)
         );
-        assert_eq!((report.orders.invalid, report.orders.problems.len()), (1, 1));
+        assert_eq!(
+            (
+                report.orders.invalid,
+                report.orders.failing,
+                report.orders.problems.len()
+            ),
+            (1, 1, 2)
+        );
         assert_eq!(report.self_metrics.len(), 1);
         assert!(!report.self_metrics[0].running);
         assert_eq!(report.last_errors[0].source, "run: sink carbon");
@@ -432,5 +466,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("order bad (invalid): "), "{text}");
+        assert!(text.contains("0 active, 1 failing, 1 invalid"), "{text}");
+        assert!(
+            text.contains("order long/id (failing): cannot write output (since 1700000030): File name too long"),
+            "{text}"
+        );
     }
 }

@@ -229,7 +229,7 @@ fn orders_counts_stale_and_invalid_orders_at_every_boundary() {
         (code, line.as_str()),
         (
             0,
-            "SPOOLMON ORDERS OK - 0 active, 0 invalid, 0 stale | active=0 invalid=0;0;;0 stale=0;0;10;0"
+            "SPOOLMON ORDERS OK - 0 active, 0 invalid, 0 failing, 0 stale | active=0 invalid=0;0;;0 failing=0 stale=0;0;10;0"
         )
     );
     let order = common::ping_order("127.0.0.1", 60, 3);
@@ -252,7 +252,11 @@ fn orders_counts_stale_and_invalid_orders_at_every_boundary() {
         "{line}"
     );
     assert!(line.contains(", 2 stale (first: "), "{line}");
-    assert!(line.ends_with("| active=4 invalid=1;0;;0 stale=2;0;10;0"), "{line}");
+    assert!(line.contains(", 0 failing, 2 stale (first: "), "{line}");
+    assert!(
+        line.ends_with("| active=4 invalid=1;0;;0 failing=0 stale=2;0;10;0"),
+        "{line}"
+    );
     // The stale count against -w/-c (the invalid order tolerated with --invalid-warning 1).
     let tolerant = ["--invalid-warning", "1"];
     assert_eq!(
@@ -274,6 +278,19 @@ fn orders_counts_stale_and_invalid_orders_at_every_boundary() {
         "fresh (30 s) is within 1 step, new has no result but is new: {line}"
     );
     assert!(line.contains(", 2 stale"), "{line}");
+    // An order whose output cannot be written is at least WARNING, named with its reason.
+    std::fs::write(
+        base.join("state/output-errors.json"),
+        r#"{"version":1,"orders":{"fresh":{"reason":"cannot create directory: Permission denied","since":1700000000}}}"#,
+    )
+    .unwrap();
+    let (code, line) = at(&["--stale-steps", "10", "--invalid-warning", "1"]);
+    assert_eq!(code, 1, "{line}");
+    assert!(
+        line.contains(", 1 failing (first: fresh: cannot write output (since 1700000000): cannot create directory: Permission denied), 0 stale"),
+        "{line}"
+    );
+    assert!(line.contains("failing=1 "), "{line}");
 }
 
 #[test]

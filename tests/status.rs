@@ -121,7 +121,7 @@ fn the_daemon_writes_its_metrics_sends_them_to_the_sink_and_status_reports_the_s
     let (code, text, _) = status(&["--base-dir", base.path().to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(text.contains(&format!("running, pid {}", daemon.pid())), "{text}");
-    assert!(text.contains("2 active, 1 invalid, 0 unresolved"), "{text}");
+    assert!(text.contains("2 active, 0 failing, 1 invalid, 0 unresolved"), "{text}");
     assert!(text.contains("order broken (invalid)"), "{text}");
 
     assert!(daemon.terminate(LIMIT).is_some_and(|s| s.success()));

@@ -1,7 +1,9 @@
-//! `check orders`: order files that cannot be measured (invalid or unresolved) and active
-//! orders whose `last_result` is older than a few steps (stale measurements).
+//! `check orders`: order files that cannot be measured (invalid or unresolved), active orders
+//! whose output cannot be written (`failing`, from `state/output-errors.json`: at least WARNING,
+//! the first one named) and active orders whose `last_result` is older than a few steps (stale
+//! measurements).
 
-use super::{unix_now, Outcome, Perf, Thresholds};
+use super::{unix_now, Outcome, Perf, Status, Thresholds};
 use crate::config::Config;
 use crate::orders::book::{OrderState, OrderStatus};
 use crate::spool::BaseDir;
@@ -34,9 +36,14 @@ pub fn check_orders(base: &BaseDir, config: &Config, limits: &OrderThresholds, n
         return Outcome::unknown("orders", format!("cannot read {}: {e}", base.orders().display()));
     }
     let listing = crate::orders::listing(base, config);
-    let invalid: Vec<&OrderStatus> = listing.iter().filter(|o| o.state != OrderState::Active).collect();
+    let invalid: Vec<&OrderStatus> = listing
+        .iter()
+        .filter(|o| matches!(o.state, OrderState::Invalid | OrderState::Unresolved))
+        .collect();
+    let failing: Vec<&OrderStatus> = listing.iter().filter(|o| o.state == OrderState::Failing).collect();
     let active = listing.len() - invalid.len();
     let mut stale = Vec::new();
+    // A failing order is reported as failing (its output may not even be readable).
     for order in listing.iter().filter(|o| o.state == OrderState::Active) {
         match staleness(base, order, limits.stale_steps, now) {
             Ok(Some(found)) => stale.push(found),
@@ -44,14 +51,20 @@ pub fn check_orders(base: &BaseDir, config: &Config, limits: &OrderThresholds, n
             Err(reason) => return Outcome::unknown("orders", reason),
         }
     }
+    let failing_status = if failing.is_empty() {
+        Status::Ok
+    } else {
+        Status::Warning
+    };
     let status = limits
         .stale
         .status(stale.len() as f64)
-        .max(limits.invalid.status(invalid.len() as f64));
+        .max(limits.invalid.status(invalid.len() as f64))
+        .max(failing_status);
     Outcome {
         check: "orders",
         status,
-        text: summary(active, &invalid, &stale, limits.stale_steps),
+        text: summary(active, &invalid, &failing, &stale, limits.stale_steps),
         perf: vec![
             Perf {
                 label: "active".into(),
@@ -60,6 +73,12 @@ pub fn check_orders(base: &BaseDir, config: &Config, limits: &OrderThresholds, n
                 thresholds: None,
             },
             perf("invalid", invalid.len(), &limits.invalid),
+            Perf {
+                label: "failing".into(),
+                value: failing.len() as f64,
+                unit: "",
+                thresholds: None,
+            },
             perf("stale", stale.len(), &limits.stale),
         ],
     }
@@ -100,16 +119,27 @@ fn written(order: &OrderStatus) -> i64 {
         .map_or(order.mtime, unix_now)
 }
 
-fn summary(active: usize, invalid: &[&OrderStatus], stale: &[Stale<'_>], steps: u32) -> String {
+fn summary(
+    active: usize,
+    invalid: &[&OrderStatus],
+    failing: &[&OrderStatus],
+    stale: &[Stale<'_>],
+    steps: u32,
+) -> String {
     let mut text = format!("{active} active, {} invalid", invalid.len());
-    if let Some(first) = invalid.first() {
-        let reason = first
-            .reason
-            .as_deref()
-            .unwrap_or(first.state.as_str())
-            .replace('\n', " ");
-        text.push_str(&format!(" (first: {}: {reason})", first.id.as_str()));
-    }
+    let first_of = |orders: &[&OrderStatus]| {
+        orders.first().map(|first| {
+            let reason = first
+                .reason
+                .as_deref()
+                .unwrap_or(first.state.as_str())
+                .replace('\n', " ");
+            format!(" (first: {}: {reason})", first.id.as_str())
+        })
+    };
+    text.push_str(&first_of(invalid).unwrap_or_default());
+    text.push_str(&format!(", {} failing", failing.len()));
+    text.push_str(&first_of(failing).unwrap_or_default());
     text.push_str(&format!(", {} stale", stale.len()));
     if let Some(first) = stale.first() {
         let age = match first.age {

@@ -66,6 +66,9 @@ pub enum OrderEvent {
 #[serde(rename_all = "lowercase")]
 pub enum OrderState {
     Active,
+    /// Active, but its output cannot be written (from `state/output-errors.json`; set by
+    /// [`crate::orders::listing`], never by the book itself).
+    Failing,
     Invalid,
     Unresolved,
 }
@@ -74,6 +77,7 @@ impl OrderState {
     pub fn as_str(self) -> &'static str {
         match self {
             OrderState::Active => "active",
+            OrderState::Failing => "failing",
             OrderState::Invalid => "invalid",
             OrderState::Unresolved => "unresolved",
         }
@@ -86,7 +90,7 @@ pub struct OrderStatus {
     pub id: OrderId,
     pub path: PathBuf,
     pub state: OrderState,
-    /// Why the order is invalid or unresolved.
+    /// Why the order is invalid, unresolved or failing.
     pub reason: Option<String>,
     /// Last modification of the order file, unix seconds.
     pub mtime: i64,

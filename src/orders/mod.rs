@@ -5,6 +5,9 @@
 //! - [`book`]: the order book, which tracks every file below `orders/` (and `telegraf/<id>`),
 //!   emits Added / Changed / Removed / Expired events and lists each file's state.
 //!
+//! [`listing`] also shows active orders whose output cannot be written as `failing`, with the
+//! reason processing recorded in `state/output-errors.json` (see [`crate::output::failures`]).
+//!
 //! Nothing here writes below `orders/`: a bad order is reported and left where the user put it;
 //! expired orders are moved by the caller (the daemon's archive step).
 
@@ -13,15 +16,39 @@ pub mod order;
 
 use crate::config::Config;
 use crate::spool::BaseDir;
-use book::{OrderBook, OrderStatus};
+use book::{OrderBook, OrderState, OrderStatus};
 use std::time::SystemTime;
 
 /// The state of every file below `orders/` right now, from a fresh scan (for `spoolmon orders`,
-/// which runs without the daemon).
+/// which runs without the daemon); active orders listed in `state/output-errors.json` are
+/// `failing`, with the reason.
 pub fn listing(base: &BaseDir, config: &Config) -> Vec<OrderStatus> {
     let mut book = OrderBook::new(base.clone(), config.clone());
     book.rescan(SystemTime::now());
-    book.listing()
+    let mut statuses = book.listing();
+    mark_failing(base, &mut statuses);
+    statuses
+}
+
+/// Marks the active orders whose output processing could not write (an unreadable record is
+/// logged and changes nothing).
+fn mark_failing(base: &BaseDir, statuses: &mut [OrderStatus]) {
+    let errors = match crate::output::failures::read(base) {
+        Ok(errors) => errors,
+        Err(e) => {
+            tracing::warn!("cannot read the failing orders: {e}");
+            return;
+        }
+    };
+    for status in statuses.iter_mut().filter(|s| s.state == OrderState::Active) {
+        if let Some(failure) = errors.orders.get(status.id.as_str()) {
+            status.state = OrderState::Failing;
+            status.reason = Some(format!(
+                "cannot write output (since {}): {}",
+                failure.since, failure.reason
+            ));
+        }
+    }
 }
 
 /// A human-readable table of a listing: id, state, probe, step/pings, target, reason.

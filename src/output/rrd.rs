@@ -71,7 +71,8 @@ pub const FILE_NAME: &str = "main.rrd";
 pub const MAX_STEP: u32 = u32::MAX / 2;
 
 const XFF: f64 = 0.5;
-const RTT_MAX_SECONDS: f64 = 180.0;
+/// Maximum of the RTT data sources (`median`, `ping<i>`), seconds.
+pub const RTT_MAX_SECONDS: f64 = 180.0;
 
 /// The shape of a Smokeping RRD: what must match between a result and an existing file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -115,6 +116,12 @@ pub struct RrdDefinition {
 }
 
 impl RrdDefinition {
+    /// About how many bytes a file of this definition takes (its values; the headers are small).
+    pub fn approximate_size(&self) -> u64 {
+        let rows: u64 = self.archives.iter().map(|a| u64::from(a.rows)).sum();
+        rows * self.sources.len() as u64 * 8 + 4096
+    }
+
     /// The definition as `rrdtool create` arguments (`--step S DS:... RRA:...`).
     pub fn create_args(&self) -> Vec<String> {
         let mut args = vec!["--step".to_string(), self.step.to_string()];
@@ -288,16 +295,41 @@ pub enum RrdError {
     },
     #[error("renaming {path} aside: {source}")]
     MoveAside { path: PathBuf, source: io::Error },
-    #[error("creating RRD {path}: {source}")]
+    /// `disk_full`: the filesystem had less room than the file needs when librrd failed (librrd
+    /// often loses the errno of a failed write and says nothing useful).
+    #[error("creating RRD {path}: {source}{}", if *disk_full { " (disk full)" } else { "" })]
     Create {
         path: PathBuf,
         source: rrd::error::RrdError,
+        disk_full: bool,
     },
     #[error("updating RRD {path}: {source}")]
     Update {
         path: PathBuf,
         source: rrd::error::RrdError,
     },
+    /// librrd said it created the file, but there is none (librrd 1.7 loses the error of a
+    /// failed write, e.g. on a full disk, and removes its temporary file).
+    #[error("creating RRD {path}: librrd reported success but created no file{}", if *disk_full { " (disk full)" } else { "" })]
+    NotCreated { path: PathBuf, disk_full: bool },
+}
+
+impl RrdError {
+    /// Whether the order itself is at fault (see [`super::fault`]).
+    pub fn fault(&self) -> super::fault::Fault {
+        use super::fault::{of_io, of_text, Fault};
+        match self {
+            RrdError::MalformedResult { .. } => Fault::Permanent,
+            RrdError::CreateDir { source, .. } | RrdError::Stat { source, .. } | RrdError::MoveAside { source, .. } => {
+                of_io(source)
+            }
+            RrdError::Create { disk_full: true, .. } | RrdError::NotCreated { disk_full: true, .. } => Fault::Transient,
+            RrdError::Inspect { source, .. } | RrdError::Create { source, .. } | RrdError::Update { source, .. } => {
+                of_text(&source.to_string())
+            }
+            RrdError::NotCreated { .. } => Fault::Permanent,
+        }
+    }
 }
 
 /// A file whose layout was read (or which was created) by this process.
@@ -454,10 +486,19 @@ impl RrdWriter {
             })?;
         }
         let start = first_update - i64::from(layout.step);
-        create_rrd(path, &definition(layout.step, layout.pings), start).map_err(|source| RrdError::Create {
+        let def = definition(layout.step, layout.pings);
+        let disk_full = || disk_full(path.parent().unwrap_or(Path::new(".")), def.approximate_size());
+        create_rrd(path, &def, start).map_err(|source| RrdError::Create {
             path: path.to_path_buf(),
             source,
+            disk_full: disk_full(),
         })?;
+        if fs::symlink_metadata(path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
+            return Err(RrdError::NotCreated {
+                path: path.to_path_buf(),
+                disk_full: disk_full(),
+            });
+        }
         self.remember(path, layout, start)?;
         Ok(start)
     }
@@ -569,6 +610,15 @@ fn inspect(path: &Path) -> rrd::error::RrdResult<InspectedFile> {
         ping_sources,
         smokeping_shaped,
         last_update,
+    })
+}
+
+/// True when the filesystem of `dir` has fewer than `needed` bytes or no inode left (or cannot
+/// say: a filesystem that cannot even be asked is not the order's fault).
+fn disk_full(dir: &Path, needed: u64) -> bool {
+    nix::sys::statvfs::statvfs(dir).map_or(true, |s| {
+        let free = s.blocks_available() * s.fragment_size();
+        free < needed || (s.files() > 0 && s.files_available() == 0)
     })
 }
 

@@ -4,9 +4,11 @@
 //! snapshot, groups the results by order and applies each order's results in time order (one
 //! librrd call per order per round) on a rayon pool: different orders in parallel, one order never
 //! concurrently (invariant 3). Then it hands the results to the sinks, flushes the filesystem once
-//! (`syncfs`) and only then removes the snapshots (invariant 2). A snapshot that cannot be read
-//! goes to `failed/` with a `REASON`; one whose results cannot be applied is retried a few rounds
-//! and then quarantined, so a poison snapshot never loops.
+//! (`syncfs`) and only then removes the snapshots (invariant 2). A snapshot that is itself wrong
+//! (unreadable, malformed, a result out of bounds) goes to `failed/` with a `REASON` at once; an
+//! order whose output cannot be written fails alone (listed in `state/output-errors.json`); a
+//! transient fault (disk full) keeps the snapshots in `incoming/`, retried after
+//! [`round::RETRY_EVERY`] (backing off) without ever quarantining them (see [`round`]).
 //!
 //! Order lifecycle (archive on removal, restore on re-appearance) also runs on this thread, so
 //! results of runs still in flight for a removed order never re-create its `output/` directory.
@@ -15,7 +17,7 @@ pub mod haproxy;
 pub mod round;
 pub mod stats;
 
-pub use round::{Lifecycle, ProcessStats, Processor, RoundReport};
+pub use round::{Lifecycle, ProcessStats, Processor, ResultLimits, RoundReport};
 
 use crate::spool::watch::DirWatcher;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,7 +71,11 @@ pub fn run_loop(
         let flush_waiting = !timing.flush_interval.is_zero()
             && processor.flush_due(timing.flush_interval)
             && since_last.is_none_or(|d| d >= Duration::from_secs(1));
-        if pending || rescan_due || flush_waiting || stopping {
+        // Snapshots kept back (disk full, a sink refused) are retried at their own pace.
+        let retry_waiting = processor
+            .retry_due()
+            .is_some_and(|delay| since_last.is_none_or(|d| d >= delay));
+        if pending || rescan_due || flush_waiting || retry_waiting || stopping {
             let flush_rrd = stopping || processor.flush_due(timing.flush_interval);
             if let Err(e) = processor.process_pending(flush_rrd) {
                 warn!("processing round failed: {e}");

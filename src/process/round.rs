@@ -1,20 +1,40 @@
 //! One processing round: read the queued snapshots, apply them, make them durable, remove them.
+//!
+//! Faults are attributed to the smallest unit they belong to:
+//! - a snapshot that is itself wrong (unreadable, malformed, a result out of bounds) is
+//!   quarantined at once, before anything of it reaches an output or a sink;
+//! - an order whose output cannot be written for a reason of its own (path too long, permission,
+//!   a file in the way, see [`crate::output::fault`]) fails alone: its siblings are applied, the
+//!   snapshot goes on as usual, and the order is listed in `state/output-errors.json` until it
+//!   writes again;
+//! - a transient fault (disk full, I/O error) keeps the snapshots it touches in `incoming/`,
+//!   retried after [`RETRY_EVERY`] (backing off to [`MAX_RETRY_DELAY`]) without counting anything
+//!   against them; processing logs once that it waits and notes the reason as its last error.
+//!
+//! A snapshot kept for a retry (transient fault, a sink that refused) is not handed again to the
+//! sinks that already took its lines: the processor remembers, per snapshot, which sinks did
+//! (in memory: after a crash or a restart the lines of snapshots still queued are delivered
+//! again, at least once). A `last_result` never moves back in time: an older result is written
+//! to the RRD if the RRD still takes it, but does not replace a newer `last_result`.
 
 use crate::measurement::{OrderId, OrderResult, RrdTemplate};
+use crate::output::failures::{self, OrderFailure, OutputErrors};
+use crate::output::fault::{self, Fault};
 use crate::output::{archive, last_result, rrd::RrdWriter};
 use crate::process::haproxy::{self, HaproxyOptions};
 use crate::sink::Metric;
 use crate::sink::{ResultSink, SinkBatch};
 use crate::spool::atomic::{sync_filesystem, StagedFile};
+use crate::spool::beneath::Dir;
 use crate::spool::queue::{self, QueueEntry};
-use crate::spool::snapshot::{read_ping, SnapshotName, PING_FILE};
+use crate::spool::snapshot::{read_ping, PingBounds, PingSnapshotError, SnapshotName, PING_FILE};
 use crate::spool::BaseDir;
 use rayon::prelude::*;
-use std::collections::{HashMap, HashSet};
-use std::io;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tracing::{debug, info, warn};
 
@@ -22,8 +42,11 @@ use tracing::{debug, info, warn};
 const MAX_SNAPSHOTS_PER_ROUND: usize = 2_000;
 /// Most HAProxy snapshots aggregated in one round (each becomes ~80,000 metrics in memory).
 const MAX_HAPROXY_PER_ROUND: usize = 2;
-/// Rounds a snapshot may fail to apply before it is quarantined.
-const MAX_ATTEMPTS: u32 = 5;
+/// First retry of snapshots kept back by a transient fault or a refusing sink; the delay doubles
+/// while the fault lasts, up to [`MAX_RETRY_DELAY`] (new arrivals and rescans retry them too).
+pub const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// Longest delay between two retries of kept-back snapshots.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
 /// A change in the set of orders whose results may be written to `output/`.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,7 +69,12 @@ pub struct ProcessStats {
     pub results_applied: AtomicU64,
     /// Results for orders that are no longer active (dropped, not written).
     pub results_dropped: AtomicU64,
+    /// Order output failures, one per order per round (both kinds).
     pub order_errors: AtomicU64,
+    /// Gauge: orders whose output fails for a reason of their own (`state/output-errors.json`).
+    pub orders_failing: AtomicU64,
+    /// Gauge: 1 while output waits for a transient fault (disk full, I/O error) to clear.
+    pub output_waiting: AtomicU64,
     pub rrd_updates: AtomicU64,
     pub processing_micros: AtomicU64,
     /// The latest quarantine reason, output or sink error (for `spoolmon status`).
@@ -61,24 +89,62 @@ pub struct RoundReport {
     /// Snapshots whose `last_result` and sink lines are done, left for the next RRD flush.
     pub marked: usize,
     pub quarantined: usize,
+    /// Snapshots kept in `incoming/` for a retry (transient fault, a sink that refused).
     pub retried: usize,
     pub results: usize,
 }
 
-/// The processing state: the active order set, the RRD writer, the sinks.
+/// The window and count limits of results, from the config (`result-max-age`,
+/// `result-max-future`, `max-batch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResultLimits {
+    pub max_age: Duration,
+    pub max_future: Duration,
+    /// Most results in one snapshot.
+    pub max_results: usize,
+}
+
+impl Default for ResultLimits {
+    fn default() -> Self {
+        ResultLimits {
+            max_age: Duration::from_secs(PingBounds::DEFAULT_MAX_AGE),
+            max_future: Duration::from_secs(PingBounds::DEFAULT_MAX_FUTURE),
+            max_results: PingBounds::DEFAULT_MAX_RESULTS,
+        }
+    }
+}
+
+/// The processing state: the active order set, the RRD writer, the sinks, and what earlier
+/// rounds left to do (deliveries, quarantines, failing orders).
 pub struct Processor {
     base: BaseDir,
     rrd: RrdWriter,
     sinks: Vec<Arc<dyn ResultSink>>,
     /// Orders whose results are written; `None` accepts every order (`spoolmon process` alone).
     active: Option<HashSet<OrderId>>,
-    attempts: HashMap<String, u32>,
     /// How HAProxy snapshots are aggregated.
     haproxy: HaproxyOptions,
+    limits: ResultLimits,
     /// Epoch of the oldest snapshot left in `incoming/` after the last round.
     oldest_waiting: Option<i64>,
     pool: rayon::ThreadPool,
     stats: Arc<ProcessStats>,
+    /// Snapshot name → names of the sinks that took its lines (snapshots kept for a retry).
+    delivered: HashMap<String, HashSet<String>>,
+    /// Snapshot name → reason, for quarantines that failed (retried every round).
+    unquarantined: HashMap<String, String>,
+    /// Orders failing for a reason of their own (mirrored in `state/output-errors.json`).
+    failing: BTreeMap<OrderId, OrderFailure>,
+    /// `failing` changed since it was last written.
+    failing_dirty: bool,
+    /// Per order, the `time` of its current `last_result` (read from the file when unknown).
+    newest: Mutex<HashMap<OrderId, i64>>,
+    /// What output waits for while a transient fault lasts ("waiting for disk space: ...").
+    waiting: Option<String>,
+    /// Snapshots were kept for a retry in the last round.
+    held: bool,
+    /// How long the loop waits before retrying them.
+    retry_delay: Duration,
 }
 
 /// One snapshot read in this round.
@@ -91,15 +157,36 @@ struct Loaded {
     applied: bool,
 }
 
+/// Why a snapshot was not loaded.
+struct LoadError {
+    fault: Fault,
+    reason: String,
+}
+
 /// What one order gets in a round.
 #[derive(Default)]
 struct OrderWork<'a> {
     /// Results to write into the RRD (sorted by time before writing).
     rrd: Vec<&'a OrderResult>,
-    /// The newest result not applied before: the new `last_result`.
+    /// The newest result not applied before: the new `last_result` (if not older than it).
     newest: Option<&'a OrderResult>,
     /// How many results were not applied before.
     fresh: usize,
+}
+
+/// A `last_result` staged for one order, with the time it holds.
+struct StagedResult {
+    id: OrderId,
+    time: i64,
+    file: StagedFile,
+}
+
+/// What applying a round's results did, per order.
+#[derive(Default)]
+struct Applied {
+    staged: Vec<StagedResult>,
+    written: Vec<OrderId>,
+    failed: Vec<(OrderId, Fault, String)>,
 }
 
 impl Processor {
@@ -118,22 +205,51 @@ impl Processor {
             .build()
             .map_err(io::Error::other)?;
         let active = track_orders.then(HashSet::new);
+        let failing = match failures::read(&base) {
+            Ok(file) => file
+                .orders
+                .into_iter()
+                .filter_map(|(id, failure)| Some((OrderId::new(id).ok()?, failure)))
+                .collect(),
+            Err(e) => {
+                warn!("cannot read the failing orders, starting without them: {e}");
+                BTreeMap::new()
+            }
+        };
+        stats.orders_failing.store(
+            u64::try_from(BTreeMap::len(&failing)).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         Ok(Processor {
             base,
             rrd: RrdWriter::new(),
             sinks,
             active,
-            attempts: HashMap::new(),
             haproxy: HaproxyOptions::default(),
+            limits: ResultLimits::default(),
             oldest_waiting: None,
             pool,
             stats,
+            delivered: HashMap::new(),
+            unquarantined: HashMap::new(),
+            failing,
+            failing_dirty: false,
+            newest: Mutex::default(),
+            waiting: None,
+            held: false,
+            retry_delay: RETRY_EVERY,
         })
     }
 
     /// Aggregates HAProxy snapshots with `options` (validated) instead of the defaults.
     pub fn with_haproxy(mut self, options: HaproxyOptions) -> Processor {
         self.haproxy = options;
+        self
+    }
+
+    /// Accepts results within `limits` instead of the defaults.
+    pub fn with_limits(mut self, limits: ResultLimits) -> Processor {
+        self.limits = limits;
         self
     }
 
@@ -146,6 +262,22 @@ impl Processor {
         self.stats.last_error.set(message);
     }
 
+    /// When the last round kept snapshots back (a transient fault, a sink that refused), how
+    /// long after it the loop retries them without waiting for new input.
+    pub fn retry_due(&self) -> Option<Duration> {
+        self.held.then_some(self.retry_delay)
+    }
+
+    /// Records whether this round kept snapshots back, and paces the next retry.
+    fn set_held(&mut self, held: bool) {
+        self.retry_delay = if held && self.held {
+            (self.retry_delay * 2).min(MAX_RETRY_DELAY)
+        } else {
+            RETRY_EVERY
+        };
+        self.held = held;
+    }
+
     /// Applies an order lifecycle change (archive or restore) in processing order.
     pub fn handle(&mut self, command: Lifecycle) {
         match command {
@@ -153,6 +285,7 @@ impl Processor {
                 if let Err(e) = archive::restore(&self.base, &id) {
                     warn!(order = %id, "cannot restore archived output: {e}");
                 }
+                self.newest_times().remove(&id);
                 if let Some(active) = &mut self.active {
                     active.insert(id);
                 }
@@ -162,6 +295,11 @@ impl Processor {
                     active.remove(&id);
                 }
                 self.rrd.forget(&self.base.output().join(id.as_path()));
+                self.newest_times().remove(&id);
+                if self.failing.remove(&id).is_some() {
+                    self.failing_dirty = true;
+                    self.save_failing();
+                }
                 match archive::archive(&self.base, &id, expired_file.as_deref()) {
                     Ok(_) => info!(order = %id, expired = expired_file.is_some(), "archived"),
                     Err(e) => warn!(order = %id, "cannot archive output: {e}"),
@@ -192,70 +330,119 @@ impl Processor {
     pub fn process_pending(&mut self, flush_rrd: bool) -> io::Result<RoundReport> {
         let started = std::time::Instant::now();
         let mut report = RoundReport::default();
-        let (mut loaded, listed) = self.load_queue(flush_rrd, &mut report)?;
+        let (mut loaded, listed, mut transient) = self.load_queue(flush_rrd, &mut report)?;
         if loaded.is_empty() {
             self.oldest_waiting = self.oldest_left(&listed);
+            self.set_held(report.retried > 0);
+            self.note_waiting(&transient);
             return Ok(report);
         }
-        let (staged, failed_orders) = self.apply(&loaded, flush_rrd);
-        let sink_error = self.hand_to_sinks(&mut loaded);
+        let applied = self.apply(&loaded, flush_rrd);
+        self.hand_to_sinks(&mut loaded);
         // RRD pages and new last_result contents reach the disk in one flush; then the
         // last_result files are switched by rename, and a second flush makes the renames durable.
         sync_filesystem(&self.base.output())?;
-        self.commit_last_results(staged);
+        self.commit_last_results(applied.staged);
         sync_filesystem(&self.base.output())?;
+        let held_orders: HashSet<&OrderId> = applied
+            .failed
+            .iter()
+            .filter(|(_, fault, _)| *fault == Fault::Transient)
+            .map(|(id, _, _)| id)
+            .collect();
+        transient.extend(
+            applied
+                .failed
+                .iter()
+                .filter(|(_, fault, _)| *fault == Fault::Transient)
+                .map(|(id, _, reason)| format!("order {id}: {reason}")),
+        );
         let mut marked = false;
         for snapshot in &loaded {
-            let failed = snapshot.results.iter().any(|r| failed_orders.contains(&r.id));
-            if failed {
-                report.retried += self.retry_or_quarantine(snapshot) as usize;
-            } else if sink_error.is_some() && !snapshot.applied {
-                // Not the snapshot's fault (an outbox cannot take lines): keep it, no attempt counted.
+            let name = snapshot.name.as_str();
+            if snapshot.results.iter().any(|r| held_orders.contains(&r.id)) {
+                // Not the snapshot's fault, nor its orders': retried as it is, nothing counted.
                 report.retried += 1;
-            } else if flush_rrd || snapshot.results.is_empty() {
-                report.results += if snapshot.applied { 0 } else { snapshot.results.len() };
-                queue::remove(&self.base, snapshot.name.as_str())?;
-                self.attempts.remove(snapshot.name.as_str());
-                report.processed += 1;
+                continue;
+            }
+            if !snapshot.applied && !self.fully_delivered(snapshot) {
+                // A sink could not take its lines: keep it, no attempt counted.
+                report.retried += 1;
+                continue;
+            }
+            if flush_rrd || snapshot.results.is_empty() {
+                match queue::remove(&self.base, name) {
+                    Ok(()) => {
+                        report.results += if snapshot.applied { 0 } else { snapshot.results.len() };
+                        report.processed += 1;
+                        self.delivered.remove(name);
+                    }
+                    Err(e) => {
+                        warn!(snapshot = name, "cannot remove processed snapshot: {e}");
+                        self.stats
+                            .last_error
+                            .set(format!("cannot remove processed snapshot {name}: {e}"));
+                        report.retried += 1;
+                    }
+                }
             } else {
-                report.results += snapshot.results.len();
-                queue::mark_applied(&self.base, snapshot.name.as_str())?;
-                self.attempts.remove(snapshot.name.as_str());
-                report.marked += 1;
-                marked = true;
+                match queue::mark_applied(&self.base, name) {
+                    Ok(()) => {
+                        report.results += snapshot.results.len();
+                        report.marked += 1;
+                        marked = true;
+                        self.delivered.remove(name);
+                    }
+                    Err(e) => {
+                        if fault::of_io(&e) == Fault::Transient {
+                            transient.push(format!("cannot mark snapshot {name} applied: {e}"));
+                        } else {
+                            warn!(snapshot = name, "cannot mark snapshot applied: {e}");
+                        }
+                        report.retried += 1;
+                    }
+                }
             }
         }
         if marked {
             sync_filesystem(&self.base.incoming())?;
         }
+        self.record_failures(&applied.written, &applied.failed);
+        self.note_waiting(&transient);
+        self.set_held(report.retried > 0);
         self.oldest_waiting = self.oldest_left(&listed);
         self.count_round(&report, started);
         debug!(?report, "processing round done");
         Ok(report)
     }
 
-    /// Reads the snapshots to process this round (quarantining unreadable ones): new snapshots,
-    /// and with `flush_rrd` also those marked applied in earlier rounds. Also returns every
-    /// snapshot name listed, oldest first.
+    /// Reads the snapshots to process this round (quarantining bad ones, retrying failed
+    /// quarantines): new snapshots, and with `flush_rrd` also those marked applied in earlier
+    /// rounds. Also returns every snapshot name listed, oldest first, and the transient faults
+    /// that kept snapshots from being read.
     fn load_queue(
         &mut self,
         flush_rrd: bool,
         report: &mut RoundReport,
-    ) -> io::Result<(Vec<Loaded>, Vec<SnapshotName>)> {
+    ) -> io::Result<(Vec<Loaded>, Vec<SnapshotName>, Vec<String>)> {
         let mut candidates = Vec::new();
         let mut listed = Vec::new();
+        let mut present = HashSet::new();
         let mut haproxy_snapshots = 0;
         for entry in queue::list(&self.base)? {
             match entry {
                 QueueEntry::Invalid(name) => {
-                    self.quarantine(
-                        &name,
-                        "the name is not a snapshot time (<unix-epoch>[-<source>-<seq>]) or not a directory",
-                    );
-                    report.quarantined += 1;
+                    present.insert(name.clone());
+                    let reason = "the name is not a snapshot time (<unix-epoch>[-<source>-<seq>]) or not a directory";
+                    report.quarantined += usize::from(self.quarantine(&name, reason));
                 }
                 QueueEntry::Snapshot(name) => {
+                    present.insert(name.as_str().to_owned());
                     listed.push(name.clone());
+                    if let Some(reason) = self.unquarantined.get(name.as_str()).cloned() {
+                        report.quarantined += usize::from(self.quarantine(name.as_str(), &reason));
+                        continue;
+                    }
                     if candidates.len() >= MAX_SNAPSHOTS_PER_ROUND || haproxy_snapshots >= MAX_HAPROXY_PER_ROUND {
                         continue;
                     }
@@ -269,14 +456,30 @@ impl Processor {
                 }
             }
         }
+        // What was kept for snapshots that are gone (removed by hand, quarantined) is dropped.
+        self.delivered.retain(|name, _| present.contains(name));
+        self.unquarantined.retain(|name, _| present.contains(name));
+        let incoming = self.base.dir("incoming")?;
+        let now = crate::probe::scheduler::unix_secs(SystemTime::now());
+        let bounds = PingBounds {
+            now,
+            max_age: self.limits.max_age.as_secs(),
+            max_future: self.limits.max_future.as_secs(),
+            max_results: self.limits.max_results,
+        };
         // Reading and aggregating is the expensive part for HAProxy snapshots: spread over plain
         // threads (polars keeps each query on its calling thread, which must not be a rayon
         // worker).
         let threads = self.pool.current_num_threads().max(1);
         let per_thread = candidates.len().div_ceil(threads).max(1);
         let this: &Processor = self;
-        let load_chunk =
-            |chunk: &[(SnapshotName, bool)]| chunk.iter().map(|(name, _)| this.load(name)).collect::<Vec<_>>();
+        let (incoming, bounds) = (&incoming, &bounds);
+        let load_chunk = |chunk: &[(SnapshotName, bool)]| {
+            chunk
+                .iter()
+                .map(|(name, _)| this.load(incoming, name, bounds))
+                .collect::<Vec<_>>()
+        };
         let outcomes: Vec<_> = if candidates.len() <= per_thread {
             load_chunk(&candidates)
         } else {
@@ -296,6 +499,7 @@ impl Processor {
             .zip(outcomes)
             .map(|((name, applied), outcome)| (name, applied, outcome));
         let mut loaded = Vec::new();
+        let mut transient = Vec::new();
         for (name, applied, outcome) in outcomes {
             match outcome {
                 Ok((results, metrics)) => loaded.push(Loaded {
@@ -304,13 +508,23 @@ impl Processor {
                     metrics,
                     applied,
                 }),
-                Err(reason) => {
-                    self.quarantine(name.as_str(), &reason);
-                    report.quarantined += 1;
+                Err(LoadError {
+                    fault: Fault::Transient,
+                    reason,
+                }) => {
+                    transient.push(format!("cannot read snapshot {name}: {reason}"));
+                    report.retried += 1;
+                }
+                // Gone since it was listed (removed by hand): nothing to quarantine.
+                Err(_)
+                    if std::fs::symlink_metadata(self.base.incoming().join(name.as_str()))
+                        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound) => {}
+                Err(LoadError { reason, .. }) => {
+                    report.quarantined += usize::from(self.quarantine(name.as_str(), &reason));
                 }
             }
         }
-        Ok((loaded, listed))
+        Ok((loaded, listed, transient))
     }
 
     /// Epoch of the oldest of `listed` still in `incoming/` after the round (newer arrivals are
@@ -332,40 +546,70 @@ impl Processor {
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// Reads a snapshot: a ping snapshot's results, or a HAProxy snapshot's aggregates.
-    fn load(&self, name: &SnapshotName) -> Result<(Vec<OrderResult>, Vec<Metric>), String> {
-        let dir = self.base.incoming().join(name.as_str());
-        if dir.join(PING_FILE).exists() {
-            return read_ping(&dir)
+    /// Reads a snapshot: a ping snapshot's results (every one within `bounds`), or a HAProxy
+    /// snapshot's aggregates. Only a transient I/O error is not the snapshot's fault.
+    fn load(
+        &self,
+        incoming: &Dir,
+        name: &SnapshotName,
+        bounds: &PingBounds,
+    ) -> Result<(Vec<OrderResult>, Vec<Metric>), LoadError> {
+        let bad = |reason: String| LoadError {
+            fault: Fault::Permanent,
+            reason,
+        };
+        let snapshot = incoming.open_dir(name.as_str()).map_err(|e| LoadError {
+            fault: fault::of_io(&e),
+            reason: e.to_string(),
+        })?;
+        let has_ping_file = snapshot.kind(PING_FILE).map_err(|e| bad(e.to_string()))?.is_some();
+        if has_ping_file {
+            return read_ping(&snapshot, bounds)
                 .map(|(_, results)| (results, Vec::new()))
-                .map_err(|e| e.to_string());
+                .map_err(|e| match &e {
+                    PingSnapshotError::Io(io) => LoadError {
+                        fault: fault::of_io(io),
+                        reason: e.to_string(),
+                    },
+                    _ => bad(e.to_string()),
+                });
         }
+        let dir = self.base.incoming().join(name.as_str());
         if haproxy::is_haproxy_snapshot(&dir) {
             return haproxy::aggregate(&dir, name.epoch, &self.haproxy)
                 .map(|aggregate| (Vec::new(), aggregate.metrics))
-                .map_err(|e| e.to_string());
+                .map_err(|e| bad(e.to_string()));
         }
-        Err(format!(
+        Err(bad(format!(
             "unknown snapshot kind: neither {PING_FILE} nor HAProxy <socket>_info/<socket>_stat files"
-        ))
+        )))
     }
 
-    /// Renames the staged `last_result` files into place (in parallel: one rename each).
-    fn commit_last_results(&self, staged: Vec<StagedFile>) {
-        self.pool.install(|| {
-            staged.into_par_iter().for_each(|file| {
-                let target = file.target().to_owned();
-                if let Err(e) = file.commit() {
-                    warn!(file = %target.display(), "cannot replace last_result: {e}");
-                }
-            })
+    /// Renames the staged `last_result` files into place (in parallel: one rename each) and
+    /// remembers the time each now holds.
+    fn commit_last_results(&self, staged: Vec<StagedResult>) {
+        let committed: Vec<(OrderId, i64)> = self.pool.install(|| {
+            staged
+                .into_par_iter()
+                .filter_map(|staged| {
+                    let target = staged.file.target().to_owned();
+                    match staged.file.commit() {
+                        Ok(()) => Some((staged.id, staged.time)),
+                        Err(e) => {
+                            warn!(file = %target.display(), "cannot replace last_result: {e}");
+                            None
+                        }
+                    }
+                })
+                .collect()
         });
+        self.newest_times().extend(committed);
     }
 
     /// Applies every active order's results: with `flush_rrd` the RRD updates of every loaded
-    /// snapshot, and `last_result` staged from the newest new result. Returns the staged files
-    /// and the orders that failed.
-    fn apply(&self, loaded: &[Loaded], flush_rrd: bool) -> (Vec<StagedFile>, HashSet<OrderId>) {
+    /// snapshot, and `last_result` staged from the newest new result (unless the file holds a
+    /// newer one). Returns the staged files, the orders written and the orders that failed.
+    fn apply(&self, loaded: &[Loaded], flush_rrd: bool) -> Applied {
         let mut by_order: HashMap<&OrderId, OrderWork> = HashMap::new();
         let mut dropped = 0u64;
         for snapshot in loaded {
@@ -388,51 +632,65 @@ impl Processor {
         }
         self.stats.results_dropped.fetch_add(dropped, Ordering::Relaxed);
         let groups: Vec<(&OrderId, OrderWork)> = by_order.into_iter().collect();
-        let outcomes: Vec<Result<Option<StagedFile>, OrderId>> = self.pool.install(|| {
+        type Outcome = (OrderId, Result<Option<(i64, StagedFile)>, (Fault, String)>);
+        let outcomes: Vec<Outcome> = self.pool.install(|| {
             groups
                 .into_par_iter()
                 .map(|(id, mut work)| {
                     work.rrd.sort_by_key(|r| r.time);
-                    self.apply_order(id, &work).map_err(|e| {
-                        warn!(order = %id, "cannot write output: {e}");
-                        self.stats
-                            .last_error
-                            .set(format!("order {id}: cannot write output: {e}"));
-                        id.clone()
-                    })
+                    (id.clone(), self.apply_order(id, &work))
                 })
                 .collect()
         });
-        let mut staged = Vec::with_capacity(outcomes.len());
-        let mut failures = HashSet::new();
-        for outcome in outcomes {
+        let mut applied = Applied::default();
+        for (id, outcome) in outcomes {
             match outcome {
-                Ok(file) => staged.extend(file),
-                Err(id) => {
-                    failures.insert(id);
+                Ok(staged) => {
+                    if let Some((time, file)) = staged {
+                        applied.staged.push(StagedResult {
+                            id: id.clone(),
+                            time,
+                            file,
+                        });
+                    }
+                    applied.written.push(id);
                 }
+                Err((fault, reason)) => applied.failed.push((id, fault, reason)),
             }
         }
         self.stats
             .order_errors
-            .fetch_add(failures.len() as u64, Ordering::Relaxed);
-        (staged, failures)
+            .fetch_add(applied.failed.len() as u64, Ordering::Relaxed);
+        applied
     }
 
     fn is_active(&self, id: &OrderId) -> bool {
         self.active.as_ref().is_none_or(|active| active.contains(id))
     }
 
-    /// Writes one order's output: its RRD updates (ascending time), then stages `last_result`.
-    fn apply_order(&self, id: &OrderId, work: &OrderWork) -> Result<Option<StagedFile>, String> {
+    /// Writes one order's output: its RRD updates (ascending time), then stages `last_result`
+    /// unless the current one is newer. The error says whose fault it is.
+    fn apply_order(&self, id: &OrderId, work: &OrderWork) -> Result<Option<(i64, StagedFile)>, (Fault, String)> {
         let dir = self.base.output().join(id.as_path());
         if !work.rrd.is_empty() {
-            self.rrd.apply(&dir, &work.rrd).map_err(|e| e.to_string())?;
+            self.rrd
+                .apply(&dir, &work.rrd)
+                .map_err(|e| (e.fault(), e.to_string()))?;
             self.stats.rrd_updates.fetch_add(1, Ordering::Relaxed);
         }
         let staged = match work.newest {
-            Some(newest) => {
-                Some(last_result::stage(&dir, newest).map_err(|e| format!("cannot write last_result: {e}"))?)
+            Some(newest) if self.is_newest(id, &dir, newest.time) => {
+                let file = last_result::stage(&dir, newest).map_err(|e| {
+                    (
+                        fault::of_io(&e),
+                        format!("cannot write {}: {e}", dir.join(last_result::FILE_NAME).display()),
+                    )
+                })?;
+                Some((newest.time, file))
+            }
+            Some(older) => {
+                debug!(order = %id, time = older.time, "older than the current last_result: RRD only");
+                None
             }
             None => None,
         };
@@ -442,67 +700,236 @@ impl Processor {
         Ok(staged)
     }
 
-    /// Gives every sink the active results; the first error, if any.
-    fn hand_to_sinks(&self, loaded: &mut [Loaded]) -> Option<String> {
+    /// True unless the order's `last_result` holds a time after `time` (read from the file
+    /// the first time, then remembered).
+    fn is_newest(&self, id: &OrderId, dir: &Path, time: i64) -> bool {
+        let known = self.newest_times().get(id).copied();
+        let current = known.or_else(|| {
+            let found = current_last_result_time(dir)?;
+            self.newest_times().insert(id.clone(), found);
+            Some(found)
+        });
+        current.is_none_or(|current| time >= current)
+    }
+
+    fn newest_times(&self) -> std::sync::MutexGuard<'_, HashMap<OrderId, i64>> {
+        // Plain values: consistent even if a holder panicked.
+        self.newest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives each sink the lines of the snapshots it has not taken yet (active results and
+    /// metrics of snapshots not applied before), and remembers who took what.
+    fn hand_to_sinks(&mut self, loaded: &mut [Loaded]) {
         if self.sinks.is_empty() {
-            return None;
+            return;
         }
-        let mut results: Vec<OrderResult> = loaded
+        let has_lines: Vec<bool> = loaded
             .iter()
-            .filter(|s| !s.applied)
-            .flat_map(|s| s.results.iter())
-            .filter(|r| self.is_active(&r.id))
-            .cloned()
+            .map(|s| !s.applied && (!s.metrics.is_empty() || s.results.iter().any(|r| self.is_active(&r.id))))
             .collect();
-        results.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
-        // Metrics are only needed here: moved, not copied (a HAProxy snapshot has ~80,000).
-        let mut metrics: Vec<Metric> = Vec::new();
-        for snapshot in loaded.iter_mut().filter(|s| !s.applied) {
-            metrics.append(&mut snapshot.metrics);
-        }
-        if results.is_empty() && metrics.is_empty() {
-            return None;
-        }
-        let mut first_error = None;
-        for sink in &self.sinks {
-            let batch = SinkBatch {
-                results: &results,
-                metrics: &metrics,
-            };
-            if let Err(e) = sink.accept(batch) {
-                warn!("{e}");
-                self.stats.last_error.set(e.to_string());
-                first_error.get_or_insert(e.to_string());
+        // Which snapshots each sink still needs; sinks that need the same get the same batch.
+        let mut groups: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
+        for (sink_index, sink) in self.sinks.iter().enumerate() {
+            let need: Vec<usize> = (0..loaded.len())
+                .filter(|&i| has_lines[i])
+                .filter(|&i| {
+                    self.delivered
+                        .get(loaded[i].name.as_str())
+                        .is_none_or(|took| !took.contains(sink.name()))
+                })
+                .collect();
+            if need.is_empty() {
+                continue;
+            }
+            match groups.iter_mut().find(|(n, _)| *n == need) {
+                Some((_, sinks)) => sinks.push(sink_index),
+                None => groups.push((need, vec![sink_index])),
             }
         }
-        first_error
+        let only_group = groups.len() == 1;
+        for (need, sink_indexes) in groups {
+            let mut results: Vec<OrderResult> = need
+                .iter()
+                .flat_map(|&i| loaded[i].results.iter())
+                .filter(|r| self.is_active(&r.id))
+                .cloned()
+                .collect();
+            results.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+            // Metrics are only needed here: moved, not copied, when every sink gets the same
+            // (a HAProxy snapshot has ~80,000).
+            let mut metrics: Vec<Metric> = Vec::new();
+            for &i in &need {
+                if only_group {
+                    metrics.append(&mut loaded[i].metrics);
+                } else {
+                    metrics.extend(loaded[i].metrics.iter().cloned());
+                }
+            }
+            for sink_index in sink_indexes {
+                let sink = &self.sinks[sink_index];
+                let batch = SinkBatch {
+                    results: &results,
+                    metrics: &metrics,
+                };
+                match sink.accept(batch) {
+                    Ok(()) => {
+                        for &i in &need {
+                            self.delivered
+                                .entry(loaded[i].name.as_str().to_owned())
+                                .or_default()
+                                .insert(sink.name().to_owned());
+                        }
+                    }
+                    Err(e) => {
+                        warn!("{e}");
+                        self.stats.last_error.set(e.to_string());
+                    }
+                }
+            }
+        }
     }
 
-    /// Counts a failed attempt; quarantines after [`MAX_ATTEMPTS`]. True if kept for a retry.
-    fn retry_or_quarantine(&mut self, snapshot: &Loaded) -> bool {
-        let name = snapshot.name.as_str().to_owned();
-        let attempts = self.attempts.entry(name.clone()).or_insert(0);
-        *attempts += 1;
-        if *attempts < MAX_ATTEMPTS {
+    /// True when every sink took the lines of `snapshot` (or it has none for them).
+    fn fully_delivered(&self, snapshot: &Loaded) -> bool {
+        if self.sinks.is_empty() {
             return true;
         }
-        self.attempts.remove(&name);
-        let reason =
-            format!("gave up after {MAX_ATTEMPTS} attempts: output of some orders could not be written (see log)");
-        self.quarantine(&name, &reason);
-        false
+        let has_lines = !snapshot.metrics.is_empty() || snapshot.results.iter().any(|r| self.is_active(&r.id));
+        if !has_lines {
+            return true;
+        }
+        let took = self.delivered.get(snapshot.name.as_str());
+        self.sinks
+            .iter()
+            .all(|sink| took.is_some_and(|took| took.contains(sink.name())))
     }
 
-    fn quarantine(&self, name: &str, reason: &str) {
-        self.stats.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+    /// Updates the failing orders from one round: written orders are cleared, orders failing
+    /// for a reason of their own are recorded (logged when new or changed); the file is
+    /// rewritten when that changed anything.
+    fn record_failures(&mut self, written: &[OrderId], failed: &[(OrderId, Fault, String)]) {
+        for id in written {
+            if let Some(old) = self.failing.remove(id) {
+                info!(order = %id, failing_since = old.since, "order output written again");
+                self.failing_dirty = true;
+            }
+        }
+        let now = crate::probe::scheduler::unix_secs(SystemTime::now());
+        for (id, _, reason) in failed.iter().filter(|(_, fault, _)| *fault == Fault::Permanent) {
+            if self.failing.get(id).is_some_and(|f| f.reason == *reason) {
+                continue;
+            }
+            warn!(order = %id, "cannot write output (the order fails alone; its siblings go on): {reason}");
+            self.stats
+                .last_error
+                .set(format!("order {id}: cannot write output: {reason}"));
+            self.failing.insert(
+                id.clone(),
+                OrderFailure {
+                    reason: reason.clone(),
+                    since: now,
+                },
+            );
+            self.failing_dirty = true;
+        }
+        self.save_failing();
+    }
+
+    /// Writes `state/output-errors.json` if the failing orders changed (kept dirty on error).
+    fn save_failing(&mut self) {
         self.stats
-            .last_error
-            .set(format!("snapshot {name} quarantined: {reason}"));
-        match queue::quarantine(&self.base, name, reason) {
-            Ok(path) => warn!(snapshot = name, moved_to = %path.display(), "snapshot quarantined: {reason}"),
-            Err(e) => warn!(snapshot = name, "cannot quarantine snapshot ({reason}): {e}"),
+            .orders_failing
+            .store(self.failing.len() as u64, Ordering::Relaxed);
+        if !self.failing_dirty {
+            return;
+        }
+        let file = OutputErrors {
+            version: 1,
+            orders: self
+                .failing
+                .iter()
+                .map(|(id, failure)| (id.to_string(), failure.clone()))
+                .collect(),
+        };
+        match failures::write(&self.base, &file) {
+            Ok(()) => self.failing_dirty = false,
+            Err(e) => warn!("cannot write state/{}: {e}", failures::FILE_NAME),
         }
     }
+
+    /// Logs once when output starts and stops waiting for a transient fault; notes the reason.
+    fn note_waiting(&mut self, transient: &[String]) {
+        match (transient.first(), &self.waiting) {
+            (Some(first), was) => {
+                let message = format!("{}: {first}", fault::waiting_for(first));
+                if was.is_none() {
+                    warn!(
+                        snapshots_affected = transient.len(),
+                        "output suspended, {message}; the snapshots stay in incoming/ and are retried"
+                    );
+                }
+                self.stats.last_error.set(message.clone());
+                self.stats.output_waiting.store(1, Ordering::Relaxed);
+                self.waiting = Some(message);
+            }
+            (None, Some(was)) => {
+                info!("output resumed (was {was})");
+                self.stats.output_waiting.store(0, Ordering::Relaxed);
+                self.waiting = None;
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Moves a snapshot that is itself wrong to `failed/` with `reason`. When that fails (the
+    /// disk is full, `failed/` is unusable), the reason is kept and the quarantine retried
+    /// every round; the snapshot is not processed meanwhile. True when it was moved.
+    fn quarantine(&mut self, name: &str, reason: &str) -> bool {
+        match queue::quarantine(&self.base, name, reason) {
+            Ok(path) => {
+                self.stats.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .last_error
+                    .set(format!("snapshot {name} quarantined: {reason}"));
+                warn!(snapshot = name, moved_to = %path.display(), "snapshot quarantined: {reason}");
+                if self.unquarantined.remove(name).is_some() {
+                    info!(snapshot = name, "quarantine done after an earlier failure");
+                }
+                self.delivered.remove(name);
+                true
+            }
+            Err(e) => {
+                if self.unquarantined.insert(name.to_owned(), reason.to_owned()).is_none() {
+                    warn!(
+                        snapshot = name,
+                        "cannot quarantine snapshot ({reason}): {e}; retrying every round"
+                    );
+                }
+                self.stats
+                    .last_error
+                    .set(format!("cannot quarantine snapshot {name} ({reason}): {e}"));
+                false
+            }
+        }
+    }
+}
+
+/// The `time` of `dir/last_result`, if it is a regular file that starts with a `time:` line
+/// (opened without following a symlink or blocking on a FIFO).
+fn current_last_result_time(dir: &Path) -> Option<i64> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join(last_result::FILE_NAME))
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(1024).read_to_string(&mut text).ok()?;
+    let time = text.lines().next()?.strip_prefix("time: ")?;
+    time.parse().ok()
 }
 
 #[cfg(test)]
@@ -510,6 +937,7 @@ mod tests {
     use super::*;
     use crate::sink::SinkError;
     use crate::spool::snapshot::encode_ping;
+    use std::collections::BTreeMap;
     use std::fs;
     use std::sync::Mutex;
 
@@ -518,13 +946,35 @@ mod tests {
     /// Remembers what it accepted; fails while `failing` is set.
     #[derive(Default)]
     struct RecordingSink {
+        name: &'static str,
         accepted: Mutex<Vec<(OrderId, i64)>>,
         failing: std::sync::atomic::AtomicBool,
     }
 
+    impl RecordingSink {
+        fn named(name: &'static str) -> Arc<RecordingSink> {
+            Arc::new(RecordingSink {
+                name,
+                ..RecordingSink::default()
+            })
+        }
+
+        fn ids(&self) -> Vec<String> {
+            let mut ids: Vec<String> = self
+                .accepted
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, _)| id.to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    }
+
     impl ResultSink for RecordingSink {
         fn name(&self) -> &str {
-            "recording"
+            self.name
         }
         fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError> {
             if self.failing.load(Ordering::Relaxed) {
@@ -562,9 +1012,18 @@ mod tests {
         let base = BaseDir::new(dir.path());
         base.create_all().unwrap();
         let sinks: Vec<Arc<dyn ResultSink>> = vec![sink.clone()];
-        let processor = Processor::new(base, 1, sinks, false, Arc::default()).unwrap();
+        let processor = Processor::new(base, 1, sinks, false, Arc::default())
+            .unwrap()
+            .with_limits(WIDE);
         (dir, processor)
     }
+
+    /// Accepts the 2023 results of these tests (the default window is 7 days around now).
+    const WIDE: ResultLimits = ResultLimits {
+        max_age: Duration::from_secs(20 * 366 * 86_400),
+        max_future: Duration::from_secs(300),
+        max_results: 4_000,
+    };
 
     fn rrd_last_update(path: &std::path::Path) -> String {
         let out = std::process::Command::new("rrdtool")
@@ -643,7 +1102,9 @@ mod tests {
         publish(&base, 1, &[result("o", T0, 0.001)]);
         assert_eq!(first.process_pending(false).unwrap().marked, 1);
         drop(first);
-        let mut restarted = Processor::new(base.clone(), 1, Vec::new(), false, Arc::default()).unwrap();
+        let mut restarted = Processor::new(base.clone(), 1, Vec::new(), false, Arc::default())
+            .unwrap()
+            .with_limits(WIDE);
         assert!(
             !restarted.flush_due(Duration::from_secs(60)),
             "nothing known before a round"
@@ -663,7 +1124,7 @@ mod tests {
         let base = processor.base().clone();
         sink.failing.store(true, Ordering::Relaxed);
         publish(&base, 1, &[result("o", T0, 0.001)]);
-        for _ in 0..MAX_ATTEMPTS * 2 {
+        for _ in 0..10 {
             let report = processor.process_pending(true).unwrap();
             assert_eq!((report.retried, report.processed, report.quarantined), (1, 0, 0));
         }
@@ -672,5 +1133,361 @@ mod tests {
         sink.failing.store(false, Ordering::Relaxed);
         assert_eq!(processor.process_pending(true).unwrap().processed, 1);
         assert_eq!(sink.accepted.lock().unwrap().len(), 1);
+    }
+
+    fn setup_sinks(sinks: &[Arc<RecordingSink>]) -> (tempfile::TempDir, Processor, Arc<ProcessStats>) {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path());
+        base.create_all().unwrap();
+        let sinks: Vec<Arc<dyn ResultSink>> = sinks.iter().map(|s| s.clone() as Arc<dyn ResultSink>).collect();
+        let stats = Arc::new(ProcessStats::default());
+        let processor = Processor::new(base, 1, sinks, false, stats.clone())
+            .unwrap()
+            .with_limits(WIDE);
+        (dir, processor, stats)
+    }
+
+    fn failing_orders(base: &BaseDir) -> BTreeMap<String, OrderFailure> {
+        failures::read(base).unwrap().orders
+    }
+
+    /// A legal order id of 4,090 bytes (every component at most 250 bytes).
+    fn long_id() -> String {
+        let mut id = vec!["x".repeat(250); 16].join("/");
+        id.push('/');
+        id.push_str(&"y".repeat(4090 - id.len()));
+        assert_eq!(id.len(), 4090);
+        id
+    }
+
+    #[test]
+    fn an_order_whose_path_is_too_long_fails_alone_and_its_siblings_are_applied_once() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let long = long_id();
+        publish(
+            &base,
+            1,
+            &[result("a", T0, 0.001), result(&long, T0, 0.001), result("b", T0, 0.002)],
+        );
+        let report = processor.process_pending(true).unwrap();
+        assert_eq!((report.processed, report.retried, report.quarantined), (1, 0, 0));
+        for _ in 0..3 {
+            assert_eq!(processor.process_pending(true).unwrap(), RoundReport::default());
+        }
+        assert!(base.output().join("a/main.rrd").exists() && base.output().join("b/last_result").exists());
+        assert_eq!(fs::read_dir(base.incoming()).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(base.failed()).unwrap().count(), 0, "nothing quarantined");
+        assert_eq!(
+            sink.ids(),
+            vec!["a".to_string(), "b".to_string(), long.clone()],
+            "each line once"
+        );
+        let failing = failing_orders(&base);
+        assert_eq!(failing.len(), 1, "{failing:?}");
+        assert!(
+            failing[&long].reason.contains("File name too long"),
+            "{:?}",
+            failing[&long]
+        );
+        assert_eq!(stats.orders_failing.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.output_waiting.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_file_in_place_of_an_orders_directory_fails_that_order_alone_until_it_is_gone() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, _stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        fs::create_dir_all(base.output().join("app")).unwrap();
+        fs::write(base.output().join("app/blocked"), b"in the way").unwrap();
+        publish(
+            &base,
+            1,
+            &[result("app/blocked", T0, 0.001), result("app/fine", T0, 0.001)],
+        );
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        assert!(base.output().join("app/fine/main.rrd").exists());
+        let failing = failing_orders(&base);
+        assert_eq!(failing.keys().collect::<Vec<_>>(), ["app/blocked"]);
+        let since = failing["app/blocked"].since;
+        let written = fs::metadata(base.state().join(failures::FILE_NAME))
+            .unwrap()
+            .modified()
+            .unwrap();
+        // The same failure again: the record is not rewritten.
+        publish(&base, 2, &[result("app/blocked", T0 + 20, 0.001)]);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        let again = fs::metadata(base.state().join(failures::FILE_NAME))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!((written, failing_orders(&base)["app/blocked"].since), (again, since));
+        // Fixed: written again, and the record is gone.
+        fs::remove_file(base.output().join("app/blocked")).unwrap();
+        publish(&base, 3, &[result("app/blocked", T0 + 40, 0.001)]);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        assert!(base.output().join("app/blocked/main.rrd").exists());
+        assert!(failing_orders(&base).is_empty());
+        assert!(!base.state().join(failures::FILE_NAME).exists());
+        assert_eq!(fs::read_dir(base.failed()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn an_immutable_order_directory_fails_that_order_alone() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, _stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        fs::create_dir_all(base.output().join("frozen")).unwrap();
+        let frozen = ImmutableDir::new(&base.output().join("frozen"));
+        publish(&base, 1, &[result("frozen", T0, 0.001), result("fine", T0, 0.001)]);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        drop(frozen);
+        assert!(base.output().join("fine/main.rrd").exists());
+        let failing = failing_orders(&base);
+        assert!(failing["frozen"].reason.contains("creating RRD"), "{failing:?}");
+        assert_eq!(sink.ids(), ["fine", "frozen"]);
+    }
+
+    /// `chattr +i` on a directory while alive (root only; fails the test otherwise).
+    struct ImmutableDir(PathBuf);
+
+    impl ImmutableDir {
+        fn new(dir: &std::path::Path) -> ImmutableDir {
+            let status = std::process::Command::new("chattr").arg("+i").arg(dir).status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "chattr +i {} failed: run the tests as root on a filesystem with attributes (e2fsprogs)",
+                dir.display()
+            );
+            ImmutableDir(dir.to_owned())
+        }
+    }
+
+    impl Drop for ImmutableDir {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+        }
+    }
+
+    /// A small tmpfs mounted on a directory while alive (root only; fails the test otherwise).
+    struct SmallDisk(PathBuf);
+
+    impl SmallDisk {
+        fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+            let status = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir)
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "mounting a tmpfs on {} failed: run the tests as root",
+                dir.display()
+            );
+            SmallDisk(dir.to_owned())
+        }
+
+        /// Fills the filesystem; the filler file is returned, to delete to free the space.
+        fn fill(&self) -> PathBuf {
+            use std::io::Write;
+            let filler = self.0.join("filler");
+            let mut file = fs::File::create(&filler).unwrap();
+            let chunk = vec![0u8; 4096];
+            while file.write_all(&chunk).is_ok() {}
+            filler
+        }
+    }
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    fn a_full_disk_keeps_the_snapshot_without_counting_and_applies_it_once_space_returns() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let disk = SmallDisk::mount(&base.output(), "1m");
+        let filler = disk.fill();
+        publish(&base, 1, &[result("new", T0, 0.001), result("other", T0, 0.002)]);
+        for _ in 0..8 {
+            let report = processor.process_pending(true).unwrap();
+            assert_eq!(
+                (report.retried, report.processed, report.quarantined),
+                (1, 0, 0),
+                "{:?}",
+                failing_orders(&base)
+            );
+            assert!(processor.retry_due().is_some());
+        }
+        assert_eq!(fs::read_dir(base.failed()).unwrap().count(), 0, "never quarantined");
+        assert_eq!(queue::depth(&base).unwrap(), 1);
+        assert_eq!(stats.output_waiting.load(Ordering::Relaxed), 1);
+        let noted = stats.last_error.get().expect("an error is noted").message;
+        assert!(noted.starts_with("waiting for disk space"), "{noted}");
+        assert!(failing_orders(&base).is_empty(), "a full disk is not the order's fault");
+        assert_eq!(sink.ids(), ["new", "other"], "lines handed once, not per retry");
+        fs::remove_file(filler).unwrap();
+        let report = processor.process_pending(true).unwrap();
+        assert_eq!((report.processed, report.retried), (1, 0));
+        assert!(processor.retry_due().is_none());
+        assert_eq!(stats.output_waiting.load(Ordering::Relaxed), 0);
+        let rrd = rrd_last_update(&base.output().join("new/main.rrd"));
+        assert!(rrd.contains(&format!("{}: 0 0.001 0.001", T0 + 20)), "{rrd}");
+        assert_eq!(sink.ids(), ["new", "other"]);
+        drop(disk);
+    }
+
+    #[test]
+    fn a_sink_that_refused_gets_the_lines_on_the_retry_and_the_others_not_again() {
+        let (up, down) = (RecordingSink::named("up"), RecordingSink::named("down"));
+        let (_dir, mut processor, _stats) = setup_sinks(&[up.clone(), down.clone()]);
+        let base = processor.base().clone();
+        down.failing.store(true, Ordering::Relaxed);
+        publish(&base, 1, &[result("o", T0, 0.001)]);
+        for _ in 0..3 {
+            assert_eq!(processor.process_pending(true).unwrap().retried, 1);
+        }
+        assert_eq!((up.ids(), down.ids()), (vec!["o".to_string()], vec![]));
+        down.failing.store(false, Ordering::Relaxed);
+        publish(&base, 2, &[result("p", T0 + 20, 0.001)]);
+        let report = processor.process_pending(true).unwrap();
+        assert_eq!((report.processed, report.retried), (2, 0));
+        assert_eq!(up.ids(), ["o", "p"]);
+        assert_eq!(down.ids(), ["o", "p"]);
+    }
+
+    #[test]
+    fn an_older_result_after_a_newer_one_goes_to_the_rrd_but_not_to_last_result() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, _stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let last = base.output().join("o/last_result");
+        // RRD updates wait for a flush: the older result still fits into the RRD.
+        publish(&base, 2, &[result("o", T0 + 40, 0.003)]);
+        assert_eq!(processor.process_pending(false).unwrap().marked, 1);
+        publish(&base, 1, &[result("o", T0 + 20, 0.002)]);
+        assert_eq!(processor.process_pending(false).unwrap().marked, 1);
+        assert!(fs::read_to_string(&last)
+            .unwrap()
+            .contains(&format!("time: {}", T0 + 40)));
+        assert_eq!(processor.process_pending(true).unwrap().processed, 2);
+        let fetched = rrd_fetch(&base.output().join("o/main.rrd"), T0 + 20, T0 + 60);
+        assert!(
+            fetched.contains(&format!("{}: 0.0000000000e+00 2.0000000000e-03", T0 + 40)),
+            "{fetched}"
+        );
+        assert!(
+            fetched.contains(&format!("{}: 0.0000000000e+00 3.0000000000e-03", T0 + 60)),
+            "{fetched}"
+        );
+        // A restarted processor reads the time from the file.
+        let mut restarted = Processor::new(base.clone(), 1, Vec::new(), false, Arc::default())
+            .unwrap()
+            .with_limits(WIDE);
+        publish(&base, 3, &[result("o", T0, 0.001)]);
+        assert_eq!(restarted.process_pending(true).unwrap().processed, 1);
+        let text = fs::read_to_string(&last).unwrap();
+        assert!(text.contains(&format!("time: {}", T0 + 40)), "{text}");
+        assert!(text.contains("median: 3.000000e-03"), "{text}");
+        // An equal or newer time replaces it.
+        publish(&base, 4, &[result("o", T0 + 60, 0.004)]);
+        assert_eq!(restarted.process_pending(true).unwrap().processed, 1);
+        assert!(fs::read_to_string(&last)
+            .unwrap()
+            .contains(&format!("time: {}", T0 + 60)));
+    }
+
+    fn rrd_fetch(path: &std::path::Path, start: i64, end: i64) -> String {
+        let out = std::process::Command::new("rrdtool")
+            .arg("fetch")
+            .arg(path)
+            .args(["AVERAGE", "-r", "20", "-s", &start.to_string(), "-e", &end.to_string()])
+            .output()
+            .expect("rrdtool runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn reason_of(base: &BaseDir, name: &str) -> String {
+        fs::read_to_string(base.failed().join(name).join("REASON")).unwrap_or_else(|e| panic!("REASON of {name}: {e}"))
+    }
+
+    #[test]
+    fn out_of_bounds_results_quarantine_their_snapshot_at_once_and_reach_no_sink() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let mut future = result("o", 4_102_444_800, 0.001); // 2100-01-01
+        future.updated = future.time + 20;
+        let mut pings = result("p", T0, 0.001);
+        pings.pings = 2000;
+        pings.rtts = vec![Some(0.001); 2000];
+        let huge = result("h", T0, 1e308);
+        let negative = result("n", -100, 0.001);
+        let mut step = result("s", T0, 0.001);
+        step.step = 1 << 31;
+        let cases: [(&OrderResult, &str); 5] = [
+            (&future, "order \"o\": time 4102444800 is outside the accepted window"),
+            (&pings, "order \"p\": pings 2000 is outside 1..=1000"),
+            (
+                &huge,
+                "order \"h\": round-trip time 1e308 (ping 1) is outside 0..=180 seconds",
+            ),
+            (&negative, "order \"n\": time -100 is outside the accepted window"),
+            (&step, "order \"s\": step 2147483648 is outside 1..=86400"),
+        ];
+        for (seq, (bad, _)) in cases.iter().enumerate() {
+            let good = result("sibling", T0, 0.001);
+            let name = SnapshotName::new(T0, "ping", seq as u64);
+            queue::publish(&base, &name, &[(PING_FILE, &encode_ping("b", &[good, (*bad).clone()]))]).unwrap();
+        }
+        let report = processor.process_pending(true).unwrap();
+        assert_eq!((report.quarantined, report.processed, report.retried), (5, 0, 0));
+        for (seq, (_, expected)) in cases.iter().enumerate() {
+            let reason = reason_of(&base, SnapshotName::new(T0, "ping", seq as u64).as_str());
+            assert!(reason.contains("line 3: ") && reason.contains(expected), "{reason}");
+        }
+        assert!(sink.ids().is_empty(), "nothing of a refused snapshot reaches a sink");
+        assert_eq!(
+            fs::read_dir(base.output()).unwrap().count(),
+            0,
+            "no RRD created or moved aside"
+        );
+        assert_eq!(stats.snapshots_failed.load(Ordering::Relaxed), 5);
+        // The order's RRD still takes real updates.
+        publish(&base, 9, &[result("o", T0, 0.001)]);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        let rrd = rrd_last_update(&base.output().join("o/main.rrd"));
+        assert!(rrd.contains(&format!("{}: 0 0.001 0.001", T0 + 20)), "{rrd}");
+    }
+
+    #[test]
+    fn a_failed_quarantine_keeps_its_reason_and_is_retried_until_it_succeeds() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let name = SnapshotName::new(T0, "ping", 1);
+        queue::publish(&base, &name, &[(PING_FILE, b"garbage\n")]).unwrap();
+        fs::rename(base.failed(), base.root().join("failed.away")).unwrap();
+        fs::write(base.failed(), b"not a directory").unwrap();
+        for _ in 0..3 {
+            let report = processor.process_pending(true).unwrap();
+            assert_eq!((report.quarantined, report.processed), (0, 0));
+        }
+        assert!(base.incoming().join(name.as_str()).exists());
+        assert_eq!(stats.snapshots_failed.load(Ordering::Relaxed), 0);
+        let noted = stats.last_error.get().unwrap().message;
+        assert!(noted.starts_with("cannot quarantine snapshot"), "{noted}");
+        fs::remove_file(base.failed()).unwrap();
+        fs::rename(base.root().join("failed.away"), base.failed()).unwrap();
+        assert_eq!(processor.process_pending(true).unwrap().quarantined, 1);
+        let reason = reason_of(&base, name.as_str());
+        assert!(reason.contains("ping.jsonl line 1"), "{reason:?}");
+        assert_eq!(stats.snapshots_failed.load(Ordering::Relaxed), 1);
+        assert!(sink.ids().is_empty());
     }
 }

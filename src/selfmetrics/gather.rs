@@ -245,6 +245,18 @@ fn add_process(families: &mut Families, stats: &ProcessStats) {
         "Orders whose output could not be written in a round.",
         &stats.order_errors,
     );
+    families.one(
+        "order_output_failing",
+        "Orders whose output cannot be written for a reason of their own (state/output-errors.json).",
+        Kind::Gauge,
+        load(&stats.orders_failing),
+    );
+    families.one(
+        "output_waiting",
+        "1 while output waits for a transient fault (disk full, I/O error) to clear.",
+        Kind::Gauge,
+        load(&stats.output_waiting),
+    );
     families.counter(
         "rrd_updates_total",
         "librrd update calls (one per order per round).",

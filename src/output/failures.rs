@@ -1,0 +1,118 @@
+//! `state/output-errors.json`: the orders whose output cannot be written, with the reason.
+//!
+//! Owned by processing (`spoolmon run`, `spoolmon process`); read by `spoolmon orders` (state
+//! `failing`), `spoolmon status` and `spoolmon check orders`. Format (JSON, one object):
+//!
+//! ```text
+//! {"version":1,"orders":{"app1/target1":{"reason":"creating directory ...: File name too long","since":1700000020}}}
+//! ```
+//!
+//! `reason` is the last error of the order's output (RRD or `last_result`), `since` (unix
+//! seconds) when the order started failing with that reason. Only faults of the order itself are
+//! kept here (see [`super::fault`]); a transient fault (disk full) is a `last_error` of
+//! processing instead. An order leaves the file when its output is written again, or when it is
+//! archived. The file is replaced atomically (temp + fsync + rename in `state/`) and only when
+//! the set of orders or a reason changes; an absent file means no order fails.
+
+use crate::spool::BaseDir;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io;
+
+/// Name of the file inside `state/`.
+pub const FILE_NAME: &str = "output-errors.json";
+
+/// A larger file is not ours: refused instead of read.
+const MAX_FILE: u64 = 16 << 20;
+
+/// Why one order's output cannot be written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderFailure {
+    pub reason: String,
+    /// Unix seconds of the first failure with this reason.
+    pub since: i64,
+}
+
+/// The content of `state/output-errors.json`: order id → failure.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputErrors {
+    pub version: u32,
+    pub orders: BTreeMap<String, OrderFailure>,
+}
+
+/// Reads the file; an absent one means no failures. Unreadable or malformed is an error naming
+/// the file.
+pub fn read(base: &BaseDir) -> io::Result<OutputErrors> {
+    let state = base.dir("state")?;
+    let bytes = match state.read_limited(FILE_NAME, MAX_FILE) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(OutputErrors::default()),
+        Err(e) => return Err(e),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", base.state().join(FILE_NAME).display()),
+        )
+    })
+}
+
+/// Replaces the file with `errors` (removes it when there are none).
+pub fn write(base: &BaseDir, errors: &OutputErrors) -> io::Result<()> {
+    let state = base.dir("state")?;
+    if errors.orders.is_empty() {
+        return match state.unlink(FILE_NAME) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => state.sync(),
+        };
+    }
+    let mut text = serde_json::to_vec(&OutputErrors {
+        version: 1,
+        orders: errors.orders.clone(),
+    })
+    .map_err(io::Error::other)?;
+    text.push(b'\n');
+    state.replace(FILE_NAME, &text)?;
+    state.sync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_round_trip_and_an_empty_set_removes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path());
+        base.create_all().unwrap();
+        assert_eq!(read(&base).unwrap(), OutputErrors::default());
+        let mut errors = OutputErrors::default();
+        errors.orders.insert(
+            "a/b".into(),
+            OrderFailure {
+                reason: "File name too long".into(),
+                since: 1_700_000_000,
+            },
+        );
+        write(&base, &errors).unwrap();
+        let back = read(&base).unwrap();
+        assert_eq!(back.orders, errors.orders);
+        assert_eq!(back.version, 1);
+        write(&base, &OutputErrors::default()).unwrap();
+        assert!(!base.state().join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_symlink_or_garbage_in_its_place_is_an_error_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path());
+        base.create_all().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"{\"version\":1,\"orders\":{}}").unwrap();
+        std::os::unix::fs::symlink(&victim, base.state().join(FILE_NAME)).unwrap();
+        assert!(read(&base).is_err());
+        std::fs::remove_file(base.state().join(FILE_NAME)).unwrap();
+        std::fs::write(base.state().join(FILE_NAME), b"garbage").unwrap();
+        assert!(read(&base).unwrap_err().to_string().contains(FILE_NAME));
+    }
+}
