@@ -133,6 +133,9 @@ pub struct Processor {
     delivered: HashMap<String, HashSet<String>>,
     /// Snapshot name → reason, for quarantines that failed (retried every round).
     unquarantined: HashMap<String, String>,
+    /// Quarantined entries (their path in `failed/`) whose `REASON` could not be written yet
+    /// (the disk was full): the reason is kept here and written again every round.
+    unwritten_reasons: Vec<(PathBuf, String)>,
     /// Orders failing for a reason of their own (mirrored in `state/output-errors.json`).
     failing: BTreeMap<OrderId, OrderFailure>,
     /// `failing` changed since it was last written.
@@ -232,6 +235,7 @@ impl Processor {
             stats,
             delivered: HashMap::new(),
             unquarantined: HashMap::new(),
+            unwritten_reasons: Vec::new(),
             failing,
             failing_dirty: false,
             newest: Mutex::default(),
@@ -429,6 +433,7 @@ impl Processor {
         let mut listed = Vec::new();
         let mut present = HashSet::new();
         let mut haproxy_snapshots = 0;
+        self.write_pending_reasons();
         for entry in queue::list(&self.base)? {
             match entry {
                 QueueEntry::Invalid(name) => {
@@ -887,15 +892,22 @@ impl Processor {
     fn quarantine(&mut self, name: &str, reason: &str) -> bool {
         match queue::quarantine(&self.base, name, reason) {
             Ok(path) => {
-                self.stats.snapshots_failed.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .last_error
-                    .set(format!("snapshot {name} quarantined: {reason}"));
-                warn!(snapshot = name, moved_to = %path.display(), "snapshot quarantined: {reason}");
-                if self.unquarantined.remove(name).is_some() {
-                    info!(snapshot = name, "quarantine done after an earlier failure");
-                }
-                self.delivered.remove(name);
+                self.quarantined(name, reason, &path);
+                true
+            }
+            Err(queue::QuarantineError::Reason { path, source }) => {
+                // Moved, so never processed again; only its REASON waits for room on the disk.
+                self.quarantined(name, reason, &path);
+                warn!(
+                    snapshot = name,
+                    "cannot write the REASON of {} yet ({source}); retrying every round",
+                    path.display()
+                );
+                self.stats.last_error.set(format!(
+                    "cannot write the REASON of {} ({reason}): {source}",
+                    path.display()
+                ));
+                self.unwritten_reasons.push((path, reason.to_owned()));
                 true
             }
             Err(e) => {
@@ -911,6 +923,31 @@ impl Processor {
                 false
             }
         }
+    }
+
+    fn quarantined(&mut self, name: &str, reason: &str, path: &Path) {
+        self.stats.snapshots_failed.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .last_error
+            .set(format!("snapshot {name} quarantined: {reason}"));
+        warn!(snapshot = name, moved_to = %path.display(), "snapshot quarantined: {reason}");
+        if self.unquarantined.remove(name).is_some() {
+            info!(snapshot = name, "quarantine done after an earlier failure");
+        }
+        self.delivered.remove(name);
+    }
+
+    /// Writes the reasons that could not be written when their snapshots were quarantined.
+    fn write_pending_reasons(&mut self) {
+        let base = &self.base;
+        self.unwritten_reasons
+            .retain(|(path, reason)| match queue::write_reason(base, path, reason) {
+                Ok(()) => {
+                    info!(entry = %path.display(), "REASON written after an earlier failure");
+                    false
+                }
+                Err(_) => true,
+            });
     }
 }
 
@@ -1489,5 +1526,49 @@ mod tests {
         assert!(reason.contains("ping.jsonl line 1"), "{reason:?}");
         assert_eq!(stats.snapshots_failed.load(Ordering::Relaxed), 1);
         assert!(sink.ids().is_empty());
+    }
+
+    #[test]
+    fn a_reason_that_cannot_be_written_yet_is_kept_and_written_when_the_disk_has_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,nr_inodes=64", "tmpfs"])
+            .arg(dir.path())
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "mounting a tmpfs failed: run the tests as root"
+        );
+        let _unmount = SmallDisk(dir.path().to_owned());
+        let base = BaseDir::new(dir.path().join("base"));
+        base.create_all().unwrap();
+        let stats = Arc::new(ProcessStats::default());
+        let mut processor = Processor::new(base.clone(), 1, Vec::new(), false, stats.clone())
+            .unwrap()
+            .with_limits(WIDE);
+        let name = SnapshotName::new(T0, "ping", 1);
+        queue::publish(&base, &name, &[(PING_FILE, b"garbage\n")]).unwrap();
+        // Every inode taken: a rename still works, creating REASON does not.
+        let fillers = dir.path().join("fill");
+        fs::create_dir(&fillers).unwrap();
+        let mut n = 0;
+        while fs::write(fillers.join(n.to_string()), b"").is_ok() {
+            n += 1;
+        }
+        assert_eq!(processor.process_pending(true).unwrap().quarantined, 1);
+        assert!(base.failed().join(name.as_str()).is_dir(), "moved out of the queue");
+        assert!(!base.failed().join(name.as_str()).join("REASON").exists());
+        assert!(stats.last_error.get().unwrap().message.contains("REASON"));
+        processor.process_pending(true).unwrap();
+        assert!(
+            !base.failed().join(name.as_str()).join("REASON").exists(),
+            "still no room"
+        );
+        fs::remove_file(fillers.join("0")).unwrap();
+        fs::remove_file(fillers.join("1")).unwrap();
+        processor.process_pending(true).unwrap();
+        let reason = reason_of(&base, name.as_str());
+        assert!(reason.contains("ping.jsonl line 1"), "the original reason: {reason:?}");
+        assert_eq!(stats.snapshots_failed.load(Ordering::Relaxed), 1, "counted once");
     }
 }
