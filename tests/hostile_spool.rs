@@ -113,11 +113,20 @@ fn hostile_entries_in_incoming_are_quarantined_by_a_running_daemon_without_touch
     symlink(canary.file(), incoming.join(".tmp-build5/lb.sock_stat")).unwrap();
     fs::rename(incoming.join(".tmp-build5"), incoming.join("1700000005")).unwrap();
 
+    let reasons = [
+        ("1700000000", "failed/1700000000.REASON"),
+        ("1700000001", "failed/1700000001/REASON"),
+        ("1700000002", "failed/1700000002/REASON"),
+        ("1700000003", "failed/1700000003.REASON"),
+        ("1700000004", "failed/1700000004/REASON"),
+        ("1700000005", "failed/1700000005/REASON"),
+    ];
+    // The REASON is written after the move: wait for it, not for the entry.
     wait_for(
-        "every hostile entry quarantined",
+        "every hostile entry quarantined with its reason",
         Duration::from_secs(60),
         Some(&daemon),
-        || (0..6).all(|i| base.join(&format!("failed/170000000{i}")).symlink_metadata().is_ok()),
+        || reasons.iter().all(|(_, file)| base.join(file).is_file()),
     );
     assert!(daemon.is_running(), "the daemon keeps running");
     canary.assert_untouched();
@@ -129,14 +138,7 @@ fn hostile_entries_in_incoming_are_quarantined_by_a_running_daemon_without_touch
             .is_symlink(),
         "the link itself was moved"
     );
-    for (entry, reason_file) in [
-        ("1700000000", "failed/1700000000.REASON"),
-        ("1700000001", "failed/1700000001/REASON"),
-        ("1700000002", "failed/1700000002/REASON"),
-        ("1700000003", "failed/1700000003.REASON"),
-        ("1700000004", "failed/1700000004/REASON"),
-        ("1700000005", "failed/1700000005/REASON"),
-    ] {
+    for (entry, reason_file) in reasons {
         let reason = base
             .read(reason_file)
             .unwrap_or_else(|| panic!("{entry}: no {reason_file}"));

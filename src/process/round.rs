@@ -579,7 +579,9 @@ impl Processor {
                     _ => bad(e.to_string()),
                 });
         }
-        let dir = self.base.incoming().join(name.as_str());
+        // The HAProxy reader takes a path: the held descriptor's own (`/proc/self/fd/N`), so a
+        // snapshot swapped for a symlink after it was opened is never followed.
+        let dir = snapshot.fd_path();
         if haproxy::is_haproxy_snapshot(&dir) {
             return haproxy::aggregate(&dir, name.epoch, &self.haproxy)
                 .map(|aggregate| (Vec::new(), aggregate.metrics))
