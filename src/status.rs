@@ -141,7 +141,13 @@ fn holder(base: &BaseDir, lock_name: &str, now: i64) -> Holder {
     let heartbeat = (lock_name == lock::LOCK_FILE)
         .then(|| read_state(base, HEARTBEAT_FILE, 4096))
         .flatten()
-        .and_then(|bytes| String::from_utf8_lossy(&bytes).split_whitespace().next()?.parse::<i64>().ok());
+        .and_then(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .split_whitespace()
+                .next()?
+                .parse::<i64>()
+                .ok()
+        });
     Holder {
         running: pid.is_some(),
         pid,

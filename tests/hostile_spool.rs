@@ -34,10 +34,15 @@ fn result_time(base: &Base, id: &str) -> Option<i64> {
 /// Polls `last_result` of `id`, collecting every `time` seen, until `count` distinct ones.
 fn watch_times(base: &Base, id: &str, count: usize, daemon: &Daemon) -> BTreeSet<i64> {
     let mut seen = BTreeSet::new();
-    wait_for(&format!("{count} results of {id}"), Duration::from_secs(90), Some(daemon), || {
-        seen.extend(result_time(base, id));
-        seen.len() >= count
-    });
+    wait_for(
+        &format!("{count} results of {id}"),
+        Duration::from_secs(90),
+        Some(daemon),
+        || {
+            seen.extend(result_time(base, id));
+            seen.len() >= count
+        },
+    );
     seen
 }
 
@@ -55,11 +60,19 @@ fn answer(base: &Base, args: &[&str]) -> (i32, String) {
         .spawn()
         .unwrap();
     let mut status = None;
-    wait_for(&format!("spoolmon {args:?} to answer"), Duration::from_secs(20), None, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    (status.unwrap().code().unwrap_or(-1), fs::read_to_string(out_path).unwrap())
+    wait_for(
+        &format!("spoolmon {args:?} to answer"),
+        Duration::from_secs(20),
+        None,
+        || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        },
+    );
+    (
+        status.unwrap().code().unwrap_or(-1),
+        fs::read_to_string(out_path).unwrap(),
+    )
 }
 
 fn mkfifo(path: &Path) {
@@ -125,7 +138,10 @@ fn fifos_in_place_of_an_outbox_ack_and_segment_neither_stop_the_daemon_nor_hang_
     // Before any daemon: the readers answer at once, with the reason.
     let (code, text) = answer(&base, &["outbox"]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("acknowledgement") && text.contains("not a regular file"), "{text}");
+    assert!(
+        text.contains("acknowledgement") && text.contains("not a regular file"),
+        "{text}"
+    );
     let (code, text) = answer(&base, &["check", "outbox"]);
     assert_eq!(code, 1, "WARNING with the reason: {text}");
     assert!(text.contains("not a regular file"), "{text}");
@@ -194,33 +210,50 @@ fn an_immutable_incoming_tmp_suspends_collection_with_a_reason_and_the_kept_resu
     let tmp = base.join("incoming.tmp");
     let frozen = ReadOnlyDir::new(&tmp);
     wait_for("collection suspended", Duration::from_secs(30), Some(&daemon), || {
-        daemon.log_text().contains("collection suspended: cannot publish snapshot")
+        daemon
+            .log_text()
+            .contains("collection suspended: cannot publish snapshot")
     });
     let held_epoch: i64 = {
         let log = daemon.log_text();
         let at = log.find("cannot publish snapshot ").unwrap() + "cannot publish snapshot ".len();
         log[at..].split('-').next().unwrap().parse().unwrap()
     };
-    wait_for("the suspension counted in the metrics", Duration::from_secs(30), Some(&daemon), || {
-        base.read("state/metrics.prom").is_some_and(|m| {
-            m.lines().any(|l| {
-                l.strip_prefix("spoolmon_probe_runs_suspended_total ")
-                    .is_some_and(|v| v.parse::<f64>().unwrap_or(0.0) > 0.0)
+    wait_for(
+        "the suspension counted in the metrics",
+        Duration::from_secs(30),
+        Some(&daemon),
+        || {
+            base.read("state/metrics.prom").is_some_and(|m| {
+                m.lines().any(|l| {
+                    l.strip_prefix("spoolmon_probe_runs_suspended_total ")
+                        .is_some_and(|v| v.parse::<f64>().unwrap_or(0.0) > 0.0)
+                })
             })
-        })
-    });
-    wait_for("the reason in the status file", Duration::from_secs(30), Some(&daemon), || {
-        base.read("state/status.json")
-            .is_some_and(|s| s.contains("collection suspended") && s.contains("kept in memory"))
-    });
+        },
+    );
+    wait_for(
+        "the reason in the status file",
+        Duration::from_secs(30),
+        Some(&daemon),
+        || {
+            base.read("state/status.json")
+                .is_some_and(|s| s.contains("collection suspended") && s.contains("kept in memory"))
+        },
+    );
     drop(frozen);
     // The kept result reaches the RRD (its update is at time + step); it may share a processing
     // round with the next step's, so `last_result` alone may never show it.
     let update = format!("args=[\"{}:", held_epoch + 1);
-    wait_for("the kept result published and written", Duration::from_secs(30), Some(&daemon), || {
-        let log = daemon.log_text();
-        log.contains(&format!("published snapshot={held_epoch}-ping-")) && log.contains(&update)
-    });
+    wait_for(
+        "the kept result published and written",
+        Duration::from_secs(30),
+        Some(&daemon),
+        || {
+            let log = daemon.log_text();
+            log.contains(&format!("published snapshot={held_epoch}-ping-")) && log.contains(&update)
+        },
+    );
     wait_for("collection resumed", Duration::from_secs(30), Some(&daemon), || {
         daemon.log_text().contains("collection resumes") && result_time(&base, "exec/t") > Some(held_epoch)
     });

@@ -31,7 +31,10 @@ pub fn check_daemon(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcom
             }
         }
         Err(RecordProblem::Unreadable(why)) => {
-            return Outcome::unknown("daemon", format!("pid {pid} holds the lock but the heartbeat is unreadable: {why}"))
+            return Outcome::unknown(
+                "daemon",
+                format!("pid {pid} holds the lock but the heartbeat is unreadable: {why}"),
+            )
         }
     };
     let beat_age = (unix_now(now) - beat).max(0);

@@ -183,7 +183,10 @@ pub const RERESOLVE_INTERVAL: Duration = Duration::from_secs(300);
 /// What `telegraf/<id>` is.
 enum TelegrafFile {
     Absent,
-    Open { file: fs::File, meta: Metadata },
+    Open {
+        file: fs::File,
+        meta: Metadata,
+    },
     /// A symlink on the way, not a regular file, unreadable: the reason.
     Refused(String),
 }
@@ -595,9 +598,9 @@ impl OrderBook {
         }
         let mut outcome = self.parse(&id, path, &bytes, telegraf.as_ref().map(|(_, b)| b.as_slice()));
         if let (Ok(parsed), Some(reason)) = (&mut outcome, refused) {
-            parsed
-                .warnings
-                .push(format!("telegraf/{id} is not used (its metadata is not attached): {reason}"));
+            parsed.warnings.push(format!(
+                "telegraf/{id} is not used (its metadata is not attached): {reason}"
+            ));
         }
         self.record(id, path, order_stamp, telegraf_stamp, outcome, walk.events);
     }
@@ -1362,13 +1365,21 @@ mod tests {
         let mut f = Fixture::new();
         let outside = tempfile::tempdir().unwrap();
         fs::write(outside.path().join("t"), "measurement_name: stolen\n").unwrap();
-        nix::unistd::mkfifo(&outside.path().join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        nix::unistd::mkfifo(
+            &outside.path().join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
         symlink(outside.path(), f.base.telegraf().join("app")).unwrap();
         f.write("app/t", VALID);
         f.write("app/fifo", VALID);
         match f.rescan().as_slice() {
             [OrderEvent::Added(a), OrderEvent::Added(b)] => {
-                assert_eq!((a.telegraf.as_ref(), b.telegraf.as_ref()), (None, None), "no metadata attached");
+                assert_eq!(
+                    (a.telegraf.as_ref(), b.telegraf.as_ref()),
+                    (None, None),
+                    "no metadata attached"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -1376,7 +1387,10 @@ mod tests {
             let status = f.status(id).unwrap();
             assert_eq!(status.state, OrderState::Active, "{status:?}");
             assert!(
-                status.warnings.iter().any(|w| w.contains(&format!("telegraf/{id} is not used"))),
+                status
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains(&format!("telegraf/{id} is not used"))),
                 "{status:?}"
             );
         }

@@ -183,7 +183,10 @@ impl CommandCgroup {
                 return;
             }
             for pid in pids {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -239,9 +242,15 @@ pub fn kill_tagged(tags: &[String]) -> usize {
         if read.is_err() {
             continue;
         }
-        if environ.split(|&b| b == 0).any(|var| wanted.iter().any(|w| var == w.as_slice())) {
+        if environ
+            .split(|&b| b == 0)
+            .any(|var| wanted.iter().any(|w| var == w.as_slice()))
+        {
             debug!(pid, "killing a process an exec command left behind");
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             killed.push(pid);
         }
     }

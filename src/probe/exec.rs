@@ -108,8 +108,8 @@ impl ExecProbe {
             return None;
         };
         let label = order_label(spec);
-        let started =
-            command_line(spec, plan).and_then(|argv| RunningCommand::spawn(&argv, plan.pings, kill_time(spec, plan), self.cgroups));
+        let started = command_line(spec, plan)
+            .and_then(|argv| RunningCommand::spawn(&argv, plan.pings, kill_time(spec, plan), self.cgroups));
         match started {
             Ok(command) => {
                 self.warnings.forget(&label);
@@ -448,9 +448,7 @@ impl RunningCommand {
     fn spawn(argv: &[String], pings: u32, kill_at: Instant, cgroups: bool) -> Result<RunningCommand, ExecError> {
         let program = argv[0].clone();
         let tag = super::cgroup::next_name();
-        let mut cgroup = cgroups
-            .then(|| super::cgroup::CommandCgroup::create(&tag))
-            .flatten();
+        let mut cgroup = cgroups.then(|| super::cgroup::CommandCgroup::create(&tag)).flatten();
         let mut builder = Command::new(&program);
         builder
             .args(&argv[1..])
@@ -804,7 +802,11 @@ mod tests {
             let rtts = run(&probe, &specs, &plan(1, Duration::from_secs(2)));
             assert_eq!(rtts, [vec![ms(1.0)], vec![ms(2.0)]], "{mode}");
             for marker in [&exits, &overruns] {
-                assert_eq!(processes_with(marker), Vec::<u32>::new(), "{mode}: sleep {marker} outlived its run");
+                assert_eq!(
+                    processes_with(marker),
+                    Vec::<u32>::new(),
+                    "{mode}: sleep {marker} outlived its run"
+                );
             }
         }
     }
@@ -1015,7 +1017,9 @@ mod tests {
         assert_eq!(run(&probe, std::slice::from_ref(&spec), &plan), vec![vec![None, None]]);
         assert_eq!(run(&probe, std::slice::from_ref(&spec), &plan), vec![vec![None, None]]);
         let argv = command_line(&spec, &plan).expect("argv");
-        let error = RunningCommand::spawn(&argv, 2, plan.deadline, true).err().expect("error");
+        let error = RunningCommand::spawn(&argv, 2, plan.deadline, true)
+            .err()
+            .expect("error");
         // Already logged by the first run: a repeat is suppressed.
         assert!(!probe.warnings.warn(&order_label(&spec), &error.to_string()));
     }

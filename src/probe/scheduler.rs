@@ -270,7 +270,10 @@ impl Scheduler {
     /// The scheduling loop (run it on its own thread).
     pub fn run(self, orders_rx: crossbeam_channel::Receiver<Vec<Order>>, shutdown: Arc<AtomicBool>) {
         let seq = first_seq(&self.base);
-        debug!(first_seq = seq, "snapshot sequence numbers start above those still queued");
+        debug!(
+            first_seq = seq,
+            "snapshot sequence numbers start above those still queued"
+        );
         let this = Arc::new(Shared {
             scheduler: self,
             seq: AtomicU64::new(seq),
@@ -306,7 +309,10 @@ impl Scheduler {
         }
         let held = this.lock_held().snapshots.len();
         if held > 0 {
-            warn!(held, "stopping with snapshots that could not be published: their results are lost");
+            warn!(
+                held,
+                "stopping with snapshots that could not be published: their results are lost"
+            );
         }
         debug!("scheduler stopped");
     }
@@ -419,7 +425,10 @@ impl Shared {
                 }
                 Err(e) => {
                     self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
-                    return Err((snapshot, io::Error::new(e.kind(), format!("cannot publish snapshot {name}: {e}"))));
+                    return Err((
+                        snapshot,
+                        io::Error::new(e.kind(), format!("cannot publish snapshot {name}: {e}")),
+                    ));
                 }
             }
         }
@@ -431,7 +440,9 @@ impl Shared {
         held.bytes += snapshot.body.len();
         held.snapshots.push_back(snapshot);
         while held.snapshots.len() > MAX_HELD_SNAPSHOTS || (held.bytes > MAX_HELD_BYTES && held.snapshots.len() > 1) {
-            let Some(dropped) = held.snapshots.pop_front() else { break };
+            let Some(dropped) = held.snapshots.pop_front() else {
+                break;
+            };
             held.bytes -= dropped.body.len();
             self.stats.snapshots_lost.fetch_add(1, Ordering::Relaxed);
             warn!(

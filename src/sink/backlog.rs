@@ -90,7 +90,7 @@ pub fn read_all(outbox_root: &Path, now: SystemTime) -> std::io::Result<Vec<Sink
         let read = root
             .open_dir(&sink)
             .map_err(|e| e.to_string())
-            .and_then(|dir| outbox::status(&dir).map_err(|e| e.to_string()));
+            .and_then(|dir| outbox::status_in(&dir).map_err(|e| e.to_string()));
         backlogs.push(match read {
             Ok(status) => SinkBacklog::new(sink, status, now),
             Err(e) => SinkBacklog::unreadable(sink, e),

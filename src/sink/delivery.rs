@@ -296,7 +296,7 @@ mod tests {
         assert_eq!(sent, [&b"good 1 1\n"[..], b"flaky 3 3\n", b"good 4 4\n"]);
         assert_eq!(stats.failed_sends.load(Ordering::Relaxed), 3);
         assert_eq!(stats.rejected_batches.load(Ordering::Relaxed), 1);
-        let status = status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+        let status = status(dir.path()).unwrap();
         assert_eq!((status.rejected_lines, status.delivered_lines, status.lines), (1, 3, 0));
     }
 
@@ -328,7 +328,7 @@ mod tests {
         assert_eq!(stats.failed_sends.load(Ordering::Relaxed), 1);
         shutdown.store(true, Ordering::Relaxed);
         join_bounded(handle);
-        assert_eq!(status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap().lines, 1, "the batch stays queued");
+        assert_eq!(status(dir.path()).unwrap().lines, 1, "the batch stays queued");
     }
 
     #[test]

@@ -87,7 +87,7 @@ mod tests {
         };
         sink.accept(batch).unwrap();
         sink.accept(SinkBatch::default()).unwrap();
-        let queued = status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+        let queued = status(dir.path()).unwrap();
         assert_eq!((queued.records, queued.lines), (1, 3));
         assert_eq!(sink.name(), "graphite");
     }

@@ -188,7 +188,11 @@ mod tests {
     fn a_fifo_or_a_link_in_place_of_the_ack_is_garbage_at_once_and_replaced_by_the_next_write() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = Dir::open(tmp.path()).unwrap();
-        nix::unistd::mkfifo(&tmp.path().join(ACK_FILE), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        nix::unistd::mkfifo(
+            &tmp.path().join(ACK_FILE),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
         match Ack::read(&dir).unwrap() {
             AckRead::Garbage(why) => assert!(why.contains("not a regular file"), "{why}"),
             other => panic!("a FIFO read as {other:?}"),
@@ -199,7 +203,10 @@ mod tests {
         std::fs::write(&victim, sample().encode()).unwrap();
         std::fs::remove_file(tmp.path().join(ACK_FILE)).unwrap();
         std::os::unix::fs::symlink(&victim, tmp.path().join(ACK_FILE)).unwrap();
-        assert!(matches!(Ack::read(&dir).unwrap(), AckRead::Garbage(_)), "a link is not followed");
+        assert!(
+            matches!(Ack::read(&dir).unwrap(), AckRead::Garbage(_)),
+            "a link is not followed"
+        );
     }
 
     #[test]

@@ -94,10 +94,10 @@ mod tests;
 mod writer;
 
 pub use reader::{Batch, Reader};
-pub use status::{status, OutboxStatus};
+pub use status::{status, status_in, OutboxStatus};
 
-use ack::{Ack, Counters, Position};
 use crate::spool::beneath::Dir;
+use ack::{Ack, Counters, Position};
 use format::{segment_name, RecordHeader};
 use std::collections::VecDeque;
 use std::io;

@@ -127,14 +127,16 @@ fn recover_segment(
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             // Replaced by something else since it was listed.
             warn!(file = %path.display(), "not an outbox segment ({e}): removed without opening it");
-            dir.unlink(name).map_err(|e| OutboxError::io("remove non-segment", &path, e))?;
+            dir.unlink(name)
+                .map_err(|e| OutboxError::io("remove non-segment", &path, e))?;
             return Ok(None);
         }
         Err(e) => return Err(OutboxError::io("open segment", &path, e)),
     };
     if !has_magic(&file).map_err(|e| OutboxError::io("read segment", &path, e))? {
         warn!(file = %path.display(), "not an outbox segment (no SPOOLOB1 header): removed");
-        dir.unlink(name).map_err(|e| OutboxError::io("remove segment", &path, e))?;
+        dir.unlink(name)
+            .map_err(|e| OutboxError::io("remove segment", &path, e))?;
         return Ok(None);
     }
     let file_len = file

@@ -29,10 +29,16 @@ pub struct OutboxStatus {
     pub problems: Vec<String>,
 }
 
+/// [`status_in`] of the outbox directory at `path`.
+pub fn status(path: &std::path::Path) -> Result<OutboxStatus, OutboxError> {
+    let dir = Dir::open(path).map_err(|e| OutboxError::io("open outbox", path, e))?;
+    status_in(&dir)
+}
+
 /// Reads the status of the outbox `dir` (`outbox/<sink>/`). A missing or unreadable
 /// acknowledgement file counts everything as undelivered, as delivery would. Nothing is opened
 /// that is not a regular file, and nothing blocks.
-pub fn status(dir: &Dir) -> Result<OutboxStatus, OutboxError> {
+pub fn status_in(dir: &Dir) -> Result<OutboxStatus, OutboxError> {
     let mut problems = Vec::new();
     let ack = match Ack::read(dir).map_err(|e| OutboxError::io("read the acknowledgement file in", dir.path(), e))? {
         AckRead::Found(ack) => ack,

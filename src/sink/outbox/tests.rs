@@ -38,7 +38,11 @@ fn drain(outbox: &Arc<Outbox>, max_payload: usize) -> Vec<u8> {
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
-    list_segments(&crate::spool::beneath::Dir::open(dir).unwrap()).unwrap().into_iter().map(|e| dir.join(e.name)).collect()
+    list_segments(&crate::spool::beneath::Dir::open(dir).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|e| dir.join(e.name))
+        .collect()
 }
 
 /// Runs `f` with this thread's log lines collected; returns them.
@@ -81,7 +85,7 @@ fn delivery_resumes_exactly_at_the_acknowledgement_after_reopen() {
     let outbox = open(dir.path());
     assert_eq!(drain(&outbox, 1 << 20), [second, third].concat());
     assert_eq!(drain(&outbox, 1 << 20), b"");
-    let status = status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+    let status = status(dir.path()).unwrap();
     assert_eq!((status.records, status.lines, status.delivered_lines), (0, 0, 30));
 }
 
@@ -111,9 +115,10 @@ fn several_records_share_one_batch_up_to_the_payload_limit() {
 #[test]
 fn torn_or_corrupt_tail_is_cut_logged_and_earlier_records_delivered() {
     type Damage = fn(&Path);
+    type Dropped = (u64, u64, u64);
     // (what, damage, whether the last record survives, dropped (records, lines, bytes)): the
     // last record is "c" x 5 lines of 17 bytes, 85 payload bytes, 105 with its header.
-    let damages: [(&str, Damage, bool, (u64, u64, u64)); 3] = [
+    let damages: [(&str, Damage, bool, Dropped); 3] = [
         (
             "truncated mid-record",
             |p| {
@@ -164,7 +169,7 @@ fn torn_or_corrupt_tail_is_cut_logged_and_earlier_records_delivered() {
 
         let (outbox, logs) = logs_of(|| open(dir.path()));
         assert!(logs.contains("cutting off a torn or corrupt tail"), "{what}: {logs}");
-        let counted = status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+        let counted = status(dir.path()).unwrap();
         assert_eq!(
             (counted.dropped_records, counted.dropped_lines, counted.dropped_bytes),
             (records, lines, bytes),
@@ -202,7 +207,7 @@ fn record_larger_than_the_payload_limit_goes_in_line_aligned_pieces_across_reope
     let mut received = batch.payload().to_vec();
     outbox.acknowledge(batch, Outcome::Delivered).unwrap();
     drop((reader, outbox));
-    let mid_record = status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+    let mid_record = status(dir.path()).unwrap();
     assert_eq!(
         mid_record.records, 2,
         "the acknowledgement points inside the first record"
@@ -220,7 +225,7 @@ fn record_larger_than_the_payload_limit_goes_in_line_aligned_pieces_across_reope
         outbox.acknowledge(batch, Outcome::Delivered).unwrap();
     }
     assert_eq!(received, [big, tail].concat());
-    assert_eq!(status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap().delivered_lines, 102);
+    assert_eq!(status(dir.path()).unwrap().delivered_lines, 102);
 }
 
 #[test]
@@ -280,14 +285,14 @@ fn byte_bound_drops_the_oldest_segments_and_the_count_survives_reopen() {
         .map(|p| fs::metadata(p).unwrap().len())
         .sum();
     assert!(on_disk <= limits.max_bytes, "{on_disk} bytes on disk");
-    let dropped = status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+    let dropped = status(dir.path()).unwrap();
     drop(outbox);
 
     let outbox = bounded(dir.path(), limits);
-    assert_eq!(status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap(), dropped);
+    assert_eq!(status(dir.path()).unwrap(), dropped);
     let delivered = drain(&outbox, 1 << 20);
     assert_newest_survive(&delivered, total, dropped.dropped_lines);
-    let after = status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+    let after = status(dir.path()).unwrap();
     assert_eq!(
         after.dropped_lines, dropped.dropped_lines,
         "the drop count survives reopen"
@@ -307,7 +312,7 @@ fn line_bound_keeps_at_most_max_lines_undelivered() {
     };
     let outbox = bounded(dir.path(), limits);
     let total = fill(&outbox, 50);
-    let backlog = status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+    let backlog = status(dir.path()).unwrap();
     assert!(backlog.lines <= 100, "{backlog:?}");
     assert_newest_survive(&drain(&outbox, 1 << 20), total, backlog.dropped_lines);
 }
@@ -323,7 +328,7 @@ fn age_bound_drops_segments_whose_newest_record_is_too_old() {
     let old = fill(&outbox, 3);
     std::thread::sleep(Duration::from_millis(100));
     let fresh = append(&outbox, "fresh", 4);
-    let status = status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+    let status = status(dir.path()).unwrap();
     assert_eq!((status.dropped_records, status.dropped_lines), (3, old));
     assert_eq!(drain(&outbox, 1 << 20), fresh);
 }
@@ -336,7 +341,8 @@ fn acknowledgement_past_the_end_is_clamped_and_logged() {
     drop(outbox);
     let mut ack = Ack::from_oldest();
     ack.position.offset = 1 << 40;
-    ack.write(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+    ack.write(&crate::spool::beneath::Dir::open(dir.path()).unwrap())
+        .unwrap();
     let (outbox, logs) = logs_of(|| open(dir.path()));
     assert!(logs.contains("points past the end"), "{logs}");
     assert_eq!(
@@ -357,7 +363,8 @@ fn acknowledgement_inside_a_record_resends_that_record() {
     drop(outbox);
     let mut ack = Ack::from_oldest();
     ack.position.offset = format::SEGMENT_HEADER_LEN + 5;
-    ack.write(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+    ack.write(&crate::spool::beneath::Dir::open(dir.path()).unwrap())
+        .unwrap();
     let (outbox, logs) = logs_of(|| open(dir.path()));
     assert!(logs.contains("points inside a record"), "{logs}");
     assert_eq!(drain(&outbox, 1 << 20), [first, second].concat());
@@ -453,7 +460,7 @@ fn corrupt_record_in_an_older_segment_drops_the_rest_of_it_and_delivers_the_next
     let outbox = bounded(dir.path(), limits);
     let (delivered, logs) = logs_of(|| drain(&outbox, 1 << 20));
     assert!(logs.contains("corrupt outbox record"), "{logs}");
-    let status = status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+    let status = status(dir.path()).unwrap();
     assert_eq!(
         status.dropped_records, 1,
         "the corrupt record is the last one of its segment"
@@ -472,7 +479,7 @@ fn status_reports_the_backlog_from_the_files_alone() {
     let mut reader = outbox.reader();
     let batch = reader.next_batch(first.len()).unwrap().unwrap();
     outbox.acknowledge(batch, Outcome::Delivered).unwrap();
-    let status = status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+    let status = status(dir.path()).unwrap();
     assert_eq!((status.records, status.lines), (1, 6));
     assert_eq!(status.bytes, lines("b", 6).0.len() as u64);
     assert_eq!(status.delivered_lines, 4);
@@ -489,7 +496,7 @@ fn append_refuses_partial_lines_and_keeps_the_outbox_unchanged() {
         Err(OutboxError::NotWholeLines { .. })
     ));
     assert!(matches!(outbox.append(b"", 0), Err(OutboxError::NotWholeLines { .. })));
-    assert_eq!(status(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap(), OutboxStatus::default());
+    assert_eq!(status(dir.path()).unwrap(), OutboxStatus::default());
 }
 
 #[test]
@@ -529,7 +536,7 @@ fn an_ack_past_the_end_of_its_segment_counts_the_records_it_skips_as_dropped() {
     ack.write(&fd).unwrap();
     let (outbox, logs) = logs_of(|| open(dir.path()));
     assert!(logs.contains("points past the end"), "{logs}");
-    let counted = status(&fd).unwrap();
+    let counted = status_in(&fd).unwrap();
     // "a.0 0 1700000000\n" is 17 bytes: 4 + 3 lines, 119 payload bytes.
     assert_eq!(
         (counted.dropped_records, counted.dropped_lines, counted.dropped_bytes),
@@ -538,10 +545,10 @@ fn an_ack_past_the_end_of_its_segment_counts_the_records_it_skips_as_dropped() {
     assert_eq!((counted.records, counted.lines), (0, 0));
     assert_eq!(drain(&outbox, 1 << 20), b"", "nothing is sent twice");
     drop(outbox);
-    let again = status(&fd).unwrap();
+    let again = status_in(&fd).unwrap();
     assert_eq!(again.dropped_lines, 7, "counted once, not at every open");
     let _ = open(dir.path());
-    assert_eq!(status(&fd).unwrap().dropped_lines, 7);
+    assert_eq!(status_in(&fd).unwrap().dropped_lines, 7);
 }
 
 #[test]
@@ -556,16 +563,30 @@ fn a_fifo_in_place_of_the_ack_or_named_like_a_segment_neither_hangs_open_nor_sta
     let planted = dir.path().join(super::format::segment_name(7));
     nix::unistd::mkfifo(&planted, Mode::from_bits_truncate(0o600)).unwrap();
     let fd = crate::spool::beneath::Dir::open(dir.path()).unwrap();
-    let seen = status(&fd).unwrap();
+    let seen = status_in(&fd).unwrap();
     assert_eq!(seen.lines, 3, "the real segment is still counted");
-    assert!(seen.problems.iter().any(|p| p.contains("acknowledgement")), "{:?}", seen.problems);
-    assert!(seen.problems.iter().any(|p| p.contains(&super::format::segment_name(7))), "{:?}", seen.problems);
+    assert!(
+        seen.problems.iter().any(|p| p.contains("acknowledgement")),
+        "{:?}",
+        seen.problems
+    );
+    assert!(
+        seen.problems
+            .iter()
+            .any(|p| p.contains(&super::format::segment_name(7))),
+        "{:?}",
+        seen.problems
+    );
     let (outbox, logs) = logs_of(|| open(dir.path()));
     assert!(logs.contains("unreadable acknowledgement file"), "{logs}");
     assert!(logs.contains("not a regular file"), "{logs}");
     assert!(fs::symlink_metadata(&planted).is_err(), "the planted FIFO is removed");
-    assert_eq!(drain(&outbox, 1 << 20), payload, "delivery restarts at the oldest record");
+    assert_eq!(
+        drain(&outbox, 1 << 20),
+        payload,
+        "delivery restarts at the oldest record"
+    );
     let after = append(&outbox, "b", 1);
     assert_eq!(drain(&outbox, 1 << 20), after, "the writer skips the planted number");
-    assert!(status(&fd).unwrap().problems.is_empty());
+    assert!(status_in(&fd).unwrap().problems.is_empty());
 }
