@@ -258,3 +258,22 @@ fn an_immutable_incoming_tmp_suspends_collection_with_a_reason_and_the_kept_resu
         daemon.log_text().contains("collection resumes") && result_time(&base, "exec/t") > Some(held_epoch)
     });
 }
+
+#[test]
+fn fifos_in_place_of_state_records_make_the_checks_answer_unknown_with_the_reason() {
+    let base = Base::new();
+    fs::create_dir_all(base.join("state")).unwrap();
+    for name in ["pull-published", "heartbeat", "status.json", "status-pull.json"] {
+        mkfifo(&base.join(&format!("state/{name}")));
+    }
+    let (code, text) = answer(&base, &["check", "pull"]);
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("pull-published") && text.contains("not a regular file"),
+        "{text}"
+    );
+    let (code, text) = answer(&base, &["status"]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = answer(&base, &["check", "daemon"]);
+    assert_eq!(code, 2, "no daemon holds the lock: {text}");
+}

@@ -19,14 +19,13 @@ pub fn check_daemon(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcom
             perf: Vec::new(),
         };
     };
-    let heartbeat = base.state().join(HEARTBEAT_FILE);
     let (beat, _pid) = match recorded_time(base, HEARTBEAT_FILE) {
         Ok(record) => record,
-        Err(RecordProblem::Missing) => {
+        Err(RecordProblem::Missing(why)) => {
             return Outcome {
                 check: "daemon",
                 status: Status::Critical,
-                text: format!("pid {pid} holds the lock but {} is missing", heartbeat.display()),
+                text: format!("pid {pid} holds the lock but has no heartbeat ({why})"),
                 perf: Vec::new(),
             }
         }

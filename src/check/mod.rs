@@ -28,9 +28,9 @@ const MAX_RECORD_BYTES: u64 = 4096;
 
 /// Why a state record gave no time.
 enum RecordProblem {
-    Missing,
-    /// Unreadable, not a regular file (a FIFO is refused at once, never waited on), or not
-    /// `<unix seconds> <rest>`; the text says which.
+    /// Missing, or not `<unix seconds> <rest>` (no record): the text says which.
+    Missing(String),
+    /// Unreadable or not a regular file (a FIFO is refused at once, never waited on).
     Unreadable(String),
 }
 
@@ -41,10 +41,17 @@ fn recorded_time(base: &crate::spool::BaseDir, name: &str) -> Result<(i64, Strin
         .dir("state")
         .and_then(|state| state.read_limited(name, MAX_RECORD_BYTES))
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => RecordProblem::Missing,
+            std::io::ErrorKind::NotFound => {
+                RecordProblem::Missing(format!("{} is missing", base.state().join(name).display()))
+            }
             _ => RecordProblem::Unreadable(e.to_string()),
         })?;
-    let malformed = || RecordProblem::Unreadable(format!("state/{name} is not `<unix seconds> <detail>`"));
+    let malformed = || {
+        RecordProblem::Missing(format!(
+            "{} is not `<unix seconds> <detail>`",
+            base.state().join(name).display()
+        ))
+    };
     let text = std::str::from_utf8(&bytes).map_err(|_| malformed())?;
     let line = text.lines().next().ok_or_else(malformed)?;
     let (time, rest) = line.split_once(' ').unwrap_or((line, ""));

@@ -12,17 +12,13 @@ pub fn check_pull(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcome 
     if let Err(e) = std::fs::read_dir(base.state()) {
         return Outcome::unknown("pull", format!("cannot read {}: {e}", base.state().display()));
     }
-    let record = base.state().join(LAST_PUBLISHED_FILE);
     let (published, snapshot) = match recorded_time(base, LAST_PUBLISHED_FILE) {
         Ok(found) => found,
-        Err(RecordProblem::Missing) => {
+        Err(RecordProblem::Missing(why)) => {
             return Outcome {
                 check: "pull",
                 status: Status::Critical,
-                text: format!(
-                    "no HAProxy snapshot was ever published here ({} missing)",
-                    record.display()
-                ),
+                text: format!("no HAProxy snapshot was ever published here ({why})"),
                 perf: Vec::new(),
             }
         }

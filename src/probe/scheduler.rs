@@ -621,6 +621,130 @@ mod tests {
         }
     }
 
+    struct Silent;
+    impl Probe for Silent {
+        fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<super::super::Rtts> {
+            vec![vec![None; plan.pings as usize]; targets.len()]
+        }
+    }
+
+    fn shared(base: &BaseDir) -> Shared {
+        let silent: Arc<dyn Probe> = Arc::new(Silent);
+        Shared {
+            scheduler: Scheduler {
+                base: base.clone(),
+                probes: ProbeSet {
+                    icmp: silent.clone(),
+                    http: silent.clone(),
+                    tcp: silent.clone(),
+                    exec: silent,
+                },
+                max_batch: 10,
+                ping_timeout: Duration::from_secs(1),
+                guard: DiskGuard {
+                    queue_size: 1000,
+                    min_free_bytes: 0,
+                },
+                stats: Arc::default(),
+                published_tx: None,
+            },
+            seq: AtomicU64::new(first_seq(base)),
+            held: Mutex::default(),
+        }
+    }
+
+    fn snapshot(step_start: i64) -> HeldSnapshot {
+        HeldSnapshot {
+            step_start,
+            batch: "test".into(),
+            orders: 0,
+            body: encode_ping("test", &[]),
+        }
+    }
+
+    fn names(base: &BaseDir) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(base.incoming())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn sequence_numbers_start_above_the_queued_ping_snapshots_and_taken_names_are_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(tmp.path());
+        base.create_all().unwrap();
+        for name in [
+            "100-ping-000000007",
+            "100-ping-000000003",
+            "90-pull-000000050",
+            "100-ping-999999999",
+            "100",
+        ] {
+            std::fs::create_dir(base.incoming().join(name)).unwrap();
+        }
+        assert_eq!(
+            first_seq(&base),
+            8,
+            "above 7; the planted 10-digit-bound seq is ignored"
+        );
+        let shared = shared(&base);
+        // Names the next two sequence numbers would take are planted after start.
+        for name in ["100-ping-000000008", "100-ping-000000009"] {
+            std::fs::create_dir(base.incoming().join(name)).unwrap();
+        }
+        assert!(shared.publish(snapshot(100)).is_ok());
+        assert_eq!(shared.stats.name_collisions.load(Ordering::Relaxed), 2);
+        assert!(
+            names(&base).contains(&"100-ping-000000010".to_string()),
+            "{:?}",
+            names(&base)
+        );
+        let planted = std::fs::read_dir(base.incoming().join("100-ping-000000008"))
+            .unwrap()
+            .count();
+        assert_eq!(planted, 0, "a taken name is never written into");
+    }
+
+    #[test]
+    fn snapshots_that_cannot_be_published_are_held_suspend_collection_and_follow_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(tmp.path());
+        base.create_all().unwrap();
+        let shared = shared(&base);
+        // incoming.tmp/ replaced by a file: every publish fails (not a taken name).
+        std::fs::remove_dir(base.incoming_tmp()).unwrap();
+        std::fs::write(base.incoming_tmp(), b"").unwrap();
+        for step in [100, 120] {
+            let run = RunRequest {
+                batch: Arc::new(make_batches(vec![fping_order("a", 20, 1, "127.0.0.1")], 10).remove(0)),
+                step_start: step,
+                start: SystemTime::now(),
+                deadline: SystemTime::now(),
+            };
+            shared.execute(run);
+        }
+        assert_eq!(shared.stats.held_snapshots.load(Ordering::Relaxed), 2);
+        let reason = shared.suspension_reason().expect("suspended");
+        assert!(
+            reason.contains("cannot publish snapshot 100-ping-") && reason.contains("2 snapshot(s) kept"),
+            "{reason}"
+        );
+        shared.retry_held();
+        assert_eq!(shared.stats.held_snapshots.load(Ordering::Relaxed), 2, "still failing");
+        std::fs::remove_file(base.incoming_tmp()).unwrap();
+        std::fs::create_dir(base.incoming_tmp()).unwrap();
+        shared.retry_held();
+        assert_eq!(shared.stats.held_snapshots.load(Ordering::Relaxed), 0);
+        assert_eq!(shared.suspension_reason(), None);
+        let published = names(&base);
+        assert_eq!(published.len(), 2, "{published:?}");
+        assert!(published[0].starts_with("100-ping-") && published[1].starts_with("120-ping-"));
+        assert_eq!(shared.stats.snapshots_lost.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn orders_with_same_probe_step_and_pings_share_a_batch() {
         let mut orders: Vec<Order> = (0..5)
