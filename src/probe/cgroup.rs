@@ -108,6 +108,7 @@ fn remove_stale(tree: &Path) {
         let group = CommandCgroup {
             dir: entry.path(),
             procs: None,
+            removed: false,
         };
         group.kill();
         if group.remove() {
@@ -122,6 +123,8 @@ pub struct CommandCgroup {
     dir: PathBuf,
     /// `cgroup.procs`, open for writing (the child writes `0` into it before `exec`).
     procs: Option<File>,
+    /// Set by [`CommandCgroup::remove`]; otherwise dropping kills and removes it.
+    removed: bool,
 }
 
 impl CommandCgroup {
@@ -133,6 +136,7 @@ impl CommandCgroup {
             Ok(procs) => Some(CommandCgroup {
                 dir,
                 procs: Some(procs),
+                removed: false,
             }),
             Err(e) => {
                 warn!(cgroup = %dir.display(), "cannot create a cgroup for an exec command, falling back to its environment tag: {e}");
@@ -202,6 +206,7 @@ impl CommandCgroup {
     /// Waits (at most [`REMOVE_WAIT`]) until the killed processes are gone and removes the
     /// cgroup; false (logged) when it is still busy: the next daemon start removes it.
     pub fn remove(mut self) -> bool {
+        self.removed = true;
         self.procs = None;
         let deadline = Instant::now() + REMOVE_WAIT;
         while self.populated() && Instant::now() < deadline {
@@ -213,6 +218,22 @@ impl CommandCgroup {
                 warn!(cgroup = %self.dir.display(), "cannot remove an exec command's cgroup: {e}");
                 false
             }
+        }
+    }
+}
+
+impl Drop for CommandCgroup {
+    /// A command given up before it was finished (its pipes could not be set up): nothing of it
+    /// may stay behind, not even its cgroup.
+    fn drop(&mut self) {
+        if !self.removed {
+            self.kill();
+            let group = CommandCgroup {
+                dir: std::mem::take(&mut self.dir),
+                procs: None,
+                removed: false,
+            };
+            group.remove();
         }
     }
 }
