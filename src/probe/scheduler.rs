@@ -307,6 +307,7 @@ impl Scheduler {
                 this.launch(run);
             }
         }
+        this.retry_held();
         let held = this.lock_held().snapshots.len();
         if held > 0 {
             warn!(

@@ -286,6 +286,22 @@ impl Outbox {
     pub fn open(dir: &Path, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
         std::fs::create_dir_all(dir).map_err(|e| OutboxError::io("create outbox", dir, e))?;
         let fd = Dir::open(dir).map_err(|e| OutboxError::io("open outbox", dir, e))?;
+        Outbox::open_dir(fd, limits)
+    }
+
+    /// Opens (creating if needed) the outbox `<parent>/<name>` without following a symlink in
+    /// its place (`outbox/<sink>` of a base directory) and recovers it.
+    pub fn open_in(parent: &Dir, name: &str, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
+        let path = parent.path().join(name);
+        let fd = parent
+            .create_dir_all(name)
+            .map_err(|e| OutboxError::io("open outbox", &path, e))?;
+        Outbox::open_dir(fd, limits)
+    }
+
+    fn open_dir(fd: Dir, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
+        let dir = fd.path().to_owned();
+        let dir = dir.as_path();
         let recovered = recovery::recover(&fd)?;
         if recovered.discarded != Tally::default() {
             recovered

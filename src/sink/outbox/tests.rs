@@ -590,3 +590,20 @@ fn a_fifo_in_place_of_the_ack_or_named_like_a_segment_neither_hangs_open_nor_sta
     assert_eq!(drain(&outbox, 1 << 20), after, "the writer skips the planted number");
     assert!(status_in(&fd).unwrap().problems.is_empty());
 }
+
+#[test]
+fn an_outbox_directory_that_is_a_symlink_is_refused_never_followed() {
+    let base = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), base.path().join("carbon")).unwrap();
+    let parent = crate::spool::beneath::Dir::open(base.path()).unwrap();
+    let err = Outbox::open_in(&parent, "carbon", OutboxLimits::default()).unwrap_err();
+    assert!(err.to_string().contains("carbon"), "{err}");
+    assert_eq!(
+        fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
+    let outbox = Outbox::open_in(&parent, "graphite", OutboxLimits::default()).unwrap();
+    assert_eq!(outbox.dir(), base.path().join("graphite"));
+}
