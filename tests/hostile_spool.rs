@@ -277,3 +277,33 @@ fn fifos_in_place_of_state_records_make_the_checks_answer_unknown_with_the_reaso
     let (code, text) = answer(&base, &["check", "daemon"]);
     assert_eq!(code, 2, "no daemon holds the lock: {text}");
 }
+
+#[test]
+fn a_telegraf_directory_linked_out_of_the_base_is_listed_and_its_metadata_never_reaches_a_snapshot() {
+    let base = Base::new();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(
+        outside.path().join("t"),
+        "measurement_name: stolen\ntags:\n    from: outside\n",
+    )
+    .unwrap();
+    fs::create_dir_all(base.join("telegraf")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), base.join("telegraf/exec")).unwrap();
+    base.write_order("exec/t", &exec_order(1, "echo time=1 ms"));
+    let (code, text) = answer(&base, &["orders"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("telegraf/exec/t is not used"), "{text}");
+    // The daemon measures the order without the metadata: its snapshots carry no `telegraf`.
+    let daemon = base.start("rescan-interval: 2\nrrd-flush-interval: 120\n");
+    wait_for("a snapshot of exec/t", Duration::from_secs(30), Some(&daemon), || {
+        fs::read_dir(base.join("incoming"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+            && result_time(&base, "exec/t").is_some()
+    });
+    for entry in fs::read_dir(base.join("incoming")).unwrap() {
+        let ping = fs::read_to_string(entry.unwrap().path().join("ping.jsonl")).unwrap_or_default();
+        assert!(!ping.contains("stolen"), "{ping}");
+    }
+    assert!(daemon.log_text().contains("is not used"), "{}", daemon.log_text());
+}
