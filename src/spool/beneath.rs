@@ -234,7 +234,10 @@ impl Dir {
 
     /// The entries of this directory (not `.` and `..`) with their kinds, unsorted.
     pub fn entries(&self) -> io::Result<Vec<(OsString, Kind)>> {
-        let dup = self.fd.try_clone().map_err(|e| context("cannot list", &self.path, e))?;
+        let dup = self
+            .fd
+            .try_clone()
+            .map_err(|e| context("cannot list", &self.path, e))?;
         let mut dir = nix::dir::Dir::from_fd(dup).map_err(|e| errno_err("cannot list", &self.path, e))?;
         let mut out = Vec::new();
         for entry in dir.iter() {
@@ -347,8 +350,7 @@ impl Dir {
     pub fn write_new(&self, name: &str, contents: &[u8]) -> io::Result<()> {
         let mut file = self.create_new(name)?;
         let path = self.path.join(name);
-        file.write_all(contents)
-            .map_err(|e| context("cannot write", &path, e))?;
+        file.write_all(contents).map_err(|e| context("cannot write", &path, e))?;
         file.sync_all().map_err(|e| context("cannot fsync", &path, e))
     }
 
@@ -510,10 +512,7 @@ mod tests {
         dir.replace("REASON", b"why\n").unwrap();
         assert_eq!(fs::read(outside.join("victim")).unwrap(), b"precious");
         assert_eq!(fs::read(dir.path().join("REASON")).unwrap(), b"why\n");
-        assert!(!fs::symlink_metadata(dir.path().join("REASON"))
-            .unwrap()
-            .file_type()
-            .is_symlink());
+        assert!(!fs::symlink_metadata(dir.path().join("REASON")).unwrap().file_type().is_symlink());
         // A planted temporary name is removed as an entry, not written through.
         let tmp = format!(".tmp-{}-state.part", std::process::id());
         symlink(outside.join("victim"), dir.path().join(&tmp)).unwrap();
