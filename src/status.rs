@@ -142,9 +142,15 @@ fn unix(t: SystemTime) -> i64 {
 fn holder(base: &BaseDir, lock_name: &str, now: i64) -> Holder {
     let pid = lock::holder(&base.state().join(lock_name));
     let heartbeat = (lock_name == lock::LOCK_FILE)
-        .then(|| std::fs::read_to_string(base.state().join(HEARTBEAT_FILE)).ok())
+        .then(|| read_state(base, HEARTBEAT_FILE, 4096))
         .flatten()
-        .and_then(|text| text.split_whitespace().next()?.parse::<i64>().ok());
+        .and_then(|bytes| {
+            String::from_utf8_lossy(&bytes)
+                .split_whitespace()
+                .next()?
+                .parse::<i64>()
+                .ok()
+        });
     Holder {
         running: pid.is_some(),
         pid,
@@ -211,10 +217,26 @@ fn orders_of(base: &BaseDir, config: &Config) -> Orders {
     orders
 }
 
+/// Largest `status*.json` read (they hold a few hundred samples and messages cut at 500 bytes).
+const MAX_STATUS_FILE_BYTES: u64 = 16 << 20;
+
+/// `state/<name>` if it is a regular file of at most `limit` bytes: opened through the base's
+/// descriptors, non-blocking (a FIFO planted there is skipped at once, never waited on).
+fn read_state(base: &BaseDir, name: &str, limit: u64) -> Option<Vec<u8>> {
+    match base.dir("state").and_then(|state| state.read_limited(name, limit)) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::debug!("skipping {name}: {e}");
+            None
+        }
+    }
+}
+
 fn status_files(base: &BaseDir) -> Vec<StatusFile> {
     Component::ALL
         .iter()
-        .filter_map(|c| std::fs::read(base.state().join(c.status_file())).ok())
+        .filter_map(|c| read_state(base, &c.status_file(), MAX_STATUS_FILE_BYTES))
         .filter_map(|bytes| serde_json::from_slice::<StatusFile>(&bytes).ok())
         .collect()
 }

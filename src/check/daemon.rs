@@ -1,6 +1,6 @@
 //! `check daemon`: a live process holds the base directory's lock and its heartbeat is fresh.
 
-use super::{recorded_time, unix_now, Outcome, Perf, Status, Thresholds};
+use super::{recorded_time, unix_now, Outcome, Perf, RecordProblem, Status, Thresholds};
 use crate::spool::state::HEARTBEAT_FILE;
 use crate::spool::{lock, BaseDir};
 use std::time::SystemTime;
@@ -19,17 +19,22 @@ pub fn check_daemon(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcom
             perf: Vec::new(),
         };
     };
-    let heartbeat = base.state().join(HEARTBEAT_FILE);
-    let Some((beat, _pid)) = recorded_time(&heartbeat) else {
-        return Outcome {
-            check: "daemon",
-            status: Status::Critical,
-            text: format!(
-                "pid {pid} holds the lock but {} is missing or unreadable",
-                heartbeat.display()
-            ),
-            perf: Vec::new(),
-        };
+    let (beat, _pid) = match recorded_time(base, HEARTBEAT_FILE) {
+        Ok(record) => record,
+        Err(RecordProblem::Missing(why)) => {
+            return Outcome {
+                check: "daemon",
+                status: Status::Critical,
+                text: format!("pid {pid} holds the lock but has no heartbeat ({why})"),
+                perf: Vec::new(),
+            }
+        }
+        Err(RecordProblem::Unreadable(why)) => {
+            return Outcome::unknown(
+                "daemon",
+                format!("pid {pid} holds the lock but the heartbeat is unreadable: {why}"),
+            )
+        }
     };
     let beat_age = (unix_now(now) - beat).max(0);
     Outcome {

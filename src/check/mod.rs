@@ -15,7 +15,6 @@ pub use range::{InvalidRange, Range};
 pub use spool::{check_failed, check_outbox, check_queue};
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::SystemTime;
 
 /// Seconds since the epoch.
@@ -24,12 +23,39 @@ fn unix_now(now: SystemTime) -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// A state file of the form `<unix seconds> <rest>`: the time and the rest of the line.
-fn recorded_time(path: &Path) -> Option<(i64, String)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let line = text.lines().next()?;
+/// Largest state record read (they are one short line).
+const MAX_RECORD_BYTES: u64 = 4096;
+
+/// Why a state record gave no time.
+enum RecordProblem {
+    /// Missing, or not `<unix seconds> <rest>` (no record): the text says which.
+    Missing(String),
+    /// Unreadable or not a regular file (a FIFO is refused at once, never waited on).
+    Unreadable(String),
+}
+
+/// The state record `state/<name>` of the form `<unix seconds> <rest>`: the time and the rest of
+/// the line. Opened through the base's descriptors, non-blocking, regular files only.
+fn recorded_time(base: &crate::spool::BaseDir, name: &str) -> Result<(i64, String), RecordProblem> {
+    let bytes = base
+        .dir("state")
+        .and_then(|state| state.read_limited(name, MAX_RECORD_BYTES))
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                RecordProblem::Missing(format!("{} is missing", base.state().join(name).display()))
+            }
+            _ => RecordProblem::Unreadable(e.to_string()),
+        })?;
+    let malformed = || {
+        RecordProblem::Missing(format!(
+            "{} is not `<unix seconds> <detail>`",
+            base.state().join(name).display()
+        ))
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| malformed())?;
+    let line = text.lines().next().ok_or_else(malformed)?;
     let (time, rest) = line.split_once(' ').unwrap_or((line, ""));
-    Some((time.parse().ok()?, rest.trim().to_string()))
+    Ok((time.parse().map_err(|_| malformed())?, rest.trim().to_string()))
 }
 
 /// A Nagios plugin status; its number is the exit code.

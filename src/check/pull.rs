@@ -1,6 +1,6 @@
 //! `check pull`: how long ago the HAProxy pull collector last published a snapshot.
 
-use super::{recorded_time, unix_now, Outcome, Perf, Status, Thresholds};
+use super::{recorded_time, unix_now, Outcome, Perf, RecordProblem, Status, Thresholds};
 use crate::spool::state::LAST_PUBLISHED_FILE;
 use crate::spool::BaseDir;
 use std::time::SystemTime;
@@ -12,17 +12,19 @@ pub fn check_pull(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcome 
     if let Err(e) = std::fs::read_dir(base.state()) {
         return Outcome::unknown("pull", format!("cannot read {}: {e}", base.state().display()));
     }
-    let record = base.state().join(LAST_PUBLISHED_FILE);
-    let Some((published, snapshot)) = recorded_time(&record) else {
-        return Outcome {
-            check: "pull",
-            status: Status::Critical,
-            text: format!(
-                "no HAProxy snapshot was ever published here ({} missing or unreadable)",
-                record.display()
-            ),
-            perf: Vec::new(),
-        };
+    let (published, snapshot) = match recorded_time(base, LAST_PUBLISHED_FILE) {
+        Ok(found) => found,
+        Err(RecordProblem::Missing(why)) => {
+            return Outcome {
+                check: "pull",
+                status: Status::Critical,
+                text: format!("no HAProxy snapshot was ever published here ({why})"),
+                perf: Vec::new(),
+            }
+        }
+        Err(RecordProblem::Unreadable(why)) => {
+            return Outcome::unknown("pull", format!("the last-published record is unreadable: {why}"))
+        }
     };
     let published_age = (unix_now(now) - published).max(0);
     Outcome {

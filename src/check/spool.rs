@@ -106,6 +106,10 @@ pub fn check_outbox(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcom
         }
         let oldest = b.oldest_age_seconds.unwrap_or(0);
         status = status.max(age.status(oldest as f64));
+        if !b.problems.is_empty() {
+            status = status.max(Status::Warning);
+            parts.push(format!("{}: {}", b.sink, b.problems.join("; ")));
+        }
         if b.dropped_lines > 0 {
             status = status.max(Status::Warning);
         }

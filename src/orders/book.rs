@@ -184,6 +184,17 @@ impl Entry {
 /// effect within this time; pingmachine's fping looked names up on every run).
 pub const RERESOLVE_INTERVAL: Duration = Duration::from_secs(300);
 
+/// What `telegraf/<id>` is.
+enum TelegrafFile {
+    Absent,
+    Open {
+        file: fs::File,
+        meta: Metadata,
+    },
+    /// A symlink on the way, not a regular file, unreadable: the reason.
+    Refused(String),
+}
+
 /// Why reading a file gave no content.
 enum ReadFailure {
     /// The file vanished meanwhile: treat as deleted.
@@ -197,6 +208,7 @@ type Resolver = Box<dyn Fn(&str) -> Result<IpAddr, String>>;
 
 /// Everything known about the files below `orders/`.
 pub struct OrderBook {
+    base: BaseDir,
     orders_dir: PathBuf,
     telegraf_dir: PathBuf,
     config: Config,
@@ -224,6 +236,7 @@ impl OrderBook {
         OrderBook {
             orders_dir: base.orders(),
             telegraf_dir: base.telegraf(),
+            base,
             config,
             resolver: Box::new(resolve_host),
             entries: BTreeMap::new(),
@@ -528,7 +541,11 @@ impl OrderBook {
     fn visit_file(&mut self, walk: &mut Walk<'_>, id: OrderId, path: &Path, real: &Path, meta: &Metadata) {
         walk.seen.insert(id.clone());
         let telegraf_path = self.telegraf_dir.join(id.as_path());
-        let telegraf_meta = fs::metadata(&telegraf_path).ok().filter(Metadata::is_file);
+        let telegraf_file = self.open_telegraf(&id);
+        let telegraf_meta = match &telegraf_file {
+            TelegrafFile::Open { meta, .. } => Some(meta.clone()),
+            TelegrafFile::Absent | TelegrafFile::Refused(_) => None,
+        };
         let old = self.entries.get(id.as_str());
         if let Some(old) = old {
             let unchanged = old.path == path
@@ -554,15 +571,20 @@ impl OrderBook {
                 return self.record(id, path, stamp, None, Err(problem), walk.events);
             }
         };
-        let telegraf = match telegraf_meta {
-            Some(_) => match read_limited(&id, &telegraf_path) {
+        let mut refused = None;
+        let telegraf = match telegraf_file {
+            TelegrafFile::Open { file, meta } => match read_open(&id, &telegraf_path, file, &meta) {
                 Ok(content) => Some(content),
                 Err(ReadFailure::Gone) => None,
                 Err(ReadFailure::Problem(problem)) => {
                     return self.record(id, path, order_stamp, None, Err(problem), walk.events);
                 }
             },
-            None => None,
+            TelegrafFile::Absent => None,
+            TelegrafFile::Refused(reason) => {
+                refused = Some(reason);
+                None
+            }
         };
         let telegraf_stamp = telegraf.as_ref().map(|(stamp, _)| *stamp);
         if let Some(old) = self.entries.get_mut(id.as_str()) {
@@ -578,8 +600,34 @@ impl OrderBook {
                 return;
             }
         }
-        let outcome = self.parse(&id, path, &bytes, telegraf.as_ref().map(|(_, b)| b.as_slice()));
+        let mut outcome = self.parse(&id, path, &bytes, telegraf.as_ref().map(|(_, b)| b.as_slice()));
+        if let (Ok(parsed), Some(reason)) = (&mut outcome, refused) {
+            parsed.warnings.push(format!(
+                "telegraf/{id} is not used (its metadata is not attached): {reason}"
+            ));
+        }
         self.record(id, path, order_stamp, telegraf_stamp, outcome, walk.events);
+    }
+
+    /// Opens `telegraf/<id>` through directory descriptors: no component is followed if it is a
+    /// symlink (a `telegraf/<dir>` linked out of the base is refused with the reason), and only a
+    /// regular file is opened (non-blocking).
+    fn open_telegraf(&self, id: &OrderId) -> TelegrafFile {
+        let rel = id.as_path();
+        let Some(name) = rel.file_name().and_then(|name| name.to_str()) else {
+            return TelegrafFile::Absent;
+        };
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let opened = self
+            .base
+            .dir("telegraf")
+            .and_then(|telegraf| telegraf.open_dir(parent))
+            .and_then(|dir| dir.open_read(name));
+        match opened.and_then(|file| file.metadata().map(|meta| (file, meta))) {
+            Ok((file, meta)) => TelegrafFile::Open { file, meta },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => TelegrafFile::Absent,
+            Err(e) => TelegrafFile::Refused(e.to_string()),
+        }
     }
 
     /// Parses an order; if its host no longer resolves but the order was active with the same
@@ -793,6 +841,23 @@ fn read_limited(id: &OrderId, path: &Path) -> Result<(Stamp, Vec<u8>), ReadFailu
         .open(path)
         .map_err(failure)?;
     let meta = file.metadata().map_err(failure)?;
+    read_open(id, path, file, &meta)
+}
+
+/// Reads the opened `file` (`meta` its metadata), refusing anything but a regular file of at
+/// most [`MAX_ORDER_BYTES`].
+fn read_open(id: &OrderId, path: &Path, file: fs::File, meta: &Metadata) -> Result<(Stamp, Vec<u8>), ReadFailure> {
+    let failure = |e: io::Error| {
+        if e.kind() == io::ErrorKind::NotFound {
+            ReadFailure::Gone
+        } else {
+            ReadFailure::Problem(OrderError::Read {
+                id: id.clone(),
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
+        }
+    };
     let too_large = || {
         ReadFailure::Problem(OrderError::TooLarge {
             id: id.clone(),
@@ -819,7 +884,7 @@ fn read_limited(id: &OrderId, path: &Path) -> Result<(Stamp, Vec<u8>), ReadFailu
     let mut hasher = DefaultHasher::new();
     hasher.write(&bytes);
     let stamp = Stamp {
-        mtime: modified(&meta),
+        mtime: modified(meta),
         size: bytes.len() as u64,
         hash: hasher.finish(),
     };
@@ -1297,6 +1362,43 @@ mod tests {
             [OrderEvent::Changed { new, .. }] => assert_eq!(new.telegraf, None),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_telegraf_directory_linked_out_of_the_base_is_not_followed_and_the_reason_is_listed() {
+        let mut f = Fixture::new();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("t"), "measurement_name: stolen\n").unwrap();
+        nix::unistd::mkfifo(
+            &outside.path().join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        symlink(outside.path(), f.base.telegraf().join("app")).unwrap();
+        f.write("app/t", VALID);
+        f.write("app/fifo", VALID);
+        match f.rescan().as_slice() {
+            [OrderEvent::Added(a), OrderEvent::Added(b)] => {
+                assert_eq!(
+                    (a.telegraf.as_ref(), b.telegraf.as_ref()),
+                    (None, None),
+                    "no metadata attached"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for id in ["app/t", "app/fifo"] {
+            let status = f.status(id).unwrap();
+            assert_eq!(status.state, OrderState::Active, "{status:?}");
+            assert!(
+                status
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains(&format!("telegraf/{id} is not used"))),
+                "{status:?}"
+            );
+        }
+        assert!(f.rescan().is_empty(), "an unchanged refusal is not a change");
     }
 
     #[test]

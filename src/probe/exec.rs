@@ -9,10 +9,12 @@
 //! stderr is kept only up to [`STDERR_CAP`] bytes (logged at debug on failure), so memory stays
 //! bounded whatever the command prints.
 //!
-//! Lifetime: the command is killed (SIGKILL to its whole process group) at `plan.deadline`, or
-//! `timeout_ms` after it started if the order sets one, whichever comes first; pings it did not
-//! report by then are lost. When the command exits by itself, whatever it left running in its
-//! process group is killed too, so nothing outlives the run. A command that cannot be started
+//! Lifetime: the command is killed (SIGKILL to its whole process group and to its cgroup, see
+//! `probe::cgroup`) at `plan.deadline`, or `timeout_ms` after it started if the order sets one,
+//! whichever comes first; pings it did not report by then are lost. When the command exits by
+//! itself, whatever it left running is killed too, also what escaped its process group or
+//! session (`setsid cmd &`): it is in the command's cgroup, or (without cgroup v2) found by the
+//! command's environment tag after the run. Nothing outlives the run. A command that cannot be started
 //! (missing binary, unusable placeholder) loses every ping and is warned about once per order
 //! and distinct error.
 //!
@@ -69,14 +71,33 @@ pub enum ExecError {
 }
 
 /// Runs exec-style orders. One instance serves concurrent runs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ExecProbe {
     warnings: WarnOnce,
+    /// Run each command in a cgroup of its own when cgroup v2 is writable (else: tags only).
+    cgroups: bool,
+}
+
+impl Default for ExecProbe {
+    fn default() -> Self {
+        ExecProbe::new()
+    }
 }
 
 impl ExecProbe {
     pub fn new() -> ExecProbe {
-        ExecProbe::default()
+        ExecProbe {
+            warnings: WarnOnce::default(),
+            cgroups: true,
+        }
+    }
+
+    /// Without cgroups: escaped processes are found by their environment tag only.
+    pub fn without_cgroups() -> ExecProbe {
+        ExecProbe {
+            cgroups: false,
+            ..ExecProbe::new()
+        }
     }
 
     /// Starts the command of one order, or warns (once) why it cannot be started.
@@ -87,8 +108,8 @@ impl ExecProbe {
             return None;
         };
         let label = order_label(spec);
-        let started =
-            command_line(spec, plan).and_then(|argv| RunningCommand::spawn(&argv, plan.pings, kill_time(spec, plan)));
+        let started = command_line(spec, plan)
+            .and_then(|argv| RunningCommand::spawn(&argv, plan.pings, kill_time(spec, plan), self.cgroups));
         match started {
             Ok(command) => {
                 self.warnings.forget(&label);
@@ -114,6 +135,16 @@ impl Probe for ExecProbe {
         let mut commands: Vec<Option<RunningCommand>> = targets.iter().map(|spec| self.start(spec, plan)).collect();
         let mut running: Vec<&mut RunningCommand> = commands.iter_mut().flatten().collect();
         drive(&mut running);
+        let tags: Vec<String> = commands
+            .iter()
+            .flatten()
+            .filter(|command| command.cgroup.is_none())
+            .map(|command| command.tag.clone())
+            .collect();
+        let killed = super::cgroup::kill_tagged(&tags);
+        if killed > 0 {
+            tracing::debug!(killed, "killed processes that exec commands left behind");
+        }
         commands
             .into_iter()
             .zip(targets)
@@ -389,6 +420,10 @@ impl LineSplitter {
 struct RunningCommand {
     program: String,
     child: Child,
+    /// The command's own cgroup (killed with it, removed after it), if cgroups are used.
+    cgroup: Option<super::cgroup::CommandCgroup>,
+    /// Value of its `SPOOLMON_EXEC_TAG`, inherited by everything it starts.
+    tag: String,
     stdout: Option<ChildStdout>,
     stderr: Option<ChildStderr>,
     lines: LineSplitter,
@@ -409,23 +444,55 @@ enum Pipe {
 
 impl RunningCommand {
     /// Starts `argv` in its own process group with non-blocking output pipes.
-    fn spawn(argv: &[String], pings: u32, kill_at: Instant) -> Result<RunningCommand, ExecError> {
+    /// With `cgroups`, in a new cgroup it joins before `exec`.
+    fn spawn(argv: &[String], pings: u32, kill_at: Instant, cgroups: bool) -> Result<RunningCommand, ExecError> {
         let program = argv[0].clone();
-        let mut child = Command::new(&program)
+        let tag = super::cgroup::next_name();
+        let mut cgroup = cgroups.then(|| super::cgroup::CommandCgroup::create(&tag)).flatten();
+        let mut builder = Command::new(&program);
+        builder
             .args(&argv[1..])
+            .env(super::cgroup::TAG_VARIABLE, &tag)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|source| ExecError::Spawn {
-                program: program.clone(),
-                source,
-            })?;
+            .process_group(0);
+        if let Some(fd) = cgroup.as_ref().and_then(|group| group.procs_fd()) {
+            // SAFETY: the closure runs in the child between fork and exec and only calls
+            // write(2), which is async-signal-safe; `fd` stays open until after the spawn.
+            unsafe {
+                builder.pre_exec(move || {
+                    // "0" moves the writing process itself; a failure is caught by `holds` below.
+                    let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    Ok(())
+                });
+            }
+        }
+        let spawned = builder.spawn().map_err(|source| ExecError::Spawn {
+            program: program.clone(),
+            source,
+        });
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(group) = cgroup.take() {
+                    group.remove();
+                }
+                return Err(e);
+            }
+        };
+        if let Some(group) = &cgroup {
+            if !group.holds(child.id()) && group.add(child.id()).is_err() {
+                tracing::warn!(%program, "an exec command could not join its cgroup: what it leaves behind is found by its environment tag");
+                cgroup.take().map(super::cgroup::CommandCgroup::remove);
+            }
+        }
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let mut command = RunningCommand {
             program,
             child,
+            cgroup,
+            tag,
             stdout,
             stderr,
             lines: LineSplitter::default(),
@@ -473,6 +540,13 @@ impl RunningCommand {
         if let Err(error) = killpg(self.pgid(), Signal::SIGKILL) {
             if error != nix::errno::Errno::ESRCH {
                 tracing::warn!(program = %self.program, %error, "killing exec probe command");
+            }
+        }
+        // Everything it started, whatever process group or session it is in now.
+        match &self.cgroup {
+            Some(group) => group.kill(),
+            None => {
+                super::cgroup::kill_tagged(std::slice::from_ref(&self.tag));
             }
         }
         // The leader itself, even if the group could not be signalled, so `reap` cannot hang.
@@ -567,8 +641,12 @@ impl RunningCommand {
         }
     }
 
-    /// Logs how the command ended and returns its RTTs.
-    fn finish(self, kind: ExecKind, pings: u32) -> Rtts {
+    /// Logs how the command ended and returns its RTTs; its cgroup is removed.
+    fn finish(mut self, kind: ExecKind, pings: u32) -> Rtts {
+        if let Some(group) = self.cgroup.take() {
+            group.kill();
+            group.remove();
+        }
         let stderr = String::from_utf8_lossy(&self.stderr_head);
         if self.timed_out {
             tracing::debug!(program = %self.program, %stderr, "exec probe command killed at its time limit");
@@ -686,6 +764,51 @@ mod tests {
     /// The expected RTT in seconds for a printed `time=<x> ms`.
     fn ms(x: f64) -> Option<f64> {
         Some(x / 1000.0)
+    }
+
+    /// Live processes whose command line holds `marker` (zombies have none).
+    fn processes_with(marker: &str) -> Vec<u32> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if cmdline.split(|&b| b == 0).any(|arg| arg == marker.as_bytes()) {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    /// A `sleep` argument no other process has: `1000.<pid><n>` seconds.
+    fn unique_sleep() -> String {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("1000.{}{n}", std::process::id())
+    }
+
+    #[test]
+    fn a_process_that_escaped_into_its_own_session_dies_with_its_command_in_both_modes() {
+        for (mode, probe) in [("cgroup", ExecProbe::new()), ("tag", ExecProbe::without_cgroups())] {
+            // Exits at once, leaving a sleeper in a new session holding stdout.
+            let exits = unique_sleep();
+            // Runs into its deadline, with a sleeper in a new session.
+            let overruns = unique_sleep();
+            let specs = [
+                script(&format!("setsid sleep {exits} & echo time=1 ms")),
+                script(&format!("setsid sleep {overruns} & echo time=2 ms; sleep 1000")),
+            ];
+            let rtts = run(&probe, &specs, &plan(1, Duration::from_secs(2)));
+            assert_eq!(rtts, [vec![ms(1.0)], vec![ms(2.0)]], "{mode}");
+            for marker in [&exits, &overruns] {
+                assert_eq!(
+                    processes_with(marker),
+                    Vec::<u32>::new(),
+                    "{mode}: sleep {marker} outlived its run"
+                );
+            }
+        }
     }
 
     fn run_one(spec: ExecSpec, pings: u32) -> Rtts {
@@ -879,7 +1002,7 @@ mod tests {
         let spec = script(body);
         let plan = plan(1, Duration::from_secs(20));
         let argv = command_line(&spec, &plan).expect("argv");
-        let mut command = RunningCommand::spawn(&argv, 1, plan.deadline).expect("spawn");
+        let mut command = RunningCommand::spawn(&argv, 1, plan.deadline, true).expect("spawn");
         drive(&mut [&mut command]);
         assert_eq!(command.stderr_head.len(), STDERR_CAP);
         assert_eq!(command.status.and_then(|s| s.code()), Some(3));
@@ -894,7 +1017,9 @@ mod tests {
         assert_eq!(run(&probe, std::slice::from_ref(&spec), &plan), vec![vec![None, None]]);
         assert_eq!(run(&probe, std::slice::from_ref(&spec), &plan), vec![vec![None, None]]);
         let argv = command_line(&spec, &plan).expect("argv");
-        let error = RunningCommand::spawn(&argv, 2, plan.deadline).err().expect("error");
+        let error = RunningCommand::spawn(&argv, 2, plan.deadline, true)
+            .err()
+            .expect("error");
         // Already logged by the first run: a repeat is suppressed.
         assert!(!probe.warnings.warn(&order_label(&spec), &error.to_string()));
     }

@@ -2,7 +2,9 @@
 //! pingmachine's command line.
 //!
 //! Owns nothing on disk; it owns the fping child processes of a run and kills them by the run's
-//! deadline. Invariants: at most [`HOSTS_PER_PROCESS`] distinct addresses per process (several
+//! deadline, together with anything it started (each fping runs in a cgroup of its own, or carries
+//! an environment tag, exactly as exec commands: see `probe::cgroup`), so a wrapper script's
+//! leftover holding stderr can neither outlive the run nor keep it waiting. Invariants: at most [`HOSTS_PER_PROCESS`] distinct addresses per process (several
 //! processes run in parallel for bigger batches); a host listed by several orders of the batch
 //! is pinged once and every such order gets that host's result; every result has exactly
 //! `plan.pings` entries (missing, unparseable or cut-off pings are `None`).
@@ -98,17 +100,36 @@ impl FpingProbe {
 
     /// Starts one fping for `hosts` and a thread collecting its stderr.
     fn spawn(&self, args: &[String], hosts: &[IpAddr]) -> Result<RunningFping, FpingError> {
-        let mut child = Command::new(&self.path)
+        use std::os::unix::process::CommandExt;
+        let tag = super::cgroup::next_name();
+        let mut cgroup = super::cgroup::CommandCgroup::create(&tag);
+        let mut command = Command::new(&self.path);
+        command
             .args(args)
+            .env(super::cgroup::TAG_VARIABLE, &tag)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| FpingError::Spawn {
-                path: self.path.clone(),
-                hosts: hosts.len(),
-                source,
-            })?;
+            .stderr(Stdio::piped());
+        if let Some(fd) = cgroup.as_ref().and_then(|group| group.procs_fd()) {
+            // SAFETY: runs in the child between fork and exec and only calls write(2), which is
+            // async-signal-safe; `fd` stays open until after the spawn.
+            unsafe {
+                command.pre_exec(move || {
+                    let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().map_err(|source| FpingError::Spawn {
+            path: self.path.clone(),
+            hosts: hosts.len(),
+            source,
+        })?;
+        if let Some(group) = &cgroup {
+            if !group.holds(child.id()) && group.add(child.id()).is_err() {
+                cgroup.take().map(super::cgroup::CommandCgroup::remove);
+            }
+        }
         let stderr = child.stderr.take().and_then(collect_lines);
         let mut list = String::with_capacity(hosts.len() * 16);
         for host in hosts {
@@ -124,6 +145,8 @@ impl FpingProbe {
             child,
             stderr,
             status: None,
+            cgroup,
+            tag,
         };
         match written {
             Ok(()) => Ok(running),
@@ -277,6 +300,10 @@ struct RunningFping {
     child: Child,
     stderr: Option<JoinHandle<Vec<String>>>,
     status: Option<ExitStatus>,
+    /// Its own cgroup, when cgroup v2 is writable.
+    cgroup: Option<super::cgroup::CommandCgroup>,
+    /// Its `SPOOLMON_EXEC_TAG` (found in `/proc` without a cgroup).
+    tag: String,
 }
 
 impl RunningFping {
@@ -317,6 +344,7 @@ impl RunningFping {
         if self.status.is_none() {
             self.kill();
         }
+        self.kill_leftovers();
         let lines = self
             .stderr
             .take()
@@ -334,6 +362,20 @@ impl RunningFping {
     fn abandon(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.kill_leftovers();
+    }
+
+    /// Kills whatever the (reaped) process left running, so its stderr reaches end of file.
+    fn kill_leftovers(&mut self) {
+        match self.cgroup.take() {
+            Some(group) => {
+                group.kill();
+                group.remove();
+            }
+            None => {
+                super::cgroup::kill_tagged(std::slice::from_ref(&self.tag));
+            }
+        }
     }
 }
 
@@ -478,6 +520,32 @@ mod tests {
         let results = run(&FpingProbe::new(script), &specs, &plan);
         assert_eq!(results[0], vec![Some(0.0015), None, Some(0.002)]);
         assert_eq!(results[1], vec![None, None, None]);
+    }
+
+    #[test]
+    fn a_wrapper_that_leaves_a_detached_child_holding_stderr_neither_blocks_nor_outlives_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fping");
+        let marker = format!("1000.{}7", std::process::id());
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\ncat >/dev/null\nsetsid sleep {marker} &\necho '127.0.0.1 : 1.50' >&2\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let specs = vec![spec(Ipv4Addr::LOCALHOST.into())];
+        let plan = plan(1, Duration::from_millis(20), Duration::from_secs(5));
+        assert_eq!(run(&FpingProbe::new(script), &specs, &plan), vec![vec![Some(0.0015)]]);
+        let alive: Vec<_> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|entry| {
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                cmdline.split(|&b| b == 0).any(|arg| arg == marker.as_bytes())
+            })
+            .map(|entry| entry.file_name())
+            .collect();
+        assert!(alive.is_empty(), "sleep {marker} outlived the run: {alive:?}");
     }
 
     #[test]

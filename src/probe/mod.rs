@@ -5,6 +5,7 @@
 //! without an answer by then count as lost. Probes do not touch the disk; the scheduler turns
 //! their results into snapshots.
 
+pub mod cgroup;
 pub mod exec;
 pub mod fping;
 pub mod http;

@@ -6,15 +6,24 @@
 //! the step. A run's deadline is the start of its next run: runs never overlap, and pings still
 //! unanswered at the deadline count as lost. Each finished run becomes one snapshot in
 //! `incoming/` (see `spool::snapshot`). New or changed orders take effect at their next step.
+//!
+//! Snapshot names are `<step start>-ping-<seq>`. `seq` starts above the highest `seq` of the
+//! `-ping-` snapshots still queued in `incoming/` when the scheduler starts, so a restart within
+//! the same step never reuses a queued name; a name that is taken anyway (another producer) is
+//! retried with the next `seq` (up to [`MAX_NAME_TRIES`] times, each logged). Any other publish
+//! failure (`incoming.tmp/` unwritable or immutable, disk full, ...) keeps the snapshot in memory
+//! (at most [`MAX_HELD_SNAPSHOTS`] / [`MAX_HELD_BYTES`], oldest dropped and counted beyond) and
+//! suspends collection with the reason until a retry publishes every held snapshot.
 
 use super::{Probe, RunPlan};
 use crate::measurement::OrderResult;
 use crate::orders::order::{ExecKind, Order, ProbeSpec};
 use crate::spool::snapshot::{encode_ping, PING_FILE};
 use crate::spool::{queue, snapshot::SnapshotName, BaseDir};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
@@ -58,8 +67,61 @@ pub struct SchedulerStats {
     /// How late runs started after their scheduled time, microseconds: the sum and the latest.
     pub start_delay_micros: AtomicU64,
     pub last_start_delay_micros: AtomicU64,
+    /// Snapshot names found taken at publish and retried with the next sequence number.
+    pub name_collisions: AtomicU64,
+    /// Snapshots kept in memory because publishing failed (a gauge).
+    pub held_snapshots: AtomicU64,
+    /// Held snapshots dropped because more than [`MAX_HELD_SNAPSHOTS`] / [`MAX_HELD_BYTES`] waited.
+    pub snapshots_lost: AtomicU64,
     /// The latest suspension reason or publish error (for `spoolmon status`).
     pub last_error: crate::selfmetrics::LastError,
+}
+
+/// Tries with successive sequence numbers before a publish that keeps colliding is held.
+pub const MAX_NAME_TRIES: u32 = 100;
+/// Most snapshots kept in memory while publishing fails.
+pub const MAX_HELD_SNAPSHOTS: usize = 10_000;
+/// Most bytes of snapshots kept in memory while publishing fails.
+pub const MAX_HELD_BYTES: usize = 256 << 20;
+
+/// A finished run's snapshot that could not be published yet.
+struct HeldSnapshot {
+    step_start: i64,
+    batch: String,
+    orders: usize,
+    body: Vec<u8>,
+}
+
+/// Snapshots waiting for `incoming.tmp/` to become writable again, oldest first, and why.
+#[derive(Default)]
+struct Held {
+    snapshots: VecDeque<HeldSnapshot>,
+    bytes: usize,
+    reason: Option<String>,
+}
+
+/// The sequence number of a snapshot name: what follows the last `-` (`1700000000-ping-000000042`).
+fn name_seq(name: &str, source: &str) -> Option<u64> {
+    let (_, rest) = name.split_once(&format!("-{source}-"))?;
+    if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    rest.parse().ok()
+}
+
+/// The first sequence number to use: one above the highest 9-digit `seq` of the `<epoch>-ping-`
+/// snapshots in `incoming/` (larger ones, planted by someone else, are left to the collision
+/// retry so names keep their 9 digits and their order).
+pub fn first_seq(base: &BaseDir) -> u64 {
+    let Ok(entries) = base.dir("incoming").and_then(|dir| dir.entries()) else {
+        return 0;
+    };
+    entries
+        .iter()
+        .filter_map(|(name, _)| name_seq(&name.to_string_lossy(), "ping"))
+        .filter(|&seq| seq < 999_000_000)
+        .max()
+        .map_or(0, |seq| seq + 1)
 }
 
 /// One batch: orders measured together.
@@ -190,6 +252,14 @@ pub struct Scheduler {
     pub published_tx: Option<crossbeam_channel::Sender<String>>,
 }
 
+/// What the probe-run threads share with the scheduling loop.
+struct Shared {
+    scheduler: Scheduler,
+    /// The next snapshot sequence number.
+    seq: AtomicU64,
+    held: Mutex<Held>,
+}
+
 struct Due {
     batch: Arc<Batch>,
     step_start: i64,
@@ -199,21 +269,30 @@ struct Due {
 impl Scheduler {
     /// The scheduling loop (run it on its own thread).
     pub fn run(self, orders_rx: crossbeam_channel::Receiver<Vec<Order>>, shutdown: Arc<AtomicBool>) {
-        let this = Arc::new(self);
+        let seq = first_seq(&self.base);
+        debug!(
+            first_seq = seq,
+            "snapshot sequence numbers start above those still queued"
+        );
+        let this = Arc::new(Shared {
+            scheduler: self,
+            seq: AtomicU64::new(seq),
+            held: Mutex::default(),
+        });
         let mut schedule: Vec<Due> = Vec::new();
-        let mut seq = 0u64;
         while !shutdown.load(Ordering::Relaxed) {
             let wait = next_wait(&schedule);
             match orders_rx.recv_timeout(wait) {
                 Ok(orders) => {
                     let count = orders.len();
-                    schedule = plan_schedule(orders, this.max_batch, SystemTime::now(), &schedule);
+                    schedule = plan_schedule(orders, this.scheduler.max_batch, SystemTime::now(), &schedule);
                     info!(orders = count, batches = schedule.len(), "schedule updated");
                     continue;
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             }
+            this.retry_held();
             let now = SystemTime::now();
             for due in schedule.iter_mut().filter(|d| d.start <= now) {
                 let (next_step_start, next_start) = next_run_after(&due.batch, due.start + Duration::from_millis(1));
@@ -225,14 +304,30 @@ impl Scheduler {
                 };
                 due.step_start = next_step_start;
                 due.start = next_start;
-                seq += 1;
-                this.launch(run, seq);
+                this.launch(run);
             }
+        }
+        this.retry_held();
+        let held = this.lock_held().snapshots.len();
+        if held > 0 {
+            warn!(
+                held,
+                "stopping with snapshots that could not be published: their results are lost"
+            );
         }
         debug!("scheduler stopped");
     }
+}
 
-    fn launch(self: &Arc<Self>, run: RunRequest, seq: u64) {
+impl std::ops::Deref for Shared {
+    type Target = Scheduler;
+    fn deref(&self) -> &Scheduler {
+        &self.scheduler
+    }
+}
+
+impl Shared {
+    fn launch(self: &Arc<Self>, run: RunRequest) {
         if let Some(reason) = self.suspension_reason() {
             self.stats.suspended_runs.fetch_add(1, Ordering::Relaxed);
             warn!(batch = %run.batch.key, "collection suspended: {reason}");
@@ -248,13 +343,16 @@ impl Scheduler {
         let this = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("probe-run".into())
-            .spawn(move || this.execute(run, seq));
+            .spawn(move || this.execute(run));
         if let Err(e) = spawned {
             warn!("cannot start a probe run thread: {e}");
         }
     }
 
     fn suspension_reason(&self) -> Option<String> {
+        if let Some(reason) = self.held_reason() {
+            return Some(reason);
+        }
         match queue::depth(&self.base) {
             Ok(depth) if depth >= self.guard.queue_size => {
                 return Some(format!(
@@ -275,8 +373,8 @@ impl Scheduler {
         }
     }
 
-    /// Measures one batch run and publishes its snapshot.
-    fn execute(&self, run: RunRequest, seq: u64) {
+    /// Measures one batch run and publishes its snapshot (or holds it, see the module docs).
+    fn execute(&self, run: RunRequest) {
         let results = measure(&self.probes, &run, self.ping_timeout);
         self.stats.runs.fetch_add(1, Ordering::Relaxed);
         let sent = results.iter().map(|r| r.rtts.len() as u64).sum::<u64>();
@@ -286,24 +384,132 @@ impl Scheduler {
             .sum::<u64>();
         self.stats.pings_sent.fetch_add(sent, Ordering::Relaxed);
         self.stats.pings_lost.fetch_add(lost, Ordering::Relaxed);
-        let name = SnapshotName::new(run.step_start, "ping", seq);
-        let body = encode_ping(&run.batch.key, &results);
-        match queue::publish(&self.base, &name, &[(PING_FILE, &body)]) {
-            Ok(_) => {
-                self.stats.snapshots_published.fetch_add(1, Ordering::Relaxed);
-                debug!(snapshot = %name, orders = results.len(), lost, "published");
-                if let Some(tx) = &self.published_tx {
-                    let _ = tx.send(name.to_string());
+        let snapshot = HeldSnapshot {
+            step_start: run.step_start,
+            batch: run.batch.key.clone(),
+            orders: results.len(),
+            body: encode_ping(&run.batch.key, &results),
+        };
+        // Behind snapshots already held: keep the queue in order, publish after them.
+        let mut held = self.lock_held();
+        if !held.snapshots.is_empty() {
+            self.hold(&mut held, snapshot, None);
+            return;
+        }
+        drop(held);
+        if let Err((snapshot, e)) = self.publish(snapshot) {
+            let mut held = self.lock_held();
+            self.hold(&mut held, snapshot, Some(e));
+        }
+    }
+
+    /// Publishes one snapshot under the next free sequence number; gives it back with the error
+    /// when that fails for another reason than a taken name (or the name stays taken).
+    fn publish(&self, snapshot: HeldSnapshot) -> Result<(), (HeldSnapshot, io::Error)> {
+        let mut tries = 0;
+        loop {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            let name = SnapshotName::new(snapshot.step_start, "ping", seq);
+            match queue::publish(&self.base, &name, &[(PING_FILE, &snapshot.body)]) {
+                Ok(_) => {
+                    self.stats.snapshots_published.fetch_add(1, Ordering::Relaxed);
+                    debug!(snapshot = %name, orders = snapshot.orders, "published");
+                    if let Some(tx) = &self.published_tx {
+                        let _ = tx.send(name.to_string());
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries + 1 < MAX_NAME_TRIES => {
+                    tries += 1;
+                    self.stats.name_collisions.fetch_add(1, Ordering::Relaxed);
+                    warn!(snapshot = %name, batch = %snapshot.batch, "snapshot name taken, trying the next sequence number: {e}");
+                }
+                Err(e) => {
+                    self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err((
+                        snapshot,
+                        io::Error::new(e.kind(), format!("cannot publish snapshot {name}: {e}")),
+                    ));
                 }
             }
-            Err(e) => {
-                self.stats.publish_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(snapshot = %name, "cannot publish snapshot: {e}");
-                self.stats
-                    .last_error
-                    .set(format!("cannot publish snapshot {name}: {e}"));
+        }
+    }
+
+    /// Keeps `snapshot` for a later retry (dropping the oldest held one beyond the bounds) and
+    /// records why collection is suspended.
+    fn hold(&self, held: &mut Held, snapshot: HeldSnapshot, error: Option<io::Error>) {
+        held.bytes += snapshot.body.len();
+        held.snapshots.push_back(snapshot);
+        while held.snapshots.len() > MAX_HELD_SNAPSHOTS || (held.bytes > MAX_HELD_BYTES && held.snapshots.len() > 1) {
+            let Some(dropped) = held.snapshots.pop_front() else {
+                break;
+            };
+            held.bytes -= dropped.body.len();
+            self.stats.snapshots_lost.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                batch = %dropped.batch,
+                step = dropped.step_start,
+                "too many snapshots waiting to be published: the oldest is dropped"
+            );
+        }
+        self.stats
+            .held_snapshots
+            .store(held.snapshots.len() as u64, Ordering::Relaxed);
+        if let Some(e) = error {
+            let first = held.reason.is_none();
+            let reason = format!("{e}; {} snapshot(s) kept in memory and retried", held.snapshots.len());
+            if first {
+                warn!("collection suspended: {reason}");
+            } else {
+                debug!("still cannot publish: {reason}");
+            }
+            self.stats.last_error.set(format!("collection suspended: {reason}"));
+            held.reason = Some(e.to_string());
+        }
+    }
+
+    /// Publishes the held snapshots, oldest first, until one fails again.
+    fn retry_held(&self) {
+        let mut held = self.lock_held();
+        if held.snapshots.is_empty() {
+            return;
+        }
+        while let Some(snapshot) = held.snapshots.pop_front() {
+            held.bytes -= snapshot.body.len();
+            match self.publish(snapshot) {
+                Ok(()) => {}
+                Err((snapshot, e)) => {
+                    held.bytes += snapshot.body.len();
+                    held.snapshots.push_front(snapshot);
+                    self.stats
+                        .held_snapshots
+                        .store(held.snapshots.len() as u64, Ordering::Relaxed);
+                    let reason = format!("{e}; {} snapshot(s) kept in memory and retried", held.snapshots.len());
+                    debug!("still cannot publish: {reason}");
+                    self.stats.last_error.set(format!("collection suspended: {reason}"));
+                    held.reason = Some(e.to_string());
+                    return;
+                }
             }
         }
+        self.stats.held_snapshots.store(0, Ordering::Relaxed);
+        if let Some(reason) = held.reason.take() {
+            info!("every held snapshot is published; collection resumes (it was suspended: {reason})");
+        }
+    }
+
+    /// Why collection is suspended by held snapshots, if it is.
+    fn held_reason(&self) -> Option<String> {
+        let held = self.lock_held();
+        let reason = held.reason.as_ref()?;
+        Some(format!(
+            "{reason}; {} snapshot(s) kept in memory and retried",
+            held.snapshots.len()
+        ))
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -414,6 +620,130 @@ mod tests {
             }),
             telegraf: None,
         }
+    }
+
+    struct Silent;
+    impl Probe for Silent {
+        fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<super::super::Rtts> {
+            vec![vec![None; plan.pings as usize]; targets.len()]
+        }
+    }
+
+    fn shared(base: &BaseDir) -> Shared {
+        let silent: Arc<dyn Probe> = Arc::new(Silent);
+        Shared {
+            scheduler: Scheduler {
+                base: base.clone(),
+                probes: ProbeSet {
+                    icmp: silent.clone(),
+                    http: silent.clone(),
+                    tcp: silent.clone(),
+                    exec: silent,
+                },
+                max_batch: 10,
+                ping_timeout: Duration::from_secs(1),
+                guard: DiskGuard {
+                    queue_size: 1000,
+                    min_free_bytes: 0,
+                },
+                stats: Arc::default(),
+                published_tx: None,
+            },
+            seq: AtomicU64::new(first_seq(base)),
+            held: Mutex::default(),
+        }
+    }
+
+    fn snapshot(step_start: i64) -> HeldSnapshot {
+        HeldSnapshot {
+            step_start,
+            batch: "test".into(),
+            orders: 0,
+            body: encode_ping("test", &[]),
+        }
+    }
+
+    fn names(base: &BaseDir) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(base.incoming())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn sequence_numbers_start_above_the_queued_ping_snapshots_and_taken_names_are_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(tmp.path());
+        base.create_all().unwrap();
+        for name in [
+            "100-ping-000000007",
+            "100-ping-000000003",
+            "90-pull-000000050",
+            "100-ping-999999999",
+            "100",
+        ] {
+            std::fs::create_dir(base.incoming().join(name)).unwrap();
+        }
+        assert_eq!(
+            first_seq(&base),
+            8,
+            "above 7; the planted 10-digit-bound seq is ignored"
+        );
+        let shared = shared(&base);
+        // Names the next two sequence numbers would take are planted after start.
+        for name in ["100-ping-000000008", "100-ping-000000009"] {
+            std::fs::create_dir(base.incoming().join(name)).unwrap();
+        }
+        assert!(shared.publish(snapshot(100)).is_ok());
+        assert_eq!(shared.stats.name_collisions.load(Ordering::Relaxed), 2);
+        assert!(
+            names(&base).contains(&"100-ping-000000010".to_string()),
+            "{:?}",
+            names(&base)
+        );
+        let planted = std::fs::read_dir(base.incoming().join("100-ping-000000008"))
+            .unwrap()
+            .count();
+        assert_eq!(planted, 0, "a taken name is never written into");
+    }
+
+    #[test]
+    fn snapshots_that_cannot_be_published_are_held_suspend_collection_and_follow_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(tmp.path());
+        base.create_all().unwrap();
+        let shared = shared(&base);
+        // incoming.tmp/ replaced by a file: every publish fails (not a taken name).
+        std::fs::remove_dir(base.incoming_tmp()).unwrap();
+        std::fs::write(base.incoming_tmp(), b"").unwrap();
+        for step in [100, 120] {
+            let run = RunRequest {
+                batch: Arc::new(make_batches(vec![fping_order("a", 20, 1, "127.0.0.1")], 10).remove(0)),
+                step_start: step,
+                start: SystemTime::now(),
+                deadline: SystemTime::now(),
+            };
+            shared.execute(run);
+        }
+        assert_eq!(shared.stats.held_snapshots.load(Ordering::Relaxed), 2);
+        let reason = shared.suspension_reason().expect("suspended");
+        assert!(
+            reason.contains("cannot publish snapshot 100-ping-") && reason.contains("2 snapshot(s) kept"),
+            "{reason}"
+        );
+        shared.retry_held();
+        assert_eq!(shared.stats.held_snapshots.load(Ordering::Relaxed), 2, "still failing");
+        std::fs::remove_file(base.incoming_tmp()).unwrap();
+        std::fs::create_dir(base.incoming_tmp()).unwrap();
+        shared.retry_held();
+        assert_eq!(shared.stats.held_snapshots.load(Ordering::Relaxed), 0);
+        assert_eq!(shared.suspension_reason(), None);
+        let published = names(&base);
+        assert_eq!(published.len(), 2, "{published:?}");
+        assert!(published[0].starts_with("100-ping-") && published[1].starts_with("120-ping-"));
+        assert_eq!(shared.stats.snapshots_lost.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -197,8 +197,24 @@ fn add_scheduler(families: &mut Families, stats: &SchedulerStats) {
     );
     families.counter(
         "probe_runs_suspended_total",
-        "Batch runs skipped because incoming/ was full or free space low (collection suspended).",
+        "Batch runs skipped because incoming/ was full, free space low, or snapshots could not be published (collection suspended).",
         &stats.suspended_runs,
+    );
+    families.counter(
+        "probe_snapshot_name_collisions_total",
+        "Snapshot names found taken at publish and retried with the next sequence number.",
+        &stats.name_collisions,
+    );
+    families.one(
+        "probe_snapshots_held",
+        "Snapshots kept in memory because they could not be published yet.",
+        Kind::Gauge,
+        stats.held_snapshots.load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    families.counter(
+        "probe_snapshots_lost_total",
+        "Held snapshots dropped because too many waited to be published.",
+        &stats.snapshots_lost,
     );
     families.one(
         "probe_start_delay_seconds_total",

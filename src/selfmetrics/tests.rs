@@ -48,6 +48,7 @@ fn observed() -> Observed {
             lines: 30,
             bytes: 900,
             oldest_age_seconds: Some(8),
+            problems: Vec::new(),
             dropped_lines: 6,
             dropped_bytes: 60,
             rejected_lines: 0,

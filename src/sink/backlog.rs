@@ -1,7 +1,10 @@
 //! The backlog of every sink's outbox, read from `outbox/` alone (no daemon needed): what
-//! `spoolmon outbox` prints and the outbox check reads.
+//! `spoolmon outbox` prints and the outbox check reads. Directories are opened through
+//! descriptors without following symlinks and files only when they are regular (non-blocking),
+//! so whatever is planted under `outbox/` gives an answer with the reason, never a hang.
 
 use super::outbox::{self, OutboxStatus};
+use crate::spool::beneath::{Dir, Kind};
 use serde::Serialize;
 use std::path::Path;
 use std::time::SystemTime;
@@ -22,6 +25,9 @@ pub struct SinkBacklog {
     pub delivered_lines: u64,
     /// Set when the outbox could not be read; the counts are then 0.
     pub error: Option<String>,
+    /// What is wrong with its files though it could be read (an unreadable `ack`, a non-file
+    /// named like a segment).
+    pub problems: Vec<String>,
 }
 
 impl SinkBacklog {
@@ -40,6 +46,7 @@ impl SinkBacklog {
             rejected_lines: status.rejected_lines,
             delivered_lines: status.delivered_lines,
             error: None,
+            problems: status.problems,
         }
     }
 
@@ -55,6 +62,7 @@ impl SinkBacklog {
             rejected_lines: 0,
             delivered_lines: 0,
             error: Some(error),
+            problems: Vec::new(),
         }
     }
 }
@@ -62,21 +70,30 @@ impl SinkBacklog {
 /// The backlog of every directory under `outbox_root`, sorted by sink name. A missing
 /// `outbox_root` means no sink has run yet: an empty list.
 pub fn read_all(outbox_root: &Path, now: SystemTime) -> std::io::Result<Vec<SinkBacklog>> {
-    let entries = match std::fs::read_dir(outbox_root) {
-        Ok(entries) => entries,
+    let root = match Dir::open(outbox_root) {
+        Ok(root) => root,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
     let mut backlogs = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        if !entry.file_type()?.is_dir() {
-            continue;
+    for (name, kind) in root.entries()? {
+        let sink = name.to_string_lossy().into_owned();
+        match kind {
+            Kind::Dir => {}
+            Kind::Symlink => {
+                let error = format!("{} is a symbolic link, not followed", outbox_root.join(&sink).display());
+                backlogs.push(SinkBacklog::unreadable(sink, error));
+                continue;
+            }
+            Kind::File | Kind::Other => continue,
         }
-        let sink = entry.file_name().to_string_lossy().into_owned();
-        backlogs.push(match outbox::status(&entry.path()) {
+        let read = root
+            .open_dir(&sink)
+            .map_err(|e| e.to_string())
+            .and_then(|dir| outbox::status_in(&dir).map_err(|e| e.to_string()));
+        backlogs.push(match read {
             Ok(status) => SinkBacklog::new(sink, status, now),
-            Err(e) => SinkBacklog::unreadable(sink, e.to_string()),
+            Err(e) => SinkBacklog::unreadable(sink, e),
         });
     }
     backlogs.sort_by(|a, b| a.sink.cmp(&b.sink));
@@ -99,6 +116,9 @@ pub fn format_table(backlogs: &[SinkBacklog]) -> String {
             "{:<20} {:>9} {:>11} {:>13} {:>10} {:>11} {:>11} {:>13}\n",
             b.sink, b.records, b.lines, b.bytes, oldest, b.dropped_lines, b.rejected_lines, b.delivered_lines
         ));
+        for problem in &b.problems {
+            out.push_str(&format!("{:<20} warning: {problem}\n", b.sink));
+        }
     }
     if backlogs.is_empty() {
         out.push_str("(no sink has an outbox)\n");

@@ -119,11 +119,15 @@ impl RunningSinks {
         parts: QueuedParts,
         shutdown: &Arc<AtomicBool>,
     ) -> Result<()> {
-        let dir = base.outbox().join(name);
+        let outboxes = base
+            .dir("outbox")
+            .with_context(|| format!("cannot open the outbox of sink {name}"))?;
         let outbox = Arc::new(
-            Outbox::open(&dir, parts.limits).with_context(|| format!("cannot open the outbox of sink {name}"))?,
+            Outbox::open_in(&outboxes, name, parts.limits)
+                .with_context(|| format!("cannot open the outbox of sink {name}"))?,
         );
         let target = parts.transport.describe();
+        let dir = outbox.dir().to_owned();
         let delivery = Delivery::new(name, &outbox, parts.transport, parts.retry, shutdown.clone());
         self.deliveries.push((name.to_owned(), delivery.stats()));
         self.threads.push(

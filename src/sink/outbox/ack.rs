@@ -1,13 +1,14 @@
 //! The acknowledgement file: how far delivery got, and the counters that must survive a restart.
 
 use super::format::SEGMENT_HEADER_LEN;
-use crate::spool::atomic::{replace_file, sync_dir};
+use crate::spool::beneath::Dir;
 use std::io;
-use std::path::Path;
 
 /// Name of the acknowledgement file in an outbox directory.
 pub const ACK_FILE: &str = "ack";
 const FIRST_LINE: &str = "spoolmon-outbox-ack 1";
+/// An acknowledgement file is about 250 bytes; anything larger is not one.
+const MAX_ACK_BYTES: u64 = 4096;
 
 /// The first undelivered byte: the record at `offset` in segment `segment`, of which the first
 /// `skip_bytes` payload bytes (`skip_lines` whole lines) are already delivered.
@@ -98,22 +99,26 @@ impl Ack {
         Ok(ack)
     }
 
-    /// Reads `<dir>/ack`.
-    pub fn read(dir: &Path) -> io::Result<AckRead> {
-        match std::fs::read(dir.join(ACK_FILE)) {
+    /// Reads `<dir>/ack` without blocking and without following a link: a FIFO, device,
+    /// symlink or directory in its place, or a file larger than an acknowledgement can be, is
+    /// [`AckRead::Garbage`] with the reason (never opened for reading, never waited on).
+    pub fn read(dir: &Dir) -> io::Result<AckRead> {
+        match dir.read_limited(ACK_FILE, MAX_ACK_BYTES) {
             Ok(bytes) => Ok(match std::str::from_utf8(&bytes) {
                 Ok(text) => Ack::decode(text).map_or_else(AckRead::Garbage, AckRead::Found),
                 Err(_) => AckRead::Garbage("not UTF-8 text".to_owned()),
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(AckRead::Missing),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(AckRead::Garbage(e.to_string())),
             Err(e) => Err(e),
         }
     }
 
-    /// Replaces `<dir>/ack` durably: temp file, fsync, rename, fsync of `dir`.
-    pub fn write(&self, dir: &Path) -> io::Result<()> {
-        replace_file(&dir.join(ACK_FILE), self.encode().as_bytes())?;
-        sync_dir(dir)
+    /// Replaces `<dir>/ack` durably: temp file, fsync, rename (over whatever entry had the name,
+    /// never written through), fsync of `dir`.
+    pub fn write(&self, dir: &Dir) -> io::Result<()> {
+        dir.replace(ACK_FILE, self.encode().as_bytes())?;
+        dir.sync()
     }
 
     fn fields(&self) -> [(&'static str, u64); 9] {
@@ -172,10 +177,36 @@ mod tests {
 
     #[test]
     fn ack_survives_write_and_read() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(Ack::read(dir.path()).unwrap(), AckRead::Missing);
-        sample().write(dir.path()).unwrap();
-        assert_eq!(Ack::read(dir.path()).unwrap(), AckRead::Found(sample()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        assert_eq!(Ack::read(&dir).unwrap(), AckRead::Missing);
+        sample().write(&dir).unwrap();
+        assert_eq!(Ack::read(&dir).unwrap(), AckRead::Found(sample()));
+    }
+
+    #[test]
+    fn a_fifo_or_a_link_in_place_of_the_ack_is_garbage_at_once_and_replaced_by_the_next_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = Dir::open(tmp.path()).unwrap();
+        nix::unistd::mkfifo(
+            &tmp.path().join(ACK_FILE),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        match Ack::read(&dir).unwrap() {
+            AckRead::Garbage(why) => assert!(why.contains("not a regular file"), "{why}"),
+            other => panic!("a FIFO read as {other:?}"),
+        }
+        sample().write(&dir).unwrap();
+        assert_eq!(Ack::read(&dir).unwrap(), AckRead::Found(sample()));
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, sample().encode()).unwrap();
+        std::fs::remove_file(tmp.path().join(ACK_FILE)).unwrap();
+        std::os::unix::fs::symlink(&victim, tmp.path().join(ACK_FILE)).unwrap();
+        assert!(
+            matches!(Ack::read(&dir).unwrap(), AckRead::Garbage(_)),
+            "a link is not followed"
+        );
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The bytes of a segment file: its name, its header, the framing and checksum of a record, and
 //! the walk over a segment's records that recovery and `status` share.
 
+use crate::spool::beneath::{Dir, Kind};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 
 /// First bytes of every segment file (format version 1).
 pub const MAGIC: [u8; 8] = *b"SPOOLOB1";
@@ -97,16 +97,29 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// The segment files in `dir`, oldest (lowest sequence number) first.
-pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+/// An entry of an outbox directory named like a segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentEntry {
+    pub seq: u64,
+    pub name: String,
+    /// What the entry is (not followed): only a [`Kind::File`] can be a segment of ours.
+    pub kind: Kind,
+}
+
+/// The entries of `dir` named like segments, oldest (lowest sequence number) first.
+pub fn list_segments(dir: &Dir) -> io::Result<Vec<SegmentEntry>> {
     let mut segments = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if let Some(seq) = entry.file_name().to_str().and_then(parse_segment_name) {
-            segments.push((seq, entry.path()));
+    for (name, kind) in dir.entries()? {
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = parse_segment_name(name) {
+            segments.push(SegmentEntry {
+                seq,
+                name: name.to_owned(),
+                kind,
+            });
         }
     }
-    segments.sort_unstable_by_key(|(seq, _)| *seq);
+    segments.sort_unstable_by_key(|entry| entry.seq);
     Ok(segments)
 }
 

@@ -65,8 +65,18 @@
 //! Stray temporary files are removed. Segments before the acknowledged one are deleted (their
 //! deletion was interrupted). Each segment's records are walked; the last segment's checksums are
 //! all checked (older segments' are checked as they are delivered). The first bad record and
-//! everything after it is cut off and logged with file and offset. A missing or unreadable `ack`
-//! restarts delivery at the oldest record (logged); one that points past the end is clamped.
+//! everything after it is cut off and logged with file and offset; what was cut and not yet
+//! delivered is added to the `dropped_*` counters (bytes: every byte cut; records and lines: the
+//! cut records whose header and payload are whole, as their headers say). A missing or
+//! unreadable `ack` (also a FIFO, device or symlink in its place: never opened for reading)
+//! restarts delivery at the oldest record (logged); one that points past the end of its segment
+//! is clamped to the end, and the records it skips are counted as dropped. An entry named like a
+//! segment that is not a regular file is removed unopened (logged). When anything was counted,
+//! the acknowledgement is rewritten at once so the counters survive the next crash.
+//!
+//! Every file is reached through the outbox directory's descriptor, opened non-blocking and
+//! checked to be a regular file (`spool::beneath`): nothing a producer plants here can hang the
+//! daemon, `spoolmon outbox`, `status` or the checks.
 //!
 //! # Bounds
 //! After each append, while the segment files hold more than `max_bytes` bytes, or more than
@@ -84,8 +94,9 @@ mod tests;
 mod writer;
 
 pub use reader::{Batch, Reader};
-pub use status::{status, OutboxStatus};
+pub use status::{status, status_in, OutboxStatus};
 
+use crate::spool::beneath::Dir;
 use ack::{Ack, Counters, Position};
 use format::{segment_name, RecordHeader};
 use std::collections::VecDeque;
@@ -251,6 +262,8 @@ struct WriterSlot {
 #[derive(Debug)]
 pub struct Outbox {
     dir: PathBuf,
+    /// `dir`, opened: every file of the outbox is reached through it.
+    fd: Dir,
     limits: OutboxLimits,
     writer: Mutex<WriterSlot>,
     /// Held while the acknowledgement file is written, so writes happen in state order.
@@ -272,7 +285,30 @@ impl Outbox {
     /// Opens (creating if needed) the outbox in `dir` and recovers it; see the module docs.
     pub fn open(dir: &Path, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
         std::fs::create_dir_all(dir).map_err(|e| OutboxError::io("create outbox", dir, e))?;
-        let recovered = recovery::recover(dir)?;
+        let fd = Dir::open(dir).map_err(|e| OutboxError::io("open outbox", dir, e))?;
+        Outbox::open_dir(fd, limits)
+    }
+
+    /// Opens (creating if needed) the outbox `<parent>/<name>` without following a symlink in
+    /// its place (`outbox/<sink>` of a base directory) and recovers it.
+    pub fn open_in(parent: &Dir, name: &str, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
+        let path = parent.path().join(name);
+        let fd = parent
+            .create_dir_all(name)
+            .map_err(|e| OutboxError::io("open outbox", &path, e))?;
+        Outbox::open_dir(fd, limits)
+    }
+
+    fn open_dir(fd: Dir, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
+        let dir = fd.path().to_owned();
+        let dir = dir.as_path();
+        let recovered = recovery::recover(&fd)?;
+        if recovered.discarded != Tally::default() {
+            recovered
+                .ack
+                .write(&fd)
+                .map_err(|e| OutboxError::io("write the acknowledgement file in", dir, e))?;
+        }
         let state = State {
             segments: recovered.segments.into(),
             writing: None,
@@ -283,6 +319,7 @@ impl Outbox {
         };
         Ok(Outbox {
             dir: dir.to_owned(),
+            fd,
             limits,
             writer: Mutex::new(WriterSlot {
                 segment: None,
@@ -378,7 +415,7 @@ impl Outbox {
             Some(segment) => self.is_full(segment, header) || self.is_corrupt(segment.seq),
         };
         if rotate {
-            let segment = SegmentWriter::create(&self.dir, slot.next_seq)?;
+            let segment = SegmentWriter::create(&self.fd, slot.next_seq)?;
             slot.next_seq += 1;
             let mut state = self.lock_state();
             state.segments.push_back(SegmentInfo {
@@ -491,14 +528,13 @@ impl Outbox {
     }
 
     fn remove_segment_file(&self, seq: u64) {
-        let path = self.dir.join(segment_name(seq));
-        if let Err(e) = std::fs::remove_file(&path) {
-            warn!(file = %path.display(), "cannot remove outbox segment: {e}");
+        if let Err(e) = self.fd.unlink(&segment_name(seq)) {
+            warn!("cannot remove outbox segment: {e}");
         }
     }
 
     fn write_ack(&self, ack: &Ack) -> Result<(), OutboxError> {
-        ack.write(&self.dir).map_err(|e| {
+        ack.write(&self.fd).map_err(|e| {
             warn!(outbox = %self.dir.display(), "cannot write the acknowledgement file: {e}");
             OutboxError::io("write the acknowledgement file in", &self.dir, e)
         })

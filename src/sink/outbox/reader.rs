@@ -7,10 +7,10 @@
 use super::ack::Position;
 use super::format::{segment_name, RecordHeader, RECORD_HEADER_LEN};
 use super::{Outbox, OutboxError, Tally};
+use crate::spool::beneath::Dir;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
 
 /// Lines read from the outbox, waiting to be sent and acknowledged.
@@ -174,6 +174,13 @@ impl Reader {
         match self.load_window(seq, start.offset, end, max_payload) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadOutcome::Vanished),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                self.window_start = None;
+                return Ok(ReadOutcome::Corrupt {
+                    offset: start.offset,
+                    reason: "the segment file was replaced by something that is not a regular file",
+                });
+            }
             Err(e) => return Err(self.read_error(seq, e)),
         }
         self.batch.starting_at(start);
@@ -249,7 +256,7 @@ impl Reader {
         self.window_start = None;
         let len = (end - offset).min(max_payload as u64 + RECORD_HEADER_LEN as u64) as usize;
         self.window.resize(len, 0);
-        open_segment(&mut self.file, &self.outbox.dir, seq)?.read_exact_at(&mut self.window, offset)?;
+        open_segment(&mut self.file, &self.outbox.fd, seq)?.read_exact_at(&mut self.window, offset)?;
         self.window_start = Some((seq, offset));
         Ok(())
     }
@@ -258,7 +265,7 @@ impl Reader {
     fn load_whole_record(&mut self, seq: u64, offset: u64, record_len: usize) -> io::Result<()> {
         let have = self.window.len();
         self.window.resize(record_len, 0);
-        let file = open_segment(&mut self.file, &self.outbox.dir, seq)?;
+        let file = open_segment(&mut self.file, &self.outbox.fd, seq)?;
         file.read_exact_at(&mut self.window[have..], offset + have as u64)
     }
 
@@ -268,10 +275,11 @@ impl Reader {
     }
 }
 
-/// The open segment `seq` of `dir`, reusing `cached` when it is that one.
-fn open_segment<'a>(cached: &'a mut Option<(u64, File)>, dir: &Path, seq: u64) -> io::Result<&'a File> {
+/// The open segment `seq` of `dir`, reusing `cached` when it is that one. Opened non-blocking
+/// and only if it is a regular file (anything else: [`io::ErrorKind::InvalidData`]).
+fn open_segment<'a>(cached: &'a mut Option<(u64, File)>, dir: &Dir, seq: u64) -> io::Result<&'a File> {
     if cached.as_ref().is_none_or(|(open, _)| *open != seq) {
-        *cached = Some((seq, File::open(dir.join(segment_name(seq)))?));
+        *cached = Some((seq, dir.open_read(&segment_name(seq))?));
     }
     Ok(&cached.as_ref().expect("just opened").1)
 }

@@ -5,8 +5,7 @@
 use super::ack::{Ack, AckRead};
 use super::format::{has_magic, list_segments, walk_records};
 use super::OutboxError;
-use std::fs::File;
-use std::path::Path;
+use crate::spool::beneath::{Dir, Kind};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What an outbox holds and what has left it (for `spoolmon outbox`).
@@ -25,14 +24,29 @@ pub struct OutboxStatus {
     pub dropped_bytes: u64,
     pub rejected_lines: u64,
     pub delivered_lines: u64,
+    /// What is wrong with the files, if anything (an unreadable `ack`, an entry named like a
+    /// segment that is not a regular file); the counts are what could be read.
+    pub problems: Vec<String>,
 }
 
-/// Reads the status of the outbox in `dir` (`outbox/<sink>/`). A missing or unreadable
-/// acknowledgement file counts everything as undelivered, as delivery would.
-pub fn status(dir: &Path) -> Result<OutboxStatus, OutboxError> {
-    let ack = match Ack::read(dir).map_err(|e| OutboxError::io("read the acknowledgement file in", dir, e))? {
+/// [`status_in`] of the outbox directory at `path`.
+pub fn status(path: &std::path::Path) -> Result<OutboxStatus, OutboxError> {
+    let dir = Dir::open(path).map_err(|e| OutboxError::io("open outbox", path, e))?;
+    status_in(&dir)
+}
+
+/// Reads the status of the outbox `dir` (`outbox/<sink>/`). A missing or unreadable
+/// acknowledgement file counts everything as undelivered, as delivery would. Nothing is opened
+/// that is not a regular file, and nothing blocks.
+pub fn status_in(dir: &Dir) -> Result<OutboxStatus, OutboxError> {
+    let mut problems = Vec::new();
+    let ack = match Ack::read(dir).map_err(|e| OutboxError::io("read the acknowledgement file in", dir.path(), e))? {
         AckRead::Found(ack) => ack,
-        AckRead::Missing | AckRead::Garbage(_) => Ack::from_oldest(),
+        AckRead::Missing => Ack::from_oldest(),
+        AckRead::Garbage(why) => {
+            problems.push(format!("unreadable acknowledgement file ({why})"));
+            Ack::from_oldest()
+        }
     };
     let counters = ack.counters;
     let mut status = OutboxStatus {
@@ -43,15 +57,26 @@ pub fn status(dir: &Path) -> Result<OutboxStatus, OutboxError> {
         delivered_lines: counters.delivered_lines,
         ..OutboxStatus::default()
     };
-    let segments = list_segments(dir).map_err(|e| OutboxError::io("list outbox", dir, e))?;
+    let segments = list_segments(dir).map_err(|e| OutboxError::io("list outbox", dir.path(), e))?;
     let acked = ack.position;
-    for (seq, path) in segments.into_iter().filter(|(seq, _)| *seq >= acked.segment) {
-        let Ok(file) = File::open(&path) else {
-            continue; // delivered or dropped since it was listed
+    for entry in segments.into_iter().filter(|entry| entry.seq >= acked.segment) {
+        let path = dir.path().join(&entry.name);
+        if entry.kind != Kind::File {
+            problems.push(format!("{} is not a regular file (not a segment)", path.display()));
+            continue;
+        }
+        let file = match dir.open_read(&entry.name) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                problems.push(e.to_string());
+                continue;
+            }
+            Err(_) => continue, // delivered or dropped since it was listed
         };
         if !has_magic(&file).unwrap_or(false) {
             continue;
         }
+        let seq = entry.seq;
         let file_len = file
             .metadata()
             .map_err(|e| OutboxError::io("stat segment", &path, e))?
@@ -75,5 +100,6 @@ pub fn status(dir: &Path) -> Result<OutboxStatus, OutboxError> {
         });
         walked.map_err(|e| OutboxError::io("read segment", &path, e))?;
     }
+    status.problems = problems;
     Ok(status)
 }

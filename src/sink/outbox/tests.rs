@@ -38,7 +38,11 @@ fn drain(outbox: &Arc<Outbox>, max_payload: usize) -> Vec<u8> {
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
-    list_segments(dir).unwrap().into_iter().map(|(_, path)| path).collect()
+    list_segments(&crate::spool::beneath::Dir::open(dir).unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|e| dir.join(e.name))
+        .collect()
 }
 
 /// Runs `f` with this thread's log lines collected; returns them.
@@ -111,7 +115,10 @@ fn several_records_share_one_batch_up_to_the_payload_limit() {
 #[test]
 fn torn_or_corrupt_tail_is_cut_logged_and_earlier_records_delivered() {
     type Damage = fn(&Path);
-    let damages: [(&str, Damage, bool); 3] = [
+    type Dropped = (u64, u64, u64);
+    // (what, damage, whether the last record survives, dropped (records, lines, bytes)): the
+    // last record is "c" x 5 lines of 17 bytes, 85 payload bytes, 105 with its header.
+    let damages: [(&str, Damage, bool, Dropped); 3] = [
         (
             "truncated mid-record",
             |p| {
@@ -124,6 +131,7 @@ fn torn_or_corrupt_tail_is_cut_logged_and_earlier_records_delivered() {
                     .unwrap();
             },
             false,
+            (0, 0, 98),
         ),
         (
             "byte flipped in the last payload",
@@ -134,6 +142,7 @@ fn torn_or_corrupt_tail_is_cut_logged_and_earlier_records_delivered() {
                 fs::write(p, bytes).unwrap();
             },
             false,
+            (1, 5, 85),
         ),
         (
             "garbage appended",
@@ -146,9 +155,10 @@ fn torn_or_corrupt_tail_is_cut_logged_and_earlier_records_delivered() {
                     .unwrap();
             },
             true,
+            (0, 0, 37),
         ),
     ];
-    for (what, damage, last_survives) in damages {
+    for (what, damage, last_survives, (records, lines, bytes)) in damages {
         let dir = tempfile::tempdir().unwrap();
         let outbox = open(dir.path());
         let kept = [append(&outbox, "a", 5), append(&outbox, "b", 5)].concat();
@@ -159,6 +169,13 @@ fn torn_or_corrupt_tail_is_cut_logged_and_earlier_records_delivered() {
 
         let (outbox, logs) = logs_of(|| open(dir.path()));
         assert!(logs.contains("cutting off a torn or corrupt tail"), "{what}: {logs}");
+        let counted = status(dir.path()).unwrap();
+        assert_eq!(
+            (counted.dropped_records, counted.dropped_lines, counted.dropped_bytes),
+            (records, lines, bytes),
+            "{what}: what the cut discarded is counted (and written to the ack at once)"
+        );
+        assert!(logs.contains(&format!("dropped_bytes={bytes}")), "{what}: {logs}");
         assert!(
             logs.contains(&segment.display().to_string()),
             "{what}: log names the file: {logs}"
@@ -324,7 +341,8 @@ fn acknowledgement_past_the_end_is_clamped_and_logged() {
     drop(outbox);
     let mut ack = Ack::from_oldest();
     ack.position.offset = 1 << 40;
-    ack.write(dir.path()).unwrap();
+    ack.write(&crate::spool::beneath::Dir::open(dir.path()).unwrap())
+        .unwrap();
     let (outbox, logs) = logs_of(|| open(dir.path()));
     assert!(logs.contains("points past the end"), "{logs}");
     assert_eq!(
@@ -345,7 +363,8 @@ fn acknowledgement_inside_a_record_resends_that_record() {
     drop(outbox);
     let mut ack = Ack::from_oldest();
     ack.position.offset = format::SEGMENT_HEADER_LEN + 5;
-    ack.write(dir.path()).unwrap();
+    ack.write(&crate::spool::beneath::Dir::open(dir.path()).unwrap())
+        .unwrap();
     let (outbox, logs) = logs_of(|| open(dir.path()));
     assert!(logs.contains("points inside a record"), "{logs}");
     assert_eq!(drain(&outbox, 1 << 20), [first, second].concat());
@@ -498,4 +517,93 @@ fn an_append_wakes_a_waiting_reader() {
     }
     assert_eq!(now, seen + 1);
     assert_eq!(drain(&outbox, 1 << 20), writer.join().unwrap());
+}
+
+#[test]
+fn an_ack_past_the_end_of_its_segment_counts_the_records_it_skips_as_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    append(&outbox, "a", 4);
+    append(&outbox, "b", 3);
+    drop(outbox);
+    let segment = segments(dir.path()).pop().unwrap();
+    let len = fs::metadata(&segment).unwrap().len();
+    let fd = crate::spool::beneath::Dir::open(dir.path()).unwrap();
+    let seq = list_segments(&fd).unwrap().pop().unwrap().seq;
+    let mut ack = Ack::from_oldest();
+    ack.position = super::ack::Position::start_of(seq);
+    ack.position.offset = len + 1000;
+    ack.write(&fd).unwrap();
+    let (outbox, logs) = logs_of(|| open(dir.path()));
+    assert!(logs.contains("points past the end"), "{logs}");
+    let counted = status_in(&fd).unwrap();
+    // "a.0 0 1700000000\n" is 17 bytes: 4 + 3 lines, 119 payload bytes.
+    assert_eq!(
+        (counted.dropped_records, counted.dropped_lines, counted.dropped_bytes),
+        (2, 7, 119)
+    );
+    assert_eq!((counted.records, counted.lines), (0, 0));
+    assert_eq!(drain(&outbox, 1 << 20), b"", "nothing is sent twice");
+    drop(outbox);
+    let again = status_in(&fd).unwrap();
+    assert_eq!(again.dropped_lines, 7, "counted once, not at every open");
+    let _ = open(dir.path());
+    assert_eq!(status_in(&fd).unwrap().dropped_lines, 7);
+}
+
+#[test]
+fn a_fifo_in_place_of_the_ack_or_named_like_a_segment_neither_hangs_open_nor_status() {
+    use nix::sys::stat::Mode;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let payload = append(&outbox, "a", 3);
+    drop(outbox);
+    fs::remove_file(dir.path().join(ACK_FILE)).ok();
+    nix::unistd::mkfifo(&dir.path().join(ACK_FILE), Mode::from_bits_truncate(0o600)).unwrap();
+    let planted = dir.path().join(super::format::segment_name(7));
+    nix::unistd::mkfifo(&planted, Mode::from_bits_truncate(0o600)).unwrap();
+    let fd = crate::spool::beneath::Dir::open(dir.path()).unwrap();
+    let seen = status_in(&fd).unwrap();
+    assert_eq!(seen.lines, 3, "the real segment is still counted");
+    assert!(
+        seen.problems.iter().any(|p| p.contains("acknowledgement")),
+        "{:?}",
+        seen.problems
+    );
+    assert!(
+        seen.problems
+            .iter()
+            .any(|p| p.contains(&super::format::segment_name(7))),
+        "{:?}",
+        seen.problems
+    );
+    let (outbox, logs) = logs_of(|| open(dir.path()));
+    assert!(logs.contains("unreadable acknowledgement file"), "{logs}");
+    assert!(logs.contains("not a regular file"), "{logs}");
+    assert!(fs::symlink_metadata(&planted).is_err(), "the planted FIFO is removed");
+    assert_eq!(
+        drain(&outbox, 1 << 20),
+        payload,
+        "delivery restarts at the oldest record"
+    );
+    let after = append(&outbox, "b", 1);
+    assert_eq!(drain(&outbox, 1 << 20), after, "the writer skips the planted number");
+    assert!(status_in(&fd).unwrap().problems.is_empty());
+}
+
+#[test]
+fn an_outbox_directory_that_is_a_symlink_is_refused_never_followed() {
+    let base = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), base.path().join("carbon")).unwrap();
+    let parent = crate::spool::beneath::Dir::open(base.path()).unwrap();
+    let err = Outbox::open_in(&parent, "carbon", OutboxLimits::default()).unwrap_err();
+    assert!(err.to_string().contains("carbon"), "{err}");
+    assert_eq!(
+        fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
+    let outbox = Outbox::open_in(&parent, "graphite", OutboxLimits::default()).unwrap();
+    assert_eq!(outbox.dir(), base.path().join("graphite"));
 }

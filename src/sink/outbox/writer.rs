@@ -3,10 +3,10 @@
 
 use super::format::{segment_name, RecordHeader, MAGIC, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::OutboxError;
-use crate::spool::atomic::sync_dir;
-use std::fs::{File, OpenOptions};
+use crate::spool::beneath::Dir;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The open segment file of the writer and what it holds.
 #[derive(Debug)]
@@ -24,20 +24,19 @@ pub struct SegmentWriter {
 
 impl SegmentWriter {
     /// Creates segment `seq` in `dir` with its magic header, durably (file and directory synced).
-    pub fn create(dir: &Path, seq: u64) -> Result<SegmentWriter, OutboxError> {
-        let path = dir.join(segment_name(seq));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
+    /// The name must be free (`O_EXCL`): nothing planted under it is ever written through.
+    pub fn create(dir: &Dir, seq: u64) -> Result<SegmentWriter, OutboxError> {
+        let name = segment_name(seq);
+        let path = dir.path().join(&name);
+        let file = dir
+            .create_new(&name)
             .map_err(|e| OutboxError::io("create segment", &path, e))?;
         let written = file
             .write_all_at(&MAGIC, 0)
             .and_then(|()| file.sync_data())
-            .and_then(|()| sync_dir(dir));
+            .and_then(|()| dir.sync());
         if let Err(e) = written {
-            let _ = std::fs::remove_file(&path);
+            let _ = dir.unlink(&name);
             return Err(OutboxError::io("write the header of segment", &path, e));
         }
         Ok(SegmentWriter {
