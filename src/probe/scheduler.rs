@@ -550,6 +550,7 @@ pub fn measure(probes: &ProbeSet, run: &RunRequest, ping_timeout: Duration) -> V
         .zip(rtts)
         .map(|(order, mut rtts)| {
             rtts.resize(order.pings as usize, None);
+            drop_implausible(&mut rtts);
             OrderResult {
                 id: order.id.clone(),
                 time: run.step_start,
@@ -597,8 +598,28 @@ fn next_wait(schedule: &[Due]) -> Duration {
         .min(Duration::from_secs(1))
 }
 
+/// An answer no RRD can hold (an exec command printing `time=200000 ms`, a negative or
+/// non-finite time) is a lost ping: processing refuses a snapshot with such a value, which would
+/// lose the whole batch for one command's output.
+fn drop_implausible(rtts: &mut [Option<f64>]) {
+    for rtt in rtts.iter_mut() {
+        if rtt.is_some_and(|seconds| !(0.0..=crate::spool::snapshot::MAX_RTT).contains(&seconds)) {
+            *rtt = None;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn answers_no_rrd_can_hold_become_lost_pings() {
+        let mut rtts = vec![Some(0.001), Some(200.0), Some(-1.0), Some(f64::NAN), None, Some(180.0)];
+        super::drop_implausible(&mut rtts);
+        assert_eq!(rtts[..2], [Some(0.001), None]);
+        assert_eq!(rtts[2..5], [None, None, None]);
+        assert_eq!(rtts[5], Some(180.0));
+    }
+
     use super::*;
     use crate::measurement::{OrderId, RrdTemplate};
     use crate::orders::order::{FpingSpec, TcpSpec};
