@@ -28,6 +28,7 @@ use crate::measurement::OrderId;
 use crate::orders::order::{
     parse_order_with, resolve_host, Order, OrderError, ParsedOrder, ProbeSpec, MAX_ORDER_BYTES,
 };
+use crate::spool::beneath::Dir;
 use crate::spool::BaseDir;
 use serde::Serialize;
 use std::cell::RefCell;
@@ -37,7 +38,7 @@ use std::fs::{self, FileType, Metadata};
 use std::hash::{DefaultHasher, Hasher};
 use std::io::{self, Read};
 use std::net::IpAddr;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
@@ -223,6 +224,9 @@ pub struct OrderBook {
 struct Walk<'e> {
     /// `orders/` canonicalized: symlink targets must stay below it.
     orders_real: PathBuf,
+    /// `orders/` opened: order files are read beneath it, no link followed on the way, so a
+    /// directory swapped for a symlink after the walk looked at it cannot lead outside.
+    orders_fd: Dir,
     /// (device, inode) of the directories from `orders/` down to the current one.
     ancestors: Vec<(u64, u64)>,
     seen: HashSet<OrderId>,
@@ -355,9 +359,10 @@ impl OrderBook {
 
     /// Starts a walk; `None` when `orders/` does not exist (or cannot be resolved).
     fn start_walk<'e>(&self, events: &'e mut Vec<OrderEvent>, now: SystemTime) -> Option<Walk<'e>> {
-        match fs::canonicalize(&self.orders_dir) {
-            Ok(orders_real) => Some(Walk {
+        match fs::canonicalize(&self.orders_dir).and_then(|real| Ok((Dir::open(&real)?, real))) {
+            Ok((orders_fd, orders_real)) => Some(Walk {
                 orders_real,
+                orders_fd,
                 ancestors: Vec::new(),
                 seen: HashSet::new(),
                 events,
@@ -563,7 +568,7 @@ impl OrderBook {
             self.record(id, path, Stamp::of_metadata(meta), None, Err(problem), walk.events);
             return;
         }
-        let (order_stamp, bytes) = match read_limited(&id, real) {
+        let (order_stamp, bytes) = match read_beneath(&id, real, walk) {
             Ok(content) => content,
             Err(ReadFailure::Gone) => return self.forget(id.as_str(), walk.events),
             Err(ReadFailure::Problem(problem)) => {
@@ -821,27 +826,35 @@ fn follow_symlink(id: &OrderId, path: &Path, orders_real: &Path) -> Result<(Path
     Ok((real, meta))
 }
 
-/// Reads a file of at most [`MAX_ORDER_BYTES`] without following a final symlink and without
-/// blocking on a FIFO swapped in; larger files are refused without reading them.
-fn read_limited(id: &OrderId, path: &Path) -> Result<(Stamp, Vec<u8>), ReadFailure> {
-    let failure = |e: io::Error| {
-        if e.kind() == io::ErrorKind::NotFound {
-            ReadFailure::Gone
-        } else {
-            ReadFailure::Problem(OrderError::Read {
-                id: id.clone(),
-                path: path.to_owned(),
-                message: e.to_string(),
-            })
-        }
-    };
-    let file = fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(failure)?;
-    let meta = file.metadata().map_err(failure)?;
-    read_open(id, path, file, &meta)
+/// Reads the order file `real` (a path below the walk's `orders/`) through the walk's
+/// descriptor of `orders/`, following no link on the way; at most [`MAX_ORDER_BYTES`], never
+/// blocking on a FIFO swapped in.
+fn read_beneath(id: &OrderId, real: &Path, walk: &Walk<'_>) -> Result<(Stamp, Vec<u8>), ReadFailure> {
+    // Through in-tree symlinks (allowed) the canonical path has none left: it is opened with no
+    // link allowed, so a component swapped for a link since then is refused, not followed.
+    let opened = fs::canonicalize(real).and_then(|canonical| match canonical.strip_prefix(&walk.orders_real) {
+        Ok(rel) => walk.orders_fd.open_file_beneath(rel),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not below orders/", canonical.display()),
+        )),
+    });
+    let file = opened.map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => ReadFailure::Gone,
+        _ => ReadFailure::Problem(OrderError::Read {
+            id: id.clone(),
+            path: real.to_owned(),
+            message: e.to_string(),
+        }),
+    })?;
+    let meta = file.metadata().map_err(|e| {
+        ReadFailure::Problem(OrderError::Read {
+            id: id.clone(),
+            path: real.to_owned(),
+            message: e.to_string(),
+        })
+    })?;
+    read_open(id, real, file, &meta)
 }
 
 /// Reads the opened `file` (`meta` its metadata), refusing anything but a regular file of at

@@ -307,6 +307,38 @@ impl Dir {
         Ok(out)
     }
 
+    /// Opens the file at `rel` below this directory (any depth) for reading, non-blocking,
+    /// following no symlink on the way and never leaving the directory. The caller checks the
+    /// file type from the returned file (a FIFO opens at once and reads as such).
+    pub fn open_file_beneath(&self, rel: impl AsRef<Path>) -> io::Result<File> {
+        let rel = rel.as_ref();
+        let path = self.path.join(rel);
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        if components(rel)?.is_empty() {
+            return Err(context(
+                "cannot open",
+                &path,
+                io::Error::from(io::ErrorKind::InvalidInput),
+            ));
+        }
+        if HAVE_OPENAT2.load(Ordering::Relaxed) {
+            use nix::fcntl::{openat2, OpenHow, ResolveFlag};
+            let how = OpenHow::new()
+                .flags(flags)
+                .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+            match openat2(self.fd.as_fd(), rel, how) {
+                Ok(fd) => return Ok(File::from(fd)),
+                Err(nix::errno::Errno::ENOSYS) => HAVE_OPENAT2.store(false, Ordering::Relaxed),
+                Err(e) => return Err(errno_err("cannot open", &path, e)),
+            }
+        }
+        let parent = self.open_dir(rel.parent().unwrap_or(Path::new("")))?;
+        let name = rel.file_name().unwrap_or_default();
+        let fd = nix::fcntl::openat(parent.fd.as_fd(), name, flags, Mode::empty())
+            .map_err(|e| errno_err("cannot open", &path, e))?;
+        Ok(File::from(fd))
+    }
+
     /// Opens the regular file `name` for reading; a symlink, FIFO, socket, device or directory
     /// is refused with [`io::ErrorKind::InvalidData`] before anything is read.
     pub fn open_read(&self, name: &str) -> io::Result<File> {
@@ -556,6 +588,25 @@ mod tests {
         fs::write(dir.path().join("big"), vec![b'x'; 100]).unwrap();
         assert_eq!(dir.read_limited("big", 100).unwrap().len(), 100);
         assert!(dir.read_limited("big", 99).is_err());
+    }
+
+    #[test]
+    fn files_below_are_opened_only_when_no_component_is_a_link() {
+        let (_tmp, dir, outside) = tree();
+        fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        fs::write(dir.path().join("a/b/order"), b"ok").unwrap();
+        symlink(&outside, dir.path().join("a/swapped")).unwrap();
+        symlink(outside.join("victim"), dir.path().join("a/b/link")).unwrap();
+        let mut text = String::new();
+        io::Read::read_to_string(&mut dir.open_file_beneath("a/b/order").unwrap(), &mut text).unwrap();
+        assert_eq!(text, "ok");
+        assert!(dir.open_file_beneath("a/swapped/victim").is_err());
+        assert!(dir.open_file_beneath("a/b/link").is_err());
+        assert!(dir.open_file_beneath("../outside/victim").is_err());
+        assert!(
+            dir.open_file_beneath(outside.join("victim")).is_err(),
+            "absolute refused"
+        );
     }
 
     #[test]
