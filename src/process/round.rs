@@ -142,6 +142,9 @@ pub struct Processor {
     failing_dirty: bool,
     /// Per order, the `time` of its current `last_result` (read from the file when unknown).
     newest: Mutex<HashMap<OrderId, i64>>,
+    /// Orders whose `output/<id>` was found (or made) a real directory chain, without a link
+    /// anywhere below `output/`: checked once, again after an archive or restore.
+    output_checked: Mutex<HashSet<OrderId>>,
     /// What output waits for while a transient fault lasts ("waiting for disk space: ...").
     waiting: Option<String>,
     /// Snapshots were kept for a retry in the last round.
@@ -239,6 +242,7 @@ impl Processor {
             failing,
             failing_dirty: false,
             newest: Mutex::default(),
+            output_checked: Mutex::default(),
             waiting: None,
             held: false,
             retry_delay: RETRY_EVERY,
@@ -290,6 +294,7 @@ impl Processor {
                     warn!(order = %id, "cannot restore archived output: {e}");
                 }
                 self.newest_times().remove(&id);
+                self.output_checked_ids().remove(&id);
                 if let Some(active) = &mut self.active {
                     active.insert(id);
                 }
@@ -300,6 +305,7 @@ impl Processor {
                 }
                 self.rrd.forget(&self.base.output().join(id.as_path()));
                 self.newest_times().remove(&id);
+                self.output_checked_ids().remove(&id);
                 if self.failing.remove(&id).is_some() {
                     self.failing_dirty = true;
                     self.save_failing();
@@ -679,6 +685,14 @@ impl Processor {
     /// unless the current one is newer. The error says whose fault it is.
     fn apply_order(&self, id: &OrderId, work: &OrderWork) -> Result<Option<(i64, StagedFile)>, (Fault, String)> {
         let dir = self.base.output().join(id.as_path());
+        if !self.output_checked_ids().contains(id) {
+            // librrd takes paths: make sure none of the order's directories is a symlink out.
+            self.base
+                .dir("output")
+                .and_then(|output| output.create_dir_all(id.as_str()))
+                .map_err(|e| (fault::of_io(&e), e.to_string()))?;
+            self.output_checked_ids().insert(id.clone());
+        }
         if !work.rrd.is_empty() {
             self.rrd
                 .apply(&dir, &work.rrd)
@@ -717,6 +731,10 @@ impl Processor {
             Some(found)
         });
         current.is_none_or(|current| time >= current)
+    }
+
+    fn output_checked_ids(&self) -> std::sync::MutexGuard<'_, HashSet<OrderId>> {
+        self.output_checked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn newest_times(&self) -> std::sync::MutexGuard<'_, HashMap<OrderId, i64>> {
@@ -1572,5 +1590,26 @@ mod tests {
         let reason = reason_of(&base, name.as_str());
         assert!(reason.contains("ping.jsonl line 1"), "the original reason: {reason:?}");
         assert_eq!(stats.snapshots_failed.load(Ordering::Relaxed), 1, "counted once");
+    }
+
+    #[test]
+    fn a_symlink_in_an_orders_output_path_fails_that_order_alone_and_nothing_is_written_outside() {
+        let sink = RecordingSink::named("rec");
+        let (dir, mut processor, _stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, base.output().join("lb")).unwrap();
+        publish(&base, 1, &[result("lb/web", T0, 0.001), result("fine", T0, 0.001)]);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing created through the link"
+        );
+        assert!(base.output().join("fine/main.rrd").is_file());
+        let failing = failing_orders(&base);
+        assert!(failing["lb/web"].reason.contains("symbolic link"), "{failing:?}");
+        assert_eq!(fs::read_dir(base.failed()).unwrap().count(), 0);
     }
 }
