@@ -34,9 +34,9 @@ const TRANSIENT: [i32; 7] = [
 
 /// The kind of an I/O error (by its errno; an error without one is permanent).
 pub fn of_io(error: &io::Error) -> Fault {
-    match error.raw_os_error() {
+    // Errors wrapped with context (spool::beneath) keep the errno inside.
+    match crate::spool::beneath::os_error(error) {
         Some(code) if TRANSIENT.contains(&code) => Fault::Transient,
-        // Errors wrapped with context (spool::beneath) keep their kind but lose the errno.
         None if matches!(
             error.kind(),
             io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::OutOfMemory
@@ -49,9 +49,12 @@ pub fn of_io(error: &io::Error) -> Fault {
     }
 }
 
-/// The kind of an error known only by its text (librrd's).
+/// The kind of an error known only by its text (librrd's `<what> '<path>': <strerror>`). Only
+/// the text after the last `": "` counts: the path before it is the order's, and an order named
+/// `Input/output error/...` must not make its own fault look like the machine's.
 pub fn of_text(text: &str) -> Fault {
-    let transient = TRANSIENT.iter().any(|&code| text.contains(&strerror(code)));
+    let tail = text.rsplit(": ").next().unwrap_or(text);
+    let transient = TRANSIENT.iter().any(|&code| tail.starts_with(&strerror(code)));
     if transient {
         Fault::Transient
     } else {
@@ -115,5 +118,20 @@ mod tests {
         assert_eq!(waiting_for(full), "waiting for disk space");
         assert_eq!(of_text("opening '/b/x': Permission denied"), Fault::Permanent);
         assert_eq!(of_text("'/b/x' is not an RRD file"), Fault::Permanent);
+        // The order's own path says nothing about the machine.
+        let named = "creating '/b/output/Input/output error/x/main.rrd': File name too long";
+        assert_eq!(of_text(named), Fault::Permanent);
+    }
+
+    #[test]
+    fn the_errno_of_an_error_wrapped_with_its_path_decides() {
+        let path = std::path::Path::new("/b/output/No space left on device/x");
+        let long =
+            crate::spool::beneath::context("cannot create", path, io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        assert_eq!(of_io(&long), Fault::Permanent, "{long}");
+        let full = crate::spool::beneath::context("cannot create", path, io::Error::from_raw_os_error(libc::ENOSPC));
+        let twice = crate::spool::beneath::context("while applying", path, full);
+        assert_eq!(of_io(&twice), Fault::Transient, "{twice}");
+        assert!(twice.to_string().contains("No space left"), "{twice}");
     }
 }

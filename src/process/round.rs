@@ -442,10 +442,10 @@ impl Processor {
         self.write_pending_reasons();
         for entry in queue::list(&self.base)? {
             match entry {
-                QueueEntry::Invalid(name) => {
-                    present.insert(name.clone());
-                    let reason = "the name is not a snapshot time (<unix-epoch>[-<source>-<seq>]) or not a directory";
-                    report.quarantined += usize::from(self.quarantine(&name, reason));
+                QueueEntry::Invalid(raw) => {
+                    present.insert(raw.to_string_lossy().into_owned());
+                    let reason = "the name is not a snapshot time (<unix-epoch>[-<source>-<seq>], UTF-8, at most 200 bytes) or not a directory";
+                    report.quarantined += usize::from(self.quarantine(&raw, reason));
                 }
                 QueueEntry::Snapshot(name) => {
                     present.insert(name.as_str().to_owned());
@@ -909,8 +909,11 @@ impl Processor {
     /// Moves a snapshot that is itself wrong to `failed/` with `reason`. When that fails (the
     /// disk is full, `failed/` is unusable), the reason is kept and the quarantine retried
     /// every round; the snapshot is not processed meanwhile. True when it was moved.
-    fn quarantine(&mut self, name: &str, reason: &str) -> bool {
-        match queue::quarantine(&self.base, name, reason) {
+    fn quarantine(&mut self, raw: impl AsRef<std::ffi::OsStr>, reason: &str) -> bool {
+        let raw = raw.as_ref();
+        let shown = raw.to_string_lossy().into_owned();
+        let name = shown.as_str();
+        match queue::quarantine(&self.base, raw, reason) {
             Ok(path) => {
                 self.quarantined(name, reason, &path);
                 true

@@ -152,10 +152,19 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
 }
 
 /// The temporary name a replacement of `name` is written under: hidden (`.tmp-`), unique per
-/// process, and ending in `.part` so readers that pick files by extension (node_exporter reads
-/// every `*.prom` in its directory) never take a file still being written.
-pub fn temp_name(name: &str) -> String {
-    format!("{TMP_PREFIX}{}-{name}.part", std::process::id())
+/// process and call (`<pid>-<n>`), ending in `.part` so readers that pick files by extension
+/// (node_exporter reads every `*.prom` in its directory) never take a file still being written,
+/// and short whatever `name` is (at most its first 64 bytes are kept, as text), so a name near
+/// the 255-byte limit still has a temporary name.
+pub fn temp_name(name: &std::ffi::OsStr) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let text = name.to_string_lossy();
+    let mut end = text.len().min(64);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{TMP_PREFIX}{}-{n}-{}.part", std::process::id(), &text[..end])
 }
 
 #[cfg(test)]
@@ -164,7 +173,10 @@ mod tests {
 
     #[test]
     fn temporary_names_are_hidden_and_never_keep_the_target_extension() {
-        let name = temp_name("metrics.prom");
+        let name = temp_name("metrics.prom".as_ref());
+        let long = temp_name(std::ffi::OsStr::new(&"x".repeat(250)));
+        assert!(long.len() < 100, "{long}");
+        assert_ne!(temp_name("a".as_ref()), temp_name("a".as_ref()), "unique per call");
         assert!(name.starts_with(TMP_PREFIX), "{name}");
         assert!(!name.ends_with(".prom"), "a *.prom reader would pick it up: {name}");
     }

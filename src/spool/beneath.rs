@@ -25,13 +25,13 @@
 
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, Mode, SFlag};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// What a directory entry is, without following it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,10 +62,35 @@ pub struct Dir {
     path: PathBuf,
 }
 
-/// Adds the operation and the path to an error, keeping its kind.
+/// An I/O error with the operation and the path it was about.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {}: {source}", path.display())]
+pub struct PathError {
+    op: String,
+    path: PathBuf,
+    source: io::Error,
+}
+
+/// Adds the operation and the path to an error, keeping its kind and, inside, the error itself
+/// (its errno stays readable with [`os_error`]).
 pub fn context(op: &str, path: &Path, e: impl Into<io::Error>) -> io::Error {
-    let e = e.into();
-    io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
+    let source = e.into();
+    io::Error::new(
+        source.kind(),
+        PathError {
+            op: op.to_owned(),
+            path: path.to_owned(),
+            source,
+        },
+    )
+}
+
+/// The errno of `e`, also when it was wrapped by [`context`] (any depth).
+pub fn os_error(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        let inner = e.get_ref()?.downcast_ref::<PathError>()?;
+        os_error(&inner.source)
+    })
 }
 
 fn errno_err(op: &str, path: &Path, e: nix::errno::Errno) -> io::Error {
@@ -105,6 +130,9 @@ fn link_or(at: BorrowedFd<'_>, name: &std::ffi::OsStr, e: nix::errno::Errno) -> 
     }
 }
 
+/// How deep [`Dir::remove_tree`] descends before moving a subtree up (descriptors held at once).
+pub const REMOVE_DEPTH: usize = 32;
+
 /// False once `openat2` answered ENOSYS (an old kernel): the component walk is used instead.
 static HAVE_OPENAT2: AtomicBool = AtomicBool::new(true);
 
@@ -127,9 +155,11 @@ fn components(rel: &Path) -> io::Result<Vec<&std::ffi::OsStr>> {
     Ok(out)
 }
 
-/// A single file name: no `/`, not empty, not `.` or `..`.
-fn check_name(name: &str) -> io::Result<&str> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+/// A single file name: no `/`, not empty, not `.` or `..`. Names are bytes: one that is not
+/// UTF-8 (a producer may plant it) is handled like any other.
+fn check_name(name: &OsStr) -> io::Result<&OsStr> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') || bytes.contains(&0) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{name:?} is not a file name"),
@@ -255,14 +285,16 @@ impl Dir {
     }
 
     /// Creates the directory `name` (error if anything has that name).
-    pub fn mkdir(&self, name: &str) -> io::Result<()> {
+    pub fn mkdir(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        let name = name.as_ref();
         check_name(name)?;
         nix::sys::stat::mkdirat(self.fd.as_fd(), name, Mode::from_bits_truncate(0o755))
             .map_err(|e| errno_err("cannot create directory", &self.path.join(name), e))
     }
 
     /// What `name` is, without following it; `None` if there is no such entry.
-    pub fn kind(&self, name: &str) -> io::Result<Option<Kind>> {
+    pub fn kind(&self, name: impl AsRef<OsStr>) -> io::Result<Option<Kind>> {
+        let name = name.as_ref();
         check_name(name)?;
         match fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(stat) => Ok(Some(Kind::from_mode(stat.st_mode))),
@@ -272,7 +304,8 @@ impl Dir {
     }
 
     /// `lstat` of `name` (the entry itself, never what a symlink points to).
-    pub fn stat(&self, name: &str) -> io::Result<nix::sys::stat::FileStat> {
+    pub fn stat(&self, name: impl AsRef<OsStr>) -> io::Result<nix::sys::stat::FileStat> {
+        let name = name.as_ref();
         check_name(name)?;
         fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
             .map_err(|e| errno_err("cannot stat", &self.path.join(name), e))
@@ -341,16 +374,19 @@ impl Dir {
 
     /// Opens the regular file `name` for reading; a symlink, FIFO, socket, device or directory
     /// is refused with [`io::ErrorKind::InvalidData`] before anything is read.
-    pub fn open_read(&self, name: &str) -> io::Result<File> {
+    pub fn open_read(&self, name: impl AsRef<OsStr>) -> io::Result<File> {
+        let name = name.as_ref();
         self.open_regular(name, OFlag::O_RDONLY)
     }
 
     /// Opens the existing regular file `name` for reading and writing (same refusals).
-    pub fn open_rw(&self, name: &str) -> io::Result<File> {
+    pub fn open_rw(&self, name: impl AsRef<OsStr>) -> io::Result<File> {
+        let name = name.as_ref();
         self.open_regular(name, OFlag::O_RDWR)
     }
 
-    fn open_regular(&self, name: &str, access: OFlag) -> io::Result<File> {
+    fn open_regular(&self, name: impl AsRef<OsStr>, access: OFlag) -> io::Result<File> {
+        let name = name.as_ref();
         check_name(name)?;
         let path = self.path.join(name);
         let fd = nix::fcntl::openat(
@@ -376,7 +412,8 @@ impl Dir {
 
     /// Opens the regular file `name` for reading and writing, creating it (mode 0644 less umask)
     /// if there is no such entry; a symlink, FIFO or device in its place is refused.
-    pub fn open_or_create(&self, name: &str) -> io::Result<File> {
+    pub fn open_or_create(&self, name: impl AsRef<OsStr>) -> io::Result<File> {
+        let name = name.as_ref();
         check_name(name)?;
         let path = self.path.join(name);
         match nix::fcntl::openat(
@@ -393,7 +430,8 @@ impl Dir {
 
     /// Creates the new file `name` for writing (mode 0644 less umask); fails if any entry of
     /// that name exists, so nothing planted there is ever written through.
-    pub fn create_new(&self, name: &str) -> io::Result<File> {
+    pub fn create_new(&self, name: impl AsRef<OsStr>) -> io::Result<File> {
+        let name = name.as_ref();
         check_name(name)?;
         let fd = nix::fcntl::openat(
             self.fd.as_fd(),
@@ -406,7 +444,8 @@ impl Dir {
     }
 
     /// Reads the whole regular file `name`, refusing more than `limit` bytes.
-    pub fn read_limited(&self, name: &str, limit: u64) -> io::Result<Vec<u8>> {
+    pub fn read_limited(&self, name: impl AsRef<OsStr>, limit: u64) -> io::Result<Vec<u8>> {
+        let name = name.as_ref();
         use std::io::Read;
         let file = self.open_read(name)?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -432,7 +471,8 @@ impl Dir {
     }
 
     /// Writes `contents` into the new file `name` and fsyncs it (see [`Dir::create_new`]).
-    pub fn write_new(&self, name: &str, contents: &[u8]) -> io::Result<()> {
+    pub fn write_new(&self, name: impl AsRef<OsStr>, contents: &[u8]) -> io::Result<()> {
+        let name = name.as_ref();
         let mut file = self.create_new(name)?;
         let path = self.path.join(name);
         file.write_all(contents)
@@ -443,10 +483,11 @@ impl Dir {
     /// Replaces `name` with `contents`: a new temporary file (`.tmp-<pid>-<name>.part`) is
     /// written, fsynced and renamed over `name`. Whatever `name` was (a file, a symlink) is
     /// replaced as an entry, never written through. The directory is not fsynced.
-    pub fn replace(&self, name: &str, contents: &[u8]) -> io::Result<()> {
+    pub fn replace(&self, name: impl AsRef<OsStr>, contents: &[u8]) -> io::Result<()> {
+        let name = name.as_ref();
         check_name(name)?;
         let tmp = super::atomic::temp_name(name);
-        // A leftover of an earlier process with our pid: remove the entry (never followed).
+        // A leftover of an earlier process with our pid and counter: removed as an entry.
         let _ = self.unlink(&tmp);
         let result = self
             .write_new(&tmp, contents)
@@ -458,13 +499,17 @@ impl Dir {
     }
 
     /// Renames `from` (in this directory) to `to` in `to_dir`, replacing an existing entry.
-    pub fn rename(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
+    pub fn rename(&self, from: impl AsRef<OsStr>, to_dir: &Dir, to: impl AsRef<OsStr>) -> io::Result<()> {
+        let from = from.as_ref();
+        let to = to.as_ref();
         self.rename_flags(from, to_dir, to, nix::fcntl::RenameFlags::empty())
     }
 
     /// Renames `from` to `to` in `to_dir`; fails with [`io::ErrorKind::AlreadyExists`] if `to`
     /// exists (atomically where the filesystem supports `RENAME_NOREPLACE`).
-    pub fn rename_noreplace(&self, from: &str, to_dir: &Dir, to: &str) -> io::Result<()> {
+    pub fn rename_noreplace(&self, from: impl AsRef<OsStr>, to_dir: &Dir, to: impl AsRef<OsStr>) -> io::Result<()> {
+        let from = from.as_ref();
+        let to = to.as_ref();
         match self.rename_flags(from, to_dir, to, nix::fcntl::RenameFlags::RENAME_NOREPLACE) {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) => {
                 if to_dir.kind(to)?.is_some() {
@@ -481,35 +526,41 @@ impl Dir {
     }
 
     /// Exchanges `a` (here) and `b` (in `b_dir`) atomically.
-    pub fn exchange(&self, a: &str, b_dir: &Dir, b: &str) -> io::Result<()> {
+    pub fn exchange(&self, a: impl AsRef<OsStr>, b_dir: &Dir, b: impl AsRef<OsStr>) -> io::Result<()> {
+        let a = a.as_ref();
+        let b = b.as_ref();
         self.rename_flags(a, b_dir, b, nix::fcntl::RenameFlags::RENAME_EXCHANGE)
     }
 
-    fn rename_flags(&self, from: &str, to_dir: &Dir, to: &str, flags: nix::fcntl::RenameFlags) -> io::Result<()> {
-        check_name(from)?;
-        check_name(to)?;
+    fn rename_flags(
+        &self,
+        from: impl AsRef<OsStr>,
+        to_dir: &Dir,
+        to: impl AsRef<OsStr>,
+        flags: nix::fcntl::RenameFlags,
+    ) -> io::Result<()> {
+        let from = check_name(from.as_ref())?;
+        let to = check_name(to.as_ref())?;
         nix::fcntl::renameat2(self.fd.as_fd(), from, to_dir.fd.as_fd(), to, flags).map_err(|e| {
-            let e = io::Error::from(e);
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot rename {} to {}: {e}",
-                    self.path.join(from).display(),
-                    to_dir.path.join(to).display()
-                ),
+            context(
+                &format!("cannot rename {} to", self.path.join(from).display()),
+                &to_dir.path.join(to),
+                e,
             )
         })
     }
 
     /// Removes the non-directory entry `name` (a symlink itself, never its target).
-    pub fn unlink(&self, name: &str) -> io::Result<()> {
+    pub fn unlink(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        let name = name.as_ref();
         check_name(name)?;
         nix::unistd::unlinkat(self.fd.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir)
             .map_err(|e| errno_err("cannot remove", &self.path.join(name), e))
     }
 
     /// Removes the empty directory `name`.
-    pub fn rmdir(&self, name: &str) -> io::Result<()> {
+    pub fn rmdir(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        let name = name.as_ref();
         check_name(name)?;
         nix::unistd::unlinkat(self.fd.as_fd(), name, nix::unistd::UnlinkatFlags::RemoveDir)
             .map_err(|e| errno_err("cannot remove directory", &self.path.join(name), e))
@@ -517,22 +568,53 @@ impl Dir {
 
     /// Removes `name` and, if it is a directory, everything below it, descending through
     /// descriptors: symlinks are unlinked, never followed, and nothing outside is touched.
-    pub fn remove_tree(&self, name: &str) -> io::Result<()> {
+    ///
+    /// A producer can nest directories thousands deep; holding a descriptor per level would run
+    /// out of them (and recursion out of stack). Directories deeper than [`REMOVE_DEPTH`] are
+    /// therefore first renamed up into this directory (`.tmp-done-deep-<pid>-<n>`) and removed
+    /// from there, so at most that many descriptors are open at once.
+    pub fn remove_tree(&self, name: impl AsRef<OsStr>) -> io::Result<()> {
+        let name = name.as_ref();
         match self.kind(name)? {
             None => Ok(()),
             Some(Kind::Dir) => {
-                let sub = self.open_dir(name)?;
-                for (entry, kind) in sub.entries()? {
-                    let entry = entry.to_string_lossy().into_owned();
-                    match kind {
-                        Kind::Dir => sub.remove_tree(&entry)?,
-                        _ => sub.unlink(&entry)?,
-                    }
+                let mut todo = vec![name.to_owned()];
+                while let Some(next) = todo.pop() {
+                    let sub = self.open_dir(&next)?;
+                    self.empty_into(&sub, 1, &mut todo)?;
+                    drop(sub);
+                    self.rmdir(&next)?;
                 }
-                self.rmdir(name)
+                Ok(())
             }
             Some(_) => self.unlink(name),
         }
+    }
+
+    /// Empties `dir` (at `depth` below the tree's top); directories at [`REMOVE_DEPTH`] are
+    /// moved up into `self` and their new names pushed onto `moved`.
+    fn empty_into(&self, dir: &Dir, depth: usize, moved: &mut Vec<OsString>) -> io::Result<()> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        for (entry, kind) in dir.entries()? {
+            if kind != Kind::Dir {
+                dir.unlink(&entry)?;
+            } else if depth >= REMOVE_DEPTH {
+                let n = NEXT.fetch_add(1, Ordering::Relaxed);
+                let aside = OsString::from(format!(
+                    "{}done-deep-{}-{n}",
+                    super::atomic::TMP_PREFIX,
+                    std::process::id()
+                ));
+                dir.rename_noreplace(&entry, self, &aside)?;
+                moved.push(aside);
+            } else {
+                let sub = dir.open_dir(&entry)?;
+                self.empty_into(&sub, depth + 1, moved)?;
+                drop(sub);
+                dir.rmdir(&entry)?;
+            }
+        }
+        Ok(())
     }
 
     /// Fsyncs the directory (makes creations, renames and removals in it durable).
@@ -621,11 +703,6 @@ mod tests {
             .unwrap()
             .file_type()
             .is_symlink());
-        // A planted temporary name is removed as an entry, not written through.
-        let tmp = super::super::atomic::temp_name("state");
-        symlink(outside.join("victim"), dir.path().join(&tmp)).unwrap();
-        dir.replace("state", b"x").unwrap();
-        assert_eq!(fs::read(outside.join("victim")).unwrap(), b"precious");
     }
 
     #[test]
@@ -639,6 +716,23 @@ mod tests {
         assert!(dir.kind("snap").unwrap().is_none());
         assert_eq!(fs::read(outside.join("victim")).unwrap(), b"precious");
         dir.remove_tree("absent").unwrap();
+    }
+
+    #[test]
+    fn remove_tree_handles_trees_deeper_than_descriptors_last_and_names_that_are_not_utf8() {
+        let (_tmp, dir, _outside) = tree();
+        // 3,000 levels: one descriptor per level would pass the usual limit of 1,024.
+        fs::create_dir(dir.path().join("snap")).unwrap();
+        let top = Dir::open(&dir.path().join("snap")).unwrap();
+        let mut current = top;
+        for _ in 0..3000 {
+            current.mkdir("d").unwrap();
+            current = current.open_dir("d").unwrap();
+        }
+        current.write_new(OsStr::from_bytes(b"bad-\xff-name"), b"x").unwrap();
+        dir.remove_tree("snap").unwrap();
+        assert!(dir.kind("snap").unwrap().is_none());
+        assert_eq!(dir.entries().unwrap(), [], "nothing moved up is left behind");
     }
 
     #[test]

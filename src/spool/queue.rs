@@ -11,7 +11,9 @@ use super::atomic::TMP_PREFIX;
 use super::beneath::{Dir, Kind};
 use super::snapshot::SnapshotName;
 use super::BaseDir;
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// Builds `incoming.tmp/<name>/` from `files`, fsyncs everything and renames it to
@@ -46,8 +48,9 @@ fn fill_and_rename(tmp: &Dir, incoming: &Dir, name: &str, files: &[(&str, &[u8])
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueueEntry {
     Snapshot(SnapshotName),
-    /// A name that is not a time, a plain file, a symlink or anything else: to be quarantined.
-    Invalid(String),
+    /// A name that is not a time (or not UTF-8, or too long), a plain file, a symlink or
+    /// anything else: to be quarantined. The name exactly as it is on disk.
+    Invalid(OsString),
 }
 
 /// Lists `incoming/` (temp names skipped): snapshots oldest first, then invalid entries. Only
@@ -56,11 +59,10 @@ pub fn list(base: &BaseDir) -> io::Result<Vec<QueueEntry>> {
     let mut snapshots = Vec::new();
     let mut invalid = Vec::new();
     for (name, kind) in base.dir("incoming")?.entries()? {
-        let name = name.to_string_lossy().into_owned();
-        if name.starts_with(TMP_PREFIX) {
+        if name.as_bytes().starts_with(TMP_PREFIX.as_bytes()) {
             continue;
         }
-        match SnapshotName::parse(&name) {
+        match name.to_str().and_then(SnapshotName::parse) {
             Some(snapshot) if kind == Kind::Dir => snapshots.push(snapshot),
             _ => invalid.push(name),
         }
@@ -84,7 +86,7 @@ pub fn depth(base: &BaseDir) -> io::Result<usize> {
     let incoming = base.dir("incoming")?;
     let mut depth = 0;
     for (name, kind) in incoming.entries()? {
-        let applied = kind == Kind::Dir && has_applied_mark(&incoming, &name.to_string_lossy());
+        let applied = kind == Kind::Dir && has_applied_mark(&incoming, &name);
         depth += usize::from(!applied);
     }
     Ok(depth)
@@ -92,7 +94,7 @@ pub fn depth(base: &BaseDir) -> io::Result<usize> {
 
 /// True when the snapshot directory `name` in `incoming` (not a symlink) holds a regular
 /// [`APPLIED_MARK`].
-fn has_applied_mark(incoming: &Dir, name: &str) -> bool {
+fn has_applied_mark(incoming: &Dir, name: &OsStr) -> bool {
     incoming
         .open_dir(name)
         .and_then(|snapshot| snapshot.kind(APPLIED_MARK))
@@ -102,7 +104,7 @@ fn has_applied_mark(incoming: &Dir, name: &str) -> bool {
 /// True when `incoming/<name>` holds [`APPLIED_MARK`].
 pub fn is_applied(base: &BaseDir, name: &str) -> bool {
     base.dir("incoming")
-        .is_ok_and(|incoming| has_applied_mark(&incoming, name))
+        .is_ok_and(|incoming| has_applied_mark(&incoming, OsStr::new(name)))
 }
 
 /// Marks `incoming/<name>` as applied except for its RRD updates. The marker is made durable
@@ -128,10 +130,20 @@ pub fn mark_applied(base: &BaseDir, name: &str) -> io::Result<()> {
 /// start-up) and only then deleted: a crash in the middle of deleting its files never leaves a
 /// half-deleted snapshot in the queue to be mistaken for a bad one.
 pub fn remove(base: &BaseDir, name: &str) -> io::Result<()> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let incoming = base.dir("incoming")?;
     let tmp = base.dir("incoming.tmp")?;
-    let doomed = format!("{TMP_PREFIX}done-{name}");
-    incoming.rename(name, &tmp, &doomed)?;
+    // A name of our own, never the snapshot's: a collector cannot plant it in advance (to block
+    // the removal), and a long snapshot name cannot make it too long.
+    let doomed = loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let doomed = format!("{TMP_PREFIX}done-{}-{n}", std::process::id());
+        match incoming.rename_noreplace(name, &tmp, &doomed) {
+            Ok(()) => break doomed,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    };
     incoming.sync()?;
     tmp.remove_tree(&doomed)
 }
@@ -158,7 +170,8 @@ pub enum QuarantineError {
 /// is written only into a real directory (`<target>/REASON`), else beside the entry
 /// (`<target>.REASON`); a `REASON` the producer left in the snapshot is kept as
 /// `REASON.snapshot`. Nothing outside the base is opened.
-pub fn quarantine(base: &BaseDir, name: &str, reason: &str) -> Result<PathBuf, QuarantineError> {
+pub fn quarantine(base: &BaseDir, name: impl AsRef<OsStr>, reason: &str) -> Result<PathBuf, QuarantineError> {
+    let name = name.as_ref();
     let moved = (|| {
         let incoming = base.dir("incoming")?;
         let failed = base.dir("failed")?;
@@ -167,7 +180,7 @@ pub fn quarantine(base: &BaseDir, name: &str, reason: &str) -> Result<PathBuf, Q
         Ok::<_, io::Error>(failed.path().join(target))
     })()
     .map_err(|source| QuarantineError::Move {
-        name: name.to_owned(),
+        name: name.to_string_lossy().into_owned(),
         source,
     })?;
     write_reason(base, &moved, reason).map_err(|source| QuarantineError::Reason {
@@ -177,14 +190,22 @@ pub fn quarantine(base: &BaseDir, name: &str, reason: &str) -> Result<PathBuf, Q
     Ok(moved)
 }
 
-/// Renames `name` from `from` into `to` under its own name, or `<name>.<n>` for the first free
-/// `n`, never replacing anything. Returns the name used.
-fn move_to_free_name(from: &Dir, name: &str, to: &Dir) -> io::Result<String> {
-    let mut target = name.to_owned();
+/// Longest name an entry keeps in `failed/`: room is left for `.<n>` and `.REASON` within the
+/// 255-byte limit of a file name.
+const MAX_FAILED_NAME: usize = 200;
+
+/// Renames `name` from `from` into `to` under its own name (cut to [`MAX_FAILED_NAME`] bytes),
+/// or `<name>.<n>` for the first free `n`, never replacing anything. Returns the name used.
+fn move_to_free_name(from: &Dir, name: &OsStr, to: &Dir) -> io::Result<OsString> {
+    let stem = OsStr::from_bytes(&name.as_bytes()[..name.len().min(MAX_FAILED_NAME)]);
+    let mut target = stem.to_owned();
     for n in 1u32.. {
         match from.rename_noreplace(name, to, &target) {
             Ok(()) => return Ok(target),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => target = format!("{name}.{n}"),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                target = stem.to_owned();
+                target.push(format!(".{n}"));
+            }
             Err(e) => return Err(e),
         }
     }
@@ -197,18 +218,27 @@ pub fn write_reason(base: &BaseDir, quarantined: &std::path::Path, reason: &str)
     let failed = base.dir("failed")?;
     let entry = quarantined
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no entry name"))?;
     let text = format!("{}\n", reason.trim_end());
-    if failed.kind(&entry)? == Some(Kind::Dir) {
-        let snapshot = failed.open_dir(&entry)?;
-        if snapshot.kind(REASON_FILE)?.is_some() && snapshot.kind(&format!("{REASON_FILE}.snapshot"))?.is_none() {
-            snapshot.rename_noreplace(REASON_FILE, &snapshot, &format!("{REASON_FILE}.snapshot"))?;
+    if failed.kind(entry)? == Some(Kind::Dir) {
+        let snapshot = failed.open_dir(entry)?;
+        if snapshot.kind(REASON_FILE)?.is_some() {
+            // The producer's own entry of that name (whatever it is) is kept, renamed.
+            let mut aside = format!("{REASON_FILE}.snapshot");
+            for n in 1u32.. {
+                match snapshot.rename_noreplace(REASON_FILE, &snapshot, &aside) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => aside = format!("{REASON_FILE}.snapshot.{n}"),
+                    Err(e) => return Err(e),
+                }
+            }
         }
         snapshot.replace(REASON_FILE, text.as_bytes())?;
         snapshot.sync()?;
     } else {
-        failed.replace(&format!("{entry}.{REASON_FILE}"), text.as_bytes())?;
+        let mut beside = entry.to_owned();
+        beside.push(format!(".{REASON_FILE}"));
+        failed.replace(&beside, text.as_bytes())?;
     }
     failed.sync()
 }
@@ -227,7 +257,10 @@ pub struct TmpOwner {
 }
 
 impl TmpOwner {
-    fn owns(&self, name: &str) -> bool {
+    fn owns(&self, name: &OsStr) -> bool {
+        let Some(name) = name.to_str() else {
+            return false;
+        };
         if name.starts_with(&format!("{TMP_PREFIX}done-")) {
             return self.processing;
         }
@@ -242,16 +275,20 @@ impl TmpOwner {
 /// Removes leftovers that `owner` left when it died while building a snapshot (never
 /// published, so never promised to anyone) or removing one. Returns how many were removed.
 /// Removal descends by descriptor and unlinks symlinks without following them.
+///
+/// A leftover that cannot be removed (a producer made it unremovable) is logged and left: it
+/// never keeps the daemon from starting.
 pub fn clean_tmp(base: &BaseDir, owner: TmpOwner) -> io::Result<usize> {
     let tmp = base.dir("incoming.tmp")?;
     let mut removed = 0;
     for (name, _) in tmp.entries()? {
-        let name = name.to_string_lossy().into_owned();
         if !owner.owns(&name) {
             continue;
         }
-        tmp.remove_tree(&name)?;
-        removed += 1;
+        match tmp.remove_tree(&name) {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::warn!("cannot remove a leftover in incoming.tmp/: {e}"),
+        }
     }
     Ok(removed)
 }
@@ -320,7 +357,7 @@ mod tests {
             .iter()
             .map(|e| match e {
                 QueueEntry::Snapshot(s) => s.to_string(),
-                QueueEntry::Invalid(s) => format!("!{s}"),
+                QueueEntry::Invalid(s) => format!("!{}", s.to_string_lossy()),
             })
             .collect();
         assert_eq!(
@@ -413,7 +450,7 @@ mod tests {
             entries,
             [
                 QueueEntry::Invalid("1700000000".into()),
-                QueueEntry::Invalid("1700000001".into())
+                QueueEntry::Invalid("1700000001".into()),
             ]
         );
         assert_eq!(depth(&base).unwrap(), 2);
@@ -460,6 +497,86 @@ mod tests {
             0,
             "nothing left behind"
         );
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_or_too_long_are_quarantined_and_never_block_the_queue() {
+        use std::os::unix::ffi::OsStrExt;
+        let (_dir, base) = base();
+        let raw = OsStr::from_bytes(b"1700000000-\xff");
+        fs::create_dir(base.incoming().join(raw)).unwrap();
+        let long = format!("1700000001-{}", "x".repeat(240));
+        fs::create_dir(base.incoming().join(&long)).unwrap();
+        let entries = list(&base).unwrap();
+        assert!(
+            entries.iter().all(|e| matches!(e, QueueEntry::Invalid(_))),
+            "{entries:?}"
+        );
+        for entry in entries {
+            let QueueEntry::Invalid(name) = entry else {
+                unreachable!()
+            };
+            let moved = quarantine(&base, &name, "bad name").unwrap();
+            assert!(
+                moved.file_name().unwrap().len() <= MAX_FAILED_NAME,
+                "{}",
+                moved.display()
+            );
+            assert_eq!(fs::read_to_string(moved.join("REASON")).unwrap(), "bad name\n");
+        }
+        assert_eq!(depth(&base).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_producers_reason_entries_never_keep_ours_from_being_written() {
+        let (_dir, base) = base();
+        fs::create_dir_all(base.incoming().join("1700000000/REASON")).unwrap();
+        fs::write(base.incoming().join("1700000000/REASON.snapshot"), b"theirs").unwrap();
+        let moved = quarantine(&base, "1700000000", "ours").unwrap();
+        assert_eq!(fs::read_to_string(moved.join("REASON")).unwrap(), "ours\n");
+        assert!(
+            moved.join("REASON.snapshot.1").is_dir(),
+            "their REASON directory kept aside"
+        );
+        assert_eq!(fs::read(moved.join("REASON.snapshot")).unwrap(), b"theirs");
+    }
+
+    #[test]
+    fn removal_uses_a_name_of_its_own_and_a_leftover_that_cannot_go_never_stops_a_start() {
+        let (_dir, base) = base();
+        // A collector plants what the old removal name would have been.
+        fs::create_dir_all(base.incoming_tmp().join(".tmp-done-1700000000/x")).unwrap();
+        fs::create_dir(base.incoming().join("1700000000")).unwrap();
+        fs::write(base.incoming().join("1700000000/ping.jsonl"), b"x").unwrap();
+        remove(&base, "1700000000").unwrap();
+        assert_eq!(fs::read_dir(base.incoming()).unwrap().count(), 0);
+        // An unremovable leftover is logged and left.
+        let stuck = base.incoming_tmp().join("1700000002-ping-000000001");
+        fs::create_dir_all(stuck.join("frozen")).unwrap();
+        fs::write(stuck.join("frozen/f"), b"x").unwrap();
+        let chattr = |flag: &str| {
+            std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(stuck.join("frozen"))
+                .status()
+        };
+        assert!(
+            chattr("+i").is_ok_and(|s| s.success()),
+            "chattr +i failed: run the tests as root (e2fsprogs)"
+        );
+        let owner = TmpOwner {
+            probes: true,
+            pull: true,
+            processing: true,
+        };
+        let removed = clean_tmp(&base, owner);
+        chattr("-i").unwrap();
+        assert_eq!(
+            removed.unwrap(),
+            1,
+            "the planted .tmp-done- leftover went, the frozen one stayed"
+        );
+        assert!(stuck.join("frozen/f").exists());
     }
 
     #[test]

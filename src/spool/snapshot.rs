@@ -37,6 +37,9 @@ pub const MAX_PINGS: u32 = 1_000;
 /// Largest round-trip time of a result (seconds): the maximum of the RRD's data sources.
 pub const MAX_RTT: f64 = crate::output::rrd::RTT_MAX_SECONDS;
 
+/// Longest snapshot name accepted (bytes); a longer one is an invalid entry.
+pub const MAX_NAME: usize = 200;
+
 /// A parsed snapshot directory name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SnapshotName {
@@ -47,6 +50,10 @@ pub struct SnapshotName {
 impl SnapshotName {
     /// Parses `<epoch>` or `<epoch>-<anything without '/'>`; `None` if the name is not a time.
     pub fn parse(name: &str) -> Option<SnapshotName> {
+        // Room for the suffixes spoolmon adds (`.<n>`, `.REASON`) within a 255-byte file name.
+        if name.len() > MAX_NAME {
+            return None;
+        }
         let digits = name.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 || digits > 12 {
             return None;

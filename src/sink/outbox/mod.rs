@@ -528,7 +528,7 @@ impl Outbox {
     }
 
     fn remove_segment_file(&self, seq: u64) {
-        if let Err(e) = self.fd.unlink(&segment_name(seq)) {
+        if let Err(e) = self.fd.unlink(segment_name(seq)) {
             warn!("cannot remove outbox segment: {e}");
         }
     }

@@ -279,7 +279,7 @@ impl Reader {
 /// and only if it is a regular file (anything else: [`io::ErrorKind::InvalidData`]).
 fn open_segment<'a>(cached: &'a mut Option<(u64, File)>, dir: &Dir, seq: u64) -> io::Result<&'a File> {
     if cached.as_ref().is_none_or(|(open, _)| *open != seq) {
-        *cached = Some((seq, dir.open_read(&segment_name(seq))?));
+        *cached = Some((seq, dir.open_read(segment_name(seq))?));
     }
     Ok(&cached.as_ref().expect("just opened").1)
 }

@@ -289,9 +289,8 @@ fn remove_stray_temps(dir: &Dir) {
         return;
     };
     for (name, _) in entries {
-        let name = name.to_string_lossy();
-        if name.starts_with(TMP_PREFIX) {
-            info!(file = %dir.path().join(&*name).display(), "removing a stray temporary file");
+        if name.as_encoded_bytes().starts_with(TMP_PREFIX.as_bytes()) {
+            info!(file = %dir.path().join(&name).display(), "removing a stray temporary file");
             let _ = dir.unlink(&name);
         }
     }
