@@ -209,8 +209,9 @@ pub fn parse_order(
 }
 
 /// How a host name becomes an address; the order book substitutes one that remembers the last
-/// known address of an order whose host stopped resolving.
-pub(crate) type HostResolver<'r> = dyn Fn(&str) -> Result<IpAddr, String> + 'r;
+/// known address of an order whose host stopped resolving (and `tests/fuzz_parsers.rs` one that
+/// never asks a resolver).
+pub type HostResolver<'r> = dyn Fn(&str) -> Result<IpAddr, String> + 'r;
 
 /// Resolves `host` with the system resolver: an IP literal as is, else the first address.
 pub fn resolve_host(host: &str) -> Result<IpAddr, String> {
@@ -225,7 +226,7 @@ pub fn resolve_host(host: &str) -> Result<IpAddr, String> {
 }
 
 /// [`parse_order`] with an explicit resolver.
-pub(crate) fn parse_order_with(
+pub fn parse_order_with(
     id: &OrderId,
     text: &str,
     telegraf_file: Option<&str>,

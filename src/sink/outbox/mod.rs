@@ -83,10 +83,10 @@ mod status;
 mod tests;
 mod writer;
 
+pub use ack::{Ack, AckRead, Counters, Position};
 pub use reader::{Batch, Reader};
 pub use status::{status, OutboxStatus};
 
-use ack::{Ack, Counters, Position};
 use format::{segment_name, RecordHeader};
 use std::collections::VecDeque;
 use std::io;
