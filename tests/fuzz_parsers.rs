@@ -22,12 +22,13 @@ use spoolmon::collect::haproxy::validate::{check_info, check_stat};
 use spoolmon::config::Config;
 use spoolmon::measurement::{OrderId, OrderResult, RrdTemplate, TelegrafMeta};
 use spoolmon::orders::order::{
-    parse_order_with, ExecKind, ExecSpec, FpingSpec, HttpingSpec, Order, OrderError, ParsedOrder, ProbeSpec,
-    TcpSpec, MAX_INTERVAL_MS, MAX_PINGS, MAX_STEP,
+    parse_order_with, ExecKind, ExecSpec, FpingSpec, HttpingSpec, Order, OrderError, ParsedOrder, ProbeSpec, TcpSpec,
+    MAX_INTERVAL_MS, MAX_PINGS, MAX_STEP,
 };
 use spoolmon::process::haproxy::{aggregate, HaproxyOptions};
 use spoolmon::sink::outbox::{self, Ack, AckRead, Counters, Outbox, OutboxLimits, Position};
 use spoolmon::spool::snapshot::{decode_ping, encode_ping, read_ping, PingHeader, PING_FILE};
+use spoolmon::yaml_expansion::MAX_ALIAS_NODES;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -49,8 +50,18 @@ fn cases() -> u32 {
 }
 
 fn fuzz_config() -> ProptestConfig {
+    config_with_cases(cases())
+}
+
+/// For the properties over a small space of shapes (alias bombs, nesting depths), whose cases
+/// are large documents: an eighth of the cases.
+fn shapes_config() -> ProptestConfig {
+    config_with_cases((cases() / 8).max(1))
+}
+
+fn config_with_cases(cases: u32) -> ProptestConfig {
     ProptestConfig {
-        cases: cases(),
+        cases,
         // A failing case is kept in `tests/fuzz_parsers.proptest-regressions` and tried first
         // on every later run.
         failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
@@ -58,15 +69,18 @@ fn fuzz_config() -> ProptestConfig {
     }
 }
 
-/// The system allocator, remembering per thread the largest single allocation asked for.
+/// The system allocator, remembering per thread the largest single allocation asked for and the
+/// bytes asked for in all.
 struct LargestAllocation;
 
 thread_local! {
     static LARGEST: Cell<usize> = const { Cell::new(0) };
+    static TOTAL: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note(size: usize) {
     let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+    let _ = TOTAL.try_with(|total| total.set(total.get().saturating_add(size)));
 }
 
 // SAFETY: every call is passed on unchanged to `System`; `note` only touches a const-initialised
@@ -95,17 +109,43 @@ unsafe impl GlobalAlloc for LargestAllocation {
 #[global_allocator]
 static ALLOCATOR: LargestAllocation = LargestAllocation;
 
-/// Runs `parse` and returns its result with the largest single allocation it made.
-fn largest_allocation<T>(parse: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|largest| largest.set(0));
-    let out = parse();
-    (out, LARGEST.with(Cell::get))
+/// What `parse` allocated: the largest single allocation and the bytes asked for in all
+/// (freed or not: a bound on both the memory and the work of a parse).
+#[derive(Clone, Copy, Debug)]
+struct Allocated {
+    largest: usize,
+    total: usize,
 }
 
-/// What a parser may allocate at once for an input of `len` bytes: a fixed allowance plus a
-/// small multiple of the input (strings, vectors and tables of what was read).
-fn allocation_allowance(len: usize) -> usize {
-    (1 << 20) + 16 * len
+impl Allocated {
+    /// Panics unless this is within what a parser may allocate for `len` bytes of input: at
+    /// once, a fixed allowance plus a small multiple of the input (strings, vectors and tables
+    /// of what was read); in all, a larger one (every token, key and value is a few small
+    /// allocations).
+    fn check(self, what: &str, len: usize) {
+        assert!(
+            self.largest <= (1 << 20) + 16 * len,
+            "{what} of {len} bytes allocated {} bytes at once",
+            self.largest
+        );
+        assert!(
+            self.total <= (64 << 20) + 512 * len,
+            "{what} of {len} bytes allocated {} bytes in all",
+            self.total
+        );
+    }
+}
+
+/// Runs `parse` and returns its result with what it allocated.
+fn allocations<T>(parse: impl FnOnce() -> T) -> (T, Allocated) {
+    LARGEST.with(|largest| largest.set(0));
+    TOTAL.with(|total| total.set(0));
+    let out = parse();
+    let allocated = Allocated {
+        largest: LARGEST.with(Cell::get),
+        total: TOTAL.with(Cell::get),
+    };
+    (out, allocated)
 }
 
 /// A scratch directory, in memory when the machine has `/dev/shm` (the outbox fsyncs).
@@ -141,13 +181,26 @@ enum Mutation {
     DuplicateLine(Index),
     DeleteLine(Index),
     /// Copies a range of the sample to another place (keys, rows and records out of place).
-    Splice { from: Index, len: usize, to: Index },
+    Splice {
+        from: Index,
+        len: usize,
+        to: Index,
+    },
     /// Replaces the number (run of digits) at or after a position by a huge or odd one.
     HugeNumber(Index, &'static str),
     /// Inserts `depth` opening brackets (and, when `closed`, as many closing ones).
-    Nesting { at: Index, depth: usize, open: u8, closed: bool },
+    Nesting {
+        at: Index,
+        depth: usize,
+        open: u8,
+        closed: bool,
+    },
     /// Inserts a line of `len` bytes of one character.
-    LongLine { at: Index, len: usize, byte: u8 },
+    LongLine {
+        at: Index,
+        len: usize,
+        byte: u8,
+    },
     InvalidUtf8(Index, &'static [u8]),
     Nul(Index),
 }
@@ -195,6 +248,18 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         1 => (any::<Index>(), prop::sample::select(&INVALID_UTF8[..])).prop_map(|(i, b)| Mutation::InvalidUtf8(i, b)),
         1 => any::<Index>().prop_map(Mutation::Nul),
     ]
+}
+
+/// A mutation that cannot remove or copy whole records (whose removal or copy leaves a valid
+/// segment: the format has no record numbers, by design): no line or range deletions,
+/// duplicated lines or splices; cuts, flips, overwrites and insertions of new bytes.
+fn corruption() -> impl Strategy<Value = Mutation> {
+    mutation().prop_filter("removes or copies no whole record", |m| {
+        !matches!(
+            m,
+            Mutation::DuplicateLine(_) | Mutation::DeleteLine(_) | Mutation::Delete(..) | Mutation::Splice { .. }
+        )
+    })
 }
 
 /// Up to eight mutations, applied in order.
@@ -368,7 +433,11 @@ fn parse_order_text(text: &str, telegraf: Option<&str>) -> Result<ParsedOrder, O
 /// What any accepted order must respect, whatever its text.
 fn check_accepted_order(order: &Order) {
     assert!((1..=MAX_STEP).contains(&u64::from(order.step)), "step {}", order.step);
-    assert!((1..=MAX_PINGS).contains(&u64::from(order.pings)), "pings {}", order.pings);
+    assert!(
+        (1..=MAX_PINGS).contains(&u64::from(order.pings)),
+        "pings {}",
+        order.pings
+    );
     let interval_ok = |ms: Option<u64>| ms.is_none_or(|ms| (1..=MAX_INTERVAL_MS).contains(&ms));
     match &order.probe {
         ProbeSpec::Fping(f) => assert!(interval_ok(f.interval_ms), "{f:?}"),
@@ -388,15 +457,12 @@ fn check_accepted_order(order: &Order) {
 /// limits or an error with a message, and no allocation out of proportion to the input.
 fn parse_garbage_order(text: &str, telegraf: Option<&str>) {
     let input_len = text.len() + telegraf.map_or(0, str::len);
-    let (result, largest) = largest_allocation(|| parse_order_text(text, telegraf));
+    let (result, allocated) = allocations(|| parse_order_text(text, telegraf));
     match result {
         Ok(parsed) => check_accepted_order(&parsed.order),
         Err(e) => assert!(!e.to_string().is_empty()),
     }
-    assert!(
-        largest <= allocation_allowance(input_len),
-        "parsing a {input_len}-byte order allocated {largest} bytes at once"
-    );
+    allocated.check("parsing an order", input_len);
 }
 
 /// Strings without placeholders (`{`), so a command's needs are known.
@@ -405,8 +471,11 @@ fn word() -> impl Strategy<Value = String> {
 }
 
 fn text_without_controls(max: usize) -> impl Strategy<Value = String> {
-    prop::collection::vec(any::<char>().prop_filter("no control characters", |c| !c.is_control()), 1..max)
-        .prop_map(|chars| chars.into_iter().collect())
+    prop::collection::vec(
+        any::<char>().prop_filter("no control characters", |c| !c.is_control()),
+        1..max,
+    )
+    .prop_map(|chars| chars.into_iter().collect())
 }
 
 fn ip() -> impl Strategy<Value = IpAddr> {
@@ -455,8 +524,13 @@ fn section(name: &str, entries: &[(String, String)]) -> String {
 }
 
 fn probe() -> impl Strategy<Value = (ProbeSpec, String, &'static str)> {
-    let fping = (ip(), prop::option::of(ip()), prop::option::of(interface()), interval_ms()).prop_map(
-        |(address, source_ip, interface, interval_ms)| {
+    let fping = (
+        ip(),
+        prop::option::of(ip()),
+        prop::option::of(interface()),
+        interval_ms(),
+    )
+        .prop_map(|(address, source_ip, interface, interval_ms)| {
             let mut entries = vec![("host".to_string(), quoted(&address.to_string()))];
             if let Some(ip) = source_ip {
                 entries.push(("source_ip".into(), quoted(&ip.to_string())));
@@ -475,8 +549,7 @@ fn probe() -> impl Strategy<Value = (ProbeSpec, String, &'static str)> {
                 interval_ms,
             });
             (spec, section("fping", &entries), "fping")
-        },
-    );
+        });
     let tcp = (ip(), 1..=u16::MAX, prop::option::of(ip()), interval_ms(), any::<bool>()).prop_map(
         |(address, port, source_ip, interval_ms, quote)| {
             let mut entries = vec![
@@ -751,6 +824,29 @@ fn alias_bomb(depth: u32, width: usize, maps: bool, place: usize) -> String {
     }
 }
 
+/// `items` items anchored once, then `aliases` aliases of them, below `place`.
+fn replayed_alias(items: usize, aliases: usize, maps: bool, place: usize) -> String {
+    let anchored = if maps {
+        let entries: Vec<String> = (0..items).map(|i| format!("k{i}: v")).collect();
+        format!("&x {{{}}}", entries.join(", "))
+    } else {
+        format!("&x [{}]", vec!["lol"; items].join(", "))
+    };
+    let refs = vec!["*x"; aliases].join(", ");
+    let order = "step: 20\npings: 3\nprobe: fping\n";
+    match place {
+        0 => format!("a: {anchored}\nb: [{refs}]\nuser: tmon\n{order}fping: {{host: 127.0.0.1}}\n"),
+        1 => format!("a: {anchored}\nuser: [{refs}]\n{order}fping: {{host: 127.0.0.1}}\n"),
+        _ => format!("user: tmon\n{order}fping: {{host: 127.0.0.1, x: {anchored}, y: [{refs}]}}\n"),
+    }
+}
+
+/// True for the refusal of a document whose aliases would expand too far.
+fn is_expansion_error(result: &Result<ParsedOrder, OrderError>) -> bool {
+    matches!(result, Err(OrderError::Yaml { message, .. })
+        if message.contains("alias expansion limit") || message.contains("repetition limit"))
+}
+
 /// Leaves of the fully expanded bomb.
 fn bomb_leaves(depth: u32, width: usize) -> f64 {
     (width as f64).powi(depth as i32 + 1)
@@ -822,6 +918,11 @@ proptest! {
         prop_assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
     }
 
+}
+
+proptest! {
+    #![proptest_config(shapes_config())]
+
     #[test]
     fn order_alias_bombs_of_any_shape_are_refused_once_they_would_expand(
         depth in 1u32..12,
@@ -830,29 +931,43 @@ proptest! {
         place in 0usize..4,
     ) {
         let text = alias_bomb(depth, width, maps, place);
-        let (result, largest) = largest_allocation(|| parse_order_text(&text, None));
-        if bomb_leaves(depth, width) >= 1e6 {
-            match &result {
-                Err(OrderError::Yaml { message, .. }) => prop_assert!(message.contains("repetition limit"), "{}", message),
-                other => prop_assert!(false, "a bomb of {} leaves gave {:?}", bomb_leaves(depth, width), other),
-            }
+        let expands = bomb_leaves(depth, width) > 2.0 * (text.len() + MAX_ALIAS_NODES) as f64;
+        let (result, allocated) = allocations(|| parse_order_text(&text, None));
+        if expands {
+            prop_assert!(is_expansion_error(&result), "a bomb of {} leaves gave {:?}", bomb_leaves(depth, width), result);
         }
         if let Ok(parsed) = &result {
             check_accepted_order(&parsed.order);
         }
-        prop_assert!(largest <= allocation_allowance(text.len()), "{} bytes at once", largest);
+        allocated.check("parsing an alias bomb", text.len());
         // The same bomb as an old-interface `telegraf/<id>` file.
         let order = "user: tmon\nstep: 20\npings: 3\nprobe: fping\nfping: {host: 127.0.0.1}\n";
         let file = text.replace("user:", "measurement_name:");
-        let result = parse_order_text(order, Some(&file));
-        if bomb_leaves(depth, width) >= 1e6 {
+        let (result, allocated) = allocations(|| parse_order_text(order, Some(&file)));
+        if expands {
             prop_assert!(result.is_err(), "{:?}", result);
         }
+        allocated.check("parsing an alias bomb", text.len());
+    }
+
+    #[test]
+    fn one_order_alias_replaying_a_large_node_many_times_is_refused(
+        items in 1usize..800,
+        aliases in 1usize..800,
+        maps in any::<bool>(),
+        place in 0usize..3,
+    ) {
+        let text = replayed_alias(items, aliases, maps, place);
+        let (result, allocated) = allocations(|| parse_order_text(&text, None));
+        if items * aliases > 2 * (text.len() + MAX_ALIAS_NODES) {
+            prop_assert!(is_expansion_error(&result), "{} aliases of {} items gave {:?}", aliases, items, result);
+        }
+        allocated.check("parsing replayed aliases", text.len());
     }
 
     #[test]
     fn deeply_nested_orders_are_refused_without_overflowing_the_stack(
-        depth in 129usize..1200,
+        depth in 129usize..600,
         kinds in prop::collection::vec(prop::sample::select(&b"[{b"[..]), 1..4),
         key in prop::sample::select(&["user", "bomb", "tags"][..]),
     ) {
@@ -866,9 +981,9 @@ proptest! {
 
 #[test]
 fn order_parser_survives_megabyte_lines() {
-    for byte in [b'a', b' ', b'[', b'"', b'9'] {
+    for byte in [b'a', b'[', b'"'] {
         let mut text = order_samples()[0].clone().into_bytes();
-        let line = vec![byte; 4 << 20];
+        let line = vec![byte; 2 << 20];
         text.splice(20..20, line);
         parse_garbage_order(&as_text(&text), None);
     }
@@ -912,7 +1027,7 @@ fn config_samples() -> &'static [String] {
 /// Parses config text that may be garbage: a valid config (which prints back to itself) or an
 /// error message.
 fn parse_garbage_config(text: &str) {
-    let (result, largest) = largest_allocation(|| Config::parse(text));
+    let (result, allocated) = allocations(|| Config::parse(text));
     match result {
         Ok(config) => {
             assert!(config.order_timeout >= 1 && config.queue_size >= 1 && config.max_batch >= 1);
@@ -926,11 +1041,7 @@ fn parse_garbage_config(text: &str) {
         }
         Err(message) => assert!(!message.is_empty()),
     }
-    assert!(
-        largest <= allocation_allowance(text.len()),
-        "parsing a {}-byte config allocated {largest} bytes at once",
-        text.len()
-    );
+    allocated.check("parsing a config", text.len());
 }
 
 /// A config with generated top-level values, and the same config written as YAML by hand.
@@ -939,7 +1050,12 @@ fn generated_config() -> impl Strategy<Value = (Config, String)> {
         (1u64..=u64::MAX, 1u64..=u64::MAX, 1usize..=usize::MAX, any::<u64>()),
         (prop::sample::select(&["auto", "native", "fping"][..]), any::<String>()),
         (1u32..=u32::MAX, any::<usize>(), 1u64..=u64::MAX),
-        (1usize..=usize::MAX, any::<usize>(), any::<u64>(), prop::option::of(any::<u64>())),
+        (
+            1usize..=usize::MAX,
+            any::<usize>(),
+            any::<u64>(),
+            prop::option::of(any::<u64>()),
+        ),
         (
             prop::collection::vec(any::<String>(), 1..4),
             prop::collection::vec(any::<String>(), 1..4),
@@ -1013,25 +1129,49 @@ proptest! {
         prop_assert_eq!(Config::parse(&config.to_yaml()), Ok(config));
     }
 
+}
+
+proptest! {
+    #![proptest_config(shapes_config())]
+
     #[test]
     fn config_alias_bombs_and_deep_nesting_are_refused(
         depth in 1u32..12,
         width in 2usize..12,
         maps in any::<bool>(),
-        nesting in 129usize..1200,
+        nesting in 129usize..600,
         kinds in prop::collection::vec(prop::sample::select(&b"[{b"[..]), 1..4),
     ) {
         // Sinks are internally tagged (`type:`), so serde buffers a sink's whole value before
         // looking at it: the place where a bomb would be expanded.
         let text = config_bomb(depth, width, maps);
-        let (result, largest) = largest_allocation(|| Config::parse(&text));
-        if bomb_leaves(depth, width) >= 1e6 {
+        let (result, allocated) = allocations(|| Config::parse(&text));
+        if bomb_leaves(depth, width) > 2.0 * (text.len() + MAX_ALIAS_NODES) as f64 {
             prop_assert!(result.is_err(), "a bomb of {} leaves was accepted", bomb_leaves(depth, width));
         }
-        prop_assert!(largest <= allocation_allowance(text.len()), "{} bytes at once", largest);
+        allocated.check("parsing an alias bomb", text.len());
         parse_garbage_config(&text);
         let deep = nested(nesting, &kinds, "sinks");
         prop_assert!(Config::parse(&deep).is_err());
+    }
+
+    #[test]
+    fn one_config_alias_replaying_a_large_node_many_times_is_refused(
+        items in 1usize..800,
+        aliases in 1usize..800,
+    ) {
+        // The anchor is valid where it stands; the aliases fill a sink, which serde buffers
+        // whole (internally tagged) before finding the unknown key.
+        let text = format!(
+            "sping-command: &x [{}]\nsinks:\n  b: {{type: graphite, y: [{}]}}\n",
+            vec!["a"; items].join(", "),
+            vec!["*x"; aliases].join(", "),
+        );
+        let (result, allocated) = allocations(|| Config::parse(&text));
+        if items * aliases > 2 * (text.len() + MAX_ALIAS_NODES) {
+            prop_assert!(result.as_ref().is_err_and(|e| e.contains("alias expansion limit")), "{:?}", result);
+        }
+        allocated.check("parsing replayed aliases", text.len());
     }
 }
 
@@ -1040,7 +1180,11 @@ proptest! {
 fn config_bomb(depth: u32, width: usize, maps: bool) -> String {
     let mut text = String::from("sinks:\n");
     for n in 0..=depth {
-        let inner = if n == 0 { "lol".to_string() } else { format!("*a{}", n - 1) };
+        let inner = if n == 0 {
+            "lol".to_string()
+        } else {
+            format!("*a{}", n - 1)
+        };
         let value = if maps {
             let entries: Vec<String> = (0..width).map(|i| format!("k{i}: {inner}")).collect();
             format!("{{type: graphite, {}}}", entries.join(", "))
@@ -1054,10 +1198,10 @@ fn config_bomb(depth: u32, width: usize, maps: bool) -> String {
 
 #[test]
 fn config_parser_survives_megabyte_lines() {
-    for byte in [b'a', b' ', b'[', b'"', b'9'] {
+    for byte in [b'a', b'[', b'"'] {
         let mut text = config_samples()[0].clone().into_bytes();
         let at = text.len() / 2;
-        text.splice(at..at, vec![byte; 4 << 20]);
+        text.splice(at..at, vec![byte; 2 << 20]);
         parse_garbage_config(&as_text(&text));
     }
 }
@@ -1089,7 +1233,11 @@ fn generated_result() -> impl Strategy<Value = OrderResult> {
                 updated: time + late,
                 step,
                 pings,
-                template: if norrd { RrdTemplate::Norrd } else { RrdTemplate::Smokeping },
+                template: if norrd {
+                    RrdTemplate::Norrd
+                } else {
+                    RrdTemplate::Smokeping
+                },
                 rtts,
                 telegraf: telegraf.clone(),
             })
@@ -1103,21 +1251,20 @@ fn generated_snapshot() -> impl Strategy<Value = (String, Vec<OrderResult>)> {
 /// Decodes a ping snapshot that may be garbage: results consistent with their header, or an
 /// error with a message; nothing allocated out of proportion to the file.
 fn decode_garbage_ping(bytes: &[u8]) {
-    let (result, largest) = largest_allocation(|| decode_ping(bytes));
+    let (result, allocated) = allocations(|| decode_ping(bytes));
     match result {
         Ok((header, results)) => {
             assert_eq!(header.results, results.len());
             for result in &results {
-                assert!(result.step >= 1 && result.rtts.len() == result.pings as usize, "{result:?}");
+                assert!(
+                    result.step >= 1 && result.rtts.len() == result.pings as usize,
+                    "{result:?}"
+                );
             }
         }
         Err(e) => assert!(!e.to_string().is_empty()),
     }
-    assert!(
-        largest <= allocation_allowance(bytes.len()),
-        "decoding a {}-byte ping.jsonl allocated {largest} bytes at once",
-        bytes.len()
-    );
+    allocated.check("decoding ping.jsonl", bytes.len());
 }
 
 proptest! {
@@ -1173,7 +1320,7 @@ proptest! {
 fn ping_snapshot_decoder_survives_megabyte_lines() {
     for byte in [b'a', b' ', b'[', b'"', b'9', b'{'] {
         let mut bytes = encode_ping("b", &[]);
-        bytes.extend(std::iter::repeat_n(byte, 4 << 20));
+        bytes.extend(std::iter::repeat_n(byte, 2 << 20));
         bytes.push(b'\n');
         decode_garbage_ping(&bytes);
     }
@@ -1219,7 +1366,10 @@ fn haproxy_seeds() -> &'static [(String, String)] {
             .iter()
             .map(|(_, info, stat)| {
                 let lines: Vec<&str> = stat.lines().collect();
-                let backend = lines.iter().position(|l| l.contains(",BACKEND,")).expect("a backend row");
+                let backend = lines
+                    .iter()
+                    .position(|l| l.contains(",BACKEND,"))
+                    .expect("a backend row");
                 let mut small: Vec<&str> = vec![lines[0]];
                 small.extend(&lines[1..4]);
                 small.extend(&lines[backend - 11..=backend + 1]);
@@ -1304,12 +1454,15 @@ fn generated_haproxy() -> impl Strategy<Value = GeneratedHaproxy> {
     (daemon, 0u64..=100, 0u64..1_000_000, frontends, backends, any::<u16>()).prop_map(
         |(daemon, idle, uptime, (frontends, frontend_values), (backends, backend_rows), seed)| {
             let mut expected = BTreeMap::new();
-            let mut info = format!("Name: HAProxy\nVersion: 2.6.12\nRelease_date: 2023/03/28\nProcess_num: 1\nPid: {seed}\n");
+            let mut info =
+                format!("Name: HAProxy\nVersion: 2.6.12\nRelease_date: 2023/03/28\nProcess_num: 1\nPid: {seed}\n");
             for (field, value) in DAEMON_FIELDS.iter().zip(&daemon) {
                 info.push_str(&format!("{field}: {value}\n"));
                 expected.insert(format!("haproxy.daemon.{field}"), *value as f64);
             }
-            info.push_str(&format!("Idle_pct: {idle}\nUptime_sec: {uptime}\nnode: lb-{seed}\nUnstoppable Jobs: 0\ndescription:\n\n"));
+            info.push_str(&format!(
+                "Idle_pct: {idle}\nUptime_sec: {uptime}\nnode: lb-{seed}\nUnstoppable Jobs: 0\ndescription:\n\n"
+            ));
             expected.insert("haproxy.daemon.Idle_pct".into(), idle as f64);
             expected.insert("haproxy.daemon.Uptime_sec".into(), uptime as f64);
             let mut stat = String::from("# pxname,svname,qcur,scur,stot,bin,status,weight,type,check_desc,\n");
@@ -1322,11 +1475,16 @@ fn generated_haproxy() -> impl Strategy<Value = GeneratedHaproxy> {
             for (backend, (servers, (scur, stot, bin))) in backends.iter().zip(&backend_rows) {
                 for (i, server) in servers.iter().enumerate() {
                     let (s_scur, s_bin) = (scur + i as u64, bin / (i as u64 + 1));
-                    stat.push_str(&format!("{backend},{server},0,{s_scur},,{s_bin},UP,1,2,\"Layer4 check, passed\",\n"));
+                    stat.push_str(&format!(
+                        "{backend},{server},0,{s_scur},,{s_bin},UP,1,2,\"Layer4 check, passed\",\n"
+                    ));
                     expected.insert(format!("haproxy.backend.{backend}.server.{server}.scur"), s_scur as f64);
                     expected.insert(format!("haproxy.backend.{backend}.server.{server}.bin"), s_bin as f64);
                 }
-                stat.push_str(&format!("{backend},BACKEND,0,{scur},{stot},{bin},UP,{},1,,\n", servers.len()));
+                stat.push_str(&format!(
+                    "{backend},BACKEND,0,{scur},{stot},{bin},UP,{},1,,\n",
+                    servers.len()
+                ));
                 for (metric, value) in [("scur", scur), ("stot", stot), ("bin", bin)] {
                     expected.insert(format!("haproxy.backend.{backend}.{metric}"), *value as f64);
                 }
@@ -1423,11 +1581,11 @@ fn haproxy_parsers_accept_the_real_snapshot_and_survive_megabyte_lines() {
         assert_eq!(check_stat(stat.as_bytes()), Ok(()));
     }
     let (info, stat) = &haproxy_seeds()[0];
-    for byte in [b'a', b',', b'"', b'9', b':'] {
+    for byte in [b'a', b',', b'"', b':'] {
         let long = |text: &str| {
             let mut bytes = text.as_bytes().to_vec();
             let at = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
-            let mut line = vec![byte; 4 << 20];
+            let mut line = vec![byte; 2 << 20];
             line.push(b'\n');
             bytes.splice(at..at, line);
             bytes
@@ -1452,7 +1610,10 @@ struct Record {
 
 fn record() -> impl Strategy<Value = Record> {
     (
-        prop::collection::vec(prop::collection::vec(any::<u8>().prop_filter("not a newline", |b| *b != b'\n'), 0..40), 1..6),
+        prop::collection::vec(
+            prop::collection::vec(any::<u8>().prop_filter("not a newline", |b| *b != b'\n'), 0..40),
+            1..6,
+        ),
         1_600_000_000_000u64..2_000_000_000_000,
     )
         .prop_map(|(lines, appended_ms)| {
@@ -1521,7 +1682,9 @@ fn drain(dir: &Path, max_payload: usize) -> Result<(Vec<u8>, u64), String> {
                 assert!(!batch.payload().is_empty(), "an empty batch");
                 payload.extend_from_slice(batch.payload());
                 lines += batch.lines();
-                outbox.acknowledge(batch, outbox::Outcome::Delivered).map_err(|e| e.to_string())?;
+                outbox
+                    .acknowledge(batch, outbox::Outcome::Delivered)
+                    .map_err(|e| e.to_string())?;
             }
         }
     }
@@ -1605,11 +1768,11 @@ proptest! {
     #[test]
     fn ack_decoder_survives_mutated_acks(ack in generated_ack(), edits in mutations()) {
         let bytes = apply(ack.encode().as_bytes(), &edits);
-        let (result, largest) = largest_allocation(|| Ack::decode(&as_text(&bytes)));
+        let (result, allocated) = allocations(|| Ack::decode(&as_text(&bytes)));
         if let Err(message) = result {
             prop_assert!(!message.is_empty());
         }
-        prop_assert!(largest <= allocation_allowance(bytes.len()), "{} bytes at once", largest);
+        allocated.check("decoding an ack", bytes.len());
         let dir = scratch();
         std::fs::write(dir.path().join("ack"), &bytes).unwrap();
         match Ack::read(dir.path()).unwrap() {
@@ -1663,7 +1826,7 @@ proptest! {
     fn a_corrupt_segment_keeps_exactly_the_records_before_the_first_bad_byte(
         segments in prop::collection::vec(prop::collection::vec(record(), 1..6), 1..4),
         which in any::<Index>(),
-        edits in mutations(),
+        edits in prop::collection::vec(corruption(), 1..8),
         max_payload in prop_oneof![Just(usize::MAX >> 1), 1usize..300],
     ) {
         let dir = scratch();
