@@ -1380,7 +1380,7 @@ fn haproxy_seeds() -> &'static [(String, String)] {
 }
 
 /// Aggregates a snapshot of `processes` (`(show info, show stat)` bytes) that may be garbage:
-/// metrics with finite values, or an error with a message.
+/// metrics with finite values (a sink cannot send `inf`), or an error with a message.
 fn aggregate_garbage(processes: &[(Vec<u8>, Vec<u8>)]) {
     let temp = scratch();
     let dir = temp.path().join("1795431755");
@@ -1393,6 +1393,7 @@ fn aggregate_garbage(processes: &[(Vec<u8>, Vec<u8>)]) {
         Ok(aggregate) => {
             for metric in &aggregate.metrics {
                 assert!(metric.path.starts_with("haproxy."), "{}", metric.path);
+                assert!(metric.value.is_finite(), "{} is {}", metric.path, metric.value);
             }
         }
         Err(e) => assert!(!e.to_string().is_empty()),
@@ -1879,4 +1880,27 @@ proptest! {
             Err(message) => prop_assert!(!message.is_empty()),
         }
     }
+}
+
+#[test]
+fn haproxy_values_beyond_64_bits_are_refused_and_64_bit_ones_sum_to_finite_values() {
+    let snapshot = |value: &str| {
+        let info = format!("Name: HAProxy\nProcess_num: 1\nMaxconn: {value}\nIdle_pct: 90\n\n");
+        let stat = format!("# pxname,svname,scur,type\nfe,FRONTEND,{value},0\nfe,FRONTEND,{value},0\n\n");
+        let temp = scratch();
+        let dir = temp.path().join("1795431755");
+        std::fs::create_dir(&dir).unwrap();
+        for process in ["a", "b"] {
+            std::fs::write(dir.join(format!("{process}_info")), &info).unwrap();
+            std::fs::write(dir.join(format!("{process}_stat")), &stat).unwrap();
+        }
+        aggregate(&dir, 1_795_431_755, &HaproxyOptions::default())
+    };
+    let err = snapshot("1.7976931348623157e308").unwrap_err();
+    assert!(err.to_string().contains("not a number"), "{err}");
+    let metrics = snapshot("18446744073709551615").unwrap().metrics;
+    let value = |path: &str| metrics.iter().find(|m| m.path == path).map(|m| m.value);
+    assert_eq!(value("haproxy.daemon.Maxconn"), Some(2.0 * u64::MAX as f64));
+    assert_eq!(value("haproxy.frontend.fe.scur"), Some(4.0 * u64::MAX as f64));
+    assert!(metrics.iter().all(|m| m.value.is_finite()));
 }
