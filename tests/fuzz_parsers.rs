@@ -1904,3 +1904,82 @@ fn haproxy_values_beyond_64_bits_are_refused_and_64_bit_ones_sum_to_finite_value
     assert_eq!(value("haproxy.frontend.fe.scur"), Some(4.0 * u64::MAX as f64));
     assert!(metrics.iter().all(|m| m.value.is_finite()));
 }
+
+/// An acknowledgement into the records of `segments`: at a record (sometimes), with a skip of
+/// whole lines (sometimes) or of anything.
+fn ack_into(segments: &[Vec<Record>]) -> impl Strategy<Value = Ack> {
+    let starts: Vec<(u64, u64, Vec<u8>)> = segments
+        .iter()
+        .enumerate()
+        .flat_map(|(seq, records)| {
+            let mut offset = MAGIC.len() as u64;
+            records
+                .iter()
+                .map(move |r| {
+                    let start = (seq as u64, offset, r.payload.clone());
+                    offset += 20 + r.payload.len() as u64;
+                    start
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (
+        prop::sample::select(starts),
+        any::<Index>(),
+        any::<bool>(),
+        0u64..4,
+        -3i64..3,
+    )
+        .prop_map(|((segment, offset, payload), cut, whole_lines, skip_lines, nudge)| {
+            let mut position = Position {
+                segment,
+                offset: offset.saturating_add_signed(nudge * (nudge.abs() > 1) as i64),
+                skip_bytes: 0,
+                skip_lines: 0,
+            };
+            let newlines: Vec<usize> = payload
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1)
+                .collect();
+            if whole_lines {
+                let lines = cut.index(newlines.len());
+                position.skip_bytes = if lines == 0 { 0 } else { newlines[lines - 1] as u64 };
+                position.skip_lines = lines as u64;
+            } else {
+                position.skip_bytes = cut.index(payload.len()) as u64;
+                position.skip_lines = skip_lines;
+            }
+            Ack {
+                position,
+                counters: Counters::default(),
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(fuzz_config())]
+
+    #[test]
+    fn whatever_the_ack_says_the_reader_resends_whole_lines_from_a_line_boundary(
+        (segments, ack) in prop::collection::vec(prop::collection::vec(record(), 1..5), 1..3)
+            .prop_flat_map(|segments| {
+                let ack = ack_into(&segments);
+                (Just(segments), ack)
+            }),
+        max_payload in prop_oneof![Just(usize::MAX >> 1), 1usize..300],
+    ) {
+        let dir = scratch();
+        for (seq, records) in segments.iter().enumerate() {
+            std::fs::write(dir.path().join(segment_file(seq as u64)), encode_segment(records)).unwrap();
+        }
+        std::fs::write(dir.path().join("ack"), ack.encode()).unwrap();
+        let (all, _) = concat(&segments.concat());
+        let (delivered, lines) = drain(dir.path(), max_payload).map_err(TestCaseError::fail)?;
+        prop_assert!(all.ends_with(&delivered), "not a suffix of what the segments hold");
+        let start = all.len() - delivered.len();
+        prop_assert!(start == 0 || all[start - 1] == b'\n', "starts inside a line ({} bytes in)", start);
+        prop_assert_eq!(lines, delivered.iter().filter(|&&b| b == b'\n').count() as u64, "lines miscounted");
+    }
+}

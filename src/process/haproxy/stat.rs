@@ -556,7 +556,13 @@ mod tests {
         }
         assert_eq!(parse_number("18446744073709551615"), Some(u64::MAX as f64));
         assert_eq!(parse_number("-18446744073709551615"), Some(-(u64::MAX as f64)));
-        for beyond_64_bits in ["99999999999999999999", "1e308", "1.7976931348623157e308", "18446744073709555000", "-1e20"] {
+        for beyond_64_bits in [
+            "99999999999999999999",
+            "1e308",
+            "1.7976931348623157e308",
+            "18446744073709555000",
+            "-1e20",
+        ] {
             assert_eq!(parse_number(beyond_64_bits), None, "{beyond_64_bits:?}");
         }
     }

@@ -66,7 +66,9 @@
 //! deletion was interrupted). Each segment's records are walked; the last segment's checksums are
 //! all checked (older segments' are checked as they are delivered). The first bad record and
 //! everything after it is cut off and logged with file and offset. A missing or unreadable `ack`
-//! restarts delivery at the oldest record (logged); one that points past the end is clamped.
+//! restarts delivery at the oldest record (logged); one that points past the end, inside a record,
+//! or skips what is not whole lines of its record (`skip_bytes` not ending a line, or not holding
+//! `skip_lines` lines) is clamped back to a record boundary.
 //!
 //! # Bounds
 //! After each append, while the segment files hold more than `max_bytes` bytes, or more than

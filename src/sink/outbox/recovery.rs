@@ -2,10 +2,11 @@
 //! the acknowledgement checked against what is really on disk.
 
 use super::ack::{Ack, AckRead, Position};
-use super::format::{has_magic, list_segments, walk_records, RecordHeader, SEGMENT_HEADER_LEN};
+use super::format::{has_magic, list_segments, walk_records, RecordHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::{OutboxError, SegmentInfo, Tally};
 use crate::spool::atomic::TMP_PREFIX;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use tracing::{info, warn};
 
@@ -127,7 +128,7 @@ fn recover_segment(
             .and_then(|()| file.sync_data())
             .map_err(|e| OutboxError::io("cut the tail of segment", path, e))?;
     }
-    let head_done = head.map(|position| placement.clamp(position, end.valid_len, path));
+    let head_done = head.map(|position| placement.clamp(position, end.valid_len, &file, path));
     if held.records == 0 {
         std::fs::remove_file(path).map_err(|e| OutboxError::io("remove empty segment", path, e))?;
         return Ok(None);
@@ -167,12 +168,18 @@ impl AckPlacement {
 
     /// Moves `position` to the nearest valid place at or before it (resending rather than losing)
     /// or to the end when it lies past the end; returns the records before it.
-    fn clamp(self, position: &mut Position, valid_len: u64, path: &Path) -> Tally {
-        let skip_fits =
-            |h: &RecordHeader| position.skip_bytes < u64::from(h.len) && position.skip_lines < u64::from(h.lines);
+    /// A skip must be whole lines of the record (else the reader would send the rest of a cut
+    /// line and miscount lines); `file` is the segment, read for that check.
+    fn clamp(self, position: &mut Position, valid_len: u64, file: &File, path: &Path) -> Tally {
+        let skip_fits = |h: &RecordHeader| {
+            (position.skip_bytes == 0 && position.skip_lines == 0)
+                || (position.skip_bytes < u64::from(h.len)
+                    && position.skip_lines < u64::from(h.lines)
+                    && skips_whole_lines(file, position))
+        };
         let problem = match (self.at, self.inside) {
-            (Some(header), _) if position.skip_bytes == 0 || skip_fits(&header) => None,
-            (Some(_), _) => Some("skips more than its record holds"),
+            (Some(header), _) if skip_fits(&header) => None,
+            (Some(_), _) => Some("skips what is not whole lines of its record"),
             (None, Some(start)) => {
                 position.offset = start;
                 Some("points inside a record")
@@ -194,6 +201,16 @@ impl AckPlacement {
         }
         self.done
     }
+}
+
+/// True when the first `skip_bytes` payload bytes of the record at `position.offset` are exactly
+/// `skip_lines` whole lines (the caller checked that they lie inside the record).
+fn skips_whole_lines(file: &File, position: &Position) -> bool {
+    let mut skipped = vec![0; position.skip_bytes as usize];
+    file.read_exact_at(&mut skipped, position.offset + RECORD_HEADER_LEN as u64)
+        .is_ok()
+        && skipped.last() == Some(&b'\n')
+        && skipped.iter().filter(|&&b| b == b'\n').count() as u64 == position.skip_lines
 }
 
 /// Removes temporary files a crash left behind (replacements of `ack` that never happened).
