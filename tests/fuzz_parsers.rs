@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use spoolmon::collect::haproxy::validate::{check_info, check_stat};
-use spoolmon::config::Config;
+use spoolmon::config::{Config, Engine, IcmpConfig};
 use spoolmon::measurement::{OrderId, OrderResult, RrdTemplate, TelegrafMeta};
 use spoolmon::orders::order::{
     parse_order_with, ExecKind, ExecSpec, FpingSpec, HttpingSpec, Order, OrderError, ParsedOrder, ProbeSpec, TcpSpec,
@@ -480,8 +480,8 @@ fn text_without_controls(max: usize) -> impl Strategy<Value = String> {
 
 fn ip() -> impl Strategy<Value = IpAddr> {
     prop_oneof![
-        any::<[u8; 4]>().prop_map(|o| IpAddr::from(o)),
-        any::<[u8; 16]>().prop_map(|o| IpAddr::from(o)),
+        any::<[u8; 4]>().prop_map(IpAddr::from),
+        any::<[u8; 16]>().prop_map(IpAddr::from),
     ]
 }
 
@@ -1085,23 +1085,31 @@ fn generated_config() -> impl Strategy<Value = (Config, String)> {
             if let Some(days) = archive_retention {
                 text.push_str(&format!("archive-retention: {days}\n"));
             }
-            let mut config = Config::default();
-            config.order_timeout = order_timeout;
-            config.rescan_interval = rescan_interval;
-            config.queue_size = queue_size;
-            config.min_free_space_mb = min_free_space_mb;
-            config.engine = Config::parse(&format!("engine: {engine}")).unwrap().engine;
-            config.fping_path = PathBuf::from(fping_path);
-            config.icmp.send_rate = send_rate;
-            config.icmp.receive_buffer = receive_buffer;
-            config.icmp.timeout_ms = timeout_ms;
-            config.max_batch = max_batch;
-            config.workers = workers;
-            config.rrd_flush_interval = rrd_flush_interval;
-            config.archive_retention = archive_retention;
-            config.sping_command = sping_command;
-            config.pping_command = pping_command;
-            config.stop_timeout = stop_timeout;
+            let config = Config {
+                order_timeout,
+                rescan_interval,
+                queue_size,
+                min_free_space_mb,
+                engine: match engine {
+                    "auto" => Engine::Auto,
+                    "native" => Engine::Native,
+                    _ => Engine::Fping,
+                },
+                fping_path: PathBuf::from(fping_path),
+                icmp: IcmpConfig {
+                    send_rate,
+                    receive_buffer,
+                    timeout_ms,
+                },
+                max_batch,
+                workers,
+                rrd_flush_interval,
+                archive_retention,
+                sping_command,
+                pping_command,
+                stop_timeout,
+                ..Config::default()
+            };
             (config, text)
         })
 }
