@@ -199,6 +199,9 @@ impl Config {
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
+            // `sinks:` are internally tagged enums, which serde buffers whole: aliases are
+            // bounded first (see crate::yaml_expansion).
+            crate::yaml_expansion::check_expansion(text)?;
             yaml_serde::from_str(text).map_err(|e| e.to_string())?
         };
         config.validate()?;
@@ -276,6 +279,18 @@ mod tests {
     fn printed_defaults_parse_back_to_defaults() {
         let text = Config::default().to_yaml();
         assert_eq!(Config::parse(&text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn aliases_expanding_a_large_list_many_times_are_refused() {
+        let n = 1000;
+        let text = format!(
+            "sping-command: &x [{}]\nsinks:\n  b: {{type: graphite, y: [{}]}}\n",
+            "a, ".repeat(n),
+            "*x, ".repeat(n)
+        );
+        let err = Config::parse(&text).unwrap_err();
+        assert!(err.contains("alias expansion limit"), "{err}");
     }
 
     #[test]

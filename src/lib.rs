@@ -8,7 +8,8 @@
 //! `spoolmon process`), as haproxystats users expect. [`check`] holds the Nagios checks;
 //! [`selfmetrics`] writes spoolmon's own metrics and [`status`] reads them back for
 //! `spoolmon status`; [`service`] is what a daemon needs from its service manager (sd_notify,
-//! privilege drop, stop signals, logging).
+//! privilege drop, stop signals, logging). [`yaml_expansion`] bounds YAML aliases for the order
+//! and config parsers.
 
 pub mod check;
 pub mod collect;
@@ -26,3 +27,4 @@ pub mod service;
 pub mod sink;
 pub mod spool;
 pub mod status;
+pub mod yaml_expansion;

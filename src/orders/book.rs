@@ -1093,7 +1093,12 @@ mod tests {
                 "section missing",
             ),
             ("bad/huge", vec![b'#'; 1 << 20], OrderState::Invalid, "too large"),
-            ("bad/bomb", bomb.into_bytes(), OrderState::Invalid, "repetition limit"),
+            (
+                "bad/bomb",
+                bomb.into_bytes(),
+                OrderState::Invalid,
+                "alias expansion limit",
+            ),
             (
                 "bad/dns",
                 VALID.replace("127.0.0.1", "no-such-host.invalid").into_bytes(),

@@ -9,12 +9,14 @@
 //! - hosts of `fping`/`tcp` orders are resolved here (an IP literal as is, a name with the system
 //!   resolver, first address); a name that does not resolve is [`OrderError::Unresolvable`], which
 //!   the order book retries ("not yet", not "bad");
-//! - hostile YAML (alias bombs, deep nesting, duplicate keys) gives an error, never a panic.
+//! - hostile YAML (alias bombs of any shape, deep nesting, duplicate keys) gives an error, never a
+//!   panic or a memory blow-up.
 //!
 //! This module reads no files: the order book owns `orders/` and passes text in.
 
 use crate::config::Config;
 use crate::measurement::{OrderId, RrdTemplate, TelegrafMeta};
+use crate::yaml_expansion::check_expansion;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -209,8 +211,9 @@ pub fn parse_order(
 }
 
 /// How a host name becomes an address; the order book substitutes one that remembers the last
-/// known address of an order whose host stopped resolving.
-pub(crate) type HostResolver<'r> = dyn Fn(&str) -> Result<IpAddr, String> + 'r;
+/// known address of an order whose host stopped resolving (and `tests/fuzz_parsers.rs` one that
+/// never asks a resolver).
+pub type HostResolver<'r> = dyn Fn(&str) -> Result<IpAddr, String> + 'r;
 
 /// Resolves `host` with the system resolver: an IP literal as is, else the first address.
 pub fn resolve_host(host: &str) -> Result<IpAddr, String> {
@@ -225,7 +228,7 @@ pub fn resolve_host(host: &str) -> Result<IpAddr, String> {
 }
 
 /// [`parse_order`] with an explicit resolver.
-pub(crate) fn parse_order_with(
+pub fn parse_order_with(
     id: &OrderId,
     text: &str,
     telegraf_file: Option<&str>,
@@ -274,9 +277,12 @@ impl Problem {
 }
 
 /// Parses YAML text that must hold one map. yaml_serde rejects duplicate keys and limits nesting
-/// (128 levels) and alias expansion (100 events replayed per event parsed), so hostile input gives
-/// an error, not a crash or a memory blow-up.
+/// (128 levels) and alias jumps (100 per event parsed); [`check_expansion`] first refuses a
+/// document whose aliases expand to more nodes than its length plus
+/// [`crate::yaml_expansion::MAX_ALIAS_NODES`] (one alias replaying a large node many times), so
+/// hostile input gives an error, not a crash or a memory blow-up.
 fn load_map(text: &str) -> Result<yaml_serde::Mapping, Problem> {
+    check_expansion(text).map_err(Problem::Yaml)?;
     let mut value: Value = yaml_serde::from_str(text).map_err(|e| Problem::Yaml(e.to_string()))?;
     value
         .apply_merge()
@@ -1330,7 +1336,21 @@ mod tests {
         text.push_str(README_ORDER);
         match parse(&text) {
             Err(OrderError::Yaml { message, .. }) => {
-                assert!(message.contains("repetition limit"), "{message}")
+                assert!(message.contains("alias expansion limit"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_alias_replaying_a_large_list_many_times_is_refused() {
+        // 1,000 aliases of a 1,000-item list: a million nodes (about 1 GB) from 5 KB, within
+        // yaml_serde's own limit of 100 alias jumps per event.
+        let n = 1000;
+        let text = format!("a: &x [{}]\nb: [{}]\n{README_ORDER}", "a, ".repeat(n), "*x, ".repeat(n));
+        match parse(&text) {
+            Err(OrderError::Yaml { message, .. }) => {
+                assert!(message.contains("alias expansion limit"), "{message}")
             }
             other => panic!("{other:?}"),
         }

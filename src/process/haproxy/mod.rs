@@ -54,7 +54,8 @@
 //!   excluded backends; 0.5.1 aggregated every server with the default list.
 //! - Errors: a missing half, an empty, binary, truncated or garbled file, a header without rows,
 //!   rows whose field count differs from the header, a non-numeric value in an aggregated
-//!   field, or a directory name that is not a time make the whole snapshot fail with a
+//!   field (or one beyond HAProxy's 64-bit counters, whose sums could reach `inf`), or a
+//!   directory name that is not a time make the whole snapshot fail with a
 //!   [`HaproxySnapshotError`] (the caller moves it to `failed/`). 0.5.1 skipped or crashed.
 //! - A file counts as truncated unless it ends with the empty line that ends every HAProxy
 //!   answer (0.5.1 aggregated whatever a peer closing half-way had left).

@@ -417,8 +417,14 @@ fn split_quoted(quoted: &str) -> Result<(&str, Option<&str>), &'static str> {
     Err("a quoted field is not closed")
 }
 
+/// Largest magnitude accepted: HAProxy's counters are 64-bit, so nothing it reports is larger,
+/// and sums of such values over any number of rows stay finite (`1e308` twice was `inf`, which
+/// no sink can send).
+const MAX_MAGNITUDE: f64 = u64::MAX as f64;
+
 /// A decimal number: integers (HAProxy's usual) without going through float parsing, else any
-/// finite float. `None` for anything else, `nan` and `inf` included.
+/// float of magnitude at most [`MAX_MAGNITUDE`]. `None` for anything else, `nan` and `inf`
+/// included.
 #[inline]
 pub fn parse_number(text: &str) -> Option<f64> {
     let (negative, digits) = match text.strip_prefix('-') {
@@ -429,14 +435,18 @@ pub fn parse_number(text: &str) -> Option<f64> {
         let mut magnitude = 0_i64;
         for byte in digits.bytes() {
             if !byte.is_ascii_digit() {
-                return text.parse::<f64>().ok().filter(|v| v.is_finite());
+                return parse_float(text);
             }
             magnitude = magnitude * 10 + i64::from(byte - b'0');
         }
         let value = magnitude as f64;
         return Some(if negative { -value } else { value });
     }
-    text.parse::<f64>().ok().filter(|v| v.is_finite())
+    parse_float(text)
+}
+
+fn parse_float(text: &str) -> Option<f64> {
+    text.parse::<f64>().ok().filter(|v| v.abs() <= MAX_MAGNITUDE)
 }
 
 #[cfg(test)]
@@ -536,13 +546,24 @@ mod tests {
     }
 
     #[test]
-    fn numbers_are_integers_or_finite_floats() {
+    fn numbers_are_integers_or_floats_within_the_64_bit_range_of_haproxy_counters() {
         assert_eq!(parse_number("1234567"), Some(1_234_567.0));
         assert_eq!(parse_number("-3"), Some(-3.0));
         assert_eq!(parse_number("0.25"), Some(0.25));
-        assert_eq!(parse_number("99999999999999999999"), Some(1e20));
+        assert_eq!(parse_number("9999999999999999999"), Some(1e19));
         for bad in ["", "-", "nan", "inf", "1,2", "0x10", "12a"] {
             assert_eq!(parse_number(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_number("18446744073709551615"), Some(u64::MAX as f64));
+        assert_eq!(parse_number("-18446744073709551615"), Some(-(u64::MAX as f64)));
+        for beyond_64_bits in [
+            "99999999999999999999",
+            "1e308",
+            "1.7976931348623157e308",
+            "18446744073709555000",
+            "-1e20",
+        ] {
+            assert_eq!(parse_number(beyond_64_bits), None, "{beyond_64_bits:?}");
         }
     }
 }

@@ -70,7 +70,8 @@
 //! cut records whose header and payload are whole, as their headers say). A missing or
 //! unreadable `ack` (also a FIFO, device or symlink in its place: never opened for reading)
 //! restarts delivery at the oldest record (logged); one that points past the end of its segment
-//! is clamped to the end, and the records it skips are counted as dropped. An entry named like a
+//! is clamped to the end, and the records it skips are counted as dropped; one inside a record, or
+//! skipping what is not whole lines of its record, is clamped back to the record's start. An entry named like a
 //! segment that is not a regular file is removed unopened (logged). When anything was counted,
 //! the acknowledgement is rewritten at once so the counters survive the next crash.
 //!
@@ -93,11 +94,11 @@ mod status;
 mod tests;
 mod writer;
 
+pub use ack::{Ack, AckRead, Counters, Position};
 pub use reader::{Batch, Reader};
 pub use status::{status, status_in, OutboxStatus};
 
 use crate::spool::beneath::Dir;
-use ack::{Ack, Counters, Position};
 use format::{segment_name, RecordHeader};
 use std::collections::VecDeque;
 use std::io;

@@ -9,10 +9,12 @@
 //! entry is removed, logged, nothing is counted (it held no records), and it is never opened.
 
 use super::ack::{Ack, AckRead, Position};
-use super::format::{has_magic, list_segments, walk_records, RecordHeader, SEGMENT_HEADER_LEN};
+use super::format::{has_magic, list_segments, walk_records, RecordHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::{OutboxError, SegmentInfo, Tally};
 use crate::spool::atomic::TMP_PREFIX;
 use crate::spool::beneath::{Dir, Kind};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use tracing::{info, warn};
 
 /// What the shared state starts from.
@@ -175,7 +177,7 @@ fn recover_segment(
     }
     let head_done = head.map(|position| {
         let past_file = position.offset > file_len;
-        let done = placement.clamp(position, end.valid_len, &path);
+        let done = placement.clamp(position, end.valid_len, &file, &path);
         if past_file && done.records > 0 {
             // Nothing was ever written there: the records before it are skipped on the word of a
             // wrong acknowledgement, without evidence they were delivered.
@@ -254,12 +256,18 @@ impl AckPlacement {
 
     /// Moves `position` to the nearest valid place at or before it (resending rather than losing)
     /// or to the end when it lies past the end; returns the records before it.
-    fn clamp(self, position: &mut Position, valid_len: u64, path: &std::path::Path) -> Tally {
-        let skip_fits =
-            |h: &RecordHeader| position.skip_bytes < u64::from(h.len) && position.skip_lines < u64::from(h.lines);
+    /// A skip must be whole lines of the record (else the reader would send the rest of a cut
+    /// line and miscount lines); `file` is the segment, read for that check.
+    fn clamp(self, position: &mut Position, valid_len: u64, file: &File, path: &std::path::Path) -> Tally {
+        let skip_fits = |h: &RecordHeader| {
+            (position.skip_bytes == 0 && position.skip_lines == 0)
+                || (position.skip_bytes < u64::from(h.len)
+                    && position.skip_lines < u64::from(h.lines)
+                    && skips_whole_lines(file, position))
+        };
         let problem = match (self.at, self.inside) {
-            (Some(header), _) if position.skip_bytes == 0 || skip_fits(&header) => None,
-            (Some(_), _) => Some("skips more than its record holds"),
+            (Some(header), _) if skip_fits(&header) => None,
+            (Some(_), _) => Some("skips what is not whole lines of its record"),
             (None, Some(start)) => {
                 position.offset = start;
                 Some("points inside a record")
@@ -281,6 +289,16 @@ impl AckPlacement {
         }
         self.done
     }
+}
+
+/// True when the first `skip_bytes` payload bytes of the record at `position.offset` are exactly
+/// `skip_lines` whole lines (the caller checked that they lie inside the record).
+fn skips_whole_lines(file: &File, position: &Position) -> bool {
+    let mut skipped = vec![0; position.skip_bytes as usize];
+    file.read_exact_at(&mut skipped, position.offset + RECORD_HEADER_LEN as u64)
+        .is_ok()
+        && skipped.last() == Some(&b'\n')
+        && skipped.iter().filter(|&&b| b == b'\n').count() as u64 == position.skip_lines
 }
 
 /// Removes temporary files a crash left behind (replacements of `ack` that never happened).
