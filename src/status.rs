@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::orders::book::OrderState;
 use crate::selfmetrics::{count_failed, Component, StatusFile};
 use crate::sink::backlog::{self, SinkBacklog};
-use crate::spool::queue::{self, QueueEntry, APPLIED_MARK};
+use crate::spool::queue::{self, QueueEntry};
 use crate::spool::state::HEARTBEAT_FILE;
 use crate::spool::{lock, BaseDir};
 use serde::Serialize;
@@ -166,9 +166,7 @@ fn queue_of(base: &BaseDir, now: i64) -> Queue {
     let mut oldest: Option<i64> = None;
     for entry in queue::list(base).unwrap_or_default() {
         match entry {
-            QueueEntry::Snapshot(name) if base.incoming().join(name.as_str()).join(APPLIED_MARK).exists() => {
-                queue.waiting_for_rrd_flush += 1
-            }
+            QueueEntry::Snapshot(name) if queue::is_applied(base, name.as_str()) => queue.waiting_for_rrd_flush += 1,
             QueueEntry::Snapshot(name) => {
                 queue.incoming += 1;
                 oldest = Some(oldest.map_or(name.epoch, |o| o.min(name.epoch)));
@@ -423,13 +421,34 @@ mod tests {
     }
 
     #[test]
+    fn a_linked_applied_mark_does_not_count_a_snapshot_as_waiting_for_the_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path().join("base"));
+        base.create_all().unwrap();
+        let outside = dir.path().join("elsewhere");
+        std::fs::write(&outside, "").unwrap();
+        let snapshot = base.incoming().join("1700000000-ping-1");
+        std::fs::create_dir(&snapshot).unwrap();
+        std::os::unix::fs::symlink(&outside, snapshot.join(crate::spool::queue::APPLIED_MARK)).unwrap();
+        let queue = queue_of(&base, 1_700_000_100);
+        assert_eq!((queue.incoming, queue.waiting_for_rrd_flush), (1, 0));
+        assert_eq!(queue.oldest_age_seconds, Some(100));
+    }
+
+    #[test]
     fn queue_failed_orders_and_status_files_are_summarized() {
         let dir = tempfile::tempdir().unwrap();
         let base = BaseDir::new(dir.path());
         base.create_all().unwrap();
         std::fs::create_dir(base.incoming().join("1700000000-ping-1")).unwrap();
         std::fs::create_dir(base.incoming().join("1700000010-ping-2")).unwrap();
-        std::fs::write(base.incoming().join("1700000010-ping-2").join(APPLIED_MARK), "").unwrap();
+        std::fs::write(
+            base.incoming()
+                .join("1700000010-ping-2")
+                .join(crate::spool::queue::APPLIED_MARK),
+            "",
+        )
+        .unwrap();
         std::fs::create_dir(base.failed().join("1690000000-ping-1")).unwrap();
         std::fs::write(base.orders().join("bad"), "user: x\n").unwrap();
         let mut failures = crate::output::failures::OutputErrors::default();

@@ -94,9 +94,19 @@ fn staleness<'a>(
     let Some(step) = order.step else { return Ok(None) };
     let limit = i64::from(step) * i64::from(steps);
     let path = base.output().join(order.id.as_path()).join("last_result");
-    let age = match std::fs::metadata(&path).and_then(|m| m.modified()) {
+    // Through descriptors: a link planted on the way (or as the file) is not followed.
+    let modified = base
+        .dir("output")
+        .and_then(|output| output.open_dir(order.id.as_str()))
+        .and_then(|dir| dir.open_read("last_result"))
+        .and_then(|file| file.metadata())
+        .and_then(|meta| meta.modified());
+    let age = match modified {
         Ok(modified) => Some(unix_now(now) - unix_now(modified)),
         Err(e) if e.kind() == ErrorKind::NotFound => None,
+        // A link, FIFO or directory planted there is no result: the order counts as never
+        // measured (judged by its file's age), and the check still answers for the others.
+        Err(e) if e.kind() == ErrorKind::InvalidData => None,
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
     let old = match age {
@@ -160,5 +170,53 @@ fn perf(label: &str, value: usize, thresholds: &Thresholds) -> Perf {
         value: value as f64,
         unit: "",
         thresholds: Some(thresholds.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measurement::OrderId;
+
+    fn order(base: &BaseDir, id: &str) -> OrderStatus {
+        OrderStatus {
+            id: OrderId::new(id).unwrap(),
+            path: base.orders().join(format!("{id}.yaml")),
+            state: OrderState::Active,
+            reason: None,
+            mtime: 1_000,
+            probe: None,
+            step: Some(20),
+            pings: None,
+            target: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_planted_link_on_the_way_to_last_result_is_not_followed_into_a_fresh_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path().join("base"));
+        base.create_all().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("app")).unwrap();
+        std::fs::write(outside.join("last_result"), "time: 1\n").unwrap();
+        std::fs::write(outside.join("app/last_result"), "time: 1\n").unwrap();
+        // A link as the file, and a link as a directory on the way.
+        std::fs::create_dir(base.output().join("file")).unwrap();
+        std::os::unix::fs::symlink(outside.join("last_result"), base.output().join("file/last_result")).unwrap();
+        std::os::unix::fs::symlink(&outside, base.output().join("dir")).unwrap();
+        let now = SystemTime::now();
+        for id in ["file", "dir/app"] {
+            let order = order(&base, id);
+            let stale = staleness(&base, &order, 3, now)
+                .unwrap()
+                .expect("stale: never measured");
+            assert_eq!((stale.id, stale.age), (id, None));
+        }
+        // A real, fresh last_result is read.
+        std::fs::create_dir(base.output().join("real")).unwrap();
+        std::fs::write(base.output().join("real/last_result"), "time: 1\n").unwrap();
+        assert!(staleness(&base, &order(&base, "real"), 3, now).unwrap().is_none());
     }
 }

@@ -2,7 +2,7 @@
 
 use super::{unix_now, Outcome, Perf, Status, Thresholds};
 use crate::sink::backlog;
-use crate::spool::queue::{self, QueueEntry, APPLIED_MARK};
+use crate::spool::queue::{self, QueueEntry};
 use crate::spool::BaseDir;
 use std::path::Path;
 use std::time::SystemTime;
@@ -27,7 +27,7 @@ pub fn check_queue(base: &BaseDir, count: &Thresholds, age: &Thresholds, now: Sy
     let (mut waiting, mut flush, mut oldest) = (0usize, 0usize, None::<i64>);
     for entry in &entries {
         match entry {
-            QueueEntry::Snapshot(name) if base.incoming().join(name.as_str()).join(APPLIED_MARK).exists() => flush += 1,
+            QueueEntry::Snapshot(name) if queue::is_applied(base, name.as_str()) => flush += 1,
             QueueEntry::Snapshot(name) => {
                 waiting += 1;
                 oldest = Some(oldest.map_or(name.epoch, |o: i64| o.min(name.epoch)));
@@ -150,5 +150,29 @@ fn perf(label: &str, value: f64, unit: &'static str, thresholds: &Thresholds) ->
         value,
         unit,
         thresholds: Some(thresholds.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_linked_applied_mark_leaves_the_snapshot_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path().join("base"));
+        base.create_all().unwrap();
+        let outside = dir.path().join("elsewhere");
+        std::fs::write(&outside, "").unwrap();
+        let snapshot = base.incoming().join("1700000000-ping-1");
+        std::fs::create_dir(&snapshot).unwrap();
+        std::os::unix::fs::symlink(&outside, snapshot.join(queue::APPLIED_MARK)).unwrap();
+        let none = Thresholds::parse(None, None).unwrap();
+        let outcome = check_queue(&base, &none, &none, SystemTime::now());
+        assert!(
+            outcome.text.starts_with("1 snapshots waiting") && outcome.text.ends_with("0 wait for the RRD flush"),
+            "{}",
+            outcome.text
+        );
     }
 }

@@ -4,7 +4,9 @@
 //! order that expired) and moves directories between `output/` and `archive/`.
 //!
 //! - [`archive`] moves `output/<id>` to `archive/<id>`; an expired order's file goes to
-//!   `archive/<id>/order.expired` (the entry is created even without output).
+//!   `archive/<id>/order.expired` (the entry is created even without output). Only a regular
+//!   file or a symlink is moved: a directory (or FIFO, device) a producer put in its place is
+//!   left in `orders/` and reported, so nothing producer-writable enters `archive/`.
 //! - [`restore`] moves `archive/<id>` back when the order (re)appears.
 //! - [`purge`] deletes entries whose directory mtime is older than a retention (off unless the
 //!   caller asks).
@@ -70,10 +72,19 @@ pub enum ArchiveError {
     Inspect { path: PathBuf, source: io::Error },
     #[error("removing {path}: {source}")]
     Remove { path: PathBuf, source: io::Error },
+    /// The expired order file is not a regular file or a symlink (a producer swapped it for a
+    /// directory, a FIFO, ...): it is left where it is, never moved into `archive/`.
+    #[error("expired order file {path} is {found}, not a regular file or a symlink: left in place, not archived")]
+    NotAnOrderFile { path: PathBuf, found: &'static str },
 }
 
 /// Moves `output/<id>` (if any) to `archive/<id>`, and the expired order file (if given, a path
 /// below `orders/`) to `archive/<id>/order.expired`.
+///
+/// Only a regular file or a symlink (moved as the link itself) is taken from `orders/`: anything
+/// else there is the producer's (a directory they own would become producer-writable inside
+/// `archive/`, and inside `output/` after a restore). It is left in place and the output is
+/// still archived; the error [`ArchiveError::NotAnOrderFile`] names it.
 ///
 /// Every directory on the way is opened from the base's descriptor without following links
 /// (`spool::beneath`): an order producer who swaps a directory of `orders/` for a symlink
@@ -94,8 +105,25 @@ pub fn archive(
         None => false,
     };
     let mut outcome = ArchiveOutcome::default();
-    if !has_output && expired_order_file.is_none() {
-        return Ok(outcome);
+    // What is wrong with the order file does not keep the output from being archived.
+    let (order_file, refused) = match expired_order_file.map(|path| (path, expired_file(base, path, &entry_path))) {
+        None => (None, None),
+        Some((_, Ok((parent, name, Some(Kind::File | Kind::Symlink))))) => (Some((parent, name)), None),
+        Some((path, Ok((_, _, found)))) => (
+            None,
+            Some(ArchiveError::NotAnOrderFile {
+                path: path.to_path_buf(),
+                found: match found {
+                    None => "gone",
+                    Some(Kind::Dir) => "a directory",
+                    Some(_) => "a FIFO, socket or device",
+                },
+            }),
+        ),
+        Some((_, Err(e))) => (None, Some(e)),
+    };
+    if !has_output && order_file.is_none() {
+        return refused.map_or(Ok(outcome), Err);
     }
     let archive_parent = archive_root
         .create_dir_all(parent_rel)
@@ -127,20 +155,7 @@ pub fn archive(
             sync(&archive_parent)?;
         }
     }
-    if let Some(order_file) = expired_order_file {
-        let rel = order_file.strip_prefix(base.orders()).map_err(|_| ArchiveError::Move {
-            from: order_file.to_path_buf(),
-            to: entry_path.join(EXPIRED_ORDER_FILE),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "the order file is not below orders/"),
-        })?;
-        let (order_parent_rel, order_name) = split_path(rel).ok_or_else(|| ArchiveError::Move {
-            from: order_file.to_path_buf(),
-            to: entry_path.join(EXPIRED_ORDER_FILE),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
-        })?;
-        let order_parent = layout_dir(base, "orders")?
-            .open_dir(order_parent_rel)
-            .map_err(|e| inspect_error(order_file, e))?;
+    if let (Some((order_parent, order_name)), Some(order_file)) = (order_file, expired_order_file) {
         let entry = archive_parent
             .open_dir(name)
             .map_err(|e| inspect_error(&entry_path, e))?;
@@ -153,10 +168,50 @@ pub fn archive(
             move_aside(&entry, EXPIRED_ORDER_FILE)?;
         }
         move_and_sync(&order_parent, &order_name, &entry, EXPIRED_ORDER_FILE)?;
+        // Swapped for a directory between the check and the move: it goes back, not archived.
+        let moved = entry
+            .kind(EXPIRED_ORDER_FILE)
+            .map_err(|e| inspect_error(&entry_path, e))?;
+        if !matches!(moved, Some(Kind::File | Kind::Symlink)) {
+            move_and_sync(&entry, EXPIRED_ORDER_FILE, &order_parent, &order_name)?;
+            return Err(ArchiveError::NotAnOrderFile {
+                path: order_file.to_path_buf(),
+                found: "not a regular file or a symlink when moved",
+            });
+        }
         outcome.order_file_moved = true;
         info!(id = %id, file = %order_file.display(), "expired order file archived");
     }
-    Ok(outcome)
+    match refused {
+        Some(refused) => Err(refused),
+        None => Ok(outcome),
+    }
+}
+
+/// The directory of an expired order file below `orders/` (opened without links), its name, and
+/// what the entry is there (not followed).
+fn expired_file(
+    base: &BaseDir,
+    order_file: &Path,
+    entry_path: &Path,
+) -> Result<(Dir, String, Option<Kind>), ArchiveError> {
+    let rel = order_file.strip_prefix(base.orders()).map_err(|_| ArchiveError::Move {
+        from: order_file.to_path_buf(),
+        to: entry_path.join(EXPIRED_ORDER_FILE),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "the order file is not below orders/"),
+    })?;
+    let (order_parent_rel, order_name) = split_path(rel).ok_or_else(|| ArchiveError::Move {
+        from: order_file.to_path_buf(),
+        to: entry_path.join(EXPIRED_ORDER_FILE),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "not a file name"),
+    })?;
+    let order_parent = layout_dir(base, "orders")?
+        .open_dir(order_parent_rel)
+        .map_err(|e| inspect_error(order_file, e))?;
+    let kind = order_parent
+        .kind(&order_name)
+        .map_err(|e| inspect_error(order_file, e))?;
+    Ok((order_parent, order_name, kind))
 }
 
 /// Brings `archive/<id>` back to `output/<id>` when the order (re)appears.
@@ -453,6 +508,46 @@ mod tests {
 
     fn set_mtime(path: &Path, time: SystemTime) {
         File::open(path).unwrap().set_modified(time).unwrap();
+    }
+
+    #[test]
+    fn an_expired_order_file_swapped_for_a_directory_is_left_in_place_and_the_output_archived() {
+        let (_tmp, base) = setup();
+        let gone = id("app/gone");
+        make_output(&base, &gone, "one");
+        // The producer's directory (a file inside it) where the order file was.
+        let planted = base.orders().join("app/gone.yaml");
+        fs::create_dir_all(&planted).unwrap();
+        fs::write(planted.join("theirs"), b"x").unwrap();
+        let err = archive(&base, &gone, Some(&planted)).unwrap_err();
+        assert!(
+            matches!(&err, ArchiveError::NotAnOrderFile { path, found: "a directory" } if *path == planted),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&planted.display().to_string()),
+            "names the path: {err}"
+        );
+        assert!(planted.join("theirs").is_file(), "left where it was");
+        let entry = base.archive().join("app/gone");
+        assert_eq!(names(&entry), ["last_result"], "output archived, nothing of theirs");
+        // Without output, no archive entry is made for it either.
+        let other = id("other");
+        let planted = base.orders().join("other.yaml");
+        fs::create_dir(&planted).unwrap();
+        assert!(matches!(
+            archive(&base, &other, Some(&planted)),
+            Err(ArchiveError::NotAnOrderFile { .. })
+        ));
+        assert!(!base.archive().join("other").exists());
+        // A symlink is moved as the link itself.
+        let linked = id("linked");
+        let link = base.orders().join("linked.yaml");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
+        let outcome = archive(&base, &linked, Some(&link)).unwrap();
+        assert!(outcome.order_file_moved);
+        let moved = base.archive().join("linked").join(EXPIRED_ORDER_FILE);
+        assert!(fs::symlink_metadata(moved).unwrap().file_type().is_symlink());
     }
 
     #[test]

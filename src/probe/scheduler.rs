@@ -98,6 +98,9 @@ struct Held {
     snapshots: VecDeque<HeldSnapshot>,
     bytes: usize,
     reason: Option<String>,
+    /// A thread is publishing held snapshots (one at a time, outside the lock): others leave
+    /// the retry to it, and new snapshots queue behind the held ones.
+    retrying: bool,
 }
 
 /// The sequence number of a snapshot name: what follows the last `-` (`1700000000-ping-000000042`).
@@ -390,9 +393,10 @@ impl Shared {
             orders: results.len(),
             body: encode_ping(&run.batch.key, &results),
         };
-        // Behind snapshots already held: keep the queue in order, publish after them.
+        // Behind snapshots already held (or one being retried): keep the queue in order,
+        // publish after them.
         let mut held = self.lock_held();
-        if !held.snapshots.is_empty() {
+        if !held.snapshots.is_empty() || held.retrying {
             self.hold(&mut held, snapshot, None);
             return;
         }
@@ -468,33 +472,49 @@ impl Shared {
         }
     }
 
-    /// Publishes the held snapshots, oldest first, until one fails again.
+    /// Publishes the held snapshots, oldest first, until one fails again. Each is taken off the
+    /// queue under the lock and published outside it (probe threads that finish and
+    /// [`Shared::held_reason`] never wait for the fsyncs), and put back at the front if it
+    /// fails; only one thread retries at a time.
     fn retry_held(&self) {
         let mut held = self.lock_held();
-        if held.snapshots.is_empty() {
+        if held.retrying || held.snapshots.is_empty() {
             return;
         }
-        while let Some(snapshot) = held.snapshots.pop_front() {
-            held.bytes -= snapshot.body.len();
-            match self.publish(snapshot) {
-                Ok(()) => {}
-                Err((snapshot, e)) => {
-                    held.bytes += snapshot.body.len();
-                    held.snapshots.push_front(snapshot);
-                    self.stats
-                        .held_snapshots
-                        .store(held.snapshots.len() as u64, Ordering::Relaxed);
-                    let reason = format!("{e}; {} snapshot(s) kept in memory and retried", held.snapshots.len());
-                    debug!("still cannot publish: {reason}");
-                    self.stats.last_error.set(format!("collection suspended: {reason}"));
-                    held.reason = Some(e.to_string());
-                    return;
-                }
+        held.retrying = true;
+        drop(held);
+        // Cleared on every way out, a panic included, so retries never stop for good.
+        struct Retrying<'a>(&'a Shared);
+        impl Drop for Retrying<'_> {
+            fn drop(&mut self) {
+                self.0.lock_held().retrying = false;
             }
         }
-        self.stats.held_snapshots.store(0, Ordering::Relaxed);
-        if let Some(reason) = held.reason.take() {
-            info!("every held snapshot is published; collection resumes (it was suspended: {reason})");
+        let _retrying = Retrying(self);
+        loop {
+            let mut held = self.lock_held();
+            let Some(snapshot) = held.snapshots.pop_front() else {
+                self.stats.held_snapshots.store(0, Ordering::Relaxed);
+                if let Some(reason) = held.reason.take() {
+                    info!("every held snapshot is published; collection resumes (it was suspended: {reason})");
+                }
+                return;
+            };
+            held.bytes -= snapshot.body.len();
+            drop(held);
+            if let Err((snapshot, e)) = self.publish(snapshot) {
+                let mut held = self.lock_held();
+                held.bytes += snapshot.body.len();
+                held.snapshots.push_front(snapshot);
+                self.stats
+                    .held_snapshots
+                    .store(held.snapshots.len() as u64, Ordering::Relaxed);
+                let reason = format!("{e}; {} snapshot(s) kept in memory and retried", held.snapshots.len());
+                debug!("still cannot publish: {reason}");
+                self.stats.last_error.set(format!("collection suspended: {reason}"));
+                held.reason = Some(e.to_string());
+                return;
+            }
         }
     }
 
@@ -765,6 +785,60 @@ mod tests {
         assert_eq!(published.len(), 2, "{published:?}");
         assert!(published[0].starts_with("100-ping-") && published[1].starts_with("120-ping-"));
         assert_eq!(shared.stats.snapshots_lost.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn held_snapshots_are_published_outside_the_lock_and_a_run_finishing_meanwhile_follows_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(tmp.path());
+        base.create_all().unwrap();
+        // Every publish then waits for the test to take its name: a publish that never ends.
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        let mut shared = shared(&base);
+        shared.scheduler.published_tx = Some(tx);
+        let shared = Arc::new(shared);
+        let run = |step| RunRequest {
+            batch: Arc::new(make_batches(vec![fping_order("a", 20, 1, "127.0.0.1")], 10).remove(0)),
+            step_start: step,
+            start: SystemTime::now(),
+            deadline: SystemTime::now(),
+        };
+        std::fs::remove_dir(base.incoming_tmp()).unwrap();
+        std::fs::write(base.incoming_tmp(), b"").unwrap();
+        for step in [100, 120] {
+            shared.execute(run(step));
+        }
+        assert_eq!(shared.stats.held_snapshots.load(Ordering::Relaxed), 2);
+        std::fs::remove_file(base.incoming_tmp()).unwrap();
+        std::fs::create_dir(base.incoming_tmp()).unwrap();
+        let retrier = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || shared.retry_held())
+        };
+        // The first held snapshot is in incoming/: the retrier now waits inside its publish.
+        let mut polls = 0;
+        while names(&base).is_empty() {
+            polls += 1;
+            assert!(polls < 100_000, "the retry never published");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let free = shared.held.try_lock().is_ok();
+        if !free {
+            drop(rx); // let the retrier finish before failing
+            panic!("the held snapshots stay locked while one is published");
+        }
+        assert!(shared.held_reason().is_some(), "still suspended while the retry runs");
+        shared.retry_held(); // a second retrier leaves it to the first
+        shared.execute(run(140)); // a run finishing meanwhile queues behind the held ones
+        let taken: Vec<String> = (0..3).map(|_| rx.recv().unwrap()).collect();
+        retrier.join().unwrap();
+        assert!(
+            taken[0].starts_with("100-ping-") && taken[1].starts_with("120-ping-") && taken[2].starts_with("140-ping-"),
+            "{taken:?}"
+        );
+        assert_eq!(names(&base).len(), 3);
+        assert_eq!(shared.stats.held_snapshots.load(Ordering::Relaxed), 0);
+        assert_eq!(shared.held_reason(), None);
     }
 
     #[test]

@@ -10,6 +10,10 @@
 //! - a transient fault (disk full, I/O error) keeps the snapshots it touches in `incoming/`,
 //!   retried after [`RETRY_EVERY`] (backing off to [`MAX_RETRY_DELAY`]) without counting anything
 //!   against them; processing logs once that it waits and notes the reason as its last error.
+//!   Snapshots newer than one that could not be read for such a fault wait with it (listed
+//!   after it, they are not applied in that round), so each order's results still reach its RRD
+//!   in time order. Reading a snapshot is I/O like writing: an EIO or EMFILE while reading a good
+//!   ping or HAProxy snapshot is transient; only what is wrong with its content quarantines it.
 //!
 //! A snapshot kept for a retry (transient fault, a sink that refused) is not handed again to the
 //! sinks that already took its lines: the processor remembers, per snapshot, which sinks did
@@ -21,7 +25,7 @@ use crate::measurement::{OrderId, OrderResult, RrdTemplate};
 use crate::output::failures::{self, OrderFailure, OutputErrors};
 use crate::output::fault::{self, Fault};
 use crate::output::{archive, last_result, rrd::RrdWriter};
-use crate::process::haproxy::{self, HaproxyOptions};
+use crate::process::haproxy::{self, HaproxyOptions, HaproxySnapshotError};
 use crate::sink::Metric;
 use crate::sink::{ResultSink, SinkBatch};
 use crate::spool::atomic::{sync_filesystem, StagedFile};
@@ -151,6 +155,9 @@ pub struct Processor {
     held: bool,
     /// How long the loop waits before retrying them.
     retry_delay: Duration,
+    /// Snapshot name → errno its load fails with (tests: faults no filesystem gives on demand).
+    #[cfg(test)]
+    failing_loads: Mutex<HashMap<String, i32>>,
 }
 
 /// One snapshot read in this round.
@@ -246,6 +253,8 @@ impl Processor {
             waiting: None,
             held: false,
             retry_delay: RETRY_EVERY,
+            #[cfg(test)]
+            failing_loads: Mutex::default(),
         })
     }
 
@@ -312,7 +321,7 @@ impl Processor {
                 }
                 match archive::archive(&self.base, &id, expired_file.as_deref()) {
                     Ok(_) => info!(order = %id, expired = expired_file.is_some(), "archived"),
-                    Err(e) => warn!(order = %id, "cannot archive output: {e}"),
+                    Err(e) => warn!(order = %id, "cannot archive: {e}"),
                 }
             }
             Lifecycle::PurgeArchive(retention) => match archive::purge(&self.base, retention, SystemTime::now()) {
@@ -440,6 +449,7 @@ impl Processor {
         let mut present = HashSet::new();
         let mut haproxy_snapshots = 0;
         self.write_pending_reasons();
+        let incoming = self.base.dir("incoming")?;
         for entry in queue::list(&self.base)? {
             match entry {
                 QueueEntry::Invalid(raw) => {
@@ -461,8 +471,12 @@ impl Processor {
                     if applied && !flush_rrd {
                         continue;
                     }
-                    haproxy_snapshots +=
-                        usize::from(!self.base.incoming().join(name.as_str()).join(PING_FILE).exists());
+                    // Through descriptors: a planted link is not followed (load refuses it).
+                    let has_ping_file = incoming
+                        .open_dir(name.as_str())
+                        .and_then(|snapshot| snapshot.kind(PING_FILE))
+                        .is_ok_and(|kind| kind.is_some());
+                    haproxy_snapshots += usize::from(!has_ping_file);
                     candidates.push((name, applied));
                 }
             }
@@ -470,7 +484,6 @@ impl Processor {
         // What was kept for snapshots that are gone (removed by hand, quarantined) is dropped.
         self.delivered.retain(|name, _| present.contains(name));
         self.unquarantined.retain(|name, _| present.contains(name));
-        let incoming = self.base.dir("incoming")?;
         let now = crate::probe::scheduler::unix_secs(SystemTime::now());
         let bounds = PingBounds {
             now,
@@ -513,6 +526,13 @@ impl Processor {
         let mut transient = Vec::new();
         for (name, applied, outcome) in outcomes {
             match outcome {
+                // An older snapshot waits for a transient fault: the newer ones wait with it, so
+                // each order's results still reach its RRD in time order (the RRD would refuse
+                // the older times after the newer ones). Nothing is counted against them.
+                Ok(_) if !transient.is_empty() => {
+                    debug!(snapshot = %name, "kept for the next round behind an older snapshot that could not be read");
+                    report.retried += 1;
+                }
                 Ok((results, metrics)) => loaded.push(Loaded {
                     name,
                     results,
@@ -527,9 +547,7 @@ impl Processor {
                     report.retried += 1;
                 }
                 // Gone since it was listed (removed by hand): nothing to quarantine.
-                Err(_)
-                    if std::fs::symlink_metadata(self.base.incoming().join(name.as_str()))
-                        .is_err_and(|e| e.kind() == io::ErrorKind::NotFound) => {}
+                Err(_) if incoming.kind(name.as_str()).is_ok_and(|kind| kind.is_none()) => {}
                 Err(LoadError { reason, .. }) => {
                     report.quarantined += usize::from(self.quarantine(name.as_str(), &reason));
                 }
@@ -541,9 +559,10 @@ impl Processor {
     /// Epoch of the oldest of `listed` still in `incoming/` after the round (newer arrivals are
     /// seen by the next round).
     fn oldest_left(&self, listed: &[SnapshotName]) -> Option<i64> {
+        let incoming = self.base.dir("incoming").ok()?;
         listed
             .iter()
-            .find(|name| self.base.incoming().join(name.as_str()).exists())
+            .find(|name| incoming.kind(name.as_str()).is_ok_and(|kind| kind.is_some()))
             .map(|name| name.epoch)
     }
 
@@ -569,11 +588,16 @@ impl Processor {
             fault: Fault::Permanent,
             reason,
         };
-        let snapshot = incoming.open_dir(name.as_str()).map_err(|e| LoadError {
+        let io_error = |e: io::Error| LoadError {
             fault: fault::of_io(&e),
             reason: e.to_string(),
-        })?;
-        let has_ping_file = snapshot.kind(PING_FILE).map_err(|e| bad(e.to_string()))?.is_some();
+        };
+        #[cfg(test)]
+        if let Some(&code) = self.failing_loads.lock().unwrap().get(name.as_str()) {
+            return Err(io_error(io::Error::from_raw_os_error(code)));
+        }
+        let snapshot = incoming.open_dir(name.as_str()).map_err(io_error)?;
+        let has_ping_file = snapshot.kind(PING_FILE).map_err(io_error)?.is_some();
         if has_ping_file {
             return read_ping(&snapshot, bounds)
                 .map(|(_, results)| (results, Vec::new()))
@@ -587,15 +611,18 @@ impl Processor {
         }
         // The HAProxy reader takes a path: the held descriptor's own (`/proc/self/fd/N`), so a
         // snapshot swapped for a symlink after it was opened is never followed.
+        // Its listing and reads are I/O like any other: only content errors are the snapshot's.
         let dir = snapshot.fd_path();
-        if haproxy::is_haproxy_snapshot(&dir) {
-            return haproxy::aggregate(&dir, name.epoch, &self.haproxy)
-                .map(|aggregate| (Vec::new(), aggregate.metrics))
-                .map_err(|e| bad(e.to_string()));
+        match haproxy::aggregate(&dir, name.epoch, &self.haproxy) {
+            Ok(aggregate) => Ok((Vec::new(), aggregate.metrics)),
+            Err(HaproxySnapshotError::NoProcesses) => Err(bad(format!(
+                "unknown snapshot kind: neither {PING_FILE} nor HAProxy <socket>_info/<socket>_stat files"
+            ))),
+            Err(e) => Err(LoadError {
+                fault: e.fault(),
+                reason: e.to_string(),
+            }),
         }
-        Err(bad(format!(
-            "unknown snapshot kind: neither {PING_FILE} nor HAProxy <socket>_info/<socket>_stat files"
-        )))
     }
 
     /// Renames the staged `last_result` files into place (in parallel: one rename each) and
@@ -1459,6 +1486,134 @@ mod tests {
         assert!(fs::read_to_string(&last)
             .unwrap()
             .contains(&format!("time: {}", T0 + 60)));
+    }
+
+    #[test]
+    fn newer_snapshots_wait_behind_an_older_one_that_hit_a_transient_fault_and_none_is_lost() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, _stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        publish(&base, 1, &[result("o", T0, 0.001)]);
+        publish(&base, 2, &[result("o", T0 + 20, 0.002)]);
+        publish(&base, 3, &[result("o", T0 + 40, 0.003)]);
+        let older = SnapshotName::new(T0, "ping", 1).to_string();
+        processor.failing_loads.lock().unwrap().insert(older, libc::EIO);
+        let report = processor.process_pending(true).unwrap();
+        assert_eq!((report.retried, report.processed, report.quarantined), (3, 0, 0));
+        assert!(
+            !base.output().join("o/main.rrd").exists(),
+            "nothing newer applied first"
+        );
+        assert!(sink.ids().is_empty());
+        assert!(processor.retry_due().is_some());
+        processor.failing_loads.lock().unwrap().clear();
+        let report = processor.process_pending(true).unwrap();
+        assert_eq!((report.processed, report.retried), (3, 0));
+        let fetched = rrd_fetch(&base.output().join("o/main.rrd"), T0, T0 + 60);
+        for (time, rtt) in [
+            (T0 + 20, "1.0000000000e-03"),
+            (T0 + 40, "2.0000000000e-03"),
+            (T0 + 60, "3.0000000000e-03"),
+        ] {
+            assert!(
+                fetched.contains(&format!("{time}: 0.0000000000e+00 {rtt}")),
+                "{time}: {fetched}"
+            );
+        }
+        assert_eq!(sink.ids(), ["o", "o", "o"]);
+    }
+
+    const HAPROXY_INFO: &str =
+        "Name: HAProxy\nProcess_num: 1\nMaxconn: 100\nCurrConns: 5\nIdle_pct: 90\nUptime_sec: 10\n\n";
+    const HAPROXY_STAT: &str = "# pxname,svname,scur,stot,bin,weight,act,rtime,type,status,\n\
+        www.example.com,FRONTEND,3,10,100,,,,0,OPEN,\n\
+        app,s1.local,1,4,40,1,1,10,2,UP,\n\
+        app,BACKEND,1,4,40,1,1,10,1,UP,\n\n";
+
+    /// Set in the child process that runs [`short_of_descriptors`] alone.
+    const DESCRIPTORS_CHILD: &str = "SPOOLMON_TEST_SHORT_OF_DESCRIPTORS";
+
+    #[test]
+    fn a_good_haproxy_snapshot_read_short_of_descriptors_is_kept_not_quarantined() {
+        if std::env::var_os(DESCRIPTORS_CHILD).is_some() {
+            short_of_descriptors();
+        } else {
+            // RLIMIT_NOFILE is per process: lowered in a child running this test alone, so the
+            // tests running in parallel here keep their descriptors.
+            let module = module_path!().split_once("::").expect("crate::module").1;
+            let test = format!("{module}::a_good_haproxy_snapshot_read_short_of_descriptors_is_kept_not_quarantined");
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([test.as_str(), "--exact", "--test-threads=1", "--nocapture"])
+                .env(DESCRIPTORS_CHILD, "1")
+                .output()
+                .expect("the test binary runs");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{text}");
+            assert!(text.contains("1 passed"), "the child ran the test: {text}");
+        }
+    }
+
+    /// With 0, 1, 2, ... descriptors left, loading a good HAProxy snapshot either works or fails
+    /// with a transient fault: never one that would quarantine it.
+    fn short_of_descriptors() {
+        use std::os::fd::OwnedFd;
+        let (_dir, processor, _stats) = setup_sinks(&[]);
+        let base = processor.base().clone();
+        let name = SnapshotName::parse(&T0.to_string()).unwrap();
+        let files: [(&str, &[u8]); 2] = [
+            ("a.sock_info", HAPROXY_INFO.as_bytes()),
+            ("a.sock_stat", HAPROXY_STAT.as_bytes()),
+        ];
+        queue::publish(&base, &name, &files).unwrap();
+        let incoming = base.dir("incoming").unwrap();
+        let bounds = PingBounds {
+            now: T0,
+            max_age: WIDE.max_age.as_secs(),
+            max_future: WIDE.max_future.as_secs(),
+            max_results: WIDE.max_results,
+        };
+        let good = processor.load(&incoming, &name, &bounds);
+        assert!(
+            good.as_ref().is_ok_and(|(_, metrics)| !metrics.is_empty()),
+            "{:?}",
+            good.err().map(|e| e.reason)
+        );
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+        limit.rlim_cur = limit.rlim_cur.min(512);
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+        let null = fs::File::open("/dev/null").unwrap();
+        let mut hoard: Vec<OwnedFd> = Vec::new();
+        let fill = |hoard: &mut Vec<OwnedFd>| {
+            while let Ok(fd) = null.try_clone() {
+                hoard.push(fd.into());
+            }
+        };
+        let (mut worked, mut waited) = (0, 0);
+        for free in 0..12 {
+            fill(&mut hoard);
+            hoard.truncate(hoard.len() - free);
+            match processor.load(&incoming, &name, &bounds) {
+                Ok(_) => worked += 1,
+                Err(LoadError {
+                    fault: Fault::Transient,
+                    ..
+                }) => waited += 1,
+                Err(LoadError { reason, .. }) => {
+                    hoard.clear();
+                    panic!("with {free} descriptors free the snapshot would be quarantined: {reason}");
+                }
+            }
+        }
+        hoard.clear();
+        assert!(worked > 0 && waited > 1, "worked {worked}, waited {waited}");
     }
 
     fn rrd_fetch(path: &std::path::Path, start: i64, end: i64) -> String {

@@ -3,7 +3,10 @@
 
 use std::io;
 
-/// A snapshot that cannot be aggregated: it goes to `failed/` and is never retried.
+/// A snapshot that cannot be aggregated. Every variant but [`HaproxySnapshotError::Io`] is about
+/// the snapshot's content: it goes to `failed/` and is never retried. An I/O error is classified
+/// by its errno ([`HaproxySnapshotError::fault`]): a transient one (EIO, EMFILE, ...) keeps the
+/// snapshot for a retry.
 #[derive(Debug, thiserror::Error)]
 pub enum HaproxySnapshotError {
     #[error("snapshot directory name {0:?} is not a time (expected <unix-epoch>[-<source>-<seq>])")]
@@ -18,6 +21,12 @@ pub enum HaproxySnapshotError {
     NotAFile { file: String },
     #[error("{file} is larger than {limit} bytes")]
     TooLarge { file: String, limit: u64 },
+    #[error("{count} <socket>_info/<socket>_stat pairs, more than the {limit} a snapshot may hold")]
+    TooManyProcesses { count: usize, limit: usize },
+    #[error(
+        "the <socket>_info/<socket>_stat files hold {total} bytes together, more than the {limit} a snapshot may hold"
+    )]
+    SnapshotTooLarge { total: u64, limit: u64 },
     #[error("{file} is empty")]
     Empty { file: String },
     #[error("{file} holds binary data (byte offset {offset})")]
@@ -46,4 +55,15 @@ pub enum HaproxySnapshotError {
     },
     #[error("aggregation failed: {0}")]
     Aggregation(#[from] polars::error::PolarsError),
+}
+
+impl HaproxySnapshotError {
+    /// Whose fault it is: an I/O error by its errno (see [`crate::output::fault`]), everything
+    /// else the snapshot's own.
+    pub fn fault(&self) -> crate::output::fault::Fault {
+        match self {
+            HaproxySnapshotError::Io { source, .. } => crate::output::fault::of_io(source),
+            _ => crate::output::fault::Fault::Permanent,
+        }
+    }
 }

@@ -1,6 +1,10 @@
 //! The haproxystats snapshot layout: a directory named by its time holding, per HAProxy process,
 //! `<socket>_info` (`show info`) and `<socket>_stat` (`show stat`). Other files (spoolmon's own
 //! marks, for instance) are ignored. This module finds the pairs and reads them as text.
+//!
+//! Bounds: at most [`MAX_PAIRS`] pairs, each file at most [`MAX_FILE`] bytes and all of them
+//! together at most [`MAX_SNAPSHOT`] bytes, checked from the files' sizes before any is read (and
+//! again while reading, for a file that grows), so one snapshot never costs more memory than that.
 
 use super::error::HaproxySnapshotError;
 use crate::spool::snapshot::SnapshotName;
@@ -14,6 +18,10 @@ pub const INFO_SUFFIX: &str = "_info";
 pub const STAT_SUFFIX: &str = "_stat";
 /// Largest file read: 16 times a 2,000-server process, far below what would hurt memory.
 pub const MAX_FILE: u64 = 64 << 20;
+/// Most bytes of all `_info`/`_stat` files of one snapshot together (four 64 MiB files).
+pub const MAX_SNAPSHOT: u64 = 256 << 20;
+/// Most `_info`/`_stat` pairs (HAProxy processes) in one snapshot.
+pub const MAX_PAIRS: usize = 1024;
 
 /// The two files of one HAProxy process, read.
 #[derive(Debug)]
@@ -53,17 +61,55 @@ pub fn check_name(dir: &Path) -> Result<SnapshotName, HaproxySnapshotError> {
     SnapshotName::parse(&name).ok_or(HaproxySnapshotError::NameNotATime(name))
 }
 
-/// Reads every pair of `dir`, sorted by socket name.
+/// Reads every pair of `dir`, sorted by socket name, within [`MAX_PAIRS`] and [`MAX_SNAPSHOT`]
+/// (checked from the sizes before anything is read).
 pub fn read_processes(dir: &Path) -> Result<Vec<ProcessFiles>, HaproxySnapshotError> {
     let sockets = list_sockets(dir)?;
+    if sockets.len() > MAX_PAIRS {
+        return Err(HaproxySnapshotError::TooManyProcesses {
+            count: sockets.len(),
+            limit: MAX_PAIRS,
+        });
+    }
+    let mut total = 0u64;
+    for socket in &sockets {
+        for suffix in [INFO_SUFFIX, STAT_SUFFIX] {
+            total = total.saturating_add(regular_size(dir, &format!("{socket}{suffix}"))?);
+        }
+    }
+    if total > MAX_SNAPSHOT {
+        return Err(HaproxySnapshotError::SnapshotTooLarge {
+            total,
+            limit: MAX_SNAPSHOT,
+        });
+    }
+    // Files may grow after the sizes were taken: what is read stays within the total too.
+    let mut budget = MAX_SNAPSHOT;
+    let mut read = |name: String| -> Result<String, HaproxySnapshotError> {
+        let text = read_text(dir, &name, budget)?;
+        budget -= text.len() as u64;
+        Ok(text)
+    };
     sockets
         .into_iter()
         .map(|socket| {
-            let info = read_text(dir, &format!("{socket}{INFO_SUFFIX}"))?;
-            let stat = read_text(dir, &format!("{socket}{STAT_SUFFIX}"))?;
+            let info = read(format!("{socket}{INFO_SUFFIX}"))?;
+            let stat = read(format!("{socket}{STAT_SUFFIX}"))?;
             Ok(ProcessFiles { socket, info, stat })
         })
         .collect()
+}
+
+/// The size of the regular file `dir/name` (not followed through a symlink).
+fn regular_size(dir: &Path, name: &str) -> Result<u64, HaproxySnapshotError> {
+    let meta = std::fs::symlink_metadata(dir.join(name)).map_err(|source| HaproxySnapshotError::Io {
+        file: name.to_owned(),
+        source,
+    })?;
+    if !meta.file_type().is_file() {
+        return Err(HaproxySnapshotError::NotAFile { file: name.to_owned() });
+    }
+    Ok(meta.len())
 }
 
 /// `(socket, is_info)` for a pair file name; `None` for other files.
@@ -113,8 +159,9 @@ fn missing_half(socket: &str, present: &str, missing: &str) -> HaproxySnapshotEr
 }
 
 /// Reads `dir/name` as text: a regular file (not followed through a symlink, never a FIFO that
-/// would block), at most [`MAX_FILE`] bytes, not empty, UTF-8 without NUL bytes.
-fn read_text(dir: &Path, name: &str) -> Result<String, HaproxySnapshotError> {
+/// would block), at most [`MAX_FILE`] bytes, not empty, UTF-8 without NUL bytes. More than
+/// `budget` bytes (what is left of [`MAX_SNAPSHOT`]) means the snapshot grew past its bound.
+fn read_text(dir: &Path, name: &str, budget: u64) -> Result<String, HaproxySnapshotError> {
     let io_error = |source| HaproxySnapshotError::Io {
         file: name.to_owned(),
         source,
@@ -139,8 +186,22 @@ fn read_text(dir: &Path, name: &str) -> Result<String, HaproxySnapshotError> {
             limit: MAX_FILE,
         });
     }
-    let mut bytes = Vec::with_capacity(length as usize);
-    file.take(MAX_FILE).read_to_end(&mut bytes).map_err(io_error)?;
+    let mut bytes = Vec::with_capacity(length.min(budget) as usize);
+    let limit = MAX_FILE.min(budget);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(if limit == MAX_FILE {
+            HaproxySnapshotError::TooLarge {
+                file: name.to_owned(),
+                limit: MAX_FILE,
+            }
+        } else {
+            HaproxySnapshotError::SnapshotTooLarge {
+                total: MAX_SNAPSHOT - budget + bytes.len() as u64,
+                limit: MAX_SNAPSHOT,
+            }
+        });
+    }
     into_text(name, bytes)
 }
 
@@ -218,6 +279,74 @@ mod tests {
             read_processes(dir.path()),
             Err(HaproxySnapshotError::NotAFile { .. })
         ));
+    }
+
+    #[test]
+    fn a_snapshot_whose_files_are_too_large_together_is_refused_before_anything_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // Three pairs just under the per-file limit (sparse: nothing is on disk, nothing read).
+        for socket in ["p1", "p2", "p3"] {
+            for suffix in [INFO_SUFFIX, STAT_SUFFIX] {
+                let file = fs::File::create(dir.path().join(format!("{socket}{suffix}"))).unwrap();
+                file.set_len(MAX_FILE - 1).unwrap();
+            }
+        }
+        let err = read_processes(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, HaproxySnapshotError::SnapshotTooLarge { total, limit: MAX_SNAPSHOT } if total == 6 * (MAX_FILE - 1)),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&format!("more than the {MAX_SNAPSHOT}")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_with_more_pairs_than_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..=MAX_PAIRS {
+            for suffix in [INFO_SUFFIX, STAT_SUFFIX] {
+                fs::write(dir.path().join(format!("p{n}{suffix}")), "x\n").unwrap();
+            }
+        }
+        let err = read_processes(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, HaproxySnapshotError::TooManyProcesses { count, limit: MAX_PAIRS } if count == MAX_PAIRS + 1),
+            "{err}"
+        );
+        assert!(err.to_string().contains("more than the 1024"), "{err}");
+        fs::remove_file(dir.path().join(format!("p0{INFO_SUFFIX}"))).unwrap();
+        fs::remove_file(dir.path().join(format!("p0{STAT_SUFFIX}"))).unwrap();
+        assert_eq!(
+            read_processes(dir.path()).unwrap().len(),
+            MAX_PAIRS,
+            "the limit itself is fine"
+        );
+    }
+
+    #[test]
+    fn only_io_errors_can_be_transient() {
+        use crate::output::fault::Fault;
+        let io = |code| HaproxySnapshotError::Io {
+            file: "p_stat".into(),
+            source: std::io::Error::from_raw_os_error(code),
+        };
+        for code in [libc::EIO, libc::EMFILE, libc::ENOMEM] {
+            assert_eq!(io(code).fault(), Fault::Transient, "{code}");
+        }
+        assert_eq!(io(libc::EACCES).fault(), Fault::Permanent);
+        let content = [
+            HaproxySnapshotError::NoProcesses,
+            HaproxySnapshotError::Empty { file: "p_info".into() },
+            HaproxySnapshotError::TooManyProcesses {
+                count: 2000,
+                limit: MAX_PAIRS,
+            },
+        ];
+        for error in content {
+            assert_eq!(error.fault(), Fault::Permanent, "{error}");
+        }
     }
 
     #[test]
