@@ -7,42 +7,10 @@
 use crate::collect::haproxy::PullOptions;
 use crate::process::haproxy::HaproxyOptions;
 use crate::selfmetrics::SelfMetricsOptions;
-use crate::sink::graphite::GraphiteOptions;
-use crate::sink::influx::InfluxOptions;
-use crate::sink::local_store::LocalStoreOptions;
+use crate::sink::config::{validate_sinks, SinkConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// One sink under `sinks:` (keyed by its name, which names its `outbox/<name>/`): `type:` picks
-/// the kind, the other keys are that kind's options.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-pub enum SinkConfig {
-    Graphite(GraphiteOptions),
-    Influxdb(InfluxOptions),
-    LocalStore(LocalStoreOptions),
-}
-
-impl SinkConfig {
-    fn validate(&self) -> Result<(), crate::sink::options::InvalidOption> {
-        match self {
-            SinkConfig::Graphite(options) => options.validate(),
-            SinkConfig::Influxdb(options) => options.validate(),
-            SinkConfig::LocalStore(options) => options.validate(),
-        }
-    }
-}
-
-/// True for names usable as a directory under `outbox/`: 1–64 of `[A-Za-z0-9_.-]`, not
-/// starting with a dot.
-fn valid_sink_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-}
 
 /// Largest `result-max-age` / `result-max-future`, seconds (100 years).
 const MAX_RESULT_WINDOW: u64 = 100 * 366 * 86_400;
@@ -238,14 +206,7 @@ impl Config {
         if self.sping_command.is_empty() || self.pping_command.is_empty() {
             return Err("sping-command / pping-command: must name a program".into());
         }
-        for (name, sink) in &self.sinks {
-            if !valid_sink_name(name) {
-                return Err(format!(
-                    "sinks.{name}: a sink name must be 1-64 letters, digits, '_', '-' or '.' (not starting with '.')"
-                ));
-            }
-            sink.validate().map_err(|e| format!("sinks.{name}: {e}"))?;
-        }
+        validate_sinks(&self.sinks)?;
         if let Some(pull) = &self.pull {
             pull.validate().map_err(|e| e.to_string())?;
         }

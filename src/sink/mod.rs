@@ -16,6 +16,7 @@
 use crate::measurement::OrderResult;
 
 pub mod backlog;
+pub mod config;
 pub mod delivery;
 pub mod graphite;
 pub mod hostname;

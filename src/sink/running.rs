@@ -1,6 +1,7 @@
 //! The configured sinks, started: each outbox opened under `outbox/<name>/` with its delivery
 //! thread, ready to be handed to processing.
 
+use super::config::SinkConfig;
 use super::delivery::{Delivery, DeliveryStats};
 use super::graphite::{GraphiteEncoder, GraphiteTransport};
 use super::influx::{self, InfluxEncoder};
@@ -8,7 +9,6 @@ use super::local_store::LocalStore;
 use super::outbox::{Outbox, OutboxLimits};
 use super::queued::OutboxSink;
 use super::{Encoder, OutboxBounds, ResultSink, RetryPolicy, Transport};
-use crate::config::SinkConfig;
 use crate::spool::BaseDir;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;

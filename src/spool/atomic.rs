@@ -8,8 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// Temporary names start with this prefix; order scanning and queue listing skip them.
-pub const TMP_PREFIX: &str = ".tmp-";
+use super::beneath::context;
 
 /// Replaces `path` with `contents`: write temp, fsync, rename (the directory is not fsynced; use
 /// [`sync_dir`] or a later `syncfs` when the rename itself must survive a crash).
@@ -59,16 +58,20 @@ pub struct StagedFile {
 impl StagedFile {
     /// Writes `contents` to the temporary sibling of `target` (not synced, not visible yet).
     pub fn stage(target: &Path, contents: &[u8]) -> io::Result<StagedFile> {
-        let name = target
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+        let name = target.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has no file name", target.display()),
+            )
+        })?;
         let tmp = target.with_file_name(format!(".{}.next", name.to_string_lossy()));
         let (mut file, old_len) = open_spare(&tmp)?;
-        file.write_all(contents)?;
+        file.write_all(contents).map_err(|e| context("write", &tmp, e))?;
         // Usually the new content has the old length: no ftruncate that changes nothing (ext4
         // journals it); only cut what is left of longer old content.
         if old_len > contents.len() as u64 {
-            file.set_len(contents.len() as u64)?;
+            file.set_len(contents.len() as u64)
+                .map_err(|e| context("truncate", &tmp, e))?;
         }
         Ok(StagedFile {
             tmp,
@@ -90,9 +93,9 @@ impl StagedFile {
         ) {
             Ok(()) => Ok(()),
             Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
-                fs::rename(&self.tmp, &self.target)
+                fs::rename(&self.tmp, &self.target).map_err(|e| context("rename into place", &self.target, e))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(context("exchange into place", &self.target, e)),
         }
     }
 
@@ -116,8 +119,9 @@ fn open_spare(tmp: &Path) -> io::Result<(File, u64)> {
         .create(true)
         .truncate(false)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(tmp)?;
-    let meta = file.metadata()?;
+        .open(tmp)
+        .map_err(|e| context("open spare file", tmp, e))?;
+    let meta = file.metadata().map_err(|e| context("stat", tmp, e))?;
     if !meta.file_type().is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -135,51 +139,32 @@ fn open_spare(tmp: &Path) -> io::Result<(File, u64)> {
         return Ok((file, meta.len()));
     }
     drop(file);
-    fs::remove_file(tmp)?;
-    Ok((OpenOptions::new().write(true).create_new(true).open(tmp)?, 0))
+    fs::remove_file(tmp).map_err(|e| context("remove young spare file", tmp, e))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(|e| context("create spare file", tmp, e))?;
+    Ok((file, 0))
 }
 
 /// Fsyncs a directory, making renames and creations in it durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| context("fsync directory", dir, e))
 }
 
 /// Flushes every dirty page of the filesystem holding `path` (one call for a whole batch of
 /// RRD updates and `last_result` files instead of one fsync per file).
 pub fn sync_filesystem(path: &Path) -> io::Result<()> {
-    let file = File::open(path)?;
-    nix::unistd::syncfs(&file).map_err(io::Error::from)
-}
-
-/// The temporary name a replacement of `name` is written under: hidden (`.tmp-`), unique per
-/// process and call (`<pid>-<n>`), ending in `.part` so readers that pick files by extension
-/// (node_exporter reads every `*.prom` in its directory) never take a file still being written,
-/// and short whatever `name` is (at most its first 64 bytes are kept, as text), so a name near
-/// the 255-byte limit still has a temporary name.
-pub fn temp_name(name: &std::ffi::OsStr) -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let text = name.to_string_lossy();
-    let mut end = text.len().min(64);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{TMP_PREFIX}{}-{n}-{}.part", std::process::id(), &text[..end])
+    let file = File::open(path).map_err(|e| context("open for syncfs", path, e))?;
+    nix::unistd::syncfs(&file).map_err(|e| context("syncfs", path, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn temporary_names_are_hidden_and_never_keep_the_target_extension() {
-        let name = temp_name("metrics.prom".as_ref());
-        let long = temp_name(std::ffi::OsStr::new(&"x".repeat(250)));
-        assert!(long.len() < 100, "{long}");
-        assert_ne!(temp_name("a".as_ref()), temp_name("a".as_ref()), "unique per call");
-        assert!(name.starts_with(TMP_PREFIX), "{name}");
-        assert!(!name.ends_with(".prom"), "a *.prom reader would pick it up: {name}");
-    }
 
     #[test]
     fn replaced_file_has_new_content_and_no_temp_remains() {

@@ -486,7 +486,7 @@ impl Dir {
     pub fn replace(&self, name: impl AsRef<OsStr>, contents: &[u8]) -> io::Result<()> {
         let name = name.as_ref();
         check_name(name)?;
-        let tmp = super::atomic::temp_name(name);
+        let tmp = super::temp::temp_name(name);
         // A leftover of an earlier process with our pid and counter: removed as an entry.
         let _ = self.unlink(&tmp);
         let result = self
@@ -602,7 +602,7 @@ impl Dir {
                 let n = NEXT.fetch_add(1, Ordering::Relaxed);
                 let aside = OsString::from(format!(
                     "{}done-deep-{}-{n}",
-                    super::atomic::TMP_PREFIX,
+                    super::temp::TMP_PREFIX,
                     std::process::id()
                 ));
                 dir.rename_noreplace(&entry, self, &aside)?;

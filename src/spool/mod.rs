@@ -12,6 +12,7 @@ pub mod lock;
 pub mod queue;
 pub mod snapshot;
 pub mod state;
+pub mod temp;
 pub mod watch;
 
 pub use layout::BaseDir;

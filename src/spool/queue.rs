@@ -7,9 +7,9 @@
 //! in the queue is an invalid entry: it is moved to `failed/` as the link itself, and nothing it
 //! points to is read, written or removed.
 
-use super::atomic::TMP_PREFIX;
 use super::beneath::{Dir, Kind};
 use super::snapshot::SnapshotName;
+use super::temp::TMP_PREFIX;
 use super::BaseDir;
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -296,7 +296,8 @@ pub fn clean_tmp(base: &BaseDir, owner: TmpOwner) -> io::Result<usize> {
 /// Free space of the filesystem holding the base directory, in bytes.
 pub fn free_space(base: &BaseDir) -> io::Result<u64> {
     let root = base.root_dir()?;
-    let stat = nix::sys::statvfs::fstatvfs(root.as_fd()).map_err(io::Error::from)?;
+    let stat =
+        nix::sys::statvfs::fstatvfs(root.as_fd()).map_err(|e| super::beneath::context("statvfs", root.path(), e))?;
     Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }
 

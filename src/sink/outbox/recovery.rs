@@ -11,8 +11,8 @@
 use super::ack::{Ack, AckRead, Position};
 use super::format::{has_magic, list_segments, walk_records, RecordHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::{OutboxError, SegmentInfo, Tally};
-use crate::spool::atomic::TMP_PREFIX;
 use crate::spool::beneath::{Dir, Kind};
+use crate::spool::temp::TMP_PREFIX;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use tracing::{info, warn};
