@@ -15,7 +15,9 @@ pub mod check;
 pub mod collect;
 pub mod config;
 pub mod daemon;
-pub mod measurement;
+pub mod shared;
+// TEMP re-export while branches merge
+pub use shared::measurement;
 pub mod orders;
 pub mod output;
 pub mod probe;

@@ -21,7 +21,6 @@
 use crate::measurement::OrderId;
 use crate::spool::beneath::{Dir, Kind};
 use crate::spool::BaseDir;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -273,49 +272,6 @@ pub fn purge(base: &BaseDir, retention: Duration, now: SystemTime) -> Result<usi
     Ok(purged)
 }
 
-/// Renames `from` to `dir/<stem><extension>`, or `dir/<stem>-1<extension>`, `-2`, ... whichever
-/// is free: never replaces an existing file or directory. Returns the new path. The parent
-/// directories are not synced.
-pub fn rename_to_free_name(from: &Path, dir: &Path, stem: &str, extension: &str) -> io::Result<PathBuf> {
-    for attempt in 0u32..1000 {
-        let name = match attempt {
-            0 => format!("{stem}{extension}"),
-            n => format!("{stem}-{n}{extension}"),
-        };
-        let to = dir.join(name);
-        match rename_no_replace(from, &to) {
-            Ok(()) => return Ok(to),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        format!("no free name for {stem}{extension} in {}", dir.display()),
-    ))
-}
-
-/// Seconds since the epoch, for the names of things renamed aside.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
-    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => Ok(()),
-        // Filesystems without RENAME_NOREPLACE: check, then rename (one writer per id).
-        Err(nix::errno::Errno::EINVAL) => {
-            if fs::symlink_metadata(to).is_ok() {
-                Err(io::Error::from(io::ErrorKind::AlreadyExists))
-            } else {
-                fs::rename(from, to)
-            }
-        }
-        Err(errno) => Err(io::Error::from(errno)),
-    }
-}
-
 /// Opens a layout directory (`output`, `archive`, `orders`) from the base's descriptor.
 fn layout_dir(base: &BaseDir, name: &str) -> Result<Dir, ArchiveError> {
     base.dir(name).map_err(|e| inspect_error(&base.root().join(name), e))
@@ -346,7 +302,7 @@ fn open_existing(root: &Dir, rel: &Path, for_path: &Path) -> Result<Option<Dir>,
 
 /// Renames `parent/name` to `<name>.<unix now>` (or a free variant) and syncs `parent`.
 fn move_aside(parent: &Dir, name: &str) -> Result<PathBuf, ArchiveError> {
-    let stem = format!("{name}.{}", unix_now());
+    let stem = format!("{name}.{}", crate::shared::clock::unix_now());
     for attempt in 0u32..1000 {
         let aside = match attempt {
             0 => stem.clone(),
@@ -477,7 +433,7 @@ fn inspect_error(path: &Path, source: io::Error) -> ArchiveError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs::File;
+    use std::fs::{self, File};
 
     fn setup() -> (tempfile::TempDir, BaseDir) {
         let tmp = tempfile::tempdir().unwrap();
@@ -747,17 +703,5 @@ mod tests {
         assert_eq!(purge(&base, Duration::from_secs(1), later).unwrap(), 1);
         assert!(outside.join("main.rrd").exists());
         assert!(!entry.exists());
-    }
-
-    #[test]
-    fn rename_to_free_name_never_overwrites() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path();
-        for i in 0..3 {
-            fs::write(dir.join("src"), format!("{i}")).unwrap();
-            rename_to_free_name(&dir.join("src"), dir, "kept", ".rrd").unwrap();
-        }
-        assert_eq!(names(dir), vec!["kept-1.rrd", "kept-2.rrd", "kept.rrd"]);
-        assert_eq!(fs::read_to_string(dir.join("kept.rrd")).unwrap(), "0");
     }
 }

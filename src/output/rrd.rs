@@ -49,8 +49,9 @@
 //! filesystem once per batch.
 
 use crate::measurement::{OrderResult, RrdTemplate};
-use crate::output::archive::{rename_to_free_name, unix_now};
 use crate::process::stats::PingStats;
+use crate::shared::clock::unix_now;
+use crate::spool::atomic::rename_to_free_name;
 use rrd::ops::create::{create, Archive, DataSource, DataSourceName};
 use rrd::ops::info::{info, InfoValue};
 use rrd::ops::update::{update_all, BatchTime, Datum, Options};

@@ -15,7 +15,8 @@
 
 pub mod haproxy;
 pub mod round;
-pub mod stats;
+// TEMP re-export while branches merge
+pub use crate::shared::stats;
 
 pub use round::{Lifecycle, ProcessStats, Processor, ResultLimits, RoundReport};
 

@@ -34,10 +34,11 @@
 
 pub mod exposition;
 pub mod gather;
-mod last_error;
 
 pub use gather::{Observed, Sources};
-pub use last_error::{unix_now, ErrorRecord, LastError};
+// TEMP re-export while branches merge
+pub use crate::shared::clock::unix_now;
+pub use crate::shared::last_error::{ErrorRecord, LastError};
 
 use crate::collect::haproxy::PullStats;
 use crate::config::Config;
@@ -230,7 +231,7 @@ impl SelfMetrics {
             prefix: options.prefix.clone(),
             sources,
             sinks: Vec::new(),
-            started: last_error::unix_now(),
+            started: unix_now(),
             last_write: Mutex::new(None),
             own_error: LastError::default(),
         }
@@ -377,7 +378,7 @@ impl SelfMetrics {
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").into(),
             started: self.started,
-            written: last_error::unix_now(),
+            written: unix_now(),
             metrics,
             last_errors: self.last_errors(),
         }

@@ -8,7 +8,7 @@
 use super::graphite::GraphiteOptions;
 use super::influx::InfluxOptions;
 use super::local_store::LocalStoreOptions;
-use super::options::InvalidOption;
+use crate::shared::option::InvalidOption;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -23,7 +23,8 @@ pub mod hostname;
 pub mod influx;
 pub mod local_store;
 pub mod number;
-pub mod options;
+// TEMP re-export while branches merge
+pub use crate::shared::option as options;
 pub mod outbox;
 pub mod queued;
 pub mod running;

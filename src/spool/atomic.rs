@@ -162,6 +162,44 @@ pub fn sync_filesystem(path: &Path) -> io::Result<()> {
     nix::unistd::syncfs(&file).map_err(|e| context("syncfs", path, e))
 }
 
+/// Renames `from` to `dir/<stem><extension>`, or `dir/<stem>-1<extension>`, `-2`, ... whichever
+/// is free: never replaces an existing file or directory. Returns the new path. The parent
+/// directories are not synced.
+pub fn rename_to_free_name(from: &Path, dir: &Path, stem: &str, extension: &str) -> io::Result<PathBuf> {
+    for attempt in 0u32..1000 {
+        let name = match attempt {
+            0 => format!("{stem}{extension}"),
+            n => format!("{stem}-{n}{extension}"),
+        };
+        let to = dir.join(name);
+        match rename_no_replace(from, &to) {
+            Ok(()) => return Ok(to),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(context("rename", &to, e)),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("no free name for {stem}{extension} in {}", dir.display()),
+    ))
+}
+
+fn rename_no_replace(from: &Path, to: &Path) -> io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        // Filesystems without RENAME_NOREPLACE: check, then rename (one writer per id).
+        Err(nix::errno::Errno::EINVAL) => {
+            if fs::symlink_metadata(to).is_ok() {
+                Err(io::Error::from(io::ErrorKind::AlreadyExists))
+            } else {
+                fs::rename(from, to)
+            }
+        }
+        Err(errno) => Err(io::Error::from(errno)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +239,26 @@ mod tests {
     fn replace_into_missing_directory_fails_cleanly() {
         let dir = tempfile::tempdir().unwrap();
         assert!(replace_file(&dir.path().join("nope/file"), b"x").is_err());
+    }
+
+    #[test]
+    fn rename_to_free_name_never_overwrites() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        for i in 0..3 {
+            fs::write(dir.join("src"), format!("{i}")).unwrap();
+            rename_to_free_name(&dir.join("src"), dir, "kept", ".rrd").unwrap();
+        }
+        assert_eq!(sorted_names(dir), vec!["kept-1.rrd", "kept-2.rrd", "kept.rrd"]);
+        assert_eq!(fs::read_to_string(dir.join("kept.rrd")).unwrap(), "0");
+    }
+
+    fn sorted_names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
     }
 }

@@ -3,7 +3,6 @@
 //! replaced atomically; a failed write is logged (the check then reports the record as old).
 
 use super::BaseDir;
-use std::time::SystemTime;
 use tracing::warn;
 
 /// `state/heartbeat`: `<unix time> <pid>\n`, rewritten every [`HEARTBEAT_EVERY`] by the process
@@ -28,10 +27,7 @@ pub fn write_last_published(base: &BaseDir, snapshot: &str) {
 }
 
 fn write_record(base: &BaseDir, name: &str, detail: &str) {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let text = format!("{} {detail}\n", now.as_secs());
+    let text = format!("{} {detail}\n", crate::shared::clock::unix_now());
     if let Err(e) = base.dir("state").and_then(|state| state.replace(name, text.as_bytes())) {
         warn!("cannot write state/{name}: {e}");
     }

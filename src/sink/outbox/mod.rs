@@ -98,13 +98,14 @@ pub use ack::{Ack, AckRead, Counters, Position};
 pub use reader::{Batch, Reader};
 pub use status::{status, status_in, OutboxStatus};
 
+use crate::shared::clock::unix_millis;
 use crate::spool::beneath::Dir;
 use format::{segment_name, RecordHeader};
 use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tracing::warn;
 use writer::SegmentWriter;
 
@@ -345,7 +346,7 @@ impl Outbox {
         if u32::try_from(payload.len()).is_err() {
             return Err(OutboxError::TooLarge { len: payload.len() });
         }
-        let header = RecordHeader::new(payload, lines, unix_ms(SystemTime::now()));
+        let header = RecordHeader::new(payload, lines, unix_millis(SystemTime::now()));
         let mut slot = self.lock_writer();
         let segment = self.segment_for(&mut slot, &header)?;
         segment.append(&header, payload)?;
@@ -482,7 +483,7 @@ impl Outbox {
         }
         let bytes: u64 = state.segments.iter().map(|s| s.len).sum();
         let lines: u64 = state.segments.iter().map(|s| state.undelivered(s).lines).sum();
-        let now = unix_ms(SystemTime::now());
+        let now = unix_millis(SystemTime::now());
         let limits = &self.limits;
         let over = bytes > limits.max_bytes
             || limits.max_lines.is_some_and(|max| lines > max)
@@ -552,8 +553,4 @@ impl Outbox {
     fn lock_ack_file(&self) -> MutexGuard<'_, ()> {
         self.ack_file.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -1,9 +1,9 @@
 //! The most recent error of one component (processing, a sink's delivery, the puller, the
-//! scheduler), kept in memory for `state/status*.json` and `spoolmon status`.
+//! scheduler), kept in memory for `state/status*.json` and `spoolmon status`. Every stage that
+//! can fail without stopping keeps one; the observers (self-metrics, status) only read it.
 
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 /// Longest message kept, in bytes (the log has the rest).
 const MAX_MESSAGE: usize = 500;
@@ -33,7 +33,7 @@ impl LastError {
             message.push('…');
         }
         let record = ErrorRecord {
-            time: unix_now(),
+            time: super::clock::unix_now(),
             message,
         };
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
@@ -42,13 +42,6 @@ impl LastError {
     pub fn get(&self) -> Option<ErrorRecord> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
-}
-
-/// Seconds since the epoch, now.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Checks shared by the sinks' option structs: the error that names the bad key, and seconds
-//! given as floats turned into [`Duration`]s.
+//! Checks shared by every stage's option structs (sinks, the HAProxy collector and processing):
+//! the error that names the bad key, and seconds given as floats turned into [`Duration`]s.
 
 use std::time::Duration;
 
