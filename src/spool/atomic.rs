@@ -249,16 +249,9 @@ mod tests {
             fs::write(dir.join("src"), format!("{i}")).unwrap();
             rename_to_free_name(&dir.join("src"), dir, "kept", ".rrd").unwrap();
         }
-        assert_eq!(sorted_names(dir), vec!["kept-1.rrd", "kept-2.rrd", "kept.rrd"]);
-        assert_eq!(fs::read_to_string(dir.join("kept.rrd")).unwrap(), "0");
-    }
-
-    fn sorted_names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+        for (name, content) in [("kept.rrd", "0"), ("kept-1.rrd", "1"), ("kept-2.rrd", "2")] {
+            assert_eq!(fs::read_to_string(dir.join(name)).unwrap(), content, "{name}");
+        }
+        assert!(!dir.join("src").exists());
     }
 }
