@@ -23,8 +23,8 @@
 //! Cost: one stat per known file per scan, plus one open + read for new or modified files. Entries
 //! are kept sorted by id, so the orders below a directory are found without looking at the others.
 
-use crate::config::Config;
 use crate::measurement::OrderId;
+use crate::orders::OrderOptions;
 use crate::orders::order::{
     parse_order_with, resolve_host, Order, OrderError, ParsedOrder, ProbeSpec, MAX_ORDER_BYTES,
 };
@@ -212,7 +212,7 @@ pub struct OrderBook {
     base: BaseDir,
     orders_dir: PathBuf,
     telegraf_dir: PathBuf,
-    config: Config,
+    options: OrderOptions,
     resolver: Resolver,
     /// Keyed by the id's text, so the ids below a directory form one contiguous range.
     entries: BTreeMap<String, Entry>,
@@ -236,12 +236,12 @@ struct Walk<'e> {
 }
 
 impl OrderBook {
-    pub fn new(base: BaseDir, config: Config) -> OrderBook {
+    pub fn new(base: BaseDir, options: OrderOptions) -> OrderBook {
         OrderBook {
             orders_dir: base.orders(),
             telegraf_dir: base.telegraf(),
             base,
-            config,
+            options,
             resolver: Box::new(resolve_host),
             entries: BTreeMap::new(),
             unnameable: HashSet::new(),
@@ -317,7 +317,7 @@ impl OrderBook {
     /// Forgets every active order not modified for `order_timeout` seconds and returns them.
     /// Invalid and unresolved files never expire: they are the user's to fix.
     pub fn expire(&mut self, now: SystemTime) -> Vec<OrderEvent> {
-        let timeout = Duration::from_secs(self.config.order_timeout);
+        let timeout = Duration::from_secs(self.options.order_timeout);
         let expired: Vec<String> = self
             .entries
             .iter()
@@ -672,7 +672,7 @@ impl OrderBook {
                 _ => Err(message),
             },
         };
-        let parsed = parse_order_with(id, text, telegraf_text, &self.config, &resolver);
+        let parsed = parse_order_with(id, text, telegraf_text, &self.options, &resolver);
         if let (Ok(_), Some((message, address))) = (&parsed, kept.into_inner()) {
             warn!(
                 order = %id, path = %path.display(), error = %message, %address,
@@ -977,7 +977,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let base = BaseDir::new(dir.path());
             base.create_all().unwrap();
-            let book = OrderBook::new(base.clone(), Config::default());
+            let book = OrderBook::new(base.clone(), OrderOptions::default());
             Fixture { _dir: dir, base, book }
         }
 
@@ -1456,7 +1456,7 @@ mod tests {
         f.write("a/good", VALID);
         f.write("a/bad", VALID.replace("step: 20", "step: 0"));
         f.rescan();
-        let listing = crate::orders::listing(&f.base, &Config::default());
+        let listing = crate::orders::listing(&f.base, &OrderOptions::default());
         let json = serde_json::to_value(&listing).unwrap();
         let states: Vec<&str> = json
             .as_array()

@@ -14,16 +14,51 @@
 pub mod book;
 pub mod order;
 
-use crate::config::Config;
 use crate::spool::BaseDir;
 use book::{OrderBook, OrderState, OrderStatus};
 use std::time::SystemTime;
 
+/// What the orders stage takes from the configuration (`Config::order_options` builds it from
+/// the keys of the same names; the defaults live here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderOptions {
+    /// Seconds after its last modification at which an active order expires (`order-timeout`).
+    pub order_timeout: u64,
+    /// Command for `sping:` orders (`sping-command`; placeholders as in `exec:` orders).
+    pub sping_command: Vec<String>,
+    /// Command for `pping:` orders (`pping-command`).
+    pub pping_command: Vec<String>,
+}
+
+impl Default for OrderOptions {
+    /// One hour and a minute; both SCION tools run as `scion ping` (pingmachine's defaults).
+    fn default() -> Self {
+        let scion_ping = || {
+            [
+                "scion",
+                "ping",
+                "--count",
+                "{pings}",
+                "--interval",
+                "{interval_ms}ms",
+                "{host}",
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        OrderOptions {
+            order_timeout: 3660,
+            sping_command: scion_ping(),
+            pping_command: scion_ping(),
+        }
+    }
+}
+
 /// The state of every file below `orders/` right now, from a fresh scan (for `spoolmon orders`,
 /// which runs without the daemon); active orders listed in `state/output-errors.json` are
 /// `failing`, with the reason.
-pub fn listing(base: &BaseDir, config: &Config) -> Vec<OrderStatus> {
-    let mut book = OrderBook::new(base.clone(), config.clone());
+pub fn listing(base: &BaseDir, options: &OrderOptions) -> Vec<OrderStatus> {
+    let mut book = OrderBook::new(base.clone(), options.clone());
     book.rescan(SystemTime::now());
     let mut statuses = book.listing();
     mark_failing(base, &mut statuses);

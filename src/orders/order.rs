@@ -14,7 +14,7 @@
 //!
 //! This module reads no files: the order book owns `orders/` and passes text in.
 
-use crate::config::Config;
+use crate::orders::OrderOptions;
 use crate::measurement::{OrderId, RrdTemplate, TelegrafMeta};
 use crate::yaml_expansion::check_expansion;
 use std::collections::BTreeMap;
@@ -205,9 +205,9 @@ pub fn parse_order(
     id: &OrderId,
     text: &str,
     telegraf_file: Option<&str>,
-    config: &Config,
+    options: &OrderOptions,
 ) -> Result<ParsedOrder, OrderError> {
-    parse_order_with(id, text, telegraf_file, config, &resolve_host)
+    parse_order_with(id, text, telegraf_file, options, &resolve_host)
 }
 
 /// How a host name becomes an address; the order book substitutes one that remembers the last
@@ -232,13 +232,13 @@ pub fn parse_order_with(
     id: &OrderId,
     text: &str,
     telegraf_file: Option<&str>,
-    config: &Config,
+    options: &OrderOptions,
     resolver: &HostResolver<'_>,
 ) -> Result<ParsedOrder, OrderError> {
     let document = load_map(text).map_err(|e| e.for_order(id))?;
     let mut warnings = Vec::new();
     let mut parser = OrderParser {
-        config,
+        options,
         resolver,
         warnings: &mut warnings,
     };
@@ -493,7 +493,7 @@ fn to_words(name: &str, value: Value) -> Result<Vec<String>, Problem> {
 
 /// Turns one YAML document into an [`Order`], collecting warnings.
 struct OrderParser<'p, 'r> {
-    config: &'p Config,
+    options: &'p OrderOptions,
     resolver: &'p HostResolver<'r>,
     warnings: &'p mut Vec<String>,
 }
@@ -700,8 +700,8 @@ impl OrderParser<'_, '_> {
                 let name = fields.name("command");
                 to_words(&name, fields.required("command")?)?
             }
-            ExecKind::Sping => self.config.sping_command.clone(),
-            ExecKind::Pping => self.config.pping_command.clone(),
+            ExecKind::Sping => self.options.sping_command.clone(),
+            ExecKind::Pping => self.options.pping_command.clone(),
         };
         if command.is_empty() {
             return Err(Problem::key(&format!("{section}.command"), "names no program"));
@@ -915,7 +915,7 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<ParsedOrder, OrderError> {
-        parse_order(&id(), text, None, &Config::default())
+        parse_order(&id(), text, None, &OrderOptions::default())
     }
 
     /// The key named by an `Invalid` error (panics on any other outcome).
@@ -967,7 +967,7 @@ mod tests {
 
     #[test]
     fn readme_old_interface_telegraf_file_attaches_metadata() {
-        let parsed = parse_order(&id(), README_ORDER, Some(README_TELEGRAF), &Config::default()).unwrap();
+        let parsed = parse_order(&id(), README_ORDER, Some(README_TELEGRAF), &OrderOptions::default()).unwrap();
         let meta = parsed.order.telegraf.unwrap();
         assert_eq!(meta.measurement_name, "tunnel");
         assert_eq!(meta.tags["tunnel_id"], "12458");
@@ -976,7 +976,7 @@ mod tests {
     #[test]
     fn order_keys_take_precedence_over_telegraf_file_and_section_over_top_level() {
         let own = format!("{README_ORDER}measurement_name: own\n");
-        let parsed = parse_order(&id(), &own, Some(README_TELEGRAF), &Config::default()).unwrap();
+        let parsed = parse_order(&id(), &own, Some(README_TELEGRAF), &OrderOptions::default()).unwrap();
         assert_eq!(parsed.order.telegraf.unwrap().measurement_name, "own");
 
         let both = format!("{own}telegraf:\n  measurement_name: section\n  tags: {{a: 1}}\n");
@@ -1045,9 +1045,9 @@ mod tests {
 
     #[test]
     fn readme_sping_and_pping_sections_use_the_configured_command() {
-        let config = Config {
+        let options = OrderOptions {
             sping_command: vec!["my-sping".into(), "{host}".into()],
-            ..Config::default()
+            ..OrderOptions::default()
         };
         for probe in ["sping", "pping"] {
             let text = base(
@@ -1056,13 +1056,13 @@ mod tests {
                     "{probe}:\n    host: 213.156.230.57\n    interface: eth0\n    source_ip: 10.0.0.12\n    flags:\n"
                 ),
             );
-            let parsed = parse_order(&id(), &text, None, &config).unwrap();
+            let parsed = parse_order(&id(), &text, None, &options).unwrap();
             match parsed.order.probe {
                 ProbeSpec::Exec(e) => {
                     let expected = if probe == "sping" {
-                        &config.sping_command
+                        &options.sping_command
                     } else {
-                        &config.pping_command
+                        &options.pping_command
                     };
                     assert_eq!(&e.command, expected);
                     assert!(e.flags.is_empty());
@@ -1381,7 +1381,7 @@ mod tests {
     #[test]
     fn broken_telegraf_file_is_an_error_naming_that_file() {
         for bad in ["[a, b]", "tags: {a: b}", "measurement_name: [x]", "{"] {
-            match parse_order(&id(), README_ORDER, Some(bad), &Config::default()) {
+            match parse_order(&id(), README_ORDER, Some(bad), &OrderOptions::default()) {
                 Err(OrderError::Invalid { key, .. }) => {
                     assert!(key.starts_with("telegraf/app1/target1"), "{key}")
                 }
