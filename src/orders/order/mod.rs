@@ -9,8 +9,9 @@
 //! and `tcp` resolved); only [`parse_order`] makes one from producer text.
 //!
 //! Parts:
-//! - [`parse`](parse_order): the text of one order (plus the old interface's `telegraf/<id>`
-//!   file) into an [`Order`] or an [`OrderError`] naming the offending key (pure: reads no
+//! - this file: the spec types and their per-kind methods;
+//! - `parse`: the text of one order (plus the old interface's `telegraf/<id>` file) into an
+//!   [`Order`] or an [`OrderError`] naming the offending key ([`parse_order`]; pure: reads no
 //!   files, the order book passes text in);
 //! - `fields`: reading a YAML map key by key into typed values, with hostile YAML refused.
 //!
