@@ -102,21 +102,9 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let scion = |tool: &str| {
-            [
-                "scion",
-                tool,
-                "--count",
-                "{pings}",
-                "--interval",
-                "{interval_ms}ms",
-                "{host}",
-            ]
-            .map(String::from)
-            .to_vec()
-        };
+        let orders = crate::orders::OrderOptions::default();
         Config {
-            order_timeout: 3660,
+            order_timeout: orders.order_timeout,
             rescan_interval: 30,
             queue_size: 360,
             min_free_space_mb: 100,
@@ -129,8 +117,8 @@ impl Default for Config {
             result_max_age: crate::spool::snapshot::PingBounds::DEFAULT_MAX_AGE,
             result_max_future: crate::spool::snapshot::PingBounds::DEFAULT_MAX_FUTURE,
             archive_retention: None,
-            sping_command: scion("ping"),
-            pping_command: scion("ping"),
+            sping_command: orders.sping_command,
+            pping_command: orders.pping_command,
             sinks: BTreeMap::new(),
             pull: None,
             process: HaproxyOptions::default(),
@@ -223,6 +211,16 @@ impl Config {
             max_age: std::time::Duration::from_secs(self.result_max_age),
             max_future: std::time::Duration::from_secs(self.result_max_future),
             max_results: self.max_batch.saturating_mul(4),
+        }
+    }
+
+    /// What the order book and the order parser use: `order-timeout`, `sping-command` and
+    /// `pping-command`.
+    pub fn order_options(&self) -> crate::orders::OrderOptions {
+        crate::orders::OrderOptions {
+            order_timeout: self.order_timeout,
+            sping_command: self.sping_command.clone(),
+            pping_command: self.pping_command.clone(),
         }
     }
 

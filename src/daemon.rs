@@ -197,7 +197,7 @@ impl Pipeline {
     /// joined before the error is returned (nothing of a failed start keeps running).
     fn start(base: &BaseDir, config: &Config, probes: &ProbeSet, stats: &DaemonStats) -> Result<Pipeline> {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut book = OrderBook::new(base.clone(), config.clone());
+        let mut book = OrderBook::new(base.clone(), config.order_options());
         let initial = book.rescan(SystemTime::now());
         let (commands, command_rx) = crossbeam_channel::unbounded();
         let (orders_tx, orders_rx) = crossbeam_channel::unbounded();

@@ -365,7 +365,7 @@ fn execute(command: Command, log_file: Option<PathBuf>) -> Result<ExitCode> {
                 "{} is not a directory (is --base-dir right?)",
                 base_dir.orders().display()
             );
-            let listing = spoolmon::orders::listing(&base_dir, &config);
+            let listing = spoolmon::orders::listing(&base_dir, &config.order_options());
             if json {
                 println!("{}", serde_json::to_string_pretty(&listing)?);
             } else {

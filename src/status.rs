@@ -182,7 +182,7 @@ fn orders_of(base: &BaseDir, config: &Config) -> Orders {
     let mut orders = Orders::default();
     let mut listed = std::collections::HashSet::new();
     let statuses = if base.orders().is_dir() {
-        crate::orders::listing(base, config)
+        crate::orders::listing(base, &config.order_options())
     } else {
         Vec::new()
     };

@@ -443,7 +443,13 @@ fn literal_only(host: &str) -> Result<IpAddr, String> {
 }
 
 fn parse_order_text(text: &str, telegraf: Option<&str>) -> Result<ParsedOrder, OrderError> {
-    parse_order_with(&order_id(), text, telegraf, &Config::default(), &literal_only)
+    parse_order_with(
+        &order_id(),
+        text,
+        telegraf,
+        &Config::default().order_options(),
+        &literal_only,
+    )
 }
 
 /// What any accepted order must respect, whatever its text.

@@ -17,7 +17,7 @@
 
 use super::{Probe, RunPlan};
 use crate::measurement::OrderResult;
-use crate::orders::order::{ExecKind, Order, ProbeSpec};
+use crate::orders::order::{Order, ProbeSpec};
 use crate::spool::snapshot::{encode_ping, PING_FILE};
 use crate::spool::{queue, snapshot::SnapshotName, BaseDir};
 use std::collections::{BTreeMap, VecDeque};
@@ -174,23 +174,7 @@ pub fn make_batches(orders: Vec<Order>, max_batch: usize) -> Vec<Batch> {
 
 /// What makes two orders measurable in the same run: everything but the target.
 fn batch_key(order: &Order) -> String {
-    let options = match &order.probe {
-        ProbeSpec::Fping(s) => format!(
-            "fping src={:?} if={:?} int={:?}",
-            s.source_ip, s.interface, s.interval_ms
-        ),
-        ProbeSpec::Httping(s) => format!("httping int={:?}", s.interval),
-        ProbeSpec::Tcp(s) => format!("tcp src={:?} int={:?}", s.source_ip, s.interval_ms),
-        ProbeSpec::Exec(s) => {
-            let kind = match s.kind {
-                ExecKind::Exec => "exec",
-                ExecKind::Sping => "sping",
-                ExecKind::Pping => "pping",
-            };
-            format!("{kind} timeout={:?}", s.timeout_ms)
-        }
-    };
-    format!("{options} step={} pings={}", order.step, order.pings)
+    format!("{} step={} pings={}", order.probe.batch_key(), order.step, order.pings)
 }
 
 /// A stable offset in `[0, min(step/(pings+1), step/5))`, from a hash of the batch key.
@@ -210,12 +194,7 @@ fn stable_offset(key: &str, step: u32, pings: u32) -> Duration {
 pub fn round_timing(batch: &Batch, default_timeout: Duration) -> (Duration, Duration) {
     let step = Duration::from_secs(u64::from(batch.step));
     let timeout = default_timeout.min(step / 2);
-    let explicit_ms = batch.orders.first().and_then(|o| match &o.probe {
-        ProbeSpec::Fping(s) => s.interval_ms,
-        ProbeSpec::Tcp(s) => s.interval_ms,
-        ProbeSpec::Httping(s) => s.interval.map(|secs| (secs * 1000.0) as u64),
-        ProbeSpec::Exec(_) => None,
-    });
+    let explicit_ms = batch.orders.first().and_then(|o| o.probe.interval_ms());
     let interval = match explicit_ms {
         Some(ms) => Duration::from_millis(ms.max(1)),
         None => (step.mul_f64(0.8).saturating_sub(timeout) / batch.pings).max(Duration::from_millis(1)),

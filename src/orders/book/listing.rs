@@ -1,0 +1,222 @@
+//! The listing: each tracked file below `orders/` with its state, probe, target and reason, as
+//! `spoolmon orders` prints it (a table or JSON), `spoolmon status` and the checks count it, and
+//! self-metrics sum it ([`OrderBook::state_counts`]).
+//!
+//! Invariants: a listing is read-only (the book's state as it is, or a fresh scan); `failing` is
+//! never the book's own state: [`listing`] marks active orders whose output processing recorded
+//! an error in `state/output-errors.json` (see [`crate::output::failures`]). Text shown in the
+//! table has control characters replaced, so a file name cannot move the terminal's cursor.
+//!
+//! Called by `spoolmon orders` (main), `status`, `check::orders` and self-metrics.
+
+use super::{Entry, EntryState, OrderBook};
+use crate::measurement::OrderId;
+use crate::orders::OrderOptions;
+use crate::spool::BaseDir;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The state of one tracked order file, as listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OrderState {
+    Active,
+    /// Active, but its output cannot be written (from `state/output-errors.json`; set by
+    /// [`crate::orders::listing`], never by the book itself).
+    Failing,
+    Invalid,
+    Unresolved,
+}
+
+impl OrderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Active => "active",
+            OrderState::Failing => "failing",
+            OrderState::Invalid => "invalid",
+            OrderState::Unresolved => "unresolved",
+        }
+    }
+}
+
+/// One line of `spoolmon orders` (and of its `--json` output).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OrderStatus {
+    pub id: OrderId,
+    pub path: PathBuf,
+    pub state: OrderState,
+    /// Why the order is invalid, unresolved or failing.
+    pub reason: Option<String>,
+    /// Last modification of the order file, unix seconds.
+    pub mtime: i64,
+    pub probe: Option<String>,
+    pub step: Option<u32>,
+    pub pings: Option<u32>,
+    /// Host, URL or command the order measures.
+    pub target: Option<String>,
+    /// Harmless oddities of an active order (unknown keys).
+    pub warnings: Vec<String>,
+}
+
+impl OrderBook {
+    /// Every tracked file with its state, in id order.
+    pub fn listing(&self) -> Vec<OrderStatus> {
+        self.entries.values().map(status_of).collect()
+    }
+
+    /// How many tracked files are in each state (for self-metrics; no copies, unlike `listing`).
+    pub fn state_counts(&self) -> Vec<(OrderState, usize)> {
+        let mut counts = [0usize; 3];
+        for entry in self.entries.values() {
+            counts[match entry.state {
+                EntryState::Active(_) => 0,
+                EntryState::Invalid(_) => 1,
+                EntryState::Unresolved(_) => 2,
+            }] += 1;
+        }
+        let states = [OrderState::Active, OrderState::Invalid, OrderState::Unresolved];
+        states.into_iter().zip(counts).collect()
+    }
+}
+
+fn status_of(entry: &Entry) -> OrderStatus {
+    let mtime = match entry.order.mtime.duration_since(UNIX_EPOCH) {
+        Ok(age) => age.as_secs() as i64,
+        Err(before) => -(before.duration().as_secs() as i64),
+    };
+    let (state, reason) = match &entry.state {
+        EntryState::Active(_) => (OrderState::Active, None),
+        EntryState::Invalid(reason) => (OrderState::Invalid, Some(reason.clone())),
+        EntryState::Unresolved(reason) => (OrderState::Unresolved, Some(reason.clone())),
+    };
+    let order = match &entry.state {
+        EntryState::Active(order) => Some(order),
+        _ => None,
+    };
+    OrderStatus {
+        id: entry.id.clone(),
+        path: entry.path.clone(),
+        state,
+        reason,
+        mtime,
+        probe: order.map(|o| o.probe.name().to_string()),
+        step: order.map(|o| o.step),
+        pings: order.map(|o| o.pings),
+        target: order.map(|o| o.probe.target()),
+        warnings: entry.warnings.clone(),
+    }
+}
+
+/// The state of every file below `orders/` right now, from a fresh scan (for `spoolmon orders`,
+/// which runs without the daemon); active orders listed in `state/output-errors.json` are
+/// `failing`, with the reason.
+pub fn listing(base: &BaseDir, options: &OrderOptions) -> Vec<OrderStatus> {
+    let mut book = OrderBook::new(base.clone(), options.clone());
+    book.rescan(SystemTime::now());
+    let mut statuses = book.listing();
+    mark_failing(base, &mut statuses);
+    statuses
+}
+
+/// Marks the active orders whose output processing could not write (an unreadable record is
+/// logged and changes nothing).
+fn mark_failing(base: &BaseDir, statuses: &mut [OrderStatus]) {
+    let errors = match crate::output::failures::read(base) {
+        Ok(errors) => errors,
+        Err(e) => {
+            tracing::warn!("cannot read the failing orders: {e}");
+            return;
+        }
+    };
+    for status in statuses.iter_mut().filter(|s| s.state == OrderState::Active) {
+        if let Some(failure) = errors.orders.get(status.id.as_str()) {
+            status.state = OrderState::Failing;
+            status.reason = Some(format!(
+                "cannot write output (since {}): {}",
+                failure.since, failure.reason
+            ));
+        }
+    }
+}
+
+/// A human-readable table of a listing: id, state, probe, step/pings, target, reason.
+pub fn format_table(statuses: &[OrderStatus]) -> String {
+    let rows: Vec<[String; 6]> = statuses
+        .iter()
+        .map(|status| {
+            let shape = match (status.step, status.pings) {
+                (Some(step), Some(pings)) => format!("{step}s/{pings}"),
+                _ => "-".to_string(),
+            };
+            let mut reason = status.reason.clone().unwrap_or_default();
+            if reason.is_empty() && !status.warnings.is_empty() {
+                reason = format!("warning: {}", status.warnings.join("; "));
+            }
+            [
+                printable(status.id.as_str()),
+                status.state.as_str().to_string(),
+                status.probe.clone().unwrap_or_else(|| "-".to_string()),
+                shape,
+                printable(status.target.as_deref().unwrap_or("-")),
+                printable(&reason),
+            ]
+        })
+        .collect();
+    let header = ["ID", "STATE", "PROBE", "STEP/PINGS", "TARGET", "REASON"].map(String::from);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut table = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        table.push_str(line.trim_end());
+        table.push('\n');
+    }
+    table
+}
+
+/// `text` with control characters (from file names or YAML errors) shown as `?`, so a listing
+/// cannot move the terminal's cursor.
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::orders::book::fixture::*;
+
+    #[test]
+    fn listing_serializes_state_as_a_word_and_the_table_names_each_order() {
+        let mut f = Fixture::new();
+        f.write("a/good", VALID);
+        f.write("a/bad", VALID.replace("step: 20", "step: 0"));
+        f.rescan();
+        let listing = crate::orders::listing(&f.base, &OrderOptions::default());
+        let json = serde_json::to_value(&listing).unwrap();
+        let states: Vec<&str> = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, ["invalid", "active"]);
+        assert_eq!(json[1]["step"], 20);
+        let table = crate::orders::format_table(&listing);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3, "{table}");
+        assert!(lines[1].starts_with("a/bad") && lines[1].contains("step: 0"), "{table}");
+        assert!(lines[2].contains("a/good") && lines[2].contains("20s/3"), "{table}");
+    }
+}
