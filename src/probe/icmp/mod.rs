@@ -16,14 +16,15 @@
 //!   receiver's `recv`, with 100 ns resolution.
 
 mod inflight;
+mod options;
 mod packet;
 mod run;
 mod socket;
 
+pub use options::{Engine, IcmpOptions};
 pub use packet::Family;
 pub use socket::SocketKind;
 
-use crate::config::IcmpConfig;
 use crate::orders::order::ProbeSpec;
 use crate::probe::{Probe, Rtts, RunPlan};
 use inflight::{InflightTable, Pacer};
@@ -62,16 +63,16 @@ pub struct IcmpEngine {
 impl IcmpEngine {
     /// Opens the default IPv4 and IPv6 sockets and starts their receivers. Fails only when
     /// neither family gets a socket; then the caller falls back to fping.
-    pub fn open(config: &IcmpConfig) -> Result<IcmpEngine, IcmpError> {
-        IcmpEngine::open_with(config, true)
+    pub fn open(options: &IcmpOptions) -> Result<IcmpEngine, IcmpError> {
+        IcmpEngine::open_with(options, true)
     }
 
     /// [`IcmpEngine::open`], optionally skipping raw sockets (to test the ping-socket path as
     /// root).
-    fn open_with(config: &IcmpConfig, raw_allowed: bool) -> Result<IcmpEngine, IcmpError> {
-        let timeout = Duration::from_millis(config.timeout_ms);
+    fn open_with(options: &IcmpOptions, raw_allowed: bool) -> Result<IcmpEngine, IcmpError> {
+        let timeout = Duration::from_millis(options.timeout_ms);
         let context = Arc::new(ReceiverContext {
-            table: InflightTable::new(config.send_rate, timeout),
+            table: InflightTable::new(options.send_rate, timeout),
             token: engine_token(),
             stop: AtomicBool::new(false),
         });
@@ -81,7 +82,7 @@ impl IcmpEngine {
                 source: None,
                 interface: None,
             };
-            Endpoint::open(&key, config.receive_buffer, raw_allowed, Arc::clone(&context))
+            Endpoint::open(&key, options.receive_buffer, raw_allowed, Arc::clone(&context))
                 .map(|endpoint| (key, endpoint))
         };
         let (ipv4, ipv6) = match (open_default(Family::V4), open_default(Family::V6)) {
@@ -93,8 +94,8 @@ impl IcmpEngine {
         let ipv6_kind = register_default(&mut endpoints, ipv6);
         let engine = IcmpEngine {
             context,
-            pacer: Pacer::new(config.send_rate),
-            receive_buffer: config.receive_buffer,
+            pacer: Pacer::new(options.send_rate),
+            receive_buffer: options.receive_buffer,
             raw_allowed,
             endpoints: Mutex::new(endpoints),
             ipv4_kind,
@@ -297,7 +298,7 @@ mod tests {
     }
 
     fn engine() -> IcmpEngine {
-        let engine = IcmpEngine::open(&IcmpConfig::default()).expect("ICMP engine opens as root");
+        let engine = IcmpEngine::open(&IcmpOptions::default()).expect("ICMP engine opens as root");
         assert_eq!(engine.ipv4_kind(), Some(SocketKind::Raw));
         assert_eq!(engine.ipv6_kind(), Some(SocketKind::Raw));
         engine
@@ -451,7 +452,7 @@ mod tests {
                 .status()
                 .expect("sh runs");
             assert!(status.success());
-            let engine = IcmpEngine::open_with(&IcmpConfig::default(), false).expect("ping sockets allowed for gid 0");
+            let engine = IcmpEngine::open_with(&IcmpOptions::default(), false).expect("ping sockets allowed for gid 0");
             assert_eq!(engine.ipv4_kind(), Some(SocketKind::Datagram));
             assert_eq!(engine.ipv6_kind(), Some(SocketKind::Datagram));
             let specs = vec![
@@ -475,7 +476,7 @@ mod tests {
             let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
             assert_eq!(rc, 0, "unshare: {}", io::Error::last_os_error());
             // A fresh namespace keeps ping sockets closed ("1 0"); raw sockets are not used.
-            match IcmpEngine::open_with(&IcmpConfig::default(), false) {
+            match IcmpEngine::open_with(&IcmpOptions::default(), false) {
                 Err(IcmpError::NoSocket { .. }) => {}
                 Ok(engine) => panic!("opened {:?}", engine.ipv4_kind()),
             }
