@@ -6,6 +6,7 @@
 //! their results into snapshots.
 
 pub mod cgroup;
+pub mod child;
 pub mod exec;
 pub mod fping;
 pub mod http;

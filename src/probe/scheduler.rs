@@ -22,8 +22,8 @@
 use super::{Probe, RunPlan};
 use crate::measurement::OrderResult;
 use crate::orders::order::{ExecKind, Order, ProbeSpec};
-use crate::spool::snapshot::{encode_ping, PING_FILE};
 pub use crate::spool::guard::DiskGuard;
+use crate::spool::snapshot::{encode_ping, PING_FILE};
 use crate::spool::{queue, snapshot::SnapshotName, BaseDir};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
@@ -354,7 +354,10 @@ impl Shared {
         if let Some(reason) = self.held_reason() {
             return Some(reason);
         }
-        self.guard.check(&self.base).err().map(|suspension| suspension.to_string())
+        self.guard
+            .check(&self.base)
+            .err()
+            .map(|suspension| suspension.to_string())
     }
 
     /// Measures one batch run and publishes its snapshot (or holds it, see the module docs).
