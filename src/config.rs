@@ -5,10 +5,6 @@
 //! silently leave a default in force.
 
 use crate::collect::haproxy::PullOptions;
-// Kept public here until every caller imports them from `probe::icmp` (issue 10 merge).
-pub use crate::probe::icmp::{Engine, IcmpOptions};
-/// The former name of [`IcmpOptions`] (tests/fuzz_parsers.rs still uses it).
-pub use crate::probe::icmp::IcmpOptions as IcmpConfig;
 use crate::process::haproxy::HaproxyOptions;
 use crate::selfmetrics::SelfMetricsOptions;
 use crate::sink::graphite::GraphiteOptions;
@@ -17,6 +13,13 @@ use crate::sink::local_store::LocalStoreOptions;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+// The `engine:` and `icmp:` types belong to the ICMP probe; re-exported here until every caller
+// imports them from `probe::icmp` (removed after the issue 10 merge).
+pub use crate::probe::icmp::{Engine, IcmpOptions};
+
+/// The former name of [`IcmpOptions`] (tests/fuzz_parsers.rs still uses it).
+pub use crate::probe::icmp::IcmpOptions as IcmpConfig;
 
 /// One sink under `sinks:` (keyed by its name, which names its `outbox/<name>/`): `type:` picks
 /// the kind, the other keys are that kind's options.
