@@ -18,6 +18,9 @@ pub const MAX_LINE: usize = 4096;
 /// Most stderr bytes kept per command (for the debug log).
 pub const STDERR_CAP: usize = 4096;
 
+/// Parses one output line: `Some((seq, rtt_seconds))` when it reports an answered ping.
+///
+/// The RTT is the decimal number after `time=`, directly followed by `ms` or ` ms` (and then not
 /// by a letter). The sequence number is the integer after the first `seq=` (which also matches
 /// `icmp_seq=` and `scmp_seq=`).
 pub fn parse_ping_line(line: &str) -> Option<(Option<u64>, f64)> {

@@ -132,9 +132,6 @@ fn substitute(argument: &str, values: &PlaceholderValues) -> Result<String, Temp
     Ok(result)
 }
 
-/// Parses one output line: `Some((seq, rtt_seconds))` when it reports an answered ping.
-///
-
 #[cfg(test)]
 mod tests {
     use super::*;
