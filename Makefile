@@ -9,7 +9,7 @@ CARGO ?= cargo
 # directory read-only for root, haproxy is the pull tests' and bench's real stats socket; the
 # packaging tests check the units with systemd-analyze (systemd, man-db for their man: links)
 # and the RPM spec with rpmspec (rpm)).
-DEB_PACKAGES := build-essential pkg-config librrd-dev libclang-dev rrdtool fping httping python3 iproute2 procps \
+DEB_PACKAGES := build-essential pkg-config librrd-dev libclang-dev rrdtool fping httping iputils-ping python3 iproute2 procps \
 	influxdb graphite-carbon python3-whisper e2fsprogs haproxy systemd man-db rpm
 
 .PHONY: run test deps build lint clean-var deb

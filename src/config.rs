@@ -12,43 +12,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+// The `engine:` and `icmp:` types belong to the ICMP probe; re-exported here until every caller
+// imports them from `probe::icmp` (removed after the issue 10 merge).
+pub use crate::probe::icmp::{Engine, IcmpOptions};
+/// The former name of [`IcmpOptions`] (tests/fuzz_parsers.rs still uses it).
+pub use crate::probe::icmp::IcmpOptions as IcmpConfig;
+
 /// Largest `result-max-age` / `result-max-future`, seconds (100 years).
 const MAX_RESULT_WINDOW: u64 = 100 * 366 * 86_400;
-
-/// Which engine measures `fping` orders.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// Native ICMP engine; the fping binary when no ICMP socket can be opened.
-    #[default]
-    Auto,
-    /// Native ICMP engine only (start-up fails without an ICMP socket).
-    Native,
-    /// Always the fping binary, with pingmachine's command line.
-    Fping,
-}
-
-/// Native ICMP engine settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
-pub struct IcmpConfig {
-    /// Echo requests per second, all targets together (pacing).
-    pub send_rate: u32,
-    /// SO_RCVBUF of the ICMP sockets, bytes.
-    pub receive_buffer: usize,
-    /// How long to wait for one echo reply, milliseconds.
-    pub timeout_ms: u64,
-}
-
-impl Default for IcmpConfig {
-    fn default() -> Self {
-        IcmpConfig {
-            send_rate: 50_000,
-            receive_buffer: 16 << 20,
-            timeout_ms: 3000,
-        }
-    }
-}
 
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,7 +36,7 @@ pub struct Config {
     pub engine: Engine,
     /// The fping binary used by `engine: fping` and as fallback.
     pub fping_path: PathBuf,
-    pub icmp: IcmpConfig,
+    pub icmp: IcmpOptions,
     /// Most orders in one batch (one probe run, one snapshot).
     pub max_batch: usize,
     /// Processing threads; 0 = one per CPU.
@@ -110,7 +81,7 @@ impl Default for Config {
             min_free_space_mb: 100,
             engine: Engine::Auto,
             fping_path: PathBuf::from("fping"),
-            icmp: IcmpConfig::default(),
+            icmp: IcmpOptions::default(),
             max_batch: 1000,
             workers: 0,
             rrd_flush_interval: 0,
@@ -291,7 +262,7 @@ mod tests {
         let config = Config::parse("engine: fping\nicmp: {timeout-ms: 500}\n").unwrap();
         assert_eq!(config.engine, Engine::Fping);
         assert_eq!(config.icmp.timeout_ms, 500);
-        assert_eq!(config.icmp.send_rate, IcmpConfig::default().send_rate);
+        assert_eq!(config.icmp.send_rate, IcmpOptions::default().send_rate);
         assert_eq!(config.order_timeout, 3660);
     }
 

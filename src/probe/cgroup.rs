@@ -1,6 +1,6 @@
-//! Containment of exec probe commands, so that nothing a command starts outlives its run, not
-//! even a process that left the command's process group or session (`setsid cmd &`, a double
-//! fork, a daemon).
+//! Containment of the probes' child processes (exec commands and fping processes, started by
+//! `probe::child`), so that nothing a command starts outlives its run, not even a process that
+//! left the command's process group or session (`setsid cmd &`, a double fork, a daemon).
 //!
 //! Two mechanisms, chosen once per process:
 //!

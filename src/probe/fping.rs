@@ -3,11 +3,12 @@
 //!
 //! Owns nothing on disk; it owns the fping child processes of a run and kills them by the run's
 //! deadline, together with anything it started (each fping runs in a cgroup of its own, or carries
-//! an environment tag, exactly as exec commands: see `probe::cgroup`), so a wrapper script's
-//! leftover holding stderr can neither outlive the run nor keep it waiting. Invariants: at most [`HOSTS_PER_PROCESS`] distinct addresses per process (several
-//! processes run in parallel for bigger batches); a host listed by several orders of the batch
-//! is pinged once and every such order gets that host's result; every result has exactly
-//! `plan.pings` entries (missing, unparseable or cut-off pings are `None`).
+//! an environment tag, exactly as exec commands: `probe::child` supervises both), so a wrapper
+//! script's leftover holding stderr can neither outlive the run nor keep it waiting.
+//! Invariants: at most [`HOSTS_PER_PROCESS`] distinct addresses per process (several processes
+//! run in parallel for bigger batches, all driven by the calling thread); a host listed by several
+//! orders of the batch is pinged once and every such order gets that host's result; every result
+//! has exactly `plan.pings` entries (missing, unparseable or cut-off pings are `None`).
 //!
 //! Command line: `fping -q -p <P> -C <pings> -i 1 -t <T> [-S src] [-I if]`, hosts on stdin.
 //! P is `plan.interval` in ms, at least [`MIN_PERIOD_MS`] (fping refuses smaller periods for
@@ -15,17 +16,20 @@
 //! 1); like pingmachine's fixed `-t 3000` it may exceed P.
 //! fping prints `host : 0.04 - 0.05` (ms, `-` = lost) on stderr at the end, or at SIGINT with
 //! the pings done so far; so the run sends SIGINT shortly before the deadline and SIGKILL at it.
+//! fping stays in the daemon's process group (as it always did); its cgroup or tag contains it.
+//!
+//! Called by the scheduler (through `ProbeSet::icmp`) when the daemon chose `engine: fping`.
 
 use crate::orders::order::ProbeSpec;
+use crate::probe::child::{self, ChildError, Output, Placement, Stream, Supervised};
 use crate::probe::{Probe, Rtts, RunPlan};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tracing::{debug, warn};
+use tracing::warn;
 
 /// Most distinct hosts given to one fping process (as pingmachine).
 pub const HOSTS_PER_PROCESS: usize = 1000;
@@ -33,8 +37,8 @@ pub const HOSTS_PER_PROCESS: usize = 1000;
 pub const MIN_PERIOD_MS: u64 = 10;
 /// How long before the deadline fping is asked (SIGINT) to print what it has.
 const INTERRUPT_GRACE: Duration = Duration::from_millis(300);
-/// How often a run checks whether its fping processes have exited.
-const EXIT_POLL: Duration = Duration::from_millis(10);
+/// What the child supervisor calls an fping process in its log messages.
+const LABEL: &str = "fping";
 
 /// An fping process could not be run.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +49,8 @@ pub enum FpingError {
         hosts: usize,
         source: std::io::Error,
     },
+    #[error("cannot prepare the stderr pipe of {path}: {source}")]
+    Pipe { path: PathBuf, source: nix::Error },
     #[error("cannot write the host list to {path} (first host {first_host}): {source}")]
     WriteHosts {
         path: PathBuf,
@@ -98,60 +104,46 @@ impl FpingProbe {
         args
     }
 
-    /// Starts one fping for `hosts` and a thread collecting its stderr.
-    fn spawn(&self, args: &[String], hosts: &[IpAddr]) -> Result<RunningFping, FpingError> {
-        use std::os::unix::process::CommandExt;
-        let tag = super::cgroup::next_name();
-        let mut cgroup = super::cgroup::CommandCgroup::create(&tag);
+    /// Starts one fping for `hosts`, to be interrupted shortly before `deadline` and killed at
+    /// it, and writes the host list to its stdin.
+    fn spawn(&self, args: &[String], hosts: &[IpAddr], deadline: Instant) -> Result<RunningFping, FpingError> {
         let mut command = Command::new(&self.path);
         command
             .args(args)
-            .env(super::cgroup::TAG_VARIABLE, &tag)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(fd) = cgroup.as_ref().and_then(|group| group.procs_fd()) {
-            // SAFETY: runs in the child between fork and exec and only calls write(2), which is
-            // async-signal-safe; `fd` stays open until after the spawn.
-            unsafe {
-                command.pre_exec(move || {
-                    let _ = libc::write(fd, b"0".as_ptr().cast(), 1);
-                    Ok(())
-                });
-            }
-        }
-        let mut child = command.spawn().map_err(|source| FpingError::Spawn {
-            path: self.path.clone(),
-            hosts: hosts.len(),
-            source,
-        })?;
-        if let Some(group) = &cgroup {
-            if !group.holds(child.id()) && group.add(child.id()).is_err() {
-                cgroup.take().map(super::cgroup::CommandCgroup::remove);
-            }
-        }
-        let stderr = child.stderr.take().and_then(collect_lines);
+        let placement = Placement {
+            process_group: false,
+            cgroup: true,
+        };
+        let mut process =
+            Supervised::spawn(LABEL, command, placement, Stderr::default(), deadline).map_err(|e| match e {
+                ChildError::Spawn { source, .. } => FpingError::Spawn {
+                    path: self.path.clone(),
+                    hosts: hosts.len(),
+                    source,
+                },
+                ChildError::Pipe { source, .. } => FpingError::Pipe {
+                    path: self.path.clone(),
+                    source,
+                },
+            })?;
+        process.interrupt_at(deadline.checked_sub(INTERRUPT_GRACE).unwrap_or(deadline));
         let mut list = String::with_capacity(hosts.len() * 16);
         for host in hosts {
             list.push_str(&host.to_string());
             list.push('\n');
         }
         // Dropping stdin after the write closes it: fping starts pinging at end of input.
-        let written = match child.stdin.take() {
+        let written = match process.take_stdin() {
             Some(mut stdin) => stdin.write_all(list.as_bytes()),
             None => Ok(()),
         };
-        let running = RunningFping {
-            child,
-            stderr,
-            status: None,
-            cgroup,
-            tag,
-        };
         match written {
-            Ok(()) => Ok(running),
+            Ok(()) => Ok(process),
             Err(source) => {
-                running.abandon();
+                process.abandon();
                 Err(FpingError::WriteHosts {
                     path: self.path.clone(),
                     first_host: hosts[0],
@@ -179,15 +171,17 @@ impl Probe for FpingProbe {
         sleep_until(plan.start);
         let mut processes = Vec::new();
         for chunk in hosts.chunks(HOSTS_PER_PROCESS) {
-            match self.spawn(&args, chunk) {
+            match self.spawn(&args, chunk, plan.deadline) {
                 Ok(process) => processes.push(process),
                 Err(e) => warn!("{e}; those hosts count as lost"),
             }
         }
-        supervise(&mut processes, plan.deadline);
+        let mut running: Vec<&mut RunningFping> = processes.iter_mut().collect();
+        child::drive(&mut running);
+        child::kill_leftovers(processes.iter_mut());
+        let path = self.path.display().to_string();
         for process in processes {
-            let path = self.path.display().to_string();
-            for line in process.finish(&path) {
+            for line in finish(process, &path) {
                 apply_line(&line, pings, &orders_of_host, &mut results);
             }
         }
@@ -212,35 +206,6 @@ fn distinct_hosts(targets: &[&ProbeSpec]) -> (Vec<IpAddr>, HashMap<String, Vec<u
         positions.push(index);
     }
     (hosts, orders_of_host)
-}
-
-/// Waits for every process to exit; SIGINT shortly before `deadline` (fping then prints what it
-/// has), SIGKILL at it.
-fn supervise(processes: &mut [RunningFping], deadline: Instant) {
-    let interrupt_at = deadline.checked_sub(INTERRUPT_GRACE).unwrap_or(deadline);
-    let mut interrupted = false;
-    loop {
-        for process in processes.iter_mut() {
-            process.poll();
-        }
-        if processes.iter().all(|process| process.status.is_some()) {
-            return;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            for process in processes.iter_mut() {
-                process.kill();
-            }
-            return;
-        }
-        if now >= interrupt_at && !interrupted {
-            interrupted = true;
-            for process in processes.iter_mut() {
-                process.interrupt();
-            }
-        }
-        sleep_until(deadline.min(now + EXIT_POLL));
-    }
 }
 
 fn apply_line(line: &str, pings: usize, orders_of_host: &HashMap<String, Vec<usize>>, results: &mut [Rtts]) {
@@ -295,102 +260,67 @@ fn parse_value(value: &str) -> Result<Option<f64>, FpingLineError> {
     }
 }
 
-/// One fping child and the thread reading its stderr.
-struct RunningFping {
-    child: Child,
-    stderr: Option<JoinHandle<Vec<String>>>,
-    status: Option<ExitStatus>,
-    /// Its own cgroup, when cgroup v2 is writable.
-    cgroup: Option<super::cgroup::CommandCgroup>,
-    /// Its `SPOOLMON_EXEC_TAG` (found in `/proc` without a cgroup).
-    tag: String,
+/// One fping process of a run.
+type RunningFping = Supervised<Stderr>;
+
+/// Everything an fping process wrote on stderr (read as it comes, so fping never blocks on a
+/// full pipe).
+#[derive(Debug, Default)]
+struct Stderr {
+    bytes: Vec<u8>,
 }
 
-impl RunningFping {
-    fn poll(&mut self) {
-        if self.status.is_none() {
-            match self.child.try_wait() {
-                Ok(status) => self.status = status,
-                Err(e) => warn!("cannot check fping process {}: {e}", self.child.id()),
-            }
+impl Output for Stderr {
+    fn consume(&mut self, stream: Stream, bytes: &[u8]) {
+        if stream == Stream::Stderr {
+            self.bytes.extend_from_slice(bytes);
         }
     }
 
-    fn interrupt(&mut self) {
-        if self.status.is_none() {
-            let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-            if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT) {
-                debug!("cannot interrupt fping {pid}: {e}");
-            }
-        }
-    }
+    fn end(&mut self, _stream: Stream) {}
+}
 
-    fn kill(&mut self) {
-        if self.status.is_none() {
-            warn!(
-                "fping process {} still running at the run's deadline: killed, its pings count as lost",
-                self.child.id()
-            );
-            if let Err(e) = self.child.kill() {
-                debug!("cannot kill fping {}: {e}", self.child.id());
+impl Stderr {
+    /// The lines, as `BufRead::lines` reads them (`\n` or `\r\n` removed, a last line without
+    /// newline kept), up to the first line that is not UTF-8.
+    fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut rest = self.bytes.as_slice();
+        while !rest.is_empty() {
+            let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+                Some(newline) => {
+                    let line = &rest[..newline];
+                    (line.strip_suffix(b"\r").unwrap_or(line), &rest[newline + 1..])
+                }
+                None => (rest, &rest[rest.len()..]),
+            };
+            match std::str::from_utf8(line) {
+                Ok(line) => lines.push(line.to_owned()),
+                Err(_) => break,
             }
-            self.status = self.child.wait().ok();
-        }
-    }
-
-    /// Reaps the process and returns its stderr lines; logs unexpected exit codes (1 and 2
-    /// mean unreachable or unknown hosts and are normal).
-    fn finish(mut self, path: &str) -> Vec<String> {
-        if self.status.is_none() {
-            self.kill();
-        }
-        self.kill_leftovers();
-        let lines = self
-            .stderr
-            .take()
-            .and_then(|reader| reader.join().ok())
-            .unwrap_or_default();
-        if let Some(code) = self.status.and_then(|status| status.code()) {
-            if code > 2 {
-                warn!("{path} exited with code {code}: {}", lines.join(" | "));
-            }
+            rest = next;
         }
         lines
     }
-
-    /// Kills and reaps a process whose input could not be written.
-    fn abandon(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.kill_leftovers();
-    }
-
-    /// Kills whatever the (reaped) process left running, so its stderr reaches end of file.
-    fn kill_leftovers(&mut self) {
-        match self.cgroup.take() {
-            Some(group) => {
-                group.kill();
-                group.remove();
-            }
-            None => {
-                super::cgroup::kill_tagged(std::slice::from_ref(&self.tag));
-            }
-        }
-    }
 }
 
-/// A thread reading every stderr line (so fping never blocks on a full pipe).
-fn collect_lines(stderr: ChildStderr) -> Option<JoinHandle<Vec<String>>> {
-    let reader = std::thread::Builder::new()
-        .name("fping-stderr".into())
-        .spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect());
-    match reader {
-        Ok(handle) => Some(handle),
-        Err(e) => {
-            warn!("cannot start a thread reading fping's output: {e}; its pings count as lost");
-            None
+/// Returns the stderr lines of a reaped process; logs a kill at the deadline and unexpected exit
+/// codes (1 and 2 mean unreachable or unknown hosts and are normal).
+fn finish(process: RunningFping, path: &str) -> Vec<String> {
+    if process.timed_out() {
+        warn!(
+            "fping process {} still running at the run's deadline: killed, its pings count as lost",
+            process.pid()
+        );
+    }
+    let status = process.status();
+    let lines = process.into_output().lines();
+    if let Some(code) = status.and_then(|status| status.code()) {
+        if code > 2 {
+            warn!("{path} exited with code {code}: {}", lines.join(" | "));
         }
     }
+    lines
 }
 
 fn sleep_until(at: Instant) {

@@ -4,8 +4,15 @@
 //! [`RunPlan`], and returns one RTT list per order. It never runs past `plan.deadline`: pings
 //! without an answer by then count as lost. Probes do not touch the disk; the scheduler turns
 //! their results into snapshots.
+//!
+//! - [`scheduler`]: batches, timing, snapshots, the disk guard check before every run.
+//! - [`icmp`] (native engine, with its options), [`fping`], [`http`], [`tcp`], [`exec`]: the
+//!   probes. `rounds` paces the one-ping-at-a-time probes (HTTP, TCP).
+//! - [`child`]: the one supervisor of child processes (exec commands, fping), with [`cgroup`]
+//!   for their containment.
 
 pub mod cgroup;
+pub mod child;
 pub mod exec;
 pub mod fping;
 pub mod http;

@@ -130,6 +130,9 @@ fn lock_schedule(lock: &Mutex<Schedule>) -> MutexGuard<'_, Schedule> {
 
 #[cfg(test)]
 mod tests {
+    //! No test here depends on how fast the machine is: deadlines are a minute away unless a
+    //! round must be lost, and then it is due after the deadline by construction (the schedule is
+    //! arithmetic); a run ends as soon as its last round is done, so none waits for a deadline.
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -146,7 +149,7 @@ mod tests {
 
     #[test]
     fn every_target_gets_exactly_pings_results_in_round_order() {
-        let plan = plan(4, 10, 100, 5_000);
+        let plan = plan(4, 10, 100, 60_000);
         let results = run_rounds(3, &plan, 2, |target, _| Some(target as f64));
         assert_eq!(results.len(), 3);
         for (target, rtts) in results.iter().enumerate() {
@@ -156,13 +159,14 @@ mod tests {
 
     #[test]
     fn a_target_never_has_two_pings_in_flight() {
-        let plan = plan(5, 1, 100, 5_000);
+        let plan = plan(5, 1, 100, 60_000);
         let in_flight: Vec<AtomicUsize> = (0..4).map(|_| AtomicUsize::new(0)).collect();
         let overlaps = AtomicUsize::new(0);
         run_rounds(4, &plan, 8, |target, _| {
             if in_flight[target].fetch_add(1, Ordering::SeqCst) > 0 {
                 overlaps.fetch_add(1, Ordering::SeqCst);
             }
+            // Widens the window in which a second ping of the same target would overlap.
             std::thread::sleep(Duration::from_millis(5));
             in_flight[target].fetch_sub(1, Ordering::SeqCst);
             Some(0.0)
@@ -172,13 +176,20 @@ mod tests {
 
     #[test]
     fn a_hanging_target_does_not_stop_the_rounds_of_the_others() {
-        // Target 0 blocks for the whole run; the others must still complete all their rounds.
-        let plan = plan(3, 20, 10_000, 400);
+        // Target 0 hangs until targets 1 and 2 have done all their rounds (3 each): with only
+        // two workers that can happen only if they run beside it. If they could not, target 0
+        // would hang for its whole budget and their rounds would be lost at the deadline.
+        let others_done = (Mutex::new(0usize), Condvar::new());
+        let plan = plan(3, 20, 120_000, 60_000);
         let results = run_rounds(3, &plan, 2, |target, budget| {
+            let (count, changed) = &others_done;
+            let mut count = count.lock().unwrap();
             if target == 0 {
-                std::thread::sleep(budget);
+                let _released = changed.wait_timeout_while(count, budget, |done| *done < 6).unwrap();
                 None
             } else {
+                *count += 1;
+                changed.notify_all();
                 Some(0.001)
             }
         });
@@ -189,21 +200,52 @@ mod tests {
 
     #[test]
     fn rounds_due_after_the_deadline_are_lost_and_budgets_never_pass_it() {
-        // Interval 100 ms, deadline 150 ms after start: rounds at 0 and 100 ms run, 200 ms is lost.
-        let plan = plan(3, 100, 10_000, 150);
+        // Rounds are due 12 s and 6 s ago, now, and 6 s from now; the deadline is 5 s from now.
+        // The first three are due (overdue) at once; the fourth is due after the deadline, so it
+        // is never sent, and the run ends without waiting for anything.
+        let called_at = Instant::now();
+        let plan = RunPlan {
+            pings: 4,
+            interval: Duration::from_secs(6),
+            timeout: Duration::from_secs(60),
+            start: called_at - Duration::from_secs(12),
+            deadline: called_at + Duration::from_secs(5),
+        };
         let calls = AtomicUsize::new(0);
         let results = run_rounds(1, &plan, 4, |_, budget| {
             calls.fetch_add(1, Ordering::SeqCst);
-            assert!(Instant::now() + budget <= plan.deadline + Duration::from_millis(1));
+            // Each budget ends by the deadline: it is measured from a moment after `called_at`.
+            assert!(budget <= plan.deadline - called_at, "{budget:?}");
+            assert!(budget <= plan.timeout);
             Some(0.5)
         });
-        assert_eq!(results, vec![vec![Some(0.5), Some(0.5), None]]);
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(results, vec![vec![Some(0.5), Some(0.5), Some(0.5), None]]);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_round_found_due_at_or_after_the_deadline_is_lost_without_a_ping() {
+        // The deadline has passed when the only round is taken: no ping, a lost round.
+        let now = Instant::now();
+        let plan = RunPlan {
+            pings: 2,
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(1),
+            start: now - Duration::from_secs(2),
+            deadline: now - Duration::from_secs(1),
+        };
+        let calls = AtomicUsize::new(0);
+        let results = run_rounds(2, &plan, 2, |_, _| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Some(1.0)
+        });
+        assert_eq!(results, vec![vec![None, None]; 2]);
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
     }
 
     #[test]
     fn a_panicking_ping_is_lost_and_the_run_still_ends() {
-        let plan = plan(2, 1, 100, 5_000);
+        let plan = plan(2, 1, 100, 60_000);
         let results = run_rounds(2, &plan, 2, |target, _| {
             if target == 0 {
                 panic!("hostile ping");

@@ -14,10 +14,15 @@
 //! failure (`incoming.tmp/` unwritable or immutable, disk full, ...) keeps the snapshot in memory
 //! (at most [`MAX_HELD_SNAPSHOTS`] / [`MAX_HELD_BYTES`], oldest dropped and counted beyond) and
 //! suspends collection with the reason until a retry publishes every held snapshot.
+//!
+//! Before every run the scheduler asks the disk guard ([`DiskGuard`], `spool::guard`) whether
+//! collection may go on (invariant 6); a suspended run is skipped, logged and counted in
+//! [`SchedulerStats::suspended_runs`].
 
 use super::{Probe, RunPlan};
 use crate::measurement::OrderResult;
 use crate::orders::order::{Order, ProbeSpec};
+pub use crate::spool::guard::DiskGuard;
 use crate::spool::snapshot::{encode_ping, PING_FILE};
 use crate::spool::{queue, snapshot::SnapshotName, BaseDir};
 use std::collections::{BTreeMap, VecDeque};
@@ -45,13 +50,6 @@ impl ProbeSet {
             ProbeSpec::Exec(_) => &self.exec,
         }
     }
-}
-
-/// Limits that suspend collection to protect the disk (invariant 6).
-#[derive(Clone, Debug)]
-pub struct DiskGuard {
-    pub queue_size: usize,
-    pub min_free_bytes: u64,
 }
 
 /// Counters the scheduler keeps (read by status and self-metrics).
@@ -335,24 +333,10 @@ impl Shared {
         if let Some(reason) = self.held_reason() {
             return Some(reason);
         }
-        match queue::depth(&self.base) {
-            Ok(depth) if depth >= self.guard.queue_size => {
-                return Some(format!(
-                    "incoming/ holds {depth} snapshots (queue-size {})",
-                    self.guard.queue_size
-                ))
-            }
-            Err(e) => return Some(format!("cannot read incoming/: {e}")),
-            Ok(_) => {}
-        }
-        match queue::free_space(&self.base) {
-            Ok(free) if free < self.guard.min_free_bytes => Some(format!(
-                "{} MiB free, below min-free-space-mb {}",
-                free >> 20,
-                self.guard.min_free_bytes >> 20
-            )),
-            _ => None,
-        }
+        self.guard
+            .check(&self.base)
+            .err()
+            .map(|suspension| suspension.to_string())
     }
 
     /// Measures one batch run and publishes its snapshot (or holds it, see the module docs).

@@ -6,7 +6,8 @@
 
 use super::cycle::{ensure_queue_dirs, pull_cycle_until, PullError};
 use super::options::PullOptions;
-use crate::spool::{queue, BaseDir};
+use crate::spool::guard::DiskGuard;
+use crate::spool::BaseDir;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -141,25 +142,10 @@ fn suspension_reason(base: &BaseDir, options: &PullOptions) -> Option<String> {
     if let Err(e) = ensure_queue_dirs(base) {
         return Some(format!("cannot create incoming/: {e}"));
     }
-    match queue::depth(base) {
-        Ok(depth) if depth >= options.queue_size => {
-            return Some(format!(
-                "incoming/ holds {depth} snapshots (queue-size {})",
-                options.queue_size
-            ))
-        }
-        Err(e) => return Some(format!("cannot read incoming/: {e}")),
-        Ok(_) => {}
-    }
-    let min_free = options.min_free_space_mb.saturating_mul(1 << 20);
-    match queue::free_space(base) {
-        Ok(free) if free < min_free => Some(format!(
-            "{} MiB free, below min-free-space-mb {}",
-            free >> 20,
-            options.min_free_space_mb
-        )),
-        _ => None,
-    }
+    DiskGuard::new(options.queue_size, options.min_free_space_mb)
+        .check(base)
+        .err()
+        .map(|suspension| suspension.to_string())
 }
 
 #[cfg(test)]

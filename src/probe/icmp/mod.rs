@@ -16,14 +16,15 @@
 //!   receiver's `recv`, with 100 ns resolution.
 
 mod inflight;
+mod options;
 mod packet;
 mod run;
 mod socket;
 
+pub use options::{Engine, IcmpOptions};
 pub use packet::Family;
 pub use socket::SocketKind;
 
-use crate::config::IcmpConfig;
 use crate::orders::order::ProbeSpec;
 use crate::probe::{Probe, Rtts, RunPlan};
 use inflight::{InflightTable, Pacer};
@@ -62,16 +63,16 @@ pub struct IcmpEngine {
 impl IcmpEngine {
     /// Opens the default IPv4 and IPv6 sockets and starts their receivers. Fails only when
     /// neither family gets a socket; then the caller falls back to fping.
-    pub fn open(config: &IcmpConfig) -> Result<IcmpEngine, IcmpError> {
-        IcmpEngine::open_with(config, true)
+    pub fn open(options: &IcmpOptions) -> Result<IcmpEngine, IcmpError> {
+        IcmpEngine::open_with(options, true)
     }
 
     /// [`IcmpEngine::open`], optionally skipping raw sockets (to test the ping-socket path as
     /// root).
-    fn open_with(config: &IcmpConfig, raw_allowed: bool) -> Result<IcmpEngine, IcmpError> {
-        let timeout = Duration::from_millis(config.timeout_ms);
+    fn open_with(options: &IcmpOptions, raw_allowed: bool) -> Result<IcmpEngine, IcmpError> {
+        let timeout = Duration::from_millis(options.timeout_ms);
         let context = Arc::new(ReceiverContext {
-            table: InflightTable::new(config.send_rate, timeout),
+            table: InflightTable::new(options.send_rate, timeout),
             token: engine_token(),
             stop: AtomicBool::new(false),
         });
@@ -81,7 +82,7 @@ impl IcmpEngine {
                 source: None,
                 interface: None,
             };
-            Endpoint::open(&key, config.receive_buffer, raw_allowed, Arc::clone(&context))
+            Endpoint::open(&key, options.receive_buffer, raw_allowed, Arc::clone(&context))
                 .map(|endpoint| (key, endpoint))
         };
         let (ipv4, ipv6) = match (open_default(Family::V4), open_default(Family::V6)) {
@@ -93,8 +94,8 @@ impl IcmpEngine {
         let ipv6_kind = register_default(&mut endpoints, ipv6);
         let engine = IcmpEngine {
             context,
-            pacer: Pacer::new(config.send_rate),
-            receive_buffer: config.receive_buffer,
+            pacer: Pacer::new(options.send_rate),
+            receive_buffer: options.receive_buffer,
             raw_allowed,
             endpoints: Mutex::new(endpoints),
             ipv4_kind,
@@ -297,7 +298,7 @@ mod tests {
     }
 
     fn engine() -> IcmpEngine {
-        let engine = IcmpEngine::open(&IcmpConfig::default()).expect("ICMP engine opens as root");
+        let engine = IcmpEngine::open(&IcmpOptions::default()).expect("ICMP engine opens as root");
         assert_eq!(engine.ipv4_kind(), Some(SocketKind::Raw));
         assert_eq!(engine.ipv6_kind(), Some(SocketKind::Raw));
         engine
@@ -451,7 +452,7 @@ mod tests {
                 .status()
                 .expect("sh runs");
             assert!(status.success());
-            let engine = IcmpEngine::open_with(&IcmpConfig::default(), false).expect("ping sockets allowed for gid 0");
+            let engine = IcmpEngine::open_with(&IcmpOptions::default(), false).expect("ping sockets allowed for gid 0");
             assert_eq!(engine.ipv4_kind(), Some(SocketKind::Datagram));
             assert_eq!(engine.ipv6_kind(), Some(SocketKind::Datagram));
             let specs = vec![
@@ -475,7 +476,7 @@ mod tests {
             let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
             assert_eq!(rc, 0, "unshare: {}", io::Error::last_os_error());
             // A fresh namespace keeps ping sockets closed ("1 0"); raw sockets are not used.
-            match IcmpEngine::open_with(&IcmpConfig::default(), false) {
+            match IcmpEngine::open_with(&IcmpOptions::default(), false) {
                 Err(IcmpError::NoSocket { .. }) => {}
                 Ok(engine) => panic!("opened {:?}", engine.ipv4_kind()),
             }
@@ -504,59 +505,5 @@ mod tests {
         })
         .join()
         .expect("namespace thread");
-    }
-
-    /// (user, system) CPU seconds of this process.
-    fn cpu_seconds() -> (f64, f64) {
-        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-        // SAFETY: getrusage fills the struct we own; it is zero-initialised anyway.
-        let usage = unsafe {
-            libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-            usage.assume_init()
-        };
-        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        (seconds(usage.ru_utime), seconds(usage.ru_stime))
-    }
-
-    fn env_number(name: &str, default: u64) -> u64 {
-        std::env::var(name)
-            .ok()
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(default)
-    }
-
-    /// Measurement, not a check: `SCALE_TARGETS` distinct 127.x.y.z targets x `SCALE_PINGS`
-    /// pings `SCALE_INTERVAL_MS` apart (defaults 10,000 x 3 x 1000 ms); prints loss and the
-    /// process CPU time. Run with `contrib/bench/icmp-scale.sh`.
-    #[test]
-    #[ignore = "measurement; run by contrib/bench/icmp-scale.sh"]
-    fn measure_loss_and_cpu_at_scale() {
-        let targets = env_number("SCALE_TARGETS", 10_000) as u32;
-        let pings = env_number("SCALE_PINGS", 3) as u32;
-        let interval = Duration::from_millis(env_number("SCALE_INTERVAL_MS", 1000));
-        let engine = engine();
-        let specs: Vec<ProbeSpec> = (0..targets)
-            .map(|i| spec(IpAddr::from([127, 10 + (i >> 16) as u8, (i >> 8) as u8, i as u8])))
-            .collect();
-        let plan = plan(pings, interval, interval * pings + Duration::from_secs(5));
-        let cpu_before = cpu_seconds();
-        let started = Instant::now();
-        let results = run(&engine, &specs, &plan);
-        let wall = started.elapsed().as_secs_f64();
-        let cpu_after = cpu_seconds();
-        let (user, system) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
-        let cpu = user + system;
-        let lost = lost_count(&results);
-        let mut rtts: Vec<f64> = results.iter().flatten().flatten().copied().collect();
-        rtts.sort_by(f64::total_cmp);
-        let median = rtts.get(rtts.len() / 2).copied().unwrap_or(f64::NAN);
-        println!(
-            "targets={targets} pings={pings} interval={interval:?} sent={} lost={lost} \
-             wall={wall:.2}s cpu={cpu:.2}s (user {user:.2}s, system {system:.2}s; {:.1}% of one core) \
-             median_rtt={:.1}us",
-            targets * pings,
-            100.0 * cpu / wall,
-            median * 1e6
-        );
     }
 }
