@@ -13,6 +13,7 @@
 
 pub mod book;
 pub mod order;
+pub mod watch;
 
 use crate::config::Config;
 use crate::spool::BaseDir;
