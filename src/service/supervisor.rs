@@ -273,3 +273,139 @@ fn start<S: Service>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service whose settings are a number; `serve` raises the next scripted signal, and
+    /// every hook call is recorded.
+    struct Scripted {
+        served: Served,
+        /// Signals raised by successive serves: `'h'` SIGHUP, `'t'` SIGTERM.
+        script: Vec<char>,
+        /// What successive rereads find.
+        rereads: Vec<Reread<u32>>,
+        /// Settings whose start fails.
+        broken: Option<u32>,
+        calls: Vec<String>,
+    }
+
+    impl Scripted {
+        fn new(served: Served, script: &str, rereads: Vec<Reread<u32>>) -> Scripted {
+            Scripted {
+                served,
+                script: script.chars().rev().collect(),
+                rereads: rereads.into_iter().rev().collect(),
+                broken: None,
+                calls: Vec::new(),
+            }
+        }
+    }
+
+    impl Service for Scripted {
+        type Settings = u32;
+        fn start(&mut self, settings: &u32) -> Result<()> {
+            self.calls.push(format!("start {settings}"));
+            match self.broken == Some(*settings) {
+                true => Err(anyhow::anyhow!("broken")),
+                false => Ok(()),
+            }
+        }
+        fn ready(&self) -> String {
+            String::new()
+        }
+        fn serve(&mut self, settings: &u32, signals: &Signals, _: &mut Notifier) -> Served {
+            self.calls.push(format!("serve {settings}"));
+            match self.script.pop() {
+                Some('h') => signals.hup.store(true, Ordering::SeqCst),
+                _ => signals.terminate.store(true, Ordering::SeqCst),
+            }
+            signals.wake.store(true, Ordering::SeqCst);
+            self.served
+        }
+        fn stop(&mut self, _: &mut Notifier) {
+            self.calls.push("stop".into());
+        }
+        fn reread(&mut self, _: &u32) -> Reread<u32> {
+            self.rereads.pop().unwrap_or(Reread::Keep)
+        }
+        fn keep(&mut self) {
+            self.calls.push("keep".into());
+        }
+    }
+
+    /// The hook calls of `service` supervised from `settings` until its script stops it.
+    fn calls(mut service: Scripted, settings: u32) -> Vec<String> {
+        supervise_ref(&mut service, settings, &Signals::default()).unwrap();
+        service.calls
+    }
+
+    /// Runs [`supervise`] on a borrowed service, so the test can read its calls afterwards.
+    fn supervise_ref(service: &mut Scripted, settings: u32, signals: &Signals) -> Result<()> {
+        struct Borrowed<'a>(&'a mut Scripted);
+        impl Service for Borrowed<'_> {
+            type Settings = u32;
+            fn start(&mut self, s: &u32) -> Result<()> {
+                self.0.start(s)
+            }
+            fn ready(&self) -> String {
+                self.0.ready()
+            }
+            fn serve(&mut self, s: &u32, signals: &Signals, n: &mut Notifier) -> Served {
+                self.0.serve(s, signals, n)
+            }
+            fn stop(&mut self, n: &mut Notifier) {
+                self.0.stop(n)
+            }
+            fn reread(&mut self, s: &u32) -> Reread<u32> {
+                self.0.reread(s)
+            }
+            fn keep(&mut self) {
+                self.0.keep()
+            }
+        }
+        supervise(Borrowed(service), settings, signals, &mut Notifier::disabled())
+    }
+
+    #[test]
+    fn running_work_survives_a_sighup_without_new_settings_and_restarts_with_new_ones() {
+        let service = Scripted::new(Served::Running, "hht", vec![Reread::Keep, Reread::New(2)]);
+        assert_eq!(
+            calls(service, 1),
+            ["start 1", "serve 1", "keep", "serve 1", "stop", "start 2", "serve 2", "stop"]
+        );
+    }
+
+    #[test]
+    fn work_that_ends_with_the_signal_starts_again_with_the_running_or_the_new_settings() {
+        let service = Scripted::new(Served::Ended, "hht", vec![Reread::Keep, Reread::New(2)]);
+        assert_eq!(
+            calls(service, 1),
+            ["start 1", "serve 1", "start 1", "serve 1", "start 2", "serve 2", "stop"]
+        );
+    }
+
+    #[test]
+    fn new_settings_that_cannot_start_fall_back_to_the_running_ones() {
+        for served in [Served::Running, Served::Ended] {
+            let mut service = Scripted::new(served, "ht", vec![Reread::New(2)]);
+            service.broken = Some(2);
+            let restart: &[&str] = match served {
+                Served::Running => &["stop", "start 2", "start 1"],
+                Served::Ended => &["start 2", "start 1"],
+            };
+            let expected: Vec<&str> = [&["start 1", "serve 1"][..], restart, &["serve 1", "stop"]].concat();
+            assert_eq!(calls(service, 1), expected, "{served:?}");
+        }
+    }
+
+    #[test]
+    fn settings_that_cannot_start_without_a_fallback_fail_the_command() {
+        let mut service = Scripted::new(Served::Ended, "ht", vec![Reread::Keep]);
+        service.broken = Some(1);
+        let signals = Signals::default();
+        assert!(supervise_ref(&mut service, 1, &signals).is_err());
+        assert_eq!(service.calls, ["start 1"]);
+    }
+}
