@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 // The `engine:` and `icmp:` types belong to the ICMP probe; re-exported here until every caller
 // imports them from `probe::icmp` (removed after the issue 10 merge).
-pub use crate::probe::icmp::{Engine, IcmpOptions};
 /// The former name of [`IcmpOptions`] (tests/fuzz_parsers.rs still uses it).
 pub use crate::probe::icmp::IcmpOptions as IcmpConfig;
+pub use crate::probe::icmp::{Engine, IcmpOptions};
 
 /// Largest `result-max-age` / `result-max-future`, seconds (100 years).
 const MAX_RESULT_WINDOW: u64 = 100 * 366 * 86_400;

@@ -3,18 +3,38 @@
 //! Data flows through the modules in this order: [`orders`] (what to measure) → [`probe`]
 //! (measure, on a schedule) and [`collect`] (HAProxy statistics) → [`spool`] (snapshots in
 //! `incoming/`) → [`process`] (statistics) → [`output`] (RRD, `last_result`, archive) and
-//! [`sink`] (forwarding). [`daemon`] wires them together for `spoolmon run`;
-//! [`pull_command`] and [`process_command`] run one half alone (`spoolmon pull`,
-//! `spoolmon process`), as haproxystats users expect. [`check`] holds the Nagios checks;
-//! [`selfmetrics`] writes spoolmon's own metrics and [`status`] reads them back for
-//! `spoolmon status`; [`service`] is what a daemon needs from its service manager (sd_notify,
-//! privilege drop, stop signals, logging). [`yaml_expansion`] bounds YAML aliases for the order
-//! and config parsers.
+//! [`sink`] (forwarding).
+//!
+//! [`command`] has one file per subcommand, each a thin composition of those stages: `run`
+//! wires all of them together on one base directory; `pull` and `process` run one half alone,
+//! as haproxystats users expect. The long-running ones share one lifecycle,
+//! [`service::supervisor`] (claim the base, switch user, notify the service manager, reload on
+//! SIGHUP, drain on SIGTERM); the rest of [`service`] is what a daemon needs from its service
+//! manager (sd_notify, privilege drop, stop signals, logging). [`config`] is the file schema,
+//! read only by the commands, the checks and the status report, which hand each stage its
+//! options.
+//!
+//! Above the data flow, reading only: [`check`] holds the Nagios checks; [`selfmetrics`]
+//! writes spoolmon's own metrics and [`status`] reads them back for `spoolmon status`.
+//! [`measurement`] is the measurement vocabulary every stage shares; [`yaml_expansion`] bounds
+//! YAML aliases for the order and config parsers.
+//!
+//! # Module map
+//!
+//! ```text
+//! command/             one file per subcommand (run, pull, process, check, status, orders,
+//!                      outbox, config, completions, man) and the argument groups they share
+//! service/supervisor   the lifecycle of run, pull and process: claim → privileges → ready →
+//!                      signal loop with stop/reload hooks → bounded drain
+//! service/             claim, privilege, notify (sd_notify), signals, log
+//! orders/watch         inotify on orders/ and telegraf/ → the order book's events
+//! output/reconcile     output/ directories of orders gone while stopped
+//! ```
 
 pub mod check;
 pub mod collect;
+pub mod command;
 pub mod config;
-pub mod daemon;
 pub mod shared;
 // TEMP re-export while branches merge
 pub use shared::measurement;
@@ -22,8 +42,6 @@ pub mod orders;
 pub mod output;
 pub mod probe;
 pub mod process;
-pub mod process_command;
-pub mod pull_command;
 pub mod selfmetrics;
 pub mod service;
 pub mod sink;

@@ -115,7 +115,7 @@ pub fn read(base: &BaseDir, config: &Config, now: SystemTime) -> Result<Report, 
     })?;
     let now = unix(now);
     let daemon = holder(base, lock::LOCK_FILE, now);
-    let pull = holder(base, crate::pull_command::PULL_LOCK, now);
+    let pull = holder(base, crate::spool::lock::PULL_LOCK, now);
     let self_metrics = component_metrics(base, &daemon, &pull, now);
     let last_errors = last_errors(base, now);
     Ok(Report {
@@ -182,7 +182,7 @@ fn orders_of(base: &BaseDir, config: &Config) -> Orders {
     let mut orders = Orders::default();
     let mut listed = std::collections::HashSet::new();
     let statuses = if base.orders().is_dir() {
-        crate::orders::listing(base, &config.order_options())
+        crate::output::failures::listing(base, &config.order_options())
     } else {
         Vec::new()
     };

@@ -35,7 +35,7 @@ pub fn check_orders(base: &BaseDir, config: &Config, limits: &OrderThresholds, n
     if let Err(e) = std::fs::read_dir(base.orders()) {
         return Outcome::unknown("orders", format!("cannot read {}: {e}", base.orders().display()));
     }
-    let listing = crate::orders::listing(base, &config.order_options());
+    let listing = crate::output::failures::listing(base, &config.order_options());
     let invalid: Vec<&OrderStatus> = listing
         .iter()
         .filter(|o| matches!(o.state, OrderState::Invalid | OrderState::Unresolved))

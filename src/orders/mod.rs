@@ -9,7 +9,7 @@
 //! - [`OrderOptions`]: what the stage takes from the configuration, with its defaults.
 //!
 //! [`listing`] also shows active orders whose output cannot be written as `failing`, with the
-//! reason processing recorded in `state/output-errors.json` (see [`crate::output::failures`]).
+//! reason processing recorded in `state/output-errors.json` (see `crate::output::failures`, which adds it to the listing).
 //!
 //! Nothing here writes below `orders/`: a bad order is reported and left where the user put it;
 //! expired orders are moved by the caller (the daemon's archive step). Nothing here reads the
@@ -17,6 +17,7 @@
 
 pub mod book;
 pub mod order;
+pub mod watch;
 
 pub use book::{format_table, listing};
 

@@ -14,6 +14,8 @@
 //! archived. The file is replaced atomically (temp + fsync + rename in `state/`) and only when
 //! the set of orders or a reason changes; an absent file means no order fails.
 
+use crate::orders::book::{OrderState, OrderStatus};
+use crate::orders::OrderOptions;
 use crate::spool::BaseDir;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -74,6 +76,36 @@ pub fn write(base: &BaseDir, errors: &OutputErrors) -> io::Result<()> {
     text.push(b'\n');
     state.replace(FILE_NAME, &text)?;
     state.sync()
+}
+
+/// Every order below `orders/` as an operator sees it (`spoolmon orders`, `status`, `check
+/// orders`): the orders' fresh scan ([`crate::orders::listing`]), with the active orders listed
+/// in `state/output-errors.json` marked `failing` and the reason.
+pub fn listing(base: &BaseDir, options: &OrderOptions) -> Vec<OrderStatus> {
+    let mut statuses = crate::orders::listing(base, options);
+    mark_failing(base, &mut statuses);
+    statuses
+}
+
+/// Marks the active orders whose output processing could not write (an unreadable record is
+/// logged and changes nothing).
+pub fn mark_failing(base: &BaseDir, statuses: &mut [OrderStatus]) {
+    let errors = match read(base) {
+        Ok(errors) => errors,
+        Err(e) => {
+            tracing::warn!("cannot read the failing orders: {e}");
+            return;
+        }
+    };
+    for status in statuses.iter_mut().filter(|s| s.state == OrderState::Active) {
+        if let Some(failure) = errors.orders.get(status.id.as_str()) {
+            status.state = OrderState::Failing;
+            status.reason = Some(format!(
+                "cannot write output (since {}): {}",
+                failure.since, failure.reason
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

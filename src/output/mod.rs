@@ -17,4 +17,5 @@ pub mod archive;
 pub mod failures;
 pub mod fault;
 pub mod last_result;
+pub mod reconcile;
 pub mod rrd;

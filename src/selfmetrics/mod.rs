@@ -41,7 +41,6 @@ pub use crate::shared::clock::unix_now;
 pub use crate::shared::last_error::{ErrorRecord, LastError};
 
 use crate::collect::haproxy::PullStats;
-use crate::config::Config;
 use crate::orders::book::OrderBook;
 use crate::probe::scheduler::SchedulerStats;
 use crate::process::ProcessStats;
@@ -237,10 +236,12 @@ impl SelfMetrics {
         }
     }
 
-    /// The self-metrics of `spoolmon run`: its scheduler, processing and (with `pull:`) puller.
+    /// The self-metrics of `spoolmon run`: its scheduler, processing and (when `pulling`, with
+    /// a `pull:` section) puller.
     pub fn for_daemon(
         base: &BaseDir,
-        config: &Config,
+        options: &SelfMetricsOptions,
+        pulling: bool,
         sinks: &RunningSinks,
         scheduler: Arc<SchedulerStats>,
         process: Arc<ProcessStats>,
@@ -249,16 +250,16 @@ impl SelfMetrics {
         let sources = Sources {
             scheduler: Some(scheduler),
             process: Some(process),
-            pull: config.pull.is_some().then_some(pull),
+            pull: pulling.then_some(pull),
             deliveries: Vec::new(),
         };
-        SelfMetrics::new(base, Component::Run, &config.self_metrics, sources).with_sinks(config, sinks)
+        SelfMetrics::new(base, Component::Run, options, sources).with_sinks(options, sinks)
     }
 
     /// The self-metrics of `spoolmon process`: processing and the sinks.
     pub fn for_process(
         base: &BaseDir,
-        config: &Config,
+        options: &SelfMetricsOptions,
         sinks: &RunningSinks,
         process: Arc<ProcessStats>,
     ) -> SelfMetrics {
@@ -266,7 +267,7 @@ impl SelfMetrics {
             process: Some(process),
             ..Sources::default()
         };
-        SelfMetrics::new(base, Component::Process, &config.self_metrics, sources).with_sinks(config, sinks)
+        SelfMetrics::new(base, Component::Process, options, sources).with_sinks(options, sinks)
     }
 
     /// The self-metrics of `spoolmon pull` (no sinks: `spoolmon pull` runs none), with the
@@ -286,11 +287,11 @@ impl SelfMetrics {
         self
     }
 
-    /// Adds the running sinks: their delivery counters, and those `config.self_metrics.sinks`
-    /// selects as destinations.
-    pub fn with_sinks(mut self, config: &Config, running: &RunningSinks) -> SelfMetrics {
+    /// Adds the running sinks: their delivery counters, and those `options.sinks` selects as
+    /// destinations.
+    pub fn with_sinks(mut self, options: &SelfMetricsOptions, running: &RunningSinks) -> SelfMetrics {
         self.sources.deliveries = running.deliveries.clone();
-        let selection = &config.self_metrics.sinks;
+        let selection = &options.sinks;
         self.sinks = running
             .names
             .iter()

@@ -1,6 +1,7 @@
 use super::exposition::tests::check_exposition;
 use super::*;
 use crate::collect::haproxy::PullStats;
+use crate::config::Config;
 use crate::orders::book::OrderState;
 use crate::probe::scheduler::SchedulerStats;
 use crate::process::ProcessStats;
@@ -170,8 +171,8 @@ fn a_tick_writes_both_files_atomically_and_only_the_selected_sinks_get_the_metri
         .unwrap()
         .last_error
         .set("snapshot 1 quarantined: empty");
-    let metrics =
-        SelfMetrics::new(&base, Component::Process, &config.self_metrics, sources).with_sinks(&config, &running);
+    let metrics = SelfMetrics::new(&base, Component::Process, &config.self_metrics, sources)
+        .with_sinks(&config.self_metrics, &running);
     metrics.tick(None);
     let text = std::fs::read_to_string(base.state().join("metrics-process.prom")).unwrap();
     check_exposition(&text);

@@ -4,7 +4,7 @@
 //!
 //! Invariants: a listing is read-only (the book's state as it is, or a fresh scan); `failing` is
 //! never the book's own state: [`listing`] marks active orders whose output processing recorded
-//! an error in `state/output-errors.json` (see [`crate::output::failures`]). Text shown in the
+//! an error in `state/output-errors.json` (see `crate::output::failures`, which adds it to the listing). Text shown in the
 //! table has control characters replaced, so a file name cannot move the terminal's cursor.
 //!
 //! Called by `spoolmon orders` (main), `status`, `check::orders` and self-metrics.
@@ -109,35 +109,12 @@ fn status_of(entry: &Entry) -> OrderStatus {
 }
 
 /// The state of every file below `orders/` right now, from a fresh scan (for `spoolmon orders`,
-/// which runs without the daemon); active orders listed in `state/output-errors.json` are
-/// `failing`, with the reason.
+/// which runs without the daemon). No order is `failing` here: that is output's record, added by
+/// [`crate::output::failures::listing`], which is what the commands and checks call.
 pub fn listing(base: &BaseDir, options: &OrderOptions) -> Vec<OrderStatus> {
     let mut book = OrderBook::new(base.clone(), options.clone());
     book.rescan(SystemTime::now());
-    let mut statuses = book.listing();
-    mark_failing(base, &mut statuses);
-    statuses
-}
-
-/// Marks the active orders whose output processing could not write (an unreadable record is
-/// logged and changes nothing).
-fn mark_failing(base: &BaseDir, statuses: &mut [OrderStatus]) {
-    let errors = match crate::output::failures::read(base) {
-        Ok(errors) => errors,
-        Err(e) => {
-            tracing::warn!("cannot read the failing orders: {e}");
-            return;
-        }
-    };
-    for status in statuses.iter_mut().filter(|s| s.state == OrderState::Active) {
-        if let Some(failure) = errors.orders.get(status.id.as_str()) {
-            status.state = OrderState::Failing;
-            status.reason = Some(format!(
-                "cannot write output (since {}): {}",
-                failure.since, failure.reason
-            ));
-        }
-    }
+    book.listing()
 }
 
 /// A human-readable table of a listing: id, state, probe, step/pings, target, reason.

@@ -1,0 +1,18 @@
+//! `spoolmon status`: the summary of a base directory (daemon, queues, orders, sinks,
+//! self-metrics, last errors) that [`crate::status`] reads, as text or one JSON object.
+
+use super::{load_config, BaseArgs};
+use crate::spool::BaseDir;
+use anyhow::Result;
+use std::process::ExitCode;
+
+pub fn run(base: BaseArgs, json: bool) -> Result<ExitCode> {
+    let config = load_config(base.config.as_deref())?;
+    let report = crate::status::read(&BaseDir::new(&base.base_dir), &config, std::time::SystemTime::now())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::status::format_summary(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
