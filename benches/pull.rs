@@ -14,10 +14,10 @@
 //! usage: cargo bench --bench pull -- [cycles] [instances] [frontends] [backends] [servers]
 //! (defaults 20, 4, 200, 200, 10)
 
-#[path = "../tests/common/servers.rs"]
-mod servers;
+#[path = "../tests/common/mod.rs"]
+mod common;
 
-use servers::{Haproxy, HaproxySetup};
+use common::servers::{Haproxy, HaproxySetup};
 use spoolmon::collect::haproxy::{pull_cycle, CycleReport, PullOptions};
 use spoolmon::spool::{queue, BaseDir};
 use std::time::Duration;

@@ -359,10 +359,7 @@ fn check_as_nobody(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn checks_work_as_an_unprivileged_user_with_read_access_and_are_unknown_without() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: switching to nobody needs root");
-        return;
-    }
+    common::require_root("switching the checks to the user nobody");
     use std::os::unix::fs::PermissionsExt;
     let (dir, base, path) = base();
     let readable = std::fs::Permissions::from_mode(0o755);

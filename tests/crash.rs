@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use spoolmon::measurement::{OrderId, OrderResult, RrdTemplate};
+use spoolmon::measurement::{OrderId, OrderResult};
 use spoolmon::spool::snapshot::{encode_ping, SnapshotName, PING_FILE};
 use spoolmon::spool::{queue, BaseDir};
 use std::collections::HashMap;
@@ -23,15 +23,11 @@ fn rtt(o: usize, k: i64, p: usize) -> f64 {
 fn backlog(base: &BaseDir, t0: i64) {
     for k in 0..STEPS {
         let results: Vec<OrderResult> = (0..ORDERS)
-            .map(|o| OrderResult {
-                id: OrderId::new(format!("crash/{o}")).unwrap(),
-                time: t0 + k * STEP,
-                updated: t0 + k * STEP + STEP,
-                step: STEP as u32,
-                pings: 3,
-                template: RrdTemplate::Smokeping,
-                rtts: (0..3).map(|p| Some(rtt(o, k, p))).collect(),
-                telegraf: None,
+            .map(|o| {
+                OrderResult::builder(OrderId::new(format!("crash/{o}")).unwrap(), t0 + k * STEP)
+                    .step(STEP as u32)
+                    .rtts((0..3).map(|p| Some(rtt(o, k, p))))
+                    .build()
             })
             .collect();
         let name = SnapshotName::new(t0 + k * STEP, "test", k as u64);

@@ -100,6 +100,9 @@ fn deleted_order_is_archived_and_restored_when_re_added() {
     let base = Base::new();
     let order = ping_order("127.0.0.3", 2, 1);
     base.write_order("app/target", &order);
+    // Measured in the same batch (same probe, step and pings): its results show how far the
+    // pipeline got.
+    base.write_order("witness", &ping_order("127.0.0.13", 2, 1));
     let daemon = base.start(FAST);
     wait_for("measured", LIMIT, Some(&daemon), || {
         base.read("output/app/target/last_result").is_some()
@@ -108,8 +111,12 @@ fn deleted_order_is_archived_and_restored_when_re_added() {
     wait_for("archived", LIMIT, Some(&daemon), || {
         base.join("archive/app/target/last_result").exists() && !base.join("output/app/target").exists()
     });
-    // Results of runs in flight must not re-create output/ for the removed order.
-    std::thread::sleep(Duration::from_secs(5));
+    // Results of runs in flight must not re-create output/ for the removed order: once a step
+    // two steps after the archiving is measured and written, every earlier one was processed.
+    let archived_at = unix_now();
+    wait_for("a step after the archiving measured", LIMIT, Some(&daemon), || {
+        base.result_time("witness").is_some_and(|t| t >= archived_at + 4)
+    });
     assert!(
         !base.join("output/app/target").exists(),
         "output re-created after archiving"
@@ -174,21 +181,39 @@ fn half_written_orders_are_ignored_until_renamed_into_place() {
     for name in [".hidden", "draft.tmp", "draft.swp", "draft~", "draft.part"] {
         fs::write(base.join(&format!("orders/{name}")), &text).unwrap();
     }
-    std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(base.count("output"), 0, "a temp-named order was measured");
+    // A real order written after them, then a rescan of orders/ (SIGHUP): once the real order
+    // has a result for a step after the rescan, a temp-named one taken by the watcher or the
+    // rescan would have been measured in the same batch.
+    base.write_order("witness", &ping_order("127.0.0.14", 2, 1));
+    wait_for("signals handled", LIMIT, Some(&daemon), || {
+        daemon.log_text().contains("spoolmon running")
+    });
+    signal(daemon.pid(), "HUP");
+    wait_for("rescan logged", LIMIT, Some(&daemon), || {
+        daemon
+            .log_text()
+            .contains("SIGHUP: configuration unchanged; rescanning orders/")
+    });
+    let rescanned_at = unix_now();
+    wait_for("a step after the rescan measured", LIMIT, Some(&daemon), || {
+        base.result_time("witness").is_some_and(|t| t >= rescanned_at + 2)
+    });
+    assert_eq!(base.count("output"), 1, "a temp-named order was measured");
     fs::rename(base.join("orders/draft.tmp"), base.join("orders/draft")).unwrap();
     wait_for("renamed order measured", LIMIT, Some(&daemon), || {
         base.read("output/draft/last_result").is_some()
     });
-    assert_eq!(base.count("output"), 1);
+    assert_eq!(base.count("output"), 2);
 }
 
 #[test]
 fn second_daemon_on_the_same_base_exits_with_a_clear_message() {
     let base = Base::new();
     let first = base.start(FAST);
-    wait_for("lock taken", LIMIT, Some(&first), || base.join("state/lock").exists());
-    std::thread::sleep(Duration::from_millis(500));
+    let holder = format!("{}\n", first.pid());
+    wait_for("lock taken with the pid written", LIMIT, Some(&first), || {
+        base.read("state/lock").as_deref() == Some(holder.as_str())
+    });
     let out = std::process::Command::new(BIN)
         .args(["run", "--base-dir"])
         .arg(base.path())

@@ -1263,19 +1263,18 @@ fn generated_result() -> impl Strategy<Value = OrderResult> {
     )
         .prop_flat_map(|(id, time, late, step, pings, norrd, telegraf)| {
             let rtt = prop_oneof![1 => Just(None), 4 => (0.0f64..10.0).prop_map(Some)];
-            prop::collection::vec(rtt, pings as usize).prop_map(move |rtts| OrderResult {
-                id: id.clone(),
-                time,
-                updated: time + late,
-                step,
-                pings,
-                template: if norrd {
-                    RrdTemplate::Norrd
-                } else {
-                    RrdTemplate::Smokeping
-                },
-                rtts,
-                telegraf: telegraf.clone(),
+            prop::collection::vec(rtt, pings as usize).prop_map(move |rtts| {
+                OrderResult::builder(id.clone(), time)
+                    .step(step)
+                    .updated(time + late)
+                    .template(if norrd {
+                        RrdTemplate::Norrd
+                    } else {
+                        RrdTemplate::Smokeping
+                    })
+                    .rtts(rtts)
+                    .telegraf(telegraf.clone())
+                    .build()
             })
         })
 }

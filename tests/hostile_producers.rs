@@ -9,26 +9,13 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
+use std::time::Duration;
 
 fn exec_order(step: u32, script: &str) -> String {
     format!(
         "user: t\nstep: {step}\npings: 1\nprobe: exec\nexec:\n    command: [\"/bin/sh\", \"-c\", {}]\n",
         serde_json::to_string(script).unwrap()
     )
-}
-
-/// `time:` of `output/<id>/last_result`, if there is one.
-fn result_time(base: &Base, id: &str) -> Option<i64> {
-    let text = base.read(&format!("output/{id}/last_result"))?;
-    last_result_fields(&text)
-        .into_iter()
-        .find(|(k, _)| k == "time")
-        .and_then(|(_, v)| v.parse().ok())
 }
 
 /// Polls `last_result` of `id`, collecting every `time` seen, until `count` distinct ones.
@@ -39,7 +26,7 @@ fn watch_times(base: &Base, id: &str, count: usize, daemon: &Daemon) -> BTreeSet
         Duration::from_secs(90),
         Some(daemon),
         || {
-            seen.extend(result_time(base, id));
+            seen.extend(base.result_time(id));
             seen.len() >= count
         },
     );
@@ -152,7 +139,7 @@ fn fifos_in_place_of_an_outbox_ack_and_segment_neither_stop_the_daemon_nor_hang_
     let config = "rescan-interval: 2\nsinks:\n  carbon: {type: graphite, server: 127.0.0.1, port: 9, retries: 1, interval: 0.2, delay: 0.5}\n";
     let daemon = base.start(config);
     wait_for("a result processed", Duration::from_secs(30), Some(&daemon), || {
-        result_time(&base, "exec/t").is_some()
+        base.result_time("exec/t").is_some()
     });
     let log = daemon.log_text();
     assert!(log.contains("unreadable acknowledgement file"), "{log}");
@@ -205,7 +192,7 @@ fn an_immutable_incoming_tmp_suspends_collection_with_a_reason_and_the_kept_resu
     base.write_order("exec/t", &exec_order(1, "echo time=1 ms"));
     let daemon = base.start("rescan-interval: 2\nself-metrics: {interval: 1}\n");
     wait_for("a first result", Duration::from_secs(30), Some(&daemon), || {
-        result_time(&base, "exec/t").is_some()
+        base.result_time("exec/t").is_some()
     });
     let tmp = base.join("incoming.tmp");
     let frozen = ReadOnlyDir::new(&tmp);
@@ -255,7 +242,7 @@ fn an_immutable_incoming_tmp_suspends_collection_with_a_reason_and_the_kept_resu
         },
     );
     wait_for("collection resumed", Duration::from_secs(30), Some(&daemon), || {
-        daemon.log_text().contains("collection resumes") && result_time(&base, "exec/t") > Some(held_epoch)
+        daemon.log_text().contains("collection resumes") && base.result_time("exec/t") > Some(held_epoch)
     });
 }
 
@@ -299,7 +286,7 @@ fn a_telegraf_directory_linked_out_of_the_base_is_listed_and_its_metadata_never_
         fs::read_dir(base.join("incoming"))
             .map(|d| d.count() > 0)
             .unwrap_or(false)
-            && result_time(&base, "exec/t").is_some()
+            && base.result_time("exec/t").is_some()
     });
     for entry in fs::read_dir(base.join("incoming")).unwrap() {
         let ping = fs::read_to_string(entry.unwrap().path().join("ping.jsonl")).unwrap_or_default();

@@ -5,6 +5,9 @@
 //! The child processes are this test binary run again with `child_process` as the only test and
 //! `OUTBOX_CHILD` naming the role.
 
+mod common;
+
+use common::wait_for;
 use spoolmon::sink::delivery::{Delivery, DeliveryStats};
 use spoolmon::sink::outbox::{status, Outbox, OutboxError, OutboxLimits, Outcome};
 use spoolmon::sink::{DeliveryError, RetryPolicy, Transport};
@@ -111,15 +114,7 @@ impl Collector {
 
     /// Waits until at least `lines` lines arrived; panics after [`PATIENCE`].
     fn wait_for_lines(&self, lines: usize) {
-        wait_until(|| self.lines() >= lines, "lines to arrive");
-    }
-}
-
-fn wait_until(mut done: impl FnMut() -> bool, what: &str) {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
+        wait_for("lines to arrive", PATIENCE, None, || self.lines() >= lines);
     }
 }
 
@@ -190,10 +185,9 @@ fn lines_queued_while_the_remote_refuses_connections_all_arrive_oldest_first() {
         outbox.append(&record("outage", r, 50), 50).unwrap();
     }
     let running = start_delivery(&outbox, TcpTransport::new(port, 4096));
-    wait_until(
-        || running.stats.failed_sends.load(Ordering::Relaxed) >= 5,
-        "refused connections",
-    );
+    wait_for("refused connections", PATIENCE, None, || {
+        running.stats.failed_sends.load(Ordering::Relaxed) >= 5
+    });
     for r in 20..40 {
         expected.extend(record("outage", r, 50));
         outbox.append(&record("outage", r, 50), 50).unwrap();
@@ -236,7 +230,9 @@ fn kill_9_during_delivery_loses_nothing_and_repeats_at_most_the_batch_in_flight(
 
     let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
     let running = start_delivery(&outbox, TcpTransport::new(port, CRASH_PAYLOAD));
-    wait_until(|| status(dir.path()).unwrap().lines == 0, "the backlog to be delivered");
+    wait_for("the backlog to be delivered", PATIENCE, None, || {
+        status(dir.path()).unwrap().lines == 0
+    });
     running.stop();
 
     let expected: Vec<u8> = (0..CRASH_RECORDS)

@@ -6,6 +6,7 @@
 mod common;
 
 use common::servers::{Haproxy, HaproxySetup, PythonHttp};
+use common::wait_for;
 use spoolmon::collect::haproxy::{pull_cycle, run_pull, PullError, PullOptions, PullStats};
 use spoolmon::spool::BaseDir;
 use std::io::{Read, Write};
@@ -487,10 +488,6 @@ impl Drop for Loop {
     }
 }
 
-fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    common::servers::wait_until(what, limit, &mut condition);
-}
-
 #[test]
 fn the_loop_pulls_at_wall_clock_multiples_of_pull_interval() {
     let fake = FakeStats::tcp(Behaviour::Valid);
@@ -502,7 +499,7 @@ fn the_loop_pulls_at_wall_clock_multiples_of_pull_interval() {
             ..fast_options(&[&fake.url])
         },
     );
-    wait_for("two snapshots", Duration::from_secs(10), || {
+    wait_for("two snapshots", Duration::from_secs(10), None, || {
         names(&base.incoming()).len() >= 2
     });
     assert!(running.stop() < Duration::from_secs(1));
@@ -526,18 +523,18 @@ fn a_full_queue_suspends_pulling_and_shutdown_is_prompt_while_suspended() {
             ..fast_options(&[&fake.url])
         },
     );
-    wait_for("a suspended slot", Duration::from_secs(5), || {
+    wait_for("a suspended slot", Duration::from_secs(5), None, || {
         running.count(|s| &s.suspended_cycles) >= 2
     });
     assert_eq!(running.count(|s| &s.cycles_started), 0);
     assert_eq!(names(&base.incoming()).len(), 2);
     std::fs::remove_dir(base.incoming().join("1000000000")).unwrap();
-    wait_for("pulling to resume", Duration::from_secs(5), || {
+    wait_for("pulling to resume", Duration::from_secs(5), None, || {
         running.count(|s| &s.snapshots_published) >= 1
     });
     // Full again (one old snapshot and the new one): suspended, then stopped while suspended.
     let suspended = running.count(|s| &s.suspended_cycles);
-    wait_for("suspension again", Duration::from_secs(5), || {
+    wait_for("suspension again", Duration::from_secs(5), None, || {
         running.count(|s| &s.suspended_cycles) > suspended
     });
     let took = running.stop();
@@ -557,7 +554,7 @@ fn shutdown_is_prompt_while_waiting_for_a_silent_peer() {
             ..fast_options(&[&silent.url])
         },
     );
-    wait_for("a cycle to start", Duration::from_secs(5), || {
+    wait_for("a cycle to start", Duration::from_secs(5), None, || {
         running.count(|s| &s.cycles_started) >= 1
     });
     std::thread::sleep(Duration::from_millis(300));

@@ -178,10 +178,7 @@ fn uids(pid: u32) -> Vec<u32> {
 
 #[test]
 fn user_drops_root_after_opening_the_icmp_sockets_and_pings_still_answer() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: --user needs root");
-        return;
-    }
+    require_root("--user (switching to nobody after opening the ICMP sockets)");
     let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
     let base = Base::new();
     base.write_order("u", &ping_order("127.0.0.9", 2, 3));
@@ -292,19 +289,13 @@ fn log_file_has_timestamps_and_is_reopened_on_sighup() {
 
 /// Publishes one ping snapshot for order `p` at `time` (as a remote prober would).
 fn publish_ping(base: &Base, time: i64) {
-    use spoolmon::measurement::{OrderId, OrderResult, RrdTemplate};
+    use spoolmon::measurement::{OrderId, OrderResult};
     use spoolmon::spool::snapshot::{encode_ping, SnapshotName, PING_FILE};
     let spool = spoolmon::spool::BaseDir::new(base.path());
-    let result = OrderResult {
-        id: OrderId::new("p").unwrap(),
-        time,
-        updated: time + 60,
-        step: 60,
-        pings: 2,
-        template: RrdTemplate::Smokeping,
-        rtts: vec![Some(0.001), Some(0.002)],
-        telegraf: None,
-    };
+    let result = OrderResult::builder(OrderId::new("p").unwrap(), time)
+        .step(60)
+        .rtts([Some(0.001), Some(0.002)])
+        .build();
     let name = SnapshotName::new(time, "remote", 1);
     spoolmon::spool::queue::publish(&spool, &name, &[(PING_FILE, &encode_ping("remote", &[result]))]).unwrap();
 }
@@ -383,21 +374,21 @@ fn bad_service_arguments_are_clear_errors() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("stop-timeout"), "{stderr}");
 
+    // `--user` when not root: as root, the command runs as nobody to be unprivileged.
+    let mut unprivileged = Command::new(BIN);
+    unprivileged
+        .args(["run", "--user", "root", "--base-dir"])
+        .arg(base.path());
     if nix::unistd::geteuid().is_root() {
         use std::os::unix::fs::PermissionsExt;
         use std::os::unix::process::CommandExt;
         fs::set_permissions(base.path(), fs::Permissions::from_mode(0o777)).unwrap();
-        let out = Command::new(BIN)
-            .args(["run", "--user", "root", "--base-dir"])
-            .arg(base.path())
-            .uid(65534)
-            .gid(65534)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains("--user root: switching users needs root"), "{stderr}");
+        unprivileged.uid(65534).gid(65534);
     }
+    let out = unprivileged.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--user root: switching users needs root"), "{stderr}");
 }
 
 #[test]

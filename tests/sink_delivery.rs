@@ -178,10 +178,14 @@ fn a_sink_that_cannot_take_lines_fills_the_queue_and_suspends_collection() {
         "rescan-interval: 1\nqueue-size: 2\nsinks:\n{}",
         local_store(&store)
     ));
-    wait_for("suspension logged", LIMIT, Some(&daemon), || {
-        daemon.log_text().contains("collection suspended")
+    let suspended_runs = || daemon.log_text().matches("collection suspended").count();
+    wait_for("suspension logged", LIMIT, Some(&daemon), || suspended_runs() > 0);
+    // Progress: two more steps came and were skipped (each suspended run is logged), and still
+    // nothing was published past the bound.
+    let first = suspended_runs();
+    wait_for("two more suspended runs", LIMIT, Some(&daemon), || {
+        suspended_runs() >= first + 2
     });
-    std::thread::sleep(Duration::from_secs(3));
     let waiting = base.count("incoming");
     assert!(
         (1..=2).contains(&waiting),

@@ -5,10 +5,11 @@
 
 mod common;
 
-use common::servers::{free_tcp_port, wait_until, Carbon, Influx, InfluxSetup, START_LIMIT};
+use common::servers::{free_tcp_port, Carbon, Influx, InfluxSetup, START_LIMIT};
+use common::wait_for;
 use common::ReadOnlyDir;
 use serde_json::{json, Map, Value};
-use spoolmon::measurement::{OrderId, OrderResult, RrdTemplate, TelegrafMeta};
+use spoolmon::measurement::{OrderId, OrderResult, TelegrafMeta};
 use spoolmon::sink::graphite::{GraphiteEncoder, GraphiteOptions, GraphiteTransport};
 use spoolmon::sink::influx::{self, InfluxEncoder, InfluxOptions, Precision};
 use spoolmon::sink::local_store::{LocalStore, LocalStoreOptions};
@@ -30,19 +31,13 @@ fn recent_step_start() -> i64 {
 }
 
 fn ping_result(id: &str, time: i64, rtts: Vec<Option<f64>>, measurement: Option<&str>) -> OrderResult {
-    OrderResult {
-        id: OrderId::new(id).unwrap(),
-        time,
-        updated: time + 20,
-        step: 20,
-        pings: rtts.len() as u32,
-        template: RrdTemplate::Smokeping,
-        rtts,
-        telegraf: measurement.map(|name| TelegrafMeta {
+    OrderResult::builder(OrderId::new(id).unwrap(), time)
+        .rtts(rtts)
+        .telegraf(measurement.map(|name| TelegrafMeta {
             measurement_name: name.to_string(),
             tags: BTreeMap::from([("target".to_string(), id.to_string())]),
-        }),
-    }
+        }))
+        .build()
 }
 
 fn encoded(encoder: &dyn Encoder, results: &[OrderResult], metrics: &[Metric]) -> Vec<u8> {
@@ -532,7 +527,7 @@ fn servers_are_stopped_when_their_handle_is_dropped() {
     let carbon = Carbon::start();
     let port = carbon.line_port;
     drop(carbon);
-    wait_until("carbon's port to close", START_LIMIT, || {
+    wait_for("carbon's port to close", START_LIMIT, None, || {
         !common::servers::accepts_connections(port)
     });
 }

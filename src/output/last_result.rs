@@ -208,21 +208,15 @@ fn bad_value(value: &str, index: usize) -> LastResultParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measurement::{OrderId, RrdTemplate};
+    use crate::measurement::OrderId;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 
     fn result(time: i64, rtts: Vec<Option<f64>>) -> OrderResult {
-        OrderResult {
-            id: OrderId::new("app1/target").unwrap(),
-            time,
-            updated: time + 24,
-            step: 20,
-            pings: rtts.len() as u32,
-            template: RrdTemplate::Smokeping,
-            rtts,
-            telegraf: None,
-        }
+        OrderResult::builder(OrderId::new("app1/target").unwrap(), time)
+            .updated(time + 24)
+            .rtts(rtts)
+            .build()
     }
 
     #[test]

@@ -652,16 +652,11 @@ mod tests {
     const T0: i64 = 1_699_999_200;
 
     fn result(step: u32, time: i64, rtts: Vec<Option<f64>>) -> OrderResult {
-        OrderResult {
-            id: OrderId::new("app/target").unwrap(),
-            time,
-            updated: time + i64::from(step) + 3,
-            step,
-            pings: rtts.len() as u32,
-            template: RrdTemplate::Smokeping,
-            rtts,
-            telegraf: None,
-        }
+        OrderResult::builder(OrderId::new("app/target").unwrap(), time)
+            .step(step)
+            .updated(time + i64::from(step) + 3)
+            .rtts(rtts)
+            .build()
     }
 
     fn rrdtool(args: &[&str]) -> String {

@@ -1077,16 +1077,9 @@ mod tests {
     }
 
     fn result(id: &str, time: i64, rtt: f64) -> OrderResult {
-        OrderResult {
-            id: OrderId::new(id).unwrap(),
-            time,
-            updated: time + 20,
-            step: 20,
-            pings: 1,
-            template: RrdTemplate::Smokeping,
-            rtts: vec![Some(rtt)],
-            telegraf: None,
-        }
+        OrderResult::builder(OrderId::new(id).unwrap(), time)
+            .rtts([Some(rtt)])
+            .build()
     }
 
     fn publish(base: &BaseDir, seq: u64, results: &[OrderResult]) {

@@ -117,6 +117,92 @@ pub struct OrderResult {
     pub telegraf: Option<TelegrafMeta>,
 }
 
+impl OrderResult {
+    /// A result of order `id` for the step starting at `time`, to be completed field by field:
+    /// `OrderResult::builder(id, time).rtts([Some(0.001), None]).build()`.
+    ///
+    /// For tests and benchmarks that need a plausible result without spelling out every field
+    /// (the scheduler fills every field from the order and the run). Unless set: step 20,
+    /// `updated` one step after `time`, one ping per RTT given (none by default), the Smokeping
+    /// template, no telegraf metadata.
+    pub fn builder(id: OrderId, time: i64) -> OrderResultBuilder {
+        OrderResultBuilder {
+            id,
+            time,
+            updated: None,
+            step: 20,
+            pings: None,
+            template: RrdTemplate::Smokeping,
+            rtts: Vec::new(),
+            telegraf: None,
+        }
+    }
+}
+
+/// Builds an [`OrderResult`]; see [`OrderResult::builder`] for the defaults.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct OrderResultBuilder {
+    id: OrderId,
+    time: i64,
+    updated: Option<i64>,
+    step: u32,
+    pings: Option<u32>,
+    template: RrdTemplate,
+    rtts: Vec<Option<f64>>,
+    telegraf: Option<TelegrafMeta>,
+}
+
+impl OrderResultBuilder {
+    /// The step in seconds (default 20); `updated` follows it unless set.
+    pub fn step(mut self, step: u32) -> Self {
+        self.step = step;
+        self
+    }
+
+    /// When the result was collected (default: `time + step`).
+    pub fn updated(mut self, updated: i64) -> Self {
+        self.updated = Some(updated);
+        self
+    }
+
+    /// One entry per ping, `None` for a lost one; `pings` is their number unless set.
+    pub fn rtts(mut self, rtts: impl IntoIterator<Item = Option<f64>>) -> Self {
+        self.rtts = rtts.into_iter().collect();
+        self
+    }
+
+    /// The number of pings the order asks for (default: the number of RTTs given).
+    pub fn pings(mut self, pings: u32) -> Self {
+        self.pings = Some(pings);
+        self
+    }
+
+    pub fn template(mut self, template: RrdTemplate) -> Self {
+        self.template = template;
+        self
+    }
+
+    /// Where the result is forwarded to time-series sinks (default: nowhere).
+    pub fn telegraf(mut self, telegraf: impl Into<Option<TelegrafMeta>>) -> Self {
+        self.telegraf = telegraf.into();
+        self
+    }
+
+    pub fn build(self) -> OrderResult {
+        OrderResult {
+            updated: self.updated.unwrap_or(self.time + i64::from(self.step)),
+            pings: self.pings.unwrap_or(self.rtts.len() as u32),
+            id: self.id,
+            time: self.time,
+            step: self.step,
+            template: self.template,
+            rtts: self.rtts,
+            telegraf: self.telegraf,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +223,36 @@ mod tests {
         let id = OrderId::from_relative_path(Path::new("/b/orders"), Path::new("/b/orders/x/y")).unwrap();
         assert_eq!(id.as_str(), "x/y");
         assert!(OrderId::from_relative_path(Path::new("/b/orders"), Path::new("/b/other/y")).is_err());
+    }
+
+    #[test]
+    fn builder_defaults_follow_the_step_and_the_rtts() {
+        let id = OrderId::new("a/b").unwrap();
+        let built = OrderResult::builder(id.clone(), 1_700_000_000)
+            .step(60)
+            .rtts([Some(0.001), None])
+            .build();
+        let expected = OrderResult {
+            id,
+            time: 1_700_000_000,
+            updated: 1_700_000_060,
+            step: 60,
+            pings: 2,
+            template: RrdTemplate::Smokeping,
+            rtts: vec![Some(0.001), None],
+            telegraf: None,
+        };
+        assert_eq!(built, expected);
+        let explicit = OrderResult::builder(expected.id.clone(), 1_700_000_000)
+            .step(60)
+            .updated(1_700_000_061)
+            .pings(5)
+            .template(RrdTemplate::Norrd)
+            .build();
+        assert_eq!(
+            (explicit.updated, explicit.pings, explicit.template),
+            (1_700_000_061, 5, RrdTemplate::Norrd)
+        );
+        assert!(explicit.rtts.is_empty());
     }
 }

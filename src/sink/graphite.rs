@@ -369,19 +369,12 @@ impl Transport for GraphiteTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measurement::{OrderId, RrdTemplate};
+    use crate::measurement::OrderId;
 
     fn result(id: &str, rtts: Vec<Option<f64>>) -> OrderResult {
-        OrderResult {
-            id: OrderId::new(id).unwrap(),
-            time: 1_700_000_000,
-            updated: 1_700_000_020,
-            step: 20,
-            pings: rtts.len() as u32,
-            template: RrdTemplate::Smokeping,
-            rtts,
-            telegraf: None,
-        }
+        OrderResult::builder(OrderId::new(id).unwrap(), 1_700_000_000)
+            .rtts(rtts)
+            .build()
     }
 
     fn encode(results: &[OrderResult], metrics: &[Metric]) -> (String, usize) {

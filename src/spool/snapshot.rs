@@ -330,7 +330,7 @@ pub fn decode_ping(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measurement::{OrderId, RrdTemplate};
+    use crate::measurement::OrderId;
 
     /// Bounds centred a minute after the results of [`result`].
     fn bounds() -> PingBounds {
@@ -338,16 +338,10 @@ mod tests {
     }
 
     fn result(id: &str) -> OrderResult {
-        OrderResult {
-            id: OrderId::new(id).unwrap(),
-            time: 1_700_000_000,
-            updated: 1_700_000_021,
-            step: 20,
-            pings: 3,
-            template: RrdTemplate::Smokeping,
-            rtts: vec![Some(0.001), None, Some(0.002)],
-            telegraf: None,
-        }
+        OrderResult::builder(OrderId::new(id).unwrap(), 1_700_000_000)
+            .updated(1_700_000_021)
+            .rtts([Some(0.001), None, Some(0.002)])
+            .build()
     }
 
     #[test]

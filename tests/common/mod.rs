@@ -96,6 +96,15 @@ impl Base {
         fs::read_to_string(self.join(rel)).ok()
     }
 
+    /// `time:` of `output/<id>/last_result` (the start of the step last measured), if there is one.
+    pub fn result_time(&self, id: &str) -> Option<i64> {
+        let text = self.read(&format!("output/{id}/last_result"))?;
+        last_result_fields(&text)
+            .into_iter()
+            .find(|(k, _)| k == "time")
+            .and_then(|(_, v)| v.parse().ok())
+    }
+
     /// Number of entries in a base subdirectory.
     pub fn count(&self, rel: &str) -> usize {
         fs::read_dir(self.join(rel)).map(|d| d.count()).unwrap_or(0)
@@ -167,6 +176,14 @@ impl Drop for Daemon {
     }
 }
 
+/// Now in unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
 pub fn signal(pid: u32, name: &str) {
     Command::new("kill")
         .arg(format!("-{name}"))
@@ -175,15 +192,19 @@ pub fn signal(pid: u32, name: &str) {
         .unwrap();
 }
 
-/// Polls `condition` every 100 ms until it holds or `limit` passes (a liveness bound, not a
-/// speed assertion: limits are generous). Panics with `what` and the daemon log otherwise.
+/// Polls `condition` every 50 ms until it holds or `limit` passes (a liveness bound, not a
+/// speed assertion: limits are generous). Panics with `what` (and the tail of the daemon's log,
+/// when there is one) otherwise. The one polling wait of the tests.
 pub fn wait_for(what: &str, limit: Duration, daemon: Option<&Daemon>, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if condition() {
             return;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if condition() {
+        return;
     }
     let log = daemon.map(|d| d.log_text()).unwrap_or_default();
     let tail: String = log
@@ -195,7 +216,17 @@ pub fn wait_for(what: &str, limit: Duration, daemon: Option<&Daemon>, mut condit
         .rev()
         .collect::<Vec<_>>()
         .join("\n");
-    panic!("timed out waiting for: {what}\n--- daemon log (tail) ---\n{tail}");
+    panic!("timed out after {limit:?} waiting for: {what}\n--- daemon log (tail) ---\n{tail}");
+}
+
+/// Panics unless the tests run as root, naming what needs it. CI runs them as root, like
+/// `make test` on a machine set up with `make deps`; a prerequisite that is missing fails the test
+/// rather than passing it silently.
+pub fn require_root(what: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "{what} needs root: run the tests as root (as CI does; `make deps` installs the rest)"
+    );
 }
 
 /// Parses a `last_result` file into (key, value) pairs.

@@ -4,6 +4,7 @@
 //! dropped, also when the test panics. Every wait is bounded.
 #![allow(dead_code)]
 
+use super::wait_for;
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -24,18 +25,6 @@ pub fn free_tcp_port() -> u16 {
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Polls `condition` every 50 ms until it holds; panics naming `what` after `limit`.
-pub fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// True once something accepts TCP connections on 127.0.0.1:`port`.
@@ -155,7 +144,7 @@ impl Carbon {
             .arg(format!("--logdir={}", d.join("log").display()))
             .args(["--nodaemon", "start"]);
         let mut process = ServerProcess::spawn("carbon-cache", command, &d.join("console.out"));
-        wait_until("carbon-cache to accept lines", START_LIMIT, || {
+        wait_for("carbon-cache to accept lines", START_LIMIT, None, || {
             process.assert_running();
             accepts_connections(self.line_port)
         });
@@ -218,10 +207,15 @@ impl Carbon {
     /// Waits until `path` holds `value` at `time`, returning the points around it.
     pub fn wait_for_point(&self, path: &str, time: i64, value: f64) -> Vec<Point> {
         let mut points = Vec::new();
-        wait_until(&format!("{path} = {value} at {time} in whisper"), START_LIMIT, || {
-            points = self.fetch(path, time - 2, time + 2);
-            points.contains(&(time, Some(value)))
-        });
+        wait_for(
+            &format!("{path} = {value} at {time} in whisper"),
+            START_LIMIT,
+            None,
+            || {
+                points = self.fetch(path, time - 2, time + 2);
+                points.contains(&(time, Some(value)))
+            },
+        );
         points
     }
 }
@@ -264,7 +258,7 @@ impl Influx {
         let mut command = Command::new("influxd");
         command.arg("-config").arg(&config);
         let mut process = ServerProcess::spawn("influxd", command, &influx.dir.path().join("influxd.log"));
-        wait_until("influxd to answer /ping", START_LIMIT, || {
+        wait_for("influxd to answer /ping", START_LIMIT, None, || {
             process.assert_running();
             influx.ping()
         });
@@ -380,7 +374,7 @@ impl Influx {
         count: usize,
     ) -> Vec<serde_json::Map<String, serde_json::Value>> {
         let mut rows = Vec::new();
-        wait_until(&format!("{count} rows in {database}.{from}"), START_LIMIT, || {
+        wait_for(&format!("{count} rows in {database}.{from}"), START_LIMIT, None, || {
             rows = self.rows(database, from);
             rows.len() >= count
         });
@@ -419,7 +413,7 @@ impl PythonHttp {
             .arg(dir.path());
         let log = dir.path().join("http.log");
         let mut process = ServerProcess::spawn("python3 -m http.server", command, &log);
-        wait_until("python3 http.server to accept connections", START_LIMIT, || {
+        wait_for("python3 http.server to accept connections", START_LIMIT, None, || {
             process.assert_running();
             accepts_connections(port)
         });
@@ -523,9 +517,10 @@ impl Haproxy {
         command.arg("-db").arg("-f").arg(&config);
         let log = self.dir.path().join(format!("haproxy-{number}.log"));
         let mut process = ServerProcess::spawn("haproxy", command, &log);
-        wait_until(
+        wait_for(
             &format!("haproxy {number} to answer on its stats socket"),
             START_LIMIT,
+            None,
             || {
                 process.assert_running();
                 match (&socket, tcp_stats_port) {

@@ -224,24 +224,18 @@ fn write_escaped(out: &mut Vec<u8>, text: &str, special: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measurement::{OrderId, RrdTemplate};
+    use crate::measurement::OrderId;
 
     const T: i64 = 1_700_000_000;
 
     fn result(measurement: Option<&str>, tags: &[(&str, &str)], rtts: Vec<Option<f64>>) -> OrderResult {
-        OrderResult {
-            id: OrderId::new("app/target").unwrap(),
-            time: T,
-            updated: T + 20,
-            step: 20,
-            pings: rtts.len() as u32,
-            template: RrdTemplate::Smokeping,
-            rtts,
-            telegraf: measurement.map(|name| TelegrafMeta {
+        OrderResult::builder(OrderId::new("app/target").unwrap(), T)
+            .rtts(rtts)
+            .telegraf(measurement.map(|name| TelegrafMeta {
                 measurement_name: name.to_string(),
                 tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            }),
-        }
+            }))
+            .build()
     }
 
     fn encode_with(encoder: &InfluxEncoder, results: &[OrderResult], metrics: &[Metric]) -> (String, usize) {
