@@ -7,7 +7,7 @@
 //!
 //! usage: cargo bench --bench encode -- [lines]
 
-use spoolmon::measurement::{OrderId, OrderResult, RrdTemplate, TelegrafMeta};
+use spoolmon::shared::measurement::{OrderId, OrderResult, RrdTemplate, TelegrafMeta};
 use spoolmon::sink::graphite::GraphiteEncoder;
 use spoolmon::sink::influx::{InfluxEncoder, Precision};
 use spoolmon::sink::{Encoder, Metric, SinkBatch};

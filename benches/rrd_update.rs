@@ -7,8 +7,8 @@
 //! usage: cargo bench --bench rrd_update -- [orders] [steps] [rrd|last_result|both] [dir]
 //! (dir defaults to a new temporary directory; give one to keep the files between runs)
 
-use spoolmon::measurement::{OrderId, OrderResult, RrdTemplate};
 use spoolmon::output::{last_result, rrd::RrdWriter};
+use spoolmon::shared::measurement::{OrderId, OrderResult, RrdTemplate};
 use spoolmon::spool::atomic::sync_filesystem;
 use std::path::PathBuf;
 use std::time::Instant;

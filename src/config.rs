@@ -12,10 +12,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-// The `engine:` and `icmp:` types belong to the ICMP probe; re-exported here until every caller
-// imports them from `probe::icmp` (removed after the issue 10 merge).
-/// The former name of [`IcmpOptions`] (tests/fuzz_parsers.rs still uses it).
-pub use crate::probe::icmp::IcmpOptions as IcmpConfig;
 pub use crate::probe::icmp::{Engine, IcmpOptions};
 
 /// Largest `result-max-age` / `result-max-future`, seconds (100 years).

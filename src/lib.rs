@@ -35,15 +35,13 @@ pub mod check;
 pub mod collect;
 pub mod command;
 pub mod config;
-pub mod shared;
-// TEMP re-export while branches merge
-pub use shared::measurement;
 pub mod orders;
 pub mod output;
 pub mod probe;
 pub mod process;
 pub mod selfmetrics;
 pub mod service;
+pub mod shared;
 pub mod sink;
 pub mod spool;
 pub mod status;

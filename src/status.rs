@@ -113,7 +113,7 @@ pub fn read(base: &BaseDir, config: &Config, now: SystemTime) -> Result<Report, 
         path: base.root().to_owned(),
         error,
     })?;
-    let now = unix(now);
+    let now = crate::shared::clock::unix_secs(now);
     let daemon = holder(base, lock::LOCK_FILE, now);
     let pull = holder(base, crate::spool::lock::PULL_LOCK, now);
     let self_metrics = component_metrics(base, &daemon, &pull, now);
@@ -132,11 +132,6 @@ pub fn read(base: &BaseDir, config: &Config, now: SystemTime) -> Result<Report, 
         self_metrics,
         last_errors,
     })
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn holder(base: &BaseDir, lock_name: &str, now: i64) -> Holder {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use spoolmon::measurement::{OrderId, OrderResult};
+use spoolmon::shared::measurement::{OrderId, OrderResult};
 use spoolmon::spool::snapshot::{encode_ping, SnapshotName, PING_FILE};
 use spoolmon::spool::{queue, BaseDir};
 use std::collections::HashMap;

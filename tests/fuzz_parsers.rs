@@ -24,13 +24,14 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use spoolmon::collect::haproxy::validate::{check_info, check_stat};
-use spoolmon::config::{Config, Engine, IcmpConfig};
-use spoolmon::measurement::{OrderId, OrderResult, RrdTemplate, TelegrafMeta};
+use spoolmon::config::Config;
 use spoolmon::orders::order::{
     parse_order_with, ExecKind, ExecSpec, FpingSpec, HttpingSpec, Order, OrderError, ParsedOrder, ProbeSpec, TcpSpec,
     MAX_INTERVAL_MS, MAX_PINGS, MAX_STEP,
 };
+use spoolmon::probe::icmp::{Engine, IcmpOptions as IcmpConfig};
 use spoolmon::process::haproxy::{aggregate, HaproxyOptions};
+use spoolmon::shared::measurement::{OrderId, OrderResult, RrdTemplate, TelegrafMeta};
 use spoolmon::sink::outbox::{self, Ack, AckRead, Counters, Outbox, OutboxLimits, Position};
 use spoolmon::spool::beneath::Dir;
 use spoolmon::spool::snapshot::{decode_ping, encode_ping, read_ping, PingBounds, PingHeader, PING_FILE};

@@ -289,7 +289,7 @@ fn log_file_has_timestamps_and_is_reopened_on_sighup() {
 
 /// Publishes one ping snapshot for order `p` at `time` (as a remote prober would).
 fn publish_ping(base: &Base, time: i64) {
-    use spoolmon::measurement::{OrderId, OrderResult};
+    use spoolmon::shared::measurement::{OrderId, OrderResult};
     use spoolmon::spool::snapshot::{encode_ping, SnapshotName, PING_FILE};
     let spool = spoolmon::spool::BaseDir::new(base.path());
     let result = OrderResult::builder(OrderId::new("p").unwrap(), time)

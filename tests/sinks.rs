@@ -9,7 +9,7 @@ use common::servers::{free_tcp_port, Carbon, Influx, InfluxSetup, START_LIMIT};
 use common::wait_for;
 use common::ReadOnlyDir;
 use serde_json::{json, Map, Value};
-use spoolmon::measurement::{OrderId, OrderResult, TelegrafMeta};
+use spoolmon::shared::measurement::{OrderId, OrderResult, TelegrafMeta};
 use spoolmon::sink::graphite::{GraphiteEncoder, GraphiteOptions, GraphiteTransport};
 use spoolmon::sink::influx::{self, InfluxEncoder, InfluxOptions, Precision};
 use spoolmon::sink::local_store::{LocalStore, LocalStoreOptions};

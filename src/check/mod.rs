@@ -15,13 +15,8 @@ pub use range::{InvalidRange, Range};
 pub use spool::{check_failed, check_outbox, check_queue};
 
 use std::fmt::Write as _;
-use std::time::SystemTime;
 
-/// Seconds since the epoch.
-fn unix_now(now: SystemTime) -> i64 {
-    now.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+use crate::shared::clock::unix_secs as unix_now;
 
 /// Largest state record read (they are one short line).
 const MAX_RECORD_BYTES: u64 = 4096;

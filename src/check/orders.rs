@@ -176,7 +176,7 @@ fn perf(label: &str, value: usize, thresholds: &Thresholds) -> Perf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measurement::OrderId;
+    use crate::shared::measurement::OrderId;
 
     fn order(base: &BaseDir, id: &str) -> OrderStatus {
         OrderStatus {

@@ -61,7 +61,7 @@ pub fn process(base: BaseDir, config: Config, started: Started) -> Result<()> {
             signals: signals.clone(),
             _locks: locks,
             stats: Arc::default(),
-            started: crate::selfmetrics::unix_now(),
+            started: crate::shared::clock::unix_now(),
             running: None,
         };
         Ok((service, config.clone()))

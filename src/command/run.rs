@@ -21,15 +21,16 @@
 //! and journal searches keep matching.
 
 use super::{load_config, BaseArgs, ServiceArgs, Started};
-use crate::config::{Config, Engine};
+use crate::config::Config;
 use crate::orders::book::{OrderBook, OrderEvent};
 use crate::orders::order::Order;
 use crate::orders::watch::OrderWatch;
 use crate::probe::exec::ExecProbe;
 use crate::probe::fping::FpingProbe;
 use crate::probe::http::HttpProbe;
+use crate::probe::icmp::Engine;
 use crate::probe::icmp::IcmpEngine;
-use crate::probe::scheduler::{DiskGuard, ProbeSet, Scheduler, SchedulerStats};
+use crate::probe::scheduler::{ProbeSet, Scheduler, SchedulerStats};
 use crate::probe::tcp::TcpProbe;
 use crate::probe::Probe;
 use crate::process::{self, Lifecycle, LoopTiming, ProcessStats, Processor};
@@ -38,6 +39,7 @@ use crate::service::notify::Notifier;
 use crate::service::signals::Signals;
 use crate::service::supervisor::{self, Claim, Event, Reread, Served, Service};
 use crate::sink::running::RunningSinks;
+use crate::spool::guard::DiskGuard;
 use crate::spool::lock::{DaemonLock, LOCK_FILE, PULL_LOCK};
 use crate::spool::{queue, state, BaseDir};
 use anyhow::{Context, Result};
@@ -81,7 +83,7 @@ impl DaemonStats {
             process: Arc::default(),
             scheduler: Arc::default(),
             pull: Arc::default(),
-            started: crate::selfmetrics::unix_now(),
+            started: crate::shared::clock::unix_now(),
         }
     }
 }

@@ -18,7 +18,7 @@
 //! are removed with `rmdir`, never recursively. Purge deletes only the plain files of an entry
 //! and then `rmdir`s it, so nested entries below an old entry survive if they are young.
 
-use crate::measurement::OrderId;
+use crate::shared::measurement::OrderId;
 use crate::spool::beneath::{Dir, Kind};
 use crate::spool::BaseDir;
 use std::io;

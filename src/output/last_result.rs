@@ -23,8 +23,8 @@
 //! a missing or partial file (pingmachine unlinked it first). Nothing is fsynced here: the caller
 //! syncs the filesystem before and after committing a whole batch.
 
-use crate::measurement::OrderResult;
-use crate::process::stats::PingStats;
+use crate::shared::measurement::OrderResult;
+use crate::shared::stats::PingStats;
 use crate::spool::atomic::StagedFile;
 use std::fmt::Write as _;
 use std::io;
@@ -208,7 +208,7 @@ fn bad_value(value: &str, index: usize) -> LastResultParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measurement::OrderId;
+    use crate::shared::measurement::OrderId;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 

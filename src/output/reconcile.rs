@@ -10,7 +10,7 @@
 //! Log lines keep the target `spoolmon::daemon` they had before this module existed, so log
 //! filters (`RUST_LOG`) and journal searches keep matching.
 
-use crate::measurement::OrderId;
+use crate::shared::measurement::OrderId;
 use crate::spool::BaseDir;
 use std::collections::HashSet;
 use std::path::Path;

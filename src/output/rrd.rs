@@ -48,9 +48,9 @@
 //! file inspected again and the update retried once. Nothing is fsynced here: the caller syncs the
 //! filesystem once per batch.
 
-use crate::measurement::{OrderResult, RrdTemplate};
-use crate::process::stats::PingStats;
 use crate::shared::clock::unix_now;
+use crate::shared::measurement::{OrderResult, RrdTemplate};
+use crate::shared::stats::PingStats;
 use crate::spool::atomic::rename_to_free_name;
 use rrd::ops::create::{create, Archive, DataSource, DataSourceName};
 use rrd::ops::info::{info, InfoValue};
@@ -644,7 +644,7 @@ fn move_aside(path: &Path, stem: &str) -> Result<PathBuf, RrdError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measurement::OrderId;
+    use crate::shared::measurement::OrderId;
     use std::collections::BTreeMap;
     use std::process::Command;
 

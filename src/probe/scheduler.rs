@@ -20,9 +20,10 @@
 //! [`SchedulerStats::suspended_runs`].
 
 use super::{Probe, RunPlan};
-use crate::measurement::OrderResult;
 use crate::orders::order::{Order, ProbeSpec};
-pub use crate::spool::guard::DiskGuard;
+use crate::shared::clock::unix_secs;
+use crate::shared::measurement::OrderResult;
+use crate::spool::guard::DiskGuard;
 use crate::spool::snapshot::{encode_ping, PING_FILE};
 use crate::spool::{queue, snapshot::SnapshotName, BaseDir};
 use std::collections::{BTreeMap, VecDeque};
@@ -72,7 +73,7 @@ pub struct SchedulerStats {
     /// Held snapshots dropped because more than [`MAX_HELD_SNAPSHOTS`] / [`MAX_HELD_BYTES`] waited.
     pub snapshots_lost: AtomicU64,
     /// The latest suspension reason or publish error (for `spoolmon status`).
-    pub last_error: crate::selfmetrics::LastError,
+    pub last_error: crate::shared::last_error::LastError,
 }
 
 /// Tries with successive sequence numbers before a publish that keeps colliding is held.
@@ -198,11 +199,6 @@ pub fn round_timing(batch: &Batch, default_timeout: Duration) -> (Duration, Dura
         None => (step.mul_f64(0.8).saturating_sub(timeout) / batch.pings).max(Duration::from_millis(1)),
     };
     (interval, timeout)
-}
-
-/// Unix seconds of a wall-clock time.
-pub fn unix_secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Start of the next run of `batch` at or after `now` (wall clock), as (step start, run start).
@@ -604,8 +600,8 @@ mod tests {
     }
 
     use super::*;
-    use crate::measurement::{OrderId, RrdTemplate};
     use crate::orders::order::{FpingSpec, TcpSpec};
+    use crate::shared::measurement::{OrderId, RrdTemplate};
 
     fn fping_order(id: &str, step: u32, pings: u32, host: &str) -> Order {
         Order {

@@ -15,8 +15,6 @@
 
 pub mod haproxy;
 pub mod round;
-// TEMP re-export while branches merge
-pub use crate::shared::stats;
 
 pub use round::{Lifecycle, ProcessStats, Processor, ResultLimits, RoundReport};
 

@@ -21,11 +21,11 @@
 //! again, at least once). A `last_result` never moves back in time: an older result is written
 //! to the RRD if the RRD still takes it, but does not replace a newer `last_result`.
 
-use crate::measurement::{OrderId, OrderResult, RrdTemplate};
 use crate::output::failures::{self, OrderFailure, OutputErrors};
 use crate::output::fault::{self, Fault};
 use crate::output::{archive, last_result, rrd::RrdWriter};
 use crate::process::haproxy::{self, HaproxyOptions, HaproxySnapshotError};
+use crate::shared::measurement::{OrderId, OrderResult, RrdTemplate};
 use crate::sink::Metric;
 use crate::sink::{ResultSink, SinkBatch};
 use crate::spool::atomic::{sync_filesystem, StagedFile};
@@ -82,7 +82,7 @@ pub struct ProcessStats {
     pub rrd_updates: AtomicU64,
     pub processing_micros: AtomicU64,
     /// The latest quarantine reason, output or sink error (for `spoolmon status`).
-    pub last_error: crate::selfmetrics::LastError,
+    pub last_error: crate::shared::last_error::LastError,
 }
 
 /// What one round did.
@@ -338,7 +338,7 @@ impl Processor {
         if flush_interval.is_zero() {
             return true;
         }
-        let now = crate::probe::scheduler::unix_secs(SystemTime::now());
+        let now = crate::shared::clock::unix_now();
         self.oldest_waiting
             .is_some_and(|epoch| now - epoch >= flush_interval.as_secs() as i64)
     }
@@ -484,7 +484,7 @@ impl Processor {
         // What was kept for snapshots that are gone (removed by hand, quarantined) is dropped.
         self.delivered.retain(|name, _| present.contains(name));
         self.unquarantined.retain(|name, _| present.contains(name));
-        let now = crate::probe::scheduler::unix_secs(SystemTime::now());
+        let now = crate::shared::clock::unix_now();
         let bounds = PingBounds {
             now,
             max_age: self.limits.max_age.as_secs(),
@@ -866,7 +866,7 @@ impl Processor {
                 self.failing_dirty = true;
             }
         }
-        let now = crate::probe::scheduler::unix_secs(SystemTime::now());
+        let now = crate::shared::clock::unix_now();
         for (id, _, reason) in failed.iter().filter(|(_, fault, _)| *fault == Fault::Permanent) {
             if self.failing.get(id).is_some_and(|f| f.reason == *reason) {
                 continue;

@@ -36,14 +36,13 @@ pub mod exposition;
 pub mod gather;
 
 pub use gather::{Observed, Sources};
-// TEMP re-export while branches merge
-pub use crate::shared::clock::unix_now;
-pub use crate::shared::last_error::{ErrorRecord, LastError};
 
 use crate::collect::haproxy::PullStats;
 use crate::orders::book::OrderBook;
 use crate::probe::scheduler::SchedulerStats;
 use crate::process::ProcessStats;
+use crate::shared::clock::unix_now;
+use crate::shared::last_error::{ErrorRecord, LastError};
 use crate::sink::running::RunningSinks;
 use crate::sink::{Metric, ResultSink, SinkBatch};
 use crate::spool::{queue, BaseDir};

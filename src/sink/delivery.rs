@@ -31,7 +31,7 @@ pub struct DeliveryStats {
     pub rejected_batches: AtomicU64,
     pub rejected_lines: AtomicU64,
     /// The latest failed or rejected send (for `spoolmon status`).
-    pub last_error: crate::selfmetrics::LastError,
+    pub last_error: crate::shared::last_error::LastError,
 }
 
 /// The waits between attempts at one batch, as [`RetryPolicy`] defines them.

@@ -30,10 +30,10 @@
 
 use super::hostname;
 use super::number::{write_integer, write_number};
-use super::options::{check_printable, check_seconds, seconds, InvalidOption};
 use super::{DeliveryError, Encoder, Metric, OutboxBounds, RetryPolicy, SinkBatch, Transport};
-use crate::measurement::OrderResult;
-use crate::process::stats::PingStats;
+use crate::shared::measurement::OrderResult;
+use crate::shared::option::{check_printable, check_seconds, seconds, InvalidOption};
+use crate::shared::stats::PingStats;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -369,7 +369,7 @@ impl Transport for GraphiteTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measurement::OrderId;
+    use crate::shared::measurement::OrderId;
 
     fn result(id: &str, rtts: Vec<Option<f64>>) -> OrderResult {
         OrderResult::builder(OrderId::new(id).unwrap(), 1_700_000_000)

@@ -7,9 +7,9 @@
 //! not to leave it enabled for more than an hour). Enable it to debug, then remove it.
 
 use super::graphite::{GraphiteEncoder, GraphiteOptions};
-use super::options::InvalidOption;
 use super::{Metric, ResultSink, SinkBatch, SinkError};
-use crate::measurement::OrderResult;
+use crate::shared::measurement::OrderResult;
+use crate::shared::option::InvalidOption;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};

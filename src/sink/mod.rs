@@ -13,7 +13,8 @@
 //!   [`DeliveryError::Rejected`];
 //! - `local_store` writes haproxystats' debugging layout directly, without an outbox.
 
-use crate::measurement::OrderResult;
+use crate::shared::measurement::OrderResult;
+use crate::shared::option::InvalidOption;
 
 pub mod backlog;
 pub mod config;
@@ -23,8 +24,6 @@ pub mod hostname;
 pub mod influx;
 pub mod local_store;
 pub mod number;
-// TEMP re-export while branches merge
-pub use crate::shared::option as options;
 pub mod outbox;
 pub mod queued;
 pub mod running;
@@ -121,15 +120,12 @@ impl Default for OutboxBounds {
 
 impl OutboxBounds {
     /// Checks the bounds; the error names the key.
-    pub fn validate(&self) -> Result<(), options::InvalidOption> {
+    pub fn validate(&self) -> Result<(), InvalidOption> {
         if self.max_bytes < 1 << 20 {
-            return Err(options::InvalidOption::new(
-                "outbox.max-bytes",
-                "must be at least 1048576",
-            ));
+            return Err(InvalidOption::new("outbox.max-bytes", "must be at least 1048576"));
         }
         if self.max_age.is_some_and(|age| !(age.is_finite() && age > 0.0)) {
-            return Err(options::InvalidOption::new(
+            return Err(InvalidOption::new(
                 "outbox.max-age",
                 "must be a positive number of seconds",
             ));

@@ -12,7 +12,7 @@
 //! every result validated ([`PingBounds::check`]) before any of it is used: a snapshot with one
 //! bad line is refused whole, with a reason that names the line, the order and the bound.
 
-use crate::measurement::OrderResult;
+use crate::shared::measurement::OrderResult;
 use crate::spool::beneath::Dir;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -330,7 +330,7 @@ pub fn decode_ping(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measurement::OrderId;
+    use crate::shared::measurement::OrderId;
 
     /// Bounds centred a minute after the results of [`result`].
     fn bounds() -> PingBounds {
@@ -547,7 +547,7 @@ mod tests {
     #[test]
     fn mutated_snapshots_never_panic_and_never_yield_a_result_out_of_bounds() {
         let mut wide = result("a/b");
-        wide.telegraf = Some(crate::measurement::TelegrafMeta {
+        wide.telegraf = Some(crate::shared::measurement::TelegrafMeta {
             measurement_name: "m".into(),
             tags: [("k".to_string(), "v".to_string())].into(),
         });

@@ -11,7 +11,7 @@ use super::fetch::{fetch, remaining, Command, FetchError, FetchLimits, POLL};
 use super::options::PullOptions;
 use super::source::{list_sources, parse_servers, FileNameClash, Source};
 use super::validate::{check_info, check_stat};
-use crate::sink::options::InvalidOption;
+use crate::shared::option::InvalidOption;
 use crate::spool::snapshot::SnapshotName;
 use crate::spool::{queue, BaseDir};
 use crossbeam_channel::RecvTimeoutError;
@@ -21,7 +21,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 /// What a published cycle did.
@@ -100,10 +100,7 @@ pub fn pull_cycle_until(
     shutdown: &AtomicBool,
 ) -> Result<CycleReport, PullError> {
     let started = Instant::now();
-    let epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let epoch = crate::shared::clock::unix_now() as u64;
     let cpu_before = thread_cpu();
     let servers = parse_servers(&options.servers)?;
     let sources = list_sources(options.socket_dir.as_deref(), &servers)?;

@@ -15,7 +15,7 @@
 //! The rejected keys are parsed only to say what to do instead: an option that would be accepted
 //! and then ignored is worse than an error.
 
-use crate::sink::options::{check_seconds, seconds, InvalidOption};
+use crate::shared::option::{check_seconds, seconds, InvalidOption};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::path::PathBuf;

@@ -6,6 +6,7 @@
 
 use super::cycle::{ensure_queue_dirs, pull_cycle_until, PullError};
 use super::options::PullOptions;
+use crate::shared::clock::unix_millis;
 use crate::spool::guard::DiskGuard;
 use crate::spool::BaseDir;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +39,7 @@ pub struct PullStats {
     /// CPU time of every published cycle together, microseconds.
     pub cycle_cpu_us: AtomicU64,
     /// The latest failed cycle or suspension (for `spoolmon status`).
-    pub last_error: crate::selfmetrics::LastError,
+    pub last_error: crate::shared::last_error::LastError,
 }
 
 /// Pulls on schedule until `shutdown` is set (run it on its own thread). `options` must have
@@ -110,11 +111,11 @@ fn record(base: &BaseDir, result: Result<super::CycleReport, PullError>, stats: 
 /// the previous cycle), with the number of slots between the two that were missed.
 pub fn next_slot(now: SystemTime, interval: Duration, last: Option<SystemTime>) -> (SystemTime, u64) {
     let interval_ms = interval.as_millis().max(1);
-    let now_ms = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let now_ms = u128::from(unix_millis(now));
     let mut slot_ms = now_ms.div_ceil(interval_ms) * interval_ms;
     let mut missed = 0;
     if let Some(last) = last {
-        let last_ms = last.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let last_ms = u128::from(unix_millis(last));
         slot_ms = slot_ms.max(last_ms + interval_ms);
         missed = ((slot_ms - last_ms) / interval_ms).saturating_sub(1) as u64;
     }

@@ -5,7 +5,7 @@
 //! name, an IPv4 address or a bracketed IPv6 address) and a port, and nothing else (no user,
 //! path, query or fragment). Paths are taken literally (no percent-decoding).
 
-use crate::sink::options::InvalidOption;
+use crate::shared::option::InvalidOption;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -10,8 +10,8 @@
 //! Called by `spoolmon orders` (main), `status`, `check::orders` and self-metrics.
 
 use super::{Entry, EntryState, OrderBook};
-use crate::measurement::OrderId;
 use crate::orders::OrderOptions;
+use crate::shared::measurement::OrderId;
 use crate::spool::BaseDir;
 use serde::Serialize;
 use std::path::PathBuf;

@@ -45,9 +45,9 @@ mod walk;
 pub use listing::{format_table, listing, OrderState, OrderStatus};
 pub use walk::{is_ignored_name, MAX_DEPTH};
 
-use crate::measurement::OrderId;
 use crate::orders::order::{parse_order_with, resolve_host, Order, OrderError, ParsedOrder};
 use crate::orders::OrderOptions;
+use crate::shared::measurement::OrderId;
 use crate::spool::BaseDir;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};

@@ -15,8 +15,8 @@
 //! Called by the book's owner (the daemon's orders watcher, `listing`) through the two methods.
 
 use super::{modified, same_optional_content, EntryState, OrderBook, OrderEvent, Stamp};
-use crate::measurement::OrderId;
 use crate::orders::order::{OrderError, MAX_ORDER_BYTES};
+use crate::shared::measurement::OrderId;
 use crate::spool::beneath::Dir;
 use std::collections::HashSet;
 use std::ffi::OsStr;

@@ -28,7 +28,7 @@ pub use parse::{
     MAX_ORDER_BYTES, MAX_PINGS, MAX_STEP,
 };
 
-use crate::measurement::{OrderId, RrdTemplate, TelegrafMeta};
+use crate::shared::measurement::{OrderId, RrdTemplate, TelegrafMeta};
 use std::net::{IpAddr, SocketAddr};
 
 /// A valid order: what to measure, how often, and where the results go.

@@ -15,8 +15,8 @@
 
 use super::fields::{kind_of, load_map, to_text, to_words, Fields, Problem};
 use super::{ExecKind, ExecSpec, FpingSpec, HttpingSpec, Order, ProbeKind, ProbeSpec, TcpSpec, PROBE_NAMES};
-use crate::measurement::{OrderId, RrdTemplate, TelegrafMeta};
 use crate::orders::OrderOptions;
+use crate::shared::measurement::{OrderId, RrdTemplate, TelegrafMeta};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;

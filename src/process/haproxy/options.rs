@@ -5,7 +5,7 @@
 //! Group sections are maps of group name to regular expression, tried in the order written.
 
 use super::catalog::{self, MetricSpec};
-use crate::sink::options::{check_printable, InvalidOption};
+use crate::shared::option::{check_printable, InvalidOption};
 use regex::Regex;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::ser::SerializeMap;

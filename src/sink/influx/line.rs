@@ -32,10 +32,10 @@
 //! field. Metrics with a non-finite value are left out.
 
 use super::{InfluxOptions, Precision};
-use crate::measurement::{OrderResult, TelegrafMeta};
-use crate::process::stats::PingStats;
+use crate::shared::measurement::{OrderResult, TelegrafMeta};
+use crate::shared::option::InvalidOption;
+use crate::shared::stats::PingStats;
 use crate::sink::number::{write_integer, write_number};
-use crate::sink::options::InvalidOption;
 use crate::sink::{Encoder, Metric, SinkBatch};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -224,7 +224,7 @@ fn write_escaped(out: &mut Vec<u8>, text: &str, special: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measurement::OrderId;
+    use crate::shared::measurement::OrderId;
 
     const T: i64 = 1_700_000_000;
 

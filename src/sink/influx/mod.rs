@@ -17,8 +17,8 @@ pub mod transport;
 pub use line::InfluxEncoder;
 pub use transport::{HttpTransport, UdpTransport};
 
-use super::options::{check_seconds, InvalidOption};
 use super::{OutboxBounds, Transport};
+use crate::shared::option::{check_seconds, InvalidOption};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

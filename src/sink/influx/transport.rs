@@ -27,7 +27,7 @@
 //! until someone notices.
 
 use super::{Api, InfluxOptions};
-use crate::sink::options::{seconds, InvalidOption};
+use crate::shared::option::{seconds, InvalidOption};
 use crate::sink::{DeliveryError, Transport};
 use base64::Engine as _;
 use std::io::{self, Read, Write};
