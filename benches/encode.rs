@@ -7,10 +7,12 @@
 //!
 //! usage: cargo bench --bench encode -- [lines]
 
+use spoolmon::process::handoff::SinkBatch;
+use spoolmon::shared::measurement::Metric;
 use spoolmon::shared::measurement::{OrderId, OrderResult, RrdTemplate, TelegrafMeta};
 use spoolmon::sink::graphite::GraphiteEncoder;
 use spoolmon::sink::influx::{InfluxEncoder, Precision};
-use spoolmon::sink::{Encoder, Metric, SinkBatch};
+use spoolmon::sink::Encoder;
 use std::collections::BTreeMap;
 use std::time::Instant;
 

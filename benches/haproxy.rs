@@ -17,9 +17,10 @@
 mod reference;
 
 use nix::sys::resource::{getrusage, UsageWho};
+use spoolmon::process::handoff::SinkBatch;
 use spoolmon::process::haproxy::{aggregate, HaproxyOptions};
 use spoolmon::sink::graphite::GraphiteEncoder;
-use spoolmon::sink::{Encoder, SinkBatch};
+use spoolmon::sink::Encoder;
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -5,9 +5,10 @@
 #[path = "data/haproxy/reference.rs"]
 mod reference;
 
+use spoolmon::process::handoff::SinkBatch;
 use spoolmon::process::haproxy::{aggregate, HaproxyOptions};
 use spoolmon::sink::graphite::GraphiteEncoder;
-use spoolmon::sink::{Encoder, SinkBatch};
+use spoolmon::sink::Encoder;
 use std::collections::BTreeMap;
 
 /// Path → (value, time) of Graphite plaintext lines; a repeated path is a failure.

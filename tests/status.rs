@@ -162,7 +162,12 @@ fn spoolmon_pull_writes_its_own_metrics_and_its_last_error() {
     wait_for("failed cycles in metrics-pull.prom", LIMIT, Some(&pull), || {
         metrics(&base, "metrics-pull.prom").is_some_and(|m| m.get("spoolmon_pull_failed_cycles_total") > Some(&0.0))
     });
-    let report = status_json(&base);
+    // status-pull.json is written just after metrics-pull.prom: wait for it too.
+    let mut report = serde_json::Value::Null;
+    wait_for("the pull error in spoolmon status", LIMIT, Some(&pull), || {
+        report = status_json(&base);
+        report["last_errors"][0]["source"] == "pull"
+    });
     assert_eq!(report["pull"]["pid"], pull.pid(), "{report}");
     assert_eq!(report["daemon"]["running"], false);
     assert_eq!(report["self_metrics"][0]["component"], "pull");

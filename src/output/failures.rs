@@ -9,7 +9,7 @@
 //!
 //! `reason` is the last error of the order's output (RRD or `last_result`), `since` (unix
 //! seconds) when the order started failing with that reason. Only faults of the order itself are
-//! kept here (see [`super::fault`]); a transient fault (disk full) is a `last_error` of
+//! kept here (see [`crate::spool::fault`]); a transient fault (disk full) is a `last_error` of
 //! processing instead. An order leaves the file when its output is written again, or when it is
 //! archived. The file is replaced atomically (temp + fsync + rename in `state/`) and only when
 //! the set of orders or a reason changes; an absent file means no order fails.

@@ -9,13 +9,12 @@
 //! `archive/` is overwritten or deleted (old and damaged files are renamed aside), except by
 //! [`archive::purge`] when the caller enables a retention.
 //!
-//! A failed write is classified by [`fault`]: the order's own fault (it fails alone) or a
+//! A failed write is classified by [`crate::spool::fault`]: the order's own fault (it fails alone) or a
 //! transient one of the machine (the work waits). [`failures`] keeps the orders that fail in
 //! `state/output-errors.json` for `spoolmon orders`, `status` and `check orders`.
 
 pub mod archive;
 pub mod failures;
-pub mod fault;
 pub mod last_result;
 pub mod reconcile;
 pub mod rrd;

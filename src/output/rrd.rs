@@ -73,7 +73,7 @@ pub const MAX_STEP: u32 = u32::MAX / 2;
 
 const XFF: f64 = 0.5;
 /// Maximum of the RTT data sources (`median`, `ping<i>`), seconds.
-pub const RTT_MAX_SECONDS: f64 = 180.0;
+pub const RTT_MAX_SECONDS: f64 = crate::shared::measurement::MAX_RTT_SECONDS;
 
 /// The shape of a Smokeping RRD: what must match between a result and an existing file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -316,9 +316,9 @@ pub enum RrdError {
 }
 
 impl RrdError {
-    /// Whether the order itself is at fault (see [`super::fault`]).
-    pub fn fault(&self) -> super::fault::Fault {
-        use super::fault::{of_io, of_text, Fault};
+    /// Whether the order itself is at fault (see [`crate::spool::fault`]).
+    pub fn fault(&self) -> crate::spool::fault::Fault {
+        use crate::spool::fault::{of_io, of_text, Fault};
         match self {
             RrdError::MalformedResult { .. } => Fault::Permanent,
             RrdError::CreateDir { source, .. } | RrdError::Stat { source, .. } | RrdError::MoveAside { source, .. } => {

@@ -13,6 +13,7 @@
 //! Order lifecycle (archive on removal, restore on re-appearance) also runs on this thread, so
 //! results of runs still in flight for a removed order never re-create its `output/` directory.
 
+pub mod handoff;
 pub mod haproxy;
 pub mod round;
 

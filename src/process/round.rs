@@ -4,7 +4,7 @@
 //! - a snapshot that is itself wrong (unreadable, malformed, a result out of bounds) is
 //!   quarantined at once, before anything of it reaches an output or a sink;
 //! - an order whose output cannot be written for a reason of its own (path too long, permission,
-//!   a file in the way, see [`crate::output::fault`]) fails alone: its siblings are applied, the
+//!   a file in the way, see [`crate::spool::fault`]) fails alone: its siblings are applied, the
 //!   snapshot goes on as usual, and the order is listed in `state/output-errors.json` until it
 //!   writes again;
 //! - a transient fault (disk full, I/O error) keeps the snapshots it touches in `incoming/`,
@@ -22,14 +22,15 @@
 //! to the RRD if the RRD still takes it, but does not replace a newer `last_result`.
 
 use crate::output::failures::{self, OrderFailure, OutputErrors};
-use crate::output::fault::{self, Fault};
 use crate::output::{archive, last_result, rrd::RrdWriter};
+use crate::process::handoff::ResultSink;
+use crate::process::handoff::SinkBatch;
 use crate::process::haproxy::{self, HaproxyOptions, HaproxySnapshotError};
+use crate::shared::measurement::Metric;
 use crate::shared::measurement::{OrderId, OrderResult, RrdTemplate};
-use crate::sink::Metric;
-use crate::sink::{ResultSink, SinkBatch};
 use crate::spool::atomic::{sync_filesystem, StagedFile};
 use crate::spool::beneath::Dir;
+use crate::spool::fault::{self, Fault};
 use crate::spool::queue::{self, QueueEntry};
 use crate::spool::snapshot::{read_ping, PingBounds, PingSnapshotError, SnapshotName, PING_FILE};
 use crate::spool::BaseDir;
@@ -1022,7 +1023,7 @@ fn current_last_result_time(dir: &Path) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::SinkError;
+    use crate::process::handoff::SinkError;
     use crate::spool::snapshot::encode_ping;
     use std::collections::BTreeMap;
     use std::fs;

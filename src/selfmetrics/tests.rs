@@ -4,10 +4,10 @@ use crate::collect::haproxy::PullStats;
 use crate::config::Config;
 use crate::orders::book::OrderState;
 use crate::probe::scheduler::SchedulerStats;
+use crate::process::handoff::SinkError;
 use crate::process::ProcessStats;
 use crate::sink::backlog::SinkBacklog;
 use crate::sink::delivery::DeliveryStats;
-use crate::sink::SinkError;
 
 fn sources() -> Sources {
     let scheduler = SchedulerStats::default();

@@ -100,6 +100,20 @@ pub struct TelegrafMeta {
     pub tags: BTreeMap<String, String>,
 }
 
+/// One named value at one time that is not a ping result: a HAProxy aggregate, a self-metric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metric {
+    /// Dotted Graphite-style path below the sink's namespace, e.g. `haproxy.frontend.www.scur`.
+    pub path: String,
+    pub value: f64,
+    /// Unix seconds.
+    pub time: i64,
+}
+
+/// Largest round-trip time a result may hold, seconds: the maximum of the RRD's RTT data sources
+/// (a larger one is lost for the probes, out of bounds for processing).
+pub const MAX_RTT_SECONDS: f64 = 180.0;
+
 /// One order's measurement for one step: what a probe run produced for it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OrderResult {

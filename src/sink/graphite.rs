@@ -30,7 +30,9 @@
 
 use super::hostname;
 use super::number::{write_integer, write_number};
-use super::{DeliveryError, Encoder, Metric, OutboxBounds, RetryPolicy, SinkBatch, Transport};
+use super::{DeliveryError, Encoder, OutboxBounds, RetryPolicy, Transport};
+use crate::process::handoff::SinkBatch;
+use crate::shared::measurement::Metric;
 use crate::shared::measurement::OrderResult;
 use crate::shared::option::{check_printable, check_seconds, seconds, InvalidOption};
 use crate::shared::stats::PingStats;

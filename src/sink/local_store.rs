@@ -7,7 +7,10 @@
 //! not to leave it enabled for more than an hour). Enable it to debug, then remove it.
 
 use super::graphite::{GraphiteEncoder, GraphiteOptions};
-use super::{Metric, ResultSink, SinkBatch, SinkError};
+use crate::process::handoff::ResultSink;
+use crate::process::handoff::SinkBatch;
+use crate::process::handoff::SinkError;
+use crate::shared::measurement::Metric;
 use crate::shared::measurement::OrderResult;
 use crate::shared::option::InvalidOption;
 use serde::{Deserialize, Serialize};

@@ -13,7 +13,7 @@
 //!   [`DeliveryError::Rejected`];
 //! - `local_store` writes haproxystats' debugging layout directly, without an outbox.
 
-use crate::shared::measurement::OrderResult;
+use crate::process::handoff::SinkBatch;
 use crate::shared::option::InvalidOption;
 
 pub mod backlog;
@@ -27,47 +27,6 @@ pub mod number;
 pub mod outbox;
 pub mod queued;
 pub mod running;
-
-/// Why a sink could not take a batch; the snapshots stay in `incoming/` and are retried.
-#[derive(Debug, thiserror::Error)]
-#[error("sink {sink}: {message}")]
-pub struct SinkError {
-    pub sink: String,
-    pub message: String,
-}
-
-/// One named value at one time that is not a ping result: a HAProxy aggregate, a self-metric.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Metric {
-    /// Dotted Graphite-style path below the sink's namespace, e.g. `haproxy.frontend.www.scur`.
-    pub path: String,
-    pub value: f64,
-    /// Unix seconds.
-    pub time: i64,
-}
-
-/// What processing hands to the sinks in one round.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SinkBatch<'a> {
-    /// Ping results, sorted by time then order id.
-    pub results: &'a [OrderResult],
-    pub metrics: &'a [Metric],
-}
-
-impl SinkBatch<'_> {
-    pub fn is_empty(&self) -> bool {
-        self.results.is_empty() && self.metrics.is_empty()
-    }
-}
-
-/// A destination for processed results.
-pub trait ResultSink: Send + Sync {
-    /// Short name, also the directory name under `outbox/`.
-    fn name(&self) -> &str;
-    /// Takes a batch of results (any orders, each order's results in time order). Returns once the
-    /// batch is durable on this machine.
-    fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError>;
-}
 
 /// Turns results and metrics into whole lines of a text protocol, each ending in `\n`.
 pub trait Encoder: Send + Sync {

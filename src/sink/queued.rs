@@ -2,7 +2,10 @@
 //! (see [`super::delivery`]) forwards them.
 
 use super::outbox::Outbox;
-use super::{Encoder, ResultSink, SinkBatch, SinkError};
+use super::Encoder;
+use crate::process::handoff::ResultSink;
+use crate::process::handoff::SinkBatch;
+use crate::process::handoff::SinkError;
 use std::sync::Arc;
 
 /// `accept` = encode into one buffer + one durable [`Outbox::append`].
@@ -54,8 +57,8 @@ impl ResultSink for OutboxSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::measurement::Metric;
     use crate::sink::outbox::{status, OutboxLimits};
-    use crate::sink::Metric;
     use std::io::Write;
 
     struct PlainText;

@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod beneath;
+pub mod fault;
 pub mod guard;
 pub mod layout;
 pub mod lock;

@@ -35,7 +35,7 @@ pub const MAX_STEP: u32 = 86_400;
 /// Largest `pings` of a result (the limit of orders).
 pub const MAX_PINGS: u32 = 1_000;
 /// Largest round-trip time of a result (seconds): the maximum of the RRD's data sources.
-pub const MAX_RTT: f64 = crate::output::rrd::RTT_MAX_SECONDS;
+pub const MAX_RTT: f64 = crate::shared::measurement::MAX_RTT_SECONDS;
 
 /// Longest snapshot name accepted (bytes); a longer one is an invalid entry.
 pub const MAX_NAME: usize = 200;

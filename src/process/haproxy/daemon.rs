@@ -104,7 +104,7 @@ fn sample_std(values: &[f64]) -> f64 {
 mod tests {
     use super::super::info::parse_info;
     use super::*;
-    use crate::sink::Metric;
+    use crate::shared::measurement::Metric;
     use std::collections::BTreeMap;
 
     fn process(socket: &str, text: &str) -> DaemonFields {

@@ -58,12 +58,12 @@ pub enum HaproxySnapshotError {
 }
 
 impl HaproxySnapshotError {
-    /// Whose fault it is: an I/O error by its errno (see [`crate::output::fault`]), everything
+    /// Whose fault it is: an I/O error by its errno (see [`crate::spool::fault`]), everything
     /// else the snapshot's own.
-    pub fn fault(&self) -> crate::output::fault::Fault {
+    pub fn fault(&self) -> crate::spool::fault::Fault {
         match self {
-            HaproxySnapshotError::Io { source, .. } => crate::output::fault::of_io(source),
-            _ => crate::output::fault::Fault::Permanent,
+            HaproxySnapshotError::Io { source, .. } => crate::spool::fault::of_io(source),
+            _ => crate::spool::fault::Fault::Permanent,
         }
     }
 }

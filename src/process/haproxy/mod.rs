@@ -91,7 +91,7 @@ pub use error::HaproxySnapshotError;
 pub use options::{GroupPattern, GroupPatterns, HaproxyOptions, MetricNames};
 pub use snapshot::is_haproxy_snapshot;
 
-use crate::sink::Metric;
+use crate::shared::measurement::Metric;
 use exclusions::Exclusions;
 use info::DaemonFields;
 use paths::{Grouping, MetricBuffer, SELF_METRICS};

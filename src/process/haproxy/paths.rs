@@ -12,7 +12,7 @@
 //! Dots in HAProxy names become `_` (a dot separates Graphite levels).
 
 use super::options::{GroupPatterns, HaproxyOptions};
-use crate::sink::Metric;
+use crate::shared::measurement::Metric;
 use std::borrow::Cow;
 
 /// First component of every path.

@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn only_io_errors_can_be_transient() {
-        use crate::output::fault::Fault;
+        use crate::spool::fault::Fault;
         let io = |code| HaproxySnapshotError::Io {
             file: "p_stat".into(),
             source: std::io::Error::from_raw_os_error(code),

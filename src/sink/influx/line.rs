@@ -32,11 +32,13 @@
 //! field. Metrics with a non-finite value are left out.
 
 use super::{InfluxOptions, Precision};
+use crate::process::handoff::SinkBatch;
+use crate::shared::measurement::Metric;
 use crate::shared::measurement::{OrderResult, TelegrafMeta};
 use crate::shared::option::InvalidOption;
 use crate::shared::stats::PingStats;
 use crate::sink::number::{write_integer, write_number};
-use crate::sink::{Encoder, Metric, SinkBatch};
+use crate::sink::Encoder;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Whose fault a failed output write is: the order's own (permanent) or the machine's
+//! Whose fault a failed write under the base directory is: the order's own (permanent) or the machine's
 //! (transient), so processing can attribute it to the smallest unit.
 //!
 //! Transient: the disk is full or over quota (`ENOSPC`, `EDQUOT`), the device fails (`EIO`), the
