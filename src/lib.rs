@@ -15,21 +15,13 @@
 //! options.
 //!
 //! Above the data flow, reading only: [`check`] holds the Nagios checks; [`selfmetrics`]
-//! writes spoolmon's own metrics and [`status`] reads them back for `spoolmon status`.
-//! [`measurement`] is the measurement vocabulary every stage shares; [`yaml_expansion`] bounds
-//! YAML aliases for the order and config parsers.
+//! writes spoolmon's own metrics and [`status`] reads them back for `spoolmon status`. At the
+//! bottom: [`shared`] is the vocabulary every stage speaks (measurements, the clock, the last
+//! error, option errors) and [`spool`] is the disk; [`yaml_expansion`] bounds YAML aliases for
+//! the order and config parsers.
 //!
-//! # Module map
-//!
-//! ```text
-//! command/             one file per subcommand (run, pull, process, check, status, orders,
-//!                      outbox, config, completions, man) and the argument groups they share
-//! service/supervisor   the lifecycle of run, pull and process: claim → privileges → ready →
-//!                      signal loop with stop/reload hooks → bounded drain
-//! service/             claim, privilege, notify (sd_notify), signals, log
-//! orders/watch         inotify on orders/ and telegraf/ → the order book's events
-//! output/reconcile     output/ directories of orders gone while stopped
-//! ```
+//! `ARCHITECTURE.md` at the top of the repository has the module map (one line per module) and
+//! the rules of the house: where options live and what may import what.
 
 pub mod check;
 pub mod collect;

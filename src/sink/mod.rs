@@ -1,6 +1,6 @@
 //! Sinks: where processed results are forwarded beyond `output/`.
 //!
-//! Processing hands every batch of results to each configured [`ResultSink`] before it removes
+//! Processing hands every batch of results to each configured [`ResultSink`](crate::process::handoff::ResultSink) before it removes
 //! the snapshots they came from, so a sink's `accept` must have made the results durable (in its
 //! outbox under `outbox/<sink>/`) when it returns `Ok`. Delivery to the remote system happens
 //! later and independently; a slow or dead remote never blocks `accept`.

@@ -66,7 +66,7 @@ struct Walk<'e> {
 
 impl OrderBook {
     /// Walks all of `orders/` and returns what changed since the last look. Host names of active
-    /// orders looked up [`RERESOLVE_INTERVAL`] or longer before `now` are looked up again; a new
+    /// orders looked up [`RERESOLVE_INTERVAL`](super::RERESOLVE_INTERVAL) or longer before `now` are looked up again; a new
     /// address makes the order `Changed`. (The expiry clock is each file's mtime.)
     pub fn rescan(&mut self, now: SystemTime) -> Vec<OrderEvent> {
         let mut events = Vec::new();
