@@ -453,14 +453,7 @@ mod tests {
         dir
     }
 
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use crate::spool::beneath::sorted_names as names;
 
     fn set_mtime(path: &Path, time: SystemTime) {
         File::open(path).unwrap().set_modified(time).unwrap();

@@ -794,14 +794,7 @@ mod tests {
         rrdtool(&args);
     }
 
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use crate::spool::beneath::sorted_names as names;
 
     #[test]
     fn definition_matches_pingmachine_rrdtool_create_for_its_steps() {

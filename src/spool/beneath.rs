@@ -311,7 +311,8 @@ impl Dir {
             .map_err(|e| errno_err("cannot stat", &self.path.join(name), e))
     }
 
-    /// The entries of this directory (not `.` and `..`) with their kinds, unsorted.
+    /// The entries of this directory (not `.` and `..`) with their kinds, unsorted (see
+    /// [`sorted_names`] for tests that compare listings).
     pub fn entries(&self) -> io::Result<Vec<(OsString, Kind)>> {
         let dup = self.fd.try_clone().map_err(|e| context("cannot list", &self.path, e))?;
         let mut dir = nix::dir::Dir::from_fd(dup).map_err(|e| errno_err("cannot list", &self.path, e))?;
@@ -621,6 +622,18 @@ impl Dir {
     pub fn sync(&self) -> io::Result<()> {
         nix::unistd::fsync(self.fd.as_fd()).map_err(|e| errno_err("cannot fsync", &self.path, e))
     }
+}
+
+/// The names in `dir`, sorted, as text: what tests compare a directory's listing with (one
+/// helper for every module's tests). Panics when `dir` cannot be listed.
+#[cfg(test)]
+pub(crate) fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[cfg(test)]
