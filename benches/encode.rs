@@ -9,7 +9,7 @@
 
 use spoolmon::process::handoff::SinkBatch;
 use spoolmon::shared::measurement::Metric;
-use spoolmon::shared::measurement::{OrderId, OrderResult, RrdTemplate, TelegrafMeta};
+use spoolmon::shared::measurement::{OrderId, OrderResult, TelegrafMeta};
 use spoolmon::sink::graphite::GraphiteEncoder;
 use spoolmon::sink::influx::{InfluxEncoder, Precision};
 use spoolmon::sink::Encoder;
@@ -31,18 +31,18 @@ fn metrics(count: usize) -> Vec<Metric> {
 
 fn results(count: usize) -> Vec<OrderResult> {
     (0..count)
-        .map(|i| OrderResult {
-            id: OrderId::new(format!("app{}/target-{i}", i % 10)).unwrap(),
-            time: 1_795_431_740,
-            updated: 1_795_431_760,
-            step: 20,
-            pings: 3,
-            template: RrdTemplate::Smokeping,
-            rtts: vec![Some(1.25e-4 + i as f64 * 1e-9), None, Some(2.5e-4)],
-            telegraf: Some(TelegrafMeta {
+        .map(|i| {
+            // Step 20, Smokeping, collected one step later, 3 pings (the builder's defaults).
+            OrderResult::builder(
+                OrderId::new(format!("app{}/target-{i}", i % 10)).unwrap(),
+                1_795_431_740,
+            )
+            .rtts([Some(1.25e-4 + i as f64 * 1e-9), None, Some(2.5e-4)])
+            .telegraf(TelegrafMeta {
                 measurement_name: "ping".into(),
                 tags: BTreeMap::from([("target".into(), format!("target-{i}")), ("app".into(), "a".into())]),
-            }),
+            })
+            .build()
         })
         .collect()
 }

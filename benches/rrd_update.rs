@@ -8,7 +8,7 @@
 //! (dir defaults to a new temporary directory; give one to keep the files between runs)
 
 use spoolmon::output::{last_result, rrd::RrdWriter};
-use spoolmon::shared::measurement::{OrderId, OrderResult, RrdTemplate};
+use spoolmon::shared::measurement::{OrderId, OrderResult};
 use spoolmon::spool::atomic::sync_filesystem;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -43,16 +43,10 @@ fn main() {
             (0..orders)
                 .into_par_iter()
                 .map(|o| {
-                    let result = OrderResult {
-                        id: OrderId::new(format!("o{o}")).unwrap(),
-                        time: t0 + 20 * k,
-                        updated: t0 + 20 * k + 20,
-                        step: 20,
-                        pings: 3,
-                        template: RrdTemplate::Smokeping,
-                        rtts: vec![Some(1e-4), Some(2e-4), None],
-                        telegraf: None,
-                    };
+                    // Step 20, Smokeping, collected one step later, 3 pings (the builder's defaults).
+                    let result = OrderResult::builder(OrderId::new(format!("o{o}")).unwrap(), t0 + 20 * k)
+                        .rtts([Some(1e-4), Some(2e-4), None])
+                        .build();
                     let out = dir.join(result.id.as_path());
                     if parts != "last_result" {
                         writer.apply(&out, &[&result]).unwrap();

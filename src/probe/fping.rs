@@ -407,14 +407,26 @@ mod tests {
 
     #[test]
     fn fping_running_into_the_deadline_keeps_early_pings_and_loses_the_rest() {
+        // Left alone, this fping would ping loopback for 60 s (120 pings, 500 ms apart) and
+        // answer every ping; the deadline is 1.6 s after the start.
         let specs = vec![spec(Ipv4Addr::LOCALHOST.into())];
-        let plan = plan(20, Duration::from_millis(500), Duration::from_millis(1600));
+        let plan = plan(120, Duration::from_millis(500), Duration::from_millis(1600));
         let results = run(&real_fping(), &specs, &plan);
         let returned = Instant::now();
+        // Interrupted at the deadline, not run to its end: the pings it had done before the
+        // interrupt count, the later rounds (answered had fping been left to run) are lost.
         assert!(results[0][0].is_some(), "{results:?}");
-        assert_eq!(results[0][5..], [None; 15]);
+        assert_eq!(results[0][5..], [None; 115]);
+        // It was waited for up to the interrupt, not abandoned early.
         assert!(returned >= plan.deadline - INTERRUPT_GRACE);
-        assert!(returned < plan.deadline + Duration::from_millis(500));
+        // The deadline guarantee itself: the run ends by it. Not a timing threshold: 10 s of
+        // slack is far more than a loaded machine needs to kill and reap one process, and far
+        // less than the 58 s fping would still have run.
+        assert!(
+            returned < plan.deadline + Duration::from_secs(10),
+            "the run waited for fping for {:?} after the deadline",
+            returned - plan.deadline
+        );
     }
 
     #[test]

@@ -202,6 +202,8 @@ mod tests {
         connections: Arc<AtomicUsize>,
         /// Body bytes the server managed to send (for `Reply::HugeBody`).
         body_bytes_sent: Arc<AtomicUsize>,
+        /// Connections the server is done with (the client hung up, or the reply was sent).
+        finished: Arc<AtomicUsize>,
     }
 
     impl TestServer {
@@ -213,14 +215,18 @@ mod tests {
                 heads: Arc::default(),
                 connections: Arc::default(),
                 body_bytes_sent: Arc::default(),
+                finished: Arc::default(),
             };
             let (heads, connections) = (Arc::clone(&server.heads), Arc::clone(&server.connections));
-            let sent = Arc::clone(&server.body_bytes_sent);
+            let (sent, finished) = (Arc::clone(&server.body_bytes_sent), Arc::clone(&server.finished));
             std::thread::spawn(move || {
                 for stream in listener.incoming().flatten() {
                     connections.fetch_add(1, Ordering::SeqCst);
-                    let (heads, sent) = (Arc::clone(&heads), Arc::clone(&sent));
-                    std::thread::spawn(move || serve(stream, reply, &heads, &sent));
+                    let (heads, sent, finished) = (Arc::clone(&heads), Arc::clone(&sent), Arc::clone(&finished));
+                    std::thread::spawn(move || {
+                        serve(stream, reply, &heads, &sent);
+                        finished.fetch_add(1, Ordering::SeqCst);
+                    });
                 }
             });
             server
@@ -232,6 +238,19 @@ mod tests {
 
         fn heads(&self) -> Vec<String> {
             self.heads.lock().expect("lock").clone()
+        }
+
+        /// Waits until the server is done with `count` connections; fails after a minute.
+        fn wait_for_finished_connections(&self, count: usize) {
+            let started = Instant::now();
+            while self.finished.load(Ordering::SeqCst) < count {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "the server is still serving: {} of {count} connections finished",
+                    self.finished.load(Ordering::SeqCst)
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 
@@ -407,8 +426,9 @@ mod tests {
         let server = TestServer::start(Reply::HugeBody);
         let results = run(&[httping(&server.url("/big"))], &normal_plan(2));
         assert!(all_answered(&results[0]), "{results:?}");
-        // Both connections are gone; the server could push at most the cap plus socket buffers.
-        std::thread::sleep(Duration::from_millis(200));
+        // Once the server saw both connections end, it could have pushed at most the cap plus
+        // socket buffers. (A client that kept reading would make it send the whole gigabyte.)
+        server.wait_for_finished_connections(2);
         let sent = server.body_bytes_sent.load(Ordering::SeqCst);
         assert!(sent < 2 * 64 * 1024 * 1024, "client read {sent} body bytes");
     }
@@ -431,7 +451,9 @@ mod tests {
     fn slow_response_past_the_timeout_is_lost_while_a_fast_target_keeps_its_rounds() {
         let slow = TestServer::start(Reply::Slow(Duration::from_secs(3)));
         let fast = TestServer::start(Reply::Status(200));
-        let plan = plan(3, Duration::from_millis(300), Duration::from_secs(10));
+        // The timeout leaves a loaded machine a second to answer the fast target, and is still
+        // 2 s short of the slow one.
+        let plan = plan(3, Duration::from_secs(1), Duration::from_secs(10));
         let results = run(&[httping(&slow.url("/")), httping(&fast.url("/"))], &plan);
         assert_eq!(results[0], vec![None, None, None]);
         assert!(all_answered(&results[1]), "{results:?}");

@@ -381,11 +381,8 @@ pub(super) mod tests {
             pids.display()
         );
         let started = Instant::now();
-        let rtts = run(
-            &ExecProbe::new(),
-            &[script(&body)],
-            &plan(3, Duration::from_millis(700)),
-        );
+        // The deadline leaves a loaded machine seconds to start the script and read its answer.
+        let rtts = run(&ExecProbe::new(), &[script(&body)], &plan(3, Duration::from_secs(3)));
         assert_eq!(rtts, vec![vec![ms(1.0), None, None]]);
         // Not a timing bound: the script alone would run for 600 s.
         assert!(
@@ -403,7 +400,8 @@ pub(super) mod tests {
     #[test]
     fn timeout_ms_kills_the_command_before_the_deadline() {
         let mut spec = script("echo 'seq=1 time=2 ms'; exec sleep 60");
-        spec.timeout_ms = Some(300);
+        // Seconds to start the script and read its answer, a minute less than the deadline.
+        spec.timeout_ms = Some(2000);
         let plan = plan(2, Duration::from_secs(60));
         let rtts = run(&ExecProbe::new(), &[spec], &plan);
         assert_eq!(rtts, vec![vec![ms(2.0), None]]);
@@ -428,7 +426,8 @@ pub(super) mod tests {
     fn slow_command_does_not_delay_the_others() {
         let slow = script("sleep 60");
         let quick = script("echo 'seq=1 time=4 ms'");
-        let rtts = run(&ExecProbe::new(), &[slow, quick], &plan(1, Duration::from_millis(800)));
+        // The deadline leaves a loaded machine seconds to start `quick` and read its answer.
+        let rtts = run(&ExecProbe::new(), &[slow, quick], &plan(1, Duration::from_secs(3)));
         assert_eq!(rtts, vec![vec![None], vec![ms(4.0)]]);
     }
 

@@ -344,14 +344,23 @@ mod tests {
     fn rounds_after_the_deadline_are_lost_and_the_run_ends_at_the_deadline() {
         let engine = engine();
         let specs = vec![spec(Ipv4Addr::LOCALHOST.into())];
-        // Rounds at 0, 400, 800, 1200 ms; the deadline at 600 ms allows only the first two.
-        let plan = plan(4, Duration::from_millis(400), Duration::from_millis(600));
+        // Rounds every second for a minute; the deadline at 1.5 s allows only the first two
+        // (each has at least 500 ms to be answered by loopback).
+        let plan = plan(60, Duration::from_secs(1), Duration::from_millis(1500));
         let results = run(&engine, &specs, &plan);
         let returned = Instant::now();
         assert!(results[0][0].is_some() && results[0][1].is_some(), "{results:?}");
-        assert_eq!(results[0][2..], [None, None]);
+        // Loopback answers every ping it gets: the later rounds were not pinged.
+        assert_eq!(results[0][2..], [None; 58]);
         assert!(returned >= plan.start + plan.interval);
-        assert!(returned < plan.deadline + Duration::from_millis(200));
+        // The deadline guarantee itself: the run ends by it. Not a timing threshold: 10 s of
+        // slack is far more than a loaded machine needs to stop, and far less than the 58 s of
+        // rounds a run ignoring its deadline would still send.
+        assert!(
+            returned < plan.deadline + Duration::from_secs(10),
+            "the run went on for {:?} after the deadline",
+            returned - plan.deadline
+        );
     }
 
     #[test]
@@ -480,6 +489,31 @@ mod tests {
                 Err(IcmpError::NoSocket { .. }) => {}
                 Ok(engine) => panic!("opened {:?}", engine.ipv4_kind()),
             }
+        })
+        .join()
+        .expect("namespace thread");
+    }
+
+    #[test]
+    fn a_silent_target_with_a_minute_of_timeout_is_lost_at_the_deadline() {
+        std::thread::spawn(|| {
+            enter_namespace_ignoring_ipv4_pings();
+            let engine = engine();
+            let specs = vec![spec(Ipv4Addr::LOCALHOST.into()), spec(Ipv6Addr::LOCALHOST.into())];
+            // Without its deadline the run would wait a minute for the silent target's replies.
+            let mut plan = plan(2, Duration::from_millis(100), Duration::from_millis(1500));
+            plan.timeout = Duration::from_secs(60);
+            let results = run(&engine, &specs, &plan);
+            let returned = Instant::now();
+            assert_eq!(results[0], vec![None, None]);
+            assert!(results[1].iter().all(Option::is_some), "{results:?}");
+            // Not a timing threshold: 10 s of slack is far more than a loaded machine needs to
+            // stop at the deadline, and far less than the minute a timeout-bound run would take.
+            assert!(
+                returned < plan.deadline + Duration::from_secs(10),
+                "the run waited {:?} past its deadline for the silent target",
+                returned - plan.deadline
+            );
         })
         .join()
         .expect("namespace thread");
