@@ -559,6 +559,7 @@ fn shutdown_is_prompt_while_waiting_for_a_silent_peer() {
     });
     std::thread::sleep(Duration::from_millis(300));
     let took = running.stop();
-    assert!(took < Duration::from_secs(1), "shutdown during a cycle took {took:?}");
+    // Not prompt would be waiting out the 30 s pull-timeout; 10 s leaves a loaded machine room.
+    assert!(took < Duration::from_secs(10), "shutdown during a cycle took {took:?}");
     assert!(names(&base.incoming()).is_empty() && names(&base.incoming_tmp()).is_empty());
 }
