@@ -88,6 +88,17 @@ struct Run {
     timing: LoopTiming,
 }
 
+impl Processing<'_> {
+    /// Stops the sinks of a start that failed: nothing of it may keep running (their threads own
+    /// the outboxes the fallback start opens again). They stop on `wake`, which is then set back
+    /// to what the signals say, so the fallback is not stopped by it.
+    fn abandon(&self, sinks: RunningSinks) {
+        self.signals.wake.store(true, Ordering::SeqCst);
+        sinks.join();
+        self.signals.rearm_wake();
+    }
+}
+
 impl Service for Processing<'_> {
     type Settings = Config;
 
@@ -105,15 +116,20 @@ impl Service for Processing<'_> {
                 .with_haproxy(config.process.clone())
                 .with_limits(config.result_limits()),
             Err(e) => {
-                // Nothing of a failed start may keep running (the sinks' threads own outboxes).
-                wake.store(true, Ordering::SeqCst);
-                sinks.join();
+                self.abandon(sinks);
                 return Err(e.into());
             }
         };
-        let self_metrics = SelfMetrics::for_process(&self.base, &config.self_metrics, &sinks, self.stats.clone())
+        let self_metrics = match SelfMetrics::for_process(&self.base, &config.self_metrics, &sinks, self.stats.clone())
             .started(self.started)
-            .spawn(wake.clone())?;
+            .spawn(wake.clone())
+        {
+            Ok(thread) => thread,
+            Err(e) => {
+                self.abandon(sinks);
+                return Err(anyhow::Error::new(e).context("cannot start the self-metrics thread"));
+            }
+        };
         let timing = LoopTiming {
             rescan: Duration::from_secs(config.rescan_interval),
             flush_interval: Duration::from_secs(config.rrd_flush_interval),

@@ -42,6 +42,16 @@ impl Signals {
         Ok(signals)
     }
 
+    /// Sets `wake` back to what the signals say after a part of the process raised it itself
+    /// (to stop threads of a start that failed): cleared, then raised again if a stop or reload
+    /// is pending. The handlers set their flag before `wake`, so no signal is lost in between.
+    pub fn rearm_wake(&self) {
+        self.wake.store(false, Ordering::SeqCst);
+        if self.terminating() || self.hup.load(Ordering::SeqCst) {
+            self.wake.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Whether a stop was asked for. SeqCst like the handlers' stores, so a loop that clears
     /// `wake` and then finds no stop here is sure to see `wake` set by a stop that follows.
     pub fn terminating(&self) -> bool {

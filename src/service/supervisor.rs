@@ -26,7 +26,9 @@
 //! `run`'s order watching) keeps running when they are unchanged or unusable
 //! ([`Service::keep`]), and is stopped and started again with changed ones. Work that ended with
 //! the signal ([`Served::Ended`], as `process` and `pull`, whose loops stop on any signal) is
-//! started again in any case, with the new settings or the running ones.
+//! started again in any case, with the new settings or the running ones. A SIGHUP that arrives
+//! before the first start is no reload: the settings are read again and the first start uses
+//! them, without `RELOADING=1`.
 
 use super::claim::claim_base;
 use super::notify::Notifier;
@@ -185,13 +187,26 @@ fn supervise<S: Service>(
     notifier: &mut Notifier,
 ) -> Result<()> {
     let mut running = false;
+    let mut started = false;
     loop {
         // Cleared before the flags are read: a signal arriving from here on ends the next serve.
         signals.wake.store(false, Ordering::SeqCst);
         if signals.terminating() {
             break;
         }
-        if signals.hup.swap(false, Ordering::SeqCst) {
+        if !started {
+            // A SIGHUP before the first start is no reload (nothing was READY yet): the settings
+            // are read once more and the first start uses them.
+            let mut first = None;
+            if signals.hup.swap(false, Ordering::SeqCst) {
+                if let Reread::New(new) = service.reread(&settings) {
+                    first = service.prepare(&new).then_some(new);
+                }
+            }
+            start(&mut service, &mut settings, first, signals)?;
+            started = true;
+            notifier.ready(&service.ready());
+        } else if signals.hup.swap(false, Ordering::SeqCst) {
             if let AfterReload::Stopped = reload(&mut service, &mut settings, &mut running, signals, notifier)? {
                 return Ok(());
             }
@@ -398,6 +413,34 @@ mod tests {
             let expected: Vec<&str> = [&["start 1", "serve 1"][..], restart, &["serve 1", "stop"]].concat();
             assert_eq!(calls(service, 1), expected, "{served:?}");
         }
+    }
+
+    #[test]
+    fn a_sighup_before_the_first_start_rereads_the_settings_and_starts_once() {
+        let mut service = Scripted::new(Served::Running, "t", vec![Reread::New(2)]);
+        let signals = Signals::default();
+        signals.hup.store(true, Ordering::SeqCst);
+        supervise_ref(&mut service, 1, &signals).unwrap();
+        assert_eq!(service.calls, ["start 2", "serve 2", "stop"]);
+        assert!(
+            !signals.hup.load(Ordering::SeqCst),
+            "the SIGHUP was taken by the first start"
+        );
+    }
+
+    #[test]
+    fn rearming_wake_keeps_a_pending_signal_and_drops_a_wake_raised_by_the_process() {
+        let signals = Signals::default();
+        signals.wake.store(true, Ordering::SeqCst);
+        signals.rearm_wake();
+        assert!(!signals.wake.load(Ordering::SeqCst));
+        signals.hup.store(true, Ordering::SeqCst);
+        signals.wake.store(true, Ordering::SeqCst);
+        signals.rearm_wake();
+        assert!(
+            signals.wake.load(Ordering::SeqCst),
+            "a pending SIGHUP still wakes the loop"
+        );
     }
 
     #[test]

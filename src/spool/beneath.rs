@@ -168,6 +168,12 @@ fn check_name(name: &OsStr) -> io::Result<&OsStr> {
     Ok(name)
 }
 
+/// Whether a `renameat2(RENAME_NOREPLACE)` failed only because the filesystem (or kernel) does
+/// not support the flag. The errno is read through the path context that `rename_flags` adds.
+fn lacks_noreplace(e: &io::Error) -> bool {
+    matches!(os_error(e), Some(libc::EINVAL | libc::ENOSYS))
+}
+
 impl Dir {
     /// Opens a directory by path (following symlinks in `path` itself: it is the operator's,
     /// e.g. a `/var/lib/spoolmon` that links to a data disk).
@@ -512,7 +518,7 @@ impl Dir {
         let from = from.as_ref();
         let to = to.as_ref();
         match self.rename_flags(from, to_dir, to, nix::fcntl::RenameFlags::RENAME_NOREPLACE) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) || e.raw_os_error() == Some(libc::ENOSYS) => {
+            Err(e) if lacks_noreplace(&e) => {
                 if to_dir.kind(to)?.is_some() {
                     return Err(context(
                         "cannot rename onto",
@@ -639,6 +645,17 @@ pub(crate) fn sorted_names(dir: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unsupported_noreplace_is_recognised_through_the_path_context() {
+        let path = Path::new("/base/incoming/x");
+        for errno in [libc::EINVAL, libc::ENOSYS] {
+            let wrapped = context("cannot rename", path, io::Error::from_raw_os_error(errno));
+            assert!(lacks_noreplace(&wrapped), "{wrapped}");
+        }
+        let taken = context("cannot rename", path, io::Error::from_raw_os_error(libc::EEXIST));
+        assert!(!lacks_noreplace(&taken));
+    }
     use std::fs;
     use std::os::unix::fs::symlink;
 
