@@ -8,7 +8,6 @@ use spoolmon::sink::outbox::{Outbox, OutboxLimits};
 use spoolmon::spool::snapshot::{SnapshotName, PING_FILE};
 use spoolmon::spool::{queue, BaseDir};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 fn check(args: &[&str]) -> (i32, String) {
     // RUST_LOG set: a check still writes nothing but its line.
@@ -34,7 +33,7 @@ fn base() -> (tempfile::TempDir, BaseDir, String) {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    spoolmon::shared::clock::unix_now()
 }
 
 fn publish(base: &BaseDir, epoch: i64, seq: u64) -> String {

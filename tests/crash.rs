@@ -8,7 +8,7 @@ use spoolmon::shared::measurement::{OrderId, OrderResult};
 use spoolmon::spool::snapshot::{encode_ping, SnapshotName, PING_FILE};
 use spoolmon::spool::{queue, BaseDir};
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 const STEP: i64 = 60;
 const STEPS: i64 = 600;
@@ -67,7 +67,7 @@ fn kill_9_during_processing_then_restart_applies_every_snapshot_exactly_once() {
         // 127.0.0.x answers, but live measurements land after the backlog and are not checked.
         base.write_order(&format!("crash/{o}"), &ping_order("127.0.0.1", STEP as u32, 3));
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = spoolmon::shared::clock::unix_now();
     let t0 = now - now % STEP - (STEPS + 10) * STEP;
     backlog(&spool, t0);
     let total = base.count("incoming");
@@ -145,7 +145,7 @@ fn kill_9_while_results_wait_for_the_rrd_flush_then_restart_applies_every_snapsh
     for o in 0..ORDERS {
         base.write_order(&format!("crash/{o}"), &ping_order("127.0.0.1", STEP as u32, 3));
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = spoolmon::shared::clock::unix_now();
     let t0 = now - now % STEP - (STEPS + 10) * STEP;
     backlog(&spool, t0);
     // An hour's flush interval: the backlog gets its last_result and sink lines and is marked,

@@ -38,12 +38,7 @@ use spoolmon::spool::snapshot::{decode_ping, encode_ping, read_ping, PingBounds,
 
 /// The processing bounds at the time of the test (generated results are recent).
 fn bounds() -> PingBounds {
-    PingBounds::at(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64,
-    )
+    PingBounds::at(spoolmon::shared::clock::unix_now())
 }
 use spoolmon::yaml_expansion::MAX_ALIAS_NODES;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -1248,10 +1243,7 @@ fn generated_id() -> impl Strategy<Value = OrderId> {
 
 /// A result as a probe writes it: measured in the last hour, within the order limits.
 fn generated_result() -> impl Strategy<Value = OrderResult> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = spoolmon::shared::clock::unix_now();
     (
         generated_id(),
         // `updated` = time + late stays before now: inside the processing window.

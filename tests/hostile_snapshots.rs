@@ -15,10 +15,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// Start of a step of 20 s a minute ago (inside the default window of 7 days back, 300 s ahead).
 fn recent() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = spoolmon::shared::clock::unix_now();
     now - now % 20 - 60
 }
 

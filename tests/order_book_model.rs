@@ -133,9 +133,7 @@ struct Model {
     view: BTreeMap<&'static str, Seen>,
 }
 
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
-}
+use spoolmon::shared::clock::unix_secs as unix;
 
 impl Model {
     /// The book examines `slot`: the view follows the disk, with the event that implies.

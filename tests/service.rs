@@ -308,10 +308,7 @@ fn process_reloads_its_sinks_on_sighup_and_keeps_them_on_a_bad_config() {
     base.write_config(&store_config(&[("a", &first)], ""));
     let process = base.spawn(&[], "process");
     // Recent: results older than result-max-age (7 days) are refused.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = spoolmon::shared::clock::unix_now();
     let t0 = now - now % 60 - 600;
     let has = |dir: &Path, time: i64| medians(dir).contains_key(&("loadbalancers.vm.ping.p.median".to_string(), time));
     publish_ping(&base, t0);

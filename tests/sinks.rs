@@ -26,10 +26,7 @@ use std::time::Duration;
 /// A step start a little in the past, so carbon's one-hour retention and InfluxDB's default
 /// retention policy keep the points.
 fn recent_step_start() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = spoolmon::shared::clock::unix_now();
     now - now % 20 - 60
 }
 

@@ -1,5 +1,6 @@
 //! `spoolmon orders`: every file below `orders/` with its state (active, failing, invalid,
-//! unresolved) and the reason, from a fresh scan ([`crate::orders::listing`]), as a table or JSON.
+//! unresolved) and the reason, from a fresh scan with processing's failures ([`crate::output::failures::listing`]), as a
+//! table or JSON.
 //! Reads only; runs beside the daemon.
 
 use super::{load_config, BaseArgs};

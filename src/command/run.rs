@@ -341,10 +341,7 @@ impl Pipeline {
             probes: probes.clone(),
             max_batch: config.max_batch,
             ping_timeout: Duration::from_millis(config.icmp.timeout_ms),
-            guard: DiskGuard {
-                queue_size: config.queue_size,
-                min_free_bytes: config.min_free_space_mb << 20,
-            },
+            guard: DiskGuard::new(config.queue_size, config.min_free_space_mb),
             stats: stats.scheduler.clone(),
             published_tx: Some(wake_tx),
         };

@@ -5,11 +5,12 @@
 //!   out);
 //! - [`book`]: the order book, which tracks every file below `orders/` (and `telegraf/<id>`)
 //!   with a safe walk, emits Added / Changed / Removed / Expired events and lists each file's
-//!   state ([`listing`], [`format_table`]);
+//!   state ([`fresh_scan`], [`format_table`]);
 //! - [`OrderOptions`]: what the stage takes from the configuration, with its defaults.
 //!
-//! [`listing`] also shows active orders whose output cannot be written as `failing`, with the
-//! reason processing recorded in `state/output-errors.json` (see `crate::output::failures`, which adds it to the listing).
+//! An order whose output cannot be written is `failing` only in the listing of
+//! `crate::output::failures::listing`, which adds processing's record
+//! (`state/output-errors.json`) to [`fresh_scan`]: orders never read what a later stage writes.
 //!
 //! Nothing here writes below `orders/`: a bad order is reported and left where the user put it;
 //! expired orders are moved by the caller (the daemon's archive step). Nothing here reads the
@@ -19,7 +20,7 @@ pub mod book;
 pub mod order;
 pub mod watch;
 
-pub use book::{format_table, listing};
+pub use book::{format_table, fresh_scan};
 
 /// What the orders stage takes from the configuration (`Config::order_options` builds it from
 /// the keys of the same names; the defaults live here).

@@ -79,10 +79,10 @@ pub fn write(base: &BaseDir, errors: &OutputErrors) -> io::Result<()> {
 }
 
 /// Every order below `orders/` as an operator sees it (`spoolmon orders`, `status`, `check
-/// orders`): the orders' fresh scan ([`crate::orders::listing`]), with the active orders listed
+/// orders`): the orders' fresh scan ([`crate::orders::fresh_scan`]), with the active orders listed
 /// in `state/output-errors.json` marked `failing` and the reason.
 pub fn listing(base: &BaseDir, options: &OrderOptions) -> Vec<OrderStatus> {
-    let mut statuses = crate::orders::listing(base, options);
+    let mut statuses = crate::orders::fresh_scan(base, options);
     mark_failing(base, &mut statuses);
     statuses
 }

@@ -11,7 +11,8 @@
 //!
 //! A failed write is classified by [`crate::spool::fault`]: the order's own fault (it fails alone) or a
 //! transient one of the machine (the work waits). [`failures`] keeps the orders that fail in
-//! `state/output-errors.json` for `spoolmon orders`, `status` and `check orders`.
+//! `state/output-errors.json` for `spoolmon orders`, `status` and `check orders`; [`reconcile`]
+//! finds, at start, the output of orders that went away while spoolmon was stopped.
 
 pub mod archive;
 pub mod failures;

@@ -215,7 +215,7 @@ impl CommandCgroup {
         match fs::remove_dir(&self.dir) {
             Ok(()) => true,
             Err(e) => {
-                warn!(cgroup = %self.dir.display(), "cannot remove an exec command's cgroup: {e}");
+                warn!(cgroup = %self.dir.display(), "cannot remove a probe child's cgroup: {e}");
                 false
             }
         }

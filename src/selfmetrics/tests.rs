@@ -1,3 +1,6 @@
+//! Tests of self-metrics: the families gathered from each source, the files written to
+//! `state/`, and the metrics sent through the sinks.
+
 use super::exposition::tests::check_exposition;
 use super::*;
 use crate::collect::haproxy::PullStats;

@@ -178,10 +178,7 @@ impl Drop for Daemon {
 
 /// Now in unix seconds.
 pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    spoolmon::shared::clock::unix_now()
 }
 
 pub fn signal(pid: u32, name: &str) {

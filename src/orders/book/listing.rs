@@ -3,11 +3,12 @@
 //! self-metrics sum it ([`OrderBook::state_counts`]).
 //!
 //! Invariants: a listing is read-only (the book's state as it is, or a fresh scan); `failing` is
-//! never the book's own state: [`listing`] marks active orders whose output processing recorded
-//! an error in `state/output-errors.json` (see `crate::output::failures`, which adds it to the listing). Text shown in the
-//! table has control characters replaced, so a file name cannot move the terminal's cursor.
+//! never the book's own state: `crate::output::failures::listing` marks the active orders whose
+//! output processing recorded an error in `state/output-errors.json`. Text shown in the table
+//! has control characters replaced, so a file name cannot move the terminal's cursor.
 //!
-//! Called by `spoolmon orders` (main), `status`, `check::orders` and self-metrics.
+//! Called by `output::failures::listing` (for `spoolmon orders`, `status`, `check orders`) and
+//! self-metrics.
 
 use super::{Entry, EntryState, OrderBook};
 use crate::orders::OrderOptions;
@@ -23,7 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub enum OrderState {
     Active,
     /// Active, but its output cannot be written (from `state/output-errors.json`; set by
-    /// [`crate::orders::listing`], never by the book itself).
+    /// `crate::output::failures::listing`, never by the book itself).
     Failing,
     Invalid,
     Unresolved,
@@ -111,7 +112,7 @@ fn status_of(entry: &Entry) -> OrderStatus {
 /// The state of every file below `orders/` right now, from a fresh scan (for `spoolmon orders`,
 /// which runs without the daemon). No order is `failing` here: that is output's record, added by
 /// [`crate::output::failures::listing`], which is what the commands and checks call.
-pub fn listing(base: &BaseDir, options: &OrderOptions) -> Vec<OrderStatus> {
+pub fn fresh_scan(base: &BaseDir, options: &OrderOptions) -> Vec<OrderStatus> {
     let mut book = OrderBook::new(base.clone(), options.clone());
     book.rescan(SystemTime::now());
     book.listing()
@@ -180,7 +181,7 @@ mod tests {
         f.write("a/good", VALID);
         f.write("a/bad", VALID.replace("step: 20", "step: 0"));
         f.rescan();
-        let listing = crate::orders::listing(&f.base, &OrderOptions::default());
+        let listing = crate::orders::fresh_scan(&f.base, &OrderOptions::default());
         let json = serde_json::to_value(&listing).unwrap();
         let states: Vec<&str> = json
             .as_array()

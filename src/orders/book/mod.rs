@@ -29,20 +29,20 @@
 //!   ignored, symlinks confined to `orders/`, files read beneath a directory descriptor, bounded
 //!   in size and depth;
 //! - `listing`: each tracked file's state for `spoolmon orders`, `status`, the checks
-//!   ([`listing`], [`format_table`]) and self-metrics ([`OrderBook::state_counts`]).
+//!   ([`fresh_scan`], [`format_table`]) and self-metrics ([`OrderBook::state_counts`]).
 //!
 //! Cost: one stat per known file per scan, plus one open + read for new or modified files. Entries
 //! are kept sorted by id, so the orders below a directory are found without looking at the others.
 //!
 //! Called by the daemon (events, expiry), self-metrics (state counts), and through
-//! [`listing`] by `spoolmon orders`, `status` and the checks.
+//! [`fresh_scan`] by `spoolmon orders`, `status` and the checks.
 
 #[cfg(test)]
 mod fixture;
 mod listing;
 mod walk;
 
-pub use listing::{format_table, listing, OrderState, OrderStatus};
+pub use listing::{format_table, fresh_scan, OrderState, OrderStatus};
 pub use walk::{is_ignored_name, MAX_DEPTH};
 
 use crate::orders::order::{parse_order_with, resolve_host, Order, OrderError, ParsedOrder};

@@ -145,7 +145,8 @@ impl ProbeSpec {
 ///
 /// Adding a kind: a variant here, its name in [`ProbeKind::name`] and [`ProbeKind::ALL`], its
 /// spec in [`ProbeSpec`]; the compiler then points at every `match` that must learn it (the
-/// spec's methods here, the parser, the probe dispatch in `probe::scheduler`).
+/// spec's methods here, the parser, the probe dispatch in `probe::scheduler::ProbeSet` and its
+/// construction from the config in `command::run`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProbeKind {
     Fping,
