@@ -10,7 +10,7 @@
 //! usage: SCALE_TARGETS=10000 SCALE_PINGS=3 SCALE_INTERVAL_MS=1000 cargo bench --bench icmp_scale
 //! (or `contrib/bench/icmp-scale.sh [targets [pings [interval_ms]]]`, a debug build)
 
-use spoolmon::orders::order::{FpingSpec, ProbeSpec};
+use spoolmon::orders::order::ProbeSpec;
 use spoolmon::probe::icmp::{IcmpEngine, IcmpOptions, SocketKind};
 use spoolmon::probe::{Probe, RunPlan};
 use std::net::IpAddr;
@@ -30,16 +30,6 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn spec(address: IpAddr) -> ProbeSpec {
-    ProbeSpec::Fping(FpingSpec {
-        host: address.to_string(),
-        address,
-        source_ip: None,
-        interface: None,
-        interval_ms: None,
-    })
-}
-
 fn main() {
     let bench = std::env::args().any(|arg| arg == "--bench");
     let (targets, pings, interval_ms) = if bench {
@@ -57,7 +47,7 @@ fn main() {
     assert_eq!(engine.ipv4_kind(), Some(SocketKind::Raw), "run the bench as root");
     assert_eq!(engine.ipv6_kind(), Some(SocketKind::Raw), "run the bench as root");
     let specs: Vec<ProbeSpec> = (0..targets)
-        .map(|i| spec(IpAddr::from([127, 10 + (i >> 16) as u8, (i >> 8) as u8, i as u8])))
+        .map(|i| ProbeSpec::fping_to(IpAddr::from([127, 10 + (i >> 16) as u8, (i >> 8) as u8, i as u8])))
         .collect();
     let refs: Vec<&ProbeSpec> = specs.iter().collect();
     let start = Instant::now();

@@ -128,9 +128,9 @@ impl ProbeSpec {
         }
     }
 
-    /// An `fping` spec for an address with no options (what the probe tests measure).
-    #[cfg(test)]
-    pub(crate) fn fping_to(address: IpAddr) -> ProbeSpec {
+    /// An `fping` spec for an address with no options (what the probe tests and benches
+    /// measure).
+    pub fn fping_to(address: IpAddr) -> ProbeSpec {
         ProbeSpec::Fping(FpingSpec {
             host: address.to_string(),
             address,
