@@ -52,7 +52,8 @@ pub const MAX_PAYLOAD: usize = 512 * 1024;
 pub struct GraphiteOptions {
     /// Graphite (carbon-cache or relay) host name or address. Default `127.0.0.1`.
     pub server: String,
-    /// Plaintext-protocol TCP port. Default 3002.
+    /// Plaintext-protocol TCP port. Default 2003, carbon's plaintext port (haproxystats'
+    /// default is 3002).
     pub port: u16,
     /// Reconnection attempts after a failure before pausing for `delay`. Default 3.
     pub retries: u32,
@@ -86,7 +87,7 @@ impl Default for GraphiteOptions {
     fn default() -> Self {
         GraphiteOptions {
             server: "127.0.0.1".to_string(),
-            port: 3002,
+            port: 2003,
             retries: 3,
             interval: 1.8,
             connect_timeout: 1.0,
@@ -493,12 +494,12 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_haproxystats_defaults_and_valid() {
+    fn defaults_are_haproxystats_defaults_but_carbons_port_and_valid() {
         let options = GraphiteOptions::default();
         options.validate().unwrap();
         assert_eq!(
             (options.server.as_str(), options.port, options.queue_size),
-            ("127.0.0.1", 3002, 1_000_000)
+            ("127.0.0.1", 2003, 1_000_000)
         );
         assert_eq!(options.retry_policy(), RetryPolicy::default());
     }
