@@ -232,7 +232,7 @@ fn assert_complete_stat(path: &Path) {
 }
 
 fn unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    spoolmon::shared::clock::unix_now() as u64
 }
 
 /// Waits for the next wall-clock second, so that the next cycle gets a new snapshot name.
