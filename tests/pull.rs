@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,6 +43,8 @@ enum Behaviour {
 /// A stats socket served by a thread of the test, stopped when dropped.
 struct FakeStats {
     url: String,
+    /// Commands read so far (the progress marker of a peer that never answers).
+    commands: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -72,15 +74,16 @@ impl FakeStats {
         mut accept: impl FnMut() -> std::io::Result<Connection> + Send + 'static,
     ) -> FakeStats {
         let stop = Arc::new(AtomicBool::new(false));
-        let stopped = Arc::clone(&stop);
+        let commands = Arc::new(AtomicUsize::new(0));
+        let (stopped, read) = (Arc::clone(&stop), Arc::clone(&commands));
         let thread = std::thread::spawn(move || {
             let accepted = AtomicUsize::new(0);
             while !stopped.load(Ordering::Relaxed) {
                 match accept() {
                     Ok(connection) => {
                         let number = accepted.fetch_add(1, Ordering::Relaxed);
-                        let stopped = Arc::clone(&stopped);
-                        std::thread::spawn(move || answer(connection, behaviour, number, &stopped));
+                        let (stopped, read) = (Arc::clone(&stopped), Arc::clone(&read));
+                        std::thread::spawn(move || answer(connection, behaviour, number, &read, &stopped));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -88,6 +91,7 @@ impl FakeStats {
         });
         FakeStats {
             url,
+            commands,
             stop,
             thread: Some(thread),
         }
@@ -121,7 +125,7 @@ trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
 /// Serves one connection: reads the command line, then behaves.
-fn answer(mut connection: Connection, behaviour: Behaviour, number: usize, stop: &AtomicBool) {
+fn answer(mut connection: Connection, behaviour: Behaviour, number: usize, commands: &AtomicUsize, stop: &AtomicBool) {
     match &connection {
         Connection::Unix(s) => s.set_nonblocking(false).unwrap(),
         Connection::Tcp(s) => s.set_nonblocking(false).unwrap(),
@@ -132,6 +136,7 @@ fn answer(mut connection: Connection, behaviour: Behaviour, number: usize, stop:
     while stream.read(&mut byte).is_ok_and(|n| n == 1) && byte[0] != b'\n' {
         command.push(byte[0]);
     }
+    commands.fetch_add(1, Ordering::SeqCst);
     let valid = if command == b"show info" { INFO } else { STAT };
     let half = &valid.as_bytes()[..valid.len() / 2];
     let _ = match behaviour {
@@ -226,6 +231,10 @@ fn assert_complete_stat(path: &Path) {
     }
 }
 
+fn unix_secs() -> u64 {
+    spoolmon::shared::clock::unix_now() as u64
+}
+
 /// Waits for the next wall-clock second, so that the next cycle gets a new snapshot name.
 fn next_second() {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
@@ -249,7 +258,9 @@ fn real_haproxy_instances_become_one_complete_haproxystats_snapshot() {
         socket_dir: Some(haproxy.socket_dir.clone()),
         ..fast_options(&[&tcp_url])
     };
+    let before = unix_secs();
     let report = pull_cycle(&base, &options).unwrap();
+    let after = unix_secs();
     assert_eq!(report.sources, 4);
     assert_eq!(names(&base.incoming()), std::slice::from_ref(&report.snapshot));
     assert!(names(&base.incoming_tmp()).is_empty());
@@ -281,8 +292,8 @@ fn real_haproxy_instances_become_one_complete_haproxystats_snapshot() {
         .snapshot
         .parse()
         .expect("the snapshot is named by its epoch alone");
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    assert!(now - epoch < 5, "{epoch} vs {now}");
+    // The second the cycle began: bracketed by the clock around the call, whatever it took.
+    assert!((before..=after).contains(&epoch), "{epoch} not in {before}..={after}");
 }
 
 #[test]
@@ -392,20 +403,25 @@ fn a_transient_fault_is_retried_and_the_snapshot_published() {
 
 #[test]
 fn pull_timeout_bounds_a_cycle_with_a_silent_peer() {
+    // The peer reads the command and never answers while the test runs, and `retries: -1`
+    // retries until pull-timeout: only the 0.5 s pull-timeout can end this cycle.
     let silent = FakeStats::tcp(Behaviour::Silent);
     let options = PullOptions {
         pull_timeout: 0.5,
         retries: -1,
         ..fast_options(&[&silent.url])
     };
-    let started = Instant::now();
     let (_dir, base) = new_base();
+    let started = Instant::now();
     let err = pull_cycle(&base, &options).unwrap_err();
     let elapsed = started.elapsed();
+    // Not a timing threshold: without its pull-timeout the cycle would hang for as long as the
+    // peer stays silent; 10 s is far more than a loaded machine needs to notice the deadline.
     assert!(
-        elapsed < Duration::from_millis(2500),
+        elapsed < Duration::from_secs(10),
         "a 0.5 s pull-timeout took {elapsed:?}"
     );
+    // The deadline is taken inside the call, so the cycle cannot give up before 0.5 s.
     assert!(elapsed >= Duration::from_millis(450), "gave up early: {elapsed:?}");
     let text = err.to_string();
     assert!(text.contains(&silent.url) && text.contains("pull-timeout"), "{text}");
@@ -447,6 +463,9 @@ fn snapshot_names_that_are_taken_are_never_overwritten() {
 struct Loop {
     shutdown: Arc<AtomicBool>,
     stats: Arc<PullStats>,
+    /// Calls of the loop's `tick`: it ticks every slice of every wait (for a slot, while
+    /// suspended), so ticks after a cycle are the marker that the loop waits again.
+    ticks: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -454,20 +473,40 @@ impl Loop {
     fn start(base: &BaseDir, options: PullOptions) -> Loop {
         let shutdown = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(PullStats::default());
+        let ticks = Arc::new(AtomicU64::new(0));
         let (base, flag, counters) = (base.clone(), Arc::clone(&shutdown), Arc::clone(&stats));
-        let thread = std::thread::spawn(move || run_pull(&base, &options, flag, counters, &mut || {}));
+        let ticked = Arc::clone(&ticks);
+        let thread = std::thread::spawn(move || {
+            run_pull(&base, &options, flag, counters, &mut || {
+                ticked.fetch_add(1, Ordering::SeqCst);
+            })
+        });
         Loop {
             shutdown,
             stats,
+            ticks,
             thread: Some(thread),
         }
     }
 
-    fn count(&self, counter: impl Fn(&PullStats) -> &std::sync::atomic::AtomicU64) -> u64 {
-        counter(&self.stats).load(Ordering::Relaxed)
+    fn count(&self, counter: impl Fn(&PullStats) -> &AtomicU64) -> u64 {
+        counter(&self.stats).load(Ordering::SeqCst)
     }
 
-    /// Sets the shutdown flag and returns how long the loop took to end.
+    /// Waits until the loop has ticked twice more than now: it is inside a wait (it ticked,
+    /// slept a slice and ticked again), not between a counter and the wait.
+    fn wait_until_waiting(&self) {
+        let ticks = self.ticks.load(Ordering::SeqCst);
+        wait_for(
+            "the loop to tick in its wait (due every SHUTDOWN_POLL)",
+            Duration::from_secs(30),
+            None,
+            || self.ticks.load(Ordering::SeqCst) >= ticks + 2,
+        );
+    }
+
+    /// Sets the shutdown flag and returns how long the loop took to end (at most 10 s: a loop
+    /// still running then fails the test).
     fn stop(mut self) -> Duration {
         let started = Instant::now();
         self.shutdown.store(true, Ordering::Relaxed);
@@ -488,28 +527,89 @@ impl Drop for Loop {
     }
 }
 
+/// A `pull-interval` of at least a minute whose next slot comes in 3 to 30 s: after that first
+/// slot the loop waits a minute or more for the next one, so a stop that is not prompt (that
+/// waits for the slot) would take 50 s or more, while the test itself takes seconds.
+fn interval_with_a_slot_soon() -> u64 {
+    let now = unix_secs();
+    for ahead in 3..=30 {
+        if let Some(interval) = (60..=3600).find(|interval| (now + ahead) % interval == 0) {
+            return interval;
+        }
+    }
+    panic!("no interval of 60..=3600 s has a multiple 3..=30 s after {now}");
+}
+
+/// The longest a stop may take where prompt means "within a poll of the shutdown flag" and not
+/// prompt means 50 s or more: 10 s leaves a loaded machine plenty of room.
+const PROMPT: Duration = Duration::from_secs(10);
+
 #[test]
 fn the_loop_pulls_at_wall_clock_multiples_of_pull_interval() {
+    let fake = FakeStats::tcp(Behaviour::Valid);
+    let (_dir, base) = new_base();
+    let interval: u64 = 2;
+    let running = Loop::start(
+        &base,
+        PullOptions {
+            pull_interval: interval,
+            ..fast_options(&[&fake.url])
+        },
+    );
+    let stats = Arc::clone(&running.stats);
+    wait_for("three snapshots", Duration::from_secs(60), None, || {
+        names(&base.incoming()).len() >= 3
+    });
+    running.stop();
+    let mut epochs: Vec<u64> = names(&base.incoming()).iter().map(|n| n.parse().unwrap()).collect();
+    epochs.sort_unstable();
+    let count = |counter: &AtomicU64| counter.load(Ordering::SeqCst);
+    assert_eq!(count(&stats.snapshots_published), epochs.len() as u64, "{epochs:?}");
+    // Each snapshot is named by the second its cycle began, which is its slot: a multiple of
+    // pull-interval (it would be the next second only if the thread woke a whole second late).
+    assert!(epochs.iter().all(|e| e % interval == 0), "{epochs:?}");
+    // A loaded machine may miss a slot (a cycle overran it, or failed): the loop then skips it
+    // and counts it, it never pulls in between. So gaps are whole multiples of the interval, and
+    // every slot skipped between two snapshots is counted as missed or as a slot that published
+    // nothing (the counters also hold slots before the first and after the last snapshot).
+    assert!(
+        epochs.windows(2).all(|w| w[1] > w[0] && (w[1] - w[0]) % interval == 0),
+        "{epochs:?}"
+    );
+    let skipped: u64 = epochs.windows(2).map(|w| (w[1] - w[0]) / interval - 1).sum();
+    let accounted = count(&stats.missed_slots)
+        + count(&stats.failed_cycles)
+        + count(&stats.name_collisions)
+        + count(&stats.suspended_cycles);
+    assert!(
+        skipped <= accounted,
+        "{skipped} slots skipped, {accounted} counted: {epochs:?} {stats:?}"
+    );
+}
+
+#[test]
+fn shutdown_is_prompt_while_waiting_for_the_next_slot() {
     let fake = FakeStats::tcp(Behaviour::Valid);
     let (_dir, base) = new_base();
     let running = Loop::start(
         &base,
         PullOptions {
-            pull_interval: 2,
+            pull_interval: interval_with_a_slot_soon(),
             ..fast_options(&[&fake.url])
         },
     );
-    wait_for("two snapshots", Duration::from_secs(10), None, || {
-        names(&base.incoming()).len() >= 2
+    wait_for("the first snapshot", Duration::from_secs(60), None, || {
+        running.count(|s| &s.snapshots_published) >= 1
     });
-    assert!(running.stop() < Duration::from_secs(1));
-    let epochs: Vec<u64> = names(&base.incoming()).iter().map(|n| n.parse().unwrap()).collect();
-    assert!(epochs.iter().all(|e| e % 2 == 0), "{epochs:?}");
-    assert!(epochs.windows(2).all(|w| w[1] - w[0] == 2), "{epochs:?}");
+    running.wait_until_waiting();
+    let took = running.stop();
+    // The next slot is a minute or more away (see interval_with_a_slot_soon).
+    assert!(took < PROMPT, "shutdown while waiting for a slot took {took:?}");
+    assert_eq!(names(&base.incoming()).len(), 1);
 }
 
 #[test]
-fn a_full_queue_suspends_pulling_and_shutdown_is_prompt_while_suspended() {
+fn a_full_queue_suspends_pulling_until_there_is_room() {
     let fake = FakeStats::tcp(Behaviour::Valid);
     let (_dir, base) = new_base();
     for name in ["1000000000", "1000000001"] {
@@ -523,23 +623,47 @@ fn a_full_queue_suspends_pulling_and_shutdown_is_prompt_while_suspended() {
             ..fast_options(&[&fake.url])
         },
     );
-    wait_for("a suspended slot", Duration::from_secs(5), None, || {
+    wait_for("a suspended slot", Duration::from_secs(30), None, || {
         running.count(|s| &s.suspended_cycles) >= 2
     });
     assert_eq!(running.count(|s| &s.cycles_started), 0);
     assert_eq!(names(&base.incoming()).len(), 2);
     std::fs::remove_dir(base.incoming().join("1000000000")).unwrap();
-    wait_for("pulling to resume", Duration::from_secs(5), None, || {
+    wait_for("pulling to resume", Duration::from_secs(30), None, || {
         running.count(|s| &s.snapshots_published) >= 1
     });
-    // Full again (one old snapshot and the new one): suspended, then stopped while suspended.
+    // Full again (one old snapshot and the new one): suspended again, nothing more pulled.
     let suspended = running.count(|s| &s.suspended_cycles);
-    wait_for("suspension again", Duration::from_secs(5), None, || {
+    wait_for("suspension again", Duration::from_secs(30), None, || {
         running.count(|s| &s.suspended_cycles) > suspended
     });
-    let took = running.stop();
-    assert!(took < Duration::from_secs(1), "shutdown while suspended took {took:?}");
+    let published = running.count(|s| &s.snapshots_published);
+    running.stop();
+    assert_eq!(published, 1);
     assert_eq!(names(&base.incoming()).len(), 2);
+}
+
+#[test]
+fn shutdown_is_prompt_while_suspended() {
+    let fake = FakeStats::tcp(Behaviour::Valid);
+    let (_dir, base) = new_base();
+    std::fs::create_dir(base.incoming().join("1000000000")).unwrap();
+    let running = Loop::start(
+        &base,
+        PullOptions {
+            pull_interval: interval_with_a_slot_soon(),
+            queue_size: 1,
+            ..fast_options(&[&fake.url])
+        },
+    );
+    wait_for("a suspended slot", Duration::from_secs(60), None, || {
+        running.count(|s| &s.suspended_cycles) >= 1
+    });
+    running.wait_until_waiting();
+    let took = running.stop();
+    // Suspended until the next slot, a minute or more away (see interval_with_a_slot_soon).
+    assert!(took < PROMPT, "shutdown while suspended took {took:?}");
+    assert_eq!(names(&base.incoming()), ["1000000000"]);
 }
 
 #[test]
@@ -554,12 +678,12 @@ fn shutdown_is_prompt_while_waiting_for_a_silent_peer() {
             ..fast_options(&[&silent.url])
         },
     );
-    wait_for("a cycle to start", Duration::from_secs(5), None, || {
-        running.count(|s| &s.cycles_started) >= 1
+    // Both requests have reached the peer: the cycle now waits for replies that never come.
+    wait_for("both requests at the peer", Duration::from_secs(30), None, || {
+        silent.commands.load(Ordering::SeqCst) >= 2
     });
-    std::thread::sleep(Duration::from_millis(300));
     let took = running.stop();
-    // Not prompt would be waiting out the 30 s pull-timeout; 10 s leaves a loaded machine room.
-    assert!(took < Duration::from_secs(10), "shutdown during a cycle took {took:?}");
+    // Not prompt would be waiting out the 30 s pull-timeout.
+    assert!(took < PROMPT, "shutdown during a cycle took {took:?}");
     assert!(names(&base.incoming()).is_empty() && names(&base.incoming_tmp()).is_empty());
 }

@@ -19,20 +19,24 @@ const LIMIT: Duration = Duration::from_secs(300);
 /// (two snapshots) takes seconds in a debug build.
 const PROCESSES: usize = 48;
 const SNAPSHOTS: i64 = 8;
+/// HAProxy snapshots per processing round (the processor takes at most two at a time).
+const ROUND: usize = 2;
+/// Logged once a stop signal has been taken and the drain begins.
+const DRAINING: &str = "stop requested: draining";
 
 /// Snapshot times: the reference's time and every 10 s after it.
 fn times() -> Vec<i64> {
     (0..SNAPSHOTS).map(|k| reference::TIME + 10 * k).collect()
 }
 
-/// Fills `incoming/` with [`SNAPSHOTS`] snapshots of [`PROCESSES`] processes each, every file a
+/// Fills `incoming/` with [`SNAPSHOTS`] snapshots of `processes` processes each, every file a
 /// hard link to the unpacked reference (processing only reads and then removes them).
-fn heavy_backlog(base: &Base, unpacked: &Path) {
+fn heavy_backlog(base: &Base, unpacked: &Path, processes: usize) {
     let source = reference::unpack_snapshot(unpacked);
     for time in times() {
         let dir = base.join(&format!("incoming/{time}"));
         fs::create_dir_all(&dir).unwrap();
-        for p in 0..PROCESSES {
+        for p in 0..processes {
             let from = 1 + p % 4;
             for kind in ["stat", "info"] {
                 fs::hard_link(
@@ -104,7 +108,7 @@ fn assert_each_snapshot_stored(base: &Base, store: &Path, repeats: usize) {
 fn sigterm_during_heavy_processing_finishes_the_round_and_a_restart_loses_nothing() {
     let base = Base::new();
     let unpacked = tempfile::tempdir().unwrap();
-    heavy_backlog(&base, unpacked.path());
+    heavy_backlog(&base, unpacked.path(), PROCESSES);
     let store = base.join("store");
     let process = start_process(&base, &config(&store, ""));
     wait_for("heartbeat", LIMIT, Some(&process), || {
@@ -134,17 +138,40 @@ fn sigterm_during_heavy_processing_finishes_the_round_and_a_restart_loses_nothin
 fn a_second_sigterm_or_an_overlong_drain_exits_at_once_and_a_restart_loses_nothing() {
     let base = Base::new();
     let unpacked = tempfile::tempdir().unwrap();
-    heavy_backlog(&base, unpacked.path());
+    // Twice as heavy: the drain the second SIGTERM must land in lasts a whole round of these.
+    heavy_backlog(&base, unpacked.path(), 2 * PROCESSES);
     let store = base.join("store");
 
     let process = start_process(&base, &config(&store, ""));
     wait_until_processed(&base, &store, &process, 1);
+    // The stop is read at the top of a round, and that round still runs: with snapshots left
+    // beyond the round in hand, the drain lasts at least one whole round of heavy snapshots
+    // (seconds, longer still on a loaded machine).
+    let waiting = base.count("incoming");
+    assert!(
+        waiting > ROUND,
+        "only {waiting} snapshots left at the first SIGTERM: the drain could end at once"
+    );
     let pid = process.pid();
     signal(pid, "TERM");
-    std::thread::sleep(Duration::from_millis(100));
+    // The marker that the stop was taken (the flag a second SIGTERM is judged by is set) and
+    // the drain has begun; the second SIGTERM comes during that drain, not after a guessed delay.
+    wait_for("the drain to begin", LIMIT, Some(&process), || {
+        process.log_text().contains(DRAINING)
+    });
     signal(pid, "TERM");
+    let process_log = process.log.clone();
     let status = process.wait_exit(LIMIT).expect("exits");
-    assert_eq!(status.code(), Some(1), "a second SIGTERM exits with 1: {status:?}");
+    let log = fs::read_to_string(&process_log).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a second SIGTERM exits with 1: {status:?}\n{log}"
+    );
+    // The second SIGTERM ended the drain, not the drain itself: it never logged "stopped", and
+    // part of the backlog is still waiting.
+    assert!(!log.lines().any(|line| line.ends_with(" stopped")), "{log}");
+    assert!(base.count("incoming") > 0, "the whole backlog was processed");
 
     let process = start_process(&base, &config(&store, "stop-timeout: 1\n"));
     let done = stored(&store).len();

@@ -216,6 +216,8 @@ mod tests {
         let missing = SourceAddress::Unix(dir.path().join("missing.sock"));
         let err = fetch(&missing, Command::Stat, &limits(Duration::from_secs(5)), &cancel).unwrap_err();
         assert!(matches!(err, FetchError::Connect(_)) && err.is_retryable(), "{err}");
+        // Bound but never accepted: the connect succeeds (the backlog) and the reply never
+        // comes, so without its deadline this fetch would wait for as long as the test runs.
         let path = dir.path().join("silent.sock");
         let _listener = UnixListener::bind(&path).unwrap();
         let started = Instant::now();
@@ -226,8 +228,13 @@ mod tests {
             &cancel,
         )
         .unwrap_err();
+        let took = started.elapsed();
         assert!(matches!(err, FetchError::Deadline { received: 0 }), "{err}");
         assert!(!err.is_retryable());
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        // The deadline is taken after `started`, so it cannot be hit sooner.
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+        // Not a timing threshold: 10 s is far more than a loaded machine needs to notice a 300 ms
+        // deadline, and a fetch ignoring it would never end.
+        assert!(took < Duration::from_secs(10), "a 300 ms deadline took {took:?}");
     }
 }
