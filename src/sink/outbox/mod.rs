@@ -178,9 +178,9 @@ impl Tally {
     }
 
     fn add(&mut self, other: Tally) {
-        self.records += other.records;
-        self.lines += other.lines;
-        self.bytes += other.bytes;
+        self.records = self.records.saturating_add(other.records);
+        self.lines = self.lines.saturating_add(other.lines);
+        self.bytes = self.bytes.saturating_add(other.bytes);
     }
 
     fn minus(self, other: Tally) -> Tally {
@@ -388,8 +388,13 @@ impl Outbox {
         let ack = {
             let mut state = self.lock_state();
             match outcome {
-                Outcome::Delivered => state.counters.delivered_lines += batch.lines(),
-                Outcome::Rejected => state.counters.rejected_lines += batch.lines(),
+                // Saturating: the counters come from an `ack` file another program may have written.
+                Outcome::Delivered => {
+                    state.counters.delivered_lines = state.counters.delivered_lines.saturating_add(batch.lines())
+                }
+                Outcome::Rejected => {
+                    state.counters.rejected_lines = state.counters.rejected_lines.saturating_add(batch.lines())
+                }
             }
             if state.ack == batch.start {
                 state.ack = batch.end;
@@ -505,9 +510,9 @@ impl Outbox {
             let lost = state.undelivered(&state.segments[index]);
             state.segments.remove(index);
             let counters = &mut state.counters;
-            counters.dropped_records += lost.records;
-            counters.dropped_lines += lost.lines;
-            counters.dropped_bytes += lost.bytes;
+            counters.dropped_records = counters.dropped_records.saturating_add(lost.records);
+            counters.dropped_lines = counters.dropped_lines.saturating_add(lost.lines);
+            counters.dropped_bytes = counters.dropped_bytes.saturating_add(lost.bytes);
             if state.ack.segment <= seq {
                 state.ack_past(seq);
             }

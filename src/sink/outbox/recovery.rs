@@ -65,9 +65,9 @@ pub fn recover(dir: &Dir) -> Result<Recovered, OutboxError> {
         }
     }
     let counters = &mut ack.counters;
-    counters.dropped_records += discarded.records;
-    counters.dropped_lines += discarded.lines;
-    counters.dropped_bytes += discarded.bytes;
+    counters.dropped_records = counters.dropped_records.saturating_add(discarded.records);
+    counters.dropped_lines = counters.dropped_lines.saturating_add(discarded.lines);
+    counters.dropped_bytes = counters.dropped_bytes.saturating_add(discarded.bytes);
     let next_seq = last_seq.map_or(0, |seq| seq + 1).max(ack.position.segment);
     Ok(Recovered {
         segments,

@@ -607,3 +607,33 @@ fn an_outbox_directory_that_is_a_symlink_is_refused_never_followed() {
     let outbox = Outbox::open_in(&parent, "graphite", OutboxLimits::default()).unwrap();
     assert_eq!(outbox.dir(), base.path().join("graphite"));
 }
+
+#[test]
+fn counters_at_their_maximum_in_a_planted_ack_saturate_instead_of_overflowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    append(&outbox, "a", 3);
+    drop(outbox);
+    // Another program may write the ack: counters at u64::MAX, and a torn tail to count.
+    let mut ack = Ack::from_oldest();
+    ack.counters = Counters {
+        delivered_lines: u64::MAX,
+        rejected_lines: u64::MAX,
+        dropped_records: u64::MAX,
+        dropped_lines: u64::MAX,
+        dropped_bytes: u64::MAX,
+    };
+    ack.write(&crate::spool::beneath::Dir::open(dir.path()).unwrap())
+        .unwrap();
+    let segment = segments(dir.path()).pop().unwrap();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap()
+        .write_all(&[1, 2, 3])
+        .unwrap();
+    let outbox = open(dir.path());
+    assert_eq!(drain(&outbox, 1 << 20), lines("a", 3).0);
+    let status = status_in(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
+    assert_eq!((status.dropped_bytes, status.delivered_lines), (u64::MAX, u64::MAX));
+}
