@@ -98,8 +98,10 @@ impl Default for Config {
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    // The cause is in the message and deliberately not the error's `source()`: printed with its
+    // chain (`{:#}`, as the commands do) the OS error would otherwise appear twice.
+    #[error("cannot read config file {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
     #[error("invalid config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -107,9 +109,9 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Config::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
