@@ -132,6 +132,8 @@ fn main() -> ExitCode {
     }
     match execute(cli.command, cli.log_file) {
         Ok(code) => code,
+        // The reader took what it wanted; see command::StdoutClosed for why this is status 0.
+        Err(e) if command::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("spoolmon: {e:#}");
             ExitCode::from(2)

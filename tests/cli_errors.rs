@@ -28,3 +28,64 @@ fn a_missing_config_file_is_one_line_naming_it_and_the_cause_once() {
     assert!(err.contains("/nonexistent/spoolmon.yaml"), "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+/// Runs spoolmon with stdout on a pipe whose reader is already closed (the first write fails
+/// with EPIPE, as `spoolmon orders | true` does once `true` has exited).
+fn spoolmon_into_closed_pipe(args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    Command::new(BIN)
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("spoolmon runs")
+}
+
+#[test]
+fn a_closed_stdout_ends_every_printing_command_quietly() {
+    let base = common::Base::new();
+    base.write_order("a", "fping: {host: 127.0.0.1}\n");
+    let dir = base.path().to_str().unwrap();
+    let config = base.join("spoolmon.yaml");
+    std::fs::write(&config, "queue-size: 10\n").unwrap();
+    let config = config.to_str().unwrap();
+    let commands: &[&[&str]] = &[
+        &["orders", "--base-dir", dir],
+        &["orders", "--base-dir", dir, "--json"],
+        &["status", "--base-dir", dir],
+        &["status", "--base-dir", dir, "--json"],
+        &["outbox", "--base-dir", dir],
+        &["outbox", "--base-dir", dir, "--json"],
+        &["config", "--print-defaults"],
+        &["config", "--print", "--config", config],
+        &["completions", "bash"],
+        &["man"],
+    ];
+    for args in commands {
+        // Each prints something when stdout is open (else the test would prove nothing).
+        let open = spoolmon(args);
+        assert!(
+            open.status.success() && !open.stdout.is_empty(),
+            "{args:?}: {}",
+            stderr(&open)
+        );
+        let closed = spoolmon_into_closed_pipe(args);
+        assert_eq!(closed.status.code(), Some(0), "{args:?}: {}", stderr(&closed));
+        assert_eq!(stderr(&closed), "", "{args:?}");
+    }
+    // A check keeps its plugin status: it is the answer, whether or not its line was read.
+    for check in ["queue", "failed", "outbox", "daemon", "orders", "pull"] {
+        let args = ["check", check, "--base-dir", dir];
+        let open = spoolmon(&args);
+        assert!(!open.stdout.is_empty(), "{args:?}");
+        let closed = spoolmon_into_closed_pipe(&args);
+        assert_eq!(
+            closed.status.code(),
+            open.status.code(),
+            "{args:?}: {}",
+            stderr(&closed)
+        );
+        assert_eq!(stderr(&closed), "", "{args:?}");
+    }
+}

@@ -139,6 +139,13 @@ pub fn run(command: CheckCommand) -> ExitCode {
         CheckCommand::Pull { .. } => "pull",
     };
     let outcome = outcome.unwrap_or_else(|e| Outcome::unknown(name, e.to_string()));
-    println!("{}", outcome.line());
+    print_outcome(&outcome)
+}
+
+/// Prints the plugin's line and returns its exit status. The status is the check's answer
+/// whether or not the line could be written (a closed stdout, super::StdoutClosed), and a check
+/// has nowhere else to say anything, so a failed write changes neither.
+fn print_outcome(outcome: &Outcome) -> ExitCode {
+    let _ = super::print_stdout(format!("{}\n", outcome.line()));
     ExitCode::from(outcome.exit_code())
 }
