@@ -13,10 +13,10 @@ use std::process::ExitCode;
     about = "Monitoring pipeline where a directory is a queue"
 )]
 struct Cli {
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it. Checks log nothing
-    /// and the listings (status, orders, outbox) only errors unless this is given (whatever
-    /// RUST_LOG says).
-    #[arg(long, global = true, default_value = DEFAULT_LOG_LEVEL)]
+    /// Log level (error, warn, info, debug, trace, off, or RUST_LOG-style directives such as
+    /// spoolmon=debug,warn); RUST_LOG overrides it. Checks log nothing and the listings (status,
+    /// orders, outbox) only errors unless this is given (whatever RUST_LOG says).
+    #[arg(long, global = true, default_value = DEFAULT_LOG_LEVEL, value_parser = spoolmon::service::log::parse_log_level)]
     log_level: String,
     /// Log to this file (appended, with timestamps; reopened on SIGHUP for logrotate) instead
     /// of stderr. Under systemd, stderr goes to the journal with priorities and no timestamps.

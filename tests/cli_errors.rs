@@ -89,3 +89,28 @@ fn a_closed_stdout_ends_every_printing_command_quietly() {
         assert_eq!(stderr(&closed), "", "{args:?}");
     }
 }
+
+#[test]
+fn an_unknown_log_level_is_refused_naming_the_accepted_ones() {
+    for level in ["warning", "verbose", "spoolmon=loud", "info,spoolmon"] {
+        let out = spoolmon(&["--log-level", level, "config", "--print-defaults"]);
+        assert_eq!(out.status.code(), Some(2), "{level}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("error, warn, info, debug, trace or off") && err.contains("--log-level"),
+            "{level}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{level}");
+    }
+    for level in [
+        "warn",
+        "WARN",
+        "off",
+        "trace",
+        "spoolmon=debug",
+        "spoolmon::probe=trace,warn",
+    ] {
+        let out = spoolmon(&["--log-level", level, "config", "--print-defaults"]);
+        assert!(out.status.success(), "{level}: {}", stderr(&out));
+    }
+}
