@@ -118,7 +118,10 @@ fn quiet_level(command: &Command) -> Option<&'static str> {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return refused(e),
+    };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -138,6 +141,43 @@ fn main() -> ExitCode {
             eprintln!("spoolmon: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// A command line clap refused. Help and version are printed as asked; a `check` answers a usage
+/// error like a Nagios plugin (UNKNOWN, exit 3, one line on stdout); every other command gets
+/// clap's usage message and exit status 2.
+fn refused(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    match (error.kind(), check_command_line(&args)) {
+        (ErrorKind::DisplayHelp | ErrorKind::DisplayVersion, _) | (_, None) => error.exit(),
+        (_, Some(check)) => command::check::usage_error(check, &error),
+    }
+}
+
+/// For a command line `spoolmon [global options] check [<name>] ...`: the word after `check`,
+/// if any. The first two words that are neither options nor the values of the global options
+/// are the command and the check (`check` itself takes no options but the global ones).
+fn check_command_line(args: &[String]) -> Option<Option<&str>> {
+    let mut words = Vec::new();
+    let mut args = args.iter().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--" => break,
+            "--log-level" | "--log-file" => {
+                args.next();
+            }
+            option if option.starts_with('-') => {}
+            word => words.push(word),
+        }
+        if words.len() == 2 {
+            break;
+        }
+    }
+    match words.as_slice() {
+        ["check", rest @ ..] => Some(rest.first().copied()),
+        _ => None,
     }
 }
 

@@ -114,3 +114,48 @@ fn an_unknown_log_level_is_refused_naming_the_accepted_ones() {
         assert!(out.status.success(), "{level}: {}", stderr(&out));
     }
 }
+
+/// Asserts a Nagios UNKNOWN for a usage error: exit 3, one `SPOOLMON <CHECK> UNKNOWN - ...`
+/// line on stdout that contains `reason`, nothing on stderr.
+fn assert_unknown(args: &[&str], check: &str, reason: &str) {
+    let out = spoolmon(args);
+    assert_eq!(out.status.code(), Some(3), "{args:?}: {}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{args:?}: {text}");
+    let prefix = format!("SPOOLMON {check} UNKNOWN - ");
+    assert!(text.starts_with(&prefix) && text.contains(reason), "{args:?}: {text}");
+    assert_eq!(stderr(&out), "", "{args:?}");
+}
+
+#[test]
+fn check_argument_errors_are_nagios_unknown() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().to_str().unwrap();
+    for check in ["queue", "failed", "outbox", "daemon", "orders", "pull"] {
+        let upper = check.to_uppercase();
+        assert_unknown(&["check", check, "--base-dir", dir, "--bogus"], &upper, "--bogus");
+        assert_unknown(&["check", check, "--base-dir", dir, "-w"], &upper, "--warning");
+        assert_unknown(&["check", check, "--base-dir", dir, "-c", "x:y"], &upper, "x:y");
+        assert_unknown(
+            &["check", check, "--base-dir", dir, "--log-level", "warning"],
+            &upper,
+            "warning",
+        );
+        assert_unknown(&["--log-level", "info", "check", check, "stray"], &upper, "stray");
+    }
+    assert_unknown(
+        &["check", "orders", "--base-dir", dir, "--stale-steps", "x"],
+        "ORDERS",
+        "--stale-steps",
+    );
+    assert_unknown(&["check", "frobnicate"], "CHECK", "frobnicate");
+    assert_unknown(&["check"], "CHECK", "queue, failed, outbox, daemon, orders or pull");
+    // Help is still help.
+    let help = spoolmon(&["check", "queue", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(stdout(&help).contains("--warning"));
+    // Other commands keep clap's usage error and exit status 2.
+    let other = spoolmon(&["orders", "--bogus"]);
+    assert_eq!(other.status.code(), Some(2));
+    assert!(stderr(&other).contains("--bogus"));
+}

@@ -75,11 +75,12 @@ const MAN_EXIT_STATUS: ManSection = ManSection {
         ("1", "spoolmon check: WARNING."),
         (
             "2",
-            "An error (bad arguments, configuration or base directory); for spoolmon check, CRITICAL.",
+            "An error (bad arguments, configuration or base directory); for spoolmon check, CRITICAL \
+             (a check's own bad arguments are UNKNOWN, 3).",
         ),
         (
             "3",
-            "spoolmon check: UNKNOWN (for example an unreadable base directory).",
+            "spoolmon check: UNKNOWN (for example an unreadable base directory or a bad argument).",
         ),
     ],
 };
