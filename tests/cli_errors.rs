@@ -159,3 +159,115 @@ fn check_argument_errors_are_nagios_unknown() {
     assert_eq!(other.status.code(), Some(2));
     assert!(stderr(&other).contains("--bogus"));
 }
+
+/// `spoolmon run` on `base`, which must refuse to start: its error (exit 2).
+fn refused_base(base: &std::path::Path) -> String {
+    let out = spoolmon(&["run", "--base-dir", base.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
+
+#[test]
+fn a_base_directory_that_cannot_be_made_names_the_path_and_the_real_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let err = refused_base(&file);
+    assert!(
+        err.contains(&format!("{}: it is a file, not a directory", file.display())),
+        "{err}"
+    );
+    let err = refused_base(&file.join("base"));
+    assert!(
+        err.contains(&format!("{} is a file, not a directory", file.display())),
+        "{err}"
+    );
+    // A file where a directory of the layout belongs.
+    let base = dir.path().join("base");
+    std::fs::create_dir(&base).unwrap();
+    std::fs::write(base.join("orders"), "").unwrap();
+    let err = refused_base(&base);
+    assert!(
+        err.contains(&format!(
+            "{}: it is a file, not a directory",
+            base.join("orders").display()
+        )),
+        "{err}"
+    );
+
+    // Read-only: a tmpfs mounted read-only, as the base's parent and as the base itself.
+    let ro = ReadOnlyMount::new(&dir.path().join("ro"));
+    for base in [ro.0.join("base"), ro.0.clone()] {
+        let err = refused_base(&base);
+        assert!(err.contains(base.to_str().unwrap()), "{err}");
+        assert_eq!(err.matches("Read-only file system").count(), 1, "{err}");
+    }
+    // Immutable (chattr +i): even root may not create in it.
+    let immutable = dir.path().join("immutable");
+    std::fs::create_dir(&immutable).unwrap();
+    let _attr = Immutable::new(&immutable);
+    let err = refused_base(&immutable.join("base"));
+    assert!(err.contains(immutable.join("base").to_str().unwrap()), "{err}");
+    assert_eq!(err.matches("Operation not permitted").count(), 1, "{err}");
+    // Without permission: the temporary directory is root's (mode 0700), spoolmon runs as nobody.
+    let base = dir.path().join("base-of-nobody");
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--", BIN, "run", "--base-dir", base.to_str().unwrap()])
+        .output()
+        .expect("runuser runs (util-linux; the tests run as root)");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(base.to_str().unwrap()), "{err}");
+    assert_eq!(err.matches("Permission denied").count(), 1, "{err}");
+}
+
+/// A read-only tmpfs at a new directory, unmounted on drop. Needs root (the tests run as root).
+struct ReadOnlyMount(std::path::PathBuf);
+
+impl ReadOnlyMount {
+    fn new(path: &std::path::Path) -> ReadOnlyMount {
+        std::fs::create_dir(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro", "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount runs (util-linux)");
+        assert!(
+            status.success(),
+            "mount -t tmpfs -o ro failed: the test needs root and util-linux's mount"
+        );
+        ReadOnlyMount(path.to_owned())
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The immutable attribute on a directory, removed on drop (so the temporary directory can go).
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(path: &std::path::Path) -> Immutable {
+        let status = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status()
+            .expect("chattr runs (e2fsprogs)");
+        assert!(
+            status.success(),
+            "chattr +i failed: the test needs root and a filesystem with attributes"
+        );
+        Immutable(path.to_owned())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
