@@ -32,7 +32,7 @@ fn a_missing_config_file_is_one_line_naming_it_and_the_cause_once() {
 /// Runs spoolmon with stdout on a pipe whose reader is already closed (the first write fails
 /// with EPIPE, as `spoolmon orders | true` does once `true` has exited).
 fn spoolmon_into_closed_pipe(args: &[&str]) -> Output {
-    let (reader, writer) = std::io::pipe().expect("pipe");
+    let (reader, writer) = nix::unistd::pipe().expect("pipe");
     drop(reader);
     Command::new(BIN)
         .args(args)
@@ -270,4 +270,18 @@ impl Drop for Immutable {
     fn drop(&mut self) {
         let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
     }
+}
+
+#[test]
+fn a_typo_in_a_sink_is_named_with_the_file_the_sink_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sinks.yaml");
+    std::fs::write(&path, "sinks:\n  carbon:\n    type: graphite\n    sever: x\n").unwrap();
+    let out = spoolmon(&["config", "--print", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("sinks.yaml") && err.contains("sinks.carbon.sever") && err.contains("`server`"),
+        "{err}"
+    );
 }
