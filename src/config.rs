@@ -54,6 +54,7 @@ pub struct Config {
     /// Command for `pping:` orders.
     pub pping_command: Vec<String>,
     /// Where results are forwarded besides `output/`: name → sink (none by default).
+    #[serde(deserialize_with = "crate::sink::config::deserialize_sinks")]
     pub sinks: BTreeMap<String, SinkConfig>,
     /// HAProxy statistics pulling (haproxystats' `[pull]`): absent = off. `spoolmon pull` needs
     /// it; `spoolmon run` pulls too when it is present.
@@ -98,8 +99,10 @@ impl Default for Config {
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    // The cause is in the message and deliberately not the error's `source()`: printed with its
+    // chain (`{:#}`, as the commands do) the OS error would otherwise appear twice.
+    #[error("cannot read config file {path}: {cause}")]
+    Read { path: PathBuf, cause: std::io::Error },
     #[error("invalid config file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -107,9 +110,9 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Config::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
@@ -122,8 +125,8 @@ impl Config {
         let config: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            // `sinks:` are internally tagged enums, which serde buffers whole: aliases are
-            // bounded first (see crate::yaml_expansion).
+            // Each of the `sinks:` is buffered whole (a YAML value, read by its `type:`): aliases
+            // are bounded first (see crate::yaml_expansion).
             crate::yaml_expansion::check_expansion(text)?;
             yaml_serde::from_str(text).map_err(|e| e.to_string())?
         };
@@ -314,6 +317,40 @@ mod tests {
         }
         let url = Config::parse("sinks: {x: {type: influxdb, url: 'ftp://h'}}").unwrap_err();
         assert!(url.contains("sinks.x"), "{url}");
+    }
+
+    #[test]
+    fn a_typo_in_a_sink_names_the_sink_and_the_key() {
+        for (text, path, accepted) in [
+            (
+                "sinks: {carbon: {type: graphite, sever: x}}",
+                "sinks.carbon.sever",
+                "`server`, `port`",
+            ),
+            (
+                "sinks:\n  a: {type: local-store}\n  tele:\n    type: influxdb\n    databse: pings\n",
+                "sinks.tele.databse",
+                "`database`",
+            ),
+            (
+                "sinks: {debug: {type: local-store, dri: /tmp}}",
+                "sinks.debug.dri",
+                "`dir`",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(err.contains(path) && err.contains(accepted), "{text}: {err}");
+        }
+        for (text, expected) in [
+            ("sinks: {x: {type: kafka}}", "sinks.x.type"),
+            ("sinks: {x: {server: a}}", "sinks.x: missing `type:`"),
+            ("sinks: {x: graphite}", "sinks.x:"),
+            ("sinks: {x: {type: graphite, port: many}}", "sinks.x"),
+            ("sinks: {x: {type: graphite, outbox: {max-byte: 1}}}", "max-byte"),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -13,10 +13,10 @@ use std::process::ExitCode;
     about = "Monitoring pipeline where a directory is a queue"
 )]
 struct Cli {
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it. Checks log nothing
-    /// and the listings (status, orders, outbox) only errors unless this is given (whatever
-    /// RUST_LOG says).
-    #[arg(long, global = true, default_value = DEFAULT_LOG_LEVEL)]
+    /// Log level (error, warn, info, debug, trace, off, or RUST_LOG-style directives such as
+    /// spoolmon=debug,warn); RUST_LOG overrides it. Checks log nothing and the listings (status,
+    /// orders, outbox) only errors unless this is given (whatever RUST_LOG says).
+    #[arg(long, global = true, default_value = DEFAULT_LOG_LEVEL, value_parser = spoolmon::service::log::parse_log_level)]
     log_level: String,
     /// Log to this file (appended, with timestamps; reopened on SIGHUP for logrotate) instead
     /// of stderr. Under systemd, stderr goes to the journal with priorities and no timestamps.
@@ -118,7 +118,10 @@ fn quiet_level(command: &Command) -> Option<&'static str> {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return refused(e),
+    };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -132,10 +135,49 @@ fn main() -> ExitCode {
     }
     match execute(cli.command, cli.log_file) {
         Ok(code) => code,
+        // The reader took what it wanted; see command::StdoutClosed for why this is status 0.
+        Err(e) if command::is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("spoolmon: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// A command line clap refused. Help and version are printed as asked; a `check` answers a usage
+/// error like a Nagios plugin (UNKNOWN, exit 3, one line on stdout); every other command gets
+/// clap's usage message and exit status 2.
+fn refused(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    match (error.kind(), check_command_line(&args)) {
+        (ErrorKind::DisplayHelp | ErrorKind::DisplayVersion, _) | (_, None) => error.exit(),
+        (_, Some(check)) => command::check::usage_error(check, &error),
+    }
+}
+
+/// For a command line `spoolmon [global options] check [<name>] ...`: the word after `check`,
+/// if any. The first two words that are neither options nor the values of the global options
+/// are the command and the check (`check` itself takes no options but the global ones).
+fn check_command_line(args: &[String]) -> Option<Option<&str>> {
+    let mut words = Vec::new();
+    let mut args = args.iter().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--" => break,
+            "--log-level" | "--log-file" => {
+                args.next();
+            }
+            option if option.starts_with('-') => {}
+            word => words.push(word),
+        }
+        if words.len() == 2 {
+            break;
+        }
+    }
+    match words.as_slice() {
+        ["check", rest @ ..] => Some(rest.first().copied()),
+        _ => None,
     }
 }
 

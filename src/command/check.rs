@@ -1,7 +1,8 @@
 //! `spoolmon check <what>`: the Nagios checks of a base directory, one line on stdout and the
 //! plugin exit status (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). The checks themselves live in
 //! [`crate::check`]; this file holds their arguments and default thresholds, and turns a bad
-//! argument into UNKNOWN (a check never exits 2 for an error of its own).
+//! argument into UNKNOWN (a check never exits 2 for an error of its own), also one that clap
+//! refuses ([`usage_error`], called by `main.rs`).
 
 use super::load_config;
 use crate::check::{self, Outcome, Thresholds};
@@ -77,6 +78,32 @@ pub enum CheckCommand {
     },
 }
 
+/// The checks, as `spoolmon check <name>` names them.
+const CHECK_NAMES: [&str; 6] = ["queue", "failed", "outbox", "daemon", "orders", "pull"];
+
+/// Answers a command line that clap refused for `spoolmon check [<name>]` (an unknown option, a
+/// missing or malformed value, no such check) as Nagios plugins answer a usage error: UNKNOWN,
+/// exit 3, one line on stdout, with clap's first line as the reason. `check` is the word after
+/// `spoolmon check`, if any.
+pub fn usage_error(check: Option<&str>, error: &clap::Error) -> ExitCode {
+    let name = CHECK_NAMES
+        .into_iter()
+        .find(|name| Some(*name) == check)
+        .unwrap_or("check");
+    let reason = if error.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // clap's text would be the whole help.
+        format!(
+            "no check given: say {}",
+            CHECK_NAMES.join(", ").replace(", pull", " or pull")
+        )
+    } else {
+        let text = error.render().to_string();
+        let first = text.lines().next().unwrap_or_default();
+        format!("{} (see --help)", first.strip_prefix("error: ").unwrap_or(first))
+    };
+    print_outcome(&Outcome::unknown(name, reason))
+}
+
 /// Runs one check: prints its line, returns its plugin exit status.
 pub fn run(command: CheckCommand) -> ExitCode {
     let now = std::time::SystemTime::now();
@@ -139,6 +166,13 @@ pub fn run(command: CheckCommand) -> ExitCode {
         CheckCommand::Pull { .. } => "pull",
     };
     let outcome = outcome.unwrap_or_else(|e| Outcome::unknown(name, e.to_string()));
-    println!("{}", outcome.line());
+    print_outcome(&outcome)
+}
+
+/// Prints the plugin's line and returns its exit status. The status is the check's answer
+/// whether or not the line could be written (a closed stdout, super::StdoutClosed), and a check
+/// has nowhere else to say anything, so a failed write changes neither.
+fn print_outcome(outcome: &Outcome) -> ExitCode {
+    let _ = super::print_stdout(format!("{}\n", outcome.line()));
     ExitCode::from(outcome.exit_code())
 }

@@ -16,6 +16,6 @@ pub fn run(config: Option<&Path>, print_defaults: bool, print: bool) -> Result<E
     if !(print || print_defaults) {
         anyhow::bail!("say --print-defaults or --print");
     }
-    print!("{}", effective.to_yaml());
+    super::print_stdout(effective.to_yaml())?;
     Ok(ExitCode::SUCCESS)
 }

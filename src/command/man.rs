@@ -14,7 +14,12 @@ pub fn run(cli: clap::Command, out_dir: Option<&Path>) -> Result<ExitCode> {
     root.build();
     match out_dir {
         Some(dir) => write_man_pages(&root, dir)?,
-        None => render_man_page(&root, &mut std::io::stdout()).context("cannot write the man page")?,
+        None => {
+            // Into a buffer first, so that a closed stdout is told apart from a rendering error.
+            let mut page = Vec::new();
+            render_man_page(&root, &mut page).context("cannot render the man page")?;
+            super::print_stdout(page)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -70,11 +75,12 @@ const MAN_EXIT_STATUS: ManSection = ManSection {
         ("1", "spoolmon check: WARNING."),
         (
             "2",
-            "An error (bad arguments, configuration or base directory); for spoolmon check, CRITICAL.",
+            "An error (bad arguments, configuration or base directory); for spoolmon check, CRITICAL \
+             (a check's own bad arguments are UNKNOWN, 3).",
         ),
         (
             "3",
-            "spoolmon check: UNKNOWN (for example an unreadable base directory).",
+            "spoolmon check: UNKNOWN (for example an unreadable base directory or a bad argument).",
         ),
     ],
 };

@@ -10,6 +10,8 @@
 //! The commands (with `main.rs`, the checks and the status report) are the only code that reads
 //! [`Config`]: each hands the stages the plain options they take. A command returns its exit
 //! status, or an error that `main.rs` prints as `spoolmon: <error>` with exit status 2.
+//! Commands write their report to stdout through [`print_stdout`]: a reader that has gone away
+//! ([`StdoutClosed`]) ends the command quietly with status 0 instead.
 //!
 //! The clap argument groups shared by several commands live here ([`BaseArgs`],
 //! [`ServiceArgs`]); a command's own arguments live in its file.
@@ -29,7 +31,36 @@ use crate::config::Config;
 use crate::service::privilege::Account;
 use crate::service::signals::Signals;
 use anyhow::{Context, Result};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// stdout's reader went away before the report was written (`spoolmon orders | head -1`).
+///
+/// The choice: such a command ends quietly with exit status 0, as if the reader had read it
+/// all, rather than with the shell's 128 + SIGPIPE (141) that `ls` gets from being killed by
+/// the signal. The reader took what it wanted, so this is no error (a 141 would fail
+/// `set -o pipefail` scripts that merely `| head`), and SIGPIPE stays ignored in the whole
+/// process (as Rust sets it up), which the daemon's sink sockets need. A check keeps its own
+/// plugin status (see [`check::run`]).
+#[derive(Debug, thiserror::Error)]
+#[error("stdout is closed")]
+pub struct StdoutClosed;
+
+/// Writes `text` to stdout and flushes it. A closed pipe (EPIPE) is [`StdoutClosed`]; any other
+/// failure names stdout.
+pub fn print_stdout(text: impl AsRef<[u8]>) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_ref()).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot write to stdout")),
+    }
+}
+
+/// Whether `error` is (or was caused by) [`StdoutClosed`].
+pub fn is_stdout_closed(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<StdoutClosed>())
+}
 
 #[derive(clap::Args, Debug)]
 pub struct BaseArgs {

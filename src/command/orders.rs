@@ -18,9 +18,9 @@ pub fn run(base: BaseArgs, json: bool) -> Result<ExitCode> {
     );
     let listing = crate::output::failures::listing(&base_dir, &config.order_options());
     if json {
-        println!("{}", serde_json::to_string_pretty(&listing)?);
+        super::print_stdout(serde_json::to_string_pretty(&listing)? + "\n")?;
     } else {
-        print!("{}", crate::orders::format_table(&listing));
+        super::print_stdout(crate::orders::format_table(&listing))?;
     }
     Ok(ExitCode::SUCCESS)
 }

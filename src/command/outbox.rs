@@ -17,9 +17,9 @@ pub fn run(base: BaseArgs, json: bool) -> Result<ExitCode> {
     let backlogs = crate::sink::backlog::read_all(&base_dir.outbox(), std::time::SystemTime::now())
         .with_context(|| format!("cannot read {}", base_dir.outbox().display()))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&backlogs)?);
+        super::print_stdout(serde_json::to_string_pretty(&backlogs)? + "\n")?;
     } else {
-        print!("{}", crate::sink::backlog::format_table(&backlogs));
+        super::print_stdout(crate::sink::backlog::format_table(&backlogs))?;
     }
     Ok(ExitCode::SUCCESS)
 }

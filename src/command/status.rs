@@ -10,9 +10,9 @@ pub fn run(base: BaseArgs, json: bool) -> Result<ExitCode> {
     let config = load_config(base.config.as_deref())?;
     let report = crate::status::read(&BaseDir::new(&base.base_dir), &config, std::time::SystemTime::now())?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_stdout(serde_json::to_string_pretty(&report)? + "\n")?;
     } else {
-        print!("{}", crate::status::format_summary(&report));
+        super::print_stdout(crate::status::format_summary(&report))?;
     }
     Ok(ExitCode::SUCCESS)
 }

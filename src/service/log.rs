@@ -14,6 +14,25 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter}
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
+/// What `--log-level` accepts, said when it refuses a value.
+const ACCEPTED_LEVELS: &str =
+    "error, warn, info, debug, trace or off, or RUST_LOG-style target=level directives (spoolmon=debug,warn)";
+
+/// Checks a `--log-level` value: a level, or comma-separated RUST_LOG-style directives
+/// (`spoolmon=debug,warn`). A directive without `=` must be a level: tracing would take an
+/// unknown word (`warning`) for a target name and silence everything else.
+pub fn parse_log_level(text: &str) -> Result<String, String> {
+    for directive in text.split(',') {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, level)| level).trim();
+        // tracing reads "" as `error`; as a directive it is a mistake.
+        if level.is_empty() || level.parse::<tracing::level_filters::LevelFilter>().is_err() {
+            return Err(format!("unknown log level {directive:?}: expected {ACCEPTED_LEVELS}"));
+        }
+    }
+    EnvFilter::try_new(text).map_err(|e| format!("{e}: expected {ACCEPTED_LEVELS}"))?;
+    Ok(text.to_owned())
+}
+
 /// Installs the global logger. `level` is the `--log-level` filter; `RUST_LOG` overrides it
 /// when `env_overrides` (not for commands whose output must stay exactly as specified).
 pub fn init(level: &str, env_overrides: bool, log_file: Option<&Path>) -> io::Result<()> {
@@ -163,6 +182,32 @@ impl<'a> MakeWriter<'a> for LogFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_levels_are_levels_or_target_directives() {
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "3",
+            "spoolmon=debug",
+            "spoolmon::probe=trace,warn",
+        ] {
+            assert_eq!(parse_log_level(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "warning",
+            "",
+            "spoolmon",
+            "spoolmon=",
+            "info,",
+            "spoolmon=loud",
+            "info,verbose",
+        ] {
+            let err = parse_log_level(bad).unwrap_err();
+            assert!(err.contains("error, warn, info, debug, trace or off"), "{bad:?}: {err}");
+        }
+    }
 
     #[test]
     fn priorities_follow_syslog() {

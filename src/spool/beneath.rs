@@ -63,24 +63,27 @@ pub struct Dir {
 }
 
 /// An I/O error with the operation and the path it was about.
+///
+/// The cause is part of the message and deliberately not the error's `source()`: printed with
+/// its chain (`{:#}`, as the commands print errors) it would otherwise appear twice.
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {}: {source}", path.display())]
+#[error("{op} {}: {cause}", path.display())]
 pub struct PathError {
     op: String,
     path: PathBuf,
-    source: io::Error,
+    cause: io::Error,
 }
 
 /// Adds the operation and the path to an error, keeping its kind and, inside, the error itself
 /// (its errno stays readable with [`os_error`]).
 pub fn context(op: &str, path: &Path, e: impl Into<io::Error>) -> io::Error {
-    let source = e.into();
+    let cause = e.into();
     io::Error::new(
-        source.kind(),
+        cause.kind(),
         PathError {
             op: op.to_owned(),
             path: path.to_owned(),
-            source,
+            cause,
         },
     )
 }
@@ -89,7 +92,7 @@ pub fn context(op: &str, path: &Path, e: impl Into<io::Error>) -> io::Error {
 pub fn os_error(e: &io::Error) -> Option<i32> {
     e.raw_os_error().or_else(|| {
         let inner = e.get_ref()?.downcast_ref::<PathError>()?;
-        os_error(&inner.source)
+        os_error(&inner.cause)
     })
 }
 

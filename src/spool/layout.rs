@@ -99,10 +99,17 @@ impl BaseDir {
     /// created by path; below it a symlink or a file where a layout directory belongs is refused
     /// (never followed), naming the path.
     pub fn create_all(&self) -> io::Result<()> {
-        std::fs::create_dir_all(&self.root).map_err(|e| super::beneath::context("cannot create", &self.root, e))?;
+        std::fs::create_dir_all(&self.root).map_err(|e| {
+            let cause = in_the_way(&self.root, &e).unwrap_or(e);
+            super::beneath::context("cannot create", &self.root, cause)
+        })?;
         let root = self.root_dir()?;
         for name in LAYOUT_DIRS {
-            root.create_dir_all(name)?;
+            root.create_dir_all(name)
+                .map_err(|e| match in_the_way(&self.root.join(name), &e) {
+                    Some(cause) => super::beneath::context("cannot create directory", &self.root.join(name), cause),
+                    None => e,
+                })?;
         }
         Ok(())
     }
@@ -122,4 +129,36 @@ impl BaseDir {
             self.state(),
         ]
     }
+}
+
+/// What is in the way when the directory `path` could not be created with `error`: for "File
+/// exists" and "Not a directory" (all the errno says), the first of `path` and its ancestors
+/// that exists and is not a directory, as the cause to report ("it is a file, not a directory",
+/// or "<ancestor> is a file, ..."). `None` for other errors (read-only file system, permission
+/// denied, ...: the errno is the cause) and when nothing is found.
+fn in_the_way(path: &Path, error: &io::Error) -> Option<io::Error> {
+    if !matches!(super::beneath::os_error(error), Some(libc::EEXIST | libc::ENOTDIR)) {
+        return None;
+    }
+    let who = |found: &Path| {
+        if found == path {
+            "it".to_string()
+        } else {
+            found.display().to_string()
+        }
+    };
+    for ancestor in path.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        let what = match std::fs::metadata(ancestor) {
+            Ok(meta) if meta.is_dir() => return None,
+            Ok(meta) if meta.is_file() => "a file",
+            Ok(_) => "a special file (FIFO, socket or device)",
+            Err(_) if std::fs::symlink_metadata(ancestor).is_ok() => "a symbolic link to nothing",
+            Err(_) => continue,
+        };
+        return Some(io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{} is {what}, not a directory", who(ancestor)),
+        ));
+    }
+    None
 }
