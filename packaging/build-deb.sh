@@ -88,7 +88,7 @@ EOF
 
 install_docs() {
     install -d "$doc/examples/nagios" "$doc/examples/orders"
-    install -m 0644 "$repo/README.md" "$repo/spool-layout.md" "$repo/packaging/debian/copyright" "$doc/"
+    install -m 0644 "$repo/README.md" "$repo/spool-layout.md" "$repo/config-reference.md" "$repo/packaging/debian/copyright" "$doc/"
     install -m 0644 "$repo/contrib/systemd/README.md" "$doc/README.systemd.md"
     install -m 0644 "$repo/contrib/nagios/spoolmon.cfg" "$doc/examples/nagios/"
     cp -r "$repo/examples/orders/." "$doc/examples/orders/"

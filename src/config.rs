@@ -1,5 +1,6 @@
 //! The one configuration file of spoolmon (YAML). Every key is optional; `spoolmon config
-//! --print-defaults` prints them all with their defaults.
+//! --print-defaults` prints them all with their defaults, `spoolmon config --reference` (see
+//! [`reference`]) every key with its type, default and meaning.
 //!
 //! Unknown keys are an error naming the file and the key: a typo in a config file must not
 //! silently leave a default in force.
@@ -14,26 +15,37 @@ use std::path::{Path, PathBuf};
 
 pub use crate::probe::icmp::{Engine, IcmpOptions};
 
+pub mod reference;
+
+/// The socket directory in the commented `pull:` block of `--print-defaults`.
+const PULL_EXAMPLE_SOCKET_DIR: &str = "/run/haproxy";
+
 /// Largest `result-max-age` / `result-max-future`, seconds (100 years).
 const MAX_RESULT_WINDOW: u64 = 100 * 366 * 86_400;
 
 /// The whole configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
     /// Seconds after its last modification at which an order expires and is archived.
+    #[schemars(range(min = 1))]
     pub order_timeout: u64,
     /// Seconds between full rescans of `orders/` and `incoming/` (inotify does the rest).
+    #[schemars(range(min = 1))]
     pub rescan_interval: u64,
     /// Collection is suspended while `incoming/` holds this many snapshots or more.
+    #[schemars(range(min = 1))]
     pub queue_size: usize,
     /// Collection is suspended while the base directory's filesystem has less free space (MiB).
     pub min_free_space_mb: u64,
+    /// Which engine measures `fping:` orders.
     pub engine: Engine,
     /// The fping binary used by `engine: fping` and as fallback.
     pub fping_path: PathBuf,
+    /// The native ICMP engine's settings.
     pub icmp: IcmpOptions,
     /// Most orders in one batch (one probe run, one snapshot).
+    #[schemars(range(min = 1))]
     pub max_batch: usize,
     /// Processing threads; 0 = one per CPU.
     pub workers: usize,
@@ -43,9 +55,11 @@ pub struct Config {
     pub rrd_flush_interval: u64,
     /// Seconds before now a result's `time` may be; an older one makes its snapshot quarantined
     /// (a clock far behind, a replay of old data).
+    #[schemars(range(min = 1, max = MAX_RESULT_WINDOW))]
     pub result_max_age: u64,
     /// Seconds after now a result's `time` (and `updated`) may be; a later one makes its snapshot
     /// quarantined (a clock far ahead would make the RRD skip every real update until then).
+    #[schemars(range(max = MAX_RESULT_WINDOW))]
     pub result_max_future: u64,
     /// Seconds after which archive entries are deleted; absent = never (as pingmachine).
     pub archive_retention: Option<u64>,
@@ -63,6 +77,7 @@ pub struct Config {
     pub process: HaproxyOptions,
     /// Seconds a stop (SIGTERM/SIGINT) may take to finish the work in hand before the process
     /// exits anyway; a second SIGTERM exits at once. Nothing on disk is lost either way.
+    #[schemars(range(min = 1))]
     pub stop_timeout: u64,
     /// spoolmon's own metrics: `state/metrics*.prom`, `state/status*.json`, optionally sinks.
     pub self_metrics: SelfMetricsOptions,
@@ -198,6 +213,63 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         yaml_serde::to_string(self).expect("config serializes")
     }
+
+    /// `--print-defaults`: the defaults as YAML, and after `sinks: {}` and `pull: null` the
+    /// defaults of each sink type and of a `pull:` section as commented-out blocks (each starting
+    /// at its `# sinks:` / `# pull:` line), which, uncommented, are a valid config themselves.
+    pub fn defaults_yaml() -> String {
+        #[derive(Serialize)]
+        struct Sinks {
+            sinks: BTreeMap<String, SinkConfig>,
+        }
+        #[derive(Serialize)]
+        struct Pull {
+            pull: PullOptions,
+        }
+        let sinks = Sinks {
+            sinks: BTreeMap::from([
+                ("graphite".into(), SinkConfig::Graphite(Default::default())),
+                ("influxdb".into(), SinkConfig::Influxdb(Default::default())),
+                ("local-store".into(), SinkConfig::LocalStore(Default::default())),
+            ]),
+        };
+        // A pull: section needs something to pull from, so the block names an example socket
+        // directory (marked as such) where the default is none.
+        let pull = Pull {
+            pull: PullOptions {
+                socket_dir: Some(PULL_EXAMPLE_SOCKET_DIR.into()),
+                ..PullOptions::default()
+            },
+        };
+        let commented = |intro: &str, yaml: String| {
+            let mut block = format!("# {intro}\n");
+            for line in yaml.lines() {
+                block.push_str(&format!("# {line}\n").replace("# \n", "#\n"));
+            }
+            block
+        };
+        let mut out = String::new();
+        for line in Config::default().to_yaml().lines() {
+            out.push_str(line);
+            out.push('\n');
+            if line == "sinks: {}" {
+                out.push_str(&commented(
+                    "Every sink type with its defaults (name a sink as you like; give only the keys that differ):",
+                    yaml_serde::to_string(&sinks).expect("sinks serialize"),
+                ));
+            } else if line == "pull: null" {
+                let example = format!("socket-dir: {PULL_EXAMPLE_SOCKET_DIR}");
+                out.push_str(&commented(
+                    "A pull: section with its defaults (present = HAProxy statistics are pulled):",
+                    yaml_serde::to_string(&pull).expect("pull serializes").replace(
+                        &example,
+                        &format!("{example}  # an example: no default, set socket-dir, servers or both"),
+                    ),
+                ));
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +280,47 @@ mod tests {
     fn printed_defaults_parse_back_to_defaults() {
         let text = Config::default().to_yaml();
         assert_eq!(Config::parse(&text).unwrap(), Config::default());
+    }
+
+    /// The `# sinks:` / `# pull:` block of the printed defaults, uncommented.
+    fn uncommented_block(printed: &str, first: &str) -> String {
+        let start = printed
+            .find(&format!("\n{first}\n"))
+            .unwrap_or_else(|| panic!("{first} in:\n{printed}"))
+            + 1;
+        printed[start..]
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .map(|line| format!("{}\n", line.strip_prefix("# ").unwrap_or(line.trim_start_matches('#'))))
+            .collect()
+    }
+
+    #[test]
+    fn printed_defaults_show_every_sink_type_and_pull_commented_out() {
+        let printed = Config::defaults_yaml();
+        assert_eq!(Config::parse(&printed).unwrap(), Config::default());
+        let sinks = Config::parse(&uncommented_block(&printed, "# sinks:")).unwrap().sinks;
+        assert_eq!(
+            sinks,
+            BTreeMap::from([
+                ("graphite".to_string(), SinkConfig::Graphite(Default::default())),
+                ("influxdb".to_string(), SinkConfig::Influxdb(Default::default())),
+                ("local-store".to_string(), SinkConfig::LocalStore(Default::default())),
+            ])
+        );
+        let pull = Config::parse(&uncommented_block(&printed, "# pull:")).unwrap().pull;
+        let example = PullOptions {
+            socket_dir: Some(PULL_EXAMPLE_SOCKET_DIR.into()),
+            ..PullOptions::default()
+        };
+        assert_eq!(pull, Some(example));
+        assert!(
+            printed.contains("#   socket-dir: /run/haproxy  # an example"),
+            "{printed}"
+        );
+        // Graphite's port and InfluxDB's url are where an operator looks first.
+        assert!(printed.contains("#     port: 2003\n"), "{printed}");
+        assert!(printed.contains("#     url: udp://127.0.0.1:8094\n"), "{printed}");
     }
 
     #[test]

@@ -81,6 +81,10 @@ enum Command {
         /// Print the effective configuration (defaults plus the file).
         #[arg(long)]
         print: bool,
+        /// Print every key of every section and sink type with its type, default and meaning
+        /// (Markdown, as config-reference.md).
+        #[arg(long, conflicts_with_all = ["print", "print_defaults"])]
+        reference: bool,
     },
     /// Print the shell completion script for SHELL to stdout.
     Completions {
@@ -193,7 +197,8 @@ fn execute(command: Command, log_file: Option<PathBuf>) -> anyhow::Result<ExitCo
             config,
             print_defaults,
             print,
-        } => command::config::run(config.as_deref(), print_defaults, print),
+            reference,
+        } => command::config::run(config.as_deref(), print_defaults, print, reference),
         Command::Completions { shell } => command::completions::run(shell, Cli::command()),
         Command::Man { out_dir } => command::man::run(Cli::command(), out_dir.as_deref()),
         Command::Status { base, json } => command::status::run(base, json),

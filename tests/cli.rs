@@ -22,7 +22,54 @@ fn printed_defaults_are_a_valid_config_file() {
     std::fs::write(&path, &out.stdout).unwrap();
     let back = spoolmon(&["config", "--print", "--config", path.to_str().unwrap()]);
     assert!(back.status.success(), "{}", stderr(&back));
-    assert_eq!(back.stdout, out.stdout);
+    // --print is the defaults without the commented-out sink and pull blocks.
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let uncommented: String = printed
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(uncommented.len() < printed.len(), "{printed}");
+    assert_eq!(String::from_utf8(back.stdout).unwrap(), uncommented);
+}
+
+#[test]
+fn the_checked_in_config_reference_is_what_the_binary_prints() {
+    let out = spoolmon(&["config", "--reference"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config-reference.md")).unwrap();
+    assert!(
+        printed == checked_in,
+        "config-reference.md is out of date: regenerate it with `spoolmon config --reference > config-reference.md` \
+         (cargo run -- config --reference > config-reference.md)"
+    );
+    for section in [
+        "## Top level",
+        "## `icmp:`",
+        "## `pull:`",
+        "## `process:`",
+        "## `self-metrics:`",
+        "## `sinks:`",
+    ] {
+        assert!(printed.contains(&format!("\n{section}\n")), "{section}");
+    }
+    for kind in ["graphite", "influxdb", "local-store"] {
+        assert!(printed.contains(&format!("\n### `type: {kind}`\n")), "{kind}");
+    }
+}
+
+#[test]
+fn reference_does_not_combine_with_the_other_prints() {
+    for other in ["--print", "--print-defaults"] {
+        let out = spoolmon(&["config", "--reference", other]);
+        assert_eq!(out.status.code(), Some(2), "{other}");
+        assert!(
+            stderr(&out).contains("cannot be used with"),
+            "{other}: {}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]

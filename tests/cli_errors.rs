@@ -58,6 +58,7 @@ fn a_closed_stdout_ends_every_printing_command_quietly() {
         &["outbox", "--base-dir", dir],
         &["outbox", "--base-dir", dir, "--json"],
         &["config", "--print-defaults"],
+        &["config", "--reference"],
         &["config", "--print", "--config", config],
         &["completions", "bash"],
         &["man"],

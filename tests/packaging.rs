@@ -146,6 +146,7 @@ fn expected_files() -> Vec<(String, &'static str)> {
         "README.md",
         "README.systemd.md",
         "spool-layout.md",
+        "config-reference.md",
         "copyright",
         "changelog.gz",
         "examples/nagios/spoolmon.cfg",

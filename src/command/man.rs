@@ -36,7 +36,9 @@ const MAN_FILES: ManSection = ManSection {
         (
             "/etc/spoolmon/spoolmon.yaml",
             "The configuration file the packaged systemd units pass with --config. Every key is \
-             optional; spoolmon config --print-defaults lists them with their defaults.",
+             optional; spoolmon config --print-defaults lists them with their defaults, spoolmon \
+             config --reference with their types and meanings (also in \
+             /usr/share/doc/spoolmon/config-reference.md).",
         ),
         (
             "/var/lib/spoolmon",

@@ -58,11 +58,12 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// The `self-metrics:` section of the config.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SelfMetricsOptions {
     /// Seconds between two writes of `state/metrics*.prom` and `state/status*.json` (and sends
     /// to sinks). Default 10.
+    #[schemars(range(min = 1))]
     pub interval: u64,
     /// Sinks that get the self-metrics: `false` (none, the default), `true` (all) or a list of
     /// sink names from `sinks:`.
@@ -82,7 +83,7 @@ impl Default for SelfMetricsOptions {
 }
 
 /// `sinks: true|false` or `sinks: [name, ...]`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum SinkSelection {
     All(bool),

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 /// One sink under `sinks:` (keyed by its name, which names its `outbox/<name>/`): `type:` picks
 /// the kind, the other keys are that kind's options. Printed as one mapping with its `type:`;
 /// read by [`deserialize_sinks`].
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum SinkConfig {
     Graphite(GraphiteOptions),

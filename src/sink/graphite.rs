@@ -47,13 +47,14 @@ use std::time::Duration;
 pub const MAX_PAYLOAD: usize = 512 * 1024;
 
 /// The `[graphite]` options of haproxystats, with its defaults.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct GraphiteOptions {
     /// Graphite (carbon-cache or relay) host name or address. Default `127.0.0.1`.
     pub server: String,
     /// Plaintext-protocol TCP port. Default 2003, carbon's plaintext port (haproxystats'
     /// default is 3002).
+    #[schemars(range(min = 1))]
     pub port: u16,
     /// Reconnection attempts after a failure before pausing for `delay`. Default 3.
     pub retries: u32,

@@ -24,16 +24,20 @@ use std::sync::Mutex;
 pub const NAME: &str = "local-store";
 
 /// Options of the local-store sink.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct LocalStoreOptions {
     /// Directory of the `<time>/stats` files; created if missing. Default
-    /// `/var/lib/spoolmon/local-store`. Grows without bound: see the module documentation.
+    /// `/var/lib/spoolmon/local-store`. Grows without bound (spool-layout.md, "local-store"):
+    /// use it to debug.
     pub dir: PathBuf,
-    /// Path names as the Graphite sink's options of the same names (same defaults).
+    /// First component(s) of every path, as the Graphite sink's `namespace` (same default).
     pub namespace: String,
+    /// Put the host's name after the namespace, as the Graphite sink's (same default).
     pub prefix_hostname: bool,
+    /// Use the fully qualified host name, as the Graphite sink's `fqdn` (same default).
     pub fqdn: bool,
+    /// Host name to use instead of the system's, as the Graphite sink's (same default).
     pub hostname: Option<String>,
 }
 

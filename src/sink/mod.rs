@@ -59,7 +59,7 @@ pub trait Transport: Send {
 }
 
 /// How large a sink's outbox may grow before its oldest entries are dropped (config `outbox:`).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct OutboxBounds {
     /// Bytes of undelivered lines kept on disk. Default 1 GiB.

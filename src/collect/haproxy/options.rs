@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Settings of `spoolmon pull` (the `pull:` section).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct PullOptions {
     /// A directory of HAProxy stats sockets: every UNIX socket in it is pulled. Unset by default.
@@ -31,6 +31,7 @@ pub struct PullOptions {
     /// `tcp://[v6]:port`. A list, or one comma-separated string as in haproxystats. None by
     /// default.
     #[serde(deserialize_with = "list_or_comma_separated")]
+    #[schemars(with = "ListOrString")]
     pub servers: Vec<String>,
     /// Largest reply accepted from one request, bytes; a larger one fails the cycle.
     /// Default 6291456.
@@ -53,12 +54,16 @@ pub struct PullOptions {
     /// Default 100.
     pub min_free_space_mb: u64,
     #[serde(skip_serializing)]
+    #[schemars(skip)]
     pub dst_dir: Option<IgnoredAny>,
     #[serde(skip_serializing)]
+    #[schemars(skip)]
     pub tmp_dst_dir: Option<IgnoredAny>,
     #[serde(skip_serializing)]
+    #[schemars(skip)]
     pub workers: Option<IgnoredAny>,
     #[serde(skip_serializing)]
+    #[schemars(skip)]
     pub loglevel: Option<IgnoredAny>,
 }
 
@@ -83,14 +88,16 @@ impl Default for PullOptions {
     }
 }
 
+/// `servers:` as written: a list, or one comma-separated string (also its schema).
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+enum ListOrString {
+    List(Vec<String>),
+    Commas(String),
+}
+
 /// Accepts `[a, b]` or `"a,b"` (haproxystats' spelling); empty items are dropped.
 fn list_or_comma_separated<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum ListOrString {
-        List(Vec<String>),
-        Commas(String),
-    }
     let items = match ListOrString::deserialize(deserializer)? {
         ListOrString::List(items) => items,
         ListOrString::Commas(text) => text.split(',').map(str::to_owned).collect(),

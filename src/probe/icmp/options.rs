@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Which engine measures `fping` orders.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// Native ICMP engine; the fping binary when no ICMP socket can be opened.
@@ -23,14 +23,16 @@ pub enum Engine {
 }
 
 /// Native ICMP engine settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct IcmpOptions {
     /// Echo requests per second, all targets together (pacing).
+    #[schemars(range(min = 1))]
     pub send_rate: u32,
     /// SO_RCVBUF of the ICMP sockets, bytes.
     pub receive_buffer: usize,
     /// How long to wait for one echo reply, milliseconds.
+    #[schemars(range(min = 1))]
     pub timeout_ms: u64,
 }
 

@@ -15,17 +15,20 @@ use std::path::PathBuf;
 
 /// haproxystats' `[process]` section (see the module documentation of `process::haproxy`).
 /// Every default is haproxystats': all metrics, no grouping, no extras.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct HaproxyOptions {
     /// haproxystats' `src-dir`, `workers` and `liveness-check-interval` have no meaning here
     /// (spoolmon reads `<base-dir>/incoming`, its pool size is the top-level `workers`, and
     /// there are no worker processes to watch): refused with that advice, never silently ignored.
     #[serde(skip_serializing)]
+    #[schemars(skip)]
     pub src_dir: Option<IgnoredAny>,
     #[serde(skip_serializing)]
+    #[schemars(skip)]
     pub workers: Option<IgnoredAny>,
     #[serde(skip_serializing)]
+    #[schemars(skip)]
     pub liveness_check_interval: Option<IgnoredAny>,
     /// Frontend metrics to send; default all of [`catalog::FRONTEND`].
     pub frontend_metrics: Option<MetricNames>,
@@ -186,11 +189,11 @@ fn check_component(key: &str, value: &str) -> Result<(), InvalidOption> {
 }
 
 /// Metric names, written `"a b c"` (haproxystats) or as a list.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(from = "NamesAsWritten", into = "Vec<String>")]
 pub struct MetricNames(pub Vec<String>);
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum NamesAsWritten {
     Words(String),
@@ -251,6 +254,21 @@ impl Serialize for GroupPatterns {
             map.serialize_entry(&group.name, group.pattern.as_str())?;
         }
         map.end()
+    }
+}
+
+/// In the schema (and so the config reference) what a user writes: group name → pattern.
+impl schemars::JsonSchema for GroupPatterns {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "GroupPatterns".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        <std::collections::BTreeMap<String, String>>::json_schema(generator)
     }
 }
 

@@ -23,13 +23,15 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Unit of the timestamps in the lines (and the `precision` parameter of HTTP writes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// Nanoseconds: what Telegraf and InfluxDB's UDP listener expect by default.
     #[default]
     Ns,
+    /// Microseconds.
     Us,
+    /// Milliseconds.
     Ms,
     /// Seconds. `individual_rtt` points of one step then share a timestamp and overwrite each
     /// other in InfluxDB: use it only when those are not wanted.
@@ -70,7 +72,7 @@ impl Precision {
 }
 
 /// Options of an InfluxDB / Telegraf sink.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct InfluxOptions {
     /// Where to send: `udp://host:port` or `http(s)://host:port[/path prefix]`.
@@ -85,6 +87,7 @@ pub struct InfluxOptions {
     pub precision: Precision,
     /// InfluxDB 1.x user (sent as HTTP basic authentication, with `password`).
     pub username: Option<String>,
+    /// InfluxDB 1.x password (with `username`).
     pub password: Option<String>,
     /// InfluxDB 2.x organisation (name).
     pub org: Option<String>,
