@@ -439,7 +439,13 @@ mod tests {
             top.contains("| `engine` | `auto` or `native` or `fping` | `auto` |"),
             "{top}"
         );
-        assert!(top.contains("`\"{pings}\"`") || top.contains("\"{pings}\""), "{top}");
+        // Placeholders are quoted as YAML needs them (`{pings}` bare would be a mapping).
+        assert!(
+            top.contains(
+                "| `sping-command` | list of string | `[scion, ping, --count, \"{pings}\", --interval, \"{interval_ms}ms\", \"{host}\"]` |"
+            ),
+            "{top}"
+        );
         let pull = section(&markdown, "## `pull:`");
         assert!(
             pull.contains("| `servers` | list of string or string | `[]` |"),
