@@ -57,6 +57,8 @@ impl ProbeSet {
 #[derive(Debug, Default)]
 pub struct SchedulerStats {
     pub runs: AtomicU64,
+    /// Orders measured, one per order of every batch run.
+    pub orders_measured: AtomicU64,
     pub pings_sent: AtomicU64,
     pub pings_lost: AtomicU64,
     pub snapshots_published: AtomicU64,
@@ -339,6 +341,9 @@ impl Shared {
     fn execute(&self, run: RunRequest) {
         let results = measure(&self.probes, &run, self.ping_timeout);
         self.stats.runs.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .orders_measured
+            .fetch_add(results.len() as u64, Ordering::Relaxed);
         let sent = results.iter().map(|r| r.rtts.len() as u64).sum::<u64>();
         let lost = results
             .iter()
@@ -376,6 +381,7 @@ impl Shared {
             match queue::publish(&self.base, &name, &[(PING_FILE, &snapshot.body)]) {
                 Ok(_) => {
                     self.stats.snapshots_published.fetch_add(1, Ordering::Relaxed);
+                    self.stats.last_error.succeeded();
                     debug!(snapshot = %name, orders = snapshot.orders, "published");
                     if let Some(tx) = &self.published_tx {
                         let _ = tx.send(name.to_string());

@@ -91,6 +91,7 @@ fn record(base: &BaseDir, result: Result<super::CycleReport, PullError>, stats: 
             stats.last_cycle_wall_us.store(micros(report.wall), Ordering::Relaxed);
             stats.last_cycle_cpu_us.store(micros(report.cpu), Ordering::Relaxed);
             stats.cycle_cpu_us.fetch_add(micros(report.cpu), Ordering::Relaxed);
+            stats.last_error.succeeded();
         }
         Err(PullError::Cancelled) => info!("{}", PullError::Cancelled),
         Err(PullError::SnapshotExists(name)) => {
