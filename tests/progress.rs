@@ -67,38 +67,45 @@ fn run_logs_one_progress_line_per_part_with_what_it_did() {
         },
     );
     let log = daemon.log_text();
+    // A line reads the counters one by one while the parts count on, so a run (or a cycle) can
+    // be split between two lines: what holds per line is checked per line, the rest on sums.
     let probes = progress(&log, "probes");
     for counts in &probes {
-        let [measured, sent, lost, suspended] = counts[..] else {
+        let [measured, _, lost, suspended] = counts[..] else {
             panic!("probes line {counts:?}")
         };
-        // Both orders are one batch: each run measures both, 3 pings each, none lost.
+        // Both orders are one batch: each run measures both (one count), none lost.
         assert_eq!(measured % 2, 0, "{log}");
-        assert_eq!(sent, 3 * measured, "{log}");
         assert_eq!((lost, suspended), (0, 0), "{log}");
     }
     let measured: u64 = probes.iter().map(|c| c[0]).sum();
-    let total = metric(&base, "metrics.prom", "spoolmon_probe_orders_measured_total").unwrap();
+    let sent: u64 = probes.iter().map(|c| c[1]).sum();
+    // 3 pings per order; the pings of the last run may come in the next line.
     assert!(
-        measured as f64 <= total && measured >= 4,
-        "{measured} of {total}: {log}"
+        sent <= 3 * measured && sent + 6 >= 3 * measured,
+        "{sent} pings for {measured}: {log}"
     );
+    assert!(measured >= 4, "{log}");
+    wait_for("the orders of the lines in metrics.prom", LIMIT, Some(&daemon), || {
+        metric(&base, "metrics.prom", "spoolmon_probe_orders_measured_total").is_some_and(|t| t >= measured as f64)
+    });
 
     let processing = progress(&log, "processing");
     assert!(!processing.is_empty(), "{log}");
-    for counts in &processing {
-        let [_, applied, quarantined] = counts[..] else {
-            panic!("processing line {counts:?}")
-        };
-        assert_eq!(applied % 2, 0, "results come two by two: {log}");
-        assert_eq!(quarantined, 0, "{log}");
-    }
+    assert!(
+        processing.iter().all(|c| c.len() == 3 && c[2] == 0),
+        "none quarantined: {log}"
+    );
     assert!(processing.iter().map(|c| c[1]).sum::<u64>() > 0, "{log}");
 
-    // No sources to pull from: every cycle fails, and the line says so.
-    for counts in progress(&log, "pull") {
-        assert_eq!((counts[1], counts[2]), (0, counts[0]), "{log}");
-    }
+    // No sources to pull from: every cycle fails, and the lines say so.
+    let pull = progress(&log, "pull");
+    assert!(pull.iter().all(|c| c.len() == 3 && c[1] == 0), "{log}");
+    let (cycles, failed) = (
+        pull.iter().map(|c| c[0]).sum::<u64>(),
+        pull.iter().map(|c| c[2]).sum::<u64>(),
+    );
+    assert!(failed <= cycles && failed + 1 >= cycles && cycles > 0, "{log}");
     for counts in progress(&log, "sink carbon") {
         assert_eq!(counts[1..3], [0, 0], "nothing rejected or dropped: {log}");
     }
