@@ -741,11 +741,15 @@ mod tests {
         );
         shared.retry_held();
         assert_eq!(shared.stats.held_snapshots.load(Ordering::Relaxed), 2, "still failing");
+        assert_eq!(shared.stats.orders_measured.load(Ordering::Relaxed), 2);
+        let noted = shared.stats.last_error.get().expect("the suspension is noted").message;
+        assert!(noted.starts_with("collection suspended"), "{noted}");
         std::fs::remove_file(base.incoming_tmp()).unwrap();
         std::fs::create_dir(base.incoming_tmp()).unwrap();
         shared.retry_held();
         assert_eq!(shared.stats.held_snapshots.load(Ordering::Relaxed), 0);
         assert_eq!(shared.suspension_reason(), None);
+        assert_eq!(shared.stats.last_error.get(), None, "publishing works again");
         let published = names(&base);
         assert_eq!(published.len(), 2, "{published:?}");
         assert!(published[0].starts_with("100-ping-") && published[1].starts_with("120-ping-"));
