@@ -346,3 +346,25 @@ fn spoolmon_pull_shows_a_refused_reload_until_a_good_one() {
     });
     assert!(pull.terminate(LIMIT).is_some_and(|s| s.success()));
 }
+
+#[test]
+fn spoolmon_process_shows_a_refused_reload_until_a_good_one() {
+    let base = Base::new();
+    let good = format!("{FAST}self-metrics: {{interval: 1}}\n");
+    base.write_config(&good);
+    let process = base.spawn(&[], "process");
+    wait_for("status-process.json", LIMIT, Some(&process), || {
+        base.read("state/status-process.json").is_some()
+    });
+    base.write_config("workers: many\n");
+    signal(process.pid(), "HUP");
+    wait_for("the refused config in status", LIMIT, Some(&process), || {
+        error_of(&status_json(&base), "process: config").is_some_and(|m| m.contains("workers"))
+    });
+    base.write_config(&good);
+    signal(process.pid(), "HUP");
+    wait_for("the config error gone from status", LIMIT, Some(&process), || {
+        error_of(&status_json(&base), "process: config").is_none()
+    });
+    assert!(process.terminate(LIMIT).is_some_and(|s| s.success()));
+}
