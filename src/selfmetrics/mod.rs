@@ -20,6 +20,11 @@
 //! a partial file. A stopped process leaves its last files behind; node_exporter's
 //! `node_textfile_mtime_seconds` shows how old they are.
 //!
+//! Every `self-metrics: {progress-interval}` seconds (default 60) the same counters also give
+//! one info line per part in the log, with what it did since the previous line ([`progress`]).
+//! A part's last error ([`LastError`]) is shown only until the part has worked again; the
+//! `config` part is the reason a SIGHUP's config was refused, kept by the caller across reloads.
+//!
 //! # Sinks
 //!
 //! With `self-metrics: {sinks: true}` (every sink) or a list of sink names, each write also
