@@ -1,11 +1,14 @@
 //! Self-metrics and `spoolmon status` against a real daemon: `state/metrics.prom` is valid
 //! exposition format with the daemon's counters and orders by state, the self-metrics reach a
 //! local-store sink, and `spoolmon status --json` reports the same; `spoolmon process` and
-//! `spoolmon pull` write their own files; status on a missing or idle base directory.
+//! `spoolmon pull` write their own files; status on a missing or idle base directory; a part's
+//! error is shown until the part works again (a sink at a closed port, then a real carbon
+//! there), and a config refused on SIGHUP is the `config` error until a reload is taken.
 
 mod common;
 
-use common::{local_store_lines, ping_order, wait_for, Base, BIN, FAST};
+use common::servers::{free_tcp_port, Carbon};
+use common::{local_store_lines, ping_order, signal, wait_for, Base, BIN, FAST};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
@@ -196,4 +199,172 @@ fn status_of_a_missing_base_fails_and_of_an_idle_one_says_nothing_runs() {
     let report = status_json(&base);
     assert_eq!(report["daemon"]["running"], false);
     assert_eq!(report["self_metrics"].as_array().map(Vec::len), Some(0));
+}
+
+/// The message of `source`'s error in `spoolmon status --json`, if it shows one.
+fn error_of(report: &Value, source: &str) -> Option<String> {
+    report["last_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["source"] == source)
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+}
+
+/// Whisper files carbon has written below `dir`.
+fn whisper_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                whisper_files(&path)
+            } else {
+                usize::from(path.extension().is_some_and(|x| x == "wsp"))
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn a_sink_error_is_shown_until_the_sink_delivers_again() {
+    let port = free_tcp_port();
+    let base = Base::new();
+    base.write_order("lo", &ping_order("127.0.0.1", 1, 1));
+    let daemon = base.start(&format!(
+        "{FAST}self-metrics: {{interval: 1}}\nsinks:\n  carbon: {{type: graphite, server: 127.0.0.1, port: {port}, \
+         namespace: t, prefix-hostname: false, retries: 1, interval: 0.2, delay: 0.5, connect-timeout: 0.5}}\n"
+    ));
+    let mut report = Value::Null;
+    wait_for("the sink's error in status", LIMIT, Some(&daemon), || {
+        report = status_json(&base);
+        error_of(&report, "run: sink carbon").is_some()
+    });
+    let message = error_of(&report, "run: sink carbon").unwrap();
+    assert!(
+        message.contains("delivery failed") && message.contains(&port.to_string()),
+        "{message}"
+    );
+    let (_, text, _) = status(&["--base-dir", base.path().to_str().unwrap()]);
+    assert!(text.contains("run: sink carbon: delivery failed"), "{text}");
+
+    let carbon = Carbon::start_on(port);
+    wait_for("carbon to receive the lines", LIMIT, Some(&daemon), || {
+        whisper_files(&carbon.dir.path().join("whisper")) > 0
+    });
+    wait_for("the sink's error gone from status", LIMIT, Some(&daemon), || {
+        report = status_json(&base);
+        error_of(&report, "run: sink carbon").is_none()
+    });
+    let (_, text, _) = status(&["--base-dir", base.path().to_str().unwrap()]);
+    assert!(!text.contains("sink carbon:"), "{text}");
+    assert!(daemon.terminate(LIMIT).is_some_and(|s| s.success()));
+}
+
+#[test]
+fn a_config_refused_on_sighup_is_shown_until_a_reload_is_taken() {
+    let base = Base::new();
+    base.write_order("lo", &ping_order("127.0.0.1", 1, 1));
+    let good = format!("{FAST}self-metrics: {{interval: 1}}\n");
+    let daemon = base.start(&good);
+    wait_for("status.json", LIMIT, Some(&daemon), || {
+        base.read("state/status.json").is_some()
+    });
+
+    for (bad, key) in [
+        ("rescan-interval: oops\n".to_owned(), "rescan-interval"),
+        (
+            format!("{good}sinks:\n  carbon: {{type: graphite, sever: x}}\n"),
+            "sever",
+        ),
+        ("\u{0}\u{ff}: [\n".to_owned(), "spoolmon.yaml"),
+    ] {
+        base.write_config(&bad);
+        signal(daemon.pid(), "HUP");
+        let mut report = Value::Null;
+        wait_for("the refused config in status", LIMIT, Some(&daemon), || {
+            report = status_json(&base);
+            error_of(&report, "run: config").is_some_and(|m| m.contains(key))
+        });
+        let message = error_of(&report, "run: config").unwrap();
+        assert!(message.starts_with("reload refused"), "{message}");
+        let (_, text, _) = status(&["--base-dir", base.path().to_str().unwrap()]);
+        assert!(text.contains("run: config: reload refused"), "{text}");
+    }
+
+    // The running config again (unchanged, but taken): the error goes.
+    base.write_config(&good);
+    signal(daemon.pid(), "HUP");
+    wait_for("the config error gone from status", LIMIT, Some(&daemon), || {
+        error_of(&status_json(&base), "run: config").is_none()
+    });
+    assert!(daemon.log_text().contains("configuration unchanged"));
+    // A changed one that is taken clears a refusal too.
+    base.write_config("rescan-interval: oops\n");
+    signal(daemon.pid(), "HUP");
+    wait_for("refused again", LIMIT, Some(&daemon), || {
+        error_of(&status_json(&base), "run: config").is_some()
+    });
+    base.write_config("rescan-interval: 3\nself-metrics: {interval: 1}\n");
+    signal(daemon.pid(), "HUP");
+    wait_for("reloaded, and the config error gone", LIMIT, Some(&daemon), || {
+        daemon.log_text().contains("configuration reloaded") && error_of(&status_json(&base), "run: config").is_none()
+    });
+    assert!(daemon.terminate(LIMIT).is_some_and(|s| s.success()));
+}
+
+#[test]
+fn spoolmon_pull_shows_a_refused_reload_until_a_good_one() {
+    let base = Base::new();
+    let settings = |interval: u32| {
+        format!(
+            "self-metrics: {{interval: 1}}\npull: {{socket-dir: '{}', pull-interval: {interval}}}\n",
+            base.join("no-sockets").display()
+        )
+    };
+    base.write_config(&settings(1));
+    let pull = base.spawn(&[], "pull");
+    wait_for("status-pull.json", LIMIT, Some(&pull), || {
+        base.read("state/status-pull.json").is_some()
+    });
+    for (bad, key) in [
+        ("pull: {pull-interval: oops}\n", "pull-interval"),
+        ("self-metrics: {interval: 1}\n", "no pull: section"),
+    ] {
+        base.write_config(bad);
+        signal(pull.pid(), "HUP");
+        wait_for("the refused config in status", LIMIT, Some(&pull), || {
+            error_of(&status_json(&base), "pull: config").is_some_and(|m| m.contains(key))
+        });
+    }
+    base.write_config(&settings(2));
+    signal(pull.pid(), "HUP");
+    wait_for("the config error gone from status", LIMIT, Some(&pull), || {
+        error_of(&status_json(&base), "pull: config").is_none()
+    });
+    assert!(pull.terminate(LIMIT).is_some_and(|s| s.success()));
+}
+
+#[test]
+fn spoolmon_process_shows_a_refused_reload_until_a_good_one() {
+    let base = Base::new();
+    let good = format!("{FAST}self-metrics: {{interval: 1}}\n");
+    base.write_config(&good);
+    let process = base.spawn(&[], "process");
+    wait_for("status-process.json", LIMIT, Some(&process), || {
+        base.read("state/status-process.json").is_some()
+    });
+    base.write_config("workers: many\n");
+    signal(process.pid(), "HUP");
+    wait_for("the refused config in status", LIMIT, Some(&process), || {
+        error_of(&status_json(&base), "process: config").is_some_and(|m| m.contains("workers"))
+    });
+    base.write_config(&good);
+    signal(process.pid(), "HUP");
+    wait_for("the config error gone from status", LIMIT, Some(&process), || {
+        error_of(&status_json(&base), "process: config").is_none()
+    });
+    assert!(process.terminate(LIMIT).is_some_and(|s| s.success()));
 }

@@ -17,6 +17,7 @@ use crate::selfmetrics::SelfMetrics;
 use crate::service::notify::Notifier;
 use crate::service::signals::Signals;
 use crate::service::supervisor::{self, Claim, Event, Reread, Served, Service};
+use crate::shared::last_error::LastError;
 use crate::sink::running::RunningSinks;
 use crate::spool::lock::{DaemonLock, LOCK_FILE};
 use crate::spool::{queue, state, BaseDir};
@@ -61,6 +62,7 @@ pub fn process(base: BaseDir, config: Config, started: Started) -> Result<()> {
             signals: signals.clone(),
             _locks: locks,
             stats: Arc::default(),
+            config_error: Arc::default(),
             started: crate::shared::clock::unix_now(),
             running: None,
         };
@@ -76,6 +78,8 @@ struct Processing<'a> {
     _locks: Vec<DaemonLock>,
     /// The counters and their start time outlive a reload.
     stats: Arc<ProcessStats>,
+    /// Why the last SIGHUP's config was refused, until a reload is taken (status's `config`).
+    config_error: Arc<LastError>,
     started: i64,
     running: Option<Run>,
 }
@@ -122,6 +126,7 @@ impl Service for Processing<'_> {
         };
         let self_metrics = match SelfMetrics::for_process(&self.base, &config.self_metrics, &sinks, self.stats.clone())
             .started(self.started)
+            .with_config_error(self.config_error.clone())
             .spawn(wake.clone())
         {
             Ok(thread) => thread,
@@ -195,10 +200,14 @@ impl Service for Processing<'_> {
         match Config::load(path) {
             Ok(config) => {
                 info!(target: LOG, config = %path.display(), "SIGHUP: configuration reloaded");
+                // Set again below if it cannot start.
+                self.config_error.succeeded();
                 Reread::New(config)
             }
             Err(e) => {
                 warn!(target: LOG, "SIGHUP: {e}; keeping the running configuration");
+                self.config_error
+                    .set(format!("reload refused, the running configuration is kept: {e}"));
                 Reread::Keep
             }
         }
@@ -212,10 +221,15 @@ impl Service for Processing<'_> {
         match event {
             // Processing has already stopped with the signal; the reread said what follows.
             Event::Restarting | Event::Reloaded | Event::Stopping => {}
-            Event::CannotStart(e) => warn!(
-                target: LOG,
-                "SIGHUP: the new configuration cannot start ({e:#}); going back to the running one"
-            ),
+            Event::CannotStart(e) => {
+                warn!(
+                    target: LOG,
+                    "SIGHUP: the new configuration cannot start ({e:#}); going back to the running one"
+                );
+                self.config_error.set(format!(
+                    "reload refused, the running configuration is kept: the new configuration cannot start ({e:#})"
+                ));
+            }
             Event::StoppedDuringReload | Event::Stopped => info!(target: LOG, "stopped"),
         }
     }

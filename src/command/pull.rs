@@ -17,6 +17,7 @@ use crate::selfmetrics::{SelfMetrics, SelfMetricsOptions};
 use crate::service::notify::Notifier;
 use crate::service::signals::Signals;
 use crate::service::supervisor::{self, Claim, Event, Reread, Served, Service};
+use crate::shared::last_error::LastError;
 use crate::spool::lock::{DaemonLock, PULL_LOCK};
 use crate::spool::{queue, BaseDir};
 use anyhow::{Context, Result};
@@ -65,6 +66,7 @@ pub fn pull(base: BaseDir, config: Config, started: Started) -> Result<()> {
             self_metrics_options: config.self_metrics.clone(),
             _locks: locks,
             stats: Arc::new(PullStats::default()),
+            config_error: Arc::default(),
             self_metrics: None,
         };
         Ok((service, options))
@@ -80,6 +82,8 @@ struct Puller<'a> {
     self_metrics_options: SelfMetricsOptions,
     _locks: Vec<DaemonLock>,
     stats: Arc<PullStats>,
+    /// Why the last SIGHUP's config was refused, until a reload is taken (status's `config`).
+    config_error: Arc<LastError>,
     /// Started with the first pull loop (after the account switch) and runs until the stop
     /// signal, across reloads.
     self_metrics: Option<JoinHandle<()>>,
@@ -91,7 +95,8 @@ impl Service for Puller<'_> {
     /// Starts self-metrics the first time; [`Service::serve`] runs the pull loop.
     fn start(&mut self, _: &PullOptions) -> Result<()> {
         if self.self_metrics.is_none() {
-            let self_metrics = SelfMetrics::for_pull(&self.base, &self.self_metrics_options, self.stats.clone());
+            let self_metrics = SelfMetrics::for_pull(&self.base, &self.self_metrics_options, self.stats.clone())
+                .with_config_error(self.config_error.clone());
             self.self_metrics = Some(self_metrics.spawn(self.signals.terminate.clone())?);
         }
         Ok(())
@@ -129,14 +134,21 @@ impl Service for Puller<'_> {
         match Config::load(path) {
             Ok(Config { pull: Some(pull), .. }) => {
                 info!(target: LOG, config = %path.display(), "SIGHUP: configuration reloaded");
+                self.config_error.succeeded();
                 Reread::New(pull)
             }
             Ok(_) => {
                 warn!(target: LOG, config = %path.display(), "SIGHUP: the config has no pull: section; keeping the old settings");
+                self.config_error.set(format!(
+                    "reload refused, the running settings are kept: {} has no pull: section",
+                    path.display()
+                ));
                 Reread::Keep
             }
             Err(e) => {
                 warn!(target: LOG, "SIGHUP: {e}; keeping the old settings");
+                self.config_error
+                    .set(format!("reload refused, the running settings are kept: {e}"));
                 Reread::Keep
             }
         }

@@ -73,6 +73,8 @@ pub struct DaemonStats {
     pub process: Arc<ProcessStats>,
     pub scheduler: Arc<SchedulerStats>,
     pub pull: Arc<crate::collect::haproxy::PullStats>,
+    /// Why the last SIGHUP's config was refused, until a reload is taken (status's `config`).
+    pub config: Arc<crate::shared::last_error::LastError>,
     /// When the process started, unix seconds (a reload does not reset the counters).
     pub started: i64,
 }
@@ -83,6 +85,7 @@ impl DaemonStats {
             process: Arc::default(),
             scheduler: Arc::default(),
             pull: Arc::default(),
+            config: Arc::default(),
             started: crate::shared::clock::unix_now(),
         }
     }
@@ -186,11 +189,15 @@ impl Service for Daemon<'_> {
         match Config::load(path).map(|new| keep_restart_only_keys(running, new)) {
             Ok(new) if new == *running => {
                 info!(target: LOG, config = %path.display(), "SIGHUP: configuration unchanged; rescanning orders/");
+                self.stats.config.succeeded();
                 Reread::Keep
             }
             Ok(new) => Reread::New(new),
             Err(e) => {
                 warn!(target: LOG, "SIGHUP: {e}; keeping the running configuration (rescanning orders/)");
+                self.stats
+                    .config
+                    .set(format!("reload refused, the running configuration is kept: {e}"));
                 Reread::Keep
             }
         }
@@ -216,6 +223,9 @@ impl Service for Daemon<'_> {
                     target: LOG,
                     "SIGHUP: the new config pulls HAProxy statistics, but {e}; keeping the running configuration"
                 );
+                self.stats.config.set(format!(
+                    "reload refused, the running configuration is kept: the new config pulls HAProxy statistics, but {e}"
+                ));
                 false
             }
         }
@@ -228,11 +238,19 @@ impl Service for Daemon<'_> {
     fn report(&self, event: Event<'_>) {
         match event {
             Event::Restarting => info!(target: LOG, "SIGHUP: configuration changed; restarting the pipeline"),
-            Event::Reloaded => info!(target: LOG, "configuration reloaded"),
-            Event::CannotStart(e) => warn!(
-                target: LOG,
-                "SIGHUP: the new configuration cannot start ({e:#}); going back to the running one"
-            ),
+            Event::Reloaded => {
+                info!(target: LOG, "configuration reloaded");
+                self.stats.config.succeeded();
+            }
+            Event::CannotStart(e) => {
+                warn!(
+                    target: LOG,
+                    "SIGHUP: the new configuration cannot start ({e:#}); going back to the running one"
+                );
+                self.stats.config.set(format!(
+                    "reload refused, the running configuration is kept: the new configuration cannot start ({e:#})"
+                ));
+            }
             Event::StoppedDuringReload => info!(target: LOG, "stopped (a stop came during the reload)"),
             Event::Stopping => info!(target: LOG, "stopping: finishing the snapshots in hand"),
             Event::Stopped => info!(target: LOG, "stopped"),
@@ -281,7 +299,8 @@ impl Pipeline {
             stats.process.clone(),
             stats.pull.clone(),
         )
-        .started(stats.started);
+        .started(stats.started)
+        .with_config_error(stats.config.clone());
         let mut pipeline = Pipeline {
             stop,
             book,

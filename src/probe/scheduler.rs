@@ -57,6 +57,8 @@ impl ProbeSet {
 #[derive(Debug, Default)]
 pub struct SchedulerStats {
     pub runs: AtomicU64,
+    /// Orders measured, one per order of every batch run.
+    pub orders_measured: AtomicU64,
     pub pings_sent: AtomicU64,
     pub pings_lost: AtomicU64,
     pub snapshots_published: AtomicU64,
@@ -339,6 +341,9 @@ impl Shared {
     fn execute(&self, run: RunRequest) {
         let results = measure(&self.probes, &run, self.ping_timeout);
         self.stats.runs.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .orders_measured
+            .fetch_add(results.len() as u64, Ordering::Relaxed);
         let sent = results.iter().map(|r| r.rtts.len() as u64).sum::<u64>();
         let lost = results
             .iter()
@@ -376,6 +381,7 @@ impl Shared {
             match queue::publish(&self.base, &name, &[(PING_FILE, &snapshot.body)]) {
                 Ok(_) => {
                     self.stats.snapshots_published.fetch_add(1, Ordering::Relaxed);
+                    self.stats.last_error.succeeded();
                     debug!(snapshot = %name, orders = snapshot.orders, "published");
                     if let Some(tx) = &self.published_tx {
                         let _ = tx.send(name.to_string());
@@ -735,11 +741,15 @@ mod tests {
         );
         shared.retry_held();
         assert_eq!(shared.stats.held_snapshots.load(Ordering::Relaxed), 2, "still failing");
+        assert_eq!(shared.stats.orders_measured.load(Ordering::Relaxed), 2);
+        let noted = shared.stats.last_error.get().expect("the suspension is noted").message;
+        assert!(noted.starts_with("collection suspended"), "{noted}");
         std::fs::remove_file(base.incoming_tmp()).unwrap();
         std::fs::create_dir(base.incoming_tmp()).unwrap();
         shared.retry_held();
         assert_eq!(shared.stats.held_snapshots.load(Ordering::Relaxed), 0);
         assert_eq!(shared.suspension_reason(), None);
+        assert_eq!(shared.stats.last_error.get(), None, "publishing works again");
         let published = names(&base);
         assert_eq!(published.len(), 2, "{published:?}");
         assert!(published[0].starts_with("100-ping-") && published[1].starts_with("120-ping-"));

@@ -428,6 +428,10 @@ impl Processor {
             sync_filesystem(&self.base.incoming())?;
         }
         self.record_failures(&applied.written, &applied.failed);
+        // A round that took every snapshot and order without a fault: processing works again.
+        if report.quarantined == 0 && report.retried == 0 && applied.failed.is_empty() && transient.is_empty() {
+            self.stats.last_error.succeeded();
+        }
         self.note_waiting(&transient);
         self.set_held(report.retried > 0);
         self.oldest_waiting = self.oldest_left(&listed);
@@ -1416,10 +1420,30 @@ mod tests {
         assert_eq!((report.processed, report.retried), (1, 0));
         assert!(processor.retry_due().is_none());
         assert_eq!(stats.output_waiting.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.last_error.get(), None, "processing works again");
         let rrd = rrd_last_update(&base.output().join("new/main.rrd"));
         assert!(rrd.contains(&format!("{}: 0 0.001 0.001", T0 + 20)), "{rrd}");
         assert_eq!(sink.ids(), ["new", "other"]);
         drop(disk);
+    }
+
+    #[test]
+    fn a_quarantine_is_the_last_error_until_a_round_processes_cleanly() {
+        let (_dir, mut processor, stats) = setup_sinks(&[]);
+        let base = processor.base().clone();
+        let name = SnapshotName::new(T0, "ping", 1);
+        queue::publish(&base, &name, &[(PING_FILE, b"garbage\n")]).unwrap();
+        assert_eq!(processor.process_pending(true).unwrap().quarantined, 1);
+        assert!(stats
+            .last_error
+            .get()
+            .is_some_and(|e| e.message.contains(name.as_str())));
+        // A round with nothing to do has not shown that processing works.
+        processor.process_pending(true).unwrap();
+        assert!(stats.last_error.get().is_some());
+        publish(&base, 2, &[result("o", T0 + 20, 0.001)]);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        assert_eq!(stats.last_error.get(), None);
     }
 
     #[test]

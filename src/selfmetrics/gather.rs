@@ -179,6 +179,11 @@ fn add_outboxes(families: &mut Families, outboxes: &[SinkBacklog]) {
 
 fn add_scheduler(families: &mut Families, stats: &SchedulerStats) {
     families.counter("probe_runs_total", "Batch runs measured.", &stats.runs);
+    families.counter(
+        "probe_orders_measured_total",
+        "Orders measured (one per order of every batch run).",
+        &stats.orders_measured,
+    );
     families.counter("probe_pings_sent_total", "Pings (probes) sent.", &stats.pings_sent);
     families.counter(
         "probe_pings_lost_total",

@@ -20,6 +20,11 @@
 //! a partial file. A stopped process leaves its last files behind; node_exporter's
 //! `node_textfile_mtime_seconds` shows how old they are.
 //!
+//! Every `self-metrics: {progress-interval}` seconds (default 60) the same counters also give
+//! one info line per part in the log, with what it did since the previous line ([`progress`]).
+//! A part's last error ([`LastError`]) is shown only until the part has worked again; the
+//! `config` part is the reason a SIGHUP's config was refused, kept by the caller across reloads.
+//!
 //! # Sinks
 //!
 //! With `self-metrics: {sinks: true}` (every sink) or a list of sink names, each write also
@@ -34,6 +39,7 @@
 
 pub mod exposition;
 pub mod gather;
+pub mod progress;
 
 pub use gather::{Observed, Sources};
 
@@ -70,6 +76,9 @@ pub struct SelfMetricsOptions {
     pub sinks: SinkSelection,
     /// First path component of the self-metrics in sinks. Default `spoolmon`.
     pub prefix: String,
+    /// Seconds between two progress lines in the log (one info line per part with what it
+    /// did since the previous one, see [`progress`]); `0` turns them off. Default 60.
+    pub progress_interval: u64,
 }
 
 impl Default for SelfMetricsOptions {
@@ -78,6 +87,7 @@ impl Default for SelfMetricsOptions {
             interval: 10,
             sinks: SinkSelection::All(false),
             prefix: "spoolmon".into(),
+            progress_interval: 60,
         }
     }
 }
@@ -203,7 +213,7 @@ pub struct StatusFile {
 /// The latest error of one part of the process.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceError {
-    /// `probes`, `processing`, `pull`, `sink <name>` or `self-metrics`.
+    /// `probes`, `processing`, `pull`, `sink <name>`, `config` or `self-metrics`.
     pub source: String,
     pub time: i64,
     pub message: String,
@@ -220,6 +230,12 @@ pub struct SelfMetrics {
     started: i64,
     last_write: Mutex<Option<Instant>>,
     own_error: LastError,
+    /// A rejected reload of the config file (kept by the caller across reloads).
+    config_error: Option<Arc<LastError>>,
+    /// Between progress lines; `None` when they are off.
+    progress_interval: Option<Duration>,
+    /// When the last progress line was written and the counters it was computed from.
+    progress: Mutex<Option<(Instant, progress::Totals)>>,
 }
 
 impl SelfMetrics {
@@ -235,6 +251,9 @@ impl SelfMetrics {
             started: unix_now(),
             last_write: Mutex::new(None),
             own_error: LastError::default(),
+            config_error: None,
+            progress_interval: (options.progress_interval > 0).then(|| Duration::from_secs(options.progress_interval)),
+            progress: Mutex::new(None),
         }
     }
 
@@ -282,6 +301,13 @@ impl SelfMetrics {
         SelfMetrics::new(base, Component::Pull, options, sources)
     }
 
+    /// Shows `error` in the status file as the last error of the `config` part: the reason a
+    /// reload was refused, until a later one is taken ([`LastError::succeeded`]).
+    pub fn with_config_error(mut self, error: Arc<LastError>) -> SelfMetrics {
+        self.config_error = Some(error);
+        self
+    }
+
     /// Counts from `unix` seconds instead of now (`spoolmon run` keeps its counters across a
     /// reload, which rebuilds this).
     pub fn started(mut self, unix: i64) -> SelfMetrics {
@@ -307,6 +333,7 @@ impl SelfMetrics {
     /// Writes when the interval has passed since the last write (at once the first time).
     /// `book` gives the orders by state (the daemon's own book; `None` leaves them out).
     pub fn tick(&self, book: Option<&OrderBook>) {
+        self.progress_tick();
         {
             let mut last = self.last_write.lock().unwrap_or_else(|e| e.into_inner());
             if last.is_some_and(|t| t.elapsed() < self.interval) {
@@ -329,6 +356,28 @@ impl SelfMetrics {
             let observed = self.observe(None);
             self.write(&observed);
         })
+    }
+
+    /// Logs the progress lines when `progress-interval` has passed since the last ones (the
+    /// first call only takes the counters to start from).
+    fn progress_tick(&self) {
+        let Some(interval) = self.progress_interval else {
+            return;
+        };
+        let mut last = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_ref().is_some_and(|(t, _)| t.elapsed() < interval) {
+            return;
+        }
+        let outboxes = if self.sources.deliveries.is_empty() {
+            Vec::new()
+        } else {
+            crate::sink::backlog::read_all(&self.base.outbox(), std::time::SystemTime::now()).unwrap_or_default()
+        };
+        let now = progress::Totals::read(&self.sources, &outboxes);
+        if let Some((since, before)) = last.as_ref() {
+            progress::log(&progress::lines(before, &now, since.elapsed()));
+        }
+        *last = Some((Instant::now(), now));
     }
 
     fn observe(&self, book: Option<&OrderBook>) -> Observed {
@@ -354,17 +403,23 @@ impl SelfMetrics {
             Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
         };
         let text = exposition::render(&families);
+        let mut ok = true;
         if let Err(e) = replace(&self.component.metrics_file(), text.as_bytes()) {
             warn!("cannot write {}: {e}", self.component.metrics_file());
             self.own_error
                 .set(format!("cannot write {}: {e}", self.component.metrics_file()));
+            ok = false;
         }
         let status = self.status(&families);
         let json = serde_json::to_vec_pretty(&status).unwrap_or_default();
         if let Err(e) = replace(&self.component.status_file(), &json) {
             warn!("cannot write {}: {e}", self.component.status_file());
+            ok = false;
         }
-        self.send(&families, status.written);
+        // Cleared for the next status file: this one still shows why the last write failed.
+        if self.send(&families, status.written) && ok {
+            self.own_error.succeeded();
+        }
     }
 
     fn status(&self, families: &[Family]) -> StatusFile {
@@ -400,6 +455,7 @@ impl SelfMetrics {
             ),
             ("pull".into(), sources.pull.as_ref().and_then(|s| s.last_error.get())),
             ("self-metrics".into(), self.own_error.get()),
+            ("config".into(), self.config_error.as_ref().and_then(|e| e.get())),
         ];
         for (sink, stats) in &sources.deliveries {
             found.push((format!("sink {sink}"), stats.last_error.get()));
@@ -418,11 +474,13 @@ impl SelfMetrics {
         errors
     }
 
-    /// Hands the samples (all but `build_info`) to the selected sinks as one batch each.
-    fn send(&self, families: &[Family], time: i64) {
+    /// Hands the samples (all but `build_info`) to the selected sinks as one batch each; false
+    /// when a sink refused them.
+    fn send(&self, families: &[Family], time: i64) -> bool {
         if self.sinks.is_empty() {
-            return;
+            return true;
         }
+        let mut ok = true;
         let metrics = sink_metrics(&self.prefix, families, time);
         for sink in &self.sinks {
             let batch = SinkBatch {
@@ -434,9 +492,11 @@ impl SelfMetrics {
                 Err(e) => {
                     warn!("self-metrics not sent: {e}");
                     self.own_error.set(format!("not sent: {e}"));
+                    ok = false;
                 }
             }
         }
+        ok
     }
 }
 

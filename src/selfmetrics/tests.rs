@@ -222,3 +222,34 @@ fn each_component_has_its_own_files() {
         ]
     );
 }
+
+#[test]
+fn a_config_error_is_the_config_part_until_a_reload_is_taken_and_a_delivery_clears_a_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = BaseDir::new(dir.path());
+    let sources = sources();
+    let config_error = Arc::new(LastError::default());
+    let options = SelfMetricsOptions {
+        // The largest interval: the first tick takes the counters, no line is due, no overflow.
+        progress_interval: u64::MAX,
+        ..SelfMetricsOptions::default()
+    };
+    let metrics =
+        SelfMetrics::new(&base, Component::Run, &options, sources.clone()).with_config_error(config_error.clone());
+    config_error.set("reload refused: rescan-interval: invalid type");
+    metrics.tick(None);
+    metrics.progress_tick();
+    let sources_of = |m: &SelfMetrics| m.last_errors().into_iter().map(|e| e.source).collect::<Vec<_>>();
+    let mut shown = sources_of(&metrics);
+    shown.sort();
+    // No state/ yet: the write failed.
+    assert_eq!(shown, ["config", "self-metrics", "sink carbon"]);
+    base.create_all().unwrap();
+    metrics.write(&metrics.observe(None));
+    let mut shown = sources_of(&metrics);
+    shown.sort();
+    assert_eq!(shown, ["config", "sink carbon"]);
+    config_error.succeeded();
+    sources.deliveries[0].1.last_error.succeeded();
+    assert!(sources_of(&metrics).is_empty());
+}

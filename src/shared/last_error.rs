@@ -1,6 +1,10 @@
 //! The most recent error of one component (processing, a sink's delivery, the puller, the
-//! scheduler), kept in memory for `state/status*.json` and `spoolmon status`. Every stage that
-//! can fail without stopping keeps one; the observers (self-metrics, status) only read it.
+//! scheduler, the config of a reload), kept in memory for `state/status*.json` and `spoolmon
+//! status`. Every stage that can fail without stopping keeps one and calls
+//! [`LastError::succeeded`] when it has worked again (a delivery, a published cycle or run, a
+//! clean processing round, a reload taken): an error is shown only until the part's next
+//! success, so status does not keep reporting a part that has recovered. The observers
+//! (self-metrics, status) only read it.
 
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
@@ -39,6 +43,16 @@ impl LastError {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
     }
 
+    /// The part has worked since: the error is no longer current and [`LastError::get`]
+    /// returns `None` until the next [`LastError::set`].
+    pub fn succeeded(&self) {
+        let mut record = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if record.is_some() {
+            *record = None;
+        }
+    }
+
+    /// The error, if the part has not worked since it happened.
     pub fn get(&self) -> Option<ErrorRecord> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -58,5 +72,17 @@ mod tests {
         assert!(record.message.starts_with('é') && record.message.ends_with('…'));
         assert!(record.message.len() <= MAX_MESSAGE + '…'.len_utf8());
         assert!(record.time > 1_600_000_000);
+    }
+
+    #[test]
+    fn a_success_clears_the_error_until_the_next_one() {
+        let last = LastError::default();
+        last.succeeded();
+        assert_eq!(last.get(), None);
+        last.set("refused");
+        last.succeeded();
+        assert_eq!(last.get(), None);
+        last.set("refused again");
+        assert_eq!(last.get().unwrap().message, "refused again");
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 /// One sink's backlog, or why it could not be read.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct SinkBacklog {
     pub sink: String,
     /// Undelivered records, lines and bytes.

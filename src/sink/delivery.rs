@@ -175,6 +175,7 @@ impl Sender {
         if failures > 0 {
             info!(sink = self.name, failures, "delivery works again");
         }
+        stats.last_error.succeeded();
         // A failed acknowledgement is logged by the outbox; at worst the batch is sent again
         // after a restart.
         let _ = self.outbox.acknowledge(batch, Outcome::Delivered);

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// What a published cycle did.
 #[derive(Clone, Debug)]
@@ -118,7 +118,7 @@ pub fn pull_cycle_until(
         wall: started.elapsed(),
         cpu: gathered.cpu + thread_cpu().saturating_sub(cpu_before),
     };
-    info!(
+    debug!(
         snapshot = %report.snapshot,
         sources = report.sources,
         bytes = report.bytes,

@@ -91,6 +91,7 @@ fn record(base: &BaseDir, result: Result<super::CycleReport, PullError>, stats: 
             stats.last_cycle_wall_us.store(micros(report.wall), Ordering::Relaxed);
             stats.last_cycle_cpu_us.store(micros(report.cpu), Ordering::Relaxed);
             stats.cycle_cpu_us.fetch_add(micros(report.cpu), Ordering::Relaxed);
+            stats.last_error.succeeded();
         }
         Err(PullError::Cancelled) => info!("{}", PullError::Cancelled),
         Err(PullError::SnapshotExists(name)) => {
@@ -152,6 +153,30 @@ fn suspension_reason(base: &BaseDir, options: &PullOptions) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_published_cycle_clears_the_last_error_and_a_failed_one_sets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path());
+        base.create_all().unwrap();
+        let stats = PullStats::default();
+        record(&base, Err(PullError::NoSources), &stats);
+        assert!(stats.last_error.get().unwrap().message.starts_with("pull cycle failed"));
+        let report = super::super::CycleReport {
+            snapshot: "1700000000".into(),
+            path: dir.path().join("incoming/1700000000"),
+            sources: 1,
+            bytes: 10,
+            retries: 0,
+            wall: Duration::from_millis(5),
+            cpu: Duration::from_millis(1),
+        };
+        record(&base, Ok(report), &stats);
+        assert_eq!(stats.last_error.get(), None);
+        assert_eq!(stats.snapshots_published.load(Ordering::Relaxed), 1);
+        record(&base, Err(PullError::NoSources), &stats);
+        assert!(stats.last_error.get().is_some());
+    }
 
     fn at_ms(ms: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(ms)
