@@ -26,8 +26,8 @@ use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use spoolmon::collect::haproxy::validate::{check_info, check_stat};
 use spoolmon::config::Config;
 use spoolmon::orders::order::{
-    parse_order_with, ExecKind, ExecSpec, FpingSpec, HttpingSpec, Order, OrderError, ParsedOrder, ProbeSpec, TcpSpec,
-    MAX_INTERVAL_MS, MAX_PINGS, MAX_STEP,
+    parse_order_with, ExecKind, ExecSpec, Expiry, FpingSpec, HttpingSpec, Order, OrderError, ParsedOrder, ProbeSpec,
+    TcpSpec, MAX_INTERVAL_MS, MAX_PINGS, MAX_STEP,
 };
 use spoolmon::probe::icmp::{Engine, IcmpOptions as IcmpConfig};
 use spoolmon::process::haproxy::{aggregate, HaproxyOptions};
@@ -807,6 +807,7 @@ fn generated_order() -> impl Strategy<Value = GeneratedOrder> {
                     rrd_template,
                     probe,
                     telegraf: telegraf.map(|(meta, _)| meta),
+                    expire: Expiry::Timeout,
                 };
                 Just(blocks).prop_shuffle().prop_map(move |blocks| GeneratedOrder {
                     order: order.clone(),
