@@ -329,3 +329,20 @@ fn remove(orders: &Dir, id: &OrderId) -> Result<()> {
         Some(_) => Ok(dir.unlink(name)?),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A NUL cannot come through the command line (argv strings end at it), but an id is checked
+    /// for one all the same.
+    #[test]
+    fn ids_with_nul_parent_parts_or_ignored_names_are_refused() {
+        for id in ["a\0b", "\0", "../x", "/etc/x", "a/./b", "a/.git/b", "#x#", "4913", "a.swp", "a.part"] {
+            assert!(order_id(id).is_err(), "{id:?}");
+        }
+        let deep = vec!["d"; MAX_DEPTH + 1].join("/");
+        assert!(order_id(&deep).unwrap_err().to_string().contains("deeper"));
+        assert_eq!(order_id("app/sub/t-1.yaml").unwrap().as_str(), "app/sub/t-1.yaml");
+    }
+}
