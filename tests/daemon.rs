@@ -171,9 +171,12 @@ fn expire_never_order_keeps_being_measured_after_the_timeout_while_a_normal_one_
     // Progress marker: a step of the static order that started after the other expired (and
     // after every expiry check the daemon made until then) was measured and written.
     let expired_at = unix_now();
-    wait_for("a later step of the static order measured", LIMIT, Some(&daemon), || {
-        base.result_time("static").is_some_and(|t| t >= expired_at + 4)
-    });
+    wait_for(
+        "a later step of the static order measured",
+        LIMIT,
+        Some(&daemon),
+        || base.result_time("static").is_some_and(|t| t >= expired_at + 4),
+    );
     assert!(base.join("orders/static").exists(), "the static order was moved");
     assert!(!base.join("archive/static").exists(), "the static order was archived");
     assert!(!base.join("orders/normal").exists());
@@ -189,7 +192,11 @@ fn expire_never_order_keeps_being_measured_after_the_timeout_while_a_normal_one_
         .iter()
         .find(|e| e["id"] == "static")
         .unwrap_or_else(|| panic!("{listing}"));
-    assert_eq!((&entry["state"], &entry["expire"]), (&"active".into(), &"never".into()), "{entry}");
+    assert_eq!(
+        (&entry["state"], &entry["expire"]),
+        (&"active".into(), &"never".into()),
+        "{entry}"
+    );
 }
 
 #[test]

@@ -74,7 +74,12 @@ fn mtime(path: &Path) -> SystemTime {
 
 fn set_old_mtime(path: &Path) -> SystemTime {
     let old = SystemTime::now() - Duration::from_secs(86_400);
-    fs::File::options().write(true).open(path).unwrap().set_modified(old).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
     old
 }
 
@@ -83,7 +88,18 @@ fn add_touch_and_remove_an_order_the_daemon_reads() {
     let base = Base::new();
     let out = order(
         &base,
-        &["add", "app/sub/t1", "--probe", "fping", "--host", "127.0.0.1", "--step", "30", "--pings", "4"],
+        &[
+            "add",
+            "app/sub/t1",
+            "--probe",
+            "fping",
+            "--host",
+            "127.0.0.1",
+            "--step",
+            "30",
+            "--pings",
+            "4",
+        ],
         None,
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -91,16 +107,30 @@ fn add_touch_and_remove_an_order_the_daemon_reads() {
     let entry = listed(&base, "app/sub/t1").unwrap();
     assert_eq!(entry["state"], "active", "{entry}");
     assert_eq!((&entry["step"], &entry["pings"]), (&30.into(), &4.into()), "{entry}");
-    assert_eq!((&entry["target"], &entry["expire"]), (&"127.0.0.1".into(), &"timeout".into()));
+    assert_eq!(
+        (&entry["target"], &entry["expire"]),
+        (&"127.0.0.1".into(), &"timeout".into())
+    );
 
     let out = order(
         &base,
-        &["add", "static", "--host", "127.0.0.2", "--expire-never", "--user", "ops"],
+        &[
+            "add",
+            "static",
+            "--host",
+            "127.0.0.2",
+            "--expire-never",
+            "--user",
+            "ops",
+        ],
         None,
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = base.read("orders/static").unwrap();
-    assert!(text.contains("user: \"ops\"") && text.contains("step: 20") && text.contains("pings: 3"), "{text}");
+    assert!(
+        text.contains("user: \"ops\"") && text.contains("step: 20") && text.contains("pings: 3"),
+        "{text}"
+    );
     assert_eq!(listed(&base, "static").unwrap()["expire"], "never");
 
     // touch: a fresh mtime, the content as it was.
@@ -140,16 +170,31 @@ fn add_takes_any_order_from_a_file_or_stdin() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(base.read("orders/web/http").unwrap(), http);
     // An unknown key is the daemon's warning, not a refusal.
-    assert!(stderr(&out).contains("warning") && stderr(&out).contains("colour"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning") && stderr(&out).contains("colour"),
+        "{}",
+        stderr(&out)
+    );
 }
+
+/// What the message must name, the arguments, stdin.
+type Refusal<'a> = (&'a str, &'a [&'a str], Option<&'a [u8]>);
 
 #[test]
 fn an_invalid_order_is_refused_with_the_parsers_message_and_nothing_is_written() {
     let base = Base::new();
-    let cases: [(&str, &[&str], Option<&[u8]>); 5] = [
+    let cases: [Refusal; 5] = [
         ("step: 0", &["add", "new/a", "--host", "127.0.0.1", "--step", "0"], None),
-        ("expire", &["add", "new/a"], Some(b"user: u\nstep: 2\npings: 1\nprobe: fping\nfping: {host: 127.0.0.1}\nexpire: sometimes\n")),
-        ("carrier-pigeon", &["add", "new/a"], Some(b"user: u\nstep: 2\npings: 1\nprobe: carrier-pigeon\n")),
+        (
+            "expire",
+            &["add", "new/a"],
+            Some(b"user: u\nstep: 2\npings: 1\nprobe: fping\nfping: {host: 127.0.0.1}\nexpire: sometimes\n"),
+        ),
+        (
+            "carrier-pigeon",
+            &["add", "new/a"],
+            Some(b"user: u\nstep: 2\npings: 1\nprobe: carrier-pigeon\n"),
+        ),
         ("YAML", &["add", "new/a"], Some(b"user: [unclosed\n")),
         ("UTF-8", &["add", "new/a"], Some(b"user: \xff\xfe\n")),
     ];
@@ -266,7 +311,11 @@ fn huge_input_is_refused_at_the_daemons_size_limit() {
     huge.extend(std::iter::repeat_n(b'#', limit));
     let out = order(&base, &["add", "big"], Some(&huge));
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains(&format!("larger than {limit} bytes")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("larger than {limit} bytes")),
+        "{}",
+        stderr(&out)
+    );
     let file = base.join("big.yaml");
     fs::write(&file, &huge).unwrap();
     let out = order(&base, &["add", "big", "--file", file.to_str().unwrap()], None);
@@ -290,7 +339,10 @@ fn a_shared_group_writable_orders_directory_stays_shared_below() {
     for dir in ["orders/team", "orders/team/app"] {
         assert_eq!(fs::metadata(base.join(dir)).unwrap().mode() & 0o7777, 0o2775, "{dir}");
     }
-    assert_eq!(fs::metadata(base.join("orders/team/app/t")).unwrap().mode() & 0o777, 0o664);
+    assert_eq!(
+        fs::metadata(base.join("orders/team/app/t")).unwrap().mode() & 0o777,
+        0o664
+    );
 
     // A private orders/: private below too.
     let private = Base::new();
@@ -310,7 +362,11 @@ fn beside_a_running_daemon_an_added_order_is_measured_and_a_removed_one_archived
     wait_for("witness measured", LIMIT, Some(&daemon), || {
         base.read("output/witness/last_result").is_some()
     });
-    let out = order(&base, &["add", "cli/t", "--host", "127.0.0.17", "--step", "2", "--pings", "1"], None);
+    let out = order(
+        &base,
+        &["add", "cli/t", "--host", "127.0.0.17", "--step", "2", "--pings", "1"],
+        None,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for("added order measured", LIMIT, Some(&daemon), || {
         base.read("output/cli/t/last_result").is_some()
@@ -324,6 +380,9 @@ fn beside_a_running_daemon_an_added_order_is_measured_and_a_removed_one_archived
     wait_for("a later step of the witness measured", LIMIT, Some(&daemon), || {
         base.result_time("witness").is_some_and(|t| t >= archived_at + 4)
     });
-    assert!(!base.join("output/cli/t").exists(), "output of the removed order came back");
+    assert!(
+        !base.join("output/cli/t").exists(),
+        "output of the removed order came back"
+    );
     assert!(listed(&base, "cli/t").is_none());
 }

@@ -117,9 +117,7 @@ fn order_id(text: &str) -> Result<OrderId> {
         bail!("order id {text:?} is deeper than {MAX_DEPTH} directories: the daemon would not read it");
     }
     if let Some(part) = parts.iter().find(|part| is_ignored_name(OsStr::new(part))) {
-        bail!(
-            "order id {text:?}: the daemon ignores the name {part:?} (dotfiles, *.tmp, *.part, *.swp, *~, #name#)"
-        );
+        bail!("order id {text:?}: the daemon ignores the name {part:?} (dotfiles, *.tmp, *.part, *.swp, *~, #name#)");
     }
     Ok(id)
 }
@@ -127,9 +125,12 @@ fn order_id(text: &str) -> Result<OrderId> {
 /// `orders/`, opened from the base directory without following a symlink.
 fn orders_dir(base: &BaseArgs) -> Result<Dir> {
     let base_dir = BaseDir::new(&base.base_dir);
-    let root = base_dir
-        .root_dir()
-        .with_context(|| format!("cannot open the base directory {} (is --base-dir right?)", base.base_dir.display()))?;
+    let root = base_dir.root_dir().with_context(|| {
+        format!(
+            "cannot open the base directory {} (is --base-dir right?)",
+            base.base_dir.display()
+        )
+    })?;
     Ok(root.open_dir("orders")?)
 }
 
@@ -309,7 +310,9 @@ fn each(base: &BaseArgs, ids: &[String], done: &str, action: fn(&Dir, &OrderId) 
 fn touch(orders: &Dir, id: &OrderId) -> Result<()> {
     let file = orders.open_file_beneath(id.as_str())?;
     let path = orders.path().join(id.as_str());
-    let meta = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?;
     if !meta.file_type().is_file() {
         bail!("{} is not a regular file", path.display());
     }
@@ -338,7 +341,9 @@ mod tests {
     /// for one all the same.
     #[test]
     fn ids_with_nul_parent_parts_or_ignored_names_are_refused() {
-        for id in ["a\0b", "\0", "../x", "/etc/x", "a/./b", "a/.git/b", "#x#", "4913", "a.swp", "a.part"] {
+        for id in [
+            "a\0b", "\0", "../x", "/etc/x", "a/./b", "a/.git/b", "#x#", "4913", "a.swp", "a.part",
+        ] {
             assert!(order_id(id).is_err(), "{id:?}");
         }
         let deep = vec!["d"; MAX_DEPTH + 1].join("/");
