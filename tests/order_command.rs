@@ -386,3 +386,22 @@ fn beside_a_running_daemon_an_added_order_is_measured_and_a_removed_one_archived
     );
     assert!(listed(&base, "cli/t").is_none());
 }
+
+#[test]
+fn add_checks_the_order_against_the_config_given() {
+    let base = Base::new();
+    let sping = b"user: ops\nstep: 10\npings: 2\nprobe: sping\nsping:\n    host: 1-ff00:0:110,10.0.0.1\n";
+    // The default sping-command needs only {host}: accepted.
+    let out = order(&base, &["add", "scion/a"], Some(sping));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A command that needs {interface}: the same order lacks it, as the daemon would say.
+    let config = base.write_config("sping-command: [myping, --dev, \"{interface}\", \"{host}\"]\n");
+    let out = order(
+        &base,
+        &["add", "scion/b", "--config", config.to_str().unwrap()],
+        Some(sping),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("sping.interface"), "{}", stderr(&out));
+    assert!(!base.join("orders/scion/b").exists());
+}

@@ -47,7 +47,7 @@ pub enum OrderCommand {
     /// Renew the mtime of each order ID (what keeps an order alive past order-timeout).
     Touch {
         #[command(flatten)]
-        base: BaseArgs,
+        base: BaseDirArg,
         /// Order ids: paths below orders/.
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
@@ -55,11 +55,19 @@ pub enum OrderCommand {
     /// Delete each order ID (the daemon archives its output, as for any deleted order).
     Remove {
         #[command(flatten)]
-        base: BaseArgs,
+        base: BaseDirArg,
         /// Order ids: paths below orders/.
         #[arg(required = true, value_name = "ID")]
         ids: Vec<String>,
     },
+}
+
+/// The base directory alone: `touch` and `remove` read no configuration.
+#[derive(clap::Args, Debug)]
+pub struct BaseDirArg {
+    /// The base directory (orders/, incoming/, output/, archive/, ...).
+    #[arg(long, default_value = "/var/lib/spoolmon")]
+    pub base_dir: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -104,8 +112,8 @@ pub enum QuickProbe {
 pub fn run(command: OrderCommand) -> Result<ExitCode> {
     match command {
         OrderCommand::Add(args) => add(args),
-        OrderCommand::Touch { base, ids } => each(&base, &ids, "touched", touch),
-        OrderCommand::Remove { base, ids } => each(&base, &ids, "removed", remove),
+        OrderCommand::Touch { base, ids } => each(&base.base_dir, &ids, "touched", touch),
+        OrderCommand::Remove { base, ids } => each(&base.base_dir, &ids, "removed", remove),
     }
 }
 
@@ -123,12 +131,12 @@ fn order_id(text: &str) -> Result<OrderId> {
 }
 
 /// `orders/`, opened from the base directory without following a symlink.
-fn orders_dir(base: &BaseArgs) -> Result<Dir> {
-    let base_dir = BaseDir::new(&base.base_dir);
+fn orders_dir(base: &Path) -> Result<Dir> {
+    let base_dir = BaseDir::new(base);
     let root = base_dir.root_dir().with_context(|| {
         format!(
             "cannot open the base directory {} (is --base-dir right?)",
-            base.base_dir.display()
+            base.display()
         )
     })?;
     Ok(root.open_dir("orders")?)
@@ -145,7 +153,7 @@ fn add(args: AddArgs) -> Result<ExitCode> {
     let id = order_id(&args.id)?;
     let text = order_text(&args)?;
     let config = load_config(args.base.config.as_deref())?;
-    let orders = orders_dir(&args.base)?;
+    let orders = orders_dir(&args.base.base_dir)?;
     let telegraf = telegraf_file(&args.base, &id)?;
     let parsed = parse_order(&id, &text, telegraf.as_deref(), &config.order_options())
         .with_context(|| "refused: the daemon would not measure this order")?;
@@ -293,7 +301,7 @@ fn write_file(dir: &Dir, name: &str, contents: &[u8], mode: u32) -> std::io::Res
 }
 
 /// Runs `action` on every id; every failure is printed, and any makes the exit status 2.
-fn each(base: &BaseArgs, ids: &[String], done: &str, action: fn(&Dir, &OrderId) -> Result<()>) -> Result<ExitCode> {
+fn each(base: &Path, ids: &[String], done: &str, action: fn(&Dir, &OrderId) -> Result<()>) -> Result<ExitCode> {
     let orders = orders_dir(base)?;
     let mut failed = false;
     for text in ids {
