@@ -58,7 +58,8 @@ pub enum Expiry {
     /// (pingmachine's rule; producers keep it alive by touching it).
     #[default]
     Timeout,
-    /// `expire: never`: a static target, measured until its file is deleted or changed.
+    /// `expire: never`: a static target, measured until its file is deleted or rewritten
+    /// without the key.
     Never,
 }
 
