@@ -2,7 +2,7 @@
 //! subcommand's file in [`spoolmon::command`]; nothing else lives here.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use spoolmon::command::{self, check::CheckCommand, BaseArgs, ServiceArgs};
+use spoolmon::command::{self, check::CheckCommand, order::OrderCommand, BaseArgs, ServiceArgs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -62,6 +62,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write, touch or remove an order file below orders/ (validated like the daemon does).
+    Order {
+        #[command(subcommand)]
+        order: OrderCommand,
+    },
     /// Show each sink's outbox backlog: undelivered records, lines, bytes, oldest age, drops.
     Outbox {
         #[command(flatten)]
@@ -116,7 +121,9 @@ const DEFAULT_LOG_LEVEL: &str = "info";
 fn quiet_level(command: &Command) -> Option<&'static str> {
     match command {
         Command::Check { .. } => Some("off"),
-        Command::Status { .. } | Command::Orders { .. } | Command::Outbox { .. } => Some("error"),
+        Command::Status { .. } | Command::Orders { .. } | Command::Outbox { .. } | Command::Order { .. } => {
+            Some("error")
+        }
         _ => None,
     }
 }
@@ -193,6 +200,7 @@ fn execute(command: Command, log_file: Option<PathBuf>) -> anyhow::Result<ExitCo
         Command::Process { base, service } => command::process::run(base, service, log_file),
         Command::Outbox { base, json } => command::outbox::run(base, json),
         Command::Orders { base, json } => command::orders::run(base, json),
+        Command::Order { order } => command::order::run(order),
         Command::Config {
             config,
             print_defaults,

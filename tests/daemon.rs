@@ -152,6 +152,54 @@ fn expired_order_is_archived_with_its_file() {
 }
 
 #[test]
+fn expire_never_order_keeps_being_measured_after_the_timeout_while_a_normal_one_is_archived() {
+    let base = Base::new();
+    base.write_order("normal", &ping_order("127.0.0.14", 2, 1));
+    base.write_order("static", &format!("{}expire: never\n", ping_order("127.0.0.15", 2, 1)));
+    // Older than any timeout already: only `expire: never` keeps it.
+    let old = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    fs::File::options()
+        .write(true)
+        .open(base.join("orders/static"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let daemon = base.start("rescan-interval: 1\norder-timeout: 4\n");
+    wait_for("normal order expired and archived", LIMIT, Some(&daemon), || {
+        base.join("archive/normal/order.expired").exists()
+    });
+    // Progress marker: a step of the static order that started after the other expired (and
+    // after every expiry check the daemon made until then) was measured and written.
+    let expired_at = unix_now();
+    wait_for(
+        "a later step of the static order measured",
+        LIMIT,
+        Some(&daemon),
+        || base.result_time("static").is_some_and(|t| t >= expired_at + 4),
+    );
+    assert!(base.join("orders/static").exists(), "the static order was moved");
+    assert!(!base.join("archive/static").exists(), "the static order was archived");
+    assert!(!base.join("orders/normal").exists());
+    let out = std::process::Command::new(BIN)
+        .args(["orders", "--json", "--base-dir"])
+        .arg(base.path())
+        .output()
+        .unwrap();
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "static")
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert_eq!(
+        (&entry["state"], &entry["expire"]),
+        (&"active".into(), &"never".into()),
+        "{entry}"
+    );
+}
+
+#[test]
 fn modified_order_takes_effect_and_keeps_the_old_rrd() {
     let base = Base::new();
     base.write_order("change", &ping_order("127.0.0.5", 2, 2));

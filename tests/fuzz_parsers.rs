@@ -26,8 +26,8 @@ use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use spoolmon::collect::haproxy::validate::{check_info, check_stat};
 use spoolmon::config::Config;
 use spoolmon::orders::order::{
-    parse_order_with, ExecKind, ExecSpec, FpingSpec, HttpingSpec, Order, OrderError, ParsedOrder, ProbeSpec, TcpSpec,
-    MAX_INTERVAL_MS, MAX_PINGS, MAX_STEP,
+    parse_order_with, ExecKind, ExecSpec, Expiry, FpingSpec, HttpingSpec, Order, OrderError, ParsedOrder, ProbeSpec,
+    TcpSpec, MAX_INTERVAL_MS, MAX_PINGS, MAX_STEP,
 };
 use spoolmon::probe::icmp::{Engine, IcmpOptions as IcmpConfig};
 use spoolmon::process::haproxy::{aggregate, HaproxyOptions};
@@ -754,6 +754,8 @@ fn generated_order() -> impl Strategy<Value = GeneratedOrder> {
         1..=MAX_PINGS,
         any::<(bool, bool)>(),
         prop::option::of(any::<bool>()),
+        // `expire:`: absent, `never`, or an explicit null (the timeout, as absent).
+        prop::option::of(any::<bool>()),
         probe(),
         prop::option::of((
             telegraf_meta(),
@@ -767,7 +769,17 @@ fn generated_order() -> impl Strategy<Value = GeneratedOrder> {
         )),
     )
         .prop_flat_map(
-            |(user, task, step, pings, (quote_step, quote_pings), template, (probe, probe_text, name), telegraf)| {
+            |(
+                user,
+                task,
+                step,
+                pings,
+                (quote_step, quote_pings),
+                template,
+                expire,
+                (probe, probe_text, name),
+                telegraf,
+            )| {
                 let mut blocks = vec![
                     format!("user: {}\n", quoted(&user)),
                     format!("step: {}\n", integer_text(step, quote_step)),
@@ -789,6 +801,17 @@ fn generated_order() -> impl Strategy<Value = GeneratedOrder> {
                         RrdTemplate::Norrd
                     }
                 };
+                let expire = match expire {
+                    None => Expiry::Timeout,
+                    Some(true) => {
+                        blocks.push("expire: never\n".into());
+                        Expiry::Never
+                    }
+                    Some(false) => {
+                        blocks.push("expire: ~\n".into());
+                        Expiry::Timeout
+                    }
+                };
                 let mut telegraf_file = None;
                 match &telegraf {
                     Some((meta, TelegrafPlace::Section)) => {
@@ -807,6 +830,7 @@ fn generated_order() -> impl Strategy<Value = GeneratedOrder> {
                     rrd_template,
                     probe,
                     telegraf: telegraf.map(|(meta, _)| meta),
+                    expire,
                 };
                 Just(blocks).prop_shuffle().prop_map(move |blocks| GeneratedOrder {
                     order: order.clone(),

@@ -1,5 +1,5 @@
 //! Model-based test of the order book: random sequences of order-file creates, content changes,
-//! deletes, ageings past `order-timeout`, touches, rescans, refreshes and expiries, run against a
+//! deletes, ageings past `order-timeout` (of orders with and without `expire: never`), touches, rescans, refreshes and expiries, run against a
 //! real [`OrderBook`] on a temporary base directory and against a small in-memory model of what
 //! the book must believe. After every step the events, the listing (state and expiry clock of
 //! every tracked file) and the active orders must agree with the model, and every file the
@@ -36,8 +36,9 @@ fn ignored(slot: &str) -> bool {
 /// What a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Content {
-    /// A valid fping order with `pings` pings; `comment` changes the bytes, not the order.
-    Valid { pings: u32, comment: bool },
+    /// A valid fping order with `pings` pings; `comment` changes the bytes, not the order;
+    /// `never` adds `expire: never` (the order never expires).
+    Valid { pings: u32, comment: bool, never: bool },
     /// An invalid order: an out-of-range step or broken YAML.
     Invalid { broken_yaml: bool },
 }
@@ -45,9 +46,10 @@ enum Content {
 impl Content {
     fn text(self) -> String {
         match self {
-            Content::Valid { pings, comment } => format!(
-                "{}user: tmon\nstep: 20\npings: {pings}\nprobe: fping\nfping:\n    host: 127.0.0.1\n",
-                if comment { "# refreshed\n" } else { "" }
+            Content::Valid { pings, comment, never } => format!(
+                "{}user: tmon\nstep: 20\npings: {pings}\nprobe: fping\nfping:\n    host: 127.0.0.1\n{}",
+                if comment { "# refreshed\n" } else { "" },
+                if never { "expire: never\n" } else { "" }
             ),
             Content::Invalid { broken_yaml: true } => "user: [tmon\nstep: 20\n".to_string(),
             Content::Invalid { broken_yaml: false } => {
@@ -56,10 +58,10 @@ impl Content {
         }
     }
 
-    /// The order it gives (its pings), if valid.
-    fn order(self) -> Option<u32> {
+    /// The order it gives (its pings, and whether it never expires), if valid.
+    fn order(self) -> Option<(u32, bool)> {
         match self {
-            Content::Valid { pings, .. } => Some(pings),
+            Content::Valid { pings, never, .. } => Some((pings, never)),
             Content::Invalid { .. } => None,
         }
     }
@@ -84,7 +86,8 @@ enum Step {
 
 fn content() -> impl Strategy<Value = Content> {
     prop_oneof![
-        3 => (1u32..=3, any::<bool>()).prop_map(|(pings, comment)| Content::Valid { pings, comment }),
+        3 => (1u32..=3, any::<bool>(), prop::bool::weighted(0.3))
+            .prop_map(|(pings, comment, never)| Content::Valid { pings, comment, never }),
         1 => any::<bool>().prop_map(|broken_yaml| Content::Invalid { broken_yaml }),
     ]
 }
@@ -113,8 +116,8 @@ struct File {
 /// What the book has seen of a file at its last examination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Seen {
-    /// The order's pings if active, `None` if invalid.
-    order: Option<u32>,
+    /// The order's pings and `expire: never` if active, `None` if invalid.
+    order: Option<(u32, bool)>,
     /// The mtime seen (the expiry clock), unix seconds.
     mtime: i64,
 }
@@ -161,22 +164,23 @@ impl Model {
                     },
                 );
                 match (was_tracked, old, new) {
-                    (true, Some(old), Some(new)) if old != new => events.push(Event::Changed(id, old, new)),
+                    (true, Some(old), Some(new)) if old != new => events.push(Event::Changed(id, old.0, new.0)),
                     (true, Some(_), None) => events.push(Event::Removed(id)),
-                    (_, None, Some(new)) => events.push(Event::Added(id, new)),
+                    (_, None, Some(new)) => events.push(Event::Added(id, new.0)),
                     _ => {}
                 }
             }
         }
     }
 
-    /// Active orders whose examined mtime is older than the timeout are expired and forgotten.
+    /// Active orders whose examined mtime is older than the timeout are expired and forgotten,
+    /// except those with `expire: never`.
     fn expire(&mut self, now: SystemTime, timeout: u64, events: &mut Vec<Event>) {
         let limit = unix(now) - timeout as i64;
         let expired: Vec<&'static str> = self
             .view
             .iter()
-            .filter(|(_, seen)| seen.order.is_some() && seen.mtime < limit)
+            .filter(|(_, seen)| matches!(seen.order, Some((_, false))) && seen.mtime < limit)
             .map(|(slot, _)| *slot)
             .collect();
         for slot in expired {
@@ -317,7 +321,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
         let modelled: BTreeMap<String, u32> = model
             .view
             .iter()
-            .filter_map(|(slot, seen)| seen.order.map(|pings| (slot.to_string(), pings)))
+            .filter_map(|(slot, seen)| seen.order.map(|(pings, _)| (slot.to_string(), pings)))
             .collect();
         prop_assert_eq!(active, modelled, "active orders {}", context);
 
@@ -358,7 +362,16 @@ proptest! {
 /// random cases draw.
 #[test]
 fn a_fixed_walk_through_every_kind_of_step_agrees_with_the_model() {
-    let valid = |pings| Content::Valid { pings, comment: false };
+    let valid = |pings| Content::Valid {
+        pings,
+        comment: false,
+        never: false,
+    };
+    let never = |pings| Content::Valid {
+        pings,
+        comment: false,
+        never: true,
+    };
     let steps = [
         Step::Write(0, valid(1)),
         Step::Write(2, valid(2)),
@@ -370,6 +383,7 @@ fn a_fixed_walk_through_every_kind_of_step_agrees_with_the_model() {
             Content::Valid {
                 pings: 1,
                 comment: true,
+                never: false,
             },
         ),
         Step::Refresh(0),
@@ -390,6 +404,21 @@ fn a_fixed_walk_through_every_kind_of_step_agrees_with_the_model() {
         Step::Rescan,
         Step::Delete(4),
         Step::RefreshDir,
+        // `expire: never`: kept however old; adding or removing the key is a change.
+        Step::Write(1, never(1)),
+        Step::Rescan,
+        Step::Age(1),
+        Step::Rescan,
+        Step::Expire,
+        Step::Write(3, valid(2)),
+        Step::RefreshDir,
+        Step::Write(3, never(2)),
+        Step::RefreshDir,
+        Step::Age(3),
+        Step::Write(1, valid(1)),
+        Step::Age(1),
+        Step::Rescan,
+        Step::Expire,
     ];
     run(&steps).unwrap();
 }

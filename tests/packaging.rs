@@ -253,6 +253,11 @@ fn deb_maintainer_scripts_are_executable_valid_shell() {
         postinst.contains(sysusers) && deb.file(sysusers).is_file(),
         "{sysusers}"
     );
+    // orders/ is made for order producers in the group spoolmon: group-writable and setgid.
+    assert!(
+        postinst.contains(r#"install -d -o spoolmon -g spoolmon -m 2775 "$BASE/orders""#),
+        "postinst must create a shared orders/: {postinst}"
+    );
     let commands = postinst.lines().filter(|line| !line.trim_start().starts_with('#'));
     for line in commands {
         assert!(

@@ -190,6 +190,7 @@ mod tests {
             pings: None,
             target: None,
             warnings: Vec::new(),
+            expire: None,
         }
     }
 

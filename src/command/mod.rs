@@ -5,6 +5,7 @@
 //! - long-running, under the [`crate::service::supervisor`]: [`run`] (everything on one base
 //!   directory), [`pull`] (the HAProxy collector alone), [`process`] (processing alone);
 //! - one-shot reports: [`check`] (Nagios), [`status`], [`orders`], [`outbox`];
+//! - writing orders: [`order`] (`order add|touch|remove`);
 //! - about spoolmon itself: [`config`], [`completions`], [`man`].
 //!
 //! The commands (with `main.rs`, the checks and the status report) are the only code that reads
@@ -20,6 +21,7 @@ pub mod check;
 pub mod completions;
 pub mod config;
 pub mod man;
+pub mod order;
 pub mod orders;
 pub mod outbox;
 pub mod process;

@@ -625,6 +625,7 @@ mod tests {
                 interval_ms: None,
             }),
             telegraf: None,
+            expire: crate::orders::order::Expiry::Timeout,
         }
     }
 

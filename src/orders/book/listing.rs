@@ -11,6 +11,7 @@
 //! self-metrics.
 
 use super::{Entry, EntryState, OrderBook};
+use crate::orders::order::Expiry;
 use crate::orders::OrderOptions;
 use crate::shared::measurement::OrderId;
 use crate::spool::BaseDir;
@@ -58,6 +59,9 @@ pub struct OrderStatus {
     pub target: Option<String>,
     /// Harmless oddities of an active order (unknown keys).
     pub warnings: Vec<String>,
+    /// When an active order expires: `timeout` (`order-timeout` after `mtime`) or `never`
+    /// (`expire: never`); null for the other states.
+    pub expire: Option<Expiry>,
 }
 
 impl OrderBook {
@@ -106,6 +110,7 @@ fn status_of(entry: &Entry) -> OrderStatus {
         pings: order.map(|o| o.pings),
         target: order.map(|o| o.probe.target()),
         warnings: entry.warnings.clone(),
+        expire: order.map(|o| o.expire),
     }
 }
 
@@ -118,7 +123,8 @@ pub fn fresh_scan(base: &BaseDir, options: &OrderOptions) -> Vec<OrderStatus> {
     book.listing()
 }
 
-/// A human-readable table of a listing: id, state, probe, step/pings, target, reason.
+/// A human-readable table of a listing: id, state, probe, step/pings, target, reason (for an
+/// active order: `expire: never` and its warnings).
 pub fn format_table(statuses: &[OrderStatus]) -> String {
     let rows: Vec<[String; 6]> = statuses
         .iter()
@@ -128,8 +134,15 @@ pub fn format_table(statuses: &[OrderStatus]) -> String {
                 _ => "-".to_string(),
             };
             let mut reason = status.reason.clone().unwrap_or_default();
-            if reason.is_empty() && !status.warnings.is_empty() {
-                reason = format!("warning: {}", status.warnings.join("; "));
+            if reason.is_empty() {
+                let mut notes = Vec::new();
+                if status.expire == Some(Expiry::Never) {
+                    notes.push("expire: never".to_string());
+                }
+                if !status.warnings.is_empty() {
+                    notes.push(format!("warning: {}", status.warnings.join("; ")));
+                }
+                reason = notes.join("; ");
             }
             [
                 printable(status.id.as_str()),

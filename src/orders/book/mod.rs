@@ -19,8 +19,8 @@
 //!   rescan): a new address makes it `Changed`, a failed lookup keeps the last known address;
 //! - change detection is by (mtime, size) first, then a content hash: a touch that only refreshes
 //!   the mtime postpones expiry but is not a change;
-//! - an active order not modified for `order-timeout` is `Expired` and forgotten; invalid and
-//!   unresolved files never expire.
+//! - an active order not modified for `order-timeout` is `Expired` and forgotten, unless it says
+//!   `expire: never`; invalid and unresolved files never expire.
 //!
 //! Parts:
 //! - this file: the state of the book (one entry per tracked file), what an examination's outcome
@@ -45,7 +45,7 @@ mod walk;
 pub use listing::{format_table, fresh_scan, OrderState, OrderStatus};
 pub use walk::{is_ignored_name, MAX_DEPTH};
 
-use crate::orders::order::{parse_order_with, resolve_host, Order, OrderError, ParsedOrder};
+use crate::orders::order::{parse_order_with, resolve_host, Expiry, Order, OrderError, ParsedOrder};
 use crate::orders::OrderOptions;
 use crate::shared::measurement::OrderId;
 use crate::spool::BaseDir;
@@ -205,13 +205,14 @@ impl OrderBook {
     }
 
     /// Forgets every active order not modified for `order_timeout` seconds and returns them.
-    /// Invalid and unresolved files never expire: they are the user's to fix.
+    /// Orders with `expire: never` and invalid and unresolved files never expire: they are the
+    /// user's to delete or fix.
     pub fn expire(&mut self, now: SystemTime) -> Vec<OrderEvent> {
         let timeout = Duration::from_secs(self.options.order_timeout);
         let expired: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, entry)| matches!(entry.state, EntryState::Active(_)))
+            .filter(|(_, entry)| matches!(&entry.state, EntryState::Active(order) if order.expire == Expiry::Timeout))
             .filter(|(_, entry)| now.duration_since(entry.order.mtime).is_ok_and(|age| age > timeout))
             .map(|(key, _)| key.clone())
             .collect();
@@ -443,6 +444,27 @@ mod tests {
         assert!(f.status("app/broken").is_some(), "invalid orders never expire");
         assert!(f.book.expire(now).is_empty());
         assert!(stale.exists(), "the book never moves files");
+    }
+
+    #[test]
+    fn expire_never_order_is_kept_however_old_and_expires_again_once_the_key_is_gone() {
+        let mut f = Fixture::new();
+        let path = f.write("static/t", format!("{VALID}expire: never\n"));
+        let now = SystemTime::now();
+        set_mtime(&path, now - Duration::from_secs(10 * 365 * 86_400));
+        assert_eq!(added_ids(&f.rescan()).len(), 1);
+        assert!(f.book.expire(now).is_empty());
+        assert!(f.book.expire(now + Duration::from_secs(1_000_000)).is_empty());
+        let status = f.status("static/t").unwrap();
+        assert_eq!((status.state, status.expire), (OrderState::Active, Some(Expiry::Never)));
+        assert!(crate::orders::format_table(&[status]).contains("expire: never"));
+
+        // The key removed (the file now older than the timeout): the order expires as any other.
+        fs::write(&path, VALID).unwrap();
+        set_mtime(&path, now - Duration::from_secs(3661));
+        assert!(matches!(f.rescan().as_slice(), [OrderEvent::Changed { .. }]));
+        assert_eq!(f.status("static/t").unwrap().expire, Some(Expiry::Timeout));
+        assert!(matches!(f.book.expire(now).as_slice(), [OrderEvent::Expired { .. }]));
     }
 
     #[test]

@@ -46,6 +46,21 @@ pub struct Order {
     /// Forwarding metadata: the order's `telegraf:` map, its top-level `measurement_name`/`tags`,
     /// or the old interface's `telegraf/<id>` file.
     pub telegraf: Option<TelegrafMeta>,
+    /// Whether the order expires `order-timeout` after its file was last modified (`expire:`).
+    pub expire: Expiry,
+}
+
+/// When an order expires: the order file's `expire:` key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expiry {
+    /// No `expire:` key: the order expires `order-timeout` after its file was last modified
+    /// (pingmachine's rule; producers keep it alive by touching it).
+    #[default]
+    Timeout,
+    /// `expire: never`: a static target, measured until its file is deleted or rewritten
+    /// without the key.
+    Never,
 }
 
 /// The probe an order asks for, with that probe's section of the order.

@@ -14,7 +14,7 @@
 //! order book and `tests/fuzz_parsers.rs`.
 
 use super::fields::{kind_of, load_map, to_text, to_words, Fields, Problem};
-use super::{ExecKind, ExecSpec, FpingSpec, HttpingSpec, Order, ProbeKind, ProbeSpec, TcpSpec, PROBE_NAMES};
+use super::{ExecKind, ExecSpec, Expiry, FpingSpec, HttpingSpec, Order, ProbeKind, ProbeSpec, TcpSpec, PROBE_NAMES};
 use crate::orders::OrderOptions;
 use crate::shared::measurement::{OrderId, RrdTemplate, TelegrafMeta};
 use std::collections::BTreeMap;
@@ -180,6 +180,7 @@ impl OrderParser<'_, '_> {
             ));
         };
         let rrd_template = rrd_template(fields.string("rrd_template")?)?;
+        let expire = expiry(fields.take("expire"))?;
         let telegraf = self.telegraf(id, &mut fields, telegraf_file)?;
         let section = match fields.take(&probe_name) {
             Some(Value::Mapping(map)) => Fields::new(&format!("{probe_name}."), map)?,
@@ -213,6 +214,7 @@ impl OrderParser<'_, '_> {
             rrd_template,
             probe,
             telegraf,
+            expire,
         })
     }
 
@@ -408,6 +410,26 @@ fn rrd_template(name: Option<String>) -> Result<RrdTemplate, Problem> {
         Some(other) => Err(Problem::key(
             "rrd_template",
             format!("unknown template {other:?} (known: smokeping, norrd)"),
+        )),
+    }
+}
+
+/// `expire:`: absent (or null) for the `order-timeout` rule, or `never`; anything else is an
+/// error (a typo must not silently give an order that expires after all).
+fn expiry(value: Option<Value>) -> Result<Expiry, Problem> {
+    match value {
+        None => Ok(Expiry::Timeout),
+        Some(Value::String(text)) if text == "never" => Ok(Expiry::Never),
+        Some(Value::String(text)) => Err(Problem::key(
+            "expire",
+            format!("{text:?} is not `never` (leave the key out to expire after order-timeout)"),
+        )),
+        Some(other) => Err(Problem::key(
+            "expire",
+            format!(
+                "must be `never`, found {} (leave the key out to expire after order-timeout)",
+                kind_of(&other)
+            ),
         )),
     }
 }

@@ -561,3 +561,34 @@ fn each_parsed_spec_knows_its_name_target_batch_key_and_interval() {
         );
     }
 }
+
+#[test]
+fn expire_never_is_parsed_and_absent_or_null_means_the_timeout() {
+    let never = parse(&format!("{README_ORDER}expire: never\n")).unwrap();
+    assert!(never.warnings.is_empty(), "{:?}", never.warnings);
+    assert_eq!(never.order.expire, Expiry::Never);
+    assert_eq!(parse(README_ORDER).unwrap().order.expire, Expiry::Timeout);
+    assert_eq!(
+        parse(&format!("{README_ORDER}expire: ~\n")).unwrap().order.expire,
+        Expiry::Timeout
+    );
+}
+
+#[test]
+fn any_other_expire_value_is_an_error_naming_the_key() {
+    for value in [
+        "Never",
+        "\"\"",
+        "no",
+        "false",
+        "3600",
+        "[never]",
+        "{never: 1}",
+        "nevermore",
+    ] {
+        let text = format!("{README_ORDER}expire: {value}\n");
+        assert_eq!(invalid_key(&text), "expire", "expire: {value}");
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(message.contains("never"), "{message}");
+    }
+}
