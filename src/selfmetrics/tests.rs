@@ -4,7 +4,6 @@
 use super::exposition::tests::check_exposition;
 use super::*;
 use crate::collect::haproxy::PullStats;
-use crate::config::Config;
 use crate::orders::book::OrderState;
 use crate::probe::scheduler::SchedulerStats;
 use crate::process::handoff::SinkError;
@@ -157,11 +156,12 @@ fn a_tick_writes_both_files_atomically_and_only_the_selected_sinks_get_the_metri
     let dir = tempfile::tempdir().unwrap();
     let base = BaseDir::new(dir.path());
     base.create_all().unwrap();
-    let config = Config::parse(
-        "sinks: {a: {type: local-store, dir: /nonexistent/a}, b: {type: local-store, dir: /nonexistent/b}}\n\
-         self-metrics: {sinks: [b], interval: 3600}\n",
-    )
-    .unwrap();
+    // The stage's own options, as the `self-metrics:` section `{sinks: [b], interval: 3600}`.
+    let options = SelfMetricsOptions {
+        sinks: SinkSelection::Named(vec!["b".to_string()]),
+        interval: 3600,
+        ..SelfMetricsOptions::default()
+    };
     let (a, b) = (Arc::new(Recording::default()), Arc::new(Recording::default()));
     let mut running = RunningSinks::default();
     running.sinks = vec![a.clone(), b.clone()];
@@ -174,8 +174,7 @@ fn a_tick_writes_both_files_atomically_and_only_the_selected_sinks_get_the_metri
         .unwrap()
         .last_error
         .set("snapshot 1 quarantined: empty");
-    let metrics = SelfMetrics::new(&base, Component::Process, &config.self_metrics, sources)
-        .with_sinks(&config.self_metrics, &running);
+    let metrics = SelfMetrics::new(&base, Component::Process, &options, sources).with_sinks(&options, &running);
     metrics.tick(None);
     let text = std::fs::read_to_string(base.state().join("metrics-process.prom")).unwrap();
     check_exposition(&text);

@@ -4,7 +4,7 @@
 //!
 //! Owns nothing on disk. Invariants: the serde attributes and defaults here *are* the config
 //! file's schema for these keys (`spoolmon config --print-defaults` prints them); unknown keys
-//! under `icmp:` are an error. `config::Config` holds both as fields and the daemon hands
+//! under `icmp:` are an error. The config file's schema (`crate::config`) holds both, and `spoolmon run` hands
 //! [`IcmpOptions`] to [`IcmpEngine::open`](super::IcmpEngine::open).
 
 use serde::{Deserialize, Serialize};
