@@ -3,25 +3,38 @@
 SHELL := /bin/bash
 BASE ?= ./var
 CARGO ?= cargo
-# Debian packages the build and the tests need (fping and rrdtool are used by the tests as
-# real peers; librrd-dev/libclang-dev/pkg-config build the librrd bindings; influxdb,
-# graphite-carbon and python3-whisper are the sink tests' real servers, chattr (e2fsprogs) makes a
-# directory read-only for root, haproxy is the pull tests' and bench's real stats socket; the
-# packaging tests check the units with systemd-analyze (systemd, man-db for their man: links)
-# and the RPM spec with rpmspec (rpm)).
-DEB_PACKAGES := build-essential pkg-config librrd-dev libclang-dev rrdtool fping httping iputils-ping python3 iproute2 procps \
+# Debian packages, split by who needs them. Building and running (`make run`): the compiler and
+# the librrd bindings (build-essential, pkg-config, librrd-dev, libclang-dev), rrdtool, fping (the
+# fallback engine and `engine: fping`), httping (httping orders) and iputils-ping (the example
+# exec orders). The tests add their real peers: influxdb, graphite-carbon and python3-whisper
+# (the sink tests' servers), haproxy (the pull tests' and bench's stats sockets), e2fsprogs
+# (chattr makes a directory immutable for root), iproute2 and procps (network namespaces,
+# process checks), python3, systemd and man-db (systemd-analyze verifies the units and their man:
+# links) and rpm (rpmspec parses the RPM spec).
+RUN_PACKAGES := build-essential pkg-config librrd-dev libclang-dev rrdtool fping httping iputils-ping
+TEST_PACKAGES := $(RUN_PACKAGES) python3 iproute2 procps \
 	influxdb graphite-carbon python3-whisper e2fsprogs haproxy systemd man-db rpm
 
-.PHONY: run test deps build lint clean-var deb
+.PHONY: run test deps test-deps build lint clean-var deb
 
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Installs the missing ones of the packages given (apt; sudo when not root), then checks for cargo.
+define install_missing
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@command -v $(CARGO) >/dev/null || { echo "Rust is missing: install it with rustup (https://rustup.rs), then run make again" >&2; exit 1; }
+endef
+
+# What building and running need.
+deps:
+	$(call install_missing,$(RUN_PACKAGES))
+
+# What the tests need besides.
+test-deps:
+	$(call install_missing,$(TEST_PACKAGES))
 
 build: deps
 	$(CARGO) build --release
@@ -36,14 +49,14 @@ run: build
 	@[ "$$(id -u)" = 0 ] || echo "  note: not root: native ICMP needs CAP_NET_RAW, falling back to fping"
 	target/release/spoolmon run --base-dir $(BASE) --config examples/spoolmon.yaml
 
-test: deps
+test: test-deps
 	$(CARGO) test --all-targets
 
 # The Debian package (binary, systemd units, config, man pages, completions) into target/debian/.
-deb: deps
+deb: test-deps
 	packaging/build-deb.sh
 
-lint:
+lint: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
