@@ -21,13 +21,12 @@ fn wide(base: &Base, json: bool) -> Output {
     if json {
         command.arg("--json");
     }
-    let mut child = command
-        .arg("--base-dir")
-        .arg(base.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    command.arg("--base-dir").arg(base.path());
+    // The config the test wrote, if any (its order-timeout).
+    if base.join("spoolmon.yaml").exists() {
+        command.arg("--config").arg(base.join("spoolmon.yaml"));
+    }
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > LIMIT {
@@ -262,6 +261,49 @@ fn a_symlink_in_its_place_or_on_the_way_is_not_followed() {
         let cells = row(&base, id);
         assert_eq!(&cells[5..8], ["-", "-", "-"], "{cells:?}");
     }
+}
+
+#[test]
+fn the_expiry_follows_the_configured_order_timeout() {
+    let base = Base::new();
+    base.write_config("order-timeout: 7200\n");
+    base.write_order("t", &ping_order("127.0.0.1", 20, 3));
+    let mtime = unix_now() - 600;
+    set_mtime(&base.join("orders/t"), mtime);
+    let before = unix_now();
+    let e = entry(&base, "t");
+    let after = unix_now();
+    let left = e["expires_in"].as_i64().unwrap();
+    assert!(
+        (7200 - (after - mtime)..=7200 - (before - mtime)).contains(&left),
+        "{e}"
+    );
+    // Past the timeout but not yet archived (no daemon): overdue, not a negative duration.
+    set_mtime(&base.join("orders/t"), unix_now() - 8000);
+    // (A fresh scan lists it as active: expiring is the daemon's, which archives it.)
+    let e = entry(&base, "t");
+    assert_eq!(e["state"], "active", "{e}");
+    assert!(e["expires_in"].as_i64().unwrap() < 0, "{e}");
+    assert_eq!(row(&base, "t")[8], "overdue");
+}
+
+#[test]
+fn a_symlinked_output_directory_is_a_reason_on_every_order_not_followed() {
+    let base = Base::new();
+    base.write_order("t", &ping_order("127.0.0.1", 20, 3));
+    let outside = tempfile::tempdir().unwrap();
+    let now = unix_now();
+    fs::create_dir_all(outside.path().join("t")).unwrap();
+    fs::write(
+        outside.path().join("t/last_result"),
+        last_result_text(now - 20, now, 0, "1.000000e-03"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path(), base.join("output")).unwrap();
+    let e = entry(&base, "t");
+    assert!(e["last_result"].is_null(), "followed: {e}");
+    assert!(e["last_result_error"].as_str().unwrap().contains("output/"), "{e}");
+    assert_eq!(&row(&base, "t")[5..8], ["-", "-", "-"]);
 }
 
 #[test]
