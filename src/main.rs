@@ -61,6 +61,9 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Add each order's last result (loss, median RTT, age) and the time until it expires.
+        #[arg(long)]
+        wide: bool,
     },
     /// Write, touch or remove an order file below orders/ (validated like the daemon does).
     Order {
@@ -199,7 +202,7 @@ fn execute(command: Command, log_file: Option<PathBuf>) -> anyhow::Result<ExitCo
         Command::Pull { base, service } => command::pull::run(base, service, log_file),
         Command::Process { base, service } => command::process::run(base, service, log_file),
         Command::Outbox { base, json } => command::outbox::run(base, json),
-        Command::Orders { base, json } => command::orders::run(base, json),
+        Command::Orders { base, json, wide } => command::orders::run(base, json, wide),
         Command::Order { order } => command::order::run(order),
         Command::Config {
             config,

@@ -22,10 +22,16 @@
 //! exchange (see `spool::atomic::StagedFile`), so a reader sees the old or the new content, never
 //! a missing or partial file (pingmachine unlinked it first). Nothing is fsynced here: the caller
 //! syncs the filesystem before and after committing a whole batch.
+//!
+//! [`read`] reads it back for `spoolmon orders --wide`, through the `output/` directory's
+//! descriptor: no symlink followed on the way or at the end, a FIFO or device refused before
+//! anything is read (opened non-blocking), at most [`MAX_LEN`] bytes read.
 
+use crate::shared::measurement::OrderId;
 use crate::shared::measurement::OrderResult;
 use crate::shared::stats::PingStats;
 use crate::spool::atomic::StagedFile;
+use crate::spool::beneath::{Dir, Kind};
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
@@ -34,7 +40,67 @@ use std::path::Path;
 pub const FILE_NAME: &str = "last_result";
 
 /// Texts longer than this are not a `last_result` file (eight short lines).
-const MAX_LEN: usize = 1024;
+pub const MAX_LEN: usize = 1024;
+
+/// Why [`read`] has no result for an order.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// No `output/<id>/last_result` (the order was never measured, or `output/` is absent).
+    #[error("not measured yet")]
+    Missing,
+    #[error("last_result is a symlink (not followed)")]
+    Symlink,
+    #[error("last_result is not a regular file")]
+    NotRegular,
+    #[error("last_result is larger than {MAX_LEN} bytes")]
+    TooLarge,
+    #[error("last_result is not UTF-8")]
+    NotText,
+    #[error(transparent)]
+    Malformed(#[from] LastResultParseError),
+    #[error("cannot read last_result: {0}")]
+    Io(io::Error),
+}
+
+/// Reads `<id>/last_result` below `output` (the `output/` directory): never follows a symlink,
+/// never blocks on a FIFO, reads at most [`MAX_LEN`] + 1 bytes, parses strictly ([`parse`]).
+pub fn read(output: &Dir, id: &OrderId) -> Result<LastResult, ReadError> {
+    use std::io::Read;
+    let dir = match output.open_dir(id.as_path()) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Missing),
+        Err(e) => return Err(ReadError::Io(e)),
+    };
+    match dir.kind(FILE_NAME).map_err(ReadError::Io)? {
+        None => return Err(ReadError::Missing),
+        Some(Kind::Symlink) => return Err(ReadError::Symlink),
+        Some(Kind::File) => {}
+        Some(_) => return Err(ReadError::NotRegular),
+    }
+    // The entry may be swapped between the look and the open: the open refuses symlinks and
+    // does not block, and the opened file's own type is checked again.
+    let file = match dir.open_file_beneath(FILE_NAME) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Missing),
+        Err(e) => return Err(ReadError::Io(e)),
+    };
+    let meta = file.metadata().map_err(ReadError::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(ReadError::NotRegular);
+    }
+    if meta.len() > MAX_LEN as u64 {
+        return Err(ReadError::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(MAX_LEN + 1);
+    file.take(MAX_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() > MAX_LEN {
+        return Err(ReadError::TooLarge);
+    }
+    let text = String::from_utf8(bytes).map_err(|_| ReadError::NotText)?;
+    Ok(parse(&text)?)
+}
 
 /// The content of a `last_result` file.
 #[derive(Clone, Debug, PartialEq)]
@@ -208,7 +274,6 @@ fn bad_value(value: &str, index: usize) -> LastResultParseError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared::measurement::OrderId;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
 

@@ -12,10 +12,12 @@
 //! A failed write is classified by [`crate::spool::fault`]: the order's own fault (it fails alone) or a
 //! transient one of the machine (the work waits). [`failures`] keeps the orders that fail in
 //! `state/output-errors.json` for `spoolmon orders`, `status` and `check orders`; [`reconcile`]
-//! finds, at start, the output of orders that went away while spoolmon was stopped.
+//! finds, at start, the output of orders that went away while spoolmon was stopped. [`wide`] is
+//! `spoolmon orders --wide`: the listing with each order's last result and expiry.
 
 pub mod archive;
 pub mod failures;
 pub mod last_result;
 pub mod reconcile;
 pub mod rrd;
+pub mod wide;

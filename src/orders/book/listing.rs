@@ -126,45 +126,59 @@ pub fn fresh_scan(base: &BaseDir, options: &OrderOptions) -> Vec<OrderStatus> {
 /// A human-readable table of a listing: id, state, probe, step/pings, target, reason (for an
 /// active order: `expire: never` and its warnings).
 pub fn format_table(statuses: &[OrderStatus]) -> String {
-    let rows: Vec<[String; 6]> = statuses
-        .iter()
-        .map(|status| {
-            let shape = match (status.step, status.pings) {
-                (Some(step), Some(pings)) => format!("{step}s/{pings}"),
-                _ => "-".to_string(),
-            };
-            let mut reason = status.reason.clone().unwrap_or_default();
-            if reason.is_empty() {
-                let mut notes = Vec::new();
-                if status.expire == Some(Expiry::Never) {
-                    notes.push("expire: never".to_string());
-                }
-                if !status.warnings.is_empty() {
-                    notes.push(format!("warning: {}", status.warnings.join("; ")));
-                }
-                reason = notes.join("; ");
+    let mut rows = vec![TABLE_HEADER.map(String::from).to_vec()];
+    rows.extend(statuses.iter().map(|status| table_row(status).to_vec()));
+    render_table(&rows)
+}
+
+/// The header of [`format_table`], one name per cell of [`table_row`].
+pub const TABLE_HEADER: [&str; 6] = ["ID", "STATE", "PROBE", "STEP/PINGS", "TARGET", "REASON"];
+
+/// One row of [`format_table`], control characters already replaced (the reason last, so a
+/// wider listing can insert its columns before it).
+pub fn table_row(status: &OrderStatus) -> [String; 6] {
+    let shape = match (status.step, status.pings) {
+        (Some(step), Some(pings)) => format!("{step}s/{pings}"),
+        _ => "-".to_string(),
+    };
+    let mut reason = status.reason.clone().unwrap_or_default();
+    if reason.is_empty() {
+        let mut notes = Vec::new();
+        if status.expire == Some(Expiry::Never) {
+            notes.push("expire: never".to_string());
+        }
+        if !status.warnings.is_empty() {
+            notes.push(format!("warning: {}", status.warnings.join("; ")));
+        }
+        reason = notes.join("; ");
+    }
+    [
+        printable(status.id.as_str()),
+        status.state.as_str().to_string(),
+        status.probe.clone().unwrap_or_else(|| "-".to_string()),
+        shape,
+        printable(status.target.as_deref().unwrap_or("-")),
+        printable(&reason),
+    ]
+}
+
+/// `rows` (the header first) as aligned columns, two spaces apart, the last cell unpadded and
+/// no line with trailing spaces. Cells are printed as they are: the caller replaces control
+/// characters ([`printable`]).
+pub fn render_table(rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if widths.len() <= i {
+                widths.push(0);
             }
-            [
-                printable(status.id.as_str()),
-                status.state.as_str().to_string(),
-                status.probe.clone().unwrap_or_else(|| "-".to_string()),
-                shape,
-                printable(status.target.as_deref().unwrap_or("-")),
-                printable(&reason),
-            ]
-        })
-        .collect();
-    let header = ["ID", "STATE", "PROBE", "STEP/PINGS", "TARGET", "REASON"].map(String::from);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+            widths[i] = widths[i].max(cell.chars().count());
         }
     }
     let mut table = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
+    for row in rows {
         let mut line = String::new();
-        for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+        for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
             if i + 1 == row.len() {
                 line.push_str(cell);
             } else {
@@ -179,7 +193,7 @@ pub fn format_table(statuses: &[OrderStatus]) -> String {
 
 /// `text` with control characters (from file names or YAML errors) shown as `?`, so a listing
 /// cannot move the terminal's cursor.
-fn printable(text: &str) -> String {
+pub fn printable(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 

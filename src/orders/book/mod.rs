@@ -42,7 +42,9 @@ mod fixture;
 mod listing;
 mod walk;
 
-pub use listing::{format_table, fresh_scan, OrderState, OrderStatus};
+pub use listing::{
+    format_table, fresh_scan, printable, render_table, table_row, OrderState, OrderStatus, TABLE_HEADER,
+};
 pub use walk::{is_ignored_name, MAX_DEPTH};
 
 use crate::orders::order::{parse_order_with, resolve_host, Expiry, Order, OrderError, ParsedOrder};
