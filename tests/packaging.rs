@@ -1,7 +1,8 @@
 //! Packaging: `packaging/build-deb.sh` run on the test binary yields a package whose files are all
 //! there, root-owned with sane modes; whose control data, conffiles and maintainer scripts are
 //! valid; whose units systemd accepts and whose config spoolmon reads. `spoolmon completions` and
-//! `spoolmon man` cover every subcommand. Nothing is installed on this machine.
+//! `spoolmon man` cover every subcommand. One test installs the package on this machine (the tests
+//! run as root, CI on a disposable machine), runs it and purges it again.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -482,4 +483,237 @@ fn rpm_spec_parses_and_carries_the_cargo_version() {
             "the spec lacks {unit}"
         );
     }
+}
+
+/// What the install test changed on this machine, undone when it ends (also when it fails).
+struct Installed {
+    /// The spoolmon user existed before (a purge keeps it: only the test's own is removed).
+    user_existed: bool,
+    /// /var/lib/spoolmon existed before (a purge keeps it: only the test's own is removed).
+    base_existed: bool,
+    daemon: Option<std::process::Child>,
+}
+
+const PRODUCER: &str = "spoolmon-test-producer";
+const INSTALLED_BASE: &str = "/var/lib/spoolmon";
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+        if installed_version().is_some() {
+            let _ = run("dpkg", &["--purge", "spoolmon"]);
+        }
+        let _ = run("userdel", &[PRODUCER]);
+        if !self.base_existed {
+            let _ = fs::remove_dir_all(INSTALLED_BASE);
+        }
+        if !self.user_existed {
+            let _ = run("userdel", &["spoolmon"]);
+            let _ = run("groupdel", &["spoolmon"]);
+        }
+    }
+}
+
+/// The installed version of the package spoolmon, if dpkg has it installed.
+fn installed_version() -> Option<String> {
+    let out = run(
+        "dpkg-query",
+        &["-W", "-f", "${db:Status-Status} ${Version}", "spoolmon"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (status, version) = text.split_once(' ')?;
+    (out.status.success() && status == "installed").then(|| version.to_owned())
+}
+
+/// (owner, group, mode with the setgid bit) of an installed path.
+fn owner_group_mode(path: &str) -> (String, String, String) {
+    let out = run_ok("stat", &["-c", "%U %G %a", path]);
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "stat {path}: {out}");
+    (fields[0].to_owned(), fields[1].to_owned(), fields[2].to_owned())
+}
+
+/// Polls `done` every 200 ms for up to `limit`; panics naming `what` (and the daemon's log) when
+/// it never holds.
+fn wait_until(what: &str, log: &Path, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            let log = fs::read_to_string(log).unwrap_or_default();
+            panic!("timed out after {limit:?} waiting for {what}\n--- daemon log ---\n{log}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Installs the package on this machine (CI runs as root on a disposable machine), checks what
+/// the maintainer scripts made (the system user, the base directory, the group-writable setgid
+/// `orders/`), lets a producer in the group write an order, runs the daemon from the installed
+/// unit (under systemd when it is PID 1 here, else the unit's ExecStart= as its User=) until
+/// `spoolmon check daemon` is OK and the order was measured, then purges and checks what stays.
+#[test]
+fn deb_installs_runs_and_purges_on_this_machine() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "installing the package needs root: run the tests as root (as CI does)"
+    );
+    assert_eq!(
+        installed_version(),
+        None,
+        "a spoolmon package is installed on this machine: this test would replace and purge it; \
+         purge it first (dpkg --purge spoolmon)"
+    );
+    let deb = built_deb();
+    let mut installed = Installed {
+        user_existed: run("getent", &["passwd", "spoolmon"]).status.success(),
+        base_existed: Path::new(INSTALLED_BASE).exists(),
+        daemon: None,
+    };
+    run_ok("dpkg", &["-i", path_str(&deb.deb)]);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(installed_version().as_deref(), Some(version));
+    assert_eq!(
+        run_ok("/usr/bin/spoolmon", &["--version"]).trim(),
+        format!("spoolmon {version}")
+    );
+
+    // The user: a system account, home the base directory, no login shell.
+    let passwd = run_ok("getent", &["passwd", "spoolmon"]);
+    let fields: Vec<&str> = passwd.trim().split(':').collect();
+    assert_eq!(fields.len(), 7, "{passwd}");
+    let uid: u32 = fields[2].parse().unwrap();
+    assert!(uid < 1000, "spoolmon is not a system user: {passwd}");
+    assert_eq!(fields[5], INSTALLED_BASE, "{passwd}");
+    assert!(
+        fields[6].ends_with("nologin") || fields[6].ends_with("false"),
+        "spoolmon can log in: {passwd}"
+    );
+    let group = run_ok("id", &["-gn", "spoolmon"]);
+    assert_eq!(group.trim(), "spoolmon");
+
+    // The base directory and the producers' orders/ (setgid, group-writable).
+    if !installed.base_existed {
+        assert_eq!(
+            owner_group_mode(INSTALLED_BASE),
+            ("spoolmon".into(), "spoolmon".into(), "755".into())
+        );
+    }
+    let orders = format!("{INSTALLED_BASE}/orders");
+    assert_eq!(
+        owner_group_mode(&orders),
+        ("spoolmon".into(), "spoolmon".into(), "2775".into())
+    );
+    let conffiles = run_ok("dpkg-query", &["-W", "-f", "${Conffiles}", "spoolmon"]);
+    assert!(conffiles.contains("/etc/spoolmon/spoolmon.yaml"), "{conffiles}");
+    for unit in UNITS {
+        let path = format!("/usr/lib/systemd/system/{unit}");
+        assert!(Path::new(&path).is_file(), "{path} not installed");
+        assert_eq!(owner_group_mode(&path), ("root".into(), "root".into(), "644".into()));
+        // Installed, not enabled: the operator picks all-in-one or split mode.
+        let wanted = format!("/etc/systemd/system/multi-user.target.wants/{unit}");
+        assert!(!Path::new(&wanted).exists(), "{unit} was enabled by the package");
+    }
+
+    // A producer in the group writes an order with the installed binary.
+    run_ok("useradd", &["--system", "--no-create-home", "-G", "spoolmon", PRODUCER]);
+    let add = run(
+        "setpriv",
+        &[
+            "--reuid",
+            PRODUCER,
+            "--regid",
+            PRODUCER,
+            "--init-groups",
+            "/usr/bin/spoolmon",
+            "order",
+            "add",
+            "test/loopback",
+            "--host",
+            "127.0.0.1",
+            "--step",
+            "2",
+            "--pings",
+            "2",
+        ],
+    );
+    assert!(
+        add.status.success(),
+        "the producer could not add an order: {}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    let (_, order_group, order_mode) = owner_group_mode(&format!("{orders}/test/loopback"));
+    assert_eq!((order_group.as_str(), order_mode.as_str()), ("spoolmon", "664"));
+
+    // The daemon from the installed unit.
+    let log = deb.dir.join("installed-daemon.log");
+    let under_systemd = Path::new("/run/systemd/system").is_dir();
+    if under_systemd {
+        run_ok("systemctl", &["start", "spoolmon.service"]);
+    } else {
+        // No systemd here: the unit's own command line, as its user, without its sandbox.
+        let unit = fs::read_to_string("/usr/lib/systemd/system/spoolmon.service").unwrap();
+        let setting = |key: &str| -> String {
+            unit.lines()
+                .find_map(|line| line.strip_prefix(key))
+                .unwrap_or_else(|| panic!("spoolmon.service has no {key}"))
+                .to_owned()
+        };
+        let exec = setting("ExecStart=");
+        let user = setting("User=");
+        let group = setting("Group=");
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid", &user, "--regid", &group, "--init-groups", "--"])
+            .args(exec.split_whitespace())
+            .args(["--log-file", path_str(&log)])
+            .env_remove("NOTIFY_SOCKET");
+        fs::write(&log, "").unwrap();
+        run_ok("chown", &["spoolmon", path_str(&log)]);
+        installed.daemon = Some(command.spawn().expect("the installed daemon starts"));
+    }
+    let check_daemon = || {
+        run("/usr/bin/spoolmon", &["check", "daemon", "--base-dir", INSTALLED_BASE])
+            .status
+            .success()
+    };
+    let limit = std::time::Duration::from_secs(60);
+    wait_until("check daemon OK", &log, limit, check_daemon);
+    let last_result = format!("{INSTALLED_BASE}/output/test/loopback/last_result");
+    wait_until("the producer's order measured", &log, limit, || {
+        fs::read_to_string(&last_result).is_ok_and(|text| text.contains("loss: 0"))
+    });
+    assert_eq!(
+        owner_group_mode(&last_result).0,
+        "spoolmon",
+        "the daemon did not run as spoolmon"
+    );
+    if under_systemd {
+        run_ok("systemctl", &["stop", "spoolmon.service"]);
+    } else {
+        let mut daemon = installed.daemon.take().unwrap();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon.id()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = daemon.wait().unwrap();
+        assert!(status.success(), "the daemon stopped with {status}");
+    }
+
+    // Purge: the program, units and config go; the measurements and the user stay (postrm).
+    run_ok("dpkg", &["--purge", "spoolmon"]);
+    assert_eq!(installed_version(), None);
+    for gone in [
+        "/usr/bin/spoolmon",
+        "/etc/spoolmon/spoolmon.yaml",
+        "/usr/lib/systemd/system/spoolmon.service",
+        "/usr/lib/sysusers.d/spoolmon.conf",
+    ] {
+        assert!(!Path::new(gone).exists(), "{gone} is left after purge");
+    }
+    assert!(Path::new(&last_result).is_file(), "purge removed the measurements");
+    assert!(
+        run("getent", &["passwd", "spoolmon"]).status.success(),
+        "purge removed the user"
+    );
 }
