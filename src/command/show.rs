@@ -69,7 +69,9 @@ pub fn parse_range(text: &str) -> Result<u64, String> {
         None => (text, ""),
     };
     if digits.is_empty() {
-        return Err(format!("{text:?} is not a duration: it needs a number (30m, 1h, 1d, 3600)"));
+        return Err(format!(
+            "{text:?} is not a duration: it needs a number (30m, 1h, 1d, 3600)"
+        ));
     }
     let multiplier = match unit {
         "" | "s" => 1,

@@ -23,7 +23,9 @@
 //! # Choosing the resolution
 //!
 //! The window is the `range` seconds before now (or, for an archived order, before the file's
-//! last update), and no later than the file's last update (rows after it are not written yet). For every `AVERAGE` archive, rows of `r` seconds, the
+//! last update), and no later than the file's last update (rows after it are not written yet).
+//! Rows are written at the end of their step, by a daemon that measures during the step, so the
+//! newest row can end up to one step after now: it is in the window. For every `AVERAGE` archive, rows of `r` seconds, the
 //! window holds `n` of its rows; shown rows are `D = r * ceil(n / MAX_ROWS)` seconds, each the
 //! average of `D / r` archive rows (an average is unknown when fewer than half of its rows are
 //! known, as RRD's own xff of 0.5). Of the archives that cover the whole window, the one with
@@ -100,7 +102,8 @@ pub struct History {
     /// What the range ends at: `now` or `last_update`.
     pub window_end: WindowEnd,
     /// Start of the first row shown and end of the last one (unix seconds); `end` is not later
-    /// than `last_update`, `start` not earlier than `end - range` rounded up to `resolution`.
+    /// than `last_update`, `start` not earlier than now (or `last_update`) minus `range`,
+    /// rounded up to `resolution`.
     pub start: i64,
     pub end: i64,
     /// Seconds per row shown.
@@ -140,7 +143,7 @@ pub enum WindowEnd {
 }
 
 /// Reads `range` seconds of `<parent>/<id>/main.rrd` (`parent` being the held `output/` or
-/// `archive/` directory), ending at `now` or at the file's last update (never after `now`).
+/// `archive/` directory), ending at `now` or at the file's last update.
 pub fn read(parent: &Dir, id: &OrderId, range: u64, window_end: WindowEnd, now: i64) -> Result<History, HistoryError> {
     let dir = match parent.open_dir(id.as_path()) {
         Ok(dir) => dir,
@@ -197,11 +200,16 @@ impl Source<'_> {
             });
         }
         let range_secs = i64::try_from(range).unwrap_or(i64::MAX);
-        let end = match window_end {
-            WindowEnd::Now => now,
-            WindowEnd::LastUpdate => now.min(layout.last_update),
+        // A step is written at its end, by a daemon that measures it during the step: the
+        // newest row may end up to one step after now, and belongs to the last `range` seconds.
+        let (window_start, until) = match window_end {
+            WindowEnd::Now => (
+                now.saturating_sub(range_secs),
+                now.saturating_add(i64::try_from(layout.step).unwrap_or(0)),
+            ),
+            WindowEnd::LastUpdate => (layout.last_update.saturating_sub(range_secs), layout.last_update),
         };
-        let plan = plan(&layout, end.saturating_sub(range_secs), end).ok_or_else(|| HistoryError::NoAverage {
+        let plan = plan(&layout, window_start, until).ok_or_else(|| HistoryError::NoAverage {
             path: self.path.to_owned(),
         })?;
         let mut history = History {
@@ -346,7 +354,9 @@ impl Layout {
         let mut archives = Vec::new();
         for i in 0.. {
             let cf = map.remove(&format!("rra[{i}].cf")).and_then(InfoValue::into_string);
-            let pdp = map.remove(&format!("rra[{i}].pdp_per_row")).and_then(InfoValue::into_count);
+            let pdp = map
+                .remove(&format!("rra[{i}].pdp_per_row"))
+                .and_then(InfoValue::into_count);
             let rows = map.remove(&format!("rra[{i}].rows")).and_then(InfoValue::into_count);
             let (Some(cf), Some(pdp_per_row), Some(rows)) = (cf, pdp, rows) else {
                 break;
@@ -384,9 +394,9 @@ impl Layout {
         ["MIN", "MAX"].iter().all(|cf| {
             self.archives.iter().any(|a| {
                 a.cf == *cf
-                    && self
-                        .coverage(a)
-                        .is_some_and(|(r, oldest, end)| r == plan.archive_resolution && oldest <= plan.start && end >= plan.end)
+                    && self.coverage(a).is_some_and(|(r, oldest, end)| {
+                        r == plan.archive_resolution && oldest <= plan.start && end >= plan.end
+                    })
             })
         })
     }
@@ -431,7 +441,8 @@ fn plan(layout: &Layout, window_start: i64, window_end: i64) -> Option<Plan> {
         })
         .collect::<Vec<_>>();
     let covering = candidates.iter().filter(|(_, _, covers)| *covers);
-    let best_covering = covering.min_by_key(|(plan, _, _)| (plan.resolution, std::cmp::Reverse(plan.archive_resolution)));
+    let best_covering =
+        covering.min_by_key(|(plan, _, _)| (plan.resolution, std::cmp::Reverse(plan.archive_resolution)));
     let best = best_covering.or_else(|| {
         candidates
             .iter()
@@ -458,7 +469,9 @@ impl Columns {
                 "loss" => columns.loss = Some(index),
                 "median" => columns.median = Some(index),
                 other => {
-                    let number = other.strip_prefix("ping").filter(|n| n.bytes().all(|b| b.is_ascii_digit()));
+                    let number = other
+                        .strip_prefix("ping")
+                        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()));
                     if let Some(n) = number.and_then(|n| n.parse().ok()) {
                         pings.push((n, index));
                     }
@@ -672,7 +685,10 @@ mod tests {
         assert_eq!((rows[0].min, rows[0].max), (Some(0.0005), Some(0.009)));
         // 180..240: one known of three (fewer than half): unknown, not zero.
         assert_eq!(rows[1].start, 180);
-        assert_eq!((rows[1].loss, rows[1].median, rows[1].min, rows[1].max), (None, None, None, None));
+        assert_eq!(
+            (rows[1].loss, rows[1].median, rows[1].min, rows[1].max),
+            (None, None, None, None)
+        );
         assert_eq!(rows[1].loss_percent, None);
         assert_eq!(rows[2].start, 240);
         assert_eq!(rows[2].loss, Some(1.0), "one known of two is enough");

@@ -212,7 +212,11 @@ pub fn format_text(report: &Report) -> String {
         (None, Location::Archive) => format!("archived: no order file, data from archive/{id}/"),
     };
     lines.push(("order".into(), format!("{id} ({state})")));
-    if let Some(order) = report.order.as_ref().filter(|o| matches!(o.state, OrderState::Active | OrderState::Failing)) {
+    if let Some(order) = report
+        .order
+        .as_ref()
+        .filter(|o| matches!(o.state, OrderState::Active | OrderState::Failing))
+    {
         lines.push(("probe".into(), probe_line(order, report.expires_in)));
     }
     let last = match (&report.last_result, &report.last_result_error) {
@@ -321,7 +325,9 @@ fn history_table(h: &History) -> String {
     if h.rows.is_empty() {
         return String::new();
     }
-    let mut rows = vec![["START (UTC)", "LOSS", "MEDIAN", "MIN", "MAX"].map(String::from).to_vec()];
+    let mut rows = vec![["START (UTC)", "LOSS", "MEDIAN", "MIN", "MAX"]
+        .map(String::from)
+        .to_vec()];
     for row in &h.rows {
         rows.push(vec![
             utc_text(row.start),
@@ -411,13 +417,22 @@ mod tests {
         ]);
         let text = history_table(&h);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["START", "(UTC)", "LOSS", "MEDIAN", "MIN", "MAX"]);
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["START", "(UTC)", "LOSS", "MEDIAN", "MIN", "MAX"]
+        );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
             ["2027-01-15", "08:00:00", "0/3", "1.000ms", "0.500ms", "2.000ms"]
         );
-        assert_eq!(lines[3].split_whitespace().skip(2).collect::<Vec<_>>(), ["-", "-", "-", "-"]);
-        assert_eq!(lines[4].split_whitespace().skip(2).collect::<Vec<_>>(), ["3/3", "-", "-", "-"]);
+        assert_eq!(
+            lines[3].split_whitespace().skip(2).collect::<Vec<_>>(),
+            ["-", "-", "-", "-"]
+        );
+        assert_eq!(
+            lines[4].split_whitespace().skip(2).collect::<Vec<_>>(),
+            ["3/3", "-", "-", "-"]
+        );
         assert_eq!(lines[5].split_whitespace().nth(2), Some("0.5/3"));
         assert_eq!(lines[7], "median  ▁█??▅  1.000ms .. 2.000ms");
         assert_eq!(lines[8], "loss    .x?Xx  (. none, x some, X all, ? unknown)");
@@ -428,7 +443,10 @@ mod tests {
         let h = history(Vec::new());
         assert!(history_table(&h).is_empty());
         let line = history_line(&h);
-        assert!(line.contains("nothing recorded in the last 1h (last update 2027-01-15 08:01:40 UTC)"), "{line}");
+        assert!(
+            line.contains("nothing recorded in the last 1h (last update 2027-01-15 08:01:40 UTC)"),
+            "{line}"
+        );
         assert!(line.contains("2027-01-15 08:01:40"), "{line}");
     }
 }

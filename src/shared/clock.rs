@@ -58,7 +58,11 @@ mod tests {
                 .output()
                 .unwrap();
             assert!(out.status.success());
-            assert_eq!(utc_text(secs), String::from_utf8(out.stdout).unwrap().trim_end(), "{secs}");
+            assert_eq!(
+                utc_text(secs),
+                String::from_utf8(out.stdout).unwrap().trim_end(),
+                "{secs}"
+            );
         }
     }
 
