@@ -65,9 +65,13 @@ enum Command {
         #[arg(long)]
         wide: bool,
     },
-    /// Show one order: its state, its last result and a table (with a sparkline) of its recent
-    /// steps from output/<ID>/main.rrd (or archive/<ID>/ for an archived order). Exit 1 when
-    /// the id is unknown.
+    /// Show one order: its state, last result and recent steps (from its main.rrd).
+    ///
+    /// The order's state as `spoolmon orders` lists it (with the failing reason), its probe and
+    /// expiry, its last result, and a table of its recent steps read from output/<ID>/main.rrd
+    /// (archive/<ID>/ for an archived order) with a sparkline of the median and the loss. Times
+    /// are UTC; unknown steps are `-` in the table and `?` in the sparklines. Exit status 1 when
+    /// the id is no order and has no output or archive entry, 2 for a malformed id.
     Show {
         #[command(flatten)]
         base: BaseArgs,

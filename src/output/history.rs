@@ -253,16 +253,20 @@ impl Source<'_> {
             None
         };
         history.min_max_archives = extremes.is_some();
+        let average_columns = Columns::of(&average.names);
+        let extremes = extremes.map(|(min, max)| {
+            let columns = (Columns::of(&min.names), Columns::of(&max.names));
+            (min, max, columns)
+        });
         let samples: Vec<(i64, Sample)> = average
             .rows
             .iter()
             .enumerate()
             .map(|(i, (start, values))| {
-                let columns_of = |fetched: &Fetched| Columns::of(&fetched.names);
-                let mut sample = Sample::of(&Columns::of(&average.names), values);
-                if let Some((min, max)) = &extremes {
-                    sample.min = Sample::of(&columns_of(min), &min.rows[i].1).min;
-                    sample.max = Sample::of(&columns_of(max), &max.rows[i].1).max;
+                let mut sample = Sample::of(&average_columns, values);
+                if let Some((min, max, (min_columns, max_columns))) = &extremes {
+                    sample.min = Sample::of(min_columns, &min.rows[i].1).min;
+                    sample.max = Sample::of(max_columns, &max.rows[i].1).max;
                 }
                 (*start, sample)
             })
