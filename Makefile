@@ -46,6 +46,7 @@ run: build
 	@echo "  orders:   $(BASE)/orders/      (examples copied from examples/orders/)"
 	@echo "  results:  $(BASE)/output/<order id>/last_result and main.rrd (rrdtool info/fetch)"
 	@echo "  list:     target/release/spoolmon orders --base-dir $(BASE)"
+	@echo "  show:     target/release/spoolmon show ID --base-dir $(BASE)   (e.g. ID loopback/localhost-v4)"
 	@[ "$$(id -u)" = 0 ] || echo "  note: not root: native ICMP needs CAP_NET_RAW, falling back to fping"
 	target/release/spoolmon run --base-dir $(BASE) --config examples/spoolmon.yaml
 

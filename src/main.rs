@@ -15,7 +15,7 @@ use std::process::ExitCode;
 struct Cli {
     /// Log level (error, warn, info, debug, trace, off, or RUST_LOG-style directives such as
     /// spoolmon=debug,warn); RUST_LOG overrides it. Checks log nothing and the listings (status,
-    /// orders, outbox) only errors unless this is given (whatever RUST_LOG says).
+    /// orders, show, outbox) only errors unless this is given (whatever RUST_LOG says).
     #[arg(long, global = true, default_value = DEFAULT_LOG_LEVEL, value_parser = spoolmon::service::log::parse_log_level)]
     log_level: String,
     /// Log to this file (appended, with timestamps; reopened on SIGHUP for logrotate) instead
@@ -64,6 +64,29 @@ enum Command {
         /// Add each order's last result (loss, median RTT, age) and the time until it expires.
         #[arg(long)]
         wide: bool,
+    },
+    /// Show one order: its state, last result and recent steps (from its main.rrd).
+    ///
+    /// The order's state as `spoolmon orders` lists it (with the failing reason), its probe and
+    /// expiry, its last result, and a table of its recent steps read from output/<ID>/main.rrd
+    /// (archive/<ID>/ for an archived order) with a sparkline of the median and the loss. Times
+    /// are UTC; unknown steps are `-` in the table and `?` in the sparklines. Exit status 1 when
+    /// the id is no order and has no output or archive entry, 2 for a malformed id.
+    Show {
+        #[command(flatten)]
+        base: BaseArgs,
+        /// The order id: its path below orders/, as `spoolmon orders` lists it.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// How far back the table reaches: 30m, 1h, 6h, 1d, 7d, or seconds (units s, m, h, d,
+        /// w; at most 520w). At most 60 rows are shown: longer ranges average several steps
+        /// per row, or read a coarser archive.
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = command::show::parse_range)]
+        range: u64,
+        /// Print one JSON object instead (times in unix seconds, round-trip times in seconds,
+        /// unknown values as null).
+        #[arg(long)]
+        json: bool,
     },
     /// Write, touch or remove an order file below orders/ (validated like the daemon does).
     Order {
@@ -124,9 +147,11 @@ const DEFAULT_LOG_LEVEL: &str = "info";
 fn quiet_level(command: &Command) -> Option<&'static str> {
     match command {
         Command::Check { .. } => Some("off"),
-        Command::Status { .. } | Command::Orders { .. } | Command::Outbox { .. } | Command::Order { .. } => {
-            Some("error")
-        }
+        Command::Status { .. }
+        | Command::Orders { .. }
+        | Command::Show { .. }
+        | Command::Outbox { .. }
+        | Command::Order { .. } => Some("error"),
         _ => None,
     }
 }
@@ -203,6 +228,7 @@ fn execute(command: Command, log_file: Option<PathBuf>) -> anyhow::Result<ExitCo
         Command::Process { base, service } => command::process::run(base, service, log_file),
         Command::Outbox { base, json } => command::outbox::run(base, json),
         Command::Orders { base, json, wide } => command::orders::run(base, json, wide),
+        Command::Show { base, id, range, json } => command::show::run(base, &id, range, json),
         Command::Order { order } => command::order::run(order),
         Command::Config {
             config,

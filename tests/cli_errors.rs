@@ -53,6 +53,8 @@ fn a_closed_stdout_ends_every_printing_command_quietly() {
     let commands: &[&[&str]] = &[
         &["orders", "--base-dir", dir],
         &["orders", "--base-dir", dir, "--json"],
+        &["show", "a", "--base-dir", dir],
+        &["show", "a", "--base-dir", dir, "--json"],
         &["status", "--base-dir", dir],
         &["status", "--base-dir", dir, "--json"],
         &["outbox", "--base-dir", dir],

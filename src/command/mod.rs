@@ -4,7 +4,8 @@
 //!
 //! - long-running, under the [`crate::service::supervisor`]: [`run`] (everything on one base
 //!   directory), [`pull`] (the HAProxy collector alone), [`process`] (processing alone);
-//! - one-shot reports: [`check`] (Nagios), [`status`], [`orders`], [`outbox`];
+//! - one-shot reports: [`check`] (Nagios), [`status`], [`orders`], [`show`] (one order),
+//!   [`outbox`];
 //! - writing orders: [`order`] (`order add|touch|remove`);
 //! - about spoolmon itself: [`config`], [`completions`], [`man`].
 //!
@@ -27,6 +28,7 @@ pub mod outbox;
 pub mod process;
 pub mod pull;
 pub mod run;
+pub mod show;
 pub mod status;
 
 use crate::config::Config;

@@ -117,8 +117,8 @@ pub fn run(command: OrderCommand) -> Result<ExitCode> {
     }
 }
 
-/// A validated order id: an [`OrderId`] whose parts the order book reads.
-fn order_id(text: &str) -> Result<OrderId> {
+/// A validated order id: an [`OrderId`] whose parts the order book reads (also `show`'s).
+pub(super) fn order_id(text: &str) -> Result<OrderId> {
     let id = OrderId::new(text)?;
     let parts: Vec<&str> = id.as_str().split('/').collect();
     if parts.len() > MAX_DEPTH {

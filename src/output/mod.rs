@@ -13,11 +13,15 @@
 //! transient one of the machine (the work waits). [`failures`] keeps the orders that fail in
 //! `state/output-errors.json` for `spoolmon orders`, `status` and `check orders`; [`reconcile`]
 //! finds, at start, the output of orders that went away while spoolmon was stopped. [`wide`] is
-//! `spoolmon orders --wide`: the listing with each order's last result and expiry.
+//! `spoolmon orders --wide`: the listing with each order's last result and expiry. [`show`] is
+//! `spoolmon show ID`: one order's state, last result and recent steps, which [`history`] reads
+//! back from `main.rrd` with librrd's fetch (never through a symlink).
 
 pub mod archive;
 pub mod failures;
+pub mod history;
 pub mod last_result;
 pub mod reconcile;
 pub mod rrd;
+pub mod show;
 pub mod wide;

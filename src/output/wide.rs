@@ -91,13 +91,7 @@ pub fn listing(base: &BaseDir, options: &OrderOptions, now: i64) -> Vec<WideStat
                 Err(ReadError::Missing) => (None, None),
                 Err(e) => (None, Some(e.to_string())),
             };
-            let expires_in = match status.expire {
-                Some(Expiry::Timeout) => {
-                    let timeout = i64::try_from(options.order_timeout).unwrap_or(i64::MAX);
-                    Some(timeout.saturating_sub(now.saturating_sub(status.mtime)))
-                }
-                Some(Expiry::Never) | None => None,
-            };
+            let expires_in = expires_in(&status, options, now);
             WideStatus {
                 status,
                 last_result,
@@ -106,6 +100,18 @@ pub fn listing(base: &BaseDir, options: &OrderOptions, now: i64) -> Vec<WideStat
             }
         })
         .collect()
+}
+
+/// Seconds until `status`'s order expires at `now` (negative: overdue): `order-timeout` after the
+/// order file's mtime; none for `expire: never` and for the states without an order.
+pub fn expires_in(status: &OrderStatus, options: &OrderOptions, now: i64) -> Option<i64> {
+    match status.expire {
+        Some(Expiry::Timeout) => {
+            let timeout = i64::try_from(options.order_timeout).unwrap_or(i64::MAX);
+            Some(timeout.saturating_sub(now.saturating_sub(status.mtime)))
+        }
+        Some(Expiry::Never) | None => None,
+    }
 }
 
 /// A reason in the table is cut here (the JSON has it whole).
@@ -157,8 +163,8 @@ pub fn format_table(statuses: &[WideStatus]) -> String {
 }
 
 /// `ms` milliseconds, with three significant decimals for the small ones: `0.045ms`, `12.3ms`,
-/// `1204ms`.
-fn milliseconds(ms: f64) -> String {
+/// `1204ms` (also `spoolmon show`'s).
+pub fn milliseconds(ms: f64) -> String {
     if ms < 10.0 {
         format!("{ms:.3}ms")
     } else if ms < 1000.0 {
@@ -168,8 +174,8 @@ fn milliseconds(ms: f64) -> String {
     }
 }
 
-/// A short duration: `45s`, `12m`, `5h`, `3d` (rounded down).
-fn duration(secs: i64) -> String {
+/// A short duration: `45s`, `12m`, `5h`, `3d` (rounded down; also `spoolmon show`'s).
+pub fn duration(secs: i64) -> String {
     if secs < 120 {
         format!("{secs}s")
     } else if secs < 7_200 {
