@@ -57,7 +57,13 @@ fn measure(name: &str, encoder: &dyn Encoder, batch: SinkBatch<'_>, rounds: usiz
 }
 
 /// [`measure`] through `route` (`None`: `Encoder::encode`, everything).
-fn measure_routed(name: &str, encoder: &dyn Encoder, batch: SinkBatch<'_>, route: Option<&Route>, rounds: usize) -> usize {
+fn measure_routed(
+    name: &str,
+    encoder: &dyn Encoder,
+    batch: SinkBatch<'_>,
+    route: Option<&Route>,
+    rounds: usize,
+) -> usize {
     let mut out = Vec::with_capacity(1 << 20);
     let started = Instant::now();
     let mut lines = 0;
@@ -109,7 +115,13 @@ fn main() {
     );
     let everything = Route::everything();
     assert_eq!(
-        measure_routed("graphite metrics, no globs", &graphite, metric_batch, Some(&everything), rounds),
+        measure_routed(
+            "graphite metrics, no globs",
+            &graphite,
+            metric_batch,
+            Some(&everything),
+            rounds
+        ),
         metrics.len()
     );
     let globs = MetricGlobs {
@@ -122,9 +134,18 @@ fn main() {
         metrics: &globs,
     };
     let routed = keys.compile().unwrap();
-    let kept = metrics.iter().filter(|m| !m.path.contains(".server_1") || m.path.ends_with(".server_1.scur")).count();
+    let kept = metrics
+        .iter()
+        .filter(|m| !m.path.contains(".server_1") || m.path.ends_with(".server_1.scur"))
+        .count();
     assert_eq!(
-        measure_routed("graphite metrics, 2 globs", &graphite, metric_batch, Some(&routed), rounds),
+        measure_routed(
+            "graphite metrics, 2 globs",
+            &graphite,
+            metric_batch,
+            Some(&routed),
+            rounds
+        ),
         kept
     );
 }

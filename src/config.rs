@@ -379,25 +379,55 @@ self-metrics: {sinks: [lb, telegraf]}
     #[test]
     fn bad_routes_are_named_at_their_key() {
         for (sink, key) in [
-            ("{type: graphite, takes: [pings]}", "sinks.x.takes: unknown variant `pings`"),
-            ("{type: graphite, takes: [forwarded]}", "sinks.x.takes: unknown variant `forwarded`"),
+            (
+                "{type: graphite, takes: [pings]}",
+                "sinks.x.takes: unknown variant `pings`",
+            ),
+            (
+                "{type: graphite, takes: [forwarded]}",
+                "sinks.x.takes: unknown variant `forwarded`",
+            ),
             ("{type: influxdb, takes: ping}", "sinks.x.takes"),
-            ("{type: local-store, takes: []}", "sinks.x.takes: must name at least one"),
-            ("{type: graphite, orders: {inclde: [a]}}", "sinks.x.orders: unknown field `inclde`"),
+            (
+                "{type: local-store, takes: []}",
+                "sinks.x.takes: must name at least one",
+            ),
+            (
+                "{type: graphite, orders: {inclde: [a]}}",
+                "sinks.x.orders: unknown field `inclde`",
+            ),
             ("{type: graphite, metrics: [a]}", "sinks.x.metrics"),
             ("{type: graphite, orders: {include: ['']}}", "sinks.x.orders.include[0]"),
-            ("{type: graphite, orders: {exclude: [a, 'b[']}}", "sinks.x.orders.exclude[1]"),
-            ("{type: influxdb, metrics: {include: ['a***']}}", "sinks.x.metrics.include[0]"),
-            ("{type: graphite, takes: [ping], metrics: {include: [a]}}", "sinks.x.metrics: filters"),
-            ("{type: local-store, takes: [self], orders: {include: [a]}}", "sinks.x.orders: filters"),
+            (
+                "{type: graphite, orders: {exclude: [a, 'b[']}}",
+                "sinks.x.orders.exclude[1]",
+            ),
+            (
+                "{type: influxdb, metrics: {include: ['a***']}}",
+                "sinks.x.metrics.include[0]",
+            ),
+            (
+                "{type: graphite, takes: [ping], metrics: {include: [a]}}",
+                "sinks.x.metrics: filters",
+            ),
+            (
+                "{type: local-store, takes: [self], orders: {include: [a]}}",
+                "sinks.x.orders: filters",
+            ),
             ("{type: graphite, route: {takes: [ping]}}", "sinks.x.route: unknown key"),
         ] {
             let err = Config::parse(&format!("sinks: {{x: {sink}}}")).unwrap_err();
             assert!(err.contains(key), "{sink}: {err}");
         }
-        let huge = format!("sinks: {{x: {{type: graphite, orders: {{include: ['{}']}}}}}}", "*a".repeat(600));
+        let huge = format!(
+            "sinks: {{x: {{type: graphite, orders: {{include: ['{}']}}}}}}",
+            "*a".repeat(600)
+        );
         let err = Config::parse(&huge).unwrap_err();
-        assert!(err.contains("sinks.x.orders.include[0]") && err.contains("at most 1024"), "{err}");
+        assert!(
+            err.contains("sinks.x.orders.include[0]") && err.contains("at most 1024"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -409,7 +439,8 @@ self-metrics: {sinks: [lb, telegraf]}
             "{err}"
         );
         // `true` is every sink that takes self: no contradiction with a sink that does not.
-        let all = "sinks: {carbon: {type: graphite, takes: [ping]}, own: {type: local-store}}\nself-metrics: {sinks: true}\n";
+        let all =
+            "sinks: {carbon: {type: graphite, takes: [ping]}, own: {type: local-store}}\nself-metrics: {sinks: true}\n";
         Config::parse(all).unwrap();
         Config::parse("sinks: {own: {type: influxdb}}\nself-metrics: {sinks: [own]}\n").unwrap();
     }
@@ -603,5 +634,25 @@ self-metrics: {sinks: [lb, telegraf]}
         let end = start + readme[start..].find("```").unwrap();
         let config = Config::parse(&readme[start..end]).unwrap();
         assert_eq!(config.sinks.len(), 3);
+    }
+
+    #[test]
+    fn the_readme_routing_example_is_a_valid_config_that_splits_the_kinds() {
+        use crate::process::handoff::Kind as Data;
+        let readme = include_str!("../README.md");
+        let marker = "```yaml\nsinks:\n  pings:";
+        let start = readme.find(marker).expect("README has the routing example") + "```yaml\n".len();
+        let end = start + readme[start..].find("```").unwrap();
+        let config = Config::parse(&readme[start..end]).unwrap();
+        let route = |name: &str| config.sinks[name].route_keys().compile().unwrap();
+        let (pings, lb, telegraf) = (route("pings"), route("lb"), route("telegraf"));
+        assert!(pings.takes(Data::Ping) && !pings.takes(Data::Haproxy));
+        assert!(!lb.takes(Data::Ping) && lb.takes(Data::Haproxy) && lb.takes(Data::SelfMetrics));
+        assert!(lb.takes_metric("haproxy.backend.be.scur"));
+        assert!(!lb.takes_metric("haproxy.backend.be.server.s1.scur"));
+        assert!(!telegraf.takes(Data::Haproxy));
+        assert!(
+            telegraf.takes_order("web/eu/a") && !telegraf.takes_order("web/test-1") && !telegraf.takes_order("db/a")
+        );
     }
 }

@@ -39,7 +39,8 @@ fn raw_lines(dir: &Path) -> Vec<String> {
 /// The path of a Graphite line, without the local-store sinks' namespace `ls.`.
 fn path(line: &str) -> &str {
     let path = line.split(' ').next().unwrap();
-    path.strip_prefix("ls.").unwrap_or_else(|| panic!("not below ls.: {line}"))
+    path.strip_prefix("ls.")
+        .unwrap_or_else(|| panic!("not below ls.: {line}"))
 }
 
 /// The order id part of a ping line's path (`web.a` of `ping.web.a.loss`), if it is one.
@@ -65,7 +66,9 @@ fn g_ping(path: &str) -> bool {
 /// 'spoolmon.orders.*'], exclude: ['haproxy.frontend.fe_1*.scur']}`.
 fn g_lb(path: &str) -> bool {
     scur_frontend(path).is_some_and(|name| !name.starts_with("fe_1"))
-        || path.strip_prefix("spoolmon.orders.").is_some_and(|rest| !rest.contains('.'))
+        || path
+            .strip_prefix("spoolmon.orders.")
+            .is_some_and(|rest| !rest.contains('.'))
 }
 
 /// i-hap: `takes: [haproxy]`, `metrics: {include: ['haproxy.frontend.fe_00?_*.scur']}`.
@@ -100,7 +103,9 @@ fn measurements(influx: &Influx, database: &str) -> BTreeSet<String> {
 }
 
 fn order(host: &str, measurement: Option<&str>) -> String {
-    let telegraf = measurement.map_or(String::new(), |m| format!("measurement_name: {m}\ntags: {{host: '{host}'}}\n"));
+    let telegraf = measurement.map_or(String::new(), |m| {
+        format!("measurement_name: {m}\ntags: {{host: '{host}'}}\n")
+    });
     format!("{}{telegraf}", common::ping_order(host, 2, 1))
 }
 
@@ -145,7 +150,9 @@ fn each_sink_takes_exactly_what_its_route_says() {
     // Ping results first, then the HAProxy snapshot, named by a recent time so that carbon's
     // one-hour retention keeps its points.
     wait_for("every order measured", LIMIT, Some(&daemon), || {
-        ["web/a", "web/skip-b", "db/c"].iter().all(|id| base.result_time(id).is_some())
+        ["web/a", "web/skip-b", "db/c"]
+            .iter()
+            .all(|id| base.result_time(id).is_some())
     });
     let now = unix_now();
     let epoch = now - now % 10 - 10;
@@ -153,7 +160,9 @@ fn each_sink_takes_exactly_what_its_route_says() {
     let snapshot = base.join(&format!("incoming/{epoch}"));
     fs::rename(unpacked, &snapshot).unwrap();
     // Gone from incoming/ = every sink took it, also those that take nothing of it (g-ping).
-    wait_for("the HAProxy snapshot processed", LIMIT, Some(&daemon), || !snapshot.exists());
+    wait_for("the HAProxy snapshot processed", LIMIT, Some(&daemon), || {
+        !snapshot.exists()
+    });
     let handed = unix_now();
     assert_eq!(base.count("failed"), 0);
 
@@ -184,7 +193,9 @@ fn each_sink_takes_exactly_what_its_route_says() {
     // measurement name) and self-metrics.
     let hap: BTreeSet<String> = scur.iter().filter(|(p, _)| i_hap(p)).map(|(p, _)| p.clone()).collect();
     assert_eq!(hap.len(), 10, "{hap:?}");
-    wait_for("i-hap's ten frontends", LIMIT, Some(&daemon), || measurements(&influx, "ihap") == hap);
+    wait_for("i-hap's ten frontends", LIMIT, Some(&daemon), || {
+        measurements(&influx, "ihap") == hap
+    });
     wait_for(
         "i-def: a ping result measured after the HAProxy snapshot was handed on",
         LIMIT,
@@ -197,9 +208,18 @@ fn each_sink_takes_exactly_what_its_route_says() {
         },
     );
     let idef = measurements(&influx, "idef");
-    assert!(idef.contains("ping") && idef.contains("spoolmon.orders.active"), "{idef:?}");
-    let unexpected: Vec<&String> = idef.iter().filter(|m| *m != "ping" && !m.starts_with("spoolmon.")).collect();
-    assert!(unexpected.is_empty(), "i-def's default route takes no HAProxy metric: {unexpected:?}");
+    assert!(
+        idef.contains("ping") && idef.contains("spoolmon.orders.active"),
+        "{idef:?}"
+    );
+    let unexpected: Vec<&String> = idef
+        .iter()
+        .filter(|m| *m != "ping" && !m.starts_with("spoolmon."))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "i-def's default route takes no HAProxy metric: {unexpected:?}"
+    );
     let targets: BTreeSet<String> = influx
         .rows("idef", "ping")
         .iter()
@@ -212,15 +232,21 @@ fn each_sink_takes_exactly_what_its_route_says() {
     // After the stop nothing changes any more: the exact comparisons.
     let all_lines = raw_lines(&all_dir);
     let all = local_store_lines(&all_dir);
-    let expected: std::collections::BTreeMap<_, _> =
-        all.iter().filter(|((p, _), _)| ls_route(path(p))).map(|(k, v)| (k.clone(), *v)).collect();
+    let expected: std::collections::BTreeMap<_, _> = all
+        .iter()
+        .filter(|((p, _), _)| ls_route(path(p)))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
     let routed = local_store_lines(&route_dir);
     assert_eq!(routed.len(), expected.len());
     assert!(routed == expected, "ls-route holds other lines than its route passes");
     assert!(routed.keys().any(|(p, _)| p == "ls.haproxy.daemon.Idle_pct"));
     assert!(routed.keys().any(|(p, _)| p.starts_with("ls.ping.db.c.")));
     assert!(routed.keys().any(|(p, _)| p.starts_with("ls.spoolmon.")));
-    assert_eq!(raw_lines(&route_dir).len(), all_lines.iter().filter(|l| ls_route(path(l))).count());
+    assert_eq!(
+        raw_lines(&route_dir).len(),
+        all_lines.iter().filter(|l| ls_route(path(l))).count()
+    );
 
     let count = |route: fn(&str) -> bool| all_lines.iter().filter(|l| route(path(l))).count() as u64;
     assert_eq!(queued_lines(&base, "g-ping"), count(g_ping), "g-ping");
@@ -239,7 +265,13 @@ fn each_sink_takes_exactly_what_its_route_says() {
 
     // And carbon never made a series outside each sink's route (what it has written so far).
     let whisper = carbon.dir.path().join("whisper");
-    for absent in ["gping/haproxy", "gping/spoolmon", "gping/ping/web/skip-b", "gping/ping/db", "glb/ping"] {
+    for absent in [
+        "gping/haproxy",
+        "gping/spoolmon",
+        "gping/ping/web/skip-b",
+        "gping/ping/db",
+        "glb/ping",
+    ] {
         assert!(!whisper.join(absent).exists(), "{absent} in whisper");
     }
     let frontends: Vec<String> = fs::read_dir(whisper.join("glb/haproxy/frontend"))

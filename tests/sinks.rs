@@ -471,12 +471,8 @@ fn local_store_appends_graphite_lines_per_time_directory() {
         value: 7.0,
         time: 100,
     }];
-    store
-        .accept(SinkBatch::round(&results, &metrics))
-        .unwrap();
-    store
-        .accept(SinkBatch::round(&results[1..], &[]))
-        .unwrap();
+    store.accept(SinkBatch::round(&results, &metrics)).unwrap();
+    store.accept(SinkBatch::round(&results[1..], &[])).unwrap();
 
     let read = |time: &str| std::fs::read_to_string(base.path().join("local-store").join(time).join("stats")).unwrap();
     assert_eq!(
@@ -506,9 +502,7 @@ fn local_store_in_a_read_only_directory_fails_accept() {
     std::fs::create_dir(&dir).unwrap();
     let _read_only = ReadOnlyDir::new(&dir);
     let results = [ping_result("a", 100, vec![None], None)];
-    let err = store
-        .accept(SinkBatch::round(&results, &[]))
-        .unwrap_err();
+    let err = store.accept(SinkBatch::round(&results, &[])).unwrap_err();
     assert_eq!(err.sink, "debug");
     assert!(err.message.contains("local-store/100/stats"), "{err}");
 }

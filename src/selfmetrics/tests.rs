@@ -217,7 +217,10 @@ impl ResultSink for Routed {
         "routed"
     }
     fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError> {
-        self.batches.lock().unwrap().push((batch.metric_kind, batch.metrics.len()));
+        self.batches
+            .lock()
+            .unwrap()
+            .push((batch.metric_kind, batch.metrics.len()));
         Ok(())
     }
     fn takes(&self, kind: Kind) -> bool {

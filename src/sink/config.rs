@@ -158,9 +158,7 @@ pub fn validate_sinks(sinks: &BTreeMap<String, SinkConfig>) -> Result<(), String
             ));
         }
         sink.validate().map_err(|e| format!("sinks.{name}: {e}"))?;
-        sink.route_keys()
-            .validate()
-            .map_err(|e| format!("sinks.{name}.{e}"))?;
+        sink.route_keys().validate().map_err(|e| format!("sinks.{name}.{e}"))?;
     }
     Ok(())
 }

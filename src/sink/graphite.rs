@@ -29,8 +29,8 @@
 //! repeat is harmless.
 
 use super::hostname;
-use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
 use super::number::{write_integer, write_number};
+use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
 use super::{DeliveryError, Encoder, OutboxBounds, RetryPolicy, Transport};
 use crate::shared::measurement::Metric;
 use crate::shared::measurement::OrderResult;

@@ -7,8 +7,8 @@
 //! not to leave it enabled for more than an hour). Enable it to debug, then remove it.
 
 use super::graphite::{GraphiteEncoder, GraphiteOptions};
-use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
 use super::route::Route;
+use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
 use crate::process::handoff::Kind as DataKind;
 use crate::process::handoff::ResultSink;
 use crate::process::handoff::SinkBatch;

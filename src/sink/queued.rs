@@ -130,13 +130,17 @@ mod tests {
         sink.accept(SinkBatch::round(&results, &haproxy)).unwrap();
         assert_eq!(queued(dir.path()), (1, 2), "web/a and the frontend's scur");
         // Nothing of these passes: no record, and still Ok (processing counts them as taken).
-        sink.accept(SinkBatch::self_metrics(&metrics(&["spoolmon.orders.active"]))).unwrap();
+        sink.accept(SinkBatch::self_metrics(&metrics(&["spoolmon.orders.active"])))
+            .unwrap();
         sink.accept(SinkBatch::round(&results[..1], &haproxy[1..])).unwrap();
         assert_eq!(queued(dir.path()), (1, 2));
         assert!(sink.takes(Kind::Haproxy) && !sink.takes(Kind::SelfMetrics));
         let reader = std::fs::read(dir.path().join("00000000000000000000.seg")).unwrap();
         let text = String::from_utf8_lossy(&reader);
-        assert!(text.contains("ping.web/a 100\nhaproxy.frontend.www.scur 1 1700000000\n"), "{text}");
+        assert!(
+            text.contains("ping.web/a 100\nhaproxy.frontend.www.scur 1 1700000000\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -84,7 +84,9 @@ impl Kind {
 #[serde(default, deny_unknown_fields)]
 pub struct OrderGlobs {
     /// Globs on order ids (`web/**`, `db/*-primary`): only the results of orders matching one
-    /// are taken. Empty (the default) = every order.
+    /// are taken. Empty (the default) = every order. `*` stays within one `/`-separated
+    /// component, `**` crosses them, `?` is one character, `[a-z]` one of a set
+    /// (spool-layout.md, "Routing").
     pub include: Vec<String>,
     /// Globs on order ids whose results are left out, even when included. Default: none.
     pub exclude: Vec<String>,
@@ -96,7 +98,8 @@ pub struct OrderGlobs {
 pub struct MetricGlobs {
     /// Globs on metric paths before the sink's namespace (`haproxy.frontend.*.scur`,
     /// `spoolmon.orders.*`): only metrics matching one are taken. Empty (the default) = every
-    /// metric.
+    /// metric. `*` stays within one `.`-separated component, `**` crosses them, `?` is one
+    /// character, `[a-z]` one of a set (spool-layout.md, "Routing").
     pub include: Vec<String>,
     /// Globs on metric paths left out, even when included (`**.Uptime_sec`). Default: none.
     pub exclude: Vec<String>,
@@ -135,7 +138,10 @@ impl RouteKeys<'_> {
         if orders_set && !self.takes(Kind::Ping) {
             return Err(InvalidOption::new(
                 "orders",
-                format!("filters ping results, but takes is {} (without ping)", self.takes_text()),
+                format!(
+                    "filters ping results, but takes is {} (without ping)",
+                    self.takes_text()
+                ),
             ));
         }
         let metrics_set = !(self.metrics.include.is_empty() && self.metrics.exclude.is_empty());
@@ -600,7 +606,9 @@ mod tests {
     }
 
     fn result(id: &str) -> OrderResult {
-        OrderResult::builder(OrderId::new(id).unwrap(), 100).rtts(vec![None]).build()
+        OrderResult::builder(OrderId::new(id).unwrap(), 100)
+            .rtts(vec![None])
+            .build()
     }
 
     fn metric(path: &str) -> Metric {
@@ -650,7 +658,10 @@ mod tests {
     fn kinds_parse_by_their_config_names_and_refuse_others() {
         let kinds: Vec<Kind> = yaml_serde::from_str("[ping, haproxy, self]").unwrap();
         assert_eq!(kinds, Kind::ALL);
-        assert_eq!(yaml_serde::to_string(&Kind::ALL).unwrap(), "- ping\n- haproxy\n- self\n");
+        assert_eq!(
+            yaml_serde::to_string(&Kind::ALL).unwrap(),
+            "- ping\n- haproxy\n- self\n"
+        );
         for bad in ["[pings]", "[forwarded]", "[Ping]", "[self-metrics]"] {
             let err = yaml_serde::from_str::<Vec<Kind>>(bad).unwrap_err().to_string();
             assert!(err.contains("ping") && err.contains("haproxy"), "{bad}: {err}");

@@ -112,10 +112,7 @@ fn start_each(
 
 /// The compiled route of sink `name` (its keys were validated with the config).
 fn route(name: &str, config: &SinkConfig) -> Result<Route> {
-    config
-        .route_keys()
-        .compile()
-        .with_context(|| format!("sink {name}"))
+    config.route_keys().compile().with_context(|| format!("sink {name}"))
 }
 
 /// What a sink with an outbox is made of.
