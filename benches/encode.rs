@@ -5,6 +5,9 @@
 //! Under `cargo test` (no `--bench` argument) it encodes a few thousand lines only, as a smoke
 //! test of the bench itself; it asserts line counts, never times.
 //!
+//! The routed rows encode the same metrics through a sink's route (`takes`/`metrics` globs):
+//! without globs they must cost what the plain encoding does; with globs, one match per metric.
+//!
 //! usage: cargo bench --bench encode -- [lines]
 
 use spoolmon::process::handoff::SinkBatch;
@@ -12,6 +15,7 @@ use spoolmon::shared::measurement::Metric;
 use spoolmon::shared::measurement::{OrderId, OrderResult, TelegrafMeta};
 use spoolmon::sink::graphite::GraphiteEncoder;
 use spoolmon::sink::influx::{InfluxEncoder, Precision};
+use spoolmon::sink::route::{Kind, MetricGlobs, OrderGlobs, Route, RouteKeys};
 use spoolmon::sink::Encoder;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -49,12 +53,26 @@ fn results(count: usize) -> Vec<OrderResult> {
 
 /// Encodes `batch` `rounds` times into a reused buffer; prints and returns lines per round.
 fn measure(name: &str, encoder: &dyn Encoder, batch: SinkBatch<'_>, rounds: usize) -> usize {
+    measure_routed(name, encoder, batch, None, rounds)
+}
+
+/// [`measure`] through `route` (`None`: `Encoder::encode`, everything).
+fn measure_routed(
+    name: &str,
+    encoder: &dyn Encoder,
+    batch: SinkBatch<'_>,
+    route: Option<&Route>,
+    rounds: usize,
+) -> usize {
     let mut out = Vec::with_capacity(1 << 20);
     let started = Instant::now();
     let mut lines = 0;
     for _ in 0..rounds {
         out.clear();
-        lines += encoder.encode(batch, &mut out);
+        lines += match route {
+            Some(route) => encoder.encode_routed(batch, route, &mut out),
+            None => encoder.encode(batch, &mut out),
+        };
     }
     let elapsed = started.elapsed().as_secs_f64();
     println!(
@@ -77,14 +95,8 @@ fn main() {
     let graphite = GraphiteEncoder::with_prefix("loadbalancers.lb-01_example_com.");
     let influx = InfluxEncoder::with_tags(&BTreeMap::from([("host".into(), "lb-01".into())]), Precision::Ns);
 
-    let metric_batch = SinkBatch {
-        results: &[],
-        metrics: &metrics,
-    };
-    let result_batch = SinkBatch {
-        results: &results,
-        metrics: &[],
-    };
+    let metric_batch = SinkBatch::round(&[], &metrics);
+    let result_batch = SinkBatch::round(&results, &[]);
     assert_eq!(
         measure("graphite metrics", &graphite, metric_batch, rounds),
         metrics.len()
@@ -100,5 +112,40 @@ fn main() {
     assert_eq!(
         measure("line protocol ping results", &influx, result_batch, rounds),
         results.len() * 3
+    );
+    let everything = Route::everything();
+    assert_eq!(
+        measure_routed(
+            "graphite metrics, no globs",
+            &graphite,
+            metric_batch,
+            Some(&everything),
+            rounds
+        ),
+        metrics.len()
+    );
+    let globs = MetricGlobs {
+        include: vec!["haproxy.backend.*.server.**".into()],
+        exclude: vec!["**.server_1?.scur".into()],
+    };
+    let keys = RouteKeys {
+        takes: &Kind::ALL,
+        orders: &OrderGlobs::default(),
+        metrics: &globs,
+    };
+    let routed = keys.compile().unwrap();
+    let kept = metrics
+        .iter()
+        .filter(|m| !m.path.contains(".server_1") || m.path.ends_with(".server_1.scur"))
+        .count();
+    assert_eq!(
+        measure_routed(
+            "graphite metrics, 2 globs",
+            &graphite,
+            metric_batch,
+            Some(&routed),
+            rounds
+        ),
+        kept
     );
 }

@@ -54,10 +54,7 @@ fn measure(dir: &Path, runs: usize, encode: bool) -> (f64, BTreeMap<String, f64>
         }
         if encode {
             out.clear();
-            let batch = SinkBatch {
-                results: &[],
-                metrics: &aggregate.metrics,
-            };
+            let batch = SinkBatch::round(&[], &aggregate.metrics);
             assert_eq!(encoder.encode(batch, &mut out), LINES);
         }
     }

@@ -184,7 +184,11 @@ impl Config {
             pull.validate().map_err(|e| e.to_string())?;
         }
         self.process.validate().map_err(|e| format!("process.{e}"))?;
-        self.self_metrics.validate(|name| self.sinks.contains_key(name))?;
+        self.self_metrics.validate(|name| {
+            self.sinks
+                .get(name)
+                .map(|sink| sink.route_keys().takes(crate::sink::route::Kind::SelfMetrics))
+        })?;
         Ok(())
     }
 
@@ -321,6 +325,124 @@ mod tests {
         // Graphite's port and InfluxDB's url are where an operator looks first.
         assert!(printed.contains("#     port: 2003\n"), "{printed}");
         assert!(printed.contains("#     url: udp://127.0.0.1:8094\n"), "{printed}");
+        // The route defaults: InfluxDB leaves HAProxy metrics out, the others take everything.
+        let takes = |sink: &str| sinks[sink].route_keys().takes_text();
+        assert_eq!(takes("graphite"), "[ping, haproxy, self]");
+        assert_eq!(takes("influxdb"), "[ping, self]");
+        assert_eq!(takes("local-store"), "[ping, haproxy, self]");
+        assert!(
+            printed.contains("#     takes:\n#     - ping\n#     - self\n#     orders:\n#       include: []\n"),
+            "{printed}"
+        );
+    }
+
+    const ROUTED: &str = "sinks:
+  pings:
+    type: graphite
+    namespace: ping
+    takes: [ping]
+    orders: {include: ['web/**', 'db/*'], exclude: ['web/test-*']}
+  lb:
+    type: graphite
+    namespace: loadbalancers
+    takes: [haproxy, self]
+    metrics: {include: ['haproxy.frontend.*.scur', 'spoolmon.**'], exclude: ['**.Uptime_sec']}
+  telegraf:
+    type: influxdb
+  debug:
+    type: local-store
+    dir: /tmp/ls
+    takes: [haproxy]
+self-metrics: {sinks: [lb, telegraf]}
+";
+
+    #[test]
+    fn routes_parse_print_back_and_take_what_they_say() {
+        use crate::process::handoff::Kind as Data;
+        let config = Config::parse(ROUTED).unwrap();
+        assert_eq!(Config::parse(&config.to_yaml()).unwrap(), config);
+        let route = |name: &str| config.sinks[name].route_keys().compile().unwrap();
+        let pings = route("pings");
+        assert!(pings.takes(Data::Ping) && !pings.takes(Data::Haproxy) && !pings.takes(Data::SelfMetrics));
+        assert!(pings.takes_order("web/eu/a") && pings.takes_order("db/a"));
+        assert!(!pings.takes_order("web/test-1") && !pings.takes_order("db/eu/a") && !pings.takes_order("dns/a"));
+        let lb = route("lb");
+        assert!(!lb.takes(Data::Ping) && lb.takes(Data::Haproxy) && lb.takes(Data::SelfMetrics));
+        assert!(lb.takes_metric("haproxy.frontend.www.scur") && lb.takes_metric("spoolmon.orders.active"));
+        assert!(!lb.takes_metric("haproxy.frontend.www.stot") && !lb.takes_metric("spoolmon.process.Uptime_sec"));
+        let telegraf = route("telegraf");
+        assert!(telegraf.takes(Data::Ping) && !telegraf.takes(Data::Haproxy) && telegraf.takes(Data::SelfMetrics));
+        let debug = route("debug");
+        assert!(!debug.takes(Data::Ping) && debug.takes(Data::Haproxy));
+    }
+
+    #[test]
+    fn bad_routes_are_named_at_their_key() {
+        for (sink, key) in [
+            (
+                "{type: graphite, takes: [pings]}",
+                "sinks.x.takes: unknown variant `pings`",
+            ),
+            (
+                "{type: graphite, takes: [forwarded]}",
+                "sinks.x.takes: unknown variant `forwarded`",
+            ),
+            ("{type: influxdb, takes: ping}", "sinks.x.takes"),
+            (
+                "{type: local-store, takes: []}",
+                "sinks.x.takes: must name at least one",
+            ),
+            (
+                "{type: graphite, orders: {inclde: [a]}}",
+                "sinks.x.orders: unknown field `inclde`",
+            ),
+            ("{type: graphite, metrics: [a]}", "sinks.x.metrics"),
+            ("{type: graphite, orders: {include: ['']}}", "sinks.x.orders.include[0]"),
+            (
+                "{type: graphite, orders: {exclude: [a, 'b[']}}",
+                "sinks.x.orders.exclude[1]",
+            ),
+            (
+                "{type: influxdb, metrics: {include: ['a***']}}",
+                "sinks.x.metrics.include[0]",
+            ),
+            (
+                "{type: graphite, takes: [ping], metrics: {include: [a]}}",
+                "sinks.x.metrics: filters",
+            ),
+            (
+                "{type: local-store, takes: [self], orders: {include: [a]}}",
+                "sinks.x.orders: filters",
+            ),
+            ("{type: graphite, route: {takes: [ping]}}", "sinks.x.route: unknown key"),
+        ] {
+            let err = Config::parse(&format!("sinks: {{x: {sink}}}")).unwrap_err();
+            assert!(err.contains(key), "{sink}: {err}");
+        }
+        let huge = format!(
+            "sinks: {{x: {{type: graphite, orders: {{include: ['{}']}}}}}}",
+            "*a".repeat(600)
+        );
+        let err = Config::parse(&huge).unwrap_err();
+        assert!(
+            err.contains("sinks.x.orders.include[0]") && err.contains("at most 1024"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn self_metrics_go_only_to_sinks_that_take_them() {
+        let named = "sinks: {carbon: {type: graphite, takes: [ping, haproxy]}}\nself-metrics: {sinks: [carbon]}\n";
+        let err = Config::parse(named).unwrap_err();
+        assert!(
+            err.contains("self-metrics.sinks") && err.contains("sinks.carbon.takes"),
+            "{err}"
+        );
+        // `true` is every sink that takes self: no contradiction with a sink that does not.
+        let all =
+            "sinks: {carbon: {type: graphite, takes: [ping]}, own: {type: local-store}}\nself-metrics: {sinks: true}\n";
+        Config::parse(all).unwrap();
+        Config::parse("sinks: {own: {type: influxdb}}\nself-metrics: {sinks: [own]}\n").unwrap();
     }
 
     #[test]
@@ -512,5 +634,25 @@ mod tests {
         let end = start + readme[start..].find("```").unwrap();
         let config = Config::parse(&readme[start..end]).unwrap();
         assert_eq!(config.sinks.len(), 3);
+    }
+
+    #[test]
+    fn the_readme_routing_example_is_a_valid_config_that_splits_the_kinds() {
+        use crate::process::handoff::Kind as Data;
+        let readme = include_str!("../README.md");
+        let marker = "```yaml\nsinks:\n  pings:";
+        let start = readme.find(marker).expect("README has the routing example") + "```yaml\n".len();
+        let end = start + readme[start..].find("```").unwrap();
+        let config = Config::parse(&readme[start..end]).unwrap();
+        let route = |name: &str| config.sinks[name].route_keys().compile().unwrap();
+        let (pings, lb, telegraf) = (route("pings"), route("lb"), route("telegraf"));
+        assert!(pings.takes(Data::Ping) && !pings.takes(Data::Haproxy));
+        assert!(!lb.takes(Data::Ping) && lb.takes(Data::Haproxy) && lb.takes(Data::SelfMetrics));
+        assert!(lb.takes_metric("haproxy.backend.be.scur"));
+        assert!(!lb.takes_metric("haproxy.backend.be.server.s1.scur"));
+        assert!(!telegraf.takes(Data::Haproxy));
+        assert!(
+            telegraf.takes_order("web/eu/a") && !telegraf.takes_order("web/test-1") && !telegraf.takes_order("db/a")
+        );
     }
 }

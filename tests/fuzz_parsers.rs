@@ -1042,10 +1042,14 @@ const SINKS_CONFIG: &str = "sinks:
     port: 2003
     namespace: ping
     outbox: {max-bytes: 2097152, max-age: 3600}
+    takes: [ping]
+    orders: {include: ['web/**', 'db/[a-c]?-*'], exclude: ['web/test-*']}
   telegraf:
     type: influxdb
     url: http://127.0.0.1:8086
     database: pings
+    takes: [ping, haproxy]
+    metrics: {include: ['haproxy.frontend.*.scur', '**.stot'], exclude: ['haproxy.**.server.\\*']}
   debug:
     type: local-store
     dir: /tmp/ls

@@ -42,7 +42,7 @@ fn ping_result(id: &str, time: i64, rtts: Vec<Option<f64>>, measurement: Option<
 
 fn encoded(encoder: &dyn Encoder, results: &[OrderResult], metrics: &[Metric]) -> Vec<u8> {
     let mut out = Vec::new();
-    encoder.encode(SinkBatch { results, metrics }, &mut out);
+    encoder.encode(SinkBatch::round(results, metrics), &mut out);
     out
 }
 
@@ -453,7 +453,7 @@ fn local_store(dir: &std::path::Path) -> LocalStore {
         ..LocalStoreOptions::default()
     };
     options.validate().unwrap();
-    let store = LocalStore::new(&options, options.encoder());
+    let store = LocalStore::new("debug", &options, options.encoder()).unwrap();
     assert_eq!(options.encoder().prefix(), "loadbalancers.lb-01.");
     store
 }
@@ -471,18 +471,8 @@ fn local_store_appends_graphite_lines_per_time_directory() {
         value: 7.0,
         time: 100,
     }];
-    store
-        .accept(SinkBatch {
-            results: &results,
-            metrics: &metrics,
-        })
-        .unwrap();
-    store
-        .accept(SinkBatch {
-            results: &results[1..],
-            metrics: &[],
-        })
-        .unwrap();
+    store.accept(SinkBatch::round(&results, &metrics)).unwrap();
+    store.accept(SinkBatch::round(&results[1..], &[])).unwrap();
 
     let read = |time: &str| std::fs::read_to_string(base.path().join("local-store").join(time).join("stats")).unwrap();
     assert_eq!(
@@ -501,7 +491,7 @@ fn local_store_appends_graphite_lines_per_time_directory() {
         .collect();
     names.sort();
     assert_eq!(names, ["100", "120"]);
-    assert_eq!(store.name(), "local-store");
+    assert_eq!(store.name(), "debug");
 }
 
 #[test]
@@ -512,13 +502,8 @@ fn local_store_in_a_read_only_directory_fails_accept() {
     std::fs::create_dir(&dir).unwrap();
     let _read_only = ReadOnlyDir::new(&dir);
     let results = [ping_result("a", 100, vec![None], None)];
-    let err = store
-        .accept(SinkBatch {
-            results: &results,
-            metrics: &[],
-        })
-        .unwrap_err();
-    assert_eq!(err.sink, "local-store");
+    let err = store.accept(SinkBatch::round(&results, &[])).unwrap_err();
+    assert_eq!(err.sink, "debug");
     assert!(err.message.contains("local-store/100/stats"), "{err}");
 }
 

@@ -1,23 +1,85 @@
 //! What processing hands on: the interface between a processing round and the sinks.
 //!
 //! Each round gives every [`ResultSink`] one [`SinkBatch`] (the round's ping results and
-//! metrics) before it removes the snapshots they came from; a sink's `accept` returns `Ok` only
-//! once the batch is durable on this machine (in its outbox), or a [`SinkError`] and the
-//! snapshots stay in `incoming/` to be retried. Defined here, by the stage that calls it, so
-//! processing never imports the sinks: `crate::sink` implements the trait and the commands hand
-//! the started sinks to the [`super::Processor`]. Owns nothing on disk.
+//! HAProxy metrics) before it removes the snapshots they came from; self-metrics hand their
+//! samples through the same call. A sink's `accept` returns `Ok` only once what it takes of the
+//! batch is durable on this machine (in its outbox), or a [`SinkError`] and the snapshots stay
+//! in `incoming/` to be retried. Each batch says what [`Kind`] of data it holds, so every sink
+//! takes only the kinds its route names (`crate::sink::route`); a sink that takes nothing of a
+//! batch returns `Ok` without writing anything, and the batch counts as taken.
+//!
+//! Defined here, by the stage that calls it, so processing never imports the sinks:
+//! `crate::sink` implements the trait and the commands hand the started sinks to the
+//! [`super::Processor`]. Owns nothing on disk.
 
 use crate::shared::measurement::{Metric, OrderResult};
 
-/// What processing hands to the sinks in one round.
+/// A kind of data a sink can take (its `takes:` in the config).
+///
+/// Data forwarded from other spoolmon nodes will be a kind of its own when forwarding exists
+/// (issue 13); until then there is no such kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Ping results of the orders ([`SinkBatch::results`]).
+    Ping,
+    /// HAProxy metrics aggregated by processing (including `haproxy.haproxystats.*`, the
+    /// aggregation's own timings).
+    Haproxy,
+    /// spoolmon's self-metrics (`crate::selfmetrics`).
+    SelfMetrics,
+}
+
+/// What the metrics of a [`SinkBatch`] are (its results are always [`Kind::Ping`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MetricKind {
+    /// HAProxy aggregates from a processing round.
+    #[default]
+    Haproxy,
+    /// Samples of the self-metrics.
+    SelfMetrics,
+}
+
+impl MetricKind {
+    /// The kind a sink must take to receive these metrics.
+    pub fn kind(self) -> Kind {
+        match self {
+            MetricKind::Haproxy => Kind::Haproxy,
+            MetricKind::SelfMetrics => Kind::SelfMetrics,
+        }
+    }
+}
+
+/// What processing (or self-metrics) hands to the sinks in one call.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SinkBatch<'a> {
     /// Ping results, sorted by time then order id.
     pub results: &'a [OrderResult],
+    /// Metrics, with their path as their producer spells it (`haproxy.frontend.www.scur`,
+    /// `spoolmon.orders.active`): without any sink's namespace or host.
     pub metrics: &'a [Metric],
+    /// What `metrics` are.
+    pub metric_kind: MetricKind,
 }
 
-impl SinkBatch<'_> {
+impl<'a> SinkBatch<'a> {
+    /// A processing round's batch: ping results and HAProxy metrics.
+    pub fn round(results: &'a [OrderResult], metrics: &'a [Metric]) -> SinkBatch<'a> {
+        SinkBatch {
+            results,
+            metrics,
+            metric_kind: MetricKind::Haproxy,
+        }
+    }
+
+    /// A batch of self-metrics samples.
+    pub fn self_metrics(metrics: &'a [Metric]) -> SinkBatch<'a> {
+        SinkBatch {
+            results: &[],
+            metrics,
+            metric_kind: MetricKind::SelfMetrics,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.results.is_empty() && self.metrics.is_empty()
     }
@@ -25,11 +87,18 @@ impl SinkBatch<'_> {
 
 /// A destination for processed results.
 pub trait ResultSink: Send + Sync {
-    /// Short name, also the directory name under `outbox/`.
+    /// Short name (the sink's name under `sinks:`), also the directory name under `outbox/`.
     fn name(&self) -> &str;
-    /// Takes a batch of results (any orders, each order's results in time order). Returns once the
-    /// batch is durable on this machine.
+    /// Takes what its route takes of a batch of results (any orders, each order's results in
+    /// time order). Returns once that is durable on this machine; `Ok` without writing
+    /// anything when it takes nothing of the batch.
     fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError>;
+    /// Whether this sink takes data of `kind` at all (self-metrics are sent only to sinks that
+    /// take them). A sink without a route takes every kind.
+    fn takes(&self, kind: Kind) -> bool {
+        let _ = kind;
+        true
+    }
 }
 
 /// Why a sink could not take a batch; the snapshots stay in `incoming/` and are retried.

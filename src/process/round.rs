@@ -824,11 +824,7 @@ impl Processor {
             }
             for sink_index in sink_indexes {
                 let sink = &self.sinks[sink_index];
-                let batch = SinkBatch {
-                    results: &results,
-                    metrics: &metrics,
-                };
-                match sink.accept(batch) {
+                match sink.accept(SinkBatch::round(&results, &metrics)) {
                     Ok(()) => {
                         for &i in &need {
                             self.delivered

@@ -27,7 +27,8 @@
 //!
 //! # Sinks
 //!
-//! With `self-metrics: {sinks: true}` (every sink) or a list of sink names, each write also
+//! With `self-metrics: {sinks: true}` (every sink whose `takes` has `self`) or a list of sink
+//! names (each must take `self`, or the config is refused), each write also
 //! hands the samples as [`Metric`]s to those sinks' `accept`, the same call processing makes
 //! for HAProxy aggregates. `accept` is safe from this thread while processing uses the same
 //! sinks: an outbox serializes appends under its writer lock and local-store under its own
@@ -46,6 +47,7 @@ pub use gather::{Observed, Sources};
 use crate::collect::haproxy::PullStats;
 use crate::orders::book::OrderBook;
 use crate::probe::scheduler::SchedulerStats;
+use crate::process::handoff::Kind;
 use crate::process::handoff::ResultSink;
 use crate::process::handoff::SinkBatch;
 use crate::process::ProcessStats;
@@ -71,8 +73,8 @@ pub struct SelfMetricsOptions {
     /// to sinks). Default 10.
     #[schemars(range(min = 1))]
     pub interval: u64,
-    /// Sinks that get the self-metrics: `false` (none, the default), `true` (all) or a list of
-    /// sink names from `sinks:`.
+    /// Sinks that get the self-metrics: `false` (none, the default), `true` (every sink whose
+    /// `takes` has `self`) or a list of sink names from `sinks:` (each must take `self`).
     pub sinks: SinkSelection,
     /// First path component of the self-metrics in sinks. Default `spoolmon`.
     pub prefix: String,
@@ -135,8 +137,9 @@ impl SinkSelection {
 }
 
 impl SelfMetricsOptions {
-    /// Checks the options; `is_sink` tells the names under `sinks:`. The error names the key.
-    pub fn validate(&self, is_sink: impl Fn(&str) -> bool) -> Result<(), String> {
+    /// Checks the options; `sink_takes_self` tells, for a name, whether `sinks:` has a sink of
+    /// that name (`None` if not) and whether its `takes` has `self`. The error names the key.
+    pub fn validate(&self, sink_takes_self: impl Fn(&str) -> Option<bool>) -> Result<(), String> {
         if self.interval == 0 {
             return Err("self-metrics.interval: must be at least 1".into());
         }
@@ -148,8 +151,17 @@ impl SelfMetricsOptions {
             ));
         }
         if let SinkSelection::Named(names) = &self.sinks {
-            if let Some(unknown) = names.iter().find(|n| !is_sink(n)) {
-                return Err(format!("self-metrics.sinks: no sink named {unknown:?} under sinks:"));
+            for name in names {
+                match sink_takes_self(name) {
+                    None => return Err(format!("self-metrics.sinks: no sink named {name:?} under sinks:")),
+                    Some(false) => {
+                        return Err(format!(
+                            "self-metrics.sinks names {name:?}, but sinks.{name}.takes leaves out self: \
+                             add self to sinks.{name}.takes or remove {name:?} from self-metrics.sinks"
+                        ))
+                    }
+                    Some(true) => {}
+                }
             }
         }
         Ok(())
@@ -324,7 +336,7 @@ impl SelfMetrics {
             .names
             .iter()
             .zip(&running.sinks)
-            .filter(|(name, _)| selection.includes(name))
+            .filter(|(name, sink)| selection.includes(name) && sink.takes(Kind::SelfMetrics))
             .map(|(_, sink)| Arc::clone(sink))
             .collect();
         self
@@ -483,11 +495,7 @@ impl SelfMetrics {
         let mut ok = true;
         let metrics = sink_metrics(&self.prefix, families, time);
         for sink in &self.sinks {
-            let batch = SinkBatch {
-                results: &[],
-                metrics: &metrics,
-            };
-            match sink.accept(batch) {
+            match sink.accept(SinkBatch::self_metrics(&metrics)) {
                 Ok(()) => debug!(sink = sink.name(), metrics = metrics.len(), "self-metrics sent"),
                 Err(e) => {
                     warn!("self-metrics not sent: {e}");

@@ -6,7 +6,7 @@ use super::*;
 use crate::collect::haproxy::PullStats;
 use crate::orders::book::OrderState;
 use crate::probe::scheduler::SchedulerStats;
-use crate::process::handoff::SinkError;
+use crate::process::handoff::{MetricKind, SinkError};
 use crate::process::ProcessStats;
 use crate::sink::backlog::SinkBacklog;
 use crate::sink::delivery::DeliveryStats;
@@ -204,6 +204,57 @@ fn a_tick_writes_both_files_atomically_and_only_the_selected_sinks_get_the_metri
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Records the batches it accepted; takes self-metrics only when `takes_self`.
+struct Routed {
+    takes_self: bool,
+    batches: Mutex<Vec<(MetricKind, usize)>>,
+}
+
+impl ResultSink for Routed {
+    fn name(&self) -> &str {
+        "routed"
+    }
+    fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError> {
+        self.batches
+            .lock()
+            .unwrap()
+            .push((batch.metric_kind, batch.metrics.len()));
+        Ok(())
+    }
+    fn takes(&self, kind: Kind) -> bool {
+        kind != Kind::SelfMetrics || self.takes_self
+    }
+}
+
+#[test]
+fn sinks_true_sends_to_every_sink_that_takes_self_and_says_what_the_batch_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = BaseDir::new(dir.path());
+    base.create_all().unwrap();
+    let options = SelfMetricsOptions {
+        sinks: SinkSelection::All(true),
+        interval: 3600,
+        ..SelfMetricsOptions::default()
+    };
+    let sink = |takes_self| {
+        Arc::new(Routed {
+            takes_self,
+            batches: Mutex::default(),
+        })
+    };
+    let (takes, leaves) = (sink(true), sink(false));
+    let mut running = RunningSinks::default();
+    running.sinks = vec![takes.clone(), leaves.clone()];
+    running.names = vec!["takes".to_string(), "leaves".to_string()];
+    let metrics = SelfMetrics::new(&base, Component::Process, &options, sources()).with_sinks(&options, &running);
+    metrics.tick(None);
+    let sent = takes.batches.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, MetricKind::SelfMetrics);
+    assert!(sent[0].1 > 0);
+    assert!(leaves.batches.lock().unwrap().is_empty());
 }
 
 #[test]

@@ -8,6 +8,7 @@
 use super::graphite::GraphiteOptions;
 use super::influx::InfluxOptions;
 use super::local_store::LocalStoreOptions;
+use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
 use crate::shared::option::InvalidOption;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -63,6 +64,7 @@ impl SinkConfig {
             .remove("type")
             .ok_or_else(|| format!("sinks.{name}: missing `type:` (graphite, influxdb or local-store)"))?;
         let kind: SinkType = yaml_serde::from_value(kind).map_err(|e| format!("sinks.{name}.type: {e}"))?;
+        check_route_keys(name, &keys)?;
         let keys = yaml_serde::Value::Mapping(keys);
         Ok(match kind {
             SinkType::Graphite => SinkConfig::Graphite(options(name, keys)?),
@@ -78,6 +80,31 @@ impl SinkConfig {
             SinkConfig::LocalStore(options) => options.validate(),
         }
     }
+
+    /// The sink's routing keys (`takes`, `orders`, `metrics`; the same for every type).
+    pub fn route_keys(&self) -> RouteKeys<'_> {
+        match self {
+            SinkConfig::Graphite(options) => options.route_keys(),
+            SinkConfig::Influxdb(options) => options.route_keys(),
+            SinkConfig::LocalStore(options) => options.route_keys(),
+        }
+    }
+}
+
+/// Reads the routing keys of sink `name` on their own first, so a wrong kind or a typo inside
+/// `orders:` / `metrics:` is named at its key (`sinks.<name>.takes: unknown variant ...`).
+fn check_route_keys(name: &str, keys: &yaml_serde::Mapping) -> Result<(), String> {
+    fn check<T: DeserializeOwned>(name: &str, key: &str, keys: &yaml_serde::Mapping) -> Result<(), String> {
+        match keys.get(key) {
+            Some(value) => yaml_serde::from_value::<T>(value.clone())
+                .map(drop)
+                .map_err(|e| format!("sinks.{name}.{key}: {e}")),
+            None => Ok(()),
+        }
+    }
+    check::<Vec<Kind>>(name, "takes", keys)?;
+    check::<OrderGlobs>(name, "orders", keys)?;
+    check::<MetricGlobs>(name, "metrics", keys)
 }
 
 /// The options of sink `name` from its keys without `type:`. When they are refused and a
@@ -131,6 +158,7 @@ pub fn validate_sinks(sinks: &BTreeMap<String, SinkConfig>) -> Result<(), String
             ));
         }
         sink.validate().map_err(|e| format!("sinks.{name}: {e}"))?;
+        sink.route_keys().validate().map_err(|e| format!("sinks.{name}.{e}"))?;
     }
     Ok(())
 }

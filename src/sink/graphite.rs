@@ -30,8 +30,8 @@
 
 use super::hostname;
 use super::number::{write_integer, write_number};
+use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
 use super::{DeliveryError, Encoder, OutboxBounds, RetryPolicy, Transport};
-use crate::process::handoff::SinkBatch;
 use crate::shared::measurement::Metric;
 use crate::shared::measurement::OrderResult;
 use crate::shared::option::{check_printable, check_seconds, seconds, InvalidOption};
@@ -82,6 +82,16 @@ pub struct GraphiteOptions {
     pub hostname: Option<String>,
     /// Size and age bounds of this sink's outbox (`queue-size` bounds its lines too).
     pub outbox: OutboxBounds,
+    /// Kinds of data this sink takes: `ping` (ping results), `haproxy` (HAProxy metrics from
+    /// processing), `self` (self-metrics, sent to the sinks `self-metrics: {sinks}` selects).
+    /// Default all three.
+    pub takes: Vec<Kind>,
+    /// Which orders' ping results this sink takes: globs on order ids (`web/**`); see
+    /// spool-layout.md, "Routing".
+    pub orders: OrderGlobs,
+    /// Which HAProxy and self metrics this sink takes: globs on their paths before the
+    /// namespace (`haproxy.frontend.*.scur`); see spool-layout.md, "Routing".
+    pub metrics: MetricGlobs,
 }
 
 impl Default for GraphiteOptions {
@@ -101,11 +111,23 @@ impl Default for GraphiteOptions {
             queue_size: 1_000_000,
             hostname: None,
             outbox: OutboxBounds::default(),
+            takes: Kind::ALL.to_vec(),
+            orders: OrderGlobs::default(),
+            metrics: MetricGlobs::default(),
         }
     }
 }
 
 impl GraphiteOptions {
+    /// The routing keys (`takes`, `orders`, `metrics`).
+    pub fn route_keys(&self) -> RouteKeys<'_> {
+        RouteKeys {
+            takes: &self.takes,
+            orders: &self.orders,
+            metrics: &self.metrics,
+        }
+    }
+
     /// Checks every option; the error names the first bad key.
     pub fn validate(&self) -> Result<(), InvalidOption> {
         self.outbox.validate()?;
@@ -236,10 +258,12 @@ impl GraphiteEncoder {
 }
 
 impl Encoder for GraphiteEncoder {
-    fn encode(&self, batch: SinkBatch<'_>, out: &mut Vec<u8>) -> usize {
-        let results: usize = batch.results.iter().map(|r| self.encode_result(r, out)).sum();
-        let metrics: usize = batch.metrics.iter().map(|m| self.encode_metric(m, out)).sum();
-        results + metrics
+    fn encode_result(&self, result: &OrderResult, out: &mut Vec<u8>) -> usize {
+        GraphiteEncoder::encode_result(self, result, out)
+    }
+
+    fn encode_metric(&self, metric: &Metric, out: &mut Vec<u8>) -> usize {
+        GraphiteEncoder::encode_metric(self, metric, out)
     }
 }
 
@@ -373,6 +397,7 @@ impl Transport for GraphiteTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::handoff::SinkBatch;
     use crate::shared::measurement::OrderId;
 
     fn result(id: &str, rtts: Vec<Option<f64>>) -> OrderResult {
@@ -384,7 +409,7 @@ mod tests {
     fn encode(results: &[OrderResult], metrics: &[Metric]) -> (String, usize) {
         let encoder = GraphiteEncoder::with_prefix("ns.lb-01.");
         let mut out = Vec::new();
-        let lines = encoder.encode(SinkBatch { results, metrics }, &mut out);
+        let lines = encoder.encode(SinkBatch::round(results, metrics), &mut out);
         (String::from_utf8(out).unwrap(), lines)
     }
 

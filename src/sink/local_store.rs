@@ -1,12 +1,15 @@
-//! local-store: haproxystats' debugging dispatcher. Every batch is appended, in Graphite
-//! plaintext (the same lines and namespace as the Graphite sink), to `<dir>/<time>/stats`, one
-//! directory per distinct result or metric time, and fsynced before [`ResultSink::accept`]
-//! returns. No outbox: the file is the destination.
+//! local-store: haproxystats' debugging dispatcher. What its route takes of every batch is
+//! appended, in Graphite plaintext (the same lines and namespace as the Graphite sink), to
+//! `<dir>/<time>/stats`, one directory per distinct result or metric time, and fsynced before
+//! [`ResultSink::accept`] returns. No outbox: the file is the destination.
 //!
 //! **Nothing ever deletes these files: the directory grows without bound** (haproxystats warns
 //! not to leave it enabled for more than an hour). Enable it to debug, then remove it.
 
 use super::graphite::{GraphiteEncoder, GraphiteOptions};
+use super::route::Route;
+use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
+use crate::process::handoff::Kind as DataKind;
 use crate::process::handoff::ResultSink;
 use crate::process::handoff::SinkBatch;
 use crate::process::handoff::SinkError;
@@ -19,9 +22,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-
-/// Name of the sink, in logs and errors.
-pub const NAME: &str = "local-store";
 
 /// Options of the local-store sink.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -39,6 +39,16 @@ pub struct LocalStoreOptions {
     pub fqdn: bool,
     /// Host name to use instead of the system's, as the Graphite sink's (same default).
     pub hostname: Option<String>,
+    /// Kinds of data this sink takes: `ping` (ping results), `haproxy` (HAProxy metrics from
+    /// processing), `self` (self-metrics, sent to the sinks `self-metrics: {sinks}` selects).
+    /// Default all three.
+    pub takes: Vec<Kind>,
+    /// Which orders' ping results this sink takes: globs on order ids (`web/**`); see
+    /// spool-layout.md, "Routing".
+    pub orders: OrderGlobs,
+    /// Which HAProxy and self metrics this sink takes: globs on their paths before the
+    /// namespace (`haproxy.frontend.*.scur`); see spool-layout.md, "Routing".
+    pub metrics: MetricGlobs,
 }
 
 impl Default for LocalStoreOptions {
@@ -50,11 +60,25 @@ impl Default for LocalStoreOptions {
             prefix_hostname: graphite.prefix_hostname,
             fqdn: graphite.fqdn,
             hostname: graphite.hostname,
+            takes: graphite.takes,
+            orders: graphite.orders,
+            metrics: graphite.metrics,
         }
     }
 }
 
 impl LocalStoreOptions {
+    /// The routing keys (`takes`, `orders`, `metrics`).
+    pub fn route_keys(&self) -> RouteKeys<'_> {
+        RouteKeys {
+            takes: &self.takes,
+            orders: &self.orders,
+            metrics: &self.metrics,
+        }
+    }
+
+    /// Checks every option but the route (checked for every sink type by
+    /// [`super::config::validate_sinks`]); the error names the key.
     pub fn validate(&self) -> Result<(), InvalidOption> {
         if self.dir.as_os_str().is_empty() {
             return Err(InvalidOption::new("local-store.dir", "must name a directory"));
@@ -82,8 +106,11 @@ impl LocalStoreOptions {
 /// Appends Graphite lines to `<dir>/<time>/stats`, durably, for every batch.
 #[derive(Debug)]
 pub struct LocalStore {
+    /// The sink's name under `sinks:` (in logs, errors and processing's bookkeeping).
+    name: String,
     dir: PathBuf,
     encoder: GraphiteEncoder,
+    route: Route,
     /// Serializes appends, so lines of concurrent batches never interleave within a file.
     writing: Mutex<()>,
 }
@@ -96,13 +123,17 @@ struct TimeSlice<'a> {
 }
 
 impl LocalStore {
-    /// A store under the options' `dir`, writing what `encoder` (the Graphite sink's) writes.
-    pub fn new(options: &LocalStoreOptions, encoder: GraphiteEncoder) -> LocalStore {
-        LocalStore {
+    /// Sink `name`: a store under the options' `dir`, writing what `encoder` (the Graphite
+    /// sink's) writes of what the options' route takes. Fails only on a route that
+    /// [`LocalStoreOptions::validate`] refuses.
+    pub fn new(name: &str, options: &LocalStoreOptions, encoder: GraphiteEncoder) -> Result<LocalStore, InvalidOption> {
+        Ok(LocalStore {
+            name: name.to_owned(),
             dir: options.dir.clone(),
             encoder,
+            route: options.route_keys().compile()?,
             writing: Mutex::new(()),
-        }
+        })
     }
 
     /// Encodes one time's results and metrics and appends them to `<dir>/<time>/stats`.
@@ -134,7 +165,7 @@ impl LocalStore {
 
     fn error(&self, what: String, error: io::Error) -> SinkError {
         SinkError {
-            sink: NAME.to_string(),
+            sink: self.name.clone(),
             message: format!("{what}: {error}"),
         }
     }
@@ -142,16 +173,19 @@ impl LocalStore {
 
 impl ResultSink for LocalStore {
     fn name(&self) -> &str {
-        NAME
+        &self.name
     }
 
     fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError> {
         let mut by_time: BTreeMap<i64, TimeSlice<'_>> = BTreeMap::new();
-        for result in batch.results {
+        for result in self.route.results(batch) {
             by_time.entry(result.time).or_default().results.push(result);
         }
-        for metric in batch.metrics {
+        for metric in self.route.metrics(batch) {
             by_time.entry(metric.time).or_default().metrics.push(metric);
+        }
+        if by_time.is_empty() {
+            return Ok(());
         }
         let _writing = self.writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         fs::create_dir_all(&self.dir).map_err(|e| self.error(format!("creating {}", self.dir.display()), e))?;
@@ -163,6 +197,10 @@ impl ResultSink for LocalStore {
             })?;
         }
         Ok(())
+    }
+
+    fn takes(&self, kind: DataKind) -> bool {
+        self.route.takes(kind)
     }
 }
 

@@ -11,10 +11,14 @@
 //! - a delivery thread per sink sends them through a [`Transport`] and acknowledges what the
 //!   remote took, with backoff on [`DeliveryError::Transient`] and a drop on
 //!   [`DeliveryError::Rejected`];
-//! - `local_store` writes haproxystats' debugging layout directly, without an outbox.
+//! - `local_store` writes haproxystats' debugging layout directly, without an outbox;
+//! - each sink takes only what its [`route`] says (`takes`, `orders`, `metrics` in its config),
+//!   filtered while encoding: nothing is copied, and a batch it takes nothing of appends nothing.
 
 use crate::process::handoff::SinkBatch;
+use crate::shared::measurement::{Metric, OrderResult};
 use crate::shared::option::InvalidOption;
+use route::Route;
 
 pub mod backlog;
 pub mod config;
@@ -26,12 +30,29 @@ pub mod local_store;
 pub mod number;
 pub mod outbox;
 pub mod queued;
+pub mod route;
 pub mod running;
 
 /// Turns results and metrics into whole lines of a text protocol, each ending in `\n`.
 pub trait Encoder: Send + Sync {
-    /// Appends the lines for `batch` to `out`; returns how many lines it appended.
-    fn encode(&self, batch: SinkBatch<'_>, out: &mut Vec<u8>) -> usize;
+    /// Appends the lines of one ping result to `out`; returns how many lines it appended.
+    fn encode_result(&self, result: &OrderResult, out: &mut Vec<u8>) -> usize;
+    /// Appends the line(s) of one metric to `out`; returns how many lines it appended.
+    fn encode_metric(&self, metric: &Metric, out: &mut Vec<u8>) -> usize;
+
+    /// Appends the lines of what `route` takes of `batch`; returns how many lines it appended.
+    fn encode_routed(&self, batch: SinkBatch<'_>, route: &Route, out: &mut Vec<u8>) -> usize {
+        let results: usize = route.results(batch).map(|r| self.encode_result(r, out)).sum();
+        let metrics: usize = route.metrics(batch).map(|m| self.encode_metric(m, out)).sum();
+        results + metrics
+    }
+
+    /// Appends the lines of all of `batch`; returns how many lines it appended.
+    fn encode(&self, batch: SinkBatch<'_>, out: &mut Vec<u8>) -> usize {
+        let results: usize = batch.results.iter().map(|r| self.encode_result(r, out)).sum();
+        let metrics: usize = batch.metrics.iter().map(|m| self.encode_metric(m, out)).sum();
+        results + metrics
+    }
 }
 
 /// Why a delivery attempt failed, and whether retrying can help.

@@ -1,25 +1,30 @@
-//! A sink that encodes each batch into lines and queues them in its outbox; its delivery thread
-//! (see [`super::delivery`]) forwards them.
+//! A sink that encodes what its route takes of each batch into lines and queues them in its
+//! outbox; its delivery thread (see [`super::delivery`]) forwards them. A batch it takes nothing
+//! of appends no record (and `accept` returns `Ok`: processing counts it as taken).
 
 use super::outbox::Outbox;
+use super::route::Route;
 use super::Encoder;
+use crate::process::handoff::Kind;
 use crate::process::handoff::ResultSink;
 use crate::process::handoff::SinkBatch;
 use crate::process::handoff::SinkError;
 use std::sync::Arc;
 
-/// `accept` = encode into one buffer + one durable [`Outbox::append`].
+/// `accept` = encode what the route takes into one buffer + one durable [`Outbox::append`].
 pub struct OutboxSink {
     name: String,
     encoder: Box<dyn Encoder>,
+    route: Route,
     outbox: Arc<Outbox>,
 }
 
 impl OutboxSink {
-    pub fn new(name: &str, encoder: Box<dyn Encoder>, outbox: Arc<Outbox>) -> OutboxSink {
+    pub fn new(name: &str, encoder: Box<dyn Encoder>, route: Route, outbox: Arc<Outbox>) -> OutboxSink {
         OutboxSink {
             name: name.to_owned(),
             encoder,
+            route,
             outbox,
         }
     }
@@ -43,7 +48,7 @@ impl ResultSink for OutboxSink {
 
     fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError> {
         let mut lines = Vec::new();
-        let count = self.encoder.encode(batch, &mut lines);
+        let count = self.encoder.encode_routed(batch, &self.route, &mut lines);
         if count == 0 {
             return Ok(());
         }
@@ -52,31 +57,97 @@ impl ResultSink for OutboxSink {
             .append(&lines, count)
             .map_err(|e| self.error(format!("cannot queue {count} lines: {e}")))
     }
+
+    fn takes(&self, kind: Kind) -> bool {
+        self.route.takes(kind)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared::measurement::Metric;
+    use crate::shared::measurement::{Metric, OrderId, OrderResult};
     use crate::sink::outbox::{status, OutboxLimits};
+    use crate::sink::route::{Kind as Takes, MetricGlobs, OrderGlobs, RouteKeys};
     use std::io::Write;
 
     struct PlainText;
 
     impl Encoder for PlainText {
-        fn encode(&self, batch: SinkBatch<'_>, out: &mut Vec<u8>) -> usize {
-            for metric in batch.metrics {
-                writeln!(out, "{} {} {}", metric.path, metric.value, metric.time).unwrap();
-            }
-            batch.metrics.len()
+        fn encode_result(&self, result: &OrderResult, out: &mut Vec<u8>) -> usize {
+            writeln!(out, "ping.{} {}", result.id, result.time).unwrap();
+            1
         }
+
+        fn encode_metric(&self, metric: &Metric, out: &mut Vec<u8>) -> usize {
+            writeln!(out, "{} {} {}", metric.path, metric.value, metric.time).unwrap();
+            1
+        }
+    }
+
+    fn metrics(paths: &[&str]) -> Vec<Metric> {
+        paths
+            .iter()
+            .map(|path| Metric {
+                path: path.to_string(),
+                value: 1.0,
+                time: 1_700_000_000,
+            })
+            .collect()
+    }
+
+    /// What the outbox in `dir` holds: (records, lines).
+    fn queued(dir: &std::path::Path) -> (u64, u64) {
+        let queued = status(dir).unwrap();
+        (queued.records, queued.lines)
+    }
+
+    #[test]
+    fn only_what_the_route_takes_is_queued_and_a_batch_it_takes_nothing_of_appends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
+        let orders = OrderGlobs {
+            include: vec!["web/**".into()],
+            exclude: vec!["web/test-*".into()],
+        };
+        let globs = MetricGlobs {
+            include: vec!["haproxy.frontend.*.scur".into()],
+            ..MetricGlobs::default()
+        };
+        let route = RouteKeys {
+            takes: &[Takes::Ping, Takes::Haproxy],
+            orders: &orders,
+            metrics: &globs,
+        }
+        .compile()
+        .unwrap();
+        let sink = OutboxSink::new("carbon", Box::new(PlainText), route, outbox);
+        let results: Vec<OrderResult> = ["db/a", "web/a", "web/test-1"]
+            .iter()
+            .map(|id| OrderResult::builder(OrderId::new(*id).unwrap(), 100).build())
+            .collect();
+        let haproxy = metrics(&["haproxy.frontend.www.scur", "haproxy.backend.be.scur"]);
+        sink.accept(SinkBatch::round(&results, &haproxy)).unwrap();
+        assert_eq!(queued(dir.path()), (1, 2), "web/a and the frontend's scur");
+        // Nothing of these passes: no record, and still Ok (processing counts them as taken).
+        sink.accept(SinkBatch::self_metrics(&metrics(&["spoolmon.orders.active"])))
+            .unwrap();
+        sink.accept(SinkBatch::round(&results[..1], &haproxy[1..])).unwrap();
+        assert_eq!(queued(dir.path()), (1, 2));
+        assert!(sink.takes(Kind::Haproxy) && !sink.takes(Kind::SelfMetrics));
+        let reader = std::fs::read(dir.path().join("00000000000000000000.seg")).unwrap();
+        let text = String::from_utf8_lossy(&reader);
+        assert!(
+            text.contains("ping.web/a 100\nhaproxy.frontend.www.scur 1 1700000000\n"),
+            "{text}"
+        );
     }
 
     #[test]
     fn accepted_batch_is_one_durable_record_and_an_empty_one_none() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
-        let sink = OutboxSink::new("graphite", Box::new(PlainText), outbox);
+        let sink = OutboxSink::new("graphite", Box::new(PlainText), Route::everything(), outbox);
         let metrics: Vec<Metric> = (0..3)
             .map(|i| Metric {
                 path: format!("haproxy.frontend.www.scur{i}"),
@@ -84,11 +155,7 @@ mod tests {
                 time: 1_700_000_000,
             })
             .collect();
-        let batch = SinkBatch {
-            results: &[],
-            metrics: &metrics,
-        };
-        sink.accept(batch).unwrap();
+        sink.accept(SinkBatch::round(&[], &metrics)).unwrap();
         sink.accept(SinkBatch::default()).unwrap();
         let queued = status(dir.path()).unwrap();
         assert_eq!((queued.records, queued.lines), (1, 3));

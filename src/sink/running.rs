@@ -8,6 +8,7 @@ use super::influx::{self, InfluxEncoder};
 use super::local_store::LocalStore;
 use super::outbox::{Outbox, OutboxLimits};
 use super::queued::OutboxSink;
+use super::route::Route;
 use super::{Encoder, OutboxBounds, RetryPolicy, Transport};
 use crate::process::handoff::ResultSink;
 use crate::spool::BaseDir;
@@ -77,6 +78,8 @@ fn start_each(
                 let parts = QueuedParts {
                     encoder: Box::new(GraphiteEncoder::new(options)),
                     transport: Box::new(GraphiteTransport::new(options)),
+                    route: route(name, config)?,
+                    takes: config.route_keys().takes_text(),
                     retry: options.retry_policy(),
                     limits,
                 };
@@ -87,16 +90,19 @@ fn start_each(
                 let parts = QueuedParts {
                     encoder: Box::new(InfluxEncoder::new(options)),
                     transport,
+                    route: route(name, config)?,
+                    takes: config.route_keys().takes_text(),
                     retry: RetryPolicy::default(),
                     limits: limits(&options.outbox, None),
                 };
                 running.start_queued(base, name, parts, shutdown)?;
             }
             SinkConfig::LocalStore(options) => {
-                info!(sink = %name, dir = %options.dir.display(), "local-store enabled: it grows without bound");
-                running
-                    .sinks
-                    .push(Arc::new(LocalStore::new(options, options.encoder())));
+                info!(sink = %name, dir = %options.dir.display(), takes = %config.route_keys().takes_text(),
+                      "local-store enabled: it grows without bound");
+                let store =
+                    LocalStore::new(name, options, options.encoder()).with_context(|| format!("sink {name}"))?;
+                running.sinks.push(Arc::new(store));
                 running.names.push(name.clone());
             }
         }
@@ -104,10 +110,18 @@ fn start_each(
     Ok(())
 }
 
+/// The compiled route of sink `name` (its keys were validated with the config).
+fn route(name: &str, config: &SinkConfig) -> Result<Route> {
+    config.route_keys().compile().with_context(|| format!("sink {name}"))
+}
+
 /// What a sink with an outbox is made of.
 struct QueuedParts {
     encoder: Box<dyn Encoder>,
     transport: Box<dyn Transport>,
+    route: Route,
+    /// `takes` as written, for the log.
+    takes: String,
     retry: RetryPolicy,
     limits: OutboxLimits,
 }
@@ -136,9 +150,10 @@ impl RunningSinks {
                 .spawn()
                 .with_context(|| format!("cannot start delivery of sink {name}"))?,
         );
-        self.sinks.push(Arc::new(OutboxSink::new(name, parts.encoder, outbox)));
+        self.sinks
+            .push(Arc::new(OutboxSink::new(name, parts.encoder, parts.route, outbox)));
         self.names.push(name.to_owned());
-        info!(sink = name, to = %target, outbox = %dir.display(), "sink started");
+        info!(sink = name, to = %target, outbox = %dir.display(), takes = %parts.takes, "sink started");
         Ok(())
     }
 }

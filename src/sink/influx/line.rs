@@ -32,7 +32,6 @@
 //! field. Metrics with a non-finite value are left out.
 
 use super::{InfluxOptions, Precision};
-use crate::process::handoff::SinkBatch;
 use crate::shared::measurement::Metric;
 use crate::shared::measurement::{OrderResult, TelegrafMeta};
 use crate::shared::option::InvalidOption;
@@ -169,10 +168,12 @@ impl InfluxEncoder {
 }
 
 impl Encoder for InfluxEncoder {
-    fn encode(&self, batch: SinkBatch<'_>, out: &mut Vec<u8>) -> usize {
-        let results: usize = batch.results.iter().map(|r| self.encode_result(r, out)).sum();
-        let metrics: usize = batch.metrics.iter().map(|m| self.encode_metric(m, out)).sum();
-        results + metrics
+    fn encode_result(&self, result: &OrderResult, out: &mut Vec<u8>) -> usize {
+        InfluxEncoder::encode_result(self, result, out)
+    }
+
+    fn encode_metric(&self, metric: &Metric, out: &mut Vec<u8>) -> usize {
+        InfluxEncoder::encode_metric(self, metric, out)
     }
 }
 
@@ -226,6 +227,7 @@ fn write_escaped(out: &mut Vec<u8>, text: &str, special: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::handoff::SinkBatch;
     use crate::shared::measurement::OrderId;
 
     const T: i64 = 1_700_000_000;
@@ -242,7 +244,7 @@ mod tests {
 
     fn encode_with(encoder: &InfluxEncoder, results: &[OrderResult], metrics: &[Metric]) -> (String, usize) {
         let mut out = Vec::new();
-        let lines = encoder.encode(SinkBatch { results, metrics }, &mut out);
+        let lines = encoder.encode(SinkBatch::round(results, metrics), &mut out);
         (String::from_utf8(out).unwrap(), lines)
     }
 

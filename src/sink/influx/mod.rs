@@ -17,6 +17,7 @@ pub mod transport;
 pub use line::InfluxEncoder;
 pub use transport::{HttpTransport, UdpTransport};
 
+use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
 use super::{OutboxBounds, Transport};
 use crate::shared::option::{check_seconds, InvalidOption};
 use serde::{Deserialize, Serialize};
@@ -110,6 +111,17 @@ pub struct InfluxOptions {
     pub global_tags: BTreeMap<String, String>,
     /// Size and age bounds of this sink's outbox.
     pub outbox: OutboxBounds,
+    /// Kinds of data this sink takes: `ping` (ping results), `haproxy` (HAProxy metrics from
+    /// processing), `self` (self-metrics, sent to the sinks `self-metrics: {sinks}` selects).
+    /// Default `[ping, self]`: HAProxy metrics (~80,000 measurements a snapshot) only when
+    /// `haproxy` is named.
+    pub takes: Vec<Kind>,
+    /// Which orders' ping results this sink takes: globs on order ids (`web/**`); see
+    /// spool-layout.md, "Routing".
+    pub orders: OrderGlobs,
+    /// Which HAProxy and self metrics this sink takes: globs on their paths before the
+    /// namespace (`haproxy.frontend.*.scur`); see spool-layout.md, "Routing".
+    pub metrics: MetricGlobs,
 }
 
 impl Default for InfluxOptions {
@@ -130,6 +142,9 @@ impl Default for InfluxOptions {
             timeout: 5.0,
             global_tags: BTreeMap::new(),
             outbox: OutboxBounds::default(),
+            takes: vec![Kind::Ping, Kind::SelfMetrics],
+            orders: OrderGlobs::default(),
+            metrics: MetricGlobs::default(),
         }
     }
 }
@@ -143,6 +158,15 @@ pub enum Api {
 }
 
 impl InfluxOptions {
+    /// The routing keys (`takes`, `orders`, `metrics`).
+    pub fn route_keys(&self) -> RouteKeys<'_> {
+        RouteKeys {
+            takes: &self.takes,
+            orders: &self.orders,
+            metrics: &self.metrics,
+        }
+    }
+
     /// The API the `url` and `bucket` options select (`url` not yet checked).
     pub fn api(&self) -> Api {
         if self.url.starts_with("udp://") {
