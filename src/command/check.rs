@@ -58,11 +58,14 @@ pub enum CheckCommand {
         #[command(flatten)]
         args: CheckArgs,
     },
-    /// One order, as one Nagios service per target: its state, the age of its last result and
-    /// that result's loss, median and max RTT against thresholds (-w/-c lists; the order's own
-    /// alert: wins per level and metric), with perfdata. CRITICAL when the target is not being
-    /// measured (no such order, invalid, unresolved, failing, no result for --stale-steps
-    /// steps); UNKNOWN when not measured yet.
+    /// One order as one Nagios service (one per target): its last result's loss, median and max
+    /// RTT against -w/-c, with perfdata.
+    ///
+    /// The order's own alert: thresholds win per level and metric over -w/-c. CRITICAL when the
+    /// target is not being measured: no such order, an invalid or unresolved order file, a
+    /// failing order, no result for --stale-steps steps (or never measured for that long).
+    /// UNKNOWN for a bad argument, an unreadable base or last_result, and an order not measured
+    /// yet.
     Order {
         /// The order's id: its path below orders/ (e.g. app1/target1).
         #[arg(value_name = "ID")]
@@ -138,8 +141,15 @@ pub fn usage_error(check: Option<&str>, error: &clap::Error) -> ExitCode {
         )
     } else {
         let text = error.render().to_string();
-        let first = text.lines().next().unwrap_or_default();
-        format!("{} (see --help)", first.strip_prefix("error: ").unwrap_or(first))
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or_default();
+        let mut reason = first.strip_prefix("error: ").unwrap_or(first).to_string();
+        // "the following required arguments were not provided:" names them on the next lines.
+        if reason.ends_with(':') {
+            let named: Vec<&str> = lines.map(str::trim).take_while(|line| !line.is_empty()).collect();
+            reason = format!("{reason} {}", named.join(" "));
+        }
+        format!("{reason} (see --help)")
     };
     print_outcome(&Outcome::unknown(name, reason))
 }
