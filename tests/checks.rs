@@ -858,3 +858,25 @@ fn order_judges_the_result_a_real_daemon_measured() {
     assert_eq!(code, 0, "{line}");
     assert!(line.contains(", 0 alerting | "), "{line}");
 }
+
+#[test]
+fn the_readme_example_of_check_order_is_what_it_prints() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let command = readme
+        .lines()
+        .find(|l| l.starts_with("$ spoolmon check order app/web1 "))
+        .expect("README shows check order");
+    let printed = readme
+        .lines()
+        .find(|l| l.starts_with("SPOOLMON ORDER WARNING - app/web1: "))
+        .expect("README shows its line");
+    let (base, path) = order_base();
+    base.write_order("app/web1", &common::ping_order("192.0.2.1", 20, 20));
+    result_file(&base, "app/web1", 12, (20, 2), Some(0.0012), Some(0.0034));
+    let args: Vec<&str> = command.split(' ').skip(5).collect();
+    let (code, line) = check_order(&path, "app/web1", &args);
+    assert_eq!(code, 1, "{line}");
+    let upto_age = |l: &str| l.split(" age=").next().unwrap().to_string();
+    assert_eq!(upto_age(&line), upto_age(printed));
+    assert!(line.ends_with("s;;60;0") && printed.ends_with("s;;60;0"), "{line}");
+}

@@ -7,8 +7,8 @@
 //! output processing recorded an error in `state/output-errors.json`. Text shown in the table
 //! has control characters replaced, so a file name cannot move the terminal's cursor.
 //!
-//! Called by `output::failures::listing` (for `spoolmon orders`, `status`, `check orders`) and
-//! self-metrics.
+//! Called by `output::failures::listing` (for `spoolmon orders`, `status`, `check orders`),
+//! `output::failures::order` (one order, [`fresh_lookup`], for `check order`) and self-metrics.
 
 use super::{Entry, EntryState, OrderBook};
 use crate::orders::order::{Alert, Expiry};
