@@ -78,8 +78,12 @@ fn a_closed_stdout_ends_every_printing_command_quietly() {
         assert_eq!(stderr(&closed), "", "{args:?}");
     }
     // A check keeps its plugin status: it is the answer, whether or not its line was read.
-    for check in ["queue", "failed", "outbox", "daemon", "orders", "pull"] {
-        let args = ["check", check, "--base-dir", dir];
+    for check in ["queue", "failed", "outbox", "daemon", "order", "orders", "pull"] {
+        // `check order` takes the order's id first.
+        let args: Vec<&str> = match check {
+            "order" => vec!["check", check, "app/t", "--base-dir", dir],
+            _ => vec!["check", check, "--base-dir", dir],
+        };
         let open = spoolmon(&args);
         assert!(!open.stdout.is_empty(), "{args:?}");
         let closed = spoolmon_into_closed_pipe(&args);
@@ -134,25 +138,44 @@ fn assert_unknown(args: &[&str], check: &str, reason: &str) {
 fn check_argument_errors_are_nagios_unknown() {
     let base = tempfile::tempdir().unwrap();
     let dir = base.path().to_str().unwrap();
-    for check in ["queue", "failed", "outbox", "daemon", "orders", "pull"] {
+    for check in ["queue", "failed", "outbox", "daemon", "order", "orders", "pull"] {
         let upper = check.to_uppercase();
-        assert_unknown(&["check", check, "--base-dir", dir, "--bogus"], &upper, "--bogus");
-        assert_unknown(&["check", check, "--base-dir", dir, "-w"], &upper, "--warning");
-        assert_unknown(&["check", check, "--base-dir", dir, "-c", "x:y"], &upper, "x:y");
+        // `check order` takes the order's id first (and a threshold list, not a range).
+        let id: &[&str] = if check == "order" { &["app/t"] } else { &[] };
+        let at =
+            |rest: &[&'static str]| -> Vec<&str> { [&["check", check][..], id, &["--base-dir", dir], rest].concat() };
+        assert_unknown(&at(&["--bogus"]), &upper, "--bogus");
+        assert_unknown(&at(&["-w"]), &upper, "--warning");
+        assert_unknown(&at(&["-c", "x:y"]), &upper, "x:y");
+        assert_unknown(&at(&["--log-level", "warning"]), &upper, "warning");
         assert_unknown(
-            &["check", check, "--base-dir", dir, "--log-level", "warning"],
+            &[&["--log-level", "info", "check", check][..], id, &["stray"]].concat(),
             &upper,
-            "warning",
+            "stray",
         );
-        assert_unknown(&["--log-level", "info", "check", check, "stray"], &upper, "stray");
     }
+    assert_unknown(&["check", "order", "--base-dir", dir], "ORDER", "<ID>");
+    assert_unknown(
+        &["check", "order", "../x", "--base-dir", dir],
+        "ORDER",
+        "not an order id",
+    );
+    assert_unknown(
+        &["check", "orders", "--base-dir", dir, "--order-warning", "loss=2,max"],
+        "ORDERS",
+        "\"max\": expected metric=value",
+    );
     assert_unknown(
         &["check", "orders", "--base-dir", dir, "--stale-steps", "x"],
         "ORDERS",
         "--stale-steps",
     );
     assert_unknown(&["check", "frobnicate"], "CHECK", "frobnicate");
-    assert_unknown(&["check"], "CHECK", "queue, failed, outbox, daemon, orders or pull");
+    assert_unknown(
+        &["check"],
+        "CHECK",
+        "queue, failed, outbox, daemon, order, orders or pull",
+    );
     // Help is still help.
     let help = spoolmon(&["check", "queue", "--help"]);
     assert_eq!(help.status.code(), Some(0));

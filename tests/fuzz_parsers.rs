@@ -25,6 +25,7 @@ use proptest::sample::Index;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use spoolmon::collect::haproxy::validate::{check_info, check_stat};
 use spoolmon::config::Config;
+use spoolmon::orders::order::alert::{Alert, Level, Metric, Threshold};
 use spoolmon::orders::order::{
     parse_order_with, ExecKind, ExecSpec, Expiry, FpingSpec, HttpingSpec, Order, OrderError, ParsedOrder, ProbeSpec,
     TcpSpec, MAX_INTERVAL_MS, MAX_PINGS, MAX_STEP,
@@ -405,13 +406,14 @@ fn quoted(text: &str) -> String {
 // Order YAML
 // ---------------------------------------------------------------------------------------------
 
-const README_ORDERS: [&str; 6] = [
+const README_ORDERS: [&str; 7] = [
     "user: tmon\ntask: tun_eth0_4061\nstep: 300\npings: 20\nprobe: fping\nfping:\n    host: 62.179.116.250\n    interface: eth0\n    source_ip: 10.0.0.12\nmeasurement_name: tunnel\ntags:\n    tunnel_id: 12458\n    remote_host: 5292\n",
     "user: tmon\nstep: 20\npings: 3\nprobe: httping\nhttping:\n    url: http://www.example.com\n    user_agent: pingmachine\n    proxy: http://10.0.0.24:8080\n    http_codes_as_failure: 403,407,503\n    interval: 0.5\n",
     "user: tmon\nstep: 20\npings: 3\nprobe: tcp\ntcp: {host: 127.0.0.1, port: 8080, interval: 250}\ntelegraf:\n  measurement_name: m\n  tags: {a: 1, b: two}\n",
     "user: tmon\nstep: 20\npings: 3\nprobe: exec\nexec: {command: ['/bin/echo', 'time=1 ms', '{host}'], host: '::1', timeout: 500}\nrrd_template: norrd\n",
     "user: tmon\nstep: 20\npings: 3\nprobe: sping\nsping:\n    host: 1-ff00:0:110,10.0.0.1\n    interface: eth0\n    flags: --sciond 1.2.3.4 -v\n",
     "defaults: &d {user: tmon, step: 20, pings: 3}\n<<: *d\nprobe: pping\npping: {host: 10.0.0.1, flags: [-v]}\n",
+    "user: tmon\nstep: 20\npings: 20\nprobe: fping\nfping: {host: 192.0.2.1}\nalert:\n    warning: {loss: 10%, median: 100ms}\n    critical:\n        loss: 50%\n        max: 1s\n        median: \"@0.5:2\"\n",
 ];
 
 /// The example orders shipped in `examples/orders/`, and the README's order shapes.
@@ -738,6 +740,112 @@ fn telegraf_text(meta: &TelegrafMeta, indent: &str) -> String {
     text
 }
 
+/// One generated threshold value: as written, and (for a plain value, no range) the value in
+/// the metric's own unit at which it stops being quiet.
+#[derive(Clone, Debug)]
+struct GeneratedValue {
+    metric: Metric,
+    written: String,
+    plain: Option<f64>,
+}
+
+fn threshold_value(metric: Metric) -> impl Strategy<Value = GeneratedValue> {
+    let number = match metric {
+        // A count, or a percentage (`%`), with up to two decimals.
+        Metric::Loss => (0u32..=100_000, any::<bool>())
+            .prop_map(|(hundredths, percent)| {
+                let (value, unit) = if percent {
+                    (f64::from(hundredths) / 1000.0, "%")
+                } else {
+                    (f64::from(hundredths % 1001), "")
+                };
+                (format!("{value}{unit}"), value)
+            })
+            .boxed(),
+        // Milliseconds, microseconds or seconds.
+        _ => (
+            0u32..=3_600_000,
+            prop::sample::select(&[("ms", -3), ("us", -6), ("s", 0), ("", 0)][..]),
+        )
+            .prop_map(|(n, (unit, exponent))| {
+                let n = if exponent == 0 { n % 3601 } else { n };
+                let value: f64 = format!("{n}e{exponent}").parse().unwrap();
+                (format!("{n}{unit}"), value)
+            })
+            .boxed(),
+    };
+    (number.clone(), number, 0u8..5).prop_map(move |((a, a_value), (b, b_value), form)| {
+        let low_high = if a_value <= b_value { (&a, &b) } else { (&b, &a) };
+        let same_kind = a.ends_with('%') == b.ends_with('%');
+        let (written, plain) = match form {
+            0 | 1 => (a.clone(), Some(a_value)),
+            2 if same_kind => (format!("{}:{}", low_high.0, low_high.1), None),
+            3 => (format!("~:{a}"), None),
+            4 if same_kind => (format!("@{}:{}", low_high.0, low_high.1), None),
+            _ => (format!("{a}:"), None),
+        };
+        GeneratedValue { metric, written, plain }
+    })
+}
+
+/// A generated level: any subset of the metrics.
+fn threshold_level() -> impl Strategy<Value = Vec<GeneratedValue>> {
+    (
+        prop::option::of(threshold_value(Metric::Loss)),
+        prop::option::of(threshold_value(Metric::Median)),
+        prop::option::of(threshold_value(Metric::Max)),
+    )
+        .prop_map(|(a, b, c)| [a, b, c].into_iter().flatten().collect())
+}
+
+/// A value for YAML: plain when YAML reads it back as the same text (a unit makes it a
+/// string, an integer prints as written), else double-quoted.
+fn yaml_value(written: &str) -> String {
+    let plain = written.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'%')
+        && (written.bytes().any(|b| b.is_ascii_alphabetic() || b == b'%')
+            || !written.starts_with('0')
+            || written == "0");
+    if plain {
+        written.to_string()
+    } else {
+        quoted(written)
+    }
+}
+
+/// An `alert:` block for `warning` and `critical` (block or flow maps) and the [`Alert`] it must
+/// give: the same values as a `-w`/`-c` list give (the two input paths must agree).
+fn alert_text(warning: &[GeneratedValue], critical: &[GeneratedValue], flow: bool) -> (String, Alert) {
+    let list = |values: &[GeneratedValue]| {
+        values
+            .iter()
+            .map(|v| format!("{}={}", v.metric.name(), v.written))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (w, c) = (list(warning), list(critical));
+    let expected = Alert::parse_lists((!w.is_empty()).then_some(&w[..]), (!c.is_empty()).then_some(&c[..]))
+        .unwrap_or_else(|e| panic!("{e}: {w} / {c}"));
+    let mut text = String::from("alert:\n");
+    for (name, values) in [("warning", warning), ("critical", critical)] {
+        if values.is_empty() {
+            continue;
+        }
+        let items: Vec<String> = values
+            .iter()
+            .map(|v| format!("{}: {}", v.metric.name(), yaml_value(&v.written)))
+            .collect();
+        if flow {
+            text.push_str(&format!("    {name}: {{{}}}\n", items.join(", ")));
+        } else {
+            text.push_str(&format!("    {name}:\n"));
+            for item in items {
+                text.push_str(&format!("        {item}\n"));
+            }
+        }
+    }
+    (text, expected)
+}
+
 /// A valid order, its YAML text and (old interface) its `telegraf/<id>` file.
 #[derive(Clone, Debug)]
 struct GeneratedOrder {
@@ -756,6 +864,8 @@ fn generated_order() -> impl Strategy<Value = GeneratedOrder> {
         prop::option::of(any::<bool>()),
         // `expire:`: absent, `never`, or an explicit null (the timeout, as absent).
         prop::option::of(any::<bool>()),
+        // `alert:`: absent, or levels in block or flow style.
+        prop::option::of((threshold_level(), threshold_level(), any::<bool>())),
         probe(),
         prop::option::of((
             telegraf_meta(),
@@ -777,6 +887,7 @@ fn generated_order() -> impl Strategy<Value = GeneratedOrder> {
                 (quote_step, quote_pings),
                 template,
                 expire,
+                alert,
                 (probe, probe_text, name),
                 telegraf,
             )| {
@@ -812,6 +923,14 @@ fn generated_order() -> impl Strategy<Value = GeneratedOrder> {
                         Expiry::Timeout
                     }
                 };
+                let alert = match alert {
+                    None => Alert::default(),
+                    Some((warning, critical, flow)) => {
+                        let (text, alert) = alert_text(&warning, &critical, flow);
+                        blocks.push(text);
+                        alert
+                    }
+                };
                 let mut telegraf_file = None;
                 match &telegraf {
                     Some((meta, TelegrafPlace::Section)) => {
@@ -831,6 +950,7 @@ fn generated_order() -> impl Strategy<Value = GeneratedOrder> {
                     probe,
                     telegraf: telegraf.map(|(meta, _)| meta),
                     expire,
+                    alert,
                 };
                 Just(blocks).prop_shuffle().prop_map(move |blocks| GeneratedOrder {
                     order: order.clone(),
@@ -950,6 +1070,44 @@ proptest! {
     fn order_parser_survives_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         parse_garbage_order(&as_text(&bytes), None);
         parse_garbage_order("user: tmon\nstep: 20\npings: 3\nprobe: fping\nfping: {host: 127.0.0.1}\n", Some(&as_text(&bytes)));
+    }
+
+    #[test]
+    fn threshold_lists_survive_garbage_and_name_the_item(
+        sample in prop::sample::select(&["loss=2,median=100ms,max=0.5", "loss=@10%:20%", "max=~:1s,median=5ms:"][..]),
+        edits in mutations(),
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+    ) {
+        for text in [as_text(&apply(sample.as_bytes(), &edits)), as_text(&bytes)] {
+            let (result, allocated) = allocations(|| Level::parse_list(&text));
+            if let Err(e) = result {
+                let message = e.to_string();
+                prop_assert!(message.starts_with("invalid threshold ") && message.len() < 600, "{}", message);
+            }
+            allocated.check("parsing a threshold list", text.len());
+            for metric in Metric::ALL {
+                let _ = Threshold::parse(metric, &text);
+            }
+        }
+    }
+
+    #[test]
+    fn a_generated_threshold_means_what_it_says(warning in threshold_level(), critical in threshold_level()) {
+        let (_, alert) = alert_text(&warning, &critical, false);
+        for (values, level) in [(&warning, &alert.warning), (&critical, &alert.critical)] {
+            for value in values.iter() {
+                let threshold = level.get(value.metric).unwrap();
+                prop_assert_eq!(&threshold.written, &value.written);
+                prop_assert_eq!(threshold.percent, value.written.contains('%'));
+                if let Some(at) = value.plain {
+                    // A plain value alerts above it, never at it or below.
+                    prop_assert!(!threshold.range.alerts(at) && !threshold.range.alerts(0.0), "{:?}", value);
+                    prop_assert!(threshold.range.alerts(at * 1.0001 + 1e-9), "{:?}", value);
+                }
+            }
+        }
+        let empty = Level::default();
+        prop_assert_eq!(warning.is_empty(), alert.warning == empty);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Model-based test of the order book: random sequences of order-file creates, content changes,
-//! deletes, ageings past `order-timeout` (of orders with and without `expire: never`), touches, rescans, refreshes and expiries, run against a
+//! deletes, ageings past `order-timeout` (of orders with and without `expire: never`), touches,
+//! changes of an order's `alert:` thresholds (a change of the order; an invalid one makes the
+//! order invalid), rescans, refreshes and expiries, run against a
 //! real [`OrderBook`] on a temporary base directory and against a small in-memory model of what
 //! the book must believe. After every step the events, the listing (state and expiry clock of
 //! every tracked file) and the active orders must agree with the model, and every file the
@@ -18,6 +20,7 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use spoolmon::orders::book::{OrderBook, OrderEvent, OrderState};
+use spoolmon::orders::order::Alert;
 use spoolmon::orders::OrderOptions;
 use spoolmon::spool::BaseDir;
 use std::collections::BTreeMap;
@@ -37,31 +40,65 @@ fn ignored(slot: &str) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Content {
     /// A valid fping order with `pings` pings; `comment` changes the bytes, not the order;
-    /// `never` adds `expire: never` (the order never expires).
-    Valid { pings: u32, comment: bool, never: bool },
-    /// An invalid order: an out-of-range step or broken YAML.
-    Invalid { broken_yaml: bool },
+    /// `never` adds `expire: never` (the order never expires); `alert` adds one of
+    /// [`ALERTS`] (0: none).
+    Valid {
+        pings: u32,
+        comment: bool,
+        never: bool,
+        alert: usize,
+    },
+    /// An invalid order: broken YAML, an invalid `alert:`, or an out-of-range step.
+    Invalid { broken_yaml: bool, bad_alert: bool },
+}
+
+/// The `alert:` of a valid order (index 0: none), with the same thresholds as `-w`/`-c` lists.
+const ALERTS: [(&str, Option<&str>, Option<&str>); 3] = [
+    ("", None, None),
+    ("alert: {warning: {loss: 10%}}\n", Some("loss=10%"), None),
+    (
+        "alert:\n    critical:\n        median: 100ms\n        max: 1s\n",
+        None,
+        Some("median=100ms,max=1s"),
+    ),
+];
+
+fn alert_of(index: usize) -> Alert {
+    let (_, warning, critical) = ALERTS[index];
+    Alert::parse_lists(warning, critical).unwrap()
 }
 
 impl Content {
     fn text(self) -> String {
         match self {
-            Content::Valid { pings, comment, never } => format!(
-                "{}user: tmon\nstep: 20\npings: {pings}\nprobe: fping\nfping:\n    host: 127.0.0.1\n{}",
+            Content::Valid {
+                pings,
+                comment,
+                never,
+                alert,
+            } => format!(
+                "{}user: tmon\nstep: 20\npings: {pings}\nprobe: fping\nfping:\n    host: 127.0.0.1\n{}{}",
                 if comment { "# refreshed\n" } else { "" },
-                if never { "expire: never\n" } else { "" }
+                if never { "expire: never\n" } else { "" },
+                ALERTS[alert].0
             ),
-            Content::Invalid { broken_yaml: true } => "user: [tmon\nstep: 20\n".to_string(),
-            Content::Invalid { broken_yaml: false } => {
+            Content::Invalid { broken_yaml: true, .. } => "user: [tmon\nstep: 20\n".to_string(),
+            Content::Invalid { bad_alert: true, .. } => {
+                "user: tmon\nstep: 20\npings: 3\nprobe: fping\nfping:\n    host: 127.0.0.1\nalert: {warning: {loss: lots}}\n"
+                    .to_string()
+            }
+            Content::Invalid { .. } => {
                 "user: tmon\nstep: 0\npings: 3\nprobe: fping\nfping:\n    host: 127.0.0.1\n".to_string()
             }
         }
     }
 
-    /// The order it gives (its pings, and whether it never expires), if valid.
-    fn order(self) -> Option<(u32, bool)> {
+    /// The order it gives (its pings, whether it never expires, its alert), if valid.
+    fn order(self) -> Option<(u32, bool, usize)> {
         match self {
-            Content::Valid { pings, never, .. } => Some((pings, never)),
+            Content::Valid {
+                pings, never, alert, ..
+            } => Some((pings, never, alert)),
             Content::Invalid { .. } => None,
         }
     }
@@ -86,9 +123,9 @@ enum Step {
 
 fn content() -> impl Strategy<Value = Content> {
     prop_oneof![
-        3 => (1u32..=3, any::<bool>(), prop::bool::weighted(0.3))
-            .prop_map(|(pings, comment, never)| Content::Valid { pings, comment, never }),
-        1 => any::<bool>().prop_map(|broken_yaml| Content::Invalid { broken_yaml }),
+        3 => (1u32..=3, any::<bool>(), prop::bool::weighted(0.3), 0..ALERTS.len())
+            .prop_map(|(pings, comment, never, alert)| Content::Valid { pings, comment, never, alert }),
+        1 => any::<(bool, bool)>().prop_map(|(broken_yaml, bad_alert)| Content::Invalid { broken_yaml, bad_alert }),
     ]
 }
 
@@ -116,8 +153,8 @@ struct File {
 /// What the book has seen of a file at its last examination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Seen {
-    /// The order's pings and `expire: never` if active, `None` if invalid.
-    order: Option<(u32, bool)>,
+    /// The order's pings, `expire: never` and alert if active, `None` if invalid.
+    order: Option<(u32, bool, usize)>,
     /// The mtime seen (the expiry clock), unix seconds.
     mtime: i64,
 }
@@ -180,7 +217,7 @@ impl Model {
         let expired: Vec<&'static str> = self
             .view
             .iter()
-            .filter(|(_, seen)| matches!(seen.order, Some((_, false))) && seen.mtime < limit)
+            .filter(|(_, seen)| matches!(seen.order, Some((_, false, _))) && seen.mtime < limit)
             .map(|(slot, _)| *slot)
             .collect();
         for slot in expired {
@@ -299,20 +336,20 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
         let context = format!("after step {n} ({step:?}) of {steps:#?}");
         prop_assert_eq!(events_of(book_events), expected, "events {}", context);
 
-        let listed: BTreeMap<String, (OrderState, i64)> = book
+        let listed: BTreeMap<String, (OrderState, i64, Alert)> = book
             .listing()
             .into_iter()
-            .map(|status| (status.id.to_string(), (status.state, status.mtime)))
+            .map(|status| (status.id.to_string(), (status.state, status.mtime, status.alert)))
             .collect();
-        let modelled: BTreeMap<String, (OrderState, i64)> = model
+        let modelled: BTreeMap<String, (OrderState, i64, Alert)> = model
             .view
             .iter()
             .map(|(slot, seen)| {
-                let state = match seen.order {
-                    Some(_) => OrderState::Active,
-                    None => OrderState::Invalid,
+                let (state, alert) = match seen.order {
+                    Some((_, _, alert)) => (OrderState::Active, alert_of(alert)),
+                    None => (OrderState::Invalid, Alert::default()),
                 };
-                (slot.to_string(), (state, seen.mtime))
+                (slot.to_string(), (state, seen.mtime, alert))
             })
             .collect();
         prop_assert_eq!(listed, modelled, "listing {}", context);
@@ -321,7 +358,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
         let modelled: BTreeMap<String, u32> = model
             .view
             .iter()
-            .filter_map(|(slot, seen)| seen.order.map(|(pings, _)| (slot.to_string(), pings)))
+            .filter_map(|(slot, seen)| seen.order.map(|(pings, ..)| (slot.to_string(), pings)))
             .collect();
         prop_assert_eq!(active, modelled, "active orders {}", context);
 
@@ -366,11 +403,19 @@ fn a_fixed_walk_through_every_kind_of_step_agrees_with_the_model() {
         pings,
         comment: false,
         never: false,
+        alert: 0,
     };
     let never = |pings| Content::Valid {
         pings,
         comment: false,
         never: true,
+        alert: 0,
+    };
+    let alerting = |alert| Content::Valid {
+        pings: 1,
+        comment: false,
+        never: false,
+        alert,
     };
     let steps = [
         Step::Write(0, valid(1)),
@@ -384,12 +429,19 @@ fn a_fixed_walk_through_every_kind_of_step_agrees_with_the_model() {
                 pings: 1,
                 comment: true,
                 never: false,
+                alert: 0,
             },
         ),
         Step::Refresh(0),
         Step::Write(0, valid(3)),
         Step::Refresh(0),
-        Step::Write(2, Content::Invalid { broken_yaml: true }),
+        Step::Write(
+            2,
+            Content::Invalid {
+                broken_yaml: true,
+                bad_alert: false,
+            },
+        ),
         Step::RefreshDir,
         Step::Age(0),
         Step::Age(2),
@@ -419,6 +471,26 @@ fn a_fixed_walk_through_every_kind_of_step_agrees_with_the_model() {
         Step::Age(1),
         Step::Rescan,
         Step::Expire,
+        // `alert:`: adding, changing or removing it is a change (same pings); an invalid one
+        // makes the order invalid (removed), fixing it adds it again.
+        Step::Write(0, valid(1)),
+        Step::Rescan,
+        Step::Write(0, alerting(1)),
+        Step::Refresh(0),
+        Step::Write(0, alerting(2)),
+        Step::Rescan,
+        Step::Write(
+            0,
+            Content::Invalid {
+                broken_yaml: false,
+                bad_alert: true,
+            },
+        ),
+        Step::Refresh(0),
+        Step::Write(0, alerting(2)),
+        Step::Refresh(0),
+        Step::Write(0, valid(1)),
+        Step::Rescan,
     ];
     run(&steps).unwrap();
 }

@@ -183,8 +183,15 @@ type Refusal<'a> = (&'a str, &'a [&'a str], Option<&'a [u8]>);
 #[test]
 fn an_invalid_order_is_refused_with_the_parsers_message_and_nothing_is_written() {
     let base = Base::new();
-    let cases: [Refusal; 5] = [
+    let cases: [Refusal; 6] = [
         ("step: 0", &["add", "new/a", "--host", "127.0.0.1", "--step", "0"], None),
+        (
+            "alert.warning.loss",
+            &["add", "new/a"],
+            Some(
+                b"user: u\nstep: 2\npings: 1\nprobe: fping\nfping: {host: 127.0.0.1}\nalert: {warning: {loss: lots}}\n",
+            ),
+        ),
         (
             "expire",
             &["add", "new/a"],
@@ -404,4 +411,25 @@ fn add_checks_the_order_against_the_config_given() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("sping.interface"), "{}", stderr(&out));
     assert!(!base.join("orders/scion/b").exists());
+}
+
+#[test]
+fn an_orders_alert_thresholds_are_written_as_given_and_listed() {
+    let base = Base::new();
+    let text = "user: u\nstep: 20\npings: 3\nprobe: fping\nfping: {host: 127.0.0.1}\n\
+                alert:\n    warning: {loss: 10%, median: 100ms}\n    critical: {max: 1s}\n";
+    let out = order(&base, &["add", "app/alerting"], Some(text.as_bytes()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "no warning: alert: is a key of the order");
+    assert_eq!(base.read("orders/app/alerting").unwrap(), text);
+    let entry = listed(&base, "app/alerting").unwrap();
+    assert_eq!(
+        entry["alert"],
+        serde_json::json!({"warning": {"loss": "10%", "median": "100ms"}, "critical": {"max": "1s"}}),
+        "{entry}"
+    );
+    // An order without one lists no alert at all.
+    let out = order(&base, &["add", "app/plain", "--host", "127.0.0.1"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(listed(&base, "app/plain").unwrap().get("alert").is_none());
 }

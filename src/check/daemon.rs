@@ -46,6 +46,7 @@ pub fn check_daemon(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcom
             value: beat_age as f64,
             unit: "s",
             thresholds: Some(age.clone()),
+            max: None,
         }],
     }
 }

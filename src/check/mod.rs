@@ -1,14 +1,21 @@
 //! `spoolmon check ...`: Nagios plugins that read only the base directory (no daemon needed,
 //! read access is enough). Output `SPOOLMON <CHECK> <STATUS> - text | perfdata`, exit code
 //! 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (base directory missing or unreadable).
+//!
+//! Parts: the spool's queues (`spool`), the daemon's lock and heartbeat (`daemon`), the pull
+//! collector (`pull`), all orders (`orders`), one order's last result against alert thresholds
+//! (`order`, whose evaluation `check orders` shares). The Nagios ranges are the order model's
+//! ([`range`], re-exported: an order's `alert:` values use the same syntax).
 
 mod daemon;
+mod order;
 mod orders;
 mod pull;
-pub mod range;
 mod spool;
 
+pub use crate::orders::order::range;
 pub use daemon::check_daemon;
+pub use order::{check_order, OrderLimits};
 pub use orders::{check_orders, OrderThresholds};
 pub use pull::check_pull;
 pub use range::{InvalidRange, Range};
@@ -101,13 +108,18 @@ impl Thresholds {
     }
 }
 
-/// One perfdata value: `label=value[unit];warn;crit;min`.
+/// One perfdata value: `label=value[unit];warn;crit;min[;max]` (only `label=value[unit]` without
+/// thresholds and maximum).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Perf {
     pub label: String,
+    /// NaN: the value could not be determined (an RTT when nothing answered), printed `U` as
+    /// the plugin guidelines say.
     pub value: f64,
     pub unit: &'static str,
     pub thresholds: Option<Thresholds>,
+    /// The largest value possible (the pings of a loss count), printed after the minimum 0.
+    pub max: Option<f64>,
 }
 
 /// What a check found.
@@ -143,10 +155,24 @@ impl Outcome {
         if !self.perf.is_empty() {
             line.push_str(" |");
             for perf in &self.perf {
-                let _ = write!(line, " {}={}{}", perf_label(&perf.label), perf.value, perf.unit);
-                if let Some(t) = &perf.thresholds {
-                    let text = |r: &Option<Range>| r.as_ref().map(|r| r.to_string()).unwrap_or_default();
-                    let _ = write!(line, ";{};{};0", text(&t.warning), text(&t.critical));
+                let _ = write!(line, " {}=", perf_label(&perf.label));
+                if perf.value.is_nan() {
+                    line.push('U');
+                } else {
+                    let _ = write!(line, "{}{}", perf.value, perf.unit);
+                }
+                if perf.thresholds.is_some() || perf.max.is_some() {
+                    let text = |r: Option<&Range>| r.map(|r| r.to_string()).unwrap_or_default();
+                    let t = perf.thresholds.as_ref();
+                    let _ = write!(
+                        line,
+                        ";{};{};0",
+                        text(t.and_then(|t| t.warning.as_ref())),
+                        text(t.and_then(|t| t.critical.as_ref()))
+                    );
+                }
+                if let Some(max) = perf.max {
+                    let _ = write!(line, ";{max}");
                 }
             }
         }
@@ -187,6 +213,7 @@ mod tests {
                 value: 11.0,
                 unit: "",
                 thresholds: Some(t),
+                max: None,
             }],
         };
         assert_eq!(
@@ -195,6 +222,30 @@ mod tests {
         );
         assert_eq!(outcome.exit_code(), 1);
         assert_eq!(perf_label("a b'c"), "'a b''c'");
+        let undetermined = Outcome {
+            perf: vec![
+                Perf {
+                    label: "median".into(),
+                    value: f64::NAN,
+                    unit: "s",
+                    thresholds: Some(Thresholds::parse(None, Some("0.1")).unwrap()),
+                    max: None,
+                },
+                Perf {
+                    label: "loss".into(),
+                    value: 3.0,
+                    unit: "",
+                    thresholds: None,
+                    max: Some(20.0),
+                },
+            ],
+            ..outcome.clone()
+        };
+        assert!(
+            undetermined.line().ends_with("| median=U;;0.1;0 loss=3;;;0;20"),
+            "{}",
+            undetermined.line()
+        );
         let hostile = Outcome::unknown("orders", "bad | order\nreason".into());
         assert_eq!(hostile.line(), "SPOOLMON ORDERS UNKNOWN - bad / order reason");
     }

@@ -1,11 +1,17 @@
 //! `check orders`: order files that cannot be measured (invalid or unresolved), active orders
 //! whose output cannot be written (`failing`, from `state/output-errors.json`: at least WARNING,
-//! the first one named) and active orders whose `last_result` is older than a few steps (stale
-//! measurements).
+//! the first one named), active orders whose `last_result` is older than a few steps (stale
+//! measurements), and the last result of every other active order against alert thresholds
+//! (its own `alert:`, else `--order-warning`/`--order-critical`; the evaluation is `check
+//! order`'s): the worst one is named, and how many alert. Without any such threshold (no list
+//! given, no order with `alert:`) the line is what it was before alerts existed.
 
+use super::order::{applied, judge, read_result};
 use super::{unix_now, Outcome, Perf, Status, Thresholds};
 use crate::config::Config;
-use crate::orders::book::{OrderState, OrderStatus};
+use crate::orders::book::{printable, OrderState, OrderStatus};
+use crate::orders::order::Alert;
+use crate::output::last_result::ReadError;
 use crate::spool::BaseDir;
 use std::io::ErrorKind;
 use std::time::SystemTime;
@@ -20,6 +26,16 @@ pub struct OrderThresholds {
     /// An active order is stale when its `last_result` is older than this many steps (or it has
     /// none and its file is that old).
     pub stale_steps: u32,
+    /// For each order's last result (`--order-warning`/`--order-critical`), where its own
+    /// `alert:` says nothing.
+    pub results: Alert,
+}
+
+/// One order whose last result is over a threshold (or cannot be used: WARNING).
+struct Alerting<'a> {
+    id: &'a str,
+    status: Status,
+    text: String,
 }
 
 /// One stale order: its id and how old its newest result is (`None`: never measured).
@@ -56,32 +72,101 @@ pub fn check_orders(base: &BaseDir, config: &Config, limits: &OrderThresholds, n
     } else {
         Status::Warning
     };
+    // Alerts: every active order not stale (a stale one is reported as stale) whose thresholds
+    // say anything. Thresholds apply when a list is given or any order has its own, whatever
+    // its state, so the line keeps its shape while an order is stale or failing.
+    let thresholds_apply = !limits.results.is_empty() || listing.iter().any(|o| !o.alert.is_empty());
+    let mut alerting = Vec::new();
+    for order in listing.iter().filter(|o| o.state == OrderState::Active) {
+        if stale.iter().any(|s| s.id == order.id.as_str()) {
+            continue;
+        }
+        let applied = applied(&order.alert, &limits.results, ["--order-warning", "--order-critical"]);
+        if applied.is_empty() {
+            continue;
+        }
+        let (status, text) = match read_result(base, &order.id) {
+            Ok(result) => {
+                let verdict = judge(&result, &applied);
+                (verdict.status, verdict.text)
+            }
+            Err(ReadError::Missing) => continue,
+            // A result that cannot be used tells nothing about the target; named, as a warning.
+            Err(e) => (Status::Warning, format!("cannot use its last_result: {e}")),
+        };
+        if status != Status::Ok {
+            alerting.push(Alerting {
+                id: order.id.as_str(),
+                status,
+                text,
+            });
+        }
+    }
+    let alert_status = alerting.iter().map(|a| a.status).max().unwrap_or(Status::Ok);
     let status = limits
         .stale
         .status(stale.len() as f64)
         .max(limits.invalid.status(invalid.len() as f64))
-        .max(failing_status);
+        .max(failing_status)
+        .max(alert_status);
+    let mut text = summary(active, &invalid, &failing, &stale, limits.stale_steps);
+    let mut perf = vec![
+        Perf {
+            label: "active".into(),
+            value: active as f64,
+            unit: "",
+            thresholds: None,
+            max: None,
+        },
+        perf("invalid", invalid.len(), &limits.invalid),
+        Perf {
+            label: "failing".into(),
+            value: failing.len() as f64,
+            unit: "",
+            thresholds: None,
+            max: None,
+        },
+        perf("stale", stale.len(), &limits.stale),
+    ];
+    if thresholds_apply {
+        text.push_str(&alert_summary(&alerting));
+        let critical = alerting.iter().filter(|a| a.status == Status::Critical).count();
+        for (label, count) in [
+            ("alerting_warning", alerting.len() - critical),
+            ("alerting_critical", critical),
+        ] {
+            perf.push(Perf {
+                label: label.into(),
+                value: count as f64,
+                unit: "",
+                thresholds: None,
+                max: None,
+            });
+        }
+    }
     Outcome {
         check: "orders",
         status,
-        text: summary(active, &invalid, &failing, &stale, limits.stale_steps),
-        perf: vec![
-            Perf {
-                label: "active".into(),
-                value: active as f64,
-                unit: "",
-                thresholds: None,
-            },
-            perf("invalid", invalid.len(), &limits.invalid),
-            Perf {
-                label: "failing".into(),
-                value: failing.len() as f64,
-                unit: "",
-                thresholds: None,
-            },
-            perf("stale", stale.len(), &limits.stale),
-        ],
+        text,
+        perf,
     }
+}
+
+/// `, 2 alerting (1 critical, 1 warning; worst: <id>: <its verdict>)`: the worst is the first
+/// (in id order) of the highest status.
+fn alert_summary(alerting: &[Alerting<'_>]) -> String {
+    let mut text = format!(", {} alerting", alerting.len());
+    // `max_by_key` keeps the last of equals: reversed, the first in id order.
+    if let Some(worst) = alerting.iter().rev().max_by_key(|a| a.status) {
+        let critical = alerting.iter().filter(|a| a.status == Status::Critical).count();
+        text.push_str(&format!(
+            " ({critical} critical, {} warning; worst: {}: {})",
+            alerting.len() - critical,
+            printable(worst.id),
+            worst.text
+        ));
+    }
+    text
 }
 
 /// `Some` when `order` has no result newer than `steps` of its steps.
@@ -123,7 +208,7 @@ fn staleness<'a>(
 /// When the order file was written, unix seconds: its birth time where the filesystem keeps
 /// one (owners touch order files to keep them from expiring, which must not hide an order
 /// that was never measured), else its modification time.
-fn written(order: &OrderStatus) -> i64 {
+pub(super) fn written(order: &OrderStatus) -> i64 {
     std::fs::metadata(&order.path)
         .and_then(|m| m.created())
         .map_or(order.mtime, unix_now)
@@ -170,6 +255,7 @@ fn perf(label: &str, value: usize, thresholds: &Thresholds) -> Perf {
         value: value as f64,
         unit: "",
         thresholds: Some(thresholds.clone()),
+        max: None,
     }
 }
 
@@ -191,6 +277,7 @@ mod tests {
             target: None,
             warnings: Vec::new(),
             expire: None,
+            alert: Default::default(),
         }
     }
 

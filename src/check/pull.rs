@@ -36,6 +36,7 @@ pub fn check_pull(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcome 
             value: published_age as f64,
             unit: "s",
             thresholds: Some(age.clone()),
+            max: None,
         }],
     }
 }

@@ -55,6 +55,7 @@ pub fn check_queue(base: &BaseDir, count: &Thresholds, age: &Thresholds, now: Sy
                 value: flush as f64,
                 unit: "",
                 thresholds: None,
+                max: None,
             },
         ],
     }
@@ -123,12 +124,14 @@ pub fn check_outbox(base: &BaseDir, age: &Thresholds, now: SystemTime) -> Outcom
             value: b.lines as f64,
             unit: "",
             thresholds: None,
+            max: None,
         });
         perfs.push(Perf {
             label: format!("{}_dropped", b.sink),
             value: b.dropped_lines as f64,
             unit: "c",
             thresholds: None,
+            max: None,
         });
     }
     let text = if parts.is_empty() {
@@ -150,6 +153,7 @@ fn perf(label: &str, value: f64, unit: &'static str, thresholds: &Thresholds) ->
         value,
         unit,
         thresholds: Some(thresholds.clone()),
+        max: None,
     }
 }
 

@@ -6,8 +6,12 @@
 
 use super::load_config;
 use crate::check::{self, Outcome, Thresholds};
+use crate::orders::book::{is_ignored_name, MAX_DEPTH};
+use crate::orders::order::Alert;
+use crate::shared::measurement::OrderId;
 use crate::spool::BaseDir;
 use clap::{Args, Subcommand};
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,9 +58,41 @@ pub enum CheckCommand {
         #[command(flatten)]
         args: CheckArgs,
     },
+    /// One order as one Nagios service (one per target): its last result's loss, median and max
+    /// RTT against -w/-c, with perfdata.
+    ///
+    /// The order's own alert: thresholds win per level and metric over -w/-c. CRITICAL when the
+    /// target is not being measured: no such order, an invalid or unresolved order file, a
+    /// failing order, no result for --stale-steps steps (or never measured for that long).
+    /// UNKNOWN for a bad argument, an unreadable base or last_result, and an order not measured
+    /// yet.
+    Order {
+        /// The order's id: its path below orders/ (e.g. app1/target1).
+        #[arg(value_name = "ID")]
+        id: String,
+        /// The base directory.
+        #[arg(long, default_value = "/var/lib/spoolmon")]
+        base_dir: PathBuf,
+        /// Warning thresholds, metric=value items separated by commas: loss (lost pings, or a
+        /// percentage: loss=20%), median and max (RTT in seconds, or with ms, us or s:
+        /// median=100ms); each value a Nagios range (a plain value alerts above it), e.g.
+        /// loss=2,median=100ms,max=0.5.
+        #[arg(short, long, value_name = "LIST")]
+        warning: Option<String>,
+        /// Critical thresholds, as --warning.
+        #[arg(short, long, value_name = "LIST")]
+        critical: Option<String>,
+        /// The configuration the daemon runs with (its defaults decide what is valid).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The result is stale (CRITICAL) when collected more than this many steps ago.
+        #[arg(long, default_value = "3")]
+        stale_steps: u32,
+    },
     /// Active orders whose last_result is older than --stale-steps steps (-w/-c on their
-    /// number, default 0 and 10), and invalid or unresolved order files (--invalid-warning,
-    /// --invalid-critical, default 0 and none).
+    /// number, default 0 and 10), invalid or unresolved order files (--invalid-warning,
+    /// --invalid-critical, default 0 and none), and every other active order's last result
+    /// against --order-warning/--order-critical and its own alert: (the worst one named).
     Orders {
         #[command(flatten)]
         args: CheckArgs,
@@ -69,6 +105,13 @@ pub enum CheckCommand {
         invalid_warning: String,
         #[arg(long)]
         invalid_critical: Option<String>,
+        /// Warning thresholds for each order's last result, as `check order -w`
+        /// (loss=2,median=100ms,max=0.5); an order's own alert: wins per level and metric.
+        #[arg(long, value_name = "LIST")]
+        order_warning: Option<String>,
+        /// Critical thresholds for each order's last result, as `check order -c`.
+        #[arg(long, value_name = "LIST")]
+        order_critical: Option<String>,
     },
     /// Age in seconds of the last HAProxy snapshot the pull collector published (-w/-c,
     /// default 60 and 300); CRITICAL when none ever was.
@@ -79,7 +122,7 @@ pub enum CheckCommand {
 }
 
 /// The checks, as `spoolmon check <name>` names them.
-const CHECK_NAMES: [&str; 6] = ["queue", "failed", "outbox", "daemon", "orders", "pull"];
+const CHECK_NAMES: [&str; 7] = ["queue", "failed", "outbox", "daemon", "order", "orders", "pull"];
 
 /// Answers a command line that clap refused for `spoolmon check [<name>]` (an unknown option, a
 /// missing or malformed value, no such check) as Nagios plugins answer a usage error: UNKNOWN,
@@ -98,8 +141,15 @@ pub fn usage_error(check: Option<&str>, error: &clap::Error) -> ExitCode {
         )
     } else {
         let text = error.render().to_string();
-        let first = text.lines().next().unwrap_or_default();
-        format!("{} (see --help)", first.strip_prefix("error: ").unwrap_or(first))
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or_default();
+        let mut reason = first.strip_prefix("error: ").unwrap_or(first).to_string();
+        // "the following required arguments were not provided:" names them on the next lines.
+        if reason.ends_with(':') {
+            let named: Vec<&str> = lines.map(str::trim).take_while(|line| !line.is_empty()).collect();
+            reason = format!("{reason} {}", named.join(" "));
+        }
+        format!("{reason} (see --help)")
     };
     print_outcome(&Outcome::unknown(name, reason))
 }
@@ -134,18 +184,34 @@ pub fn run(command: CheckCommand) -> ExitCode {
         CheckCommand::Pull { args } => {
             thresholds(args, "60", "300").map(|age| check::check_pull(&BaseDir::new(&args.base_dir), &age, now))
         }
+        CheckCommand::Order {
+            id,
+            base_dir,
+            warning,
+            critical,
+            config,
+            stale_steps,
+        } => Ok(check_order(id, base_dir, warning, critical, config, *stale_steps, now)
+            .unwrap_or_else(|reason| Outcome::unknown("order", reason))),
         CheckCommand::Orders {
             args,
             config,
             stale_steps,
             invalid_warning,
             invalid_critical,
+            order_warning,
+            order_critical,
         } => match load_config(config.as_deref()) {
             Ok(config) => thresholds(args, "0", "10").and_then(|stale| {
+                let results = match Alert::parse_lists(order_warning.as_deref(), order_critical.as_deref()) {
+                    Ok(results) => results,
+                    Err(e) => return Ok(Outcome::unknown("orders", e.to_string())),
+                };
                 let limits = check::OrderThresholds {
                     stale,
                     invalid: Thresholds::parse(Some(invalid_warning), invalid_critical.as_deref())?,
                     stale_steps: *stale_steps,
+                    results,
                 };
                 Ok(check::check_orders(
                     &BaseDir::new(&args.base_dir),
@@ -162,11 +228,57 @@ pub fn run(command: CheckCommand) -> ExitCode {
         CheckCommand::Failed { .. } => "failed",
         CheckCommand::Outbox { .. } => "outbox",
         CheckCommand::Daemon { .. } => "daemon",
+        CheckCommand::Order { .. } => "order",
         CheckCommand::Orders { .. } => "orders",
         CheckCommand::Pull { .. } => "pull",
     };
     let outcome = outcome.unwrap_or_else(|e| Outcome::unknown(name, e.to_string()));
     print_outcome(&outcome)
+}
+
+/// `check order`: the id and the lists checked (a bad one is the UNKNOWN reason), then the
+/// configuration loaded, then the check.
+fn check_order(
+    id: &str,
+    base_dir: &std::path::Path,
+    warning: &Option<String>,
+    critical: &Option<String>,
+    config: &Option<PathBuf>,
+    stale_steps: u32,
+    now: std::time::SystemTime,
+) -> Result<Outcome, String> {
+    let id = order_id(id)?;
+    let limits = check::OrderLimits {
+        alert: Alert::parse_lists(warning.as_deref(), critical.as_deref()).map_err(|e| e.to_string())?,
+        stale_steps,
+    };
+    let config = load_config(config.as_deref()).map_err(|e| format!("{e:#}"))?;
+    Ok(check::check_order(&BaseDir::new(base_dir), &config, &id, &limits, now))
+}
+
+/// The order id of `check order`: an [`OrderId`] the order book could track (no `..`, no
+/// absolute path, no name it ignores, no component longer than a file name can be, at most
+/// [`MAX_DEPTH`] directories deep); a hostile one is refused (UNKNOWN) before any path is built.
+fn order_id(text: &str) -> Result<OrderId, String> {
+    let shown = crate::orders::order::alert::quote(text);
+    let refuse = |why: &str| Err(format!("{shown} is not an order id: {why}"));
+    let Ok(id) = OrderId::new(text) else {
+        return refuse("it must be a relative path below orders/ without `.` or `..` parts");
+    };
+    let parts: Vec<&str> = id.as_str().split('/').collect();
+    if parts.len() > MAX_DEPTH {
+        return refuse(&format!("deeper than {MAX_DEPTH} directories"));
+    }
+    if parts.iter().any(|part| part.len() > 255) {
+        return refuse("a part longer than 255 bytes");
+    }
+    if let Some(part) = parts.iter().find(|part| is_ignored_name(OsStr::new(part))) {
+        return refuse(&format!(
+            "the daemon ignores the name {} (dotfiles, *.tmp, *.part, *.swp, *~, #name#)",
+            crate::orders::order::alert::quote(part)
+        ));
+    }
+    Ok(id)
 }
 
 /// Prints the plugin's line and returns its exit status. The status is the check's answer

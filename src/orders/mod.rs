@@ -20,7 +20,7 @@ pub mod book;
 pub mod order;
 pub mod watch;
 
-pub use book::{format_table, fresh_scan};
+pub use book::{format_table, fresh_lookup, fresh_scan};
 
 /// What the orders stage takes from the configuration (`Config::order_options` builds it from
 /// the keys of the same names; the defaults live here).

@@ -1,7 +1,7 @@
 //! `state/output-errors.json`: the orders whose output cannot be written, with the reason.
 //!
 //! Owned by processing (`spoolmon run`, `spoolmon process`); read by `spoolmon orders` (state
-//! `failing`), `spoolmon status` and `spoolmon check orders`. Format (JSON, one object):
+//! `failing`), `spoolmon status`, `spoolmon check orders` and `spoolmon check order` ([`order`]). Format (JSON, one object):
 //!
 //! ```text
 //! {"version":1,"orders":{"app1/target1":{"reason":"creating directory ...: File name too long","since":1700000020}}}
@@ -16,6 +16,7 @@
 
 use crate::orders::book::{OrderState, OrderStatus};
 use crate::orders::OrderOptions;
+use crate::shared::measurement::OrderId;
 use crate::spool::BaseDir;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -85,6 +86,15 @@ pub fn listing(base: &BaseDir, options: &OrderOptions) -> Vec<OrderStatus> {
     let mut statuses = crate::orders::fresh_scan(base, options);
     mark_failing(base, &mut statuses);
     statuses
+}
+
+/// One order as [`listing`] shows it (for `spoolmon check order ID`): the orders' look at that
+/// order alone ([`crate::orders::fresh_lookup`]) marked like the listing's. `None` when there is
+/// no such order.
+pub fn order(base: &BaseDir, options: &OrderOptions, id: &OrderId) -> Option<OrderStatus> {
+    let mut statuses: Vec<OrderStatus> = crate::orders::fresh_lookup(base, options, id).into_iter().collect();
+    mark_failing(base, &mut statuses);
+    statuses.pop()
 }
 
 /// Marks the active orders whose output processing could not write (an unreadable record is

@@ -626,6 +626,7 @@ mod tests {
             }),
             telegraf: None,
             expire: crate::orders::order::Expiry::Timeout,
+            alert: Default::default(),
         }
     }
 

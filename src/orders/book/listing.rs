@@ -7,11 +7,11 @@
 //! output processing recorded an error in `state/output-errors.json`. Text shown in the table
 //! has control characters replaced, so a file name cannot move the terminal's cursor.
 //!
-//! Called by `output::failures::listing` (for `spoolmon orders`, `status`, `check orders`) and
-//! self-metrics.
+//! Called by `output::failures::listing` (for `spoolmon orders`, `status`, `check orders`),
+//! `output::failures::order` (one order, [`fresh_lookup`], for `check order`) and self-metrics.
 
 use super::{Entry, EntryState, OrderBook};
-use crate::orders::order::Expiry;
+use crate::orders::order::{Alert, Expiry};
 use crate::orders::OrderOptions;
 use crate::shared::measurement::OrderId;
 use crate::spool::BaseDir;
@@ -62,6 +62,10 @@ pub struct OrderStatus {
     /// When an active order expires: `timeout` (`order-timeout` after `mtime`) or `never`
     /// (`expire: never`); null for the other states.
     pub expire: Option<Expiry>,
+    /// An active order's own alert thresholds (`alert:`), each value as written; left out of
+    /// the JSON when the order has none.
+    #[serde(skip_serializing_if = "Alert::is_empty")]
+    pub alert: Alert,
 }
 
 impl OrderBook {
@@ -111,6 +115,7 @@ fn status_of(entry: &Entry) -> OrderStatus {
         target: order.map(|o| o.probe.target()),
         warnings: entry.warnings.clone(),
         expire: order.map(|o| o.expire),
+        alert: order.map(|o| o.alert.clone()).unwrap_or_default(),
     }
 }
 
@@ -121,6 +126,16 @@ pub fn fresh_scan(base: &BaseDir, options: &OrderOptions) -> Vec<OrderStatus> {
     let mut book = OrderBook::new(base.clone(), options.clone());
     book.rescan(SystemTime::now());
     book.listing()
+}
+
+/// The state of order `id` right now, as [`fresh_scan`] would list it, from a look at its own
+/// path alone (`orders/<id>`: the book's refresh of that path, with the same symlink, size and
+/// name rules), so a check of one order costs one order's parse (and host lookup), not the whole
+/// directory's. `None` when no such order is tracked (no file, or a name the book ignores).
+pub fn fresh_lookup(base: &BaseDir, options: &OrderOptions, id: &OrderId) -> Option<OrderStatus> {
+    let mut book = OrderBook::new(base.clone(), options.clone());
+    book.refresh(&[base.orders().join(id.as_path())], SystemTime::now());
+    book.entries.values().find(|entry| entry.id == *id).map(status_of)
 }
 
 /// A human-readable table of a listing: id, state, probe, step/pings, target, reason (for an
@@ -223,5 +238,31 @@ mod tests {
         assert_eq!(lines.len(), 3, "{table}");
         assert!(lines[1].starts_with("a/bad") && lines[1].contains("step: 0"), "{table}");
         assert!(lines[2].contains("a/good") && lines[2].contains("20s/3"), "{table}");
+    }
+
+    #[test]
+    fn looking_up_one_order_lists_it_exactly_as_the_whole_scan_does() {
+        let f = Fixture::new();
+        f.write("a/good", format!("{VALID}alert: {{warning: {{loss: 10%}}}}\n"));
+        f.write("a/bad", VALID.replace("step: 20", "step: 0"));
+        f.write("a/.hidden", VALID);
+        f.write("deep/er/order", VALID);
+        f.write("outside", VALID);
+        std::os::unix::fs::symlink("../outside", f.path("a/inside-link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", f.path("a/escape")).unwrap();
+        std::os::unix::fs::symlink(f.path("deep"), f.path("linked-dir")).unwrap();
+        let options = OrderOptions::default();
+        let scan = crate::orders::fresh_scan(&f.base, &options);
+        assert!(scan.len() >= 6, "{scan:?}");
+        for status in &scan {
+            let one = fresh_lookup(&f.base, &options, &status.id);
+            assert_eq!(one.as_ref(), Some(status), "{}", status.id);
+        }
+        let good = scan.iter().find(|s| s.id.as_str() == "a/good").unwrap();
+        assert_eq!(good.alert.warning.loss.as_ref().unwrap().written, "10%");
+        for absent in ["a/.hidden", "a/none", "a", "deep/er", "../outside"] {
+            let Ok(id) = OrderId::new(absent) else { continue };
+            assert_eq!(fresh_lookup(&f.base, &options, &id), None, "{absent}");
+        }
     }
 }

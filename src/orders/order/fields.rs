@@ -168,6 +168,18 @@ impl Fields {
         Ok(host)
     }
 
+    /// Refuses the first key never taken (for sections where an ignored key would silently do
+    /// nothing, such as `alert:`); `known` lists the keys the section takes.
+    pub(super) fn finish_strict(self, what: &str, known: &str) -> Result<(), Problem> {
+        match self.entries.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(Problem::key(
+                &self.name(key),
+                format!("unknown {what} (known: {known})"),
+            )),
+        }
+    }
+
     /// Warns about every key never taken.
     pub(super) fn finish(self, warnings: &mut Vec<String>) {
         for key in self.entries.keys() {

@@ -13,13 +13,17 @@
 //! - `parse`: the text of one order (plus the old interface's `telegraf/<id>` file) into an
 //!   [`Order`] or an [`OrderError`] naming the offending key ([`parse_order`]; pure: reads no
 //!   files, the order book passes text in);
-//! - `fields`: reading a YAML map key by key into typed values, with hostile YAML refused.
+//! - `fields`: reading a YAML map key by key into typed values, with hostile YAML refused;
+//! - [`alert`]: the order's alert thresholds (`alert:`) and the threshold lists of the checks;
+//! - [`range`]: Nagios ranges, the syntax of every threshold value.
 //!
 //! Called by the order book (parsing), the scheduler (batch key, interval) and the probes (the
 //! spec of each order they measure).
 
+pub mod alert;
 mod fields;
 mod parse;
+pub mod range;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +31,8 @@ pub use parse::{
     parse_order, parse_order_with, resolve_host, HostResolver, OrderError, ParsedOrder, MAX_INTERVAL_MS,
     MAX_ORDER_BYTES, MAX_PINGS, MAX_STEP,
 };
+
+pub use alert::Alert;
 
 use crate::shared::measurement::{OrderId, RrdTemplate, TelegrafMeta};
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +54,9 @@ pub struct Order {
     pub telegraf: Option<TelegrafMeta>,
     /// Whether the order expires `order-timeout` after its file was last modified (`expire:`).
     pub expire: Expiry,
+    /// The order's own alert thresholds (`alert:`; empty when absent), which the checks prefer
+    /// to the command line's per level and metric.
+    pub alert: Alert,
 }
 
 /// When an order expires: the order file's `expire:` key.

@@ -8,11 +8,14 @@
 //! - hosts of `fping`/`tcp` orders are resolved here (an IP literal as is, a name with the system
 //!   resolver, first address); a name that does not resolve is [`OrderError::Unresolvable`], which
 //!   the order book retries ("not yet", not "bad");
+//! - `alert:` is strict: an unknown level or metric, or a value that is not a threshold, is an
+//!   error (an ignored threshold would silently never alert);
 //! - hostile YAML gives an error, never a panic or a memory blow-up (see `fields`).
 //!
 //! This module reads no files: the order book owns `orders/` and passes text in. Called by the
 //! order book and `tests/fuzz_parsers.rs`.
 
+use super::alert::{Alert, Level, Metric, Threshold};
 use super::fields::{kind_of, load_map, to_text, to_words, Fields, Problem};
 use super::{ExecKind, ExecSpec, Expiry, FpingSpec, HttpingSpec, Order, ProbeKind, ProbeSpec, TcpSpec, PROBE_NAMES};
 use crate::orders::OrderOptions;
@@ -181,6 +184,7 @@ impl OrderParser<'_, '_> {
         };
         let rrd_template = rrd_template(fields.string("rrd_template")?)?;
         let expire = expiry(fields.take("expire"))?;
+        let alert = alert(fields.take("alert"))?;
         let telegraf = self.telegraf(id, &mut fields, telegraf_file)?;
         let section = match fields.take(&probe_name) {
             Some(Value::Mapping(map)) => Fields::new(&format!("{probe_name}."), map)?,
@@ -215,6 +219,7 @@ impl OrderParser<'_, '_> {
             probe,
             telegraf,
             expire,
+            alert,
         })
     }
 
@@ -432,6 +437,55 @@ fn expiry(value: Option<Value>) -> Result<Expiry, Problem> {
             ),
         )),
     }
+}
+
+/// `alert:`: a map of levels (`warning`, `critical`), each a map of metrics (`loss`, `median`,
+/// `max`) to threshold values; absent or null: no thresholds of its own.
+fn alert(value: Option<Value>) -> Result<Alert, Problem> {
+    const SHAPE: &str = "{warning: {loss: 10%, median: 100ms}, critical: {loss: 50%, max: 1s}}";
+    let map = match value {
+        None => return Ok(Alert::default()),
+        Some(Value::Mapping(map)) => map,
+        Some(other) => {
+            return Err(Problem::key(
+                "alert",
+                format!("must be a map like {SHAPE}, found {}", kind_of(&other)),
+            ))
+        }
+    };
+    let mut fields = Fields::new("alert.", map)?;
+    let mut level = |name: &str| -> Result<Level, Problem> {
+        let key = fields.name(name);
+        let map = match fields.take(name) {
+            None => return Ok(Level::default()),
+            Some(Value::Mapping(map)) => map,
+            Some(other) => {
+                return Err(Problem::key(
+                    &key,
+                    format!("must be a map of loss, median and max, found {}", kind_of(&other)),
+                ))
+            }
+        };
+        let mut metrics = Fields::new(&format!("{key}."), map)?;
+        let mut level = Level::default();
+        for metric in Metric::ALL {
+            let name = metrics.name(metric.name());
+            let Some(value) = metrics.take(metric.name()) else {
+                continue;
+            };
+            let text = to_text(&name, value)?;
+            let threshold = Threshold::parse(metric, &text).map_err(|message| Problem::key(&name, message))?;
+            level
+                .set(metric, threshold)
+                .map_err(|message| Problem::key(&name, message))?;
+        }
+        metrics.finish_strict("metric", "loss, median, max")?;
+        Ok(level)
+    };
+    let warning = level("warning")?;
+    let critical = level("critical")?;
+    fields.finish_strict("level", "warning, critical")?;
+    Ok(Alert { warning, critical })
 }
 
 fn telegraf_meta(mut fields: Fields, warnings: &mut Vec<String>) -> Result<TelegrafMeta, Problem> {

@@ -592,3 +592,131 @@ fn any_other_expire_value_is_an_error_naming_the_key() {
         assert!(message.contains("never"), "{message}");
     }
 }
+
+#[test]
+fn alert_thresholds_are_parsed_in_block_and_flow_form_with_numbers_or_units() {
+    let text = format!(
+        "{README_ORDER}alert:\n    warning: {{loss: 10%, median: 100ms, max: 0.5}}\n    critical:\n        loss: 5\n        max: 1s\n        median: \"@0.2:0.4\"\n"
+    );
+    let parsed = parse(&text).unwrap();
+    assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
+    let alert = parsed.order.alert;
+    let warning = &alert.warning;
+    let loss = warning.loss.as_ref().unwrap();
+    assert!(loss.percent && loss.range.to_string() == "10" && loss.written == "10%");
+    assert_eq!(warning.median.as_ref().unwrap().range.to_string(), "0.1");
+    assert_eq!(warning.max.as_ref().unwrap().written, "0.5");
+    let critical = &alert.critical;
+    assert!(!critical.loss.as_ref().unwrap().percent);
+    assert_eq!(critical.max.as_ref().unwrap().range.to_string(), "1");
+    assert!(critical.median.as_ref().unwrap().range.alerts(0.3));
+    // The same as the command line's lists give.
+    assert_eq!(
+        alert,
+        Alert::parse_lists(
+            Some("loss=10%,median=100ms,max=0.5"),
+            Some("loss=5,max=1s,median=@0.2:0.4")
+        )
+        .unwrap()
+    );
+    // Absent, null, empty: no thresholds of its own.
+    for empty in ["", "alert: ~\n", "alert: {}\n", "alert: {warning: ~, critical: {}}\n"] {
+        let parsed = parse(&format!("{README_ORDER}{empty}")).unwrap();
+        assert!(parsed.order.alert.is_empty(), "{empty:?}");
+        assert!(parsed.warnings.is_empty(), "{empty:?}: {:?}", parsed.warnings);
+    }
+    // A range without `@` needs no quotes.
+    let range = parse(&format!("{README_ORDER}alert: {{warning: {{median: 10ms:20ms}}}}\n")).unwrap();
+    assert_eq!(range.order.alert.warning.median.unwrap().range.to_string(), "0.01:0.02");
+}
+
+#[test]
+fn an_invalid_alert_makes_the_order_invalid_naming_the_key() {
+    let cases = [
+        ("alert: 10%", "alert", "must be a map like"),
+        ("alert: [loss]", "alert", "must be a map like"),
+        (
+            "alert: {warn: {loss: 1}}",
+            "alert.warn",
+            "unknown level (known: warning, critical)",
+        ),
+        (
+            "alert: {warning: \"loss=2\"}",
+            "alert.warning",
+            "must be a map of loss, median and max",
+        ),
+        ("alert: {warning: {min: 1ms}}", "alert.warning.min", "unknown metric"),
+        (
+            "alert: {critical: {loss: 101%}}",
+            "alert.critical.loss",
+            "more than 100%",
+        ),
+        ("alert: {critical: {loss: ten}}", "alert.critical.loss", "not a count"),
+        (
+            "alert: {critical: {median: 100xs}}",
+            "alert.critical.median",
+            "not a time",
+        ),
+        ("alert: {critical: {median: -1}}", "alert.critical.median", "not a time"),
+        (
+            "alert: {critical: {median: true}}",
+            "alert.critical.median",
+            "must be a string",
+        ),
+        (
+            "alert: {critical: {max: [1, 2]}}",
+            "alert.critical.max",
+            "must be a string",
+        ),
+        (
+            "alert: {critical: {max: {a: 1}}}",
+            "alert.critical.max",
+            "must be a string",
+        ),
+        (
+            "alert: {critical: {max: 2ms:1ms}}",
+            "alert.critical.max",
+            "start is above the end",
+        ),
+        ("alert: {critical: {max: \"\"}}", "alert.critical.max", "no value"),
+        ("alert: {1: {max: 1}}", "alert", "keys must be strings"),
+    ];
+    for (alert, key, message) in cases {
+        let text = format!("{README_ORDER}{alert}\n");
+        assert_eq!(invalid_key(&text), key, "{alert}");
+        let error = parse(&text).unwrap_err().to_string();
+        assert!(error.contains(message), "{alert}: {error}");
+    }
+    // `@` cannot start a plain YAML scalar: the YAML itself is refused.
+    let unquoted = format!("{README_ORDER}alert: {{warning: {{loss: @1:2}}}}\n");
+    assert!(
+        matches!(parse(&unquoted), Err(OrderError::Yaml { .. })),
+        "{:?}",
+        parse(&unquoted)
+    );
+}
+
+#[test]
+fn hostile_alerts_are_refused_with_a_short_message() {
+    // A value as large as an order may be: refused, the message quotes only its start.
+    let huge = format!(
+        "{README_ORDER}alert: {{warning: {{median: \"{}ms\"}}}}\n",
+        "9".repeat(60_000)
+    );
+    let error = parse(&huge).unwrap_err().to_string();
+    assert!(
+        error.contains("alert.warning.median") && error.len() < 400,
+        "{}",
+        error.len()
+    );
+    // Aliases replaying a level into every level and key: the merge-free expansion is bounded
+    // by the parser's alias check; a duplicate metric is a YAML error.
+    let aliases = format!("{README_ORDER}x: &l {{loss: 1}}\nalert: {{warning: *l, critical: *l}}\n");
+    let parsed = parse(&aliases).unwrap();
+    assert_eq!(parsed.order.alert.warning, parsed.order.alert.critical);
+    let duplicate = format!("{README_ORDER}alert: {{warning: {{loss: 1, loss: 2}}}}\n");
+    assert!(matches!(parse(&duplicate), Err(OrderError::Yaml { .. })));
+    // Deep nesting below alert: is the YAML parser's refusal, not a stack overflow.
+    let deep = format!("{README_ORDER}alert: {}1{}\n", "[".repeat(500), "]".repeat(500));
+    assert!(parse(&deep).is_err());
+}

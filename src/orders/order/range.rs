@@ -1,6 +1,9 @@
-//! Nagios threshold ranges (`-w`/`-c`), as the Nagios plugin guidelines define them:
-//! `10` (alert outside 0..10), `10:` (below 10), `~:10` (above 10), `10:20` (outside), `@10:20`
-//! (inside).
+//! Nagios threshold ranges, as the Nagios plugin guidelines define them: `10` (alert outside
+//! 0..10), `10:` (below 10), `~:10` (above 10), `10:20` (outside), `@10:20` (inside).
+//!
+//! The syntax of every check's `-w`/`-c` (`crate::check` re-exports it as `check::range`) and of
+//! the values of an order's `alert:` thresholds ([`super::alert`]), which is why it lives with
+//! the order model: the order parser validates them, the checks evaluate them. Pure: no I/O.
 
 use std::fmt;
 
