@@ -1,11 +1,17 @@
 //! `check orders`: order files that cannot be measured (invalid or unresolved), active orders
-//! whose output cannot be written (`failing`, from `state/output-errors.json`: at least WARNING,
-//! the first one named) and active orders whose `last_result` is older than a few steps (stale
+//! that are `failing` (from `state/output-errors.json`): CRITICAL when their probe cannot measure
+//! them, at least WARNING when their output cannot be written, the first one named (a probe
+//! failure first), and active orders whose `last_result` is older than a few steps (stale
 //! measurements).
+//!
+//! Why a probe failure is CRITICAL: the order is not measured at all, for a reason on the
+//! measuring side that someone must fix (a missing binary, a permission, a name that does not
+//! resolve), and it used to show as 100% loss, which per-target alerting rates CRITICAL; a broken
+//! prober must not be quieter than the dead target it was mistaken for.
 
 use super::{unix_now, Outcome, Perf, Status, Thresholds};
 use crate::config::Config;
-use crate::orders::book::{OrderState, OrderStatus};
+use crate::orders::book::{FailureKind, OrderState, OrderStatus};
 use crate::spool::BaseDir;
 use std::io::ErrorKind;
 use std::time::SystemTime;
@@ -40,7 +46,9 @@ pub fn check_orders(base: &BaseDir, config: &Config, limits: &OrderThresholds, n
         .iter()
         .filter(|o| matches!(o.state, OrderState::Invalid | OrderState::Unresolved))
         .collect();
-    let failing: Vec<&OrderStatus> = listing.iter().filter(|o| o.state == OrderState::Failing).collect();
+    let mut failing: Vec<&OrderStatus> = listing.iter().filter(|o| o.state == OrderState::Failing).collect();
+    // Probe failures first (stable: in id order within each kind): the one named is the worst.
+    failing.sort_by_key(|o| o.failure != Some(FailureKind::Probe));
     let active = listing.len() - invalid.len();
     let mut stale = Vec::new();
     // A failing order is reported as failing (its output may not even be readable).
@@ -51,10 +59,10 @@ pub fn check_orders(base: &BaseDir, config: &Config, limits: &OrderThresholds, n
             Err(reason) => return Outcome::unknown("orders", reason),
         }
     }
-    let failing_status = if failing.is_empty() {
-        Status::Ok
-    } else {
-        Status::Warning
+    let failing_status = match failing.first().map(|o| o.failure) {
+        None => Status::Ok,
+        Some(Some(FailureKind::Probe)) => Status::Critical,
+        Some(_) => Status::Warning,
     };
     let status = limits
         .stale
@@ -184,6 +192,7 @@ mod tests {
             path: base.orders().join(format!("{id}.yaml")),
             state: OrderState::Active,
             reason: None,
+            failure: None,
             mtime: 1_000,
             probe: None,
             step: Some(20),
