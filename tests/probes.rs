@@ -171,7 +171,7 @@ fn an_order_its_probe_cannot_run_is_failing_with_the_reason_and_unknown_until_it
     let daemon = base.start(&config);
     let failing = ["exec/missing", "exec/noexec", "http/unresolvable"];
     let reasons = [
-        format!("probe cannot measure (since "),
+        "probe cannot measure (since ".to_string(),
         format!("cannot run {missing}: No such file or directory (os error 2)"),
         format!("cannot run {script}: Permission denied (os error 13)"),
         "GET http://spoolmon-test.invalid/: io: failed to lookup address information".to_string(),
@@ -277,7 +277,7 @@ fn an_order_its_probe_cannot_run_is_failing_with_the_reason_and_unknown_until_it
     assert_eq!(code, 0);
     assert!(text.contains("1 active, 3 failing, 0 invalid, 0 unresolved"), "{text}");
     assert!(
-        text.contains(&format!("order exec/missing (failing): probe cannot measure (since ")),
+        text.contains("order exec/missing (failing): probe cannot measure (since "),
         "{text}"
     );
     wait_for("the probe failing gauge in metrics.prom", LIMIT, Some(&daemon), || {

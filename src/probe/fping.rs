@@ -377,10 +377,16 @@ impl Report {
             None => pings_lost(),
             Some(code) if code > 2 => {
                 let said: String = self.lines.join(" | ").chars().take(STDERR_IN_REASON).collect();
+                // fping(8): 3 invalid arguments, 4 a system call failed (it may say nothing).
+                let meaning = match code {
+                    3 => " (fping: invalid arguments)",
+                    4 => " (fping: a system call failed, e.g. no permission for an ICMP socket: run as root or give fping cap_net_raw)",
+                    _ => "",
+                };
                 Err(ProbeFailure::new(if said.trim().is_empty() {
-                    format!("{} exited with status {code}", self.path)
+                    format!("{} exited with status {code}{meaning}", self.path)
                 } else {
-                    format!("{} exited with status {code}: {said}", self.path)
+                    format!("{} exited with status {code}{meaning}: {said}", self.path)
                 }))
             }
             Some(code) => Err(ProbeFailure::new(format!(
@@ -575,7 +581,45 @@ mod tests {
             .expect_err("not measured");
         assert_eq!(
             failure.reason(),
-            "/usr/bin/fping exited with status 4: /usr/bin/fping: cannot bind source address : Cannot assign requested address"
+            "/usr/bin/fping exited with status 4 (fping: a system call failed, e.g. no permission for an ICMP socket: \
+             run as root or give fping cap_net_raw): /usr/bin/fping: cannot bind source address : Cannot assign requested address"
+        );
+    }
+
+    #[test]
+    fn real_fping_without_permission_for_an_icmp_socket_measures_nothing() {
+        // The real binary, copied without its file capabilities, run as nobody: with the default
+        // ping_group_range ("1 0": no group may open ping sockets) it cannot open a socket.
+        let group_range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+        let (low, high) = group_range.split_once(char::is_whitespace).unwrap();
+        let (low, high): (u32, u32) = (low.trim().parse().unwrap(), high.trim().parse().unwrap());
+        assert!(
+            low > high || !(low..=high).contains(&65534),
+            "ping_group_range {group_range:?} lets nobody open ping sockets: this test needs the kernel default"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("fping-without-caps");
+        std::fs::copy("/usr/bin/fping", &copy).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let wrapper = dir.path().join("fping");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups {} \"$@\"\n",
+                copy.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let probe = FpingProbe::new(wrapper);
+        let specs = vec![spec(Ipv4Addr::LOCALHOST.into())];
+        let plan = plan(2, Duration::from_millis(20), Duration::from_secs(5));
+        let failure = outcomes(&probe, &specs, &plan).remove(0).expect_err("not measured");
+        assert!(
+            failure
+                .reason()
+                .contains("exited with status 4 (fping: a system call failed, e.g. no permission for an ICMP socket"),
+            "{failure}"
         );
     }
 
@@ -648,7 +692,12 @@ mod tests {
         assert_eq!(results[0], Ok(vec![Some(0.0015), None, Some(0.002)]));
         // Exit 3 and no valid line for ::1: fping failed for it.
         let failure = results[1].as_ref().expect_err("no line for ::1");
-        assert!(failure.reason().contains("exited with status 3: "), "{failure}");
+        assert!(
+            failure
+                .reason()
+                .contains("exited with status 3 (fping: invalid arguments): "),
+            "{failure}"
+        );
         assert!(
             failure.reason().len() <= crate::shared::measurement::MAX_FAILURE_LEN,
             "{}",
