@@ -26,7 +26,7 @@
 pub use crate::orders::book::FailureKind;
 use crate::orders::book::{OrderState, OrderStatus};
 use crate::orders::OrderOptions;
-use crate::shared::measurement::failure_reason;
+use crate::shared::measurement::one_line;
 use crate::spool::BaseDir;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,6 +37,9 @@ pub const FILE_NAME: &str = "output-errors.json";
 
 /// A larger file is not ours: refused instead of read.
 const MAX_FILE: u64 = 16 << 20;
+
+/// Most bytes of one reason a listing shows.
+pub const MAX_SHOWN_REASON: usize = 8192;
 
 /// Why one order fails: its output cannot be written, or its probe cannot measure it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,13 +54,18 @@ pub struct OrderFailure {
 
 impl OrderFailure {
     /// The reason as listings show it: `cannot write output (since T): ...` or `probe cannot
-    /// measure (since T): ...`, one line without control characters.
+    /// measure (since T): ...`, one line without control characters, at most
+    /// [`MAX_SHOWN_REASON`] bytes of it (an output error names a path of up to 4 KiB).
     pub fn describe(&self) -> String {
         let what = match self.kind {
             FailureKind::Output => "cannot write output",
             FailureKind::Probe => "probe cannot measure",
         };
-        format!("{what} (since {}): {}", self.since, failure_reason(&self.reason))
+        format!(
+            "{what} (since {}): {}",
+            self.since,
+            one_line(&self.reason, MAX_SHOWN_REASON)
+        )
     }
 }
 
@@ -185,6 +193,17 @@ mod tests {
         );
         assert_eq!(errors.orders["b"].kind, FailureKind::Probe);
         assert_eq!(errors.orders["b"].describe(), "probe cannot measure (since 6): x [2J y");
+        // An output error naming a 4 KiB path is shown whole.
+        let long = OrderFailure {
+            reason: format!("creating directory {}: File name too long", "x/".repeat(2045)),
+            since: 7,
+            kind: FailureKind::Output,
+        };
+        assert!(
+            long.describe().ends_with("x/: File name too long"),
+            "{}",
+            long.describe()
+        );
         let written = {
             write(&base, &errors).unwrap();
             std::fs::read_to_string(base.state().join(FILE_NAME)).unwrap()

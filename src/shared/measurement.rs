@@ -147,15 +147,21 @@ pub const MAX_FAILURE_LEN: usize = 1024;
 /// space, runs of white space folded into one), trimmed, cut to [`MAX_FAILURE_LEN`] bytes on a
 /// character boundary (ending in `…` when cut). An empty reason becomes `unknown reason`.
 pub fn failure_reason(reason: &str) -> String {
+    one_line(reason, MAX_FAILURE_LEN)
+}
+
+/// `text` on one line as [`failure_reason`] makes it, cut to `max` bytes (at least 4).
+pub fn one_line(text: &str, max: usize) -> String {
     const CUT: &str = "…";
-    let mut clean = String::with_capacity(reason.len().min(MAX_FAILURE_LEN + 4));
+    let max = max.max(CUT.len() + 1);
+    let mut clean = String::with_capacity(text.len().min(max + 4));
     let mut space = false;
-    for c in reason.chars() {
+    for c in text.chars() {
         if c.is_whitespace() || c.is_control() || is_invisible(c) {
             space = !clean.is_empty();
             continue;
         }
-        if clean.len() > MAX_FAILURE_LEN {
+        if clean.len() > max {
             break;
         }
         if std::mem::take(&mut space) {
@@ -163,8 +169,8 @@ pub fn failure_reason(reason: &str) -> String {
         }
         clean.push(c);
     }
-    if clean.len() > MAX_FAILURE_LEN {
-        let mut end = MAX_FAILURE_LEN - CUT.len();
+    if clean.len() > max {
+        let mut end = max - CUT.len();
         while !clean.is_char_boundary(end) {
             end -= 1;
         }
