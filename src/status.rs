@@ -7,7 +7,7 @@
 //! write every `self-metrics: {interval}`. Read access is enough; nothing is written.
 
 use crate::config::Config;
-use crate::orders::book::OrderState;
+use crate::orders::book::{FailureKind, OrderState};
 use crate::selfmetrics::{count_failed, Component, StatusFile};
 use crate::sink::backlog::{self, SinkBacklog};
 use crate::spool::queue::{self, QueueEntry};
@@ -68,9 +68,11 @@ pub struct Queue {
 #[derive(Debug, Default, Serialize)]
 pub struct Orders {
     pub active: usize,
-    /// Orders whose output cannot be written (`state/output-errors.json`; with `spoolmon
-    /// process` also ids without an order file).
+    /// Orders whose output cannot be written or whose probe cannot measure them
+    /// (`state/output-errors.json`; with `spoolmon process` also ids without an order file).
     pub failing: usize,
+    /// Of the failing orders, those whose probe could not measure them in its newest run.
+    pub probe_failing: usize,
     pub invalid: usize,
     pub unresolved: usize,
     /// Every failing, invalid or unresolved order with the reason.
@@ -82,6 +84,9 @@ pub struct OrderProblem {
     pub id: String,
     pub state: OrderState,
     pub reason: String,
+    /// For a failing order: what fails (`output` or `probe`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureKind>,
 }
 
 /// What one `state/status*.json` says.
@@ -189,22 +194,26 @@ fn orders_of(base: &BaseDir, config: &Config) -> Orders {
             OrderState::Invalid => orders.invalid += 1,
             OrderState::Unresolved => orders.unresolved += 1,
         }
+        orders.probe_failing += usize::from(status.failure == Some(FailureKind::Probe));
         if let Some(reason) = status.reason {
             orders.problems.push(OrderProblem {
                 id: status.id.to_string(),
                 state: status.state,
                 reason,
+                failure: status.failure,
             });
         }
     }
-    // Output failures of ids without an order file (`spoolmon process` writes any id).
+    // Failures of ids without an order file (`spoolmon process` writes any id).
     let failures = crate::output::failures::read(base).unwrap_or_default();
     for (id, failure) in failures.orders.into_iter().filter(|(id, _)| !listed.contains(id)) {
         orders.failing += 1;
+        orders.probe_failing += usize::from(failure.kind == FailureKind::Probe);
         orders.problems.push(OrderProblem {
             id,
             state: OrderState::Failing,
-            reason: format!("cannot write output (since {}): {}", failure.since, failure.reason),
+            reason: failure.describe(),
+            failure: Some(failure.kind),
         });
     }
     orders
@@ -363,12 +372,13 @@ fn describe_sink(b: &SinkBacklog) -> String {
 
 /// Key counters of one process, those it has.
 fn describe_metrics(c: &ComponentMetrics) -> String {
-    const KEY: [(&str, &str); 9] = [
+    const KEY: [(&str, &str); 10] = [
         ("spoolmon_snapshots_processed_total", "snapshots processed"),
         ("spoolmon_snapshots_failed_total", "failed"),
         ("spoolmon_rrd_updates_total", "RRD updates"),
         ("spoolmon_probe_pings_sent_total", "pings sent"),
         ("spoolmon_probe_pings_lost_total", "lost"),
+        ("spoolmon_probe_orders_unmeasured_total", "orders not measured"),
         ("spoolmon_probe_runs_suspended_total", "runs suspended"),
         ("spoolmon_pull_cycles_total", "pull cycles"),
         ("spoolmon_pull_failed_cycles_total", "failed"),
@@ -452,6 +462,15 @@ mod tests {
             crate::output::failures::OrderFailure {
                 reason: "File name too long".into(),
                 since: 1_700_000_030,
+                kind: FailureKind::Output,
+            },
+        );
+        failures.orders.insert(
+            "gone/probe".into(),
+            crate::output::failures::OrderFailure {
+                reason: "cannot run /nonexistent: No such file\nor directory".into(),
+                since: 1_700_000_040,
+                kind: FailureKind::Probe,
             },
         );
         crate::output::failures::write(&base, &failures).unwrap();
@@ -480,9 +499,10 @@ mod tests {
             (
                 report.orders.invalid,
                 report.orders.failing,
+                report.orders.probe_failing,
                 report.orders.problems.len()
             ),
-            (1, 1, 2)
+            (1, 2, 1, 3)
         );
         assert_eq!(report.self_metrics.len(), 1);
         assert!(!report.self_metrics[0].running);
@@ -502,10 +522,28 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("order bad (invalid): "), "{text}");
-        assert!(text.contains("0 active, 1 failing, 1 invalid"), "{text}");
+        assert!(text.contains("0 active, 2 failing, 1 invalid"), "{text}");
         assert!(
             text.contains("order long/id (failing): cannot write output (since 1700000030): File name too long"),
             "{text}"
+        );
+        assert!(
+            text.contains(
+                "order gone/probe (failing): probe cannot measure (since 1700000040): cannot run /nonexistent: No such file or directory"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report.orders).unwrap();
+        assert_eq!(json["probe_failing"], 1);
+        let kinds: Vec<_> = json["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["failure"].clone())
+            .collect();
+        assert!(
+            kinds.contains(&"probe".into()) && kinds.contains(&"output".into()),
+            "{json}"
         );
     }
 }

@@ -295,6 +295,23 @@ fn orders_counts_stale_and_invalid_orders_at_every_boundary() {
         "{line}"
     );
     assert!(line.contains("failing=1 "), "{line}");
+    // An order its probe cannot measure is CRITICAL, and named first.
+    std::fs::write(
+        base.join("state/output-errors.json"),
+        r#"{"version":1,"orders":{"fresh":{"reason":"cannot create directory: Permission denied","since":1700000000},"old":{"reason":"cannot run /usr/bin/nosuch: No such file or directory","since":1700000020,"kind":"probe"}}}"#,
+    )
+    .unwrap();
+    let (code, line) = at(&["--stale-steps", "10", "--invalid-warning", "1"]);
+    assert_eq!(code, 2, "{line}");
+    assert!(
+        line.starts_with("SPOOLMON ORDERS CRITICAL - 4 active, 1 invalid (first: broken: "),
+        "{line}"
+    );
+    assert!(
+        line.contains(", 2 failing (first: old: probe cannot measure (since 1700000020): cannot run /usr/bin/nosuch: No such file or directory), 0 stale"),
+        "{line}"
+    );
+    assert!(line.contains("failing=2 "), "{line}");
 }
 
 #[test]

@@ -32,7 +32,7 @@ use spoolmon::orders::order::{
 };
 use spoolmon::probe::icmp::{Engine, IcmpOptions as IcmpConfig};
 use spoolmon::process::haproxy::{aggregate, HaproxyOptions};
-use spoolmon::shared::measurement::{OrderId, OrderResult, RrdTemplate, TelegrafMeta};
+use spoolmon::shared::measurement::{failure_reason, OrderId, OrderResult, RrdTemplate, TelegrafMeta, MAX_FAILURE_LEN};
 use spoolmon::sink::outbox::{self, Ack, AckRead, Counters, Outbox, OutboxLimits, Position};
 use spoolmon::spool::beneath::Dir;
 use spoolmon::spool::snapshot::{decode_ping, encode_ping, read_ping, PingBounds, PingHeader, PING_FILE};
@@ -1439,11 +1439,13 @@ fn generated_result() -> impl Strategy<Value = OrderResult> {
         prop_oneof![9 => 1u32..=20, 1 => 1u32..=1000],
         any::<bool>(),
         prop::option::of(telegraf_meta()),
+        // A run that could not measure: its reason as the probes write it (one clean line).
+        prop::option::weighted(0.2, any::<String>().prop_map(|r| failure_reason(&r))),
     )
-        .prop_flat_map(|(id, time, late, step, pings, norrd, telegraf)| {
+        .prop_flat_map(|(id, time, late, step, pings, norrd, telegraf, failure)| {
             let rtt = prop_oneof![1 => Just(None), 4 => (0.0f64..10.0).prop_map(Some)];
             prop::collection::vec(rtt, pings as usize).prop_map(move |rtts| {
-                OrderResult::builder(id.clone(), time)
+                let builder = OrderResult::builder(id.clone(), time)
                     .step(step)
                     .updated(time + late)
                     .template(if norrd {
@@ -1451,9 +1453,12 @@ fn generated_result() -> impl Strategy<Value = OrderResult> {
                     } else {
                         RrdTemplate::Smokeping
                     })
-                    .rtts(rtts)
-                    .telegraf(telegraf.clone())
-                    .build()
+                    .telegraf(telegraf.clone());
+                match &failure {
+                    Some(reason) => builder.rtts(vec![None; rtts.len()]).failure(reason.clone()),
+                    None => builder.rtts(rtts),
+                }
+                .build()
             })
         })
 }
@@ -1474,6 +1479,13 @@ fn decode_garbage_ping(bytes: &[u8]) {
                     result.step >= 1 && result.rtts.len() == result.pings as usize,
                     "{result:?}"
                 );
+                if let Some(reason) = &result.failure {
+                    // What reaches listings and logs: bounded, one line, nothing that steers a
+                    // terminal, and no round-trip time beside it.
+                    assert!(reason.len() <= MAX_FAILURE_LEN && !reason.is_empty(), "{reason:?}");
+                    assert!(!reason.chars().any(|c| c.is_control()), "{reason:?}");
+                    assert!(result.rtts.iter().all(Option::is_none), "{result:?}");
+                }
             }
         }
         Err(e) => assert!(!e.to_string().is_empty()),

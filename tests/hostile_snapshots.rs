@@ -377,3 +377,97 @@ fn a_full_disk_keeps_the_snapshot_waiting_and_applies_it_once_space_returns() {
     drop(daemon);
     drop(disk);
 }
+
+/// A result line of a run that could not measure `id`, with `reason` as JSON text (escaped).
+fn failed_line(id: &str, time: i64, reason_json: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","time":{time},"updated":{},"step":20,"pings":3,"template":"smokeping","rtts":[null,null,null],"failure":{reason_json}}}"#,
+        time + 20
+    )
+}
+
+#[test]
+fn hostile_failure_reasons_are_refused_when_huge_and_shown_as_one_clean_line() {
+    let base = Base::new();
+    let store = base.join("store");
+    for id in ["escape", "huge", "fine"] {
+        base.write_order(&format!("app/{id}"), &ping_order("127.0.0.1", 20, 3));
+    }
+    let daemon = start(&base, &store);
+    let t = recent();
+    // Terminal escapes, a newline, a bidi override and a NUL in the reason: accepted, shown clean.
+    let escape = r#""cannot run x\u001b[2J\u001b]0;pwned\u0007\nFAKE LINE\u202e\u0000 end""#;
+    publish_text(
+        &base,
+        &format!("{t}-ping-000000001"),
+        &ping_file(&[
+            failed_line("app/escape", t, escape),
+            line("app/fine", t, 20, 3, "0.001"),
+        ]),
+    );
+    wait_for("the escaped reason recorded", LIMIT, Some(&daemon), || {
+        base.read("state/output-errors.json")
+            .is_some_and(|t| t.contains("app/escape"))
+    });
+    let out = Command::new(BIN)
+        .args(["orders", "--json", "--base-dir"])
+        .arg(base.path())
+        .output()
+        .unwrap();
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == "app/escape")
+        .unwrap();
+    assert_eq!(entry["failure"], "probe", "{entry}");
+    let shown = entry["reason"].as_str().unwrap();
+    assert!(shown.ends_with("): cannot run x [2J ]0;pwned FAKE LINE end"), "{shown}");
+    let log = daemon.log_text();
+    assert!(
+        !log.contains('\u{1b}') && !log.contains('\u{202e}'),
+        "control characters reached the log"
+    );
+    assert!(!log.lines().any(|l| l.starts_with("FAKE LINE")), "a forged log line");
+    // Nothing invented: no last_result, no line in the sink for the failed run.
+    assert!(base.read("output/app/escape/last_result").is_none());
+    assert_eq!(stored_lines(&store, "app/escape"), 0);
+    assert_eq!(stored_lines(&store, "app/fine"), 4);
+
+    // A reason beyond the bound quarantines its snapshot at once, naming the bound; one that
+    // carries round-trip times too.
+    // (A line beyond 256 KiB is refused before it is parsed, whatever it holds.)
+    let huge = format!("\"{}\"", "x".repeat(100_000));
+    let cases = [
+        (
+            failed_line("app/huge", t + 20, &huge),
+            "failure reason of 100000 bytes is longer than 1024",
+        ),
+        (failed_line("app/huge", t + 20, "\"\""), "failure reason is empty"),
+        (
+            failed_line("app/huge", t + 20, "42"),
+            "line 2: invalid type: integer `42`, expected a string",
+        ),
+        (
+            failed_line("app/huge", t + 20, "\"x\"").replace("[null,null,null]", "[0.001,null,null]"),
+            "a failed run (failure set) carries round-trip times",
+        ),
+    ];
+    for (seq, (bad, expected)) in cases.iter().enumerate() {
+        let name = format!("{}-ping-{:09}", t + 20, seq + 2);
+        publish_text(&base, &name, &ping_file(std::slice::from_ref(bad)));
+        wait_for(&format!("{name} quarantined"), LIMIT, Some(&daemon), || {
+            base.join(&format!("failed/{name}/REASON")).exists()
+        });
+        let why = reason(&base, &name);
+        assert!(why.contains(expected), "{why}");
+        assert!(
+            why.len() < 4096,
+            "the reason does not quote the huge field: {} bytes",
+            why.len()
+        );
+    }
+    assert!(base.read("output/app/huge/last_result").is_none());
+    assert!(!base.read("state/output-errors.json").unwrap().contains("app/huge"));
+}

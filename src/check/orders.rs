@@ -1,15 +1,21 @@
 //! `check orders`: order files that cannot be measured (invalid or unresolved), active orders
-//! whose output cannot be written (`failing`, from `state/output-errors.json`: at least WARNING,
-//! the first one named), active orders whose `last_result` is older than a few steps (stale
+//! that are `failing` (from `state/output-errors.json`): CRITICAL when their probe cannot measure
+//! them, at least WARNING when their output cannot be written, the first one named (a probe
+//! failure first), active orders whose `last_result` is older than a few steps (stale
 //! measurements), and the last result of every other active order against alert thresholds
 //! (its own `alert:`, else `--order-warning`/`--order-critical`; the evaluation is `check
 //! order`'s): the worst one is named, and how many alert. Without any such threshold (no list
 //! given, no order with `alert:`) the line is what it was before alerts existed.
+//!
+//! Why a probe failure is CRITICAL: the order is not measured at all, for a reason on the
+//! measuring side that someone must fix (a missing binary, a permission, a name that does not
+//! resolve), and it used to show as 100% loss, which per-target alerting rates CRITICAL; a broken
+//! prober must not be quieter than the dead target it was mistaken for.
 
 use super::order::{applied, judge, read_result};
 use super::{unix_now, Outcome, Perf, Status, Thresholds};
 use crate::config::Config;
-use crate::orders::book::{printable, OrderState, OrderStatus};
+use crate::orders::book::{printable, FailureKind, OrderState, OrderStatus};
 use crate::orders::order::Alert;
 use crate::output::last_result::ReadError;
 use crate::spool::BaseDir;
@@ -56,7 +62,9 @@ pub fn check_orders(base: &BaseDir, config: &Config, limits: &OrderThresholds, n
         .iter()
         .filter(|o| matches!(o.state, OrderState::Invalid | OrderState::Unresolved))
         .collect();
-    let failing: Vec<&OrderStatus> = listing.iter().filter(|o| o.state == OrderState::Failing).collect();
+    let mut failing: Vec<&OrderStatus> = listing.iter().filter(|o| o.state == OrderState::Failing).collect();
+    // Probe failures first (stable: in id order within each kind): the one named is the worst.
+    failing.sort_by_key(|o| o.failure != Some(FailureKind::Probe));
     let active = listing.len() - invalid.len();
     let mut stale = Vec::new();
     // A failing order is reported as failing (its output may not even be readable).
@@ -67,10 +75,10 @@ pub fn check_orders(base: &BaseDir, config: &Config, limits: &OrderThresholds, n
             Err(reason) => return Outcome::unknown("orders", reason),
         }
     }
-    let failing_status = if failing.is_empty() {
-        Status::Ok
-    } else {
-        Status::Warning
+    let failing_status = match failing.first().map(|o| o.failure) {
+        None => Status::Ok,
+        Some(Some(FailureKind::Probe)) => Status::Critical,
+        Some(_) => Status::Warning,
     };
     // Alerts: every active order not stale (a stale one is reported as stale) whose thresholds
     // say anything. Thresholds apply when a list is given or any order has its own, whatever
@@ -270,6 +278,7 @@ mod tests {
             path: base.orders().join(format!("{id}.yaml")),
             state: OrderState::Active,
             reason: None,
+            failure: None,
             mtime: 1_000,
             probe: None,
             step: Some(20),

@@ -1,22 +1,32 @@
-//! `state/output-errors.json`: the orders whose output cannot be written, with the reason.
+//! `state/output-errors.json`: the orders that are `failing`, with the reason: their output
+//! cannot be written, or their probe could not measure them.
 //!
 //! Owned by processing (`spoolmon run`, `spoolmon process`); read by `spoolmon orders` (state
 //! `failing`), `spoolmon status`, `spoolmon check orders` and `spoolmon check order` ([`order`]). Format (JSON, one object):
 //!
 //! ```text
-//! {"version":1,"orders":{"app1/target1":{"reason":"creating directory ...: File name too long","since":1700000020}}}
+//! {"version":1,"orders":{"app1/target1":{"reason":"creating directory ...: File name too long","since":1700000020},
+//!  "app1/target2":{"reason":"cannot run /usr/bin/nosuch: No such file or directory (os error 2)","since":1700000040,"kind":"probe"}}}
 //! ```
 //!
-//! `reason` is the last error of the order's output (RRD or `last_result`), `since` (unix
-//! seconds) when the order started failing with that reason. Only faults of the order itself are
-//! kept here (see [`crate::spool::fault`]); a transient fault (disk full) is a `last_error` of
-//! processing instead. An order leaves the file when its output is written again, or when it is
-//! archived. The file is replaced atomically (temp + fsync + rename in `state/`) and only when
-//! the set of orders or a reason changes; an absent file means no order fails.
+//! `kind` says what fails: `output` (the default when absent, as in files written before probe
+//! failures were recorded) or `probe`. For `output`, `reason` is the last error of the order's
+//! output (RRD or `last_result`); only faults of the order itself are kept here (see
+//! [`crate::spool::fault`]), a transient fault (disk full) is a `last_error` of processing
+//! instead, and the order leaves the file when its output is written again. For `probe`,
+//! `reason` is the `failure` of the order's newest result (the probe could not measure it), and
+//! the order leaves the file with its next measured result. An output failure takes the place of
+//! a probe failure (it is the one the operator must fix first) and gives way to it again once
+//! the output is written. `since` (unix seconds) is when the order started failing with that
+//! reason; archiving an order removes it. The file is replaced atomically (temp + fsync + rename
+//! in `state/`) and only when the set of orders or a reason changes; an absent file means no
+//! order fails. Reasons are shown with control characters replaced (the file is ours, but a
+//! listing never trusts a file).
 
+pub use crate::orders::book::FailureKind;
 use crate::orders::book::{OrderState, OrderStatus};
 use crate::orders::OrderOptions;
-use crate::shared::measurement::OrderId;
+use crate::shared::measurement::{one_line, OrderId};
 use crate::spool::BaseDir;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -28,12 +38,35 @@ pub const FILE_NAME: &str = "output-errors.json";
 /// A larger file is not ours: refused instead of read.
 const MAX_FILE: u64 = 16 << 20;
 
-/// Why one order's output cannot be written.
+/// Most bytes of one reason a listing shows.
+pub const MAX_SHOWN_REASON: usize = 8192;
+
+/// Why one order fails: its output cannot be written, or its probe cannot measure it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderFailure {
     pub reason: String,
     /// Unix seconds of the first failure with this reason.
     pub since: i64,
+    /// What fails (`output` when absent).
+    #[serde(default)]
+    pub kind: FailureKind,
+}
+
+impl OrderFailure {
+    /// The reason as listings show it: `cannot write output (since T): ...` or `probe cannot
+    /// measure (since T): ...`, one line without control characters, at most
+    /// [`MAX_SHOWN_REASON`] bytes of it (an output error names a path of up to 4 KiB).
+    pub fn describe(&self) -> String {
+        let what = match self.kind {
+            FailureKind::Output => "cannot write output",
+            FailureKind::Probe => "probe cannot measure",
+        };
+        format!(
+            "{what} (since {}): {}",
+            self.since,
+            one_line(&self.reason, MAX_SHOWN_REASON)
+        )
+    }
 }
 
 /// The content of `state/output-errors.json`: order id → failure.
@@ -97,8 +130,8 @@ pub fn order(base: &BaseDir, options: &OrderOptions, id: &OrderId) -> Option<Ord
     statuses.pop()
 }
 
-/// Marks the active orders whose output processing could not write (an unreadable record is
-/// logged and changes nothing).
+/// Marks the active orders processing recorded as failing, with the reason and what fails (an
+/// unreadable record is logged and changes nothing).
 pub fn mark_failing(base: &BaseDir, statuses: &mut [OrderStatus]) {
     let errors = match read(base) {
         Ok(errors) => errors,
@@ -110,10 +143,8 @@ pub fn mark_failing(base: &BaseDir, statuses: &mut [OrderStatus]) {
     for status in statuses.iter_mut().filter(|s| s.state == OrderState::Active) {
         if let Some(failure) = errors.orders.get(status.id.as_str()) {
             status.state = OrderState::Failing;
-            status.reason = Some(format!(
-                "cannot write output (since {}): {}",
-                failure.since, failure.reason
-            ));
+            status.reason = Some(failure.describe());
+            status.failure = Some(failure.kind);
         }
     }
 }
@@ -134,6 +165,15 @@ mod tests {
             OrderFailure {
                 reason: "File name too long".into(),
                 since: 1_700_000_000,
+                kind: FailureKind::Output,
+            },
+        );
+        errors.orders.insert(
+            "a/c".into(),
+            OrderFailure {
+                reason: "cannot run /x".into(),
+                since: 1_700_000_020,
+                kind: FailureKind::Probe,
             },
         );
         write(&base, &errors).unwrap();
@@ -142,6 +182,45 @@ mod tests {
         assert_eq!(back.version, 1);
         write(&base, &OutputErrors::default()).unwrap();
         assert!(!base.state().join(FILE_NAME).exists());
+    }
+
+    #[test]
+    fn a_file_without_kinds_reads_as_output_failures_and_reasons_are_described_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path());
+        base.create_all().unwrap();
+        std::fs::write(
+            base.state().join(FILE_NAME),
+            r#"{"version":1,"orders":{"a":{"reason":"Permission denied","since":5},"b":{"reason":"x\u001b[2J\ny","since":6,"kind":"probe"}}}"#,
+        )
+        .unwrap();
+        let errors = read(&base).unwrap();
+        assert_eq!(errors.orders["a"].kind, FailureKind::Output);
+        assert_eq!(
+            errors.orders["a"].describe(),
+            "cannot write output (since 5): Permission denied"
+        );
+        assert_eq!(errors.orders["b"].kind, FailureKind::Probe);
+        assert_eq!(errors.orders["b"].describe(), "probe cannot measure (since 6): x [2J y");
+        // An output error naming a 4 KiB path is shown whole.
+        let long = OrderFailure {
+            reason: format!("creating directory {}: File name too long", "x/".repeat(2045)),
+            since: 7,
+            kind: FailureKind::Output,
+        };
+        assert!(
+            long.describe().ends_with("x/: File name too long"),
+            "{}",
+            long.describe()
+        );
+        let written = {
+            write(&base, &errors).unwrap();
+            std::fs::read_to_string(base.state().join(FILE_NAME)).unwrap()
+        };
+        assert!(
+            written.contains(r#""kind":"probe""#) && written.contains(r#""kind":"output""#),
+            "{written}"
+        );
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //! `time` is the start of the step in which the pings were sent (as pingmachine), `updated` when
 //! the result was collected, `loss` a count of lost pings, `min`/`median`/`max` round-trip times in
 //! seconds printed like C's `%.6e`, or `~` when nothing answered. The median is the upper median.
+//! A run whose probe could not measure the order (a result with `failure`) does not replace the
+//! file: it keeps the newest measured result, whose `time` and `updated` tell how old it is
+//! (pingmachine writes nothing for such a run either; a `loss` there would be invented).
 //!
 //! Invariant: the new content is staged in `.last_result.next` and switched in by an atomic
 //! exchange (see `spool::atomic::StagedFile`), so a reader sees the old or the new content, never

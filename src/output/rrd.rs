@@ -28,7 +28,11 @@
 //! early). A new file starts (`--start`) one step before its first update. Values are
 //! `loss:median:ping1:...:pingN`: the loss count, the upper median, and the sorted answered
 //! round-trip times (seconds) with `loss / 2` (rounded down) `U` before them and the remaining `U`
-//! after (Smokeping's convention); without answers the median and every ping are `U`.
+//! after (Smokeping's convention); without answers the median and every ping are `U`. A result
+//! whose probe could not measure the order (its `failure` is set) is all `U`, the loss included:
+//! the step is unknown, not lost. (pingmachine writes no update for such a run, so its file shows
+//! unknown only once the 2-step heartbeat has passed, and a single failed step between two
+//! measured ones takes the next step's values.)
 //!
 //! [`RrdWriter::apply`] takes one order's results, drops `norrd` ones, sorts the rest by time
 //! (stable) and keeps only the first result of each time (a later duplicate counts as skipped,
@@ -252,9 +256,12 @@ pub fn update_time(result: &OrderResult) -> i64 {
 
 /// The update values `loss, median, ping1..pingN` of a result (Smokeping's convention).
 pub fn update_values(result: &OrderResult) -> Vec<Datum> {
+    let pings = result.pings as usize;
+    if result.failure.is_some() {
+        return vec![Datum::Unspecified; pings + 2];
+    }
     let stats = PingStats::from_rtts(&result.rtts);
     let answered = stats.sorted.len();
-    let pings = result.pings as usize;
     let lost = pings.saturating_sub(answered);
     let mut values = Vec::with_capacity(pings + 2);
     values.push(Datum::Int(lost as u64));
@@ -987,6 +994,28 @@ mod tests {
         let row = &fetch(&dir.join(FILE_NAME), 20, T0, T0 + 20)[&(T0 + 20)];
         assert_eq!(row[0], Some(3.0));
         assert!(row[1..].iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn a_failed_run_is_unknown_in_every_data_source_even_between_measured_steps() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("o");
+        let before = result(20, T0, vec![Some(0.001), None, Some(0.003)]);
+        let mut failed = result(20, T0 + 20, vec![None, None, None]);
+        failed.failure = Some("cannot run /nonexistent".into());
+        let after = result(20, T0 + 40, vec![Some(0.002); 3]);
+        assert_eq!(update_values(&failed), vec![Datum::Unspecified; 5]);
+        RrdWriter::new().apply(&dir, &[&before, &failed]).unwrap();
+        let (time, values) = last_update(&dir.join(FILE_NAME));
+        assert_eq!(time, T0 + 40);
+        assert_eq!(values, ["U", "U", "U", "U", "U"], "not loss 3");
+        RrdWriter::new().apply(&dir, &[&after]).unwrap();
+        let rows = fetch(&dir.join(FILE_NAME), 20, T0, T0 + 60);
+        assert_eq!(rows[&(T0 + 20)][0], Some(1.0), "the measured step before");
+        // Within the heartbeat of the next update, a missing update would take its values; an
+        // explicit unknown stays unknown.
+        assert!(rows[&(T0 + 40)].iter().all(Option::is_none), "{:?}", rows[&(T0 + 40)]);
+        assert_eq!(rows[&(T0 + 60)][0], Some(0.0), "the measured step after");
     }
 
     #[test]

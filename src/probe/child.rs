@@ -69,7 +69,7 @@ pub trait Output {
 /// A child could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum ChildError {
-    #[error("starting {program:?}: {source}")]
+    #[error("cannot run {program}: {source}")]
     Spawn { program: String, source: io::Error },
     #[error("preparing the output pipes of {program:?}: {source}")]
     Pipe { program: String, source: nix::Error },

@@ -8,7 +8,19 @@
 //! Invariants: at most [`HOSTS_PER_PROCESS`] distinct addresses per process (several processes
 //! run in parallel for bigger batches, all driven by the calling thread); a host listed by several
 //! orders of the batch is pinged once and every such order gets that host's result; every result
-//! has exactly `plan.pings` entries (missing, unparseable or cut-off pings are `None`).
+//! has exactly `plan.pings` entries (missing, unparseable or cut-off pings are `None`), or is a
+//! failure.
+//!
+//! Lost or not measured: a host's `-` values are lost pings, and so are the pings of a host fping
+//! had no line for when it was killed at the deadline or interrupted. Not measured (a failure with
+//! the reason, for every order of the host): fping cannot be started (`cannot run /usr/bin/fping:
+//! No such file or directory`), it exits with a status above 2 without a line for the host (fping
+//! itself failing: `fping: cannot bind source address`, no socket; its stderr is the reason), it
+//! exits normally without a line for the host, or it printed `<host>: error while sending ping:
+//! ...` for a host without any answer. fping 5.1 does not report a local send error with `-q`
+//! (`ENETUNREACH` shows as `-`), so with this engine such pings stay lost; the native engine
+//! tells them apart. Host names never reach fping: orders are resolved when read (a name that
+//! does not resolve makes the order `unresolved`).
 //!
 //! Command line: `fping -q -p <P> -C <pings> -i 1 -t <T> [-S src] [-I if]`, hosts on stdin.
 //! P is `plan.interval` in ms, at least [`MIN_PERIOD_MS`] (fping refuses smaller periods for
@@ -22,14 +34,14 @@
 
 use crate::orders::order::ProbeSpec;
 use crate::probe::child::{self, ChildError, Output, Placement, Stream, Supervised};
-use crate::probe::{Probe, Rtts, RunPlan};
+use crate::probe::{Outcome, Probe, ProbeFailure, Rtts, RunPlan};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Most distinct hosts given to one fping process (as pingmachine).
 pub const HOSTS_PER_PROCESS: usize = 1000;
@@ -43,12 +55,8 @@ const LABEL: &str = "fping";
 /// An fping process could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum FpingError {
-    #[error("cannot start {path} for {hosts} hosts: {source}")]
-    Spawn {
-        path: PathBuf,
-        hosts: usize,
-        source: std::io::Error,
-    },
+    #[error("cannot run {path}: {source}")]
+    Spawn { path: PathBuf, source: std::io::Error },
     #[error("cannot prepare the stderr pipe of {path}: {source}")]
     Pipe { path: PathBuf, source: nix::Error },
     #[error("cannot write the host list to {path} (first host {first_host}): {source}")]
@@ -121,7 +129,6 @@ impl FpingProbe {
             Supervised::spawn(LABEL, command, placement, Stderr::default(), deadline).map_err(|e| match e {
                 ChildError::Spawn { source, .. } => FpingError::Spawn {
                     path: self.path.clone(),
-                    hosts: hosts.len(),
                     source,
                 },
                 ChildError::Pipe { source, .. } => FpingError::Pipe {
@@ -155,10 +162,10 @@ impl FpingProbe {
 }
 
 impl Probe for FpingProbe {
-    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Rtts> {
+    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Outcome> {
         let pings = plan.pings as usize;
-        let mut results: Vec<Rtts> = vec![vec![None; pings]; targets.len()];
-        let (hosts, orders_of_host) = distinct_hosts(targets);
+        let mut results: Vec<Outcome> = vec![Ok(vec![None; pings]); targets.len()];
+        let (hosts, orders_of_host) = distinct_hosts(targets, &mut results);
         let first = targets.iter().find_map(|spec| match spec {
             ProbeSpec::Fping(fping) => Some(fping),
             _ => None,
@@ -172,34 +179,74 @@ impl Probe for FpingProbe {
         let mut processes = Vec::new();
         for chunk in hosts.chunks(HOSTS_PER_PROCESS) {
             match self.spawn(&args, chunk, plan.deadline) {
-                Ok(process) => processes.push(process),
-                Err(e) => warn!("{e}; those hosts count as lost"),
+                Ok(process) => processes.push((chunk, process)),
+                Err(e) => {
+                    debug!("{e}: those hosts are not measured");
+                    let failure = ProbeFailure::new(&e);
+                    for host in chunk {
+                        set_all(&orders_of_host, *host, &Err(failure.clone()), &mut results);
+                    }
+                }
             }
         }
-        let mut running: Vec<&mut RunningFping> = processes.iter_mut().collect();
+        let mut running: Vec<&mut RunningFping> = processes.iter_mut().map(|(_, process)| process).collect();
         child::drive(&mut running);
-        child::kill_leftovers(processes.iter_mut());
+        child::kill_leftovers(processes.iter_mut().map(|(_, process)| process));
         let path = self.path.display().to_string();
-        for process in processes {
-            for line in finish(process, &path) {
-                apply_line(&line, pings, &orders_of_host, &mut results);
+        for (chunk, process) in processes {
+            let report = finish(process, &path);
+            let mut reported = HashMap::new();
+            let mut send_errors: HashMap<IpAddr, String> = HashMap::new();
+            for line in &report.lines {
+                if let Some((host, error)) = send_error(line) {
+                    send_errors.entry(host).or_insert_with(|| error.to_owned());
+                    continue;
+                }
+                if let Some((host, rtts)) = result_line(line, pings) {
+                    if orders_of_host.contains_key(&host) {
+                        reported.insert(host, rtts);
+                    } else {
+                        warn!("fping reported host {host}, which was not asked for; ignored");
+                    }
+                }
+            }
+            for host in chunk {
+                let outcome = match reported.remove(host) {
+                    Some(rtts) => match send_errors.get(host) {
+                        Some(error) if rtts.iter().all(Option::is_none) => {
+                            Err(ProbeFailure::new(format!("fping could not send to {host}: {error}")))
+                        }
+                        _ => Ok(rtts),
+                    },
+                    None => report.missing(*host, pings),
+                };
+                set_all(&orders_of_host, *host, &outcome, &mut results);
             }
         }
         results
     }
 }
 
+/// Gives every order of the batch that asked for `host` the same outcome.
+fn set_all(orders_of_host: &HashMap<IpAddr, Vec<usize>>, host: IpAddr, outcome: &Outcome, results: &mut [Outcome]) {
+    for &position in orders_of_host.get(&host).map(Vec::as_slice).unwrap_or_default() {
+        results[position].clone_from(outcome);
+    }
+}
+
 /// Distinct addresses of the batch in first-seen order, and for each the batch positions that
-/// asked for it. Non-fping specs are logged and stay lost.
-fn distinct_hosts(targets: &[&ProbeSpec]) -> (Vec<IpAddr>, HashMap<String, Vec<usize>>) {
+/// asked for it. A non-fping spec is a failure in `results`.
+fn distinct_hosts(targets: &[&ProbeSpec], results: &mut [Outcome]) -> (Vec<IpAddr>, HashMap<IpAddr, Vec<usize>>) {
     let mut hosts = Vec::new();
-    let mut orders_of_host: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut orders_of_host: HashMap<IpAddr, Vec<usize>> = HashMap::new();
     for (index, spec) in targets.iter().enumerate() {
         let ProbeSpec::Fping(fping) = spec else {
-            warn!("fping probe got a non-ICMP order ({spec:?}); counted as lost");
+            results[index] = Err(ProbeFailure::new(format!(
+                "the fping probe got a non-ICMP order ({spec:?})"
+            )));
             continue;
         };
-        let positions = orders_of_host.entry(fping.address.to_string()).or_default();
+        let positions = orders_of_host.entry(fping.address).or_default();
         if positions.is_empty() {
             hosts.push(fping.address);
         }
@@ -208,24 +255,30 @@ fn distinct_hosts(targets: &[&ProbeSpec]) -> (Vec<IpAddr>, HashMap<String, Vec<u
     (hosts, orders_of_host)
 }
 
-fn apply_line(line: &str, pings: usize, orders_of_host: &HashMap<String, Vec<usize>>, results: &mut [Rtts]) {
+/// The host and RTTs of a result line, or `None` (logged) for any other line.
+fn result_line(line: &str, pings: usize) -> Option<(IpAddr, Rtts)> {
     let (host, rtts) = match parse_result_line(line, pings) {
         Ok(parsed) => parsed,
         Err(e) => {
             if !line.trim().is_empty() {
                 warn!("ignoring fping output line {line:?}: {e}");
             }
-            return;
+            return None;
         }
     };
-    match orders_of_host.get(host) {
-        Some(positions) => {
-            for &position in positions {
-                results[position].clone_from(&rtts);
-            }
+    match host.parse() {
+        Ok(host) => Some((host, rtts)),
+        Err(_) => {
+            warn!("fping reported host {host:?}, which was not asked for; ignored");
+            None
         }
-        None => warn!("fping reported host {host:?}, which was not asked for; ignored"),
     }
+}
+
+/// `<address>: error while sending ping: <error>`, fping's report of a ping it could not send.
+pub fn send_error(line: &str) -> Option<(IpAddr, &str)> {
+    let (host, error) = line.split_once(": error while sending ping: ")?;
+    Some((host.trim().parse().ok()?, error.trim()))
 }
 
 /// Parses `host : 0.04 - 0.05` into the host and `pings` RTTs in seconds. Fewer values than
@@ -304,23 +357,70 @@ impl Stderr {
     }
 }
 
-/// Returns the stderr lines of a reaped process; logs a kill at the deadline and unexpected exit
-/// codes (1 and 2 mean unreachable or unknown hosts and are normal).
-fn finish(process: RunningFping, path: &str) -> Vec<String> {
-    if process.timed_out() {
+/// How one fping process of a run ended, and what it printed on stderr.
+struct Report {
+    lines: Vec<String>,
+    timed_out: bool,
+    code: Option<i32>,
+    path: String,
+}
+
+impl Report {
+    /// The outcome of a host this process printed no result line for: lost when fping was
+    /// killed at the deadline or by a signal (it was still pinging, or was interrupted), else
+    /// not measured (an exit status above 2 is fping failing: bad source address, no socket; with
+    /// 0 to 2 it simply reported nothing for that address).
+    fn missing(&self, host: IpAddr, pings: usize) -> Outcome {
+        let pings_lost = || Ok(vec![None; pings]);
+        match self.code {
+            _ if self.timed_out => pings_lost(),
+            None => pings_lost(),
+            Some(code) if code > 2 => {
+                let said: String = self.lines.join(" | ").chars().take(STDERR_IN_REASON).collect();
+                // fping(8): 3 invalid arguments, 4 a system call failed (it may say nothing).
+                let meaning = match code {
+                    3 => " (fping: invalid arguments)",
+                    4 => " (fping: a system call failed, e.g. no permission for an ICMP socket: run as root or give fping cap_net_raw)",
+                    _ => "",
+                };
+                Err(ProbeFailure::new(if said.trim().is_empty() {
+                    format!("{} exited with status {code}{meaning}", self.path)
+                } else {
+                    format!("{} exited with status {code}{meaning}: {said}", self.path)
+                }))
+            }
+            Some(code) => Err(ProbeFailure::new(format!(
+                "{} reported no result for {host} (exit status {code})",
+                self.path
+            ))),
+        }
+    }
+}
+
+/// Most characters of fping's stderr quoted in a failure reason.
+const STDERR_IN_REASON: usize = 300;
+
+/// What a reaped process printed and how it ended; logs a kill at the deadline and unexpected
+/// exit codes (1 and 2 mean unreachable or unknown hosts and are normal).
+fn finish(process: RunningFping, path: &str) -> Report {
+    let timed_out = process.timed_out();
+    if timed_out {
         warn!(
             "fping process {} still running at the run's deadline: killed, its pings count as lost",
             process.pid()
         );
     }
-    let status = process.status();
+    let code = process.status().and_then(|status| status.code());
     let lines = process.into_output().lines();
-    if let Some(code) = status.and_then(|status| status.code()) {
-        if code > 2 {
-            warn!("{path} exited with code {code}: {}", lines.join(" | "));
-        }
+    if let Some(code) = code.filter(|&code| code > 2) {
+        debug!("{path} exited with code {code}: {}", lines.join(" | "));
     }
-    lines
+    Report {
+        lines,
+        timed_out,
+        code,
+        path: path.to_owned(),
+    }
 }
 
 fn sleep_until(at: Instant) {
@@ -351,12 +451,32 @@ mod tests {
         }
     }
 
-    fn run(probe: &FpingProbe, specs: &[ProbeSpec], plan: &RunPlan) -> Vec<Rtts> {
+    fn outcomes(probe: &FpingProbe, specs: &[ProbeSpec], plan: &RunPlan) -> Vec<Outcome> {
         let refs: Vec<&ProbeSpec> = specs.iter().collect();
         let results = probe.run(&refs, plan);
         assert_eq!(results.len(), specs.len());
-        assert!(results.iter().all(|rtts| rtts.len() == plan.pings as usize));
+        for rtts in results.iter().flatten() {
+            assert_eq!(rtts.len(), plan.pings as usize);
+        }
         results
+    }
+
+    /// The RTTs of each spec; panics on one that was not measured.
+    fn run(probe: &FpingProbe, specs: &[ProbeSpec], plan: &RunPlan) -> Vec<Rtts> {
+        outcomes(probe, specs, plan)
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or_else(|failure| panic!("not measured: {failure}")))
+            .collect()
+    }
+
+    /// A shell script standing in for fping. Real fping cannot be made to print these faults on
+    /// demand (5.1 never reports a failed send with `-q`, and always prints a line per address it
+    /// was given), so the parsing of such output is tested with a script saying it.
+    fn fake_fping(dir: &std::path::Path, body: &str) -> FpingProbe {
+        let script = dir.join("fping");
+        std::fs::write(&script, format!("#!/bin/sh\ncat >/dev/null\n{body}\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        FpingProbe::new(script)
     }
 
     fn real_fping() -> FpingProbe {
@@ -430,11 +550,120 @@ mod tests {
     }
 
     #[test]
-    fn missing_binary_loses_every_ping_without_panicking() {
+    fn a_missing_binary_measures_nothing_and_says_why_for_every_order() {
         let probe = FpingProbe::new(PathBuf::from("/nonexistent/fping"));
-        let specs = vec![spec(Ipv4Addr::LOCALHOST.into())];
+        let specs = vec![spec(Ipv4Addr::LOCALHOST.into()), spec([127, 0, 0, 2].into())];
         let plan = plan(2, Duration::from_millis(20), Duration::from_secs(2));
-        assert_eq!(run(&probe, &specs, &plan), vec![vec![None, None]]);
+        for outcome in outcomes(&probe, &specs, &plan) {
+            let failure = outcome.expect_err("not measured");
+            assert!(
+                failure
+                    .reason()
+                    .starts_with("cannot run /nonexistent/fping: No such file or directory"),
+                "{failure}"
+            );
+        }
+    }
+
+    #[test]
+    fn real_fping_failing_to_bind_its_source_address_measures_nothing() {
+        // 203.0.113.9 (TEST-NET-3) is no address of this machine: fping exits 4 at once.
+        let specs = vec![ProbeSpec::Fping(crate::orders::order::FpingSpec {
+            host: "127.0.0.1".into(),
+            address: Ipv4Addr::LOCALHOST.into(),
+            source_ip: Some([203, 0, 113, 9].into()),
+            interface: None,
+            interval_ms: None,
+        })];
+        let plan = plan(2, Duration::from_millis(20), Duration::from_secs(5));
+        let failure = outcomes(&real_fping(), &specs, &plan)
+            .remove(0)
+            .expect_err("not measured");
+        assert_eq!(
+            failure.reason(),
+            "/usr/bin/fping exited with status 4 (fping: a system call failed, e.g. no permission for an ICMP socket: \
+             run as root or give fping cap_net_raw): /usr/bin/fping: cannot bind source address : Cannot assign requested address"
+        );
+    }
+
+    #[test]
+    fn real_fping_without_permission_for_an_icmp_socket_measures_nothing() {
+        // The real binary, copied without its file capabilities, run as nobody: with the default
+        // ping_group_range ("1 0": no group may open ping sockets) it cannot open a socket.
+        let group_range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").unwrap();
+        let (low, high) = group_range.split_once(char::is_whitespace).unwrap();
+        let (low, high): (u32, u32) = (low.trim().parse().unwrap(), high.trim().parse().unwrap());
+        assert!(
+            low > high || !(low..=high).contains(&65534),
+            "ping_group_range {group_range:?} lets nobody open ping sockets: this test needs the kernel default"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("fping-without-caps");
+        std::fs::copy("/usr/bin/fping", &copy).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let wrapper = dir.path().join("fping");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups {} \"$@\"\n",
+                copy.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let probe = FpingProbe::new(wrapper);
+        let specs = vec![spec(Ipv4Addr::LOCALHOST.into())];
+        let plan = plan(2, Duration::from_millis(20), Duration::from_secs(5));
+        let failure = outcomes(&probe, &specs, &plan).remove(0).expect_err("not measured");
+        assert!(
+            failure
+                .reason()
+                .contains("exited with status 4 (fping: a system call failed, e.g. no permission for an ICMP socket"),
+            "{failure}"
+        );
+    }
+
+    #[test]
+    fn a_host_fping_says_nothing_about_or_could_not_send_to_is_not_measured() {
+        let dir = tempfile::tempdir().unwrap();
+        let probe = fake_fping(
+            dir.path(),
+            "echo '127.0.0.1 : 0.10 -' >&2\n\
+             echo '127.0.0.2: error while sending ping: Network is unreachable' >&2\n\
+             echo '127.0.0.2 : - -' >&2\n\
+             echo '127.0.0.3: error while sending ping: No buffer space available' >&2\n\
+             echo '127.0.0.3 : - 0.20' >&2\n\
+             exit 1",
+        );
+        let specs: Vec<ProbeSpec> = (1..=4).map(|i| spec([127, 0, 0, i].into())).collect();
+        let plan = plan(2, Duration::from_millis(20), Duration::from_secs(5));
+        let results = outcomes(&probe, &specs, &plan);
+        assert_eq!(results[0], Ok(vec![Some(0.0001), None]));
+        let path = dir.path().join("fping");
+        assert_eq!(
+            results[1],
+            Err(ProbeFailure::new(
+                "fping could not send to 127.0.0.2: Network is unreachable"
+            ))
+        );
+        assert_eq!(results[2], Ok(vec![None, Some(0.0002)]), "some answers: measured");
+        assert_eq!(
+            results[3],
+            Err(ProbeFailure::new(format!(
+                "{} reported no result for 127.0.0.4 (exit status 1)",
+                path.display()
+            )))
+        );
+    }
+
+    #[test]
+    fn fping_killed_at_the_deadline_loses_the_pings_of_hosts_without_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        // Ignores SIGINT and never prints: killed at the deadline.
+        let probe = fake_fping(dir.path(), "trap '' INT\nexec sleep 60");
+        let specs = vec![spec(Ipv4Addr::LOCALHOST.into())];
+        let plan = plan(2, Duration::from_millis(20), Duration::from_millis(1500));
+        assert_eq!(outcomes(&probe, &specs, &plan), vec![Ok(vec![None, None])]);
     }
 
     #[test]
@@ -459,9 +688,21 @@ mod tests {
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let specs = vec![spec(Ipv4Addr::LOCALHOST.into()), spec(Ipv6Addr::LOCALHOST.into())];
         let plan = plan(3, Duration::from_millis(20), Duration::from_secs(5));
-        let results = run(&FpingProbe::new(script), &specs, &plan);
-        assert_eq!(results[0], vec![Some(0.0015), None, Some(0.002)]);
-        assert_eq!(results[1], vec![None, None, None]);
+        let results = outcomes(&FpingProbe::new(script), &specs, &plan);
+        assert_eq!(results[0], Ok(vec![Some(0.0015), None, Some(0.002)]));
+        // Exit 3 and no valid line for ::1: fping failed for it.
+        let failure = results[1].as_ref().expect_err("no line for ::1");
+        assert!(
+            failure
+                .reason()
+                .contains("exited with status 3 (fping: invalid arguments): "),
+            "{failure}"
+        );
+        assert!(
+            failure.reason().len() <= crate::shared::measurement::MAX_FAILURE_LEN,
+            "{}",
+            failure.reason().len()
+        );
     }
 
     #[test]

@@ -5,11 +5,16 @@
 //! discarded up to [`BODY_CAP`] bytes so a short read is noticed; the connection is never reused.
 //!
 //! What counts as answered: any HTTP response, whatever its status (404 and 500 included, like
-//! httping), unless the status is in the order's `http_codes_as_failure`. Lost: resolution
-//! failure, refused/reset connection, timeout, malformed or cut response (short read), TLS
-//! failure — including an invalid or self-signed certificate: the probe verifies certificates
-//! against the bundled web PKI roots and has no "insecure" switch. Redirects are not followed (one
-//! request = one ping; the 3xx response counts as answered).
+//! httping), unless the status is in the order's `http_codes_as_failure`. Lost: refused/reset
+//! connection, timeout, malformed or cut response (short read), TLS failure — including an
+//! invalid or self-signed certificate: the probe verifies certificates against the bundled web
+//! PKI roots and has no "insecure" switch. Redirects are not followed (one request = one ping;
+//! the 3xx response counts as answered).
+//!
+//! Not sent ([`HttpPingError::is_sent`]): the name does not resolve, the URL or proxy is unusable,
+//! the connect fails locally (`tcp::is_local`), or the order's proxy refuses the connection (the
+//! target was never reached). A run in which no ping of an order could be sent is a failure with
+//! the reason (`GET http://x.invalid/: failed to lookup address information: ...`), not a loss.
 //!
 //! Differences from pingmachine's httping: the host name is resolved for every ping (httping
 //! resolves once), so DNS time is part of the RTT for named hosts; a `proxy` (`host:port` or
@@ -19,9 +24,9 @@
 //! Targets of a run are measured concurrently on at most [`MAX_WORKERS`] threads (see `rounds`).
 //! The order's `interval` is used by the scheduler to build the [`RunPlan`]. Owns nothing on disk.
 
-use super::rounds::run_rounds;
+use super::rounds::{run_rounds, Ping};
 use super::warn_once::WarnOnce;
-use super::{Probe, Rtts, RunPlan};
+use super::{Outcome, Probe, ProbeFailure, RunPlan};
 use crate::orders::order::{HttpingSpec, ProbeSpec};
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
@@ -77,8 +82,9 @@ impl HttpProbe {
         HttpProbe::default()
     }
 
-    /// Builds the client for one order, or logs (once) why the order cannot be measured.
-    fn agent_for<'a>(&self, spec: &'a ProbeSpec) -> Option<(&'a HttpingSpec, Agent)> {
+    /// Builds the client for one order, or says why the order cannot be measured (logged at
+    /// debug once: the reason travels with the result).
+    fn agent_for<'a>(&self, spec: &'a ProbeSpec) -> Result<(&'a HttpingSpec, Agent), ProbeFailure> {
         let result = match spec {
             ProbeSpec::Httping(spec) => agent(spec).map(|agent| (spec, agent)),
             other => Err(HttpPingError::NotHttping(format!("{other:?}"))),
@@ -86,30 +92,76 @@ impl HttpProbe {
         match result {
             Ok(pair) => {
                 self.warnings.forget(&pair.0.url);
-                Some(pair)
+                Ok(pair)
             }
             Err(error) => {
                 let name = match spec {
                     ProbeSpec::Httping(spec) => spec.url.as_str(),
                     _ => "non-httping order",
                 };
-                self.warnings.warn(name, &error.to_string());
-                None
+                let failure = ProbeFailure::new(&error);
+                if self.warnings.remember(name, failure.reason()) {
+                    tracing::debug!(url = name, "httping cannot measure: {failure}");
+                }
+                Err(failure)
             }
         }
     }
 }
 
 impl Probe for HttpProbe {
-    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Rtts> {
+    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Outcome> {
         let agents: Vec<_> = targets.iter().map(|spec| self.agent_for(spec)).collect();
         run_rounds(targets.len(), plan, MAX_WORKERS, |index, budget| {
-            let (spec, agent) = agents[index].as_ref()?;
-            request_time(agent, spec, budget)
-                .map_err(|error| tracing::debug!(%error, "http ping lost"))
-                .ok()
+            let (spec, agent) = match &agents[index] {
+                Ok(pair) => pair,
+                Err(failure) => return Ping::NotSent(failure.clone()),
+            };
+            match request_time(agent, spec, budget) {
+                Ok(rtt) => Ping::Answered(rtt),
+                Err(error) if error.is_sent(spec.proxy.is_some()) => {
+                    tracing::debug!(%error, "http ping lost");
+                    Ping::Lost
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "http ping not sent");
+                    Ping::NotSent(ProbeFailure::new(error))
+                }
+            }
         })
     }
+}
+
+impl HttpPingError {
+    /// Whether the request went out to the target before it failed (a lost ping), rather than
+    /// failing on this side: the name did not resolve, the URL or proxy is unusable, the connect
+    /// failed locally, or (with a proxy) the proxy refused the connection.
+    pub fn is_sent(&self, via_proxy: bool) -> bool {
+        let source = match self {
+            HttpPingError::Request { source, .. } => source,
+            HttpPingError::Proxy { .. } | HttpPingError::NotHttping(_) => return false,
+            HttpPingError::ShortRead { .. } | HttpPingError::FailureStatus { .. } => return true,
+        };
+        match source {
+            ureq::Error::HostNotFound
+            | ureq::Error::BadUri(_)
+            | ureq::Error::Http(_)
+            | ureq::Error::InvalidProxyUrl
+            | ureq::Error::RequireHttpsOnly(_) => false,
+            ureq::Error::Io(e) => {
+                !(is_resolution_failure(e)
+                    || super::tcp::is_local(e)
+                    || (via_proxy && e.kind() == io::ErrorKind::ConnectionRefused))
+            }
+            _ => true,
+        }
+    }
+}
+
+/// Whether `error` is the system resolver's "this name does not resolve" (std reports
+/// `getaddrinfo` failures without an errno, as "failed to lookup address information: ...").
+pub fn is_resolution_failure(error: &io::Error) -> bool {
+    error.raw_os_error().is_none() && error.to_string().starts_with("failed to lookup address information")
 }
 
 /// The client for one order: its proxy and user agent, no connection reuse, no redirects, every
@@ -176,6 +228,7 @@ pub fn request_time(agent: &Agent, spec: &HttpingSpec, budget: Duration) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::Rtts;
     use std::io::Write;
     use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
     use std::process::{Child, Command, Stdio};
@@ -337,7 +390,15 @@ mod tests {
         }
     }
 
+    /// The RTTs of each spec; panics on a spec that could not be measured.
     fn run(specs: &[HttpingSpec], plan: &RunPlan) -> Vec<Rtts> {
+        outcomes(specs, plan)
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or_else(|failure| panic!("not measured: {failure}")))
+            .collect()
+    }
+
+    fn outcomes(specs: &[HttpingSpec], plan: &RunPlan) -> Vec<Outcome> {
         let specs: Vec<ProbeSpec> = specs.iter().cloned().map(ProbeSpec::Httping).collect();
         let refs: Vec<&ProbeSpec> = specs.iter().collect();
         HttpProbe::new().run(&refs, plan)
@@ -434,7 +495,7 @@ mod tests {
     }
 
     #[test]
-    fn refused_connection_and_unresolvable_host_are_lost() {
+    fn a_refused_connection_is_lost_and_an_unresolvable_host_or_bad_url_is_not_measured() {
         let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
         let closed_url = format!("http://{}/", closed.local_addr().expect("addr"));
         drop(closed);
@@ -443,8 +504,28 @@ mod tests {
             httping("http://no-such-host.invalid/"),
             httping("not a url at all"),
         ];
-        let results = run(&specs, &normal_plan(2));
-        assert_eq!(results, vec![vec![None, None]; 3]);
+        let results = outcomes(&specs, &normal_plan(2));
+        assert_eq!(results[0], Ok(vec![None, None]), "the target said no: lost");
+        let unresolved = results[1]
+            .as_ref()
+            .expect_err("a .invalid name never resolves (RFC 6761)");
+        assert!(
+            unresolved.reason().starts_with("GET http://no-such-host.invalid/: ")
+                && unresolved.reason().contains("failed to lookup address information"),
+            "{unresolved}"
+        );
+        assert!(results[2].is_err(), "{:?}", results[2]);
+    }
+
+    #[test]
+    fn resolution_failures_are_told_from_other_io_errors() {
+        use std::net::ToSocketAddrs;
+        let error = ("no-such-host.invalid", 80).to_socket_addrs().expect_err("RFC 6761");
+        assert!(is_resolution_failure(&error), "{error:?}");
+        assert!(!is_resolution_failure(&io::Error::from_raw_os_error(
+            libc::ECONNREFUSED
+        )));
+        assert!(!is_resolution_failure(&io::Error::other("reset")));
     }
 
     #[test]
@@ -519,7 +600,7 @@ mod tests {
     }
 
     #[test]
-    fn unusable_proxy_loses_every_ping() {
+    fn an_unusable_or_refusing_proxy_measures_nothing_and_says_why() {
         let origin = TestServer::start(Reply::Status(200));
         let mut bad = httping(&origin.url("/"));
         bad.proxy = Some("ftp://[broken".into());
@@ -527,8 +608,11 @@ mod tests {
         let mut down = httping(&origin.url("/"));
         down.proxy = Some(closed.local_addr().expect("addr").to_string());
         drop(closed);
-        let results = run(&[bad, down], &normal_plan(2));
-        assert_eq!(results, vec![vec![None, None]; 2]);
+        let results = outcomes(&[bad, down], &normal_plan(2));
+        let bad = results[0].as_ref().expect_err("bad proxy");
+        assert!(bad.reason().starts_with("invalid proxy \"ftp://[broken\""), "{bad}");
+        let down = results[1].as_ref().expect_err("proxy down");
+        assert!(down.reason().to_ascii_lowercase().contains("refused"), "{down}");
         assert!(origin.heads().is_empty());
     }
 

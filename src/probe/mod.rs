@@ -1,9 +1,17 @@
 //! Probes measure batches of orders; the scheduler decides when.
 //!
 //! A probe gets every order of one batch (same probe kind, step, pings and probe options) and a
-//! [`RunPlan`], and returns one RTT list per order. It never runs past `plan.deadline`: pings
+//! [`RunPlan`], and returns one [`Outcome`] per order: the RTT list it measured, or why it could
+//! not measure that order at all ([`ProbeFailure`]). It never runs past `plan.deadline`: pings
 //! without an answer by then count as lost. Probes do not touch the disk; the scheduler turns
-//! their results into snapshots.
+//! their results into snapshots (a failure becomes the result's `failure`, its pings unknown).
+//!
+//! Lost or failed, the rule of every probe: a ping that went out (a packet sent, a connection
+//! attempted, a command that ran and reported) and got no answer is lost — the target's doing.
+//! A run that could not put a single ping on its way for an order, for a reason on the measuring
+//! side (the command or fping cannot be started or fails without reporting, no ICMP socket or
+//! source address for the target, every send refused locally, the name does not resolve), is a
+//! failure with that reason. Each probe module says what it counts where.
 //!
 //! - [`scheduler`]: batches, timing, snapshots, the disk guard check before every run.
 //! - [`icmp`] (native engine, with its options), [`fping`], [`http`], [`tcp`], [`exec`]: the
@@ -43,10 +51,35 @@ pub struct RunPlan {
 /// Round-trip times of one order's pings, in sending order; `None` is a lost ping.
 pub type Rtts = Vec<Option<f64>>;
 
+/// What one run produced for one order: the pings it measured, or why it could not measure.
+pub type Outcome = Result<Rtts, ProbeFailure>;
+
+/// Why a run could not measure an order (nothing was sent for it). The reason is one bounded
+/// line ([`crate::shared::measurement::failure_reason`]), ready for listings and logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeFailure(String);
+
+impl ProbeFailure {
+    pub fn new(reason: impl std::fmt::Display) -> ProbeFailure {
+        ProbeFailure(crate::shared::measurement::failure_reason(&reason.to_string()))
+    }
+
+    pub fn reason(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A way of measuring. Implementations must be usable from several threads at once (batches of
 /// the same probe kind run concurrently).
 pub trait Probe: Send + Sync {
     /// Measures every spec in `targets` `plan.pings` times. The result has one entry per target,
-    /// in the same order, each with exactly `plan.pings` entries (RTT seconds or `None`).
-    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Rtts>;
+    /// in the same order: exactly `plan.pings` RTTs (seconds, or `None` for a lost ping), or the
+    /// reason the target could not be measured.
+    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Outcome>;
 }

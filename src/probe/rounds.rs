@@ -9,11 +9,14 @@
 //!   late, like httping does; other targets keep their own schedule on the other workers.
 //! - Every ping gets `min(plan.timeout, plan.deadline - now)` as its time budget, and no ping
 //!   starts at or after `plan.deadline`: those rounds are lost (`None`).
-//! - The result has one entry per target with exactly `plan.pings` entries.
+//! - The result has one entry per target with exactly `plan.pings` entries; a target whose every
+//!   attempted ping could not be sent ([`Ping::NotSent`]: a name that does not resolve, a socket
+//!   or source address refused locally) is a failure with the first reason instead. A target with
+//!   at least one ping sent is measured, and its unsent pings are lost.
 //!
 //! Owns nothing on disk.
 
-use super::{Rtts, RunPlan};
+use super::{Outcome, ProbeFailure, Rtts, RunPlan};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -22,6 +25,17 @@ use std::time::{Duration, Instant};
 /// One ping waiting to be sent: when, to which target, which round.
 type Job = Reverse<(Instant, usize, u32)>;
 
+/// What one ping came to.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Ping {
+    /// Answered after this many seconds.
+    Answered(f64),
+    /// Sent (a request, a connection attempt) and not answered in time: the target's doing.
+    Lost,
+    /// Could not be sent at all, for a reason on the measuring side.
+    NotSent(ProbeFailure),
+}
+
 /// What the workers share.
 struct Schedule {
     /// Due pings, earliest first. Each unfinished target has exactly one job here or in flight.
@@ -29,20 +43,26 @@ struct Schedule {
     /// Targets that still have rounds to run.
     unfinished: usize,
     results: Vec<Rtts>,
+    /// Per target: a ping was sent (answered or lost).
+    sent: Vec<bool>,
+    /// Per target: why its first unsent ping could not be sent.
+    unsent: Vec<Option<ProbeFailure>>,
 }
 
 /// Runs `ping(target, budget)` for every target and round of `plan` on at most `max_workers`
-/// threads and returns the RTTs. `ping` returns the RTT in seconds, or `None` for a lost ping;
-/// it must give up within `budget`.
-pub(crate) fn run_rounds<F>(targets: usize, plan: &RunPlan, max_workers: usize, ping: F) -> Vec<Rtts>
+/// threads and returns each target's RTTs, or its failure when none of its pings could be sent.
+/// `ping` must give up within `budget`.
+pub(crate) fn run_rounds<F>(targets: usize, plan: &RunPlan, max_workers: usize, ping: F) -> Vec<Outcome>
 where
-    F: Fn(usize, Duration) -> Option<f64> + Sync,
+    F: Fn(usize, Duration) -> Ping + Sync,
 {
     let pings = plan.pings as usize;
     let mut schedule = Schedule {
         due: BinaryHeap::with_capacity(targets),
         unfinished: 0,
         results: vec![vec![None; pings]; targets],
+        sent: vec![false; targets],
+        unsent: vec![None; targets],
     };
     if pings > 0 {
         for target in 0..targets {
@@ -58,24 +78,42 @@ where
         }
     });
     let (schedule, _) = shared;
-    schedule.into_inner().unwrap_or_else(PoisonError::into_inner).results
+    let schedule = schedule.into_inner().unwrap_or_else(PoisonError::into_inner);
+    schedule
+        .results
+        .into_iter()
+        .zip(schedule.sent)
+        .zip(schedule.unsent)
+        .map(|((rtts, sent), unsent)| match unsent {
+            Some(failure) if !sent => Err(failure),
+            _ => Ok(rtts),
+        })
+        .collect()
 }
 
 /// One worker: take the earliest due job, wait for its time, ping, schedule the next round.
 fn work<F>(shared: &(Mutex<Schedule>, Condvar), plan: &RunPlan, ping: &F)
 where
-    F: Fn(usize, Duration) -> Option<f64> + Sync,
+    F: Fn(usize, Duration) -> Ping + Sync,
 {
     let (lock, wakeup) = shared;
     while let Some((target, round)) = next_job(lock, wakeup) {
         let now = Instant::now();
-        let rtt = if now < plan.deadline {
-            ping_without_unwinding(ping, target, plan.timeout.min(plan.deadline - now))
-        } else {
-            None
-        };
+        // A round found due at or after the deadline is lost without a ping.
+        let outcome =
+            (now < plan.deadline).then(|| ping_without_unwinding(ping, target, plan.timeout.min(plan.deadline - now)));
         let mut schedule = lock_schedule(lock);
-        schedule.results[target][round as usize] = rtt;
+        match outcome {
+            Some(Ping::Answered(rtt)) => {
+                schedule.results[target][round as usize] = Some(rtt);
+                schedule.sent[target] = true;
+            }
+            Some(Ping::Lost) => schedule.sent[target] = true,
+            Some(Ping::NotSent(failure)) => {
+                schedule.unsent[target].get_or_insert(failure);
+            }
+            None => {}
+        }
         let next_round = round + 1;
         let next_due = plan.start + plan.interval * next_round;
         if next_round < plan.pings && next_due < plan.deadline {
@@ -90,13 +128,13 @@ where
 
 /// Calls `ping`; a panic counts as a lost ping so the other workers are not left waiting for a
 /// round that would never be rescheduled.
-fn ping_without_unwinding<F>(ping: &F, target: usize, budget: Duration) -> Option<f64>
+fn ping_without_unwinding<F>(ping: &F, target: usize, budget: Duration) -> Ping
 where
-    F: Fn(usize, Duration) -> Option<f64> + Sync,
+    F: Fn(usize, Duration) -> Ping + Sync,
 {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ping(target, budget))).unwrap_or_else(|_| {
         tracing::warn!(target_index = target, "probe ping panicked; counted as lost");
-        None
+        Ping::Lost
     })
 }
 
@@ -150,10 +188,10 @@ mod tests {
     #[test]
     fn every_target_gets_exactly_pings_results_in_round_order() {
         let plan = plan(4, 10, 100, 60_000);
-        let results = run_rounds(3, &plan, 2, |target, _| Some(target as f64));
+        let results = run_rounds(3, &plan, 2, |target, _| Ping::Answered(target as f64));
         assert_eq!(results.len(), 3);
         for (target, rtts) in results.iter().enumerate() {
-            assert_eq!(rtts, &vec![Some(target as f64); 4]);
+            assert_eq!(rtts, &Ok(vec![Some(target as f64); 4]));
         }
     }
 
@@ -169,7 +207,7 @@ mod tests {
             // Widens the window in which a second ping of the same target would overlap.
             std::thread::sleep(Duration::from_millis(5));
             in_flight[target].fetch_sub(1, Ordering::SeqCst);
-            Some(0.0)
+            Ping::Answered(0.0)
         });
         assert_eq!(overlaps.load(Ordering::SeqCst), 0);
     }
@@ -186,16 +224,16 @@ mod tests {
             let mut count = count.lock().unwrap();
             if target == 0 {
                 let _released = changed.wait_timeout_while(count, budget, |done| *done < 6).unwrap();
-                None
+                Ping::Lost
             } else {
                 *count += 1;
                 changed.notify_all();
-                Some(0.001)
+                Ping::Answered(0.001)
             }
         });
-        assert_eq!(results[0], vec![None, None, None]);
-        assert_eq!(results[1], vec![Some(0.001); 3]);
-        assert_eq!(results[2], vec![Some(0.001); 3]);
+        assert_eq!(results[0], Ok(vec![None, None, None]));
+        assert_eq!(results[1], Ok(vec![Some(0.001); 3]));
+        assert_eq!(results[2], Ok(vec![Some(0.001); 3]));
     }
 
     #[test]
@@ -217,9 +255,9 @@ mod tests {
             // Each budget ends by the deadline: it is measured from a moment after `called_at`.
             assert!(budget <= plan.deadline - called_at, "{budget:?}");
             assert!(budget <= plan.timeout);
-            Some(0.5)
+            Ping::Answered(0.5)
         });
-        assert_eq!(results, vec![vec![Some(0.5), Some(0.5), Some(0.5), None]]);
+        assert_eq!(results, vec![Ok(vec![Some(0.5), Some(0.5), Some(0.5), None])]);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 
@@ -237,9 +275,9 @@ mod tests {
         let calls = AtomicUsize::new(0);
         let results = run_rounds(2, &plan, 2, |_, _| {
             calls.fetch_add(1, Ordering::SeqCst);
-            Some(1.0)
+            Ping::Answered(1.0)
         });
-        assert_eq!(results, vec![vec![None, None]; 2]);
+        assert_eq!(results, vec![Ok(vec![None, None]); 2]);
         assert_eq!(calls.load(Ordering::SeqCst), 0);
     }
 
@@ -250,17 +288,36 @@ mod tests {
             if target == 0 {
                 panic!("hostile ping");
             }
-            Some(0.25)
+            Ping::Answered(0.25)
         });
-        assert_eq!(results, vec![vec![None, None], vec![Some(0.25); 2]]);
+        assert_eq!(results, vec![Ok(vec![None, None]), Ok(vec![Some(0.25); 2])]);
     }
 
     #[test]
     fn zero_targets_and_zero_pings_return_empty_shapes() {
-        assert!(run_rounds(0, &plan(3, 1, 1, 100), 4, |_, _| Some(1.0)).is_empty());
+        assert!(run_rounds(0, &plan(3, 1, 1, 100), 4, |_, _| Ping::Answered(1.0)).is_empty());
         assert_eq!(
-            run_rounds(2, &plan(0, 1, 1, 100), 4, |_, _| Some(1.0)),
-            vec![Vec::<Option<f64>>::new(); 2]
+            run_rounds(2, &plan(0, 1, 1, 100), 4, |_, _| Ping::Answered(1.0)),
+            vec![Ok(Vec::<Option<f64>>::new()); 2]
         );
+    }
+
+    #[test]
+    fn a_target_none_of_whose_pings_could_be_sent_fails_with_the_first_reason() {
+        let plan = plan(3, 1, 100, 60_000);
+        let calls: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+        let results = run_rounds(3, &plan, 2, |target, _| {
+            let call = calls[target].fetch_add(1, Ordering::SeqCst);
+            match (target, call) {
+                (0, n) => Ping::NotSent(ProbeFailure::new(format!("no route {n}"))),
+                // Sent once: measured, the unsent pings lost.
+                (1, 0) => Ping::Lost,
+                (1, _) => Ping::NotSent(ProbeFailure::new("no route")),
+                _ => Ping::Answered(0.001),
+            }
+        });
+        assert_eq!(results[0], Err(ProbeFailure::new("no route 0")));
+        assert_eq!(results[1], Ok(vec![None, None, None]));
+        assert_eq!(results[2], Ok(vec![Some(0.001); 3]));
     }
 }

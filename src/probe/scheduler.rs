@@ -5,7 +5,9 @@
 //! step (derived from its key, so restarts keep the phase) and its pings are spread over 80% of
 //! the step. A run's deadline is the start of its next run: runs never overlap, and pings still
 //! unanswered at the deadline count as lost. Each finished run becomes one snapshot in
-//! `incoming/` (see `spool::snapshot`). New or changed orders take effect at their next step.
+//! `incoming/` (see `spool::snapshot`); an order its probe could not measure gets a result with
+//! the probe's `failure` and unknown pings (counted in [`SchedulerStats::orders_unmeasured`], not
+//! as sent or lost pings). New or changed orders take effect at their next step.
 //!
 //! Snapshot names are `<step start>-ping-<seq>`. `seq` starts above the highest `seq` of the
 //! `-ping-` snapshots still queued in `incoming/` when the scheduler starts, so a restart within
@@ -19,7 +21,7 @@
 //! collection may go on (invariant 6); a suspended run is skipped, logged and counted in
 //! [`SchedulerStats::suspended_runs`].
 
-use super::{Probe, RunPlan};
+use super::{Probe, ProbeFailure, RunPlan};
 use crate::orders::order::{Order, ProbeSpec};
 use crate::shared::clock::unix_secs;
 use crate::shared::measurement::OrderResult;
@@ -57,8 +59,10 @@ impl ProbeSet {
 #[derive(Debug, Default)]
 pub struct SchedulerStats {
     pub runs: AtomicU64,
-    /// Orders measured, one per order of every batch run.
+    /// Orders measured, one per order of every batch run (those that could not be measured too).
     pub orders_measured: AtomicU64,
+    /// Orders a run could not measure (the result carries the probe's reason, no pings).
+    pub orders_unmeasured: AtomicU64,
     pub pings_sent: AtomicU64,
     pub pings_lost: AtomicU64,
     pub snapshots_published: AtomicU64,
@@ -344,13 +348,16 @@ impl Shared {
         self.stats
             .orders_measured
             .fetch_add(results.len() as u64, Ordering::Relaxed);
-        let sent = results.iter().map(|r| r.rtts.len() as u64).sum::<u64>();
-        let lost = results
-            .iter()
+        // A failed order sent nothing: its pings are neither sent nor lost.
+        let measured = || results.iter().filter(|r| r.failure.is_none());
+        let sent = measured().map(|r| r.rtts.len() as u64).sum::<u64>();
+        let lost = measured()
             .map(|r| r.rtts.iter().filter(|v| v.is_none()).count() as u64)
             .sum::<u64>();
+        let unmeasured = results.iter().filter(|r| r.failure.is_some()).count() as u64;
         self.stats.pings_sent.fetch_add(sent, Ordering::Relaxed);
         self.stats.pings_lost.fetch_add(lost, Ordering::Relaxed);
+        self.stats.orders_unmeasured.fetch_add(unmeasured, Ordering::Relaxed);
         let snapshot = HeldSnapshot {
             step_start: run.step_start,
             batch: run.batch.key.clone(),
@@ -526,14 +533,20 @@ pub fn measure(probes: &ProbeSet, run: &RunRequest, ping_timeout: Duration) -> V
     };
     let specs: Vec<&ProbeSpec> = batch.orders.iter().map(|o| &o.probe).collect();
     let Some(first) = specs.first() else { return Vec::new() };
-    let mut rtts = probes.for_spec(first).run(&specs, &plan);
-    rtts.resize_with(batch.orders.len(), Vec::new);
+    let mut outcomes = probes.for_spec(first).run(&specs, &plan);
+    outcomes.resize_with(batch.orders.len(), || {
+        Err(ProbeFailure::new("the probe returned no result for this order"))
+    });
     let updated = unix_secs(SystemTime::now());
     batch
         .orders
         .iter()
-        .zip(rtts)
-        .map(|(order, mut rtts)| {
+        .zip(outcomes)
+        .map(|(order, outcome)| {
+            let (mut rtts, failure) = match outcome {
+                Ok(rtts) => (rtts, None),
+                Err(failure) => (Vec::new(), Some(failure.reason().to_owned())),
+            };
             rtts.resize(order.pings as usize, None);
             drop_implausible(&mut rtts);
             OrderResult {
@@ -545,6 +558,7 @@ pub fn measure(probes: &ProbeSet, run: &RunRequest, ping_timeout: Duration) -> V
                 template: order.rrd_template,
                 rtts,
                 telegraf: order.telegraf.clone(),
+                failure,
             }
         })
         .collect()
@@ -632,9 +646,55 @@ mod tests {
 
     struct Silent;
     impl Probe for Silent {
-        fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<super::super::Rtts> {
-            vec![vec![None; plan.pings as usize]; targets.len()]
+        fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<super::super::Outcome> {
+            vec![Ok(vec![None; plan.pings as usize]); targets.len()]
         }
+    }
+
+    /// Cannot measure the first target, measures the rest.
+    struct Broken;
+    impl Probe for Broken {
+        fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<super::super::Outcome> {
+            (0..targets.len())
+                .map(|i| match i {
+                    0 => Err(ProbeFailure::new("cannot run /nonexistent:\nNo such file")),
+                    _ => Ok(vec![Some(0.001); plan.pings as usize]),
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_target_the_probe_cannot_measure_gets_unknown_pings_and_the_reason_and_counts_no_loss() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(tmp.path());
+        base.create_all().unwrap();
+        let mut shared = shared(&base);
+        let broken: Arc<dyn Probe> = Arc::new(Broken);
+        shared.scheduler.probes.icmp = broken;
+        let orders = vec![
+            fping_order("a", 20, 2, "127.0.0.1"),
+            fping_order("b", 20, 2, "127.0.0.2"),
+        ];
+        let run = RunRequest {
+            batch: Arc::new(make_batches(orders, 10).remove(0)),
+            step_start: 100,
+            start: SystemTime::now(),
+            deadline: SystemTime::now() + Duration::from_secs(5),
+        };
+        let results = measure(&shared.probes, &run, shared.ping_timeout);
+        assert_eq!(
+            results[0].failure.as_deref(),
+            Some("cannot run /nonexistent: No such file")
+        );
+        assert_eq!(results[0].rtts, vec![None, None]);
+        assert_eq!((results[1].failure.as_deref(), results[1].rtts.len()), (None, 2));
+        shared.execute(run);
+        let stats = &shared.stats;
+        assert_eq!(stats.orders_measured.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.orders_unmeasured.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.pings_sent.load(Ordering::Relaxed), 2, "only b's pings went out");
+        assert_eq!(stats.pings_lost.load(Ordering::Relaxed), 0);
     }
 
     fn shared(base: &BaseDir) -> Shared {

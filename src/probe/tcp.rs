@@ -1,13 +1,20 @@
 //! TCP connect probe: one ping is the time a TCP handshake with `host:port` takes.
 //!
 //! Each ping opens a fresh socket (bound to `source_ip` when the order sets one), connects with
-//! the ping's time budget and closes at once, without sending data. Refused, unreachable and
-//! timed-out connects are lost pings (logged at debug). The order's `interval_ms` is used by the
+//! the ping's time budget and closes at once, without sending data. Refused, reset, unreachable
+//! and timed-out connects are lost pings (logged at debug): the SYN went out and the network or
+//! the target answered no (a refused connection is the target's "port closed", a measurement of
+//! the service being down). A ping the machine itself refuses to send — the socket cannot be
+//! created, the source address cannot be bound (not local, wrong family), or the connect fails
+//! locally ([`is_local`]: no local port or address, a local firewall's EPERM, out of
+//! descriptors) — is not sent; an order none of whose pings could be sent in a run is a failure
+//! with the reason (see `rounds`). The host was resolved when the order was read (an order whose
+//! name does not resolve is `unresolved`, never probed). The order's `interval_ms` is used by the
 //! scheduler to build the [`RunPlan`]; this probe follows the plan. Targets of a run are measured
 //! concurrently on at most [`MAX_WORKERS`] threads (see `rounds`). Owns nothing on disk.
 
-use super::rounds::run_rounds;
-use super::{Probe, Rtts, RunPlan};
+use super::rounds::{run_rounds, Ping};
+use super::{Outcome, Probe, ProbeFailure, RunPlan};
 use crate::orders::order::{ProbeSpec, TcpSpec};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
@@ -45,15 +52,57 @@ impl TcpProbe {
 }
 
 impl Probe for TcpProbe {
-    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Rtts> {
+    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Outcome> {
         run_rounds(targets.len(), plan, MAX_WORKERS, |index, budget| {
             let result = match targets[index] {
                 ProbeSpec::Tcp(spec) => connect_time(spec, budget),
                 other => Err(TcpPingError::NotTcp(format!("{other:?}"))),
             };
-            result.map_err(|error| tracing::debug!(%error, "tcp ping lost")).ok()
+            match result {
+                Ok(rtt) => Ping::Answered(rtt),
+                Err(error) if error.is_sent() => {
+                    tracing::debug!(%error, "tcp ping lost");
+                    Ping::Lost
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "tcp ping not sent");
+                    Ping::NotSent(ProbeFailure::new(error))
+                }
+            }
         })
     }
+}
+
+impl TcpPingError {
+    /// Whether the ping went out (a SYN was sent) before it failed: a lost ping, not a failure
+    /// to measure.
+    pub fn is_sent(&self) -> bool {
+        match self {
+            TcpPingError::Connect { source, .. } => !is_local(source),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a connect error comes from this machine before anything was sent: no local address
+/// or port to use, a local firewall (EPERM, EACCES), out of descriptors or buffers, an address
+/// the socket cannot use. Refused, reset, unreachable and timed-out connects are answers.
+pub fn is_local(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(
+            libc::EADDRNOTAVAIL
+                | libc::EADDRINUSE
+                | libc::EPERM
+                | libc::EACCES
+                | libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::EAFNOSUPPORT
+                | libc::EINVAL
+        )
+    )
 }
 
 /// Connects once to `spec.address` within `budget` and returns the handshake time in seconds.
@@ -116,9 +165,10 @@ mod tests {
         let closed = spec(closed_port("127.0.0.1"), None);
         let results = TcpProbe::new().run(&[&open, &closed], &plan(3));
         assert_eq!(results.len(), 2);
-        assert_eq!(results[0].len(), 3);
-        assert!(results[0].iter().all(|rtt| rtt.is_some_and(|s| s > 0.0 && s < 2.0)));
-        assert_eq!(results[1], vec![None, None, None]);
+        let answered = results[0].as_ref().expect("measured");
+        assert_eq!(answered.len(), 3);
+        assert!(answered.iter().all(|rtt| rtt.is_some_and(|s| s > 0.0 && s < 2.0)));
+        assert_eq!(results[1], Ok(vec![None, None, None]), "refused is a measurement: lost");
     }
 
     #[test]
@@ -126,7 +176,7 @@ mod tests {
         let listener = TcpListener::bind("[::1]:0").expect("bind ::1");
         let open = spec(listener.local_addr().expect("addr"), None);
         let results = TcpProbe::new().run(&[&open], &plan(2));
-        assert!(results[0].iter().all(Option::is_some), "{results:?}");
+        assert!(results[0].as_ref().unwrap().iter().all(Option::is_some), "{results:?}");
     }
 
     #[test]
@@ -150,11 +200,44 @@ mod tests {
     }
 
     #[test]
-    fn source_ip_of_the_wrong_family_is_a_lost_ping_not_a_panic() {
+    fn a_source_ip_that_cannot_be_bound_is_a_failure_to_measure_not_a_loss() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let spec = spec(listener.local_addr().expect("addr"), Some("::1".parse().expect("ip")));
-        let results = TcpProbe::new().run(&[&spec], &plan(2));
-        assert_eq!(results, vec![vec![None, None]]);
+        let address = listener.local_addr().expect("addr");
+        // The wrong family, and an address no interface of this machine has (TEST-NET-3).
+        for source in ["::1", "203.0.113.9"] {
+            let spec = spec(address, Some(source.parse().expect("ip")));
+            let results = TcpProbe::new().run(&[&spec], &plan(2));
+            let failure = results[0].as_ref().expect_err("not measured");
+            assert!(
+                failure
+                    .reason()
+                    .starts_with(&format!("binding the TCP socket for {address} to source {source}")),
+                "{failure}"
+            );
+        }
+    }
+
+    #[test]
+    fn connect_errors_from_the_network_are_answers_and_local_ones_are_not() {
+        for errno in [
+            libc::ECONNREFUSED,
+            libc::ETIMEDOUT,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::ECONNRESET,
+        ] {
+            assert!(!is_local(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        for errno in [
+            libc::EADDRNOTAVAIL,
+            libc::EPERM,
+            libc::EACCES,
+            libc::EMFILE,
+            libc::EAFNOSUPPORT,
+        ] {
+            assert!(is_local(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        assert!(!is_local(&io::Error::new(io::ErrorKind::TimedOut, "timed out")));
     }
 
     #[test]
@@ -200,6 +283,12 @@ mod tests {
             flags: vec![],
             timeout_ms: None,
         });
-        assert_eq!(TcpProbe::new().run(&[&other], &plan(2)), vec![vec![None, None]]);
+        let results = TcpProbe::new().run(&[&other], &plan(2));
+        assert!(
+            results[0]
+                .as_ref()
+                .is_err_and(|f| f.reason().contains("not a tcp order")),
+            "{results:?}"
+        );
     }
 }

@@ -1,5 +1,7 @@
-//! Warnings that would repeat every step (a missing binary, a bad proxy) are logged once per
-//! target and distinct message, and again only after the target worked in between.
+//! Messages that would repeat every step (a missing binary, a bad proxy) are logged once per
+//! target and distinct message, and again only after the target worked in between. The probes
+//! log them at debug: the reason travels with the order's result, and processing logs when the
+//! order starts and stops failing.
 //!
 //! Invariant: memory is bounded; past [`MAX_REMEMBERED`] entries the memory is reset, which at
 //! worst repeats a warning. Owns nothing on disk.
@@ -17,9 +19,9 @@ pub(crate) struct WarnOnce {
 }
 
 impl WarnOnce {
-    /// Logs `message` about `target` at warn level unless it was logged before; returns whether
-    /// it was logged now.
-    pub(crate) fn warn(&self, target: &str, message: &str) -> bool {
+    /// Remembers `message` about `target` without logging it; returns whether it is new (the
+    /// caller logs it then, at the level it chooses).
+    pub(crate) fn remember(&self, target: &str, message: &str) -> bool {
         let mut logged = self.logged.lock().unwrap_or_else(PoisonError::into_inner);
         if logged.contains(&(target.to_owned(), message.to_owned())) {
             return false;
@@ -28,10 +30,6 @@ impl WarnOnce {
             logged.clear();
         }
         logged.insert((target.to_owned(), message.to_owned()));
-        tracing::warn!(
-            target_name = target,
-            "{message} (further identical warnings suppressed)"
-        );
         true
     }
 
@@ -51,20 +49,20 @@ mod tests {
     #[test]
     fn same_warning_is_logged_once_until_the_target_is_forgotten() {
         let warnings = WarnOnce::default();
-        assert!(warnings.warn("a", "missing binary"));
-        assert!(!warnings.warn("a", "missing binary"));
-        assert!(warnings.warn("a", "other error"));
-        assert!(warnings.warn("b", "missing binary"));
+        assert!(warnings.remember("a", "missing binary"));
+        assert!(!warnings.remember("a", "missing binary"));
+        assert!(warnings.remember("a", "other error"));
+        assert!(warnings.remember("b", "missing binary"));
         warnings.forget("a");
-        assert!(warnings.warn("a", "missing binary"));
-        assert!(!warnings.warn("b", "missing binary"));
+        assert!(warnings.remember("a", "missing binary"));
+        assert!(!warnings.remember("b", "missing binary"));
     }
 
     #[test]
     fn memory_stays_bounded_under_endless_distinct_messages() {
         let warnings = WarnOnce::default();
         for i in 0..(MAX_REMEMBERED * 3) {
-            warnings.warn("t", &format!("error {i}"));
+            warnings.remember("t", &format!("error {i}"));
         }
         let remembered = warnings.logged.lock().expect("lock").len();
         assert!(remembered <= MAX_REMEMBERED, "{remembered}");

@@ -15,13 +15,20 @@
 //!   in time order. Reading a snapshot is I/O like writing: an EIO or EMFILE while reading a good
 //!   ping or HAProxy snapshot is transient; only what is wrong with its content quarantines it.
 //!
+//! A result whose probe could not measure its order (its `failure` is set) is written to the RRD
+//! as unknown (every data source `U`), leaves `last_result` as it is (pingmachine writes nothing
+//! for such a run either), and marks the order `failing` with the probe's reason in
+//! `state/output-errors.json` (kind `probe`) until a measured result arrives; entering and
+//! leaving that state is logged once per order (at most [`MAX_STATE_LOGS`] lines a round, then a
+//! summary), never every step. The sinks' encoders send nothing for it.
+//!
 //! A snapshot kept for a retry (transient fault, a sink that refused) is not handed again to the
 //! sinks that already took its lines: the processor remembers, per snapshot, which sinks did
 //! (in memory: after a crash or a restart the lines of snapshots still queued are delivered
 //! again, at least once). A `last_result` never moves back in time: an older result is written
 //! to the RRD if the RRD still takes it, but does not replace a newer `last_result`.
 
-use crate::output::failures::{self, OrderFailure, OutputErrors};
+use crate::output::failures::{self, FailureKind, OrderFailure, OutputErrors};
 use crate::output::{archive, last_result, rrd::RrdWriter};
 use crate::process::handoff::ResultSink;
 use crate::process::handoff::SinkBatch;
@@ -52,6 +59,9 @@ const MAX_HAPROXY_PER_ROUND: usize = 2;
 pub const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// Longest delay between two retries of kept-back snapshots.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+/// Most orders whose failing state change is logged one by one in a round (entering and leaving
+/// each); the rest are summed up in one line.
+pub const MAX_STATE_LOGS: usize = 10;
 
 /// A change in the set of orders whose results may be written to `output/`.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,6 +88,9 @@ pub struct ProcessStats {
     pub order_errors: AtomicU64,
     /// Gauge: orders whose output fails for a reason of their own (`state/output-errors.json`).
     pub orders_failing: AtomicU64,
+    /// Gauge: orders whose newest result says their probe could not measure them (kind `probe`
+    /// in `state/output-errors.json`).
+    pub orders_probe_failing: AtomicU64,
     /// Gauge: 1 while output waits for a transient fault (disk full, I/O error) to clear.
     pub output_waiting: AtomicU64,
     pub rrd_updates: AtomicU64,
@@ -141,7 +154,8 @@ pub struct Processor {
     /// Quarantined entries (their path in `failed/`) whose `REASON` could not be written yet
     /// (the disk was full): the reason is kept here and written again every round.
     unwritten_reasons: Vec<(PathBuf, String)>,
-    /// Orders failing for a reason of their own (mirrored in `state/output-errors.json`).
+    /// Orders failing for a reason of their own, output or probe (mirrored in
+    /// `state/output-errors.json`).
     failing: BTreeMap<OrderId, OrderFailure>,
     /// `failing` changed since it was last written.
     failing_dirty: bool,
@@ -182,11 +196,19 @@ struct LoadError {
 struct OrderWork<'a> {
     /// Results to write into the RRD (sorted by time before writing).
     rrd: Vec<&'a OrderResult>,
-    /// The newest result not applied before: the new `last_result` (if not older than it).
+    /// The newest measured result not applied before: the new `last_result` (if not older than
+    /// it). A result whose probe failed never becomes `last_result`.
     newest: Option<&'a OrderResult>,
+    /// The newest result not applied before, measured or not: whether the probe fails now.
+    latest: Option<&'a OrderResult>,
     /// How many results were not applied before.
     fresh: usize,
 }
+
+/// What writing one order's output did: the staged `last_result` (with its time), and what its
+/// newest result says of its probe (`None`: nothing new; `Some(None)`: measured;
+/// `Some(Some(reason))`: the probe could not measure it).
+type OrderApplied = (Option<(i64, StagedFile)>, Option<Option<String>>);
 
 /// A `last_result` staged for one order, with the time it holds.
 struct StagedResult {
@@ -201,6 +223,9 @@ struct Applied {
     staged: Vec<StagedResult>,
     written: Vec<OrderId>,
     failed: Vec<(OrderId, Fault, String)>,
+    /// Orders written whose newest result says something of their probe: the failure reason,
+    /// or `None` for a measured result.
+    probed: Vec<(OrderId, Option<String>)>,
 }
 
 impl Processor {
@@ -230,10 +255,7 @@ impl Processor {
                 BTreeMap::new()
             }
         };
-        stats.orders_failing.store(
-            u64::try_from(BTreeMap::len(&failing)).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        count_failing(&stats, &failing);
         Ok(Processor {
             base,
             rrd: RrdWriter::new(),
@@ -427,7 +449,7 @@ impl Processor {
         if marked {
             sync_filesystem(&self.base.incoming())?;
         }
-        self.record_failures(&applied.written, &applied.failed);
+        self.record_failures(&applied.written, &applied.failed, &applied.probed);
         // A round that took every snapshot and order without a fault: processing works again.
         if report.quarantined == 0 && report.retried == 0 && applied.failed.is_empty() && transient.is_empty() {
             self.stats.last_error.succeeded();
@@ -669,15 +691,18 @@ impl Processor {
                 }
                 if !snapshot.applied {
                     work.fresh += 1;
-                    if work.newest.is_none_or(|n| n.time <= result.time) {
+                    if result.failure.is_none() && work.newest.is_none_or(|n| n.time <= result.time) {
                         work.newest = Some(result);
+                    }
+                    if work.latest.is_none_or(|n| n.time <= result.time) {
+                        work.latest = Some(result);
                     }
                 }
             }
         }
         self.stats.results_dropped.fetch_add(dropped, Ordering::Relaxed);
         let groups: Vec<(&OrderId, OrderWork)> = by_order.into_iter().collect();
-        type Outcome = (OrderId, Result<Option<(i64, StagedFile)>, (Fault, String)>);
+        type Outcome = (OrderId, Result<OrderApplied, (Fault, String)>);
         let outcomes: Vec<Outcome> = self.pool.install(|| {
             groups
                 .into_par_iter()
@@ -690,13 +715,16 @@ impl Processor {
         let mut applied = Applied::default();
         for (id, outcome) in outcomes {
             match outcome {
-                Ok(staged) => {
+                Ok((staged, probed)) => {
                     if let Some((time, file)) = staged {
                         applied.staged.push(StagedResult {
                             id: id.clone(),
                             time,
                             file,
                         });
+                    }
+                    if let Some(failure) = probed {
+                        applied.probed.push((id.clone(), failure));
                     }
                     applied.written.push(id);
                 }
@@ -714,8 +742,10 @@ impl Processor {
     }
 
     /// Writes one order's output: its RRD updates (ascending time), then stages `last_result`
-    /// unless the current one is newer. The error says whose fault it is.
-    fn apply_order(&self, id: &OrderId, work: &OrderWork) -> Result<Option<(i64, StagedFile)>, (Fault, String)> {
+    /// unless the current one is newer, and says what the newest result tells of the probe (a
+    /// failure older than the current `last_result` tells nothing). The error says whose fault
+    /// it is.
+    fn apply_order(&self, id: &OrderId, work: &OrderWork) -> Result<OrderApplied, (Fault, String)> {
         let dir = self.base.output().join(id.as_path());
         if !self.output_checked_ids().contains(id) {
             // librrd takes paths: make sure none of the order's directories is a symlink out.
@@ -747,10 +777,15 @@ impl Processor {
             }
             None => None,
         };
+        let probed = work.latest.and_then(|latest| match &latest.failure {
+            None => Some(None),
+            Some(reason) if self.is_newest(id, &dir, latest.time) => Some(Some(reason.clone())),
+            Some(_) => None,
+        });
         self.stats
             .results_applied
             .fetch_add(work.fresh as u64, Ordering::Relaxed);
-        Ok(staged)
+        Ok((staged, probed))
     }
 
     /// True unless the order's `last_result` holds a time after `time` (read from the file
@@ -857,19 +892,65 @@ impl Processor {
             .all(|sink| took.is_some_and(|took| took.contains(sink.name())))
     }
 
-    /// Updates the failing orders from one round: written orders are cleared, orders failing
-    /// for a reason of their own are recorded (logged when new or changed); the file is
-    /// rewritten when that changed anything.
-    fn record_failures(&mut self, written: &[OrderId], failed: &[(OrderId, Fault, String)]) {
+    /// Updates the failing orders from one round: written orders no longer fail for their
+    /// output; the newest result of each says whether its probe fails (a failure with its reason)
+    /// or measures again; orders failing to write for a reason of their own are recorded (an
+    /// output failure takes the place of a probe failure). Each change is logged once (see
+    /// [`StateLog`]); the file is rewritten when anything changed.
+    fn record_failures(
+        &mut self,
+        written: &[OrderId],
+        failed: &[(OrderId, Fault, String)],
+        probed: &[(OrderId, Option<String>)],
+    ) {
+        let mut log = StateLog::default();
         for id in written {
-            if let Some(old) = self.failing.remove(id) {
-                info!(order = %id, failing_since = old.since, "order output written again");
-                self.failing_dirty = true;
+            if self.failing.get(id).is_some_and(|f| f.kind == FailureKind::Output) {
+                if let Some(old) = self.failing.remove(id) {
+                    info!(order = %id, failing_since = old.since, "order output written again");
+                    self.failing_dirty = true;
+                }
             }
         }
         let now = crate::shared::clock::unix_now();
+        // Only written orders are probed here: none of them has an output failure left.
+        for (id, failure) in probed {
+            match (failure, self.failing.get_mut(id)) {
+                (None, Some(_)) => {
+                    if let Some(old) = self.failing.remove(id) {
+                        log.left(id, &old);
+                        self.failing_dirty = true;
+                    }
+                }
+                (None, None) => {}
+                // Still failing: a reason that changes (a command quoting a time or a pid on its
+                // stderr) is kept up to date without being logged again or restarting `since`.
+                (Some(reason), Some(current)) => {
+                    if current.reason != *reason {
+                        debug!(order = %id, "probe still cannot measure the order: {reason}");
+                        current.reason.clone_from(reason);
+                        self.failing_dirty = true;
+                    }
+                }
+                (Some(reason), None) => {
+                    let failure = OrderFailure {
+                        reason: reason.clone(),
+                        since: now,
+                        kind: FailureKind::Probe,
+                    };
+                    log.entered(id, &failure);
+                    self.failing.insert(id.clone(), failure);
+                    self.failing_dirty = true;
+                }
+            }
+        }
+        log.summarize();
         for (id, _, reason) in failed.iter().filter(|(_, fault, _)| *fault == Fault::Permanent) {
-            if self.failing.get(id).is_some_and(|f| f.reason == *reason) {
+            if self
+                .failing
+                .get(id)
+                .is_some_and(|f| f.kind == FailureKind::Output && f.reason == *reason)
+            {
                 continue;
             }
             warn!(order = %id, "cannot write output (the order fails alone; its siblings go on): {reason}");
@@ -881,6 +962,7 @@ impl Processor {
                 OrderFailure {
                     reason: reason.clone(),
                     since: now,
+                    kind: FailureKind::Output,
                 },
             );
             self.failing_dirty = true;
@@ -890,9 +972,7 @@ impl Processor {
 
     /// Writes `state/output-errors.json` if the failing orders changed (kept dirty on error).
     fn save_failing(&mut self) {
-        self.stats
-            .orders_failing
-            .store(self.failing.len() as u64, Ordering::Relaxed);
+        count_failing(&self.stats, &self.failing);
         if !self.failing_dirty {
             return;
         }
@@ -999,6 +1079,56 @@ impl Processor {
                 }
                 Err(_) => true,
             });
+    }
+}
+
+/// Sets the failing-orders gauges: output failures and probe failures.
+fn count_failing(stats: &ProcessStats, failing: &BTreeMap<OrderId, OrderFailure>) {
+    let probe = failing.values().filter(|f| f.kind == FailureKind::Probe).count();
+    stats
+        .orders_failing
+        .store((failing.len() - probe) as u64, Ordering::Relaxed);
+    stats.orders_probe_failing.store(probe as u64, Ordering::Relaxed);
+}
+
+/// The log lines of one round's probe state changes: the first [`MAX_STATE_LOGS`] orders
+/// entering and leaving the failing state one by one, the rest summed up (a missing fping
+/// makes every ICMP order fail in the same round).
+#[derive(Default)]
+struct StateLog {
+    entered: usize,
+    left: usize,
+}
+
+impl StateLog {
+    fn entered(&mut self, id: &OrderId, failure: &OrderFailure) {
+        self.entered += 1;
+        if self.entered <= MAX_STATE_LOGS {
+            warn!(
+                order = %id,
+                "probe cannot measure the order: {} (failing until it measures again; its steps are unknown in the RRD, not losses)",
+                failure.reason
+            );
+        }
+    }
+
+    fn left(&mut self, id: &OrderId, old: &OrderFailure) {
+        self.left += 1;
+        if self.left <= MAX_STATE_LOGS {
+            info!(order = %id, failing_since = old.since, "probe measures the order again (it could not: {})", old.reason);
+        }
+    }
+
+    fn summarize(&self) {
+        if self.entered > MAX_STATE_LOGS {
+            warn!(
+                "... and {} more orders their probe cannot measure (spoolmon orders lists them)",
+                self.entered - MAX_STATE_LOGS
+            );
+        }
+        if self.left > MAX_STATE_LOGS {
+            info!("... and {} more orders measured again", self.left - MAX_STATE_LOGS);
+        }
     }
 }
 
@@ -1274,6 +1404,116 @@ mod tests {
         );
         assert_eq!(stats.orders_failing.load(Ordering::Relaxed), 1);
         assert_eq!(stats.output_waiting.load(Ordering::Relaxed), 0);
+    }
+
+    fn failed_result(id: &str, time: i64, reason: &str) -> OrderResult {
+        OrderResult::builder(OrderId::new(id).unwrap(), time)
+            .rtts([None])
+            .failure(reason)
+            .build()
+    }
+
+    #[test]
+    fn a_probe_failure_is_unknown_in_the_rrd_keeps_last_result_and_fails_the_order_until_it_measures() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let rrd = base.output().join("o/main.rrd");
+        publish(&base, 1, &[result("o", T0, 0.001), result("p", T0, 0.001)]);
+        processor.process_pending(true).unwrap();
+        publish(
+            &base,
+            2,
+            &[
+                failed_result("o", T0 + 20, "cannot run /nonexistent"),
+                result("p", T0 + 20, 0.002),
+            ],
+        );
+        processor.process_pending(true).unwrap();
+        assert!(
+            rrd_last_update(&rrd).contains(&format!("{}: U U U", T0 + 40)),
+            "{}",
+            rrd_last_update(&rrd)
+        );
+        let last = fs::read_to_string(base.output().join("o/last_result")).unwrap();
+        assert!(last.starts_with(&format!("time: {T0}\n")), "kept: {last}");
+        let failing = failing_orders(&base);
+        assert_eq!(failing.len(), 1, "{failing:?}");
+        let failure = &failing["o"];
+        assert_eq!(
+            (failure.kind, failure.reason.as_str()),
+            (FailureKind::Probe, "cannot run /nonexistent")
+        );
+        let since = failure.since;
+        assert_eq!(stats.orders_probe_failing.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.orders_failing.load(Ordering::Relaxed), 0, "no output failure");
+        // The sinks were handed both results (their encoders send nothing for the failed one).
+        assert_eq!(sink.ids().iter().filter(|id| *id == "o").count(), 2);
+        // Still failing, with another reason: kept up to date, `since` unchanged.
+        publish(
+            &base,
+            3,
+            &[failed_result("o", T0 + 40, "cannot run /nonexistent (again)")],
+        );
+        processor.process_pending(true).unwrap();
+        let failure = &failing_orders(&base)["o"];
+        assert_eq!(
+            (failure.reason.as_str(), failure.since),
+            ("cannot run /nonexistent (again)", since)
+        );
+        // A restart keeps the state.
+        drop(processor);
+        let stats = Arc::new(ProcessStats::default());
+        let mut processor = Processor::new(base.clone(), 1, Vec::new(), false, stats.clone())
+            .unwrap()
+            .with_limits(WIDE);
+        assert_eq!(stats.orders_probe_failing.load(Ordering::Relaxed), 1);
+        // A measured result ends it.
+        publish(&base, 4, &[result("o", T0 + 60, 0.003)]);
+        processor.process_pending(true).unwrap();
+        assert!(failing_orders(&base).is_empty());
+        assert_eq!(stats.orders_probe_failing.load(Ordering::Relaxed), 0);
+        assert!(!base.state().join(failures::FILE_NAME).exists());
+        let last = fs::read_to_string(base.output().join("o/last_result")).unwrap();
+        assert!(last.starts_with(&format!("time: {}\n", T0 + 60)), "{last}");
+        // A failed result older than the current last_result says nothing new.
+        publish(&base, 5, &[failed_result("o", T0 + 40, "late and stale")]);
+        processor.process_pending(true).unwrap();
+        assert!(failing_orders(&base).is_empty(), "older than last_result");
+    }
+
+    #[test]
+    fn an_output_failure_takes_the_place_of_a_probe_failure_and_gives_way_to_it_again() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        fs::create_dir_all(base.output().join("app")).unwrap();
+        fs::write(base.output().join("app/o"), b"in the way").unwrap();
+        publish(&base, 1, &[failed_result("app/o", T0, "no socket")]);
+        processor.process_pending(true).unwrap();
+        assert_eq!(failing_orders(&base)["app/o"].kind, FailureKind::Output);
+        assert_eq!(
+            (
+                stats.orders_failing.load(Ordering::Relaxed),
+                stats.orders_probe_failing.load(Ordering::Relaxed)
+            ),
+            (1, 0)
+        );
+        fs::remove_file(base.output().join("app/o")).unwrap();
+        publish(&base, 2, &[failed_result("app/o", T0 + 20, "no socket")]);
+        processor.process_pending(true).unwrap();
+        let failure = &failing_orders(&base)["app/o"];
+        assert_eq!(
+            (failure.kind, failure.reason.as_str()),
+            (FailureKind::Probe, "no socket")
+        );
+        assert_eq!(
+            (
+                stats.orders_failing.load(Ordering::Relaxed),
+                stats.orders_probe_failing.load(Ordering::Relaxed)
+            ),
+            (0, 1)
+        );
     }
 
     #[test]

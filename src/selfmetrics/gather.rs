@@ -184,6 +184,11 @@ fn add_scheduler(families: &mut Families, stats: &SchedulerStats) {
         "Orders measured (one per order of every batch run).",
         &stats.orders_measured,
     );
+    families.counter(
+        "probe_orders_unmeasured_total",
+        "Orders a run could not measure (missing binary, permission, no socket, ...): their steps are unknown, their pings neither sent nor lost.",
+        &stats.orders_unmeasured,
+    );
     families.counter("probe_pings_sent_total", "Pings (probes) sent.", &stats.pings_sent);
     families.counter(
         "probe_pings_lost_total",
@@ -271,6 +276,12 @@ fn add_process(families: &mut Families, stats: &ProcessStats) {
         "Orders whose output cannot be written for a reason of their own (state/output-errors.json).",
         Kind::Gauge,
         load(&stats.orders_failing),
+    );
+    families.one(
+        "order_probe_failing",
+        "Orders whose newest result says their probe could not measure them (failing, kind probe, in state/output-errors.json).",
+        Kind::Gauge,
+        load(&stats.orders_probe_failing),
     );
     families.one(
         "output_waiting",

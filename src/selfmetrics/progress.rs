@@ -13,7 +13,9 @@
 //! operator sees it is alive; a part that is not configured (no `pull:`, no outbox sink) has
 //! none. `backlog` is the lines waiting in the sink's outbox now, `dropped` the lines the
 //! outbox dropped to stay within its limits. Local-store sinks write in the processing round
-//! and have no line of their own.
+//! and have no line of their own. When runs could not measure some orders (their probe failed:
+//! a missing binary, no permission, ...), the probes' line says how many after `measured`
+//! (`120 orders measured (3 not measured), ...`); it says nothing of it otherwise.
 
 use super::gather::Sources;
 use crate::sink::backlog::SinkBacklog;
@@ -29,7 +31,7 @@ pub const TARGET: &str = "spoolmon::progress";
 /// The counters the lines are the differences of, read at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
-    pub probes: Option<[u64; 4]>,
+    pub probes: Option<[u64; 5]>,
     pub processing: Option<[u64; 3]>,
     pub pull: Option<[u64; 3]>,
     /// Per sink: lines delivered, rejected and dropped; the backlog is a gauge, kept apart.
@@ -51,6 +53,7 @@ impl Totals {
                     load(&s.pings_sent),
                     load(&s.pings_lost),
                     load(&s.suspended_runs),
+                    load(&s.orders_unmeasured),
                 ]
             }),
             processing: sources.process.as_ref().map(|s| {
@@ -100,9 +103,13 @@ pub fn lines(before: &Totals, now: &Totals, elapsed: Duration) -> Vec<String> {
     let span = format!("in the last {} s", elapsed.as_secs_f64().round() as u64);
     let mut lines = Vec::new();
     if let Some(now_probes) = &now.probes {
-        let [measured, sent, lost, suspended] = delta(before.probes.as_ref(), now_probes);
+        let [measured, sent, lost, suspended, unmeasured] = delta(before.probes.as_ref(), now_probes);
+        let unmeasured = match unmeasured {
+            0 => String::new(),
+            n => format!(" ({n} not measured)"),
+        };
         lines.push(format!(
-            "probes: {measured} orders measured, {sent} pings sent, {lost} lost, {suspended} runs suspended {span}"
+            "probes: {measured} orders measured{unmeasured}, {sent} pings sent, {lost} lost, {suspended} runs suspended {span}"
         ));
     }
     if let Some(now_processing) = &now.processing {
@@ -173,6 +180,14 @@ mod tests {
                 "pull: 0 cycles, 0 published, 0 failed in the last 60 s",
                 "sink carbon: 7 lines delivered, 0 rejected, 2 dropped, 3 backlog in the last 60 s",
             ]
+        );
+        // Orders the probe could not measure are said, only when there are some.
+        scheduler.orders_measured.store(13, Ordering::Relaxed);
+        scheduler.orders_unmeasured.store(2, Ordering::Relaxed);
+        let later = Totals::read(&sources, &[]);
+        assert_eq!(
+            super::lines(&now, &later, Duration::from_secs(60))[0],
+            "probes: 3 orders measured (2 not measured), 0 pings sent, 0 lost, 0 runs suspended in the last 60 s"
         );
     }
 

@@ -129,6 +129,64 @@ pub struct OrderResult {
     pub rtts: Vec<Option<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telegraf: Option<TelegrafMeta>,
+    /// Why the probe could not measure the order in this run (its command cannot be started,
+    /// fping cannot run, no ICMP socket for the target's family, the name does not resolve...):
+    /// when set, nothing was measured, every entry of `rtts` is `None` and means unknown, not
+    /// lost. Serialized only when set; at most [`MAX_FAILURE_LEN`] bytes, one line, no control
+    /// characters (see [`failure_reason`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// Longest probe failure reason a result carries, in bytes (a snapshot with a longer one is
+/// refused; the probes cut theirs with [`failure_reason`]).
+pub const MAX_FAILURE_LEN: usize = 1024;
+
+/// `reason` as a result (and every listing and log line showing it) may carry it: on one line,
+/// without control characters or the invisible characters that reorder text (each replaced by a
+/// space, runs of white space folded into one), trimmed, cut to [`MAX_FAILURE_LEN`] bytes on a
+/// character boundary (ending in `…` when cut). An empty reason becomes `unknown reason`.
+pub fn failure_reason(reason: &str) -> String {
+    one_line(reason, MAX_FAILURE_LEN)
+}
+
+/// `text` on one line as [`failure_reason`] makes it, cut to `max` bytes (at least 4).
+pub fn one_line(text: &str, max: usize) -> String {
+    const CUT: &str = "…";
+    let max = max.max(CUT.len() + 1);
+    let mut clean = String::with_capacity(text.len().min(max + 4));
+    let mut space = false;
+    for c in text.chars() {
+        if c.is_whitespace() || c.is_control() || is_invisible(c) {
+            space = !clean.is_empty();
+            continue;
+        }
+        if clean.len() > max {
+            break;
+        }
+        if std::mem::take(&mut space) {
+            clean.push(' ');
+        }
+        clean.push(c);
+    }
+    if clean.len() > max {
+        let mut end = max - CUT.len();
+        while !clean.is_char_boundary(end) {
+            end -= 1;
+        }
+        clean.truncate(end);
+        clean.push_str(CUT);
+    }
+    if clean.is_empty() {
+        clean.push_str("unknown reason");
+    }
+    clean
+}
+
+/// Format characters that change how text is shown without being seen: bidirectional overrides
+/// and isolates, zero-width characters, the byte order mark.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 impl OrderResult {
@@ -149,6 +207,7 @@ impl OrderResult {
             template: RrdTemplate::Smokeping,
             rtts: Vec::new(),
             telegraf: None,
+            failure: None,
         }
     }
 }
@@ -165,6 +224,7 @@ pub struct OrderResultBuilder {
     template: RrdTemplate,
     rtts: Vec<Option<f64>>,
     telegraf: Option<TelegrafMeta>,
+    failure: Option<String>,
 }
 
 impl OrderResultBuilder {
@@ -203,6 +263,13 @@ impl OrderResultBuilder {
         self
     }
 
+    /// The run could not measure the order, for `reason` (default: it did); its RTTs should then
+    /// all be `None`.
+    pub fn failure(mut self, reason: impl Into<String>) -> Self {
+        self.failure = Some(reason.into());
+        self
+    }
+
     pub fn build(self) -> OrderResult {
         OrderResult {
             updated: self.updated.unwrap_or(self.time + i64::from(self.step)),
@@ -213,6 +280,7 @@ impl OrderResultBuilder {
             template: self.template,
             rtts: self.rtts,
             telegraf: self.telegraf,
+            failure: self.failure,
         }
     }
 }
@@ -240,6 +308,40 @@ mod tests {
     }
 
     #[test]
+    fn failure_reasons_are_one_bounded_line_without_control_or_invisible_characters() {
+        assert_eq!(
+            failure_reason("  cannot run /x:\nNo such file\r\n\t(os error 2)\u{7}  "),
+            "cannot run /x: No such file (os error 2)"
+        );
+        assert_eq!(failure_reason("a\u{1b}[2Jb\u{202e}c\u{9b}d"), "a [2Jb c d");
+        assert_eq!(failure_reason("\n\u{0}\t"), "unknown reason");
+        let huge = failure_reason(&"é".repeat(10 * MAX_FAILURE_LEN));
+        assert!(huge.len() <= MAX_FAILURE_LEN && huge.ends_with('…'), "{}", huge.len());
+        assert!(huge.trim_end_matches('…').chars().all(|c| c == 'é'));
+        let exact = "x".repeat(MAX_FAILURE_LEN);
+        assert_eq!(failure_reason(&exact), exact, "short enough: kept whole");
+        let over = failure_reason(&format!("{exact} y"));
+        assert_eq!(over.len(), MAX_FAILURE_LEN, "{over}");
+    }
+
+    #[test]
+    fn a_result_without_failure_serializes_as_before_and_old_lines_still_read() {
+        let id = OrderId::new("a").unwrap();
+        let measured = OrderResult::builder(id.clone(), 1_700_000_000).rtts([None]).build();
+        let line = serde_json::to_string(&measured).unwrap();
+        assert!(!line.contains("failure"), "{line}");
+        let old = r#"{"id":"a","time":1700000000,"updated":1700000020,"step":20,"pings":1,"template":"smokeping","rtts":[null]}"#;
+        assert_eq!(serde_json::from_str::<OrderResult>(old).unwrap(), measured);
+        let failed = OrderResult::builder(id, 1_700_000_000)
+            .rtts([None])
+            .failure("cannot run x")
+            .build();
+        let line = serde_json::to_string(&failed).unwrap();
+        assert!(line.ends_with(r#","failure":"cannot run x"}"#), "{line}");
+        assert_eq!(serde_json::from_str::<OrderResult>(&line).unwrap(), failed);
+    }
+
+    #[test]
     fn builder_defaults_follow_the_step_and_the_rtts() {
         let id = OrderId::new("a/b").unwrap();
         let built = OrderResult::builder(id.clone(), 1_700_000_000)
@@ -255,6 +357,7 @@ mod tests {
             template: RrdTemplate::Smokeping,
             rtts: vec![Some(0.001), None],
             telegraf: None,
+            failure: None,
         };
         assert_eq!(built, expected);
         let explicit = OrderResult::builder(expected.id.clone(), 1_700_000_000)

@@ -14,7 +14,8 @@
 //!
 //! `time` is the start of the step ([`OrderResult::time`]). An order without answers sends only
 //! `loss`: Graphite has no spelling for "no value" other than leaving the point out, and `nan`
-//! breaks its functions. In the order id `/` becomes `.` (one Graphite level per directory);
+//! breaks its functions. A result whose probe could not measure the order (`failure` set) sends
+//! no line at all: its step is unknown, and a `loss` line would invent one. In the order id `/` becomes `.` (one Graphite level per directory);
 //! every character other than ASCII letters, digits, `-` and `_` becomes `_`, so `app/db.1`
 //! is `app.db_1` (and therefore the same series as `app/db_1`). Metric paths are written as
 //! given except that whitespace and control characters, which would end the field, become `_`;
@@ -220,6 +221,9 @@ impl GraphiteEncoder {
     /// Appends the `loss` line and, if anything answered, the `min`, `median`, `max` lines of
     /// `result`; returns how many lines it appended.
     pub fn encode_result(&self, result: &OrderResult, out: &mut Vec<u8>) -> usize {
+        if result.failure.is_some() {
+            return 0;
+        }
         let stats = PingStats::from_rtts(&result.rtts);
         let start = out.len();
         out.extend_from_slice(self.prefix.as_bytes());
@@ -437,6 +441,15 @@ mod tests {
         let (text, lines) = encode(&[result("t", vec![None, None, None])], &[]);
         assert_eq!(text, "ns.lb-01.ping.t.loss 3 1700000000\n");
         assert_eq!(lines, 1);
+    }
+
+    #[test]
+    fn a_run_that_could_not_measure_sends_nothing() {
+        let mut failed = result("app/down", vec![None, None, None]);
+        failed.failure = Some("cannot run /nonexistent".into());
+        let (text, lines) = encode(&[failed, result("app/up", vec![Some(0.001)])], &[]);
+        assert_eq!(lines, 4, "{text}");
+        assert!(!text.contains("app.down"), "{text}");
     }
 
     #[test]

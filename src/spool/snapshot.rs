@@ -10,9 +10,11 @@
 //! without a newline costs at most one line of memory), the file bounded ([`MAX_PING_FILE`]) and
 //! the number of results bounded ([`PingBounds::max_results`]) before anything is parsed, and
 //! every result validated ([`PingBounds::check`]) before any of it is used: a snapshot with one
-//! bad line is refused whole, with a reason that names the line, the order and the bound.
+//! bad line is refused whole, with a reason that names the line, the order and the bound. The
+//! optional `failure` of a result (a run that could not measure) is bounded there too, and made
+//! one line without control characters as it is read, before a listing or a log shows it.
 
-use crate::shared::measurement::OrderResult;
+use crate::shared::measurement::{failure_reason, OrderResult, MAX_FAILURE_LEN};
 use crate::spool::beneath::Dir;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
@@ -149,7 +151,8 @@ impl PingBounds {
     }
 
     /// Why `result` is out of bounds, if it is: step, pings, RTT count and values, time window,
-    /// `updated` (not before `time`, not in the future).
+    /// `updated` (not before `time`, not in the future), and for a failed run its reason (not
+    /// empty, at most [`MAX_FAILURE_LEN`] bytes, no round-trip time beside it).
     pub fn check(&self, result: &OrderResult) -> Result<(), String> {
         if !(1..=MAX_STEP).contains(&result.step) {
             return Err(format!("step {} is outside 1..={MAX_STEP} seconds", result.step));
@@ -185,6 +188,20 @@ impl PingBounds {
                 "updated {} is before its time {} or after {newest} (now + result-max-future)",
                 result.updated, result.time
             ));
+        }
+        if let Some(reason) = &result.failure {
+            if reason.trim().is_empty() {
+                return Err("failure reason is empty".into());
+            }
+            if reason.len() > MAX_FAILURE_LEN {
+                return Err(format!(
+                    "failure reason of {} bytes is longer than {MAX_FAILURE_LEN}",
+                    reason.len()
+                ));
+            }
+            if result.rtts.iter().any(Option::is_some) {
+                return Err("a failed run (failure set) carries round-trip times".into());
+            }
         }
         Ok(())
     }
@@ -310,12 +327,16 @@ pub fn decode_ping(
                 &format!("more result lines than the {} the header announces", header.results),
             ));
         }
-        let result: OrderResult = serde_json::from_slice(&buf).map_err(|e| malformed(line, &e))?;
+        let mut result: OrderResult = serde_json::from_slice(&buf).map_err(|e| malformed(line, &e))?;
         bounds.check(&result).map_err(|reason| PingSnapshotError::OutOfBounds {
             line,
             id: result.id.to_string(),
             reason,
         })?;
+        // Shown in listings, status and logs: one line without control characters.
+        if let Some(reason) = result.failure.as_mut() {
+            *reason = failure_reason(reason);
+        }
         results.push(result);
     }
     if results.len() != header.results {
@@ -460,6 +481,57 @@ mod tests {
         let mut zero = result("x/zero");
         zero.step = 0;
         assert!(refusal(&zero).contains("step 0"));
+    }
+
+    fn failed(id: &str, reason: &str) -> OrderResult {
+        OrderResult::builder(OrderId::new(id).unwrap(), 1_700_000_000)
+            .updated(1_700_000_021)
+            .rtts([None, None, None])
+            .failure(reason)
+            .build()
+    }
+
+    #[test]
+    fn a_failed_run_round_trips_and_snapshots_without_the_field_still_read() {
+        let results = vec![
+            result("a"),
+            failed("b", "cannot run /usr/bin/nosuch: No such file or directory"),
+        ];
+        let bytes = encode_ping("b", &results);
+        assert_eq!(decode_ping(&bytes[..], &bounds()).unwrap().1, results);
+        let text = String::from_utf8(bytes).unwrap();
+        let measured_line = text.lines().nth(1).unwrap();
+        assert!(!measured_line.contains("failure"), "{measured_line}");
+        // A line as written before the field existed.
+        let old = "{\"format\":\"spoolmon-ping\",\"version\":1,\"batch\":\"b\",\"results\":1}\n\
+                   {\"id\":\"a\",\"time\":1700000000,\"updated\":1700000021,\"step\":20,\"pings\":1,\
+                   \"template\":\"smokeping\",\"rtts\":[0.001]}\n";
+        let (_, back) = decode_ping(old.as_bytes(), &bounds()).unwrap();
+        assert_eq!(back[0].failure, None);
+    }
+
+    #[test]
+    fn hostile_failure_reasons_are_refused_or_made_one_clean_line() {
+        let huge = refusal(&failed("x/huge", &"x".repeat(MAX_FAILURE_LEN + 1)));
+        assert!(
+            huge.contains("failure reason of 1025 bytes is longer than 1024"),
+            "{huge}"
+        );
+        assert!(refusal(&failed("x/empty", " \n ")).contains("failure reason is empty"));
+        let mut both = failed("x/both", "cannot run");
+        both.rtts[1] = Some(0.001);
+        assert!(refusal(&both).contains("carries round-trip times"));
+        // Control characters and terminal escapes: accepted, shown as spaces.
+        let bytes = encode_ping("b", &[failed("x/escape", "bad\u{1b}[2J\r\nline\u{7}\u{202e}end")]);
+        let (_, back) = decode_ping(&bytes[..], &bounds()).unwrap();
+        assert_eq!(back[0].failure.as_deref(), Some("bad [2J line end"));
+        // A failure that is not a string is malformed.
+        let text = String::from_utf8(encode_ping("b", &[failed("x/type", "r")])).unwrap();
+        let bad = text.replace("\"failure\":\"r\"", "\"failure\":{\"a\":1}");
+        assert!(matches!(
+            decode_ping(bad.as_bytes(), &bounds()),
+            Err(PingSnapshotError::Malformed { line: 2, .. })
+        ));
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! self-metrics sum it ([`OrderBook::state_counts`]).
 //!
 //! Invariants: a listing is read-only (the book's state as it is, or a fresh scan); `failing` is
-//! never the book's own state: `crate::output::failures::listing` marks the active orders whose
-//! output processing recorded an error in `state/output-errors.json`. Text shown in the table
-//! has control characters replaced, so a file name cannot move the terminal's cursor.
+//! never the book's own state: `crate::output::failures::listing` marks the active orders for
+//! which processing recorded in `state/output-errors.json` that their output cannot be written
+//! or that their probe could not measure them ([`FailureKind`]). Text shown in the table has
+//! control characters replaced, so a file name cannot move the terminal's cursor.
 //!
 //! Called by `output::failures::listing` (for `spoolmon orders`, `status`, `check orders`),
 //! `output::failures::order` (one order, [`fresh_lookup`], for `check order`) and self-metrics.
@@ -24,8 +25,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[serde(rename_all = "lowercase")]
 pub enum OrderState {
     Active,
-    /// Active, but its output cannot be written (from `state/output-errors.json`; set by
-    /// `crate::output::failures::listing`, never by the book itself).
+    /// Active, but its output cannot be written or its probe cannot measure it (from
+    /// `state/output-errors.json`; set by `crate::output::failures::listing`, never by the book
+    /// itself).
     Failing,
     Invalid,
     Unresolved,
@@ -42,6 +44,27 @@ impl OrderState {
     }
 }
 
+/// What makes a `failing` order fail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureKind {
+    /// Processing cannot write its output (RRD or `last_result`).
+    #[default]
+    Output,
+    /// Its probe could not measure it in the newest run (missing binary, permission, a name
+    /// that does not resolve, ...): its results are unknown, not losses.
+    Probe,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Output => "output",
+            FailureKind::Probe => "probe",
+        }
+    }
+}
+
 /// One line of `spoolmon orders` (and of its `--json` output).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct OrderStatus {
@@ -50,6 +73,9 @@ pub struct OrderStatus {
     pub state: OrderState,
     /// Why the order is invalid, unresolved or failing.
     pub reason: Option<String>,
+    /// For a `failing` order: what fails (in `--json` only then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureKind>,
     /// Last modification of the order file, unix seconds.
     pub mtime: i64,
     pub probe: Option<String>,
@@ -108,6 +134,7 @@ fn status_of(entry: &Entry) -> OrderStatus {
         path: entry.path.clone(),
         state,
         reason,
+        failure: None,
         mtime,
         probe: order.map(|o| o.probe.name().to_string()),
         step: order.map(|o| o.step),

@@ -43,7 +43,8 @@ mod listing;
 mod walk;
 
 pub use listing::{
-    format_table, fresh_lookup, fresh_scan, printable, render_table, table_row, OrderState, OrderStatus, TABLE_HEADER,
+    format_table, fresh_lookup, fresh_scan, printable, render_table, table_row, FailureKind, OrderState, OrderStatus,
+    TABLE_HEADER,
 };
 pub use walk::{is_ignored_name, MAX_DEPTH};
 

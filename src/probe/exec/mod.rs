@@ -15,8 +15,17 @@
 //! lost. When the command exits by itself, whatever it left running is killed too, also what
 //! escaped its process group or session (`setsid cmd &`): it is in the command's cgroup, or
 //! (without cgroup v2) found by the command's environment tag after the run. Nothing outlives the
-//! run. A command that cannot be started (missing binary, unusable placeholder) loses every ping
-//! and is warned about once per order and distinct error.
+//! run.
+//!
+//! Lost or not measured: a command that cannot be started (missing binary, not executable, an
+//! unusable placeholder) measured nothing: the order's result is a failure with the reason
+//! (`cannot run /usr/bin/nosuch: No such file or directory (os error 2)`). So is a command that
+//! reported no answer and ended by itself without printing anything on stdout, or with an exit
+//! status other than 0 and 1, or by a signal the probe did not send (see [`unmeasured`]): that is
+//! a tool that could not ping (`ping: nosuch.invalid: Name or service not known`, exit 2), and its
+//! stderr's head is the reason. A command that printed its lines and exits 0 or 1 without an
+//! answer (iputils `ping` to a silent target: the `PING` header, `100% packet loss`, exit 1), or
+//! that is killed at its time limit, measured: its pings are lost.
 //!
 //! All commands of a run are driven by the calling thread with `poll(2)`: no thread per order.
 //! Owns nothing on disk. Called by the scheduler (through `ProbeSet::exec`), built by the daemon.
@@ -29,7 +38,7 @@ pub use template::{command_line, TemplateError};
 
 use super::child::{self, ChildError, Placement, Supervised};
 use super::warn_once::WarnOnce;
-use super::{Probe, Rtts, RunPlan};
+use super::{Outcome, Probe, ProbeFailure, RunPlan};
 use crate::orders::order::{ExecKind, ExecSpec, ProbeSpec};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -81,12 +90,12 @@ impl ExecProbe {
         }
     }
 
-    /// Starts the command of one order, or warns (once) why it cannot be started.
-    fn start(&self, spec: &ProbeSpec, plan: &RunPlan) -> Option<RunningCommand> {
+    /// Starts the command of one order, or says why it cannot be started (logged at debug,
+    /// once per order and reason: the reason travels with the result, and processing logs when
+    /// the order starts failing).
+    fn start(&self, spec: &ProbeSpec, plan: &RunPlan) -> Result<RunningCommand, ProbeFailure> {
         let ProbeSpec::Exec(spec) = spec else {
-            let error = ExecError::NotExec(format!("{spec:?}"));
-            self.warnings.warn("non-exec order", &error.to_string());
-            return None;
+            return Err(ProbeFailure::new(ExecError::NotExec(format!("{spec:?}"))));
         };
         let label = order_label(spec);
         let started = command_line(spec, plan)
@@ -95,26 +104,30 @@ impl ExecProbe {
         match started {
             Ok(command) => {
                 self.warnings.forget(&label);
-                Some(command)
+                Ok(command)
             }
             Err(error) => {
-                self.warnings.warn(&label, &error.to_string());
-                None
+                let failure = ProbeFailure::new(&error);
+                if self.warnings.remember(&label, failure.reason()) {
+                    tracing::debug!(order = %label, "exec probe cannot start the command: {failure}");
+                }
+                Err(failure)
             }
         }
     }
 }
 
 impl Probe for ExecProbe {
-    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Rtts> {
+    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Outcome> {
         let lost = vec![None; plan.pings as usize];
         if plan.start >= plan.deadline {
-            return vec![lost; targets.len()];
+            return vec![Ok(lost); targets.len()];
         }
         if let Some(wait) = plan.start.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let mut commands: Vec<Option<RunningCommand>> = targets.iter().map(|spec| self.start(spec, plan)).collect();
+        let mut commands: Vec<Result<RunningCommand, ProbeFailure>> =
+            targets.iter().map(|spec| self.start(spec, plan)).collect();
         let mut running: Vec<&mut RunningCommand> = commands.iter_mut().flatten().collect();
         child::drive(&mut running);
         let killed = child::kill_leftovers(commands.iter_mut().flatten());
@@ -125,8 +138,9 @@ impl Probe for ExecProbe {
             .into_iter()
             .zip(targets)
             .map(|(command, spec)| match (command, spec) {
-                (Some(command), ProbeSpec::Exec(spec)) => finish(command, spec.kind, plan.pings),
-                _ => lost.clone(),
+                (Ok(command), ProbeSpec::Exec(spec)) => finish(command, spec.kind, plan.pings),
+                (Ok(_), _) => Err(ProbeFailure::new("not an exec order")),
+                (Err(failure), _) => Err(failure),
             })
             .collect()
     }
@@ -154,8 +168,9 @@ fn spawn(argv: &[String], pings: u32, kill_at: Instant, cgroups: bool) -> Result
     )?)
 }
 
-/// Logs how the (reaped) command ended and returns its RTTs.
-fn finish(command: RunningCommand, kind: ExecKind, pings: u32) -> Rtts {
+/// Logs how the (reaped) command ended and returns its RTTs, or why it measured nothing (see
+/// [`unmeasured`]).
+fn finish(command: RunningCommand, kind: ExecKind, pings: u32) -> Outcome {
     let program = command.program().to_owned();
     let (timed_out, status) = (command.timed_out(), command.status());
     let output = command.into_output();
@@ -165,9 +180,62 @@ fn finish(command: RunningCommand, kind: ExecKind, pings: u32) -> Rtts {
     } else if let Some(status) = status.filter(|status| !status.success()) {
         tracing::debug!(%program, %status, %stderr, "exec probe command failed");
     }
+    let ended = Ended {
+        answered: output.answers.count() > 0,
+        printed: output.printed,
+        timed_out,
+        status,
+    };
+    if let Some(reason) = unmeasured(&program, &ended, &stderr) {
+        return Err(ProbeFailure::new(reason));
+    }
     let rtts = output.answers.into_rtts(kind);
     debug_assert_eq!(rtts.len(), pings as usize);
-    rtts
+    Ok(rtts)
+}
+
+/// What the output parser saw of one command that was started.
+#[derive(Clone, Copy, Debug)]
+struct Ended {
+    /// At least one stdout line reported an answered ping.
+    answered: bool,
+    /// At least one non-blank stdout line (of at most [`MAX_LINE`] bytes) was printed.
+    printed: bool,
+    /// Killed at the run's deadline or the order's `timeout_ms`.
+    timed_out: bool,
+    status: Option<std::process::ExitStatus>,
+}
+
+/// Most characters of a command's stderr quoted in its failure reason.
+const STDERR_IN_REASON: usize = 300;
+
+/// Why a command that ran measured nothing, if it did not: it reported no answer AND ended by
+/// itself (not killed at its time limit) either without printing anything on stdout, or with an
+/// exit status other than 0 and 1, or killed by a signal the probe did not send. A ping tool that
+/// printed its lines and exits 1 (iputils `ping`: no reply at all) measured: its pings are lost.
+/// So is a command killed at its time limit: it was still waiting for answers.
+fn unmeasured(program: &str, ended: &Ended, stderr: &str) -> Option<String> {
+    if ended.answered || ended.timed_out {
+        return None;
+    }
+    let status = ended.status?;
+    let how = match status.code() {
+        Some(0 | 1) if ended.printed => return None,
+        Some(code) if ended.printed => format!("exited with status {code} without reporting a ping"),
+        Some(code) => format!("exited with status {code} without printing anything"),
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            let signal = status.signal().unwrap_or_default();
+            format!("was killed by signal {signal} without reporting a ping")
+        }
+    };
+    let stderr = stderr.trim();
+    Some(if stderr.is_empty() {
+        format!("{program} {how}")
+    } else {
+        let head: String = stderr.chars().take(STDERR_IN_REASON).collect();
+        format!("{program} {how}: {head}")
+    })
 }
 
 /// When the command of `spec`, started now, must be gone: the deadline, or earlier with
@@ -188,6 +256,7 @@ fn order_label(spec: &ExecSpec) -> String {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::probe::Rtts;
     use std::net::IpAddr;
 
     pub(super) fn exec(kind: ExecKind, command: &[&str]) -> ExecSpec {
@@ -218,10 +287,27 @@ pub(super) mod tests {
         }
     }
 
+    /// The RTTs of each spec; panics on one that was not measured.
     fn run(probe: &ExecProbe, specs: &[ExecSpec], plan: &RunPlan) -> Vec<Rtts> {
+        outcomes(probe, specs, plan)
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or_else(|failure| panic!("not measured: {failure}")))
+            .collect()
+    }
+
+    fn outcomes(probe: &ExecProbe, specs: &[ExecSpec], plan: &RunPlan) -> Vec<Outcome> {
         let specs: Vec<ProbeSpec> = specs.iter().cloned().map(ProbeSpec::Exec).collect();
         let refs: Vec<&ProbeSpec> = specs.iter().collect();
         probe.run(&refs, plan)
+    }
+
+    /// Why the one command of `spec` measured nothing (panics if it measured).
+    fn failure_of(spec: ExecSpec, pings: u32) -> String {
+        let outcome = outcomes(&ExecProbe::new(), &[spec], &plan(pings, Duration::from_secs(20))).remove(0);
+        match outcome {
+            Err(failure) => failure.reason().to_owned(),
+            Ok(rtts) => panic!("measured: {rtts:?}"),
+        }
     }
 
     /// The expected RTT in seconds for a printed `time=<x> ms`.
@@ -451,20 +537,150 @@ pub(super) mod tests {
         assert_eq!(command.output().stderr_head.len(), STDERR_CAP);
         assert_eq!(command.status().and_then(|s| s.code()), Some(3));
         child::kill_leftovers([&mut command]);
-        assert_eq!(finish(command, ExecKind::Exec, 1), vec![ms(1.0)]);
+        assert_eq!(finish(command, ExecKind::Exec, 1), Ok(vec![ms(1.0)]));
     }
 
     #[test]
-    fn missing_binary_loses_every_ping_and_is_warned_about_once() {
+    fn a_missing_binary_is_not_measured_and_logged_once() {
         let spec = exec(ExecKind::Pping, &["/nonexistent/pping", "{host}"]);
         let probe = ExecProbe::new();
         let plan = plan(2, Duration::from_secs(5));
-        assert_eq!(run(&probe, std::slice::from_ref(&spec), &plan), vec![vec![None, None]]);
-        assert_eq!(run(&probe, std::slice::from_ref(&spec), &plan), vec![vec![None, None]]);
+        for _ in 0..2 {
+            let outcome = outcomes(&probe, std::slice::from_ref(&spec), &plan).remove(0);
+            let failure = outcome.expect_err("not measured");
+            assert!(
+                failure
+                    .reason()
+                    .starts_with("cannot run /nonexistent/pping: No such file or directory"),
+                "{failure}"
+            );
+        }
         let argv = command_line(&spec, &plan).expect("argv");
         let error = spawn(&argv, 2, plan.deadline, true).err().expect("error");
-        // Already logged by the first run: a repeat is suppressed.
-        assert!(!probe.warnings.warn(&order_label(&spec), &error.to_string()));
+        // Already noted by the first run: a repeat is not logged again.
+        let reason = ProbeFailure::new(&error);
+        assert!(!probe.warnings.remember(&order_label(&spec), reason.reason()));
+    }
+
+    #[test]
+    fn a_command_that_is_not_executable_is_not_measured() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("ping-like");
+        std::fs::write(&script, "#!/bin/sh\necho 'seq=1 time=1 ms'\n").expect("write");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let path = script.to_str().expect("utf-8");
+        let reason = failure_of(exec(ExecKind::Exec, &[path]), 1);
+        assert_eq!(reason, format!("cannot run {path}: Permission denied (os error 13)"));
+        // A script whose interpreter is missing.
+        std::fs::write(&script, "#!/nonexistent/sh\necho 'seq=1 time=1 ms'\n").expect("write");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let reason = failure_of(exec(ExecKind::Exec, &[path]), 1);
+        assert!(
+            reason.starts_with(&format!("cannot run {path}: No such file")),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_command_that_ends_without_reporting_is_told_from_a_silent_target() {
+        // Printed nothing: not measured, whatever the status; stderr's head is the reason.
+        assert_eq!(
+            failure_of(script("exit 0"), 2),
+            "/bin/sh exited with status 0 without printing anything"
+        );
+        assert_eq!(
+            failure_of(script("echo 'no such host' >&2; exit 1"), 2),
+            "/bin/sh exited with status 1 without printing anything: no such host"
+        );
+        // Printed, but a status that is not ping's "no reply": not measured.
+        assert_eq!(
+            failure_of(script("echo usage; echo 'bad option -Z' >&2; exit 64"), 2),
+            "/bin/sh exited with status 64 without reporting a ping: bad option -Z"
+        );
+        assert_eq!(
+            failure_of(script("echo starting; kill -9 $$"), 2),
+            "/bin/sh was killed by signal 9 without reporting a ping"
+        );
+        // Printed its lines, no answer, exit 0 or 1: measured, every ping lost.
+        let silent = "printf '%s\\n' 'PING 192.0.2.1 (192.0.2.1) 56(84) bytes of data.' '' \
+                      '2 packets transmitted, 0 received, 100% packet loss, time 1001ms'; exit 1";
+        assert_eq!(run_one(script(silent), 2), vec![None, None]);
+        assert_eq!(run_one(script("echo nothing answered"), 2), vec![None, None]);
+        // An answer is a measurement whatever the status.
+        assert_eq!(
+            run_one(script("echo 'seq=1 time=1 ms'; exit 2"), 2),
+            vec![ms(1.0), None]
+        );
+        // Hostile stderr: a terminal escape and a flood end as one short line.
+        let reason = failure_of(
+            script("printf '\\033[2J\\r\\n'; yes evil | head -c 100000 >&2; exit 2"),
+            1,
+        );
+        assert!(
+            reason.starts_with("/bin/sh exited with status 2 without reporting a ping: evil evil"),
+            "{reason}"
+        );
+        assert!(
+            reason.len() < 400 && !reason.contains('\n') && !reason.contains('\u{1b}'),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn the_classification_of_a_command_that_ran() {
+        use std::os::unix::process::ExitStatusExt;
+        let ended = |answered, printed, timed_out, raw: i32| Ended {
+            answered,
+            printed,
+            timed_out,
+            status: Some(std::process::ExitStatus::from_raw(raw)),
+        };
+        let exit = |code: i32| code << 8;
+        assert_eq!(unmeasured("p", &ended(true, true, false, exit(2)), ""), None);
+        assert_eq!(
+            unmeasured("p", &ended(false, false, true, 9), ""),
+            None,
+            "killed at its limit: lost"
+        );
+        assert_eq!(unmeasured("p", &ended(false, true, false, exit(1)), ""), None);
+        assert_eq!(unmeasured("p", &ended(false, true, false, exit(0)), ""), None);
+        assert_eq!(
+            unmeasured("p", &ended(false, true, false, exit(2)), " oops \n").as_deref(),
+            Some("p exited with status 2 without reporting a ping: oops")
+        );
+        assert_eq!(
+            unmeasured("p", &ended(false, false, false, exit(1)), "").as_deref(),
+            Some("p exited with status 1 without printing anything")
+        );
+        assert_eq!(
+            unmeasured("p", &ended(false, true, false, 15), "").as_deref(),
+            Some("p was killed by signal 15 without reporting a ping")
+        );
+    }
+
+    #[test]
+    fn real_ping_to_a_name_that_does_not_resolve_is_not_measured() {
+        let ping = ping_binary();
+        let spec = exec(ExecKind::Exec, &[ping, "-n", "-c", "{pings}", "nosuch.invalid"]);
+        let reason = failure_of(spec, 2);
+        assert_eq!(
+            reason,
+            format!("{ping} exited with status 2 without printing anything: {ping}: nosuch.invalid: Name or service not known")
+        );
+    }
+
+    #[test]
+    fn real_ping_to_a_silent_target_is_measured_as_lost() {
+        // In a network namespace of its own whose kernel ignores echo requests: ping prints its
+        // header and statistics and exits 1 (no reply at all). Nothing leaves the namespace.
+        let ping = ping_binary();
+        let body = format!(
+            "ip link set lo up && echo 1 > /proc/sys/net/ipv4/icmp_echo_ignore_all && \
+             exec {ping} -n -c {{pings}} -i 0.2 -W 1 127.0.0.1"
+        );
+        let spec = exec(ExecKind::Exec, &["unshare", "-n", "/bin/sh", "-c", &body]);
+        assert_eq!(run_one(spec, 2), vec![None, None]);
     }
 
     #[test]
@@ -492,7 +708,8 @@ pub(super) mod tests {
         spec.host = Some("1-ff00:0:110,10.0.0.1".into());
         spec.source_ip = Some("192.0.2.7".parse::<IpAddr>().expect("ip"));
         spec.flags = vec!["--sequence".into(), "x y".into()];
-        run_one(spec, 4);
+        // It prints nothing (not measured): only its arguments matter here.
+        let _ = outcomes(&ExecProbe::new(), &[spec], &plan(4, Duration::from_secs(20)));
         let argv = std::fs::read_to_string(&out).expect("argv file");
         let expected = "1-ff00:0:110,10.0.0.1\n-c\n4\n--interval=250ms\n--local\n192.0.2.7\n\
                         $HOME;{unknown}\n--sequence\nx y\n";
@@ -510,6 +727,13 @@ pub(super) mod tests {
                 ..
             })
         ));
-        assert_eq!(run(&ExecProbe::new(), &[spec], &plan), vec![vec![None, None]]);
+        let outcome = outcomes(&ExecProbe::new(), &[spec], &plan).remove(0);
+        let failure = outcome.expect_err("not measured");
+        assert!(
+            failure
+                .reason()
+                .contains("uses {source_ip} but the order sets no value"),
+            "{failure}"
+        );
     }
 }

@@ -79,6 +79,11 @@ impl PingAnswers {
         self.answers.push((seq, rtt));
     }
 
+    /// How many answers were recorded (at most `pings`).
+    pub fn count(&self) -> usize {
+        self.answers.len()
+    }
+
     /// Places the answers into `pings` slots (see the type's documentation).
     pub fn into_rtts(self, kind: ExecKind) -> Rtts {
         let seqs = || self.answers.iter().filter_map(|(seq, _)| *seq);
@@ -158,11 +163,14 @@ impl LineSplitter {
     }
 }
 
-/// What has been read from one command: its answers and the head of its stderr.
+/// What has been read from one command: its answers, whether it printed anything on stdout, and
+/// the head of its stderr.
 #[derive(Debug)]
 pub struct ExecOutput {
     lines: LineSplitter,
     pub(super) answers: PingAnswers,
+    /// A non-blank stdout line (of at most [`MAX_LINE`] bytes) was read.
+    pub(super) printed: bool,
     pub(super) stderr_head: Vec<u8>,
 }
 
@@ -171,8 +179,14 @@ impl ExecOutput {
         ExecOutput {
             lines: LineSplitter::default(),
             answers: PingAnswers::new(pings),
+            printed: false,
             stderr_head: Vec::new(),
         }
+    }
+
+    fn line(answers: &mut PingAnswers, printed: &mut bool, line: &str) {
+        *printed |= !line.trim().is_empty();
+        answers.add_line(line);
     }
 }
 
@@ -180,8 +194,9 @@ impl Output for ExecOutput {
     fn consume(&mut self, stream: Stream, bytes: &[u8]) {
         match stream {
             Stream::Stdout => {
-                let answers = &mut self.answers;
-                self.lines.push(bytes, &mut |line| answers.add_line(line));
+                let (answers, printed) = (&mut self.answers, &mut self.printed);
+                self.lines
+                    .push(bytes, &mut |line| ExecOutput::line(answers, printed, line));
             }
             Stream::Stderr => {
                 let room = STDERR_CAP.saturating_sub(self.stderr_head.len());
@@ -192,8 +207,8 @@ impl Output for ExecOutput {
 
     fn end(&mut self, stream: Stream) {
         if stream == Stream::Stdout {
-            let answers = &mut self.answers;
-            self.lines.finish(&mut |line| answers.add_line(line));
+            let (answers, printed) = (&mut self.answers, &mut self.printed);
+            self.lines.finish(&mut |line| ExecOutput::line(answers, printed, line));
         }
     }
 }

@@ -10,8 +10,14 @@
 //! - A reply counts only for the ping it answers: matched by key (identifier + sequence for raw
 //!   sockets, sequence for datagram sockets) AND by the engine's random token in the payload, so
 //!   our own looped-back requests, other programs' pings and stale replies are ignored.
-//! - [`Probe::run`] returns by `plan.deadline` with `plan.pings` entries per target; a missing
-//!   socket, a failed send, no reply within `plan.timeout`, or the deadline all mean `None`.
+//! - [`Probe::run`] returns by `plan.deadline` with `plan.pings` entries per target; no reply
+//!   within `plan.timeout`, the deadline, or a send that failed while others to the same target
+//!   went out mean `None` (lost). A target the engine cannot ping at all in a run is a failure
+//!   with the reason instead (not measured): no socket for its family (the default socket failed
+//!   at start-up: `EPERM` without `CAP_NET_RAW` outside `ping_group_range`, IPv6 disabled), the
+//!   order's source address or interface cannot be bound, the source is of the other family, or
+//!   the kernel refused every echo request (`ENETUNREACH`: no route). Host names are resolved when
+//!   the order is read (an order whose name does not resolve is `unresolved`, never probed).
 //! - RTTs are measured with the monotonic clock from right before `sendto` to right after the
 //!   receiver's `recv`, with 100 ns resolution.
 
@@ -26,7 +32,7 @@ pub use packet::Family;
 pub use socket::SocketKind;
 
 use crate::orders::order::ProbeSpec;
-use crate::probe::{Probe, Rtts, RunPlan};
+use crate::probe::{Outcome, Probe, ProbeFailure, RunPlan};
 use inflight::{InflightTable, Pacer};
 use run::{EngineParts, RunTarget};
 use socket::{Endpoint, EndpointKey, ReceiverContext};
@@ -38,7 +44,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +62,8 @@ pub struct IcmpEngine {
     endpoints: Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
     ipv4_kind: Option<SocketKind>,
     ipv6_kind: Option<SocketKind>,
+    /// Why the default IPv4 / IPv6 socket could not be opened, if it could not.
+    missing: [Option<String>; 2],
     /// Whether the missing default IPv4 / IPv6 socket was already reported.
     missing_warned: [AtomicBool; 2],
 }
@@ -90,6 +98,10 @@ impl IcmpEngine {
             pair => pair,
         };
         let mut endpoints = HashMap::new();
+        let missing = [
+            ipv4.as_ref().err().map(ToString::to_string),
+            ipv6.as_ref().err().map(ToString::to_string),
+        ];
         let ipv4_kind = register_default(&mut endpoints, ipv4);
         let ipv6_kind = register_default(&mut endpoints, ipv6);
         let engine = IcmpEngine {
@@ -100,6 +112,7 @@ impl IcmpEngine {
             endpoints: Mutex::new(endpoints),
             ipv4_kind,
             ipv6_kind,
+            missing,
             missing_warned: [AtomicBool::new(false), AtomicBool::new(false)],
         };
         info!(
@@ -119,39 +132,46 @@ impl IcmpEngine {
         self.ipv6_kind
     }
 
-    /// The socket for `key`, opened (and cached) on first use.
-    fn endpoint(&self, key: &EndpointKey) -> Option<Arc<Endpoint>> {
+    /// The socket for `key`, opened (and cached) on first use, or why there is none. A socket
+    /// that cannot be opened is tried again in the next run (the address or device may appear).
+    fn endpoint(&self, key: &EndpointKey) -> Result<Arc<Endpoint>, ProbeFailure> {
         let mut endpoints = self.endpoints.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(endpoint) = endpoints.get(key) {
-            return Some(Arc::clone(endpoint));
+            return Ok(Arc::clone(endpoint));
         }
         if key.source.is_none() && key.interface.is_none() {
             // The default socket of this family failed at start-up.
-            let warned = match key.family {
-                Family::V4 => &self.missing_warned[0],
-                Family::V6 => &self.missing_warned[1],
+            let index = match key.family {
+                Family::V4 => 0,
+                Family::V6 => 1,
             };
-            if !warned.swap(true, Ordering::Relaxed) {
+            let why = self.missing[index].as_deref().unwrap_or("not opened");
+            if !self.missing_warned[index].swap(true, Ordering::Relaxed) {
                 warn!(
-                    "native ICMP engine has no {:?} socket: those targets count as lost",
+                    "native ICMP engine has no {:?} socket ({why}): those targets are not measured",
                     key.family
                 );
             }
-            return None;
+            return Err(ProbeFailure::new(format!(
+                "the native ICMP engine has no {:?} socket: {why}",
+                key.family
+            )));
         }
         match Endpoint::open(key, self.receive_buffer, self.raw_allowed, Arc::clone(&self.context)) {
             Ok(endpoint) => {
                 let endpoint = Arc::new(endpoint);
                 endpoints.insert(key.clone(), Arc::clone(&endpoint));
-                Some(endpoint)
+                Ok(endpoint)
             }
             Err(e) => {
-                warn!(
-                    "cannot open ICMP socket for {:?} source {:?} interface {:?}: {e}; \
-                     those targets count as lost",
-                    key.family, key.source, key.interface
-                );
-                None
+                let failure = ProbeFailure::new(format!(
+                    "cannot open an ICMP {:?} socket{}{}: {e}",
+                    key.family,
+                    key.source.map(|s| format!(" from {s}")).unwrap_or_default(),
+                    key.interface.as_ref().map(|i| format!(" on {i}")).unwrap_or_default(),
+                ));
+                debug!("{failure}; those targets are not measured");
+                Err(failure)
             }
         }
     }
@@ -164,7 +184,7 @@ impl IcmpEngine {
         });
         let source = first.and_then(|spec| spec.source_ip);
         let interface = first.and_then(|spec| spec.interface.clone());
-        let mut by_family: HashMap<Family, Option<Arc<Endpoint>>> = HashMap::new();
+        let mut by_family: HashMap<Family, Result<Arc<Endpoint>, ProbeFailure>> = HashMap::new();
         targets
             .iter()
             .map(|spec| match spec {
@@ -179,21 +199,26 @@ impl IcmpEngine {
                         endpoint,
                     }
                 }
-                other => {
-                    warn!("native ICMP engine got a non-ICMP order ({other:?}); counted as lost");
-                    RunTarget {
-                        address: IpAddr::from([0, 0, 0, 0]),
-                        endpoint: None,
-                    }
-                }
+                other => RunTarget {
+                    address: IpAddr::from([0, 0, 0, 0]),
+                    endpoint: Err(ProbeFailure::new(format!(
+                        "the native ICMP engine got a non-ICMP order ({other:?})"
+                    ))),
+                },
             })
             .collect()
     }
 
-    fn endpoint_for(&self, family: Family, source: Option<IpAddr>, interface: Option<String>) -> Option<Arc<Endpoint>> {
+    fn endpoint_for(
+        &self,
+        family: Family,
+        source: Option<IpAddr>,
+        interface: Option<String>,
+    ) -> Result<Arc<Endpoint>, ProbeFailure> {
         if let Some(source) = source.filter(|source| family_of(*source) != family) {
-            warn!("ICMP source address {source} cannot reach {family:?} targets; counted as lost");
-            return None;
+            return Err(ProbeFailure::new(format!(
+                "the ICMP source address {source} cannot reach {family:?} targets"
+            )));
         }
         self.endpoint(&EndpointKey {
             family,
@@ -204,7 +229,7 @@ impl IcmpEngine {
 }
 
 impl Probe for IcmpEngine {
-    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Rtts> {
+    fn run(&self, targets: &[&ProbeSpec], plan: &RunPlan) -> Vec<Outcome> {
         let run_targets = self.run_targets(targets);
         let parts = EngineParts {
             table: &self.context.table,
@@ -267,6 +292,7 @@ mod tests {
     //! network namespace whose kernel ignores echo requests, never by sending off the box.
     use super::*;
     use crate::orders::order::FpingSpec;
+    use crate::probe::Rtts;
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::process::Command;
     use std::time::Instant;
@@ -304,14 +330,22 @@ mod tests {
         engine
     }
 
-    fn run(engine: &IcmpEngine, specs: &[ProbeSpec], plan: &RunPlan) -> Vec<Rtts> {
+    fn outcomes(engine: &IcmpEngine, specs: &[ProbeSpec], plan: &RunPlan) -> Vec<Outcome> {
         let refs: Vec<&ProbeSpec> = specs.iter().collect();
         let results = engine.run(&refs, plan);
         assert_eq!(results.len(), specs.len());
-        for rtts in &results {
+        for rtts in results.iter().flatten() {
             assert_eq!(rtts.len(), plan.pings as usize);
         }
         results
+    }
+
+    /// The RTTs of each spec; panics on one that was not measured.
+    fn run(engine: &IcmpEngine, specs: &[ProbeSpec], plan: &RunPlan) -> Vec<Rtts> {
+        outcomes(engine, specs, plan)
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or_else(|failure| panic!("not measured: {failure}")))
+            .collect()
     }
 
     fn assert_all_answered(results: &[Rtts], specs: &[ProbeSpec], timeout: Duration) {
@@ -421,17 +455,68 @@ mod tests {
     }
 
     #[test]
-    fn unknown_interface_or_mismatched_source_family_counts_as_lost() {
+    fn an_unknown_interface_a_foreign_source_or_a_mismatched_family_is_not_measured() {
         let engine = engine();
-        let specs = vec![bound_spec(Ipv4Addr::LOCALHOST.into(), None, "nosuchdev0")];
         let plan = plan(2, Duration::from_millis(20), Duration::from_secs(2));
-        assert_eq!(lost_count(&run(&engine, &specs, &plan)), 2);
-        let specs = vec![bound_spec(
+        let failure = |spec: ProbeSpec| {
+            let outcome = outcomes(&engine, &[spec], &plan).remove(0);
+            outcome.expect_err("not measured").reason().to_owned()
+        };
+        let reason = failure(bound_spec(Ipv4Addr::LOCALHOST.into(), None, "nosuchdev0"));
+        assert!(
+            reason.starts_with("cannot open an ICMP V4 socket on nosuchdev0: binding to device nosuchdev0: "),
+            "{reason}"
+        );
+        let reason = failure(bound_spec(
             Ipv4Addr::LOCALHOST.into(),
             Some(Ipv6Addr::LOCALHOST.into()),
             "lo",
-        )];
-        assert_eq!(lost_count(&run(&engine, &specs, &plan)), 2);
+        ));
+        assert_eq!(reason, "the ICMP source address ::1 cannot reach V4 targets");
+        // 203.0.113.9 (TEST-NET-3) is no address of this machine.
+        let foreign = ProbeSpec::Fping(FpingSpec {
+            host: "127.0.0.1".into(),
+            address: Ipv4Addr::LOCALHOST.into(),
+            source_ip: Some([203, 0, 113, 9].into()),
+            interface: None,
+            interval_ms: None,
+        });
+        let reason = failure(foreign);
+        assert!(
+            reason.starts_with("cannot open an ICMP V4 socket from 203.0.113.9: binding to 203.0.113.9: Cannot assign requested address"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_target_without_a_route_is_not_measured_and_its_neighbours_are() {
+        std::thread::spawn(|| {
+            // A fresh namespace: loopback up, no other route, so sendto to 10.1.1.1 fails with
+            // ENETUNREACH at once. Nothing leaves the namespace.
+            // SAFETY: unshare only changes this thread's namespace membership.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", io::Error::last_os_error());
+            let status = Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status()
+                .expect("ip");
+            assert!(status.success());
+            let engine = engine();
+            let specs = vec![spec(Ipv4Addr::LOCALHOST.into()), spec([10, 1, 1, 1].into())];
+            let plan = plan(2, Duration::from_millis(20), Duration::from_secs(5));
+            let results = outcomes(&engine, &specs, &plan);
+            assert!(
+                results[0].as_ref().is_ok_and(|rtts| rtts.iter().all(Option::is_some)),
+                "{results:?}"
+            );
+            let failure = results[1].as_ref().expect_err("no route");
+            assert_eq!(
+                failure.reason(),
+                "cannot send ICMP echo requests to 10.1.1.1: Network is unreachable (os error 101)"
+            );
+        })
+        .join()
+        .expect("namespace thread");
     }
 
     /// Moves the calling thread into a fresh network namespace whose loopback is up and whose

@@ -5,25 +5,27 @@
 //! plan.interval`; every send goes through the engine-wide pacer; a round is harvested once all
 //! its pings were answered or `plan.timeout` after its last send, and never after
 //! `plan.deadline`; the result always has `plan.pings` entries per target, `None` for anything
-//! unsent, unanswered, answered too late or cut off by the deadline.
+//! unsent, unanswered, answered too late or cut off by the deadline — or, for a target without a
+//! socket, or none of whose echo requests the kernel took (`sendto` failed every time: no route,
+//! a local firewall), a failure with the reason: nothing was sent, nothing can have been lost.
 
 use super::inflight::{InflightTable, Pacer};
 use super::packet::{build_echo_request, REQUEST_LEN};
 use super::socket::Endpoint;
-use crate::probe::{Rtts, RunPlan};
+use crate::probe::{Outcome, ProbeFailure, Rtts, RunPlan};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// While waiting for the last replies, how often the run checks whether all have arrived.
 const ANSWER_POLL: Duration = Duration::from_millis(2);
 
-/// One target of a run and the socket that reaches it (`None`: it cannot be pinged; lost).
+/// One target of a run and the socket that reaches it (or why there is none: not measured).
 pub struct RunTarget {
     pub address: IpAddr,
-    pub endpoint: Option<Arc<Endpoint>>,
+    pub endpoint: Result<Arc<Endpoint>, ProbeFailure>,
 }
 
 /// What a run needs from the engine.
@@ -44,13 +46,14 @@ struct Round {
     answered_upto: usize,
 }
 
-/// Runs `plan` against `targets` and returns one RTT list (seconds) per target.
-pub fn run_rounds(engine: &EngineParts, targets: &[RunTarget], plan: &RunPlan) -> Vec<Rtts> {
+/// Runs `plan` against `targets` and returns one RTT list (seconds) per target, or why the
+/// target could not be measured.
+pub fn run_rounds(engine: &EngineParts, targets: &[RunTarget], plan: &RunPlan) -> Vec<Outcome> {
     let pings = plan.pings as usize;
     let mut results: Vec<Rtts> = vec![vec![None; pings]; targets.len()];
-    let sendable: Vec<usize> = (0..targets.len()).filter(|&t| targets[t].endpoint.is_some()).collect();
+    let sendable: Vec<usize> = (0..targets.len()).filter(|&t| targets[t].endpoint.is_ok()).collect();
     let mut pending: VecDeque<Round> = VecDeque::new();
-    let mut send_failures = SendFailures::default();
+    let mut send_failures = SendFailures::new(targets.len());
     for index in 0..pings {
         let Some(round_start) = round_start(plan, index) else {
             break;
@@ -74,6 +77,20 @@ pub fn run_rounds(engine: &EngineParts, targets: &[RunTarget], plan: &RunPlan) -
     finish(engine, plan, &mut pending, &mut results);
     send_failures.report(targets.len());
     results
+        .into_iter()
+        .zip(targets)
+        .enumerate()
+        .map(|(t, (rtts, target))| match &target.endpoint {
+            Err(failure) => Err(failure.clone()),
+            Ok(_) => match send_failures.unmeasured(t) {
+                Some(error) => Err(ProbeFailure::new(format!(
+                    "cannot send ICMP echo requests to {}: {error}",
+                    target.address
+                ))),
+                None => Ok(rtts),
+            },
+        })
+        .collect()
 }
 
 fn round_start(plan: &RunPlan, index: usize) -> Option<Instant> {
@@ -108,15 +125,18 @@ fn send_round(
         let first_key = engine.table.reserve_keys(count);
         for (offset, &t) in chunk.iter().enumerate() {
             let target = &targets[t];
-            let Some(endpoint) = &target.endpoint else {
+            let Ok(endpoint) = &target.endpoint else {
                 continue;
             };
             let key = first_key.wrapping_add(offset as u32);
             let len = build_echo_request(endpoint.family, engine.token, key, &mut packet);
             last_send = engine.table.mark_sent(key);
             match endpoint.send_to(&packet[..len], target.address) {
-                Ok(()) => keys[t] = Some(key),
-                Err(e) => failures.note(target.address, e),
+                Ok(()) => {
+                    keys[t] = Some(key);
+                    failures.sent(t);
+                }
+                Err(e) => failures.note(t, target.address, e),
             }
         }
     }
@@ -197,25 +217,61 @@ fn sleep_until(at: Instant) {
 }
 
 /// Send errors of one run, reported once at its end instead of once per packet.
-#[derive(Default)]
 struct SendFailures {
     count: usize,
     first: Option<(IpAddr, std::io::Error)>,
+    /// Per target: an echo request was taken by the kernel.
+    sent: Vec<bool>,
+    /// Per target: the first send error.
+    errors: Vec<Option<String>>,
 }
 
 impl SendFailures {
-    fn note(&mut self, address: IpAddr, error: std::io::Error) {
+    fn new(targets: usize) -> SendFailures {
+        SendFailures {
+            count: 0,
+            first: None,
+            sent: vec![false; targets],
+            errors: vec![None; targets],
+        }
+    }
+
+    fn sent(&mut self, target: usize) {
+        self.sent[target] = true;
+    }
+
+    fn note(&mut self, target: usize, address: IpAddr, error: std::io::Error) {
         self.count += 1;
+        self.errors[target].get_or_insert_with(|| error.to_string());
         self.first.get_or_insert((address, error));
     }
 
+    /// The first send error of `target` if none of its requests could be sent.
+    fn unmeasured(&self, target: usize) -> Option<&str> {
+        self.errors[target].as_deref().filter(|_| !self.sent[target])
+    }
+
+    /// Warns when requests could not be sent to targets that are still measured (those pings
+    /// count as lost); targets with no request sent at all are failures, which processing logs.
     fn report(&self, targets: usize) {
+        let lost = (0..self.sent.len())
+            .filter(|&t| self.sent[t] && self.errors[t].is_some())
+            .count();
         if let Some((address, error)) = &self.first {
-            warn!(
-                "ICMP: {} echo requests could not be sent in a run of {targets} targets \
-                 (first: to {address}: {error}); counted as lost",
-                self.count
-            );
+            if lost > 0 {
+                warn!(
+                    "ICMP: {} echo requests could not be sent in a run of {targets} targets \
+                     (first: to {address}: {error}); counted as lost for the {lost} targets \
+                     other requests reached",
+                    self.count
+                );
+            } else {
+                debug!(
+                    "ICMP: {} echo requests could not be sent in a run of {targets} targets \
+                     (first: to {address}: {error}); those targets are not measured",
+                    self.count
+                );
+            }
         }
     }
 }

@@ -25,7 +25,9 @@
 //!   field is ever written.
 //! - Timestamps are integers in the configured precision (nanoseconds by default).
 //! - Results without a measurement name produce no line; neither does a measurement name that
-//!   is empty, holds a line break or starts with `#` (a comment line in line protocol).
+//!   is empty, holds a line break or starts with `#` (a comment line in line protocol), nor a
+//!   result whose probe could not measure the order (`failure` set: its step is unknown, and
+//!   `loss=100` would invent a loss; pingmachine sent nothing for such a run either).
 //!
 //! A [`Metric`] becomes `<path>[,<global tags>] value=<v> <time>`: the whole dotted path is the
 //! measurement (what Telegraf's Graphite parser without templates does too), the value a float
@@ -77,7 +79,7 @@ impl InfluxEncoder {
         let Some(meta) = result
             .telegraf
             .as_ref()
-            .filter(|meta| measurement_usable(&meta.measurement_name))
+            .filter(|meta| measurement_usable(&meta.measurement_name) && result.failure.is_none())
         else {
             return 0;
         };
@@ -283,6 +285,13 @@ mod tests {
         assert_eq!(lines, 1);
         let (text, _) = encode(&[result(Some("m"), &[], vec![])]);
         assert_eq!(text, "m loss=100 1700000000000000000\n");
+    }
+
+    #[test]
+    fn a_run_that_could_not_measure_sends_nothing() {
+        let mut failed = result(Some("ping"), &[("host", "a")], vec![None, None]);
+        failed.failure = Some("cannot run /nonexistent".into());
+        assert_eq!(encode(&[failed]), (String::new(), 0));
     }
 
     #[test]
