@@ -179,8 +179,11 @@ pub struct Processor {
 struct Loaded {
     name: SnapshotName,
     results: Vec<OrderResult>,
-    /// HAProxy aggregates (and their self-metrics): for the sinks only.
+    /// HAProxy aggregates (and their self-metrics): for the sinks only. Moved out into the
+    /// sinks' batch when every sink gets the same, so use `has_metrics` to ask whether it had any.
     metrics: Vec<Metric>,
+    /// Whether the snapshot had metrics when it was read (`metrics` may have been moved out).
+    has_metrics: bool,
     /// `last_result` and sinks were done in an earlier round; only RRD updates are left.
     applied: bool,
 }
@@ -563,6 +566,7 @@ impl Processor {
                 Ok((results, metrics)) => loaded.push(Loaded {
                     name,
                     results,
+                    has_metrics: !metrics.is_empty(),
                     metrics,
                     applied,
                 }),
@@ -882,7 +886,7 @@ impl Processor {
         if self.sinks.is_empty() {
             return true;
         }
-        let has_lines = !snapshot.metrics.is_empty() || snapshot.results.iter().any(|r| self.is_active(&r.id));
+        let has_lines = snapshot.has_metrics || snapshot.results.iter().any(|r| self.is_active(&r.id));
         if !has_lines {
             return true;
         }
@@ -1166,6 +1170,8 @@ mod tests {
     struct RecordingSink {
         name: &'static str,
         accepted: Mutex<Vec<(OrderId, i64)>>,
+        /// Metrics accepted, in all.
+        metrics: std::sync::atomic::AtomicUsize,
         failing: std::sync::atomic::AtomicBool,
     }
 
@@ -1203,6 +1209,7 @@ mod tests {
             }
             let mut accepted = self.accepted.lock().unwrap();
             accepted.extend(batch.results.iter().map(|r| (r.id.clone(), r.time)));
+            self.metrics.fetch_add(batch.metrics.len(), Ordering::Relaxed);
             Ok(())
         }
     }
@@ -1344,6 +1351,31 @@ mod tests {
         sink.failing.store(false, Ordering::Relaxed);
         assert_eq!(processor.process_pending(true).unwrap().processed, 1);
         assert_eq!(sink.accepted.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_haproxy_snapshot_a_sink_refused_stays_in_incoming_until_it_takes_it() {
+        // One sink: the metrics are moved into its batch, not copied; whether the snapshot had
+        // lines must still be known when the sink refused them.
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor, _stats) = setup_sinks(std::slice::from_ref(&sink));
+        let base = processor.base().clone();
+        let name = SnapshotName::parse(&T0.to_string()).unwrap();
+        let files: [(&str, &[u8]); 2] = [
+            ("a.sock_info", HAPROXY_INFO.as_bytes()),
+            ("a.sock_stat", HAPROXY_STAT.as_bytes()),
+        ];
+        queue::publish(&base, &name, &files).unwrap();
+        sink.failing.store(true, Ordering::Relaxed);
+        for _ in 0..3 {
+            let report = processor.process_pending(true).unwrap();
+            assert_eq!((report.retried, report.processed, report.quarantined), (1, 0, 0));
+            assert_eq!(queue::depth(&base).unwrap(), 1, "the refused snapshot was removed");
+        }
+        sink.failing.store(false, Ordering::Relaxed);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
+        assert_eq!(queue::depth(&base).unwrap(), 0);
+        assert!(sink.metrics.load(Ordering::Relaxed) > 0, "the sink got the metrics");
     }
 
     fn setup_sinks(sinks: &[Arc<RecordingSink>]) -> (tempfile::TempDir, Processor, Arc<ProcessStats>) {
