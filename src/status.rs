@@ -463,6 +463,7 @@ mod tests {
                 reason: "File name too long".into(),
                 since: 1_700_000_030,
                 kind: FailureKind::Output,
+                at: None,
             },
         );
         failures.orders.insert(
@@ -471,6 +472,7 @@ mod tests {
                 reason: "cannot run /nonexistent: No such file\nor directory".into(),
                 since: 1_700_000_040,
                 kind: FailureKind::Probe,
+                at: None,
             },
         );
         crate::output::failures::write(&base, &failures).unwrap();

@@ -50,6 +50,11 @@ pub struct OrderFailure {
     /// What fails (`output` when absent).
     #[serde(default)]
     pub kind: FailureKind,
+    /// For a probe failure: the step (unix seconds) of the newest result that could not be
+    /// measured. Only a measured result of this step or later clears the failure (an older one
+    /// arriving late does not). Absent for output failures and in files written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<i64>,
 }
 
 impl OrderFailure {
@@ -166,6 +171,7 @@ mod tests {
                 reason: "File name too long".into(),
                 since: 1_700_000_000,
                 kind: FailureKind::Output,
+                at: None,
             },
         );
         errors.orders.insert(
@@ -174,6 +180,7 @@ mod tests {
                 reason: "cannot run /x".into(),
                 since: 1_700_000_020,
                 kind: FailureKind::Probe,
+                at: None,
             },
         );
         write(&base, &errors).unwrap();
@@ -207,6 +214,7 @@ mod tests {
             reason: format!("creating directory {}: File name too long", "x/".repeat(2045)),
             since: 7,
             kind: FailureKind::Output,
+            at: None,
         };
         assert!(
             long.describe().ends_with("x/: File name too long"),

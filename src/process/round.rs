@@ -209,9 +209,9 @@ struct OrderWork<'a> {
 }
 
 /// What writing one order's output did: the staged `last_result` (with its time), and what its
-/// newest result says of its probe (`None`: nothing new; `Some(None)`: measured;
-/// `Some(Some(reason))`: the probe could not measure it).
-type OrderApplied = (Option<(i64, StagedFile)>, Option<Option<String>>);
+/// newest result says of its probe, with that result's step (`None`: nothing new;
+/// `Some((step, None))`: measured; `Some((step, Some(reason)))`: the probe could not measure it).
+type OrderApplied = (Option<(i64, StagedFile)>, Option<(i64, Option<String>)>);
 
 /// A `last_result` staged for one order, with the time it holds.
 struct StagedResult {
@@ -226,9 +226,9 @@ struct Applied {
     staged: Vec<StagedResult>,
     written: Vec<OrderId>,
     failed: Vec<(OrderId, Fault, String)>,
-    /// Orders written whose newest result says something of their probe: the failure reason,
-    /// or `None` for a measured result.
-    probed: Vec<(OrderId, Option<String>)>,
+    /// Orders written whose newest result says something of their probe: its step and the
+    /// failure reason, or `None` for a measured result.
+    probed: Vec<(OrderId, i64, Option<String>)>,
 }
 
 impl Processor {
@@ -727,8 +727,8 @@ impl Processor {
                             file,
                         });
                     }
-                    if let Some(failure) = probed {
-                        applied.probed.push((id.clone(), failure));
+                    if let Some((time, failure)) = probed {
+                        applied.probed.push((id.clone(), time, failure));
                     }
                     applied.written.push(id);
                 }
@@ -782,8 +782,8 @@ impl Processor {
             None => None,
         };
         let probed = work.latest.and_then(|latest| match &latest.failure {
-            None => Some(None),
-            Some(reason) if self.is_newest(id, &dir, latest.time) => Some(Some(reason.clone())),
+            None => Some((latest.time, None)),
+            Some(reason) if self.is_newest(id, &dir, latest.time) => Some((latest.time, Some(reason.clone()))),
             Some(_) => None,
         });
         self.stats
@@ -905,7 +905,7 @@ impl Processor {
         &mut self,
         written: &[OrderId],
         failed: &[(OrderId, Fault, String)],
-        probed: &[(OrderId, Option<String>)],
+        probed: &[(OrderId, i64, Option<String>)],
     ) {
         let mut log = StateLog::default();
         for id in written {
@@ -918,8 +918,14 @@ impl Processor {
         }
         let now = crate::shared::clock::unix_now();
         // Only written orders are probed here: none of them has an output failure left.
-        for (id, failure) in probed {
+        for (id, time, failure) in probed {
+            let time = *time;
             match (failure, self.failing.get_mut(id)) {
+                // A measured result clears a probe failure of its step or an earlier one; one
+                // older than the failure (a snapshot kept back, then retried) does not.
+                (None, Some(current)) if current.at.is_some_and(|at| time < at) => {
+                    debug!(order = %id, time, "a measured result older than the probe failure: still failing");
+                }
                 (None, Some(_)) => {
                     if let Some(old) = self.failing.remove(id) {
                         log.left(id, &old);
@@ -935,12 +941,17 @@ impl Processor {
                         current.reason.clone_from(reason);
                         self.failing_dirty = true;
                     }
+                    if current.at.is_none_or(|at| at < time) {
+                        current.at = Some(time);
+                        self.failing_dirty = true;
+                    }
                 }
                 (Some(reason), None) => {
                     let failure = OrderFailure {
                         reason: reason.clone(),
                         since: now,
                         kind: FailureKind::Probe,
+                        at: Some(time),
                     };
                     log.entered(id, &failure);
                     self.failing.insert(id.clone(), failure);
@@ -967,6 +978,7 @@ impl Processor {
                     reason: reason.clone(),
                     since: now,
                     kind: FailureKind::Output,
+                    at: None,
                 },
             );
             self.failing_dirty = true;
@@ -1512,6 +1524,30 @@ mod tests {
         publish(&base, 5, &[failed_result("o", T0 + 40, "late and stale")]);
         processor.process_pending(true).unwrap();
         assert!(failing_orders(&base).is_empty(), "older than last_result");
+    }
+
+    #[test]
+    fn a_measured_result_older_than_the_probe_failure_does_not_clear_it() {
+        let (_dir, mut processor, _stats) = setup_sinks(&[]);
+        let base = processor.base().clone();
+        publish(&base, 1, &[result("o", T0, 0.001)]);
+        processor.process_pending(true).unwrap();
+        publish(&base, 3, &[failed_result("o", T0 + 40, "cannot run /nonexistent")]);
+        processor.process_pending(true).unwrap();
+        assert_eq!(failing_orders(&base)["o"].at, Some(T0 + 40));
+        // A snapshot kept back brings a measurement of an earlier step: still failing.
+        publish(&base, 2, &[result("o", T0 + 20, 0.002)]);
+        processor.process_pending(true).unwrap();
+        let failing = failing_orders(&base);
+        assert_eq!(
+            failing.get("o").map(|f| f.kind),
+            Some(FailureKind::Probe),
+            "{failing:?}"
+        );
+        // One of the failed step or later ends it.
+        publish(&base, 4, &[result("o", T0 + 60, 0.003)]);
+        processor.process_pending(true).unwrap();
+        assert!(failing_orders(&base).is_empty());
     }
 
     #[test]
