@@ -86,9 +86,8 @@ pub struct LastResultView {
 /// The report of `id`, its steps over the `range` seconds before `now`; `None` when the id is
 /// neither an order below `orders/` nor has output or an archive entry.
 pub fn report(base: &BaseDir, options: &OrderOptions, id: &OrderId, range: u64, now: i64) -> Option<Report> {
-    let order = super::failures::listing(base, options)
-        .into_iter()
-        .find(|status| status.id == *id);
+    // That one order, not a scan of orders/ (which would resolve every order's host).
+    let order = super::failures::order(base, options, id);
     let output = layout_dir(base, "output");
     let location = if order.is_some() || present(&output, id) {
         Location::Output
