@@ -633,7 +633,8 @@ fn order_is_critical_when_its_target_is_not_measured_and_unknown_before_its_firs
         line.contains("invalid, not measured: order app/typo: alert.critical.loss: "),
         "{line}"
     );
-    // Failing (processing cannot write its output): CRITICAL with the reason, perfdata kept.
+    // Failing because processing cannot write its output: WARNING (measured, not recorded) with
+    // the reason, perfdata kept; failing because its probe cannot measure it: CRITICAL.
     base.write_order("app/failing", &order);
     result_file(&base, "app/failing", 5, (20, 1), Some(0.001), Some(0.002));
     std::fs::write(
@@ -642,9 +643,20 @@ fn order_is_critical_when_its_target_is_not_measured_and_unknown_before_its_firs
     )
     .unwrap();
     let (code, line) = check_order(&path, "app/failing", &["-c", "loss=5"]);
-    assert_eq!(code, 2, "{line}");
+    assert_eq!(code, 1, "{line}");
     assert!(
         line.contains("app/failing: failing: cannot write output (since 1700000000): cannot create directory: Permission denied | loss=1;;5;0;20"),
+        "{line}"
+    );
+    std::fs::write(
+        base.join("state/output-errors.json"),
+        r#"{"version":1,"orders":{"app/failing":{"reason":"cannot run /nonexistent","since":1700000000,"kind":"probe","at":1700000000}}}"#,
+    )
+    .unwrap();
+    let (code, line) = check_order(&path, "app/failing", &["-c", "loss=5"]);
+    assert_eq!(code, 2, "{line}");
+    assert!(
+        line.contains("app/failing: failing: probe cannot measure (since 1700000000): cannot run /nonexistent |"),
         "{line}"
     );
     // A last_result that cannot be used: UNKNOWN with the reason, never followed.

@@ -170,6 +170,17 @@ fn check_argument_errors_are_nagios_unknown() {
         "ORDERS",
         "--stale-steps",
     );
+    // 0 steps would make every result stale at once.
+    assert_unknown(
+        &["check", "orders", "--base-dir", dir, "--stale-steps", "0"],
+        "ORDERS",
+        "0 is not in 1..",
+    );
+    assert_unknown(
+        &["check", "order", "app/t", "--base-dir", dir, "--stale-steps", "0"],
+        "ORDER",
+        "0 is not in 1..",
+    );
     assert_unknown(&["check", "frobnicate"], "CHECK", "frobnicate");
     assert_unknown(
         &["check"],

@@ -8,7 +8,8 @@
 //!
 //! Statuses, as Nagios users expect of a service that watches a target: everything that means
 //! the target is not being measured is CRITICAL (no such order, an invalid or unresolved order
-//! file, a failing order, no result for `stale-steps` steps, never measured for that long);
+//! file, a probe that cannot measure it, no result for `stale-steps` steps, never measured for
+//! that long); output that cannot be written is WARNING, as in `check orders`;
 //! UNKNOWN is for what keeps the check from answering (a bad argument, an unreadable base, config
 //! or `last_result`, and a new order not measured yet).
 //!
@@ -18,7 +19,7 @@
 
 use super::{unix_now, Outcome, Perf, Status, Thresholds};
 use crate::config::Config;
-use crate::orders::book::{printable, OrderState, OrderStatus};
+use crate::orders::book::{printable, FailureKind, OrderState, OrderStatus};
 use crate::orders::order::alert::{Alert, Metric, Threshold};
 use crate::orders::order::range::Range;
 use crate::output::last_result::{self, LastResult, ReadError};
@@ -245,9 +246,15 @@ pub fn check_order(base: &BaseDir, config: &Config, id: &OrderId, limits: &Order
             format!("{}, not measured: {}", order.state.as_str(), reason()),
             Vec::new(),
         ),
+        // As `check orders` rates them: a probe that cannot measure is CRITICAL (the target is
+        // not measured), output that cannot be written WARNING (measured, not recorded).
         OrderState::Failing => {
             let perf = read.as_ref().map(|r| judged(r).0.perf).unwrap_or_default();
-            outcome(Status::Critical, format!("failing: {}", reason()), perf)
+            let status = match order.failure {
+                Some(FailureKind::Output) => Status::Warning,
+                _ => Status::Critical,
+            };
+            outcome(status, format!("failing: {}", reason()), perf)
         }
         OrderState::Active => match read {
             Ok(result) => {

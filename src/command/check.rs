@@ -85,8 +85,8 @@ pub enum CheckCommand {
         /// The configuration the daemon runs with (its defaults decide what is valid).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// The result is stale (CRITICAL) when collected more than this many steps ago.
-        #[arg(long, default_value = "3")]
+        /// The result is stale (CRITICAL) when collected more than this many steps ago (at least 1).
+        #[arg(long, default_value = "3", value_parser = clap::value_parser!(u32).range(1..))]
         stale_steps: u32,
     },
     /// Active orders whose last_result is older than --stale-steps steps (-w/-c on their
@@ -99,7 +99,8 @@ pub enum CheckCommand {
         /// The configuration the daemon runs with (its defaults decide what is valid).
         #[arg(long)]
         config: Option<PathBuf>,
-        #[arg(long, default_value = "3")]
+        /// An active order is stale when its last_result is older than this many steps (at least 1).
+        #[arg(long, default_value = "3", value_parser = clap::value_parser!(u32).range(1..))]
         stale_steps: u32,
         #[arg(long, default_value = "0")]
         invalid_warning: String,
