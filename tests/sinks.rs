@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::servers::{free_tcp_port, Carbon, Influx, InfluxSetup, START_LIMIT};
+use common::servers::{Carbon, Influx, InfluxSetup, START_LIMIT};
 use common::wait_for;
 use common::ReadOnlyDir;
 use serde_json::{json, Map, Value};
@@ -93,7 +93,12 @@ fn graphite_lines_reach_carbon_at_their_timestamps() {
 
 #[test]
 fn graphite_down_is_transient_and_the_same_transport_delivers_once_carbon_is_up() {
-    let port = free_tcp_port();
+    // The port is held, bound but not listening, while carbon is down: connecting is refused and
+    // no server of a test running beside this one can take the port meanwhile.
+    let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    held.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = held.local_addr().unwrap().as_socket().unwrap().port();
     let options = graphite_options(port);
     let mut transport = GraphiteTransport::new(&options);
     let t = recent_step_start();
@@ -102,6 +107,7 @@ fn graphite_down_is_transient_and_the_same_transport_delivers_once_carbon_is_up(
     let err = transport.send(&line("spoolmon.a", t, 1.0)).unwrap_err();
     assert!(matches!(err, DeliveryError::Transient(_)), "{err}");
 
+    drop(held);
     let mut carbon = Carbon::start_on(port);
     transport.send(&line("spoolmon.a", t, 1.0)).unwrap();
     carbon.wait_for_point("spoolmon.a", t, 1.0);
