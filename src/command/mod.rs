@@ -85,6 +85,18 @@ pub struct ServiceArgs {
     pub user: Option<String>,
 }
 
+/// The base directory of a command that reads `orders/` (`orders`, `show`): refused, naming the
+/// path, when `orders/` is not a directory (a wrong `--base-dir`).
+pub fn orders_base(base: &BaseArgs) -> Result<crate::spool::BaseDir> {
+    let base_dir = crate::spool::BaseDir::new(&base.base_dir);
+    anyhow::ensure!(
+        base_dir.orders().is_dir(),
+        "{} is not a directory (is --base-dir right?)",
+        base_dir.orders().display()
+    );
+    Ok(base_dir)
+}
+
 /// The configuration in `path`, or the defaults without one.
 pub fn load_config(path: Option<&Path>) -> Result<Config> {
     match path {

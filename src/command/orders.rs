@@ -4,18 +4,12 @@
 //! ([`crate::output::wide::listing`]). Reads only; runs beside the daemon.
 
 use super::{load_config, BaseArgs};
-use crate::spool::BaseDir;
 use anyhow::Result;
 use std::process::ExitCode;
 
 pub fn run(base: BaseArgs, json: bool, wide: bool) -> Result<ExitCode> {
     let config = load_config(base.config.as_deref())?;
-    let base_dir = BaseDir::new(&base.base_dir);
-    anyhow::ensure!(
-        base_dir.orders().is_dir(),
-        "{} is not a directory (is --base-dir right?)",
-        base_dir.orders().display()
-    );
+    let base_dir = super::orders_base(&base)?;
     if wide {
         let listing =
             crate::output::wide::listing(&base_dir, &config.order_options(), crate::shared::clock::unix_now());

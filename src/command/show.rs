@@ -9,7 +9,6 @@
 
 use super::{load_config, BaseArgs};
 use crate::shared::measurement::OrderId;
-use crate::spool::BaseDir;
 use anyhow::{bail, Result};
 use std::process::ExitCode;
 
@@ -22,12 +21,7 @@ const MAX_ID_BYTES: usize = 4095;
 pub fn run(base: BaseArgs, id: &str, range: u64, json: bool) -> Result<ExitCode> {
     let id = show_id(id)?;
     let config = load_config(base.config.as_deref())?;
-    let base_dir = BaseDir::new(&base.base_dir);
-    anyhow::ensure!(
-        base_dir.orders().is_dir(),
-        "{} is not a directory (is --base-dir right?)",
-        base_dir.orders().display()
-    );
+    let base_dir = super::orders_base(&base)?;
     let now = crate::shared::clock::unix_now();
     let Some(report) = crate::output::show::report(&base_dir, &config.order_options(), &id, range, now) else {
         eprintln!(

@@ -1372,12 +1372,7 @@ mod tests {
         let sink = RecordingSink::named("rec");
         let (_dir, mut processor, _stats) = setup_sinks(std::slice::from_ref(&sink));
         let base = processor.base().clone();
-        let name = SnapshotName::parse(&T0.to_string()).unwrap();
-        let files: [(&str, &[u8]); 2] = [
-            ("a.sock_info", HAPROXY_INFO.as_bytes()),
-            ("a.sock_stat", HAPROXY_STAT.as_bytes()),
-        ];
-        queue::publish(&base, &name, &files).unwrap();
+        publish_haproxy(&base);
         sink.failing.store(true, Ordering::Relaxed);
         for _ in 0..3 {
             let report = processor.process_pending(true).unwrap();
@@ -1388,6 +1383,17 @@ mod tests {
         assert_eq!(processor.process_pending(true).unwrap().processed, 1);
         assert_eq!(queue::depth(&base).unwrap(), 0);
         assert!(sink.metrics.load(Ordering::Relaxed) > 0, "the sink got the metrics");
+    }
+
+    /// Publishes a HAProxy snapshot (one process's `info` and `stat`) taken at `T0`.
+    fn publish_haproxy(base: &BaseDir) -> SnapshotName {
+        let name = SnapshotName::parse(&T0.to_string()).unwrap();
+        let files: [(&str, &[u8]); 2] = [
+            ("a.sock_info", HAPROXY_INFO.as_bytes()),
+            ("a.sock_stat", HAPROXY_STAT.as_bytes()),
+        ];
+        queue::publish(base, &name, &files).unwrap();
+        name
     }
 
     fn setup_sinks(sinks: &[Arc<RecordingSink>]) -> (tempfile::TempDir, Processor, Arc<ProcessStats>) {
@@ -1885,12 +1891,7 @@ mod tests {
         use std::os::fd::OwnedFd;
         let (_dir, processor, _stats) = setup_sinks(&[]);
         let base = processor.base().clone();
-        let name = SnapshotName::parse(&T0.to_string()).unwrap();
-        let files: [(&str, &[u8]); 2] = [
-            ("a.sock_info", HAPROXY_INFO.as_bytes()),
-            ("a.sock_stat", HAPROXY_STAT.as_bytes()),
-        ];
-        queue::publish(&base, &name, &files).unwrap();
+        let name = publish_haproxy(&base);
         let incoming = base.dir("incoming").unwrap();
         let bounds = PingBounds {
             now: T0,
