@@ -34,6 +34,10 @@
 //! unknown only once the 2-step heartbeat has passed, and a single failed step between two
 //! measured ones takes the next step's values.)
 //!
+//! While updates wait for a flush (`rrd-flush-interval`), [`RrdWriter::create_if_missing`]
+//! creates a missing file for an order's first result, so creation (librrd's costliest call)
+//! is spread over the rounds that first see each order; an existing file is only inspected.
+//!
 //! [`RrdWriter::apply`] takes one order's results, drops `norrd` ones, sorts the rest by time
 //! (stable) and keeps only the first result of each time (a later duplicate counts as skipped,
 //! as RRD itself refuses a second update at the same time). Consecutive results of the same
@@ -400,6 +404,45 @@ impl RrdWriter {
             outcome.skipped += skipped;
         }
         Ok(outcome)
+    }
+
+    /// Creates `dir/main.rrd` for `first` (an order's earliest result of a round whose RRD
+    /// updates wait for a flush) when there is no file yet: the file then exists, empty and
+    /// starting one step before `first`'s update, from the order's first result on, and its
+    /// creation, the costliest thing librrd does for an order (~2 ms, BENCHMARKS.md), is paid
+    /// in the round that first sees the order instead of all at once in the first flush. An
+    /// existing file is inspected once and its layout remembered, but never rotated or replaced
+    /// here: the flush does that, in time order with the results waiting for it. Returns
+    /// whether a file was created.
+    pub fn create_if_missing(&self, dir: &Path, first: &OrderResult) -> Result<bool, RrdError> {
+        if first.template != RrdTemplate::Smokeping {
+            return Ok(false);
+        }
+        validate(first)?;
+        let path = dir.join(FILE_NAME);
+        if self.cache().contains_key(&path) {
+            return Ok(false);
+        }
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.create_file(&path, layout_of(first), update_time(first))?;
+                Ok(true)
+            }
+            Err(source) => Err(RrdError::Stat { path, source }),
+            Ok(_) => {
+                // A Smokeping-shaped file of any layout is remembered as it is (the flush
+                // rotates it if the results want another); anything else waits for the flush.
+                let found = inspect(&path).ok().filter(|found| found.smokeping_shaped);
+                if let Some((found, step)) = found.and_then(|f| u32::try_from(f.step).ok().map(|s| (f, s))) {
+                    let layout = RrdLayout {
+                        step,
+                        pings: found.ping_sources,
+                    };
+                    self.remember(&path, layout, found.last_update)?;
+                }
+                Ok(false)
+            }
+        }
     }
 
     /// Forgets what this writer knows about `dir/main.rrd` (after moving it elsewhere).
@@ -935,6 +978,42 @@ mod tests {
         }
         // The step before the first result holds nothing.
         assert!(rows.get(&T0).is_none_or(|row| row.iter().all(Option::is_none)));
+    }
+
+    #[test]
+    fn create_if_missing_creates_an_empty_file_once_and_leaves_another_layout_to_the_flush() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("o");
+        let first = result(20, T0, vec![Some(1e-3), None, None]);
+        let writer = RrdWriter::new();
+        assert!(writer.create_if_missing(&dir, &first).unwrap());
+        let path = dir.join(FILE_NAME);
+        assert_eq!(
+            last_update(&path).0,
+            T0,
+            "one step before the first update, nothing in it"
+        );
+        assert!(!writer.create_if_missing(&dir, &first).unwrap(), "created once");
+        // The update waiting for the flush lands in the file created early.
+        assert_eq!(writer.apply(&dir, &[&first]).unwrap().applied, 1);
+        assert_eq!(last_update(&path).0, T0 + 20);
+
+        // A file of another layout (5 pings) found by a new writer is not touched here...
+        let other = result(20, T0 + 20, vec![Some(1e-3); 5]);
+        let fresh_writer = RrdWriter::new();
+        assert!(!fresh_writer.create_if_missing(&dir, &other).unwrap());
+        let pings = |p: &Path| {
+            structure(p)
+                .iter()
+                .filter(|l| l.starts_with("ds[ping") && l.contains(".type"))
+                .count()
+        };
+        assert_eq!(pings(&path), 3);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "nothing rotated aside");
+        // ...but by the flush, which rotates it as before.
+        assert_eq!(fresh_writer.apply(&dir, &[&other]).unwrap().applied, 1);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2, "old layout kept aside");
+        assert_eq!(pings(&path), 5);
     }
 
     #[test]

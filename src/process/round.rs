@@ -206,6 +206,9 @@ struct OrderWork<'a> {
     latest: Option<&'a OrderResult>,
     /// How many results were not applied before.
     fresh: usize,
+    /// In a round without an RRD flush: the earliest new result, for which the order's RRD is
+    /// created if it has none yet.
+    first: Option<&'a OrderResult>,
 }
 
 /// What writing one order's output did: the staged `last_result` (with its time), and what its
@@ -695,6 +698,9 @@ impl Processor {
                 }
                 if !snapshot.applied {
                     work.fresh += 1;
+                    if !flush_rrd && work.first.is_none_or(|f| f.time > result.time) {
+                        work.first = Some(result);
+                    }
                     if result.failure.is_none() && work.newest.is_none_or(|n| n.time <= result.time) {
                         work.newest = Some(result);
                     }
@@ -764,6 +770,10 @@ impl Processor {
                 .apply(&dir, &work.rrd)
                 .map_err(|e| (e.fault(), e.to_string()))?;
             self.stats.rrd_updates.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(first) = work.first {
+            self.rrd
+                .create_if_missing(&dir, first)
+                .map_err(|e| (e.fault(), e.to_string()))?;
         }
         let staged = match work.newest {
             Some(newest) if self.is_newest(id, &dir, newest.time) => {
@@ -1282,9 +1292,17 @@ mod tests {
         let last = base.output().join("a/b/last_result");
         let text = fs::read_to_string(&last).unwrap();
         assert!(text.contains(&format!("time: {}", T0 + 40)), "{text}");
-        assert!(
-            !base.output().join("a/b/main.rrd").exists(),
-            "RRD written before the flush"
+        // The RRD exists from the first result on, but none of the updates is in it yet.
+        let rrd_last = std::process::Command::new("rrdtool")
+            .arg("last")
+            .arg(base.output().join("a/b/main.rrd"))
+            .output()
+            .expect("rrdtool runs");
+        let rrd_last = String::from_utf8_lossy(&rrd_last.stdout).trim().to_string();
+        assert_eq!(
+            rrd_last,
+            T0.to_string(),
+            "created starting one step before its first update, no update yet"
         );
         assert_eq!(fs::read_dir(base.incoming()).unwrap().count(), 3);
         assert_eq!(queue::depth(&base).unwrap(), 0, "applied snapshots count in queue-size");
@@ -1781,6 +1799,9 @@ mod tests {
         let (_dir, mut processor, _stats) = setup_sinks(std::slice::from_ref(&sink));
         let base = processor.base().clone();
         let last = base.output().join("o/last_result");
+        // The order's RRD exists from its first result on (T0 - 20, flushed at once).
+        publish(&base, 0, &[result("o", T0 - 20, 0.001)]);
+        assert_eq!(processor.process_pending(true).unwrap().processed, 1);
         // RRD updates wait for a flush: the older result still fits into the RRD.
         publish(&base, 2, &[result("o", T0 + 40, 0.003)]);
         assert_eq!(processor.process_pending(false).unwrap().marked, 1);
