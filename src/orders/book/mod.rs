@@ -56,6 +56,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::Metadata;
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
@@ -83,6 +84,9 @@ struct Stamp {
     size: u64,
     /// Hash of the content; 0 when the content was not read (problem found before reading).
     hash: u64,
+    /// Inode of the file examined (the target's for a symlink): a catch-up rescan compares it
+    /// with the directory listing's `d_ino` to see a file replaced by a rename.
+    ino: u64,
 }
 
 impl Stamp {
@@ -91,11 +95,12 @@ impl Stamp {
             mtime: modified(meta),
             size: meta.len(),
             hash: 0,
+            ino: meta.ino(),
         }
     }
 
     fn same_metadata(&self, meta: &Metadata) -> bool {
-        self.mtime == modified(meta) && self.size == meta.len()
+        self.mtime == modified(meta) && self.size == meta.len() && self.ino == meta.ino()
     }
 
     fn same_content(&self, other: &Stamp) -> bool {
