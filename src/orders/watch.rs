@@ -1,7 +1,14 @@
 //! Watching `orders/` and `telegraf/` for `spoolmon run`: turns what inotify reports into the
-//! order book's [`OrderEvent`]s, with a full rescan every `rescan-interval`, on inotify overflow,
-//! when a watcher fails and when asked ([`OrderWatch::rescan_soon`], on SIGHUP), and expiry
-//! checked every few seconds.
+//! order book's [`OrderEvent`]s, and expiry checked every few seconds.
+//!
+//! inotify is the source of truth: the reported paths are refreshed at once. Every
+//! `rescan-interval` a catch-up rescan ([`OrderBook::catch_up`]: a listing of every directory,
+//! no stat of a known order whose inode is unchanged) finds what a rename could hide. A full
+//! rescan ([`OrderBook::rescan`]: every file stat'ed) replaces it on inotify overflow or a lost
+//! root ([`WatchEvent::Rescan`]), when a watcher fails, when asked ([`OrderWatch::rescan_soon`],
+//! on SIGHUP), and at every interval once a directory could not be watched
+//! ([`DirWatcher::missed_watches`]): then events are missing and only stat'ing every file finds
+//! an order edited in place.
 //!
 //! # Invariants
 //!

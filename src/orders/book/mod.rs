@@ -31,7 +31,10 @@
 //! - `listing`: each tracked file's state for `spoolmon orders`, `status`, the checks
 //!   ([`fresh_scan`], [`format_table`]) and self-metrics ([`OrderBook::state_counts`]).
 //!
-//! Cost: one stat per known file per scan, plus one open + read for new or modified files. Entries
+//! Cost: a full scan ([`OrderBook::rescan`]) stats every known file and opens its `telegraf/<id>`,
+//! plus one open + read for new or modified files; a catch-up scan ([`OrderBook::catch_up`], the
+//! daemon's periodic one while inotify misses nothing) costs one stat and the `getdents` of each
+//! directory, a known active order whose listed inode is unchanged costing nothing more. Entries
 //! are kept sorted by id, so the orders below a directory are found without looking at the others.
 //!
 //! Called by the daemon (events, expiry), self-metrics (state counts), and through
