@@ -24,9 +24,9 @@
 //! Called by the order parser (`alert:`), `command::check` (the lists) and `crate::check`
 //! (evaluating a result, `check order` and `check orders`).
 
-use std::sync::{Arc, LazyLock};
 use super::range::Range;
 use serde::ser::{SerializeMap, Serializer};
+use std::sync::{Arc, LazyLock};
 
 /// What a threshold measures in a result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -627,7 +627,10 @@ fn alert_thresholds_are_parsed_in_block_and_flow_form_with_numbers_or_units() {
     }
     // A range without `@` needs no quotes.
     let range = parse(&format!("{README_ORDER}alert: {{warning: {{median: 10ms:20ms}}}}\n")).unwrap();
-    assert_eq!(range.order.alert.warning.median.as_ref().unwrap().range.to_string(), "0.01:0.02");
+    assert_eq!(
+        range.order.alert.warning.median.as_ref().unwrap().range.to_string(),
+        "0.01:0.02"
+    );
 }
 
 #[test]
