@@ -14,7 +14,8 @@
 //! - an inotify queue overflow, or the root itself vanishing or moving, is reported as
 //!   [`WatchEvent::Rescan`]; a root that reappears is watched again and reported as `Rescan`;
 //! - running out of watches (`fs.inotify.max_user_watches`) is logged; the unwatched directory is
-//!   still reported once as changed, and later changes in it are left to the periodic rescan;
+//!   still reported once as changed, later changes in it are left to the periodic rescan, and
+//!   [`DirWatcher::missed_watches`] says so from then on (the orders watch then rescans in full);
 //! - symlinks are never followed below the root (the root itself may be a symlink).
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
