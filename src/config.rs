@@ -30,7 +30,8 @@ pub struct Config {
     /// Seconds after its last modification at which an order expires and is archived.
     #[schemars(range(min = 1))]
     pub order_timeout: u64,
-    /// Seconds between full rescans of `orders/` and `incoming/` (inotify does the rest).
+    /// Seconds between rescans of `orders/` (a catch-up: new, replaced and removed files) and of
+    /// `incoming/` (inotify does the rest).
     #[schemars(range(min = 1))]
     pub rescan_interval: u64,
     /// Collection is suspended while `incoming/` holds this many snapshots or more.

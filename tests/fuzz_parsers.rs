@@ -950,7 +950,7 @@ fn generated_order() -> impl Strategy<Value = GeneratedOrder> {
                     probe,
                     telegraf: telegraf.map(|(meta, _)| meta),
                     expire,
-                    alert,
+                    alert: alert.shared(),
                 };
                 Just(blocks).prop_shuffle().prop_map(move |blocks| GeneratedOrder {
                     order: order.clone(),

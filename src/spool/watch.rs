@@ -14,7 +14,8 @@
 //! - an inotify queue overflow, or the root itself vanishing or moving, is reported as
 //!   [`WatchEvent::Rescan`]; a root that reappears is watched again and reported as `Rescan`;
 //! - running out of watches (`fs.inotify.max_user_watches`) is logged; the unwatched directory is
-//!   still reported once as changed, and later changes in it are left to the periodic rescan;
+//!   still reported once as changed, later changes in it are left to the periodic rescan, and
+//!   [`DirWatcher::missed_watches`] says so from then on (the orders watch then rescans in full);
 //! - symlinks are never followed below the root (the root itself may be a symlink).
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
@@ -76,6 +77,8 @@ pub struct DirWatcher {
     buffer: Vec<u8>,
     /// The root's watch is gone (root deleted or moved); retried on every `wait`.
     root_lost: bool,
+    /// A subdirectory could not be watched (watch limit): changes in it go unreported.
+    missed: bool,
 }
 
 impl DirWatcher {
@@ -93,6 +96,7 @@ impl DirWatcher {
             table: WatchTable::default(),
             buffer: vec![0; READ_BUFFER_BYTES],
             root_lost: false,
+            missed: false,
         };
         watcher.watch_root().map_err(|source| WatchError::WatchRoot {
             root: root.to_owned(),
@@ -109,6 +113,13 @@ impl DirWatcher {
     /// Number of directories currently watched.
     pub fn watched_dirs(&self) -> usize {
         self.table.by_wd.len()
+    }
+
+    /// True once a subdirectory could not be watched because the inotify watch limit was reached
+    /// (sticky for the watcher's life): some changes below the root go unreported, so a caller
+    /// relying on the events alone must rescan in full.
+    pub fn missed_watches(&self) -> bool {
+        self.missed
     }
 
     /// Waits up to `timeout` for changes and returns them, duplicates merged (the last event for a
@@ -179,6 +190,7 @@ impl DirWatcher {
                 true
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                self.missed = true;
                 warn!(
                     dir = %dir.display(),
                     "cannot watch directory: inotify watch limit reached \

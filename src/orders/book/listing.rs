@@ -142,7 +142,7 @@ fn status_of(entry: &Entry) -> OrderStatus {
         target: order.map(|o| o.probe.target()),
         warnings: entry.warnings.clone(),
         expire: order.map(|o| o.expire),
-        alert: order.map(|o| o.alert.clone()).unwrap_or_default(),
+        alert: order.map(|o| Alert::clone(&o.alert)).unwrap_or_default(),
     }
 }
 

@@ -31,7 +31,10 @@
 //! - `listing`: each tracked file's state for `spoolmon orders`, `status`, the checks
 //!   ([`fresh_scan`], [`format_table`]) and self-metrics ([`OrderBook::state_counts`]).
 //!
-//! Cost: one stat per known file per scan, plus one open + read for new or modified files. Entries
+//! Cost: a full scan ([`OrderBook::rescan`]) stats every known file and opens its `telegraf/<id>`,
+//! plus one open + read for new or modified files; a catch-up scan ([`OrderBook::catch_up`], the
+//! daemon's periodic one while inotify misses nothing) costs one stat and the `getdents` of each
+//! directory, a known active order whose listed inode is unchanged costing nothing more. Entries
 //! are kept sorted by id, so the orders below a directory are found without looking at the others.
 //!
 //! Called by the daemon (events, expiry), self-metrics (state counts), and through
@@ -56,6 +59,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::Metadata;
 use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
@@ -83,6 +87,9 @@ struct Stamp {
     size: u64,
     /// Hash of the content; 0 when the content was not read (problem found before reading).
     hash: u64,
+    /// Inode of the file examined (the target's for a symlink): a catch-up rescan compares it
+    /// with the directory listing's `d_ino` to see a file replaced by a rename.
+    ino: u64,
 }
 
 impl Stamp {
@@ -91,11 +98,12 @@ impl Stamp {
             mtime: modified(meta),
             size: meta.len(),
             hash: 0,
+            ino: meta.ino(),
         }
     }
 
     fn same_metadata(&self, meta: &Metadata) -> bool {
-        self.mtime == modified(meta) && self.size == meta.len()
+        self.mtime == modified(meta) && self.size == meta.len() && self.ino == meta.ino()
     }
 
     fn same_content(&self, other: &Stamp) -> bool {

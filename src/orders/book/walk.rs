@@ -23,6 +23,7 @@ use std::ffi::OsStr;
 use std::fs::{self, FileType, Metadata};
 use std::hash::{DefaultHasher, Hasher};
 use std::io::{self, Read};
+use std::os::unix::fs::DirEntryExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -62,6 +63,12 @@ struct Walk<'e> {
     events: &'e mut Vec<OrderEvent>,
     /// The time of this walk (when host names are due to be looked up again).
     now: SystemTime,
+    /// A catch-up rescan ([`OrderBook::catch_up`]): a known active regular file whose listing
+    /// inode is unchanged is taken as it was, without a stat.
+    catch_up: bool,
+    /// How many of the directories being walked were reached through a symlink (inotify does
+    /// not see changes through them, so nothing below them is taken as it was).
+    linked: usize,
 }
 
 impl OrderBook {
@@ -69,6 +76,24 @@ impl OrderBook {
     /// orders looked up [`RERESOLVE_INTERVAL`](super::RERESOLVE_INTERVAL) or longer before `now` are looked up again; a new
     /// address makes the order `Changed`. (The expiry clock is each file's mtime.)
     pub fn rescan(&mut self, now: SystemTime) -> Vec<OrderEvent> {
+        self.walk_all(now, false)
+    }
+
+    /// The periodic rescan of a tree whose every change inotify reports: lists every directory
+    /// (one stat and a `getdents` each) like [`OrderBook::rescan`], finds new, replaced (another
+    /// inode under the name) and removed files, but takes a known active regular file whose
+    /// inode in the listing is unchanged as it was, without a stat or a read: an edit in place
+    /// or a touch of it is reported by inotify (`IN_CLOSE_WRITE`, `IN_ATTRIB`) and refreshed
+    /// then. Symlinks, files below a directory symlink, invalid and unresolved files, and orders
+    /// whose host name is due to be looked up again are examined as in a full rescan.
+    ///
+    /// Only sound while inotify has missed nothing: after a queue overflow, or when a directory
+    /// could not be watched, the caller runs [`OrderBook::rescan`] instead.
+    pub fn catch_up(&mut self, now: SystemTime) -> Vec<OrderEvent> {
+        self.walk_all(now, true)
+    }
+
+    fn walk_all(&mut self, now: SystemTime, catch_up: bool) -> Vec<OrderEvent> {
         let mut events = Vec::new();
         let Some(mut walk) = self.start_walk(&mut events, now) else {
             let all: Vec<String> = self.entries.keys().cloned().collect();
@@ -77,6 +102,7 @@ impl OrderBook {
             }
             return events;
         };
+        walk.catch_up = catch_up;
         let root = self.orders_dir.clone();
         if let Ok(meta) = fs::metadata(&root) {
             walk.ancestors.push((meta.dev(), meta.ino()));
@@ -124,6 +150,8 @@ impl OrderBook {
                 seen: HashSet::new(),
                 events,
                 now,
+                catch_up: false,
+                linked: 0,
             }),
             Err(e) => {
                 debug!(dir = %self.orders_dir.display(), error = %e, "orders directory missing");
@@ -229,7 +257,11 @@ impl OrderBook {
         }
         if file_type.is_symlink() {
             match follow_symlink(&id, path, &walk.orders_real) {
-                Ok((_, meta)) if meta.is_dir() => self.visit_dir(walk, &id, path, &meta),
+                Ok((_, meta)) if meta.is_dir() => {
+                    walk.linked += 1;
+                    self.visit_dir(walk, &id, path, &meta);
+                    walk.linked -= 1;
+                }
                 Ok((real, meta)) => self.visit_file(walk, id, path, &real, &meta),
                 Err(problem) => {
                     let stamp = fs::symlink_metadata(path)
@@ -238,6 +270,7 @@ impl OrderBook {
                             mtime: UNIX_EPOCH,
                             size: 0,
                             hash: 0,
+                            ino: 0,
                         });
                     walk.seen.insert(id.clone());
                     self.record(id, path, stamp, None, Err(problem), walk.events);
@@ -294,9 +327,34 @@ impl OrderBook {
                 continue;
             }
             if let Ok(file_type) = entry.file_type() {
-                self.visit(walk, &entry.path(), file_type);
+                let path = entry.path();
+                if walk.catch_up && walk.linked == 0 && file_type.is_file() && self.unchanged(walk, &path, entry.ino())
+                {
+                    continue;
+                }
+                self.visit(walk, &path, file_type);
             }
         }
+    }
+
+    /// For a catch-up rescan: true (and the entry marked seen) if `path` is a known active order,
+    /// read from that very path, whose inode is still `ino` and whose host is not due to be
+    /// looked up again.
+    fn unchanged(&self, walk: &mut Walk<'_>, path: &Path, ino: u64) -> bool {
+        let Ok(rel) = path.strip_prefix(&self.orders_dir) else {
+            return false;
+        };
+        let Some(entry) = rel.to_str().and_then(|key| self.entries.get(key)) else {
+            return false;
+        };
+        let unchanged = matches!(entry.state, EntryState::Active(_))
+            && entry.order.ino == ino
+            && entry.path == path
+            && !entry.host_lookup_due(walk.now);
+        if unchanged {
+            walk.seen.insert(entry.id.clone());
+        }
+        unchanged
     }
 
     /// Examines one order file; `real` is the file to read (the symlink target, or `path`).
@@ -511,6 +569,7 @@ fn read_open(id: &OrderId, path: &Path, file: fs::File, meta: &Metadata) -> Resu
         mtime: modified(meta),
         size: bytes.len() as u64,
         hash: hasher.finish(),
+        ino: meta.ino(),
     };
     Ok((stamp, bytes))
 }
@@ -729,6 +788,50 @@ mod tests {
             );
         }
         assert!(f.rescan().is_empty(), "an unchanged refusal is not a change");
+    }
+
+    #[test]
+    fn catch_up_finds_new_replaced_and_removed_files_and_rereads_what_it_cannot_trust() {
+        let mut f = Fixture::new();
+        f.write("app/same", VALID);
+        f.write("app/replaced", VALID);
+        f.write("app/gone", VALID);
+        f.write("app/broken", "step: [");
+        f.write("real/t", VALID);
+        symlink("real", f.path("alias")).unwrap();
+        assert_eq!(f.rescan().len(), 5);
+        assert!(f.book.catch_up(SystemTime::now()).is_empty(), "nothing changed");
+
+        f.write("app/new/n", VALID);
+        let staged = f._dir.path().join("replacement");
+        fs::write(&staged, VALID.replace("pings: 3", "pings: 7")).unwrap();
+        fs::rename(&staged, f.path("app/replaced")).unwrap();
+        fs::remove_file(f.path("app/gone")).unwrap();
+        fs::write(f.path("app/broken"), VALID).unwrap();
+        // An edit in place seen through a directory symlink: inotify would not report it.
+        fs::write(f.path("real/t"), VALID.replace("pings: 3", "pings: 8")).unwrap();
+        let events = f.book.catch_up(SystemTime::now());
+        let mut changed: Vec<(String, u32)> = events
+            .iter()
+            .filter_map(|e| match e {
+                OrderEvent::Changed { new, .. } => Some((new.id.to_string(), new.pings)),
+                _ => None,
+            })
+            .collect();
+        changed.sort();
+        assert_eq!(changed, [("alias/t".to_string(), 8), ("app/replaced".to_string(), 7)]);
+        assert_eq!(
+            added_ids(&events),
+            BTreeSet::from(["app/broken".to_string(), "app/new/n".to_string()])
+        );
+        assert!(events.contains(&OrderEvent::Removed(OrderId::new("app/gone").unwrap())));
+        assert_eq!(events.len(), 5, "{events:?}");
+        assert!(f.book.catch_up(SystemTime::now()).is_empty());
+        // The edit in place of a plain file is left to inotify; a full rescan reads it.
+        assert!(f
+            .rescan()
+            .iter()
+            .any(|e| matches!(e, OrderEvent::Changed { new, .. } if new.id.as_str() == "real/t")));
     }
 
     #[test]

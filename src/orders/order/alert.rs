@@ -26,6 +26,7 @@
 
 use super::range::Range;
 use serde::ser::{SerializeMap, Serializer};
+use std::sync::{Arc, LazyLock};
 
 /// What a threshold measures in a result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -313,6 +314,17 @@ impl Alert {
 
     pub fn is_empty(&self) -> bool {
         self.warning.is_empty() && self.critical.is_empty()
+    }
+
+    /// `self` as an order holds it: an empty one is the process's single shared empty value
+    /// (no allocation per order), any other one its own.
+    pub fn shared(self) -> Arc<Alert> {
+        static EMPTY: LazyLock<Arc<Alert>> = LazyLock::new(|| Arc::new(Alert::default()));
+        if self.is_empty() {
+            EMPTY.clone()
+        } else {
+            Arc::new(self)
+        }
     }
 }
 

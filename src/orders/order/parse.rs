@@ -184,7 +184,7 @@ impl OrderParser<'_, '_> {
         };
         let rrd_template = rrd_template(fields.string("rrd_template")?)?;
         let expire = expiry(fields.take("expire"))?;
-        let alert = alert(fields.take("alert"))?;
+        let alert = alert(fields.take("alert"))?.shared();
         let telegraf = self.telegraf(id, &mut fields, telegraf_file)?;
         let section = match fields.take(&probe_name) {
             Some(Value::Mapping(map)) => Fields::new(&format!("{probe_name}."), map)?,

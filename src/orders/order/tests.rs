@@ -612,7 +612,7 @@ fn alert_thresholds_are_parsed_in_block_and_flow_form_with_numbers_or_units() {
     assert!(critical.median.as_ref().unwrap().range.alerts(0.3));
     // The same as the command line's lists give.
     assert_eq!(
-        alert,
+        *alert,
         Alert::parse_lists(
             Some("loss=10%,median=100ms,max=0.5"),
             Some("loss=5,max=1s,median=@0.2:0.4")
@@ -627,7 +627,10 @@ fn alert_thresholds_are_parsed_in_block_and_flow_form_with_numbers_or_units() {
     }
     // A range without `@` needs no quotes.
     let range = parse(&format!("{README_ORDER}alert: {{warning: {{median: 10ms:20ms}}}}\n")).unwrap();
-    assert_eq!(range.order.alert.warning.median.unwrap().range.to_string(), "0.01:0.02");
+    assert_eq!(
+        range.order.alert.warning.median.as_ref().unwrap().range.to_string(),
+        "0.01:0.02"
+    );
 }
 
 #[test]
