@@ -41,7 +41,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::io;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tracing::{debug, info, warn};
@@ -78,11 +78,19 @@ impl IcmpEngine {
     /// [`IcmpEngine::open`], optionally skipping raw sockets (to test the ping-socket path as
     /// root).
     fn open_with(options: &IcmpOptions, raw_allowed: bool) -> Result<IcmpEngine, IcmpError> {
+        IcmpEngine::open_filtered(options, raw_allowed, true)
+    }
+
+    /// [`IcmpEngine::open_with`], optionally without the kernel's BPF reply filter (to prove in a
+    /// test that the filter is what keeps other replies away).
+    fn open_filtered(options: &IcmpOptions, raw_allowed: bool, kernel_filter: bool) -> Result<IcmpEngine, IcmpError> {
         let timeout = Duration::from_millis(options.timeout_ms);
         let context = Arc::new(ReceiverContext {
             table: InflightTable::new(options.send_rate, timeout),
             token: engine_token(),
             stop: AtomicBool::new(false),
+            unmatched: AtomicU64::new(0),
+            kernel_filter,
         });
         let open_default = |family| {
             let key = EndpointKey {
@@ -120,6 +128,12 @@ impl IcmpEngine {
             engine.ipv4_kind, engine.ipv6_kind
         );
         Ok(engine)
+    }
+
+    /// Packets the receivers read that answered none of this engine's requests (with the kernel
+    /// filter in place: none, unless a stale reply of our own outlived its slot).
+    pub fn unmatched_packets(&self) -> u64 {
+        self.context.unmatched.load(Ordering::Relaxed)
     }
 
     /// The kind of the default IPv4 socket (`None`: IPv4 targets are lost).
