@@ -388,6 +388,54 @@ mod tests {
         assert!(Instant::now() < plan.deadline, "answered run waits for the deadline");
     }
 
+    /// Three engines on the same loopback: the replies of one reach the raw sockets of all, and
+    /// the kernel filter keeps them from the other filtered engine, while the unfiltered one
+    /// reads and rejects them. Counted, not slept on: raw sockets queue replies in arrival order,
+    /// so once an engine has its own later replies it has read every earlier foreign one.
+    #[test]
+    fn the_kernel_filter_passes_only_our_own_replies() {
+        let filtered = engine();
+        let other = engine();
+        let unfiltered = IcmpEngine::open_filtered(&IcmpOptions::default(), true, false).expect("engine");
+        let specs: Vec<ProbeSpec> = (1..=50u8).map(|host| spec(IpAddr::from([127, 4, 0, host]))).collect();
+        let plan = || plan(2, Duration::from_millis(20), Duration::from_secs(10));
+        for engine in [&other, &filtered, &unfiltered] {
+            let results = run(engine, &specs, &plan());
+            assert_all_answered(&results, &specs, Duration::from_secs(2));
+        }
+        assert_eq!(filtered.unmatched_packets(), 0);
+        // The 100 replies of `other` and of `filtered` came before `unfiltered`'s own (other
+        // programs' pings on this machine may add more).
+        assert!(unfiltered.unmatched_packets() >= 200, "{}", unfiltered.unmatched_packets());
+    }
+
+    #[test]
+    fn ping_sockets_with_the_filter_answer_batches_of_many_targets() {
+        std::thread::spawn(|| {
+            // SAFETY: unshare only changes this thread's namespace membership.
+            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "unshare: {}", io::Error::last_os_error());
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg("ip link set lo up && echo '0 0' > /proc/sys/net/ipv4/ping_group_range")
+                .status()
+                .expect("sh runs");
+            assert!(status.success());
+            let engine = IcmpEngine::open_with(&IcmpOptions::default(), false).expect("ping sockets");
+            assert_eq!(engine.ipv4_kind(), Some(SocketKind::Datagram));
+            let mut specs: Vec<ProbeSpec> = (0..600u32)
+                .map(|i| spec(IpAddr::from([127, 6, (i / 250) as u8, (i % 250 + 1) as u8])))
+                .collect();
+            specs.push(spec(Ipv6Addr::LOCALHOST.into()));
+            let plan = plan(2, Duration::from_millis(50), Duration::from_secs(20));
+            let results = run(&engine, &specs, &plan);
+            assert_all_answered(&results, &specs, plan.timeout);
+            assert_eq!(engine.unmatched_packets(), 0);
+        })
+        .join()
+        .expect("namespace thread");
+    }
+
     #[test]
     fn rounds_after_the_deadline_are_lost_and_the_run_ends_at_the_deadline() {
         let engine = engine();

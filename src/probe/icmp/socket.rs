@@ -563,6 +563,39 @@ mod tests {
         assert_eq!(monotonic_receive_time(stepped, read_real, read_at), read_at);
     }
 
+    /// Two datagrams 50 ms apart, read with one `recvmmsg`: each keeps its own kernel receive
+    /// time, on the monotonic clock, on its side of a reading taken between them.
+    #[test]
+    fn a_batch_read_together_keeps_each_packets_own_receive_time() {
+        let receiver = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("udp socket");
+        receiver
+            .bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .expect("bind");
+        receiver.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        assert!(enable_receive_timestamps(&receiver));
+        let to = receiver.local_addr().expect("address");
+        let sender = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("udp socket");
+        sender.send_to(b"first", &to).expect("send");
+        std::thread::sleep(Duration::from_millis(25));
+        let between = Instant::now();
+        std::thread::sleep(Duration::from_millis(25));
+        sender.send_to(b"second", &to).expect("send");
+        // Loopback queues both before the second send returns, so one batch holds both.
+        let mut batch = ReceiveBatch::new();
+        assert_eq!(batch.receive(&receiver).expect("recvmmsg"), 2);
+        let read_at = Instant::now();
+        let read_real = SystemTime::now();
+        let (first, first_stamp) = batch.packet(0);
+        assert_eq!(first, b"first");
+        let first_at = monotonic_receive_time(first_stamp.expect("timestamp"), read_real, read_at);
+        let (second, second_stamp) = batch.packet(1);
+        assert_eq!(second, b"second");
+        let second_at = monotonic_receive_time(second_stamp.expect("timestamp"), read_real, read_at);
+        assert!(first_at < between && between < second_at, "{first_at:?} {between:?} {second_at:?}");
+        assert!(second_at - first_at >= Duration::from_millis(50));
+        assert!(second_at <= read_at);
+    }
+
     #[test]
     fn reply_filter_jumps_to_its_drop_and_checks_the_identifier_only_on_raw_sockets() {
         let raw = reply_filter(Family::V4, SocketKind::Raw, 0x0102_0304_0506_0708);
