@@ -74,10 +74,10 @@ fn open_socket(variant: Variant) -> libc::c_int {
     if variant.bpf {
         let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
         let program = [
-            op(0xb1, 0, 0, 0),                   // ldxb 4*([0]&0xf)
-            op(0x48, 0, 0, 0),                   // ldh [x+0]: type, code
-            op(0x15, 0, 7, 0),                   // jeq echo reply 0/0
-            op(0x48, 0, 0, 4),                   // ldh [x+4]: identifier
+            op(0xb1, 0, 0, 0), // ldxb 4*([0]&0xf)
+            op(0x48, 0, 0, 0), // ldh [x+0]: type, code
+            op(0x15, 0, 7, 0), // jeq echo reply 0/0
+            op(0x48, 0, 0, 4), // ldh [x+4]: identifier
             op(0x15, 0, 5, u32::from(IDENTIFIER)),
             op(0x40, 0, 0, 8), // ld [x+8]: token high
             op(0x15, 0, 3, (TOKEN >> 32) as u32),
@@ -186,7 +186,11 @@ fn receive(fd: libc::c_int, variant: Variant, stop: &AtomicBool, ours: &AtomicU6
         for (header, buffer) in headers.iter().zip(&buffers).take(count) {
             let packet = &buffer[..header.msg_len as usize];
             let icmp = &packet[usize::from(packet[0] & 0xf) * 4..];
-            if icmp.len() >= LEN && icmp[0] == 0 && icmp[4..6] == IDENTIFIER.to_be_bytes() && icmp[8..16] == TOKEN.to_be_bytes() {
+            if icmp.len() >= LEN
+                && icmp[0] == 0
+                && icmp[4..6] == IDENTIFIER.to_be_bytes()
+                && icmp[8..16] == TOKEN.to_be_bytes()
+            {
                 ours.fetch_add(1, Ordering::Relaxed);
             }
         }

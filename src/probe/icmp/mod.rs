@@ -18,8 +18,17 @@
 //!   order's source address or interface cannot be bound, the source is of the other family, or
 //!   the kernel refused every echo request (`ENETUNREACH`: no route). Host names are resolved when
 //!   the order is read (an order whose name does not resolve is `unresolved`, never probed).
-//! - RTTs are measured with the monotonic clock from right before `sendto` to right after the
-//!   receiver's `recv`, with 100 ns resolution.
+//! - RTTs are measured with the monotonic clock from the send of the request to the kernel's
+//!   receive timestamp of the reply (`SO_TIMESTAMPNS`, related to the monotonic clock per batch
+//!   read; the read time where the kernel gives none), with 100 ns resolution. A request sent as
+//!   request `i` of `n` in one `sendmmsg` is timed at `i/n` of that call's duration.
+//! - The kernel delivers to a receiver only echo replies with this engine's token (and, on raw
+//!   sockets, its identifier): a classic BPF filter on every socket. What passes and still does
+//!   not match is counted ([`IcmpEngine::unmatched_packets`]).
+//!
+//! Syscalls per ping: one `sendmmsg` per paced chunk (5 ms of the send rate, at most 256
+//! requests) and one `recvmmsg` per batch of replies that arrived together (up to 64); issue 12
+//! in BENCHMARKS.md has the floor program (`benches/floor_icmp.rs`) and the before/after figures.
 
 mod inflight;
 mod options;
@@ -406,7 +415,11 @@ mod tests {
         assert_eq!(filtered.unmatched_packets(), 0);
         // The 100 replies of `other` and of `filtered` came before `unfiltered`'s own (other
         // programs' pings on this machine may add more).
-        assert!(unfiltered.unmatched_packets() >= 200, "{}", unfiltered.unmatched_packets());
+        assert!(
+            unfiltered.unmatched_packets() >= 200,
+            "{}",
+            unfiltered.unmatched_packets()
+        );
     }
 
     #[test]

@@ -113,9 +113,7 @@ pub fn parse_echo_reply(framing: Framing, token: u64, packet: &[u8]) -> Option<u
     let key = read_u32(icmp, 16)?;
     let header_matches = match framing {
         Framing::Datagram(_) => read_u16(icmp, 6)? == key as u16,
-        Framing::RawV4 | Framing::RawV6 => {
-            read_u16(icmp, 4)? == identifier(token) && read_u16(icmp, 6)? == key as u16
-        }
+        Framing::RawV4 | Framing::RawV6 => read_u16(icmp, 4)? == identifier(token) && read_u16(icmp, 6)? == key as u16,
     };
     header_matches.then_some(key)
 }

@@ -8,6 +8,9 @@
 //! unsent, unanswered, answered too late or cut off by the deadline — or, for a target without a
 //! socket, or none of whose echo requests the kernel took (`sendto` failed every time: no route,
 //! a local firewall), a failure with the reason: nothing was sent, nothing can have been lost.
+//! Each paced chunk goes out with one `sendmmsg` per socket; every slot of the chunk is claimed
+//! in the in-flight table before the call (so no reply can arrive unclaimed) and given its send
+//! time after it (request `i` of `n` at `i/n` of the call), before the round can be harvested.
 
 use super::inflight::{InflightTable, Pacer};
 use super::socket::{Endpoint, SendBatch};

@@ -148,7 +148,10 @@ impl Endpoint {
             };
             match usize::try_from(sent) {
                 Ok(0) => {
-                    outcome(at, Err(io::Error::new(io::ErrorKind::WriteZero, "sendmmsg sent nothing")));
+                    outcome(
+                        at,
+                        Err(io::Error::new(io::ErrorKind::WriteZero, "sendmmsg sent nothing")),
+                    );
                     at += 1;
                 }
                 Ok(sent) => {
@@ -532,9 +535,9 @@ impl ReceiveBatch {
             while !cmsg.is_null() {
                 if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == SCM_TIMESTAMPNS {
                     let time = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
-                    stamp = u64::try_from(time.tv_sec).ok().map(|seconds| {
-                        SystemTime::UNIX_EPOCH + Duration::new(seconds, time.tv_nsec as u32)
-                    });
+                    stamp = u64::try_from(time.tv_sec)
+                        .ok()
+                        .map(|seconds| SystemTime::UNIX_EPOCH + Duration::new(seconds, time.tv_nsec as u32));
                 }
                 cmsg = libc::CMSG_NXTHDR(&header.msg_hdr, cmsg);
             }
@@ -571,7 +574,9 @@ mod tests {
         receiver
             .bind(&SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0))))
             .expect("bind");
-        receiver.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
         assert!(enable_receive_timestamps(&receiver));
         let to = receiver.local_addr().expect("address");
         let sender = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("udp socket");
@@ -591,7 +596,10 @@ mod tests {
         let (second, second_stamp) = batch.packet(1);
         assert_eq!(second, b"second");
         let second_at = monotonic_receive_time(second_stamp.expect("timestamp"), read_real, read_at);
-        assert!(first_at < between && between < second_at, "{first_at:?} {between:?} {second_at:?}");
+        assert!(
+            first_at < between && between < second_at,
+            "{first_at:?} {between:?} {second_at:?}"
+        );
         assert!(second_at - first_at >= Duration::from_millis(50));
         assert!(second_at <= read_at);
     }
