@@ -1,20 +1,25 @@
 //! The engine-wide table of echo requests in flight, and the send pacer.
 //!
 //! Owns nothing on disk. The table is preallocated at engine start and indexed by the low bits
-//! of a 32-bit key handed out by a counter; a slot holds one word `key << 32 | rtt` so a reply is
-//! recorded with a single compare-and-swap, only if the slot still belongs to that key and has no
-//! answer yet. A reply to a key whose slot was reused is therefore dropped, never attributed to
-//! the newer ping. No locks and no allocation per packet.
+//! of a 32-bit key handed out by a counter; a slot holds one word `key << 32 | received` (the
+//! receive time in 100 ns ticks, modulo 2^32, 0 = no answer yet) so a reply is recorded with a
+//! single compare-and-swap, only if the slot still belongs to that key and has no answer yet. A
+//! reply to a key whose slot was reused is therefore dropped, never attributed to the newer ping.
+//! The send time sits beside it and may be set after the slot was claimed (a batch of requests
+//! is claimed before one `sendmmsg` and timed after it), because the RTT is computed when it is
+//! read, not when the reply arrives. No locks and no allocation per packet.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// RTTs are stored in ticks of 100 ns (32 bits: up to ~429 s).
+/// Times are stored in ticks of 100 ns.
 const TICK_NANOS: u64 = 100;
+/// The largest reservation (and `sendmmsg` batch) of the pacer.
+pub const MAX_CHUNK: u32 = 256;
 
 /// The in-flight table.
 pub struct InflightTable {
-    /// `key << 32 | rtt_ticks`; rtt_ticks 0 = no answer yet.
+    /// `key << 32 | received_ticks`; 0 = no answer yet.
     states: Box<[AtomicU64]>,
     /// Send time of the slot's ping, nanoseconds since `epoch`.
     sent_nanos: Box<[AtomicU64]>,
@@ -45,35 +50,55 @@ impl InflightTable {
         self.next_key.fetch_add(count, Ordering::Relaxed)
     }
 
-    /// Claims the slot of `key` for a ping about to be sent now; returns the send time.
-    /// Call right before `sendto`.
+    /// Claims the slot of `key` for a ping about to be sent now and sets its send time to now;
+    /// returns it. Call right before `sendto`.
+    #[cfg(test)]
     pub fn mark_sent(&self, key: u32) -> Instant {
+        self.claim(key);
+        let now = Instant::now();
+        self.set_sent(key, now);
+        now
+    }
+
+    /// Claims the slot of `key` for a ping about to be sent: from now on a reply to `key` is
+    /// recorded. Call before the request can leave; then [`InflightTable::set_sent`].
+    pub fn claim(&self, key: u32) {
         let index = (key & self.mask) as usize;
         self.states[index].store(u64::from(key) << 32, Ordering::SeqCst);
-        let now = Instant::now();
-        self.sent_nanos[index].store(self.nanos_since_epoch(now), Ordering::SeqCst);
-        now
+    }
+
+    /// Sets the send time of the claimed `key` (before its RTT is read).
+    pub fn set_sent(&self, key: u32, at: Instant) {
+        let index = (key & self.mask) as usize;
+        self.sent_nanos[index].store(self.nanos_since_epoch(at), Ordering::SeqCst);
     }
 
     /// Records a reply to `key` received at `received`; ignored when the slot belongs to another
     /// key or already holds an answer (duplicates keep the first).
     pub fn record_reply(&self, key: u32, received: Instant) {
         let index = (key & self.mask) as usize;
-        let state = self.states[index].load(Ordering::SeqCst);
-        if state != u64::from(key) << 32 {
-            return;
-        }
-        let sent = self.sent_nanos[index].load(Ordering::SeqCst);
-        let rtt = self.nanos_since_epoch(received).saturating_sub(sent);
-        let ticks = (rtt / TICK_NANOS).clamp(1, u64::from(u32::MAX));
-        let _ = self.states[index].compare_exchange(state, state | ticks, Ordering::SeqCst, Ordering::SeqCst);
+        let claimed = u64::from(key) << 32;
+        let ticks = ((self.nanos_since_epoch(received) / TICK_NANOS) as u32).max(1);
+        let _ = self.states[index].compare_exchange(
+            claimed,
+            claimed | u64::from(ticks),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
 
-    /// The recorded RTT of `key`, if it was answered and the slot was not reused since.
+    /// The RTT of `key` (at least one tick), if it was answered and the slot was not reused
+    /// since. RTTs up to 2^31 ticks (~214 s) are exact; timeouts are far shorter.
     pub fn rtt(&self, key: u32) -> Option<Duration> {
-        let state = self.states[(key & self.mask) as usize].load(Ordering::SeqCst);
-        let ticks = state & u64::from(u32::MAX);
-        (state >> 32 == u64::from(key) && ticks != 0).then(|| Duration::from_nanos(ticks * TICK_NANOS))
+        let index = (key & self.mask) as usize;
+        let state = self.states[index].load(Ordering::SeqCst);
+        let received = (state & u64::from(u32::MAX)) as u32;
+        if state >> 32 != u64::from(key) || received == 0 {
+            return None;
+        }
+        let sent = (self.sent_nanos[index].load(Ordering::SeqCst) / TICK_NANOS) as u32;
+        let ticks = (received.wrapping_sub(sent) as i32).max(1);
+        Some(Duration::from_nanos(ticks as u64 * TICK_NANOS))
     }
 
     /// Number of slots (keys in flight without reuse).
@@ -102,8 +127,9 @@ impl Pacer {
     pub fn new(rate: u32) -> Pacer {
         let rate = rate.max(1);
         let period_nanos = 1_000_000_000u64.div_ceil(u64::from(rate));
-        // About a millisecond of packets per reservation keeps sleeps coarse and bursts small.
-        let chunk = (rate / 1000).clamp(1, 64);
+        // About 5 ms of packets per reservation (250 at the default 50,000/s), sent with one
+        // sendmmsg: few sleeps and syscalls, bursts still small (16 KB of requests).
+        let chunk = (rate / 200).clamp(1, MAX_CHUNK);
         Pacer {
             period_nanos,
             burst_nanos: period_nanos * u64::from(chunk),

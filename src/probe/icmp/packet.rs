@@ -3,7 +3,9 @@
 //! Owns nothing on disk. Invariants: [`parse_echo_reply`] never panics and accepts only an echo
 //! REPLY whose payload carries this engine's token (so our own looped-back requests, other
 //! programs' pings, truncated and corrupted packets are all rejected); every request built here
-//! carries the key it was sent with in both the header (identifier/sequence) and the payload.
+//! carries the engine's identifier ([`identifier`], from its token) in the header, the key's low
+//! 16 bits as the sequence and the whole key after the token in the payload, so a kernel filter
+//! can pass only our replies by identifier and token (`socket.rs`).
 
 /// ICMPv4 echo reply / request types.
 const ICMPV4_ECHO_REPLY: u8 = 0;
@@ -18,6 +20,23 @@ const HEADER_LEN: usize = 8;
 const PAYLOAD_LEN: usize = 16;
 /// Length of every echo request this engine sends.
 pub const REQUEST_LEN: usize = HEADER_LEN + PAYLOAD_LEN;
+/// Offsets inside the ICMP message (header included) that the kernel filter reads.
+pub const IDENTIFIER_AT: u32 = 4;
+pub const TOKEN_AT: u32 = 8;
+
+/// The echo identifier of the engine with `token` (raw sockets; a datagram socket's identifier
+/// is chosen by the kernel).
+pub fn identifier(token: u64) -> u16 {
+    (token >> 48) as u16
+}
+
+/// The ICMP type and code of an echo reply, as the 16-bit word the kernel filter compares.
+pub fn echo_reply_type_code(family: Family) -> u16 {
+    match family {
+        Family::V4 => u16::from(ICMPV4_ECHO_REPLY) << 8,
+        Family::V6 => u16::from(ICMPV6_ECHO_REPLY) << 8,
+    }
+}
 
 /// Which ICMP flavour a packet belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,8 +61,8 @@ pub enum Framing {
 
 /// Builds the echo request for `key` into `buf` and returns its length.
 ///
-/// The identifier is the key's high half and the sequence its low half, so raw sockets have
-/// 2^32 distinct in-flight keys; the payload repeats the key after the engine token. The IPv4
+/// The identifier is the engine's ([`identifier`]) and the sequence the key's low half; the
+/// payload carries the whole key after the engine token, so 2^32 keys stay distinct. The IPv4
 /// checksum is computed here; for ICMPv6 the kernel fills it in (the field is left zero).
 pub fn build_echo_request(family: Family, token: u64, key: u32, buf: &mut [u8; REQUEST_LEN]) -> usize {
     let kind = match family {
@@ -53,7 +72,8 @@ pub fn build_echo_request(family: Family, token: u64, key: u32, buf: &mut [u8; R
     buf[0] = kind;
     buf[1] = 0;
     buf[2..4].fill(0);
-    buf[4..8].copy_from_slice(&key.to_be_bytes());
+    buf[4..6].copy_from_slice(&identifier(token).to_be_bytes());
+    buf[6..8].copy_from_slice(&(key as u16).to_be_bytes());
     buf[8..16].copy_from_slice(&token.to_be_bytes());
     buf[16..20].copy_from_slice(&key.to_be_bytes());
     buf[20..24].fill(0);
@@ -93,7 +113,7 @@ pub fn parse_echo_reply(framing: Framing, token: u64, packet: &[u8]) -> Option<u
     let key = read_u32(icmp, 16)?;
     let header_matches = match framing {
         Framing::Datagram(_) => read_u16(icmp, 6)? == key as u16,
-        Framing::RawV4 | Framing::RawV6 => read_u32(icmp, 4)? == key,
+        Framing::RawV4 | Framing::RawV6 => read_u16(icmp, 4)? == identifier(token) && read_u16(icmp, 6)? == key as u16,
     };
     header_matches.then_some(key)
 }
@@ -177,7 +197,9 @@ mod tests {
         let packet = request(Family::V4);
         assert_eq!(internet_checksum(&packet), 0);
         assert_eq!(packet[0], ICMPV4_ECHO_REQUEST);
-        assert_eq!(read_u32(&packet, 4), Some(KEY));
+        assert_eq!(read_u16(&packet, 4), Some(identifier(TOKEN)));
+        assert_eq!(read_u16(&packet, 6), Some(KEY as u16));
+        assert_eq!(read_u32(&packet, 16), Some(KEY));
     }
 
     #[test]

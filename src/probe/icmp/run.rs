@@ -8,10 +8,12 @@
 //! unsent, unanswered, answered too late or cut off by the deadline — or, for a target without a
 //! socket, or none of whose echo requests the kernel took (`sendto` failed every time: no route,
 //! a local firewall), a failure with the reason: nothing was sent, nothing can have been lost.
+//! Each paced chunk goes out with one `sendmmsg` per socket; every slot of the chunk is claimed
+//! in the in-flight table before the call (so no reply can arrive unclaimed) and given its send
+//! time after it (request `i` of `n` at `i/n` of the call), before the round can be harvested.
 
 use super::inflight::{InflightTable, Pacer};
-use super::packet::{build_echo_request, REQUEST_LEN};
-use super::socket::Endpoint;
+use super::socket::{Endpoint, SendBatch};
 use crate::probe::{Outcome, ProbeFailure, Rtts, RunPlan};
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -98,8 +100,9 @@ fn round_start(plan: &RunPlan, index: usize) -> Option<Instant> {
     plan.start.checked_add(offset)
 }
 
-/// Sends one echo request per sendable target, in paced chunks; harvests expired rounds between
-/// chunks so in-flight slots are read before they can be reused.
+/// Sends one echo request per sendable target, in paced chunks, each chunk with one `sendmmsg`
+/// per socket; harvests expired rounds between chunks so in-flight slots are read before they
+/// can be reused.
 #[allow(clippy::too_many_arguments)]
 fn send_round(
     engine: &EngineParts,
@@ -113,8 +116,9 @@ fn send_round(
 ) -> Round {
     let mut keys = vec![None; targets.len()];
     let mut last_send = Instant::now();
-    let mut packet = [0u8; REQUEST_LEN];
-    for chunk in sendable.chunks(engine.pacer.chunk() as usize) {
+    let chunk_size = engine.pacer.chunk() as usize;
+    let mut batch = SendBatch::with_capacity(chunk_size);
+    for chunk in sendable.chunks(chunk_size) {
         harvest_expired(engine, plan, pending, results);
         let count = chunk.len() as u32;
         let at = engine.pacer.reserve(count);
@@ -123,21 +127,17 @@ fn send_round(
         }
         sleep_until(at);
         let first_key = engine.table.reserve_keys(count);
-        for (offset, &t) in chunk.iter().enumerate() {
-            let target = &targets[t];
-            let Ok(endpoint) = &target.endpoint else {
+        let keyed: Vec<(usize, u32)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(offset, &t)| (t, first_key.wrapping_add(offset as u32)))
+            .collect();
+        // Consecutive targets on the same socket share one sendmmsg (normally the whole chunk).
+        for group in keyed.chunk_by(|a, b| same_endpoint(&targets[a.0], &targets[b.0])) {
+            let Ok(endpoint) = &targets[group[0].0].endpoint else {
                 continue;
             };
-            let key = first_key.wrapping_add(offset as u32);
-            let len = build_echo_request(endpoint.family, engine.token, key, &mut packet);
-            last_send = engine.table.mark_sent(key);
-            match endpoint.send_to(&packet[..len], target.address) {
-                Ok(()) => {
-                    keys[t] = Some(key);
-                    failures.sent(t);
-                }
-                Err(e) => failures.note(t, target.address, e),
-            }
+            last_send = send_group(engine, endpoint, targets, group, &mut batch, &mut keys, failures);
         }
     }
     Round {
@@ -146,6 +146,52 @@ fn send_round(
         expires: last_send + plan.timeout,
         answered_upto: 0,
     }
+}
+
+fn same_endpoint(a: &RunTarget, b: &RunTarget) -> bool {
+    match (&a.endpoint, &b.endpoint) {
+        (Ok(a), Ok(b)) => Arc::ptr_eq(a, b),
+        _ => false,
+    }
+}
+
+/// Sends the requests of `group` (target, key) through `endpoint` with one `sendmmsg` and returns
+/// when it was done. Every slot is claimed before the call; request `i` of `n` is timed as sent
+/// at `start + i/n` of the call's duration (the kernel handles them one after the other, and on
+/// loopback builds each reply inside the call), so batching does not add the earlier requests'
+/// sending to a later one's RTT.
+fn send_group(
+    engine: &EngineParts,
+    endpoint: &Endpoint,
+    targets: &[RunTarget],
+    group: &[(usize, u32)],
+    batch: &mut SendBatch,
+    keys: &mut [Option<u32>],
+    failures: &mut SendFailures,
+) -> Instant {
+    batch.clear();
+    for &(t, key) in group {
+        engine.table.claim(key);
+        batch.push(endpoint.family, engine.token, key, targets[t].address);
+    }
+    let start = Instant::now();
+    endpoint.send_batch(batch, |i, result| {
+        let (t, key) = group[i];
+        match result {
+            Ok(()) => {
+                keys[t] = Some(key);
+                failures.sent(t);
+            }
+            Err(e) => failures.note(t, targets[t].address, e),
+        }
+    });
+    let end = Instant::now();
+    let spread = end.saturating_duration_since(start);
+    let n = group.len() as u32;
+    for (i, &(_, key)) in group.iter().enumerate() {
+        engine.table.set_sent(key, start + spread * i as u32 / n);
+    }
+    end
 }
 
 /// Sleeps until `until`, harvesting rounds that expire meanwhile.
