@@ -33,7 +33,7 @@ use super::hostname;
 use super::number::{write_integer, write_number};
 use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
 use super::{DeliveryError, Encoder, OutboxBounds, RetryPolicy, Transport};
-use crate::shared::measurement::Metric;
+use crate::shared::measurement::MetricRef;
 use crate::shared::measurement::OrderResult;
 use crate::shared::option::{check_printable, check_seconds, seconds, InvalidOption};
 use crate::shared::stats::PingStats;
@@ -249,13 +249,13 @@ impl GraphiteEncoder {
     }
 
     /// Appends the line of `metric`; returns 1, or 0 if its value is not finite.
-    pub fn encode_metric(&self, metric: &Metric, out: &mut Vec<u8>) -> usize {
+    pub fn encode_metric(&self, metric: MetricRef<'_>, out: &mut Vec<u8>) -> usize {
         if !metric.value.is_finite() {
             tracing::debug!(path = %metric.path, value = metric.value, "metric without a finite value left out");
             return 0;
         }
         out.extend_from_slice(self.prefix.as_bytes());
-        write_metric_path(out, &metric.path);
+        write_metric_path(out, metric.path);
         write_tail(out, b"", metric.value, metric.time);
         1
     }
@@ -266,7 +266,7 @@ impl Encoder for GraphiteEncoder {
         GraphiteEncoder::encode_result(self, result, out)
     }
 
-    fn encode_metric(&self, metric: &Metric, out: &mut Vec<u8>) -> usize {
+    fn encode_metric(&self, metric: MetricRef<'_>, out: &mut Vec<u8>) -> usize {
         GraphiteEncoder::encode_metric(self, metric, out)
     }
 }
@@ -402,7 +402,7 @@ impl Transport for GraphiteTransport {
 mod tests {
     use super::*;
     use crate::process::handoff::SinkBatch;
-    use crate::shared::measurement::OrderId;
+    use crate::shared::measurement::{Metric, OrderId};
 
     fn result(id: &str, rtts: Vec<Option<f64>>) -> OrderResult {
         OrderResult::builder(OrderId::new(id).unwrap(), 1_700_000_000)
