@@ -2,7 +2,8 @@
 //!
 //! Each round gives every [`ResultSink`] one [`SinkBatch`] (the round's ping results and
 //! HAProxy metrics) before it removes the snapshots they came from; self-metrics hand their
-//! samples through the same call. A sink's `accept` returns `Ok` only once what it takes of the
+//! samples through the same call. A round's HAProxy metrics come as one [`MetricBlock`] per
+//! snapshot ([`SinkBatch::blocks`]), which sinks read through [`SinkBatch::all_metrics`]. A sink's `accept` returns `Ok` only once what it takes of the
 //! batch is durable on this machine (in its outbox), or a [`SinkError`] and the snapshots stay
 //! in `incoming/` to be retried. Each batch says what [`Kind`] of data it holds, so every sink
 //! takes only the kinds its route names (`crate::sink::route`); a sink that takes nothing of a
@@ -12,7 +13,7 @@
 //! `crate::sink` implements the trait and the commands hand the started sinks to the
 //! [`super::Processor`]. Owns nothing on disk.
 
-use crate::shared::measurement::{Metric, OrderResult};
+use crate::shared::measurement::{Metric, MetricBlock, MetricRef, OrderResult};
 
 /// A kind of data a sink can take (its `takes:` in the config).
 ///
@@ -57,6 +58,8 @@ pub struct SinkBatch<'a> {
     /// Metrics, with their path as their producer spells it (`haproxy.frontend.www.scur`,
     /// `spoolmon.orders.active`): without any sink's namespace or host.
     pub metrics: &'a [Metric],
+    /// More metrics of the same kind, in blocks (one per HAProxy snapshot), after `metrics`.
+    pub blocks: &'a [MetricBlock],
     /// What `metrics` are.
     pub metric_kind: MetricKind,
 }
@@ -67,6 +70,18 @@ impl<'a> SinkBatch<'a> {
         SinkBatch {
             results,
             metrics,
+            blocks: &[],
+            metric_kind: MetricKind::Haproxy,
+        }
+    }
+
+    /// A processing round's batch: ping results and the HAProxy metrics of its snapshots, one
+    /// block each.
+    pub fn round_blocks(results: &'a [OrderResult], blocks: &'a [MetricBlock]) -> SinkBatch<'a> {
+        SinkBatch {
+            results,
+            metrics: &[],
+            blocks,
             metric_kind: MetricKind::Haproxy,
         }
     }
@@ -76,12 +91,27 @@ impl<'a> SinkBatch<'a> {
         SinkBatch {
             results: &[],
             metrics,
+            blocks: &[],
             metric_kind: MetricKind::SelfMetrics,
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.results.is_empty() && self.metrics.is_empty()
+        self.results.is_empty() && self.metric_count() == 0
+    }
+
+    /// How many metrics the batch holds, in `metrics` and `blocks`.
+    pub fn metric_count(&self) -> usize {
+        self.metrics.len() + self.blocks.iter().map(MetricBlock::len).sum::<usize>()
+    }
+
+    /// Every metric: `metrics`, then each block's.
+    pub fn all_metrics(&self) -> impl Iterator<Item = MetricRef<'a>> + use<'a> {
+        let (metrics, blocks) = (self.metrics, self.blocks);
+        metrics
+            .iter()
+            .map(MetricRef::from)
+            .chain(blocks.iter().flat_map(MetricBlock::iter))
     }
 }
 

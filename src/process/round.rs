@@ -33,7 +33,7 @@ use crate::output::{archive, last_result, rrd::RrdWriter};
 use crate::process::handoff::ResultSink;
 use crate::process::handoff::SinkBatch;
 use crate::process::haproxy::{self, HaproxyOptions, HaproxySnapshotError};
-use crate::shared::measurement::Metric;
+use crate::shared::measurement::MetricBlock;
 use crate::shared::measurement::{OrderId, OrderResult, RrdTemplate};
 use crate::spool::atomic::{sync_filesystem, StagedFile};
 use crate::spool::beneath::Dir;
@@ -179,9 +179,10 @@ pub struct Processor {
 struct Loaded {
     name: SnapshotName,
     results: Vec<OrderResult>,
-    /// HAProxy aggregates (and their self-metrics): for the sinks only. Moved out into the
-    /// sinks' batch when every sink gets the same, so use `has_metrics` to ask whether it had any.
-    metrics: Vec<Metric>,
+    /// HAProxy aggregates (and their self-metrics), one block: for the sinks only. Moved out
+    /// into the sinks' batch when every sink gets the same, so use `has_metrics` to ask whether
+    /// it had any.
+    metrics: MetricBlock,
     /// Whether the snapshot had metrics when it was read (`metrics` may have been moved out).
     has_metrics: bool,
     /// `last_result` and sinks were done in an earlier round; only RRD updates are left.
@@ -617,7 +618,7 @@ impl Processor {
         incoming: &Dir,
         name: &SnapshotName,
         bounds: &PingBounds,
-    ) -> Result<(Vec<OrderResult>, Vec<Metric>), LoadError> {
+    ) -> Result<(Vec<OrderResult>, MetricBlock), LoadError> {
         let bad = |reason: String| LoadError {
             fault: Fault::Permanent,
             reason,
@@ -634,7 +635,7 @@ impl Processor {
         let has_ping_file = snapshot.kind(PING_FILE).map_err(io_error)?.is_some();
         if has_ping_file {
             return read_ping(&snapshot, bounds)
-                .map(|(_, results)| (results, Vec::new()))
+                .map(|(_, results)| (results, MetricBlock::default()))
                 .map_err(|e| match &e {
                     PingSnapshotError::Io(io) => LoadError {
                         fault: fault::of_io(io),
@@ -647,7 +648,7 @@ impl Processor {
         // snapshot swapped for a symlink after it was opened is never followed.
         // Its listing and reads are I/O like any other: only content errors are the snapshot's.
         let dir = snapshot.fd_path();
-        match haproxy::aggregate(&dir, name.epoch, &self.haproxy) {
+        match haproxy::aggregate_block(&dir, name.epoch, &self.haproxy) {
             Ok(aggregate) => Ok((Vec::new(), aggregate.metrics)),
             Err(HaproxySnapshotError::NoProcesses) => Err(bad(format!(
                 "unknown snapshot kind: neither {PING_FILE} nor HAProxy <socket>_info/<socket>_stat files"
@@ -862,18 +863,21 @@ impl Processor {
                 .collect();
             results.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
             // Metrics are only needed here: moved, not copied, when every sink gets the same
-            // (a HAProxy snapshot has ~80,000).
-            let mut metrics: Vec<Metric> = Vec::new();
-            for &i in &need {
-                if only_group {
-                    metrics.append(&mut loaded[i].metrics);
-                } else {
-                    metrics.extend(loaded[i].metrics.iter().cloned());
-                }
-            }
+            // (a HAProxy snapshot has ~80,000). One block per snapshot.
+            let blocks: Vec<MetricBlock> = need
+                .iter()
+                .map(|&i| {
+                    if only_group {
+                        std::mem::take(&mut loaded[i].metrics)
+                    } else {
+                        loaded[i].metrics.clone()
+                    }
+                })
+                .filter(|block| !block.is_empty())
+                .collect();
             for sink_index in sink_indexes {
                 let sink = &self.sinks[sink_index];
-                match sink.accept(SinkBatch::round(&results, &metrics)) {
+                match sink.accept(SinkBatch::round_blocks(&results, &blocks)) {
                     Ok(()) => {
                         for &i in &need {
                             self.delivered
@@ -1231,7 +1235,7 @@ mod tests {
             }
             let mut accepted = self.accepted.lock().unwrap();
             accepted.extend(batch.results.iter().map(|r| (r.id.clone(), r.time)));
-            self.metrics.fetch_add(batch.metrics.len(), Ordering::Relaxed);
+            self.metrics.fetch_add(batch.metric_count(), Ordering::Relaxed);
             Ok(())
         }
     }

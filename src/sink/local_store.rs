@@ -13,7 +13,7 @@ use crate::process::handoff::Kind as DataKind;
 use crate::process::handoff::ResultSink;
 use crate::process::handoff::SinkBatch;
 use crate::process::handoff::SinkError;
-use crate::shared::measurement::Metric;
+use crate::shared::measurement::MetricRef;
 use crate::shared::measurement::OrderResult;
 use crate::shared::option::InvalidOption;
 use serde::{Deserialize, Serialize};
@@ -119,7 +119,7 @@ pub struct LocalStore {
 #[derive(Default)]
 struct TimeSlice<'a> {
     results: Vec<&'a OrderResult>,
-    metrics: Vec<&'a Metric>,
+    metrics: Vec<MetricRef<'a>>,
 }
 
 impl LocalStore {
@@ -143,7 +143,7 @@ impl LocalStore {
             self.encoder.encode_result(result, buffer);
         }
         for metric in &slice.metrics {
-            self.encoder.encode_metric(metric, buffer);
+            self.encoder.encode_metric(*metric, buffer);
         }
         if buffer.is_empty() {
             return Ok(());

@@ -16,7 +16,7 @@
 //!   filtered while encoding: nothing is copied, and a batch it takes nothing of appends nothing.
 
 use crate::process::handoff::SinkBatch;
-use crate::shared::measurement::{Metric, OrderResult};
+use crate::shared::measurement::{MetricRef, OrderResult};
 use crate::shared::option::InvalidOption;
 use route::Route;
 
@@ -38,7 +38,7 @@ pub trait Encoder: Send + Sync {
     /// Appends the lines of one ping result to `out`; returns how many lines it appended.
     fn encode_result(&self, result: &OrderResult, out: &mut Vec<u8>) -> usize;
     /// Appends the line(s) of one metric to `out`; returns how many lines it appended.
-    fn encode_metric(&self, metric: &Metric, out: &mut Vec<u8>) -> usize;
+    fn encode_metric(&self, metric: MetricRef<'_>, out: &mut Vec<u8>) -> usize;
 
     /// Appends the lines of what `route` takes of `batch`; returns how many lines it appended.
     fn encode_routed(&self, batch: SinkBatch<'_>, route: &Route, out: &mut Vec<u8>) -> usize {
@@ -50,7 +50,7 @@ pub trait Encoder: Send + Sync {
     /// Appends the lines of all of `batch`; returns how many lines it appended.
     fn encode(&self, batch: SinkBatch<'_>, out: &mut Vec<u8>) -> usize {
         let results: usize = batch.results.iter().map(|r| self.encode_result(r, out)).sum();
-        let metrics: usize = batch.metrics.iter().map(|m| self.encode_metric(m, out)).sum();
+        let metrics: usize = batch.all_metrics().map(|m| self.encode_metric(m, out)).sum();
         results + metrics
     }
 }

@@ -29,7 +29,7 @@
 //! the sinks' `accept` (`super::queued`, `super::local_store`).
 
 use crate::process::handoff::{self, SinkBatch};
-use crate::shared::measurement::{Metric, OrderResult};
+use crate::shared::measurement::{MetricRef, OrderResult};
 use crate::shared::option::InvalidOption;
 use regex::{Regex, RegexBuilder};
 use serde::{Deserialize, Serialize};
@@ -221,16 +221,16 @@ impl Route {
     }
 
     /// The metrics of `batch` this sink takes, in batch order.
-    pub fn metrics<'s, 'b>(&'s self, batch: SinkBatch<'b>) -> impl Iterator<Item = &'b Metric> + use<'s, 'b> {
-        let metrics = if self.takes(batch.metric_kind.kind()) {
-            batch.metrics
+    pub fn metrics<'s, 'b>(&'s self, batch: SinkBatch<'b>) -> impl Iterator<Item = MetricRef<'b>> + use<'s, 'b> {
+        let batch = if self.takes(batch.metric_kind.kind()) {
+            batch
         } else {
-            &[]
+            SinkBatch::default()
         };
         let all = self.metrics.is_everything();
-        metrics
-            .iter()
-            .filter(move |metric| all || self.metrics.passes(&metric.path))
+        batch
+            .all_metrics()
+            .filter(move |metric| all || self.metrics.passes(metric.path))
     }
 }
 
@@ -438,7 +438,7 @@ fn escaped(c: char) -> String {
 mod tests {
     use super::*;
     use crate::process::handoff::MetricKind;
-    use crate::shared::measurement::OrderId;
+    use crate::shared::measurement::{Metric, OrderId};
 
     fn matches(pattern: &str, separator: char, text: &str) -> bool {
         let filter = Filter::new("k", &[pattern.to_string()], &[], separator).unwrap();
@@ -637,7 +637,7 @@ mod tests {
         let route = keys(&[Kind::Ping, Kind::Haproxy], &orders, &globs).compile().unwrap();
         let ids: Vec<&str> = route.results(round).map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["web/a"]);
-        let paths: Vec<&str> = route.metrics(round).map(|m| m.path.as_str()).collect();
+        let paths: Vec<&str> = route.metrics(round).map(|m| m.path).collect();
         assert_eq!(paths, ["haproxy.frontend.www.scur"]);
         assert_eq!(route.metrics(samples).count(), 0, "does not take self");
         assert!(!route.takes(handoff::Kind::SelfMetrics));

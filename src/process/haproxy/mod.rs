@@ -4,7 +4,9 @@
 //! A snapshot directory named by its time (`<epoch>[-<source>-<seq>]`) holding, per HAProxy
 //! process, `<socket>_info` (`show info`) and `<socket>_stat` (`show stat` CSV), each ending
 //! with the empty line that ends every HAProxy answer. Other files in the directory are
-//! ignored. [`aggregate`] reads it and returns the metrics; it never writes or removes anything.
+//! ignored. [`aggregate_block`] reads it and returns the metrics in one [`MetricBlock`] (what
+//! processing hands to the sinks); [`aggregate`] gives them as separate [`Metric`]s. Neither
+//! writes or removes anything.
 //!
 //! # What is computed (haproxystats 0.5.1, checked line by line by `tests/haproxy_parity.rs`)
 //! - daemon (`show info`): 37 fields summed, `Idle_pct` and `Uptime_sec` averaged. CpuUsagePct
@@ -71,8 +73,13 @@
 //! the whole bench process: the CSV is parsed by hand straight into per-kind column vectors
 //! (commas found eight bytes at a time), names become integer keys, polars groups and reduces
 //! the columns on the calling thread, and the daemon part (40 numbers) is plain Rust. Half the
-//! time is parsing, a third building the 78,455 metric paths. `cargo bench --bench haproxy`
-//! measures it.
+//! time is parsing, a third building the 78,455 metric paths, which go into one string of a
+//! [`MetricBlock`] (no `String` per metric: the sinks encode from it; issue 12 measured the
+//! end-to-end gain in BENCHMARKS.md). `cargo bench --bench haproxy` measures it.
+//!
+//! Where polars earns its place: the three group-bys (stable, sum/mean per column) of
+//! [`proxies`]. Where it does not and is not used: parsing (by hand, see [`stat`]), the daemon
+//! part and `TotalServers` (plain Rust, cheaper than a query).
 
 mod catalog;
 mod daemon;
@@ -91,7 +98,7 @@ pub use error::HaproxySnapshotError;
 pub use options::{GroupPattern, GroupPatterns, HaproxyOptions, MetricNames};
 pub use snapshot::is_haproxy_snapshot;
 
-use crate::shared::measurement::Metric;
+use crate::shared::measurement::{Metric, MetricBlock};
 use exclusions::Exclusions;
 use info::DaemonFields;
 use paths::{Grouping, MetricBuffer, SELF_METRICS};
@@ -110,10 +117,34 @@ pub struct Aggregate {
     pub processes: Vec<String>,
 }
 
-/// Aggregates the snapshot in `dir` (haproxystats layout) into metrics at `time`.
+/// What one snapshot became, its metrics in one [`MetricBlock`] (what processing hands to
+/// the sinks: no `String` per metric).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggregateBlock {
+    /// Every metric, self-metrics included, all at the snapshot's time; paths start at `haproxy.`.
+    pub metrics: MetricBlock,
+    /// The processes aggregated (socket names, sorted).
+    pub processes: Vec<String>,
+}
+
+/// Aggregates the snapshot in `dir` (haproxystats layout) into metrics at `time`: as
+/// [`aggregate_block`], each metric a [`Metric`] of its own.
+pub fn aggregate(dir: &Path, time: i64, options: &HaproxyOptions) -> Result<Aggregate, HaproxySnapshotError> {
+    let block = aggregate_block(dir, time, options)?;
+    Ok(Aggregate {
+        metrics: block.metrics.to_metrics(),
+        processes: block.processes,
+    })
+}
+
+/// Aggregates the snapshot in `dir` (haproxystats layout) into one block of metrics at `time`.
 ///
 /// `options` must have passed [`HaproxyOptions::validate`]. Exclude files are read now.
-pub fn aggregate(dir: &Path, time: i64, options: &HaproxyOptions) -> Result<Aggregate, HaproxySnapshotError> {
+pub fn aggregate_block(
+    dir: &Path,
+    time: i64,
+    options: &HaproxyOptions,
+) -> Result<AggregateBlock, HaproxySnapshotError> {
     let started = Instant::now();
     snapshot::check_name(dir)?;
     let files = snapshot::read_processes(dir)?;
@@ -125,8 +156,8 @@ pub fn aggregate(dir: &Path, time: i64, options: &HaproxyOptions) -> Result<Aggr
     out.push(SELF_METRICS, "WallClockTimeAllStats", seconds_since(stats_started));
     out.push(SELF_METRICS, "TotalWallClockTime", seconds_since(started));
     debug!(dir = %dir.display(), processes = files.len(), metrics = out.len(), "aggregated HAProxy snapshot");
-    Ok(Aggregate {
-        metrics: out.into_metrics(),
+    Ok(AggregateBlock {
+        metrics: out.into_block(),
         processes: files.into_iter().map(|f| f.socket).collect(),
     })
 }

@@ -34,7 +34,7 @@
 //! field. Metrics with a non-finite value are left out.
 
 use super::{InfluxOptions, Precision};
-use crate::shared::measurement::Metric;
+use crate::shared::measurement::MetricRef;
 use crate::shared::measurement::{OrderResult, TelegrafMeta};
 use crate::shared::option::InvalidOption;
 use crate::shared::stats::PingStats;
@@ -108,12 +108,12 @@ impl InfluxEncoder {
     }
 
     /// Appends the line of `metric`; returns 1, or 0 if it cannot be written.
-    pub fn encode_metric(&self, metric: &Metric, out: &mut Vec<u8>) -> usize {
-        if !metric.value.is_finite() || !measurement_usable(&metric.path) {
+    pub fn encode_metric(&self, metric: MetricRef<'_>, out: &mut Vec<u8>) -> usize {
+        if !metric.value.is_finite() || !measurement_usable(metric.path) {
             tracing::debug!(path = %metric.path, value = metric.value, "metric left out of line protocol");
             return 0;
         }
-        write_escaped(out, &metric.path, MEASUREMENT_SPECIAL);
+        write_escaped(out, metric.path, MEASUREMENT_SPECIAL);
         self.write_tags(&BTreeMap::new(), out);
         write_field(out, b" value=", metric.value);
         out.push(b' ');
@@ -174,7 +174,7 @@ impl Encoder for InfluxEncoder {
         InfluxEncoder::encode_result(self, result, out)
     }
 
-    fn encode_metric(&self, metric: &Metric, out: &mut Vec<u8>) -> usize {
+    fn encode_metric(&self, metric: MetricRef<'_>, out: &mut Vec<u8>) -> usize {
         InfluxEncoder::encode_metric(self, metric, out)
     }
 }
@@ -230,7 +230,7 @@ fn write_escaped(out: &mut Vec<u8>, text: &str, special: &[u8]) {
 mod tests {
     use super::*;
     use crate::process::handoff::SinkBatch;
-    use crate::shared::measurement::OrderId;
+    use crate::shared::measurement::{Metric, OrderId};
 
     const T: i64 = 1_700_000_000;
 

@@ -297,6 +297,37 @@ fn line_aligned_prefix(rest: &[u8], room: usize) -> usize {
     }
 }
 
+/// Newlines in `bytes`, eight bytes at a time (a record of HAProxy lines is handed out in
+/// 512 KiB pieces, each counted: byte by byte this was a tenth of the delivery thread's work).
+/// Exact per byte, as in `process::haproxy`'s comma search: no carry crosses bytes.
 fn count_lines(bytes: &[u8]) -> u64 {
-    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+    const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    let mut words = bytes.chunks_exact(8);
+    let mut count = 0_u64;
+    for word in words.by_ref() {
+        let zero_where_newline = u64::from_le_bytes(word.try_into().expect("8 bytes")) ^ NEWLINES;
+        let newlines = !(((zero_where_newline & LOW_BITS) + LOW_BITS) | zero_where_newline | LOW_BITS);
+        count += u64::from(newlines.count_ones());
+    }
+    count + words.remainder().iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_lines;
+
+    #[test]
+    fn newlines_are_counted_in_every_position_of_a_word_and_nothing_else_is() {
+        for byte in 0..=255_u8 {
+            for at in 0..21 {
+                let mut bytes = b"a.b 1 2\nc.d 3 4\nxyz..".to_vec();
+                bytes[at] = byte;
+                let expected = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+                assert_eq!(count_lines(&bytes), expected, "byte {byte:#x} at {at}");
+            }
+        }
+        assert_eq!(count_lines(b""), 0);
+        assert_eq!(count_lines(&[b'\n'; 17]), 17);
+    }
 }
