@@ -75,20 +75,38 @@ fn replace_round(kind: Replace, dirs: &[PathBuf], fds: &[OwnedFd]) {
                 Replace::Path => {
                     let t = cpath(&dir.join(".last_result.tmp"));
                     let f = check(
-                        libc::open(t.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o644),
+                        libc::open(
+                            t.as_ptr(),
+                            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                            0o644,
+                        ),
                         "open",
                     );
-                    check(libc::write(f, LAST_RESULT.as_ptr().cast(), LAST_RESULT.len()) as i32, "write");
+                    check(
+                        libc::write(f, LAST_RESULT.as_ptr().cast(), LAST_RESULT.len()) as i32,
+                        "write",
+                    );
                     check(libc::close(f), "close");
-                    check(libc::rename(t.as_ptr(), cpath(&dir.join("last_result")).as_ptr()), "rename");
+                    check(
+                        libc::rename(t.as_ptr(), cpath(&dir.join("last_result")).as_ptr()),
+                        "rename",
+                    );
                 }
                 Replace::DirFd => {
                     let t = c(".last_result.tmp");
                     let f = check(
-                        libc::openat(dfd, t.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o644),
+                        libc::openat(
+                            dfd,
+                            t.as_ptr(),
+                            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                            0o644,
+                        ),
                         "openat",
                     );
-                    check(libc::write(f, LAST_RESULT.as_ptr().cast(), LAST_RESULT.len()) as i32, "write");
+                    check(
+                        libc::write(f, LAST_RESULT.as_ptr().cast(), LAST_RESULT.len()) as i32,
+                        "write",
+                    );
                     check(libc::close(f), "close");
                     check(libc::renameat(dfd, t.as_ptr(), dfd, target.as_ptr()), "renameat");
                 }
@@ -104,7 +122,10 @@ fn replace_round(kind: Replace, dirs: &[PathBuf], fds: &[OwnedFd]) {
                     );
                     let mut st: libc::stat = std::mem::zeroed();
                     check(libc::fstat(f, &mut st), "fstat");
-                    check(libc::write(f, LAST_RESULT.as_ptr().cast(), LAST_RESULT.len()) as i32, "write");
+                    check(
+                        libc::write(f, LAST_RESULT.as_ptr().cast(), LAST_RESULT.len()) as i32,
+                        "write",
+                    );
                     check(libc::close(f), "close");
                     let target = cpath(&dir.join("last_result"));
                     let r = libc::syscall(
@@ -131,7 +152,10 @@ fn replace_round(kind: Replace, dirs: &[PathBuf], fds: &[OwnedFd]) {
                         let mut st: libc::stat = std::mem::zeroed();
                         check(libc::fstat(f, &mut st), "fstat");
                     }
-                    check(libc::write(f, LAST_RESULT.as_ptr().cast(), LAST_RESULT.len()) as i32, "write");
+                    check(
+                        libc::write(f, LAST_RESULT.as_ptr().cast(), LAST_RESULT.len()) as i32,
+                        "write",
+                    );
                     check(libc::close(f), "close");
                     let r = libc::syscall(
                         libc::SYS_renameat2,
@@ -172,7 +196,12 @@ fn snapshot_once(kind: Snapshot, parent: &Path, parent_fd: &OwnedFd, n: usize, b
             "open dir",
         );
         let f = check(
-            libc::openat(sfd, c("ping").as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o644),
+            libc::openat(
+                sfd,
+                c("ping").as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                0o644,
+            ),
             "openat",
         );
         check(libc::write(f, body.as_ptr().cast(), body.len()) as i32, "write");
@@ -205,13 +234,22 @@ fn open_dir(p: &Path) -> OwnedFd {
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let orders: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(if benchmarking { 5000 } else { 10 });
-    let reps: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(if benchmarking { 7 } else { 1 });
+    let orders: usize = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(if benchmarking { 5000 } else { 10 });
+    let reps: usize = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(if benchmarking { 7 } else { 1 });
     let own = PathBuf::from(format!("/tmp/floor_files.{}", std::process::id()));
     let root = args.get(2).map(PathBuf::from).unwrap_or_else(|| own.clone());
 
     // (a) small-file replace: N directories, each with a last_result and a spare.
-    println!("(a) atomic replace of a {}-byte last_result, {orders} directories, median of {reps}", LAST_RESULT.len());
+    println!(
+        "(a) atomic replace of a {}-byte last_result, {orders} directories, median of {reps}",
+        LAST_RESULT.len()
+    );
     println!("{:<18} {:>12} {:>12}", "variant", "CPU us/op", "wall us/op");
     let dirs: Vec<PathBuf> = (0..orders)
         .map(|i| {
@@ -261,7 +299,10 @@ fn main() {
     }
     let snaps = if benchmarking { 20 } else { 2 };
     println!();
-    println!("(b) snapshot of {} bytes (1,000 results), {snaps} snapshots, median of {reps}", body.len());
+    println!(
+        "(b) snapshot of {} bytes (1,000 results), {snaps} snapshots, median of {reps}",
+        body.len()
+    );
     println!("{:<20} {:>12} {:>12}", "variant", "CPU us/snap", "wall ms/snap");
     let skinds = [Snapshot::FsyncAll, Snapshot::FsyncFileAndParent, Snapshot::NoSync];
     let mut scpu: Vec<Vec<f64>> = vec![Vec::new(); skinds.len()];

@@ -24,7 +24,8 @@
 //! Invariant: the new content is staged in `.last_result.next` and switched in by an atomic
 //! exchange (see `spool::atomic::StagedFile`), so a reader sees the old or the new content, never
 //! a missing or partial file (pingmachine unlinked it first). Nothing is fsynced here: the caller
-//! syncs the filesystem before and after committing a whole batch.
+//! syncs the filesystem before and after committing a whole batch. A caller that switched the
+//! spare out itself passes its length ([`stage`]'s `known`) and saves the `fstat` of an update.
 //!
 //! [`read`] reads it back for `spoolmon orders --wide`, through the `output/` directory's
 //! descriptor: no symlink followed on the way or at the end, a FIFO or device refused before

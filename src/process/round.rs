@@ -1332,11 +1332,7 @@ mod tests {
         let (_dir, mut processor) = setup(&sink);
         let base = processor.base().clone();
         let id = OrderId::new("a/b").unwrap();
-        let lost = |time| {
-            OrderResult::builder(id.clone(), time)
-                .rtts([None, None, None])
-                .build()
-        };
+        let lost = |time| OrderResult::builder(id.clone(), time).rtts([None, None, None]).build();
         // Long, short, short, long, short, long: the spare is cut and grown in turn.
         let results = [
             result("a/b", T0, 0.001),
