@@ -3,6 +3,7 @@
 # 127.1.x.y; queue-size 100000, rrd-flush-interval 300), waits until every order has a
 # last_result, then (1) per-thread CPU ticks over WINDOW s from /proc/PID/task/*/stat, (2) strace -c -f
 # over WINDOW s. Usage: contrib/bench/process-syscalls.sh BIN [N] [WINDOW] [WORKDIR]
+# The base directory (about 4.7 GB of RRDs for 10,000 orders) is deleted at the end.
 set -euo pipefail
 BIN=$1; N=${2:-10000}; WIN=${3:-60}; W=${4:-$(mktemp -d /tmp/procsys.XXXX)}
 B="$W/base"; mkdir -p "$B/orders/bench" "$B/tmp"
@@ -31,4 +32,5 @@ timeout -s INT "$WIN" strace -c -f -p $PID -o "$W/strace.txt" || true
 sleep 1
 cat "$W/strace.txt"
 kill $PID; wait $PID 2>/dev/null || true
-echo "workdir $W"
+rm -rf "$B"
+echo "workdir $W (base directory deleted)"
