@@ -3,7 +3,8 @@
 //! Owns `output/<id>/main.rrd` and the files it renames aside next to it
 //! (`main-<unix now>-step<S>-pings<P>.rrd` after a layout change, `corrupted-<unix now>-main.rrd`
 //! for a file that is not an RRD; `-1`, `-2`, ... is appended to the stem if the name is taken).
-//! Nothing here is ever deleted.
+//! Nothing here is ever deleted, except a file [`RrdWriter::create_if_missing`] made moments
+//! before that holds nothing yet (an older result arrived before its first update).
 //!
 //! # Definition (pingmachine's, exactly, where pingmachine works)
 //!
@@ -349,6 +350,8 @@ impl RrdError {
 struct VerifiedFile {
     layout: RrdLayout,
     last_update: i64,
+    /// Created by [`RrdWriter::create_if_missing`] and not updated since: holds nothing.
+    empty: bool,
     device: u64,
     inode: u64,
 }
@@ -408,7 +411,8 @@ impl RrdWriter {
 
     /// Creates `dir/main.rrd` for `first` (an order's earliest result of a round whose RRD
     /// updates wait for a flush) when there is no file yet: the file then exists, empty and
-    /// starting one step before `first`'s update, from the order's first result on, and its
+    /// starting one step before `first`'s update, from the order's first result on (an older
+    /// result arriving before the first update replaces the still empty file, see `apply`), and its
     /// creation, the costliest thing librrd does for an order (~2 ms, BENCHMARKS.md), is paid
     /// in the round that first sees the order instead of all at once in the first flush. An
     /// existing file is inspected once and its layout remembered, but never rotated or replaced
@@ -426,6 +430,9 @@ impl RrdWriter {
         match fs::symlink_metadata(&path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.create_file(&path, layout_of(first), update_time(first))?;
+                if let Some(file) = self.cache().get_mut(&path) {
+                    file.empty = true;
+                }
                 Ok(true)
             }
             Err(source) => Err(RrdError::Stat { path, source }),
@@ -453,6 +460,16 @@ impl RrdWriter {
     /// Applies results of one layout, ascending and unique in time; returns (applied, skipped).
     fn apply_group(&self, path: &Path, group: &[&OrderResult]) -> Result<(usize, usize), RrdError> {
         let layout = layout_of(group[0]);
+        let first_update = update_time(group[0]);
+        // A file created early for a later first result holds nothing yet: an older result
+        // arriving before its first update gets a file that starts early enough for it.
+        let created_too_late = self
+            .cache()
+            .get(path)
+            .is_some_and(|f| f.empty && first_update <= f.last_update);
+        if created_too_late && fs::remove_file(path).is_ok() {
+            self.cache().remove(path);
+        }
         let mut retried = false;
         loop {
             let last_update = self.ensure_file(path, layout, update_time(group[0]))?;
@@ -465,6 +482,7 @@ impl RrdWriter {
                 Ok(()) => {
                     if let Some(file) = self.cache().get_mut(path) {
                         file.last_update = update_time(newest);
+                        file.empty = false;
                     }
                     return Ok((fresh.len(), skipped));
                 }
@@ -562,6 +580,7 @@ impl RrdWriter {
         let file = VerifiedFile {
             layout,
             last_update,
+            empty: false,
             device: metadata.dev(),
             inode: metadata.ino(),
         };

@@ -13,7 +13,8 @@
 //!   before the watch existed are found by the caller's recursive refresh;
 //! - an inotify queue overflow, or the root itself vanishing or moving, is reported as
 //!   [`WatchEvent::Rescan`]; a root that reappears is watched again and reported as `Rescan`;
-//! - running out of watches (`fs.inotify.max_user_watches`) is logged; the unwatched directory is
+//! - a directory that cannot be watched (out of watches, `fs.inotify.max_user_watches`, or
+//!   refused, EACCES) is logged; the unwatched directory is
 //!   still reported once as changed, later changes in it are left to the periodic rescan, and
 //!   [`DirWatcher::missed_watches`] says so from then on (the orders watch then rescans in full);
 //! - symlinks are never followed below the root (the root itself may be a symlink).
@@ -198,8 +199,19 @@ impl DirWatcher {
                 );
                 false
             }
-            Err(e) => {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
                 debug!(dir = %dir.display(), error = %e, "cannot watch directory (gone already?)");
+                false
+            }
+            Err(e) => {
+                // EACCES and the like: the directory stays unwatched, so the periodic rescan
+                // must look at everything again (as for the watch limit).
+                self.missed = true;
+                warn!(
+                    dir = %dir.display(),
+                    error = %e,
+                    "cannot watch directory; changes in it are seen by the periodic full rescan only"
+                );
                 false
             }
         }

@@ -218,15 +218,33 @@ impl OrderBook {
     /// Forgets every active order not modified for `order_timeout` seconds and returns them.
     /// Orders with `expire: never` and invalid and unresolved files never expire: they are the
     /// user's to delete or fix.
+    ///
+    /// A candidate's file is looked at once more before it expires: a catch-up rescan trusts
+    /// inotify for refreshes, and a touch inotify cannot see (through a hard link elsewhere, on
+    /// a network filesystem, in a directory whose watch failed) must not expire a live order.
     pub fn expire(&mut self, now: SystemTime) -> Vec<OrderEvent> {
         let timeout = Duration::from_secs(self.options.order_timeout);
-        let expired: Vec<String> = self
+        let old = |mtime: SystemTime| now.duration_since(mtime).is_ok_and(|age| age > timeout);
+        let candidates: Vec<String> = self
             .entries
             .iter()
             .filter(|(_, entry)| matches!(&entry.state, EntryState::Active(order) if order.expire == Expiry::Timeout))
-            .filter(|(_, entry)| now.duration_since(entry.order.mtime).is_ok_and(|age| age > timeout))
+            .filter(|(_, entry)| old(entry.order.mtime))
             .map(|(key, _)| key.clone())
             .collect();
+        let mut expired = Vec::with_capacity(candidates.len());
+        for key in candidates {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            match std::fs::metadata(&entry.path) {
+                Ok(meta) if !old(modified(&meta)) => {
+                    debug!(order = %entry.id, "refreshed without an inotify event; not expired");
+                    entry.order.mtime = modified(&meta);
+                }
+                _ => expired.push(key),
+            }
+        }
         let mut events = Vec::with_capacity(expired.len());
         for key in expired {
             if let Some(entry) = self.entries.remove(&key) {
@@ -455,6 +473,23 @@ mod tests {
         assert!(f.status("app/broken").is_some(), "invalid orders never expire");
         assert!(f.book.expire(now).is_empty());
         assert!(stale.exists(), "the book never moves files");
+    }
+
+    #[test]
+    fn an_order_refreshed_behind_the_books_back_is_looked_at_again_and_not_expired() {
+        let mut f = Fixture::new();
+        let path = f.write("app/t", VALID);
+        let now = SystemTime::now();
+        set_mtime(&path, now - Duration::from_secs(3661));
+        f.rescan();
+        // Refreshed with no rescan and no event reaching the book (a touch through a hard link
+        // elsewhere, a network filesystem): the expiry looks at the file itself.
+        set_mtime(&path, now);
+        assert!(f.book.expire(now).is_empty());
+        assert!(f.status("app/t").is_some());
+        // Later, unrefreshed for the timeout again, it does expire.
+        let later = now + Duration::from_secs(3661);
+        assert_eq!(f.book.expire(later).len(), 1);
     }
 
     #[test]

@@ -337,9 +337,9 @@ impl OrderBook {
         }
     }
 
-    /// For a catch-up rescan: true (and the entry marked seen) if `path` is a known active order,
-    /// read from that very path, whose inode is still `ino` and whose host is not due to be
-    /// looked up again.
+    /// For a catch-up rescan: true (and the entry marked seen) if `path` is a known active order
+    /// without warnings, read from that very path, whose inode is still `ino` and whose host is
+    /// not due to be looked up again.
     fn unchanged(&self, walk: &mut Walk<'_>, path: &Path, ino: u64) -> bool {
         let Ok(rel) = path.strip_prefix(&self.orders_dir) else {
             return false;
@@ -347,7 +347,10 @@ impl OrderBook {
         let Some(entry) = rel.to_str().and_then(|key| self.entries.get(key)) else {
             return false;
         };
+        // An entry with warnings (a telegraf file refused, a host kept from before) is looked
+        // at again: what made the warning may have passed.
         let unchanged = matches!(entry.state, EntryState::Active(_))
+            && entry.warnings.is_empty()
             && entry.order.ino == ino
             && entry.path == path
             && !entry.host_lookup_due(walk.now);

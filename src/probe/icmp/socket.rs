@@ -427,8 +427,13 @@ fn receive_replies(socket: &Socket, framing: Framing, timestamps: bool, context:
     while !context.stop.load(Ordering::Relaxed) {
         match batch.receive(socket) {
             Ok(count) => {
+                // The realtime reading paired with `read_at`: the midpoint of one before and one
+                // after it, so a preemption between the readings cannot shift every RTT of the
+                // batch by its length (at most by half of it).
+                let before = SystemTime::now();
                 let read_at = Instant::now();
-                let read_real = SystemTime::now();
+                let after = SystemTime::now();
+                let read_real = after.duration_since(before).map_or(after, |gap| before + gap / 2);
                 for i in 0..count {
                     let (packet, kernel_time) = batch.packet(i);
                     let received = match kernel_time.filter(|_| timestamps) {
