@@ -422,8 +422,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn ping_sockets_with_the_filter_answer_batches_of_many_targets() {
+    /// Runs `test` on a thread in a new network namespace whose loopback is up and whose ping
+    /// sockets are open to gid 0, with an engine that uses ping sockets only.
+    fn in_a_namespace_with_ping_sockets(test: impl FnOnce(IcmpEngine) + Send + 'static) {
         std::thread::spawn(|| {
             // SAFETY: unshare only changes this thread's namespace membership.
             let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
@@ -434,8 +435,17 @@ mod tests {
                 .status()
                 .expect("sh runs");
             assert!(status.success());
-            let engine = IcmpEngine::open_with(&IcmpOptions::default(), false).expect("ping sockets");
+            let engine = IcmpEngine::open_with(&IcmpOptions::default(), false).expect("ping sockets allowed for gid 0");
             assert_eq!(engine.ipv4_kind(), Some(SocketKind::Datagram));
+            test(engine);
+        })
+        .join()
+        .expect("namespace thread");
+    }
+
+    #[test]
+    fn ping_sockets_with_the_filter_answer_batches_of_many_targets() {
+        in_a_namespace_with_ping_sockets(|engine| {
             let mut specs: Vec<ProbeSpec> = (0..600u32)
                 .map(|i| spec(IpAddr::from([127, 6, (i / 250) as u8, (i % 250 + 1) as u8])))
                 .collect();
@@ -444,9 +454,7 @@ mod tests {
             let results = run(&engine, &specs, &plan);
             assert_all_answered(&results, &specs, plan.timeout);
             assert_eq!(engine.unmatched_packets(), 0);
-        })
-        .join()
-        .expect("namespace thread");
+        });
     }
 
     #[test]
@@ -611,18 +619,7 @@ mod tests {
 
     #[test]
     fn ping_sockets_answer_loopback_when_raw_sockets_are_not_used() {
-        std::thread::spawn(|| {
-            // SAFETY: unshare only changes this thread's namespace membership.
-            let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "unshare: {}", io::Error::last_os_error());
-            let status = Command::new("sh")
-                .arg("-c")
-                .arg("ip link set lo up && echo '0 0' > /proc/sys/net/ipv4/ping_group_range")
-                .status()
-                .expect("sh runs");
-            assert!(status.success());
-            let engine = IcmpEngine::open_with(&IcmpOptions::default(), false).expect("ping sockets allowed for gid 0");
-            assert_eq!(engine.ipv4_kind(), Some(SocketKind::Datagram));
+        in_a_namespace_with_ping_sockets(|engine| {
             assert_eq!(engine.ipv6_kind(), Some(SocketKind::Datagram));
             let specs = vec![
                 spec(Ipv4Addr::LOCALHOST.into()),
@@ -633,9 +630,7 @@ mod tests {
             let plan = plan(3, Duration::from_millis(20), Duration::from_secs(10));
             let results = run(&engine, &specs, &plan);
             assert_all_answered(&results, &specs, plan.timeout);
-        })
-        .join()
-        .expect("namespace thread");
+        });
     }
 
     #[test]
