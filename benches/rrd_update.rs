@@ -51,7 +51,7 @@ fn main() {
                     if parts != "last_result" {
                         writer.apply(&out, &[&result]).unwrap();
                     }
-                    (parts != "rrd").then(|| last_result::stage(&out, &result, None).unwrap())
+                    (parts != "rrd").then(|| last_result::stage(&out, &result).unwrap())
                 })
                 .collect()
         });

@@ -24,8 +24,7 @@
 //! Invariant: the new content is staged in `.last_result.next` and switched in by an atomic
 //! exchange (see `spool::atomic::StagedFile`), so a reader sees the old or the new content, never
 //! a missing or partial file (pingmachine unlinked it first). Nothing is fsynced here: the caller
-//! syncs the filesystem before and after committing a whole batch. A caller that switched the
-//! spare out itself passes its length ([`stage`]'s `known`) and saves the `fstat` of an update.
+//! syncs the filesystem before and after committing a whole batch.
 //!
 //! [`read`] reads it back for `spoolmon orders --wide`, through the `output/` directory's
 //! descriptor: no symlink followed on the way or at the end, a FIFO or device refused before
@@ -34,7 +33,7 @@
 use crate::shared::measurement::OrderId;
 use crate::shared::measurement::OrderResult;
 use crate::shared::stats::PingStats;
-use crate::spool::atomic::{KnownSpare, StagedFile};
+use crate::spool::atomic::StagedFile;
 use crate::spool::beneath::{Dir, Kind};
 use std::fmt::Write as _;
 use std::io;
@@ -168,17 +167,15 @@ pub fn format(result: &OrderResult) -> String {
 
 /// Writes the new `dir/last_result` under a temporary name; the caller syncs the filesystem and
 /// then commits it (see [`StagedFile`]), so the content is durable before it becomes visible.
-/// `known` is what the caller knows of the spare from its own last commit
-/// ([`StagedFile::stage_known`]): it saves an `fstat` per update.
-pub fn stage(dir: &Path, result: &OrderResult, known: Option<KnownSpare>) -> io::Result<StagedFile> {
+pub fn stage(dir: &Path, result: &OrderResult) -> io::Result<StagedFile> {
     let target = dir.join(FILE_NAME);
     let text = format(result);
     // The directory almost always exists: create it only when staging says it is missing
     // (one failing mkdir per update per order showed up in profiles).
-    match StagedFile::stage_known(&target, text.as_bytes(), known) {
+    match StagedFile::stage(&target, text.as_bytes()) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir)?;
-            StagedFile::stage_known(&target, text.as_bytes(), None)
+            StagedFile::stage(&target, text.as_bytes())
         }
         staged => staged,
     }
@@ -414,7 +411,7 @@ mod tests {
 
     /// Stages and commits at once (processing syncs the filesystem in between).
     fn write(dir: &Path, result: &OrderResult) -> io::Result<()> {
-        stage(dir, result, None)?.commit().map(|_| ())
+        stage(dir, result)?.commit()
     }
 
     #[test]

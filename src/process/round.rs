@@ -35,7 +35,7 @@ use crate::process::handoff::SinkBatch;
 use crate::process::haproxy::{self, HaproxyOptions, HaproxySnapshotError};
 use crate::shared::measurement::MetricBlock;
 use crate::shared::measurement::{OrderId, OrderResult, RrdTemplate};
-use crate::spool::atomic::{sync_filesystem, KnownSpare, StagedFile, Switched, REUSE_AFTER};
+use crate::spool::atomic::{sync_filesystem, StagedFile};
 use crate::spool::beneath::Dir;
 use crate::spool::fault::{self, Fault};
 use crate::spool::queue::{self, QueueEntry};
@@ -161,9 +161,6 @@ pub struct Processor {
     failing_dirty: bool,
     /// Per order, the `time` of its current `last_result` (read from the file when unknown).
     newest: Mutex<HashMap<OrderId, i64>>,
-    /// Per order, what this process knows of its `last_result` spare from its own last commit
-    /// (taken out while a new content is staged: a failed stage leaves it unknown).
-    spares: Mutex<HashMap<OrderId, Spare>>,
     /// Orders whose `output/<id>` was found (or made) a real directory chain, without a link
     /// anywhere below `output/`: checked once, again after an archive or restore.
     output_checked: Mutex<HashSet<OrderId>>,
@@ -218,33 +215,13 @@ struct OrderWork<'a> {
 /// What writing one order's output did: the staged `last_result` (with its time), and what its
 /// newest result says of its probe, with that result's step (`None`: nothing new;
 /// `Some((step, None))`: measured; `Some((step, Some(reason)))`: the probe could not measure it).
-type OrderApplied = (Option<(i64, StagedFile, Option<u64>)>, Option<(i64, Option<String>)>);
+type OrderApplied = (Option<(i64, StagedFile)>, Option<(i64, Option<String>)>);
 
 /// A `last_result` staged for one order, with the time it holds.
 struct StagedResult {
     id: OrderId,
     time: i64,
     file: StagedFile,
-    /// Length of the content the commit switches out, when this process wrote it.
-    replaced_len: Option<u64>,
-}
-
-/// What this process knows of one order's `last_result` spare (`.last_result.next`) after it
-/// committed a new content: when it was switched out, its length when known, and the length of
-/// the content now in `last_result` (the spare's length after the next exchange).
-#[derive(Clone, Copy, Debug)]
-struct Spare {
-    switched_at: std::time::Instant,
-    len: Option<u64>,
-    current_len: u64,
-}
-
-impl Spare {
-    /// The spare's length when it is known and old enough to be overwritten in place.
-    fn known(&self) -> Option<KnownSpare> {
-        let len = self.len?;
-        (self.switched_at.elapsed() >= REUSE_AFTER).then_some(KnownSpare { len })
-    }
 }
 
 /// What applying a round's results did, per order.
@@ -302,7 +279,6 @@ impl Processor {
             failing,
             failing_dirty: false,
             newest: Mutex::default(),
-            spares: Mutex::default(),
             output_checked: Mutex::default(),
             waiting: None,
             held: false,
@@ -357,7 +333,6 @@ impl Processor {
                     warn!(order = %id, "cannot restore archived output: {e}");
                 }
                 self.newest_times().remove(&id);
-                self.known_spares().remove(&id);
                 self.output_checked_ids().remove(&id);
                 if let Some(active) = &mut self.active {
                     active.insert(id);
@@ -369,7 +344,6 @@ impl Processor {
                 }
                 self.rrd.forget(&self.base.output().join(id.as_path()));
                 self.newest_times().remove(&id);
-                self.known_spares().remove(&id);
                 self.output_checked_ids().remove(&id);
                 if self.failing.remove(&id).is_some() {
                     self.failing_dirty = true;
@@ -688,27 +662,14 @@ impl Processor {
 
     /// Renames the staged `last_result` files into place (in parallel: one rename each) and
     /// remembers the time each now holds.
-    /// Also remembers, per order, what the spare now holds (see [`Spare`]).
     fn commit_last_results(&self, staged: Vec<StagedResult>) {
-        let committed: Vec<(OrderId, i64, Spare)> = self.pool.install(|| {
+        let committed: Vec<(OrderId, i64)> = self.pool.install(|| {
             staged
                 .into_par_iter()
                 .filter_map(|staged| {
                     let target = staged.file.target().to_owned();
-                    let current_len = staged.file.len();
                     match staged.file.commit() {
-                        Ok(switched) => {
-                            let len = match switched {
-                                Switched::Exchanged => staged.replaced_len,
-                                Switched::Renamed => Some(0),
-                            };
-                            let spare = Spare {
-                                switched_at: std::time::Instant::now(),
-                                len,
-                                current_len,
-                            };
-                            Some((staged.id, staged.time, spare))
-                        }
+                        Ok(()) => Some((staged.id, staged.time)),
                         Err(e) => {
                             warn!(file = %target.display(), "cannot replace last_result: {e}");
                             None
@@ -717,14 +678,7 @@ impl Processor {
                 })
                 .collect()
         });
-        let mut spares = Vec::with_capacity(committed.len());
-        let mut newest = self.newest_times();
-        for (id, time, spare) in committed {
-            newest.insert(id.clone(), time);
-            spares.push((id, spare));
-        }
-        drop(newest);
-        self.known_spares().extend(spares);
+        self.newest_times().extend(committed);
     }
 
     /// Applies every active order's results: with `flush_rrd` the RRD updates of every loaded
@@ -773,12 +727,11 @@ impl Processor {
         for (id, outcome) in outcomes {
             match outcome {
                 Ok((staged, probed)) => {
-                    if let Some((time, file, replaced_len)) = staged {
+                    if let Some((time, file)) = staged {
                         applied.staged.push(StagedResult {
                             id: id.clone(),
                             time,
                             file,
-                            replaced_len,
                         });
                     }
                     if let Some((time, failure)) = probed {
@@ -826,15 +779,13 @@ impl Processor {
         }
         let staged = match work.newest {
             Some(newest) if self.is_newest(id, &dir, newest.time) => {
-                // Taken out: whatever happens to the spare now, it is unknown until committed.
-                let spare = self.known_spares().remove(id);
-                let file = last_result::stage(&dir, newest, spare.and_then(|s| s.known())).map_err(|e| {
+                let file = last_result::stage(&dir, newest).map_err(|e| {
                     (
                         fault::of_io(&e),
                         format!("cannot write {}: {e}", dir.join(last_result::FILE_NAME).display()),
                     )
                 })?;
-                Some((newest.time, file, spare.map(|s| s.current_len)))
+                Some((newest.time, file))
             }
             Some(older) => {
                 debug!(order = %id, time = older.time, "older than the current last_result: RRD only");
@@ -867,11 +818,6 @@ impl Processor {
 
     fn output_checked_ids(&self) -> std::sync::MutexGuard<'_, HashSet<OrderId>> {
         self.output_checked.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn known_spares(&self) -> std::sync::MutexGuard<'_, HashMap<OrderId, Spare>> {
-        // Plain values: consistent even if a holder panicked.
-        self.spares.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn newest_times(&self) -> std::sync::MutexGuard<'_, HashMap<OrderId, i64>> {
@@ -1332,50 +1278,6 @@ mod tests {
             .expect("rrdtool runs");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Makes every spare old enough to be reused in place (as if [`REUSE_AFTER`] had passed).
-    fn age_spares(processor: &Processor) {
-        for spare in processor.known_spares().values_mut() {
-            spare.switched_at = spare.switched_at.checked_sub(REUSE_AFTER).unwrap();
-        }
-    }
-
-    #[test]
-    fn last_results_of_changing_length_stay_exact_when_the_spare_is_reused_without_a_stat() {
-        let sink = Arc::new(RecordingSink::default());
-        let (_dir, mut processor) = setup(&sink);
-        let base = processor.base().clone();
-        let id = OrderId::new("a/b").unwrap();
-        let lost = |time| OrderResult::builder(id.clone(), time).rtts([None, None, None]).build();
-        // Long, short, short, long, short, long: the spare is cut and grown in turn.
-        let results = [
-            result("a/b", T0, 0.001),
-            lost(T0 + 20),
-            lost(T0 + 40),
-            result("a/b", T0 + 60, 0.123456),
-            lost(T0 + 80),
-            result("a/b", T0 + 100, 0.002),
-        ];
-        let spare = base.output().join("a/b/.last_result.next");
-        for (step, result) in results.iter().enumerate() {
-            // From the second update on, the spare's length comes from the previous commits (the
-            // first commit renamed: no spare left, an empty one is created).
-            assert_eq!(
-                processor.known_spares().get(&id).and_then(|s| s.known()).is_some(),
-                step >= 1,
-                "step {step}"
-            );
-            publish(&base, step as u64, std::slice::from_ref(result));
-            processor.process_pending(false).unwrap();
-            let text = fs::read_to_string(base.output().join("a/b/last_result")).unwrap();
-            assert_eq!(text, last_result::format(result), "step {step}");
-            if step > 0 {
-                let old = fs::read_to_string(&spare).unwrap();
-                assert_eq!(old, last_result::format(&results[step - 1]), "spare at step {step}");
-            }
-            age_spares(&processor);
-        }
     }
 
     #[test]

@@ -2,10 +2,7 @@
 //!
 //! `replace_file` writes a temporary file beside the target, fsyncs it and renames it over the
 //! target: readers see the old content or the new one, never a missing or partial file.
-//! `publish_dir` does the same for a whole directory (a snapshot). [`StagedFile`] stages many
-//! small replacements (the `last_result` files) for one flush and switches them by exchange with a
-//! reused spare; `processing` passes what it knows of each spare ([`KnownSpare`]) so an update
-//! is `openat` + `write` + `close` + `renameat2` (the floor measured by `benches/floor_files.rs`).
+//! `publish_dir` does the same for a whole directory (a snapshot).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -52,49 +49,15 @@ fn split(path: &Path) -> io::Result<(&Path, &str)> {
 /// A reader may still hold the exchanged-out inode open, so it is only reused once it has been
 /// out of sight for [`REUSE_AFTER`] (its ctime, set by the exchange); a younger one is unlinked
 /// (the reader keeps its complete copy) and a new file is created.
-///
-/// A caller that switched the spare out itself knows its age and length without asking the
-/// file: [`StagedFile::stage_known`] takes that knowledge ([`KnownSpare`]) and saves the `fstat`
-/// per update (one of the five system calls of an update; the floor is four).
 #[derive(Debug)]
 pub struct StagedFile {
     tmp: PathBuf,
     target: PathBuf,
-    len: u64,
-}
-
-/// What a caller knows of the spare file from its own last [`StagedFile::commit`]: its length,
-/// and that it has been out of sight (exchanged out) for at least [`REUSE_AFTER`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KnownSpare {
-    pub len: u64,
-}
-
-/// How [`StagedFile::commit`] switched the content in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Switched {
-    /// Exchanged with the old target: the spare now holds the old content, `old_len` bytes
-    /// when the caller knows it, out of sight from now on.
-    Exchanged,
-    /// Renamed onto the target (there was none, or the filesystem cannot exchange): no spare left.
-    Renamed,
 }
 
 impl StagedFile {
     /// Writes `contents` to the temporary sibling of `target` (not synced, not visible yet).
     pub fn stage(target: &Path, contents: &[u8]) -> io::Result<StagedFile> {
-        StagedFile::stage_known(target, contents, None)
-    }
-
-    /// As [`StagedFile::stage`]; with `known`, the spare's length and age come from the caller
-    /// (who exchanged it out at least [`REUSE_AFTER`] ago) instead of an `fstat`.
-    ///
-    /// Without the `fstat` the opened file's type is not checked again: the open itself refuses a
-    /// symlink (`O_NOFOLLOW`), a directory (`EISDIR`, opened for writing) and a FIFO without a
-    /// reader (`ENXIO`, `O_NONBLOCK`); planting anything else (a FIFO with a reader, a device)
-    /// needs write access to the order's directory, which could put the same thing at the
-    /// target's name directly. Nothing is written outside the directory either way.
-    pub fn stage_known(target: &Path, contents: &[u8], known: Option<KnownSpare>) -> io::Result<StagedFile> {
         let name = target.file_name().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -102,10 +65,7 @@ impl StagedFile {
             )
         })?;
         let tmp = target.with_file_name(format!(".{}.next", name.to_string_lossy()));
-        let (mut file, old_len) = match known {
-            Some(known) => (open_spare_known(&tmp)?, known.len),
-            None => open_spare(&tmp)?,
-        };
+        let (mut file, old_len) = open_spare(&tmp)?;
         file.write_all(contents).map_err(|e| context("write", &tmp, e))?;
         // Usually the new content has the old length: no ftruncate that changes nothing (ext4
         // journals it); only cut what is left of longer old content.
@@ -116,22 +76,12 @@ impl StagedFile {
         Ok(StagedFile {
             tmp,
             target: target.to_owned(),
-            len: contents.len() as u64,
         })
-    }
-
-    /// Length of the staged content (the spare's length after the next exchange but one).
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// Switches the staged content into place: exchanged with the target if it exists (falls
     /// back to a rename where the filesystem cannot exchange), renamed onto it otherwise.
-    pub fn commit(self) -> io::Result<Switched> {
+    pub fn commit(self) -> io::Result<()> {
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
         // Exchange first (the usual case); ENOENT means there is no target yet.
         match renameat2(
@@ -141,11 +91,9 @@ impl StagedFile {
             &self.target,
             RenameFlags::RENAME_EXCHANGE,
         ) {
-            Ok(()) => Ok(Switched::Exchanged),
+            Ok(()) => Ok(()),
             Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
-                fs::rename(&self.tmp, &self.target)
-                    .map(|()| Switched::Renamed)
-                    .map_err(|e| context("rename into place", &self.target, e))
+                fs::rename(&self.tmp, &self.target).map_err(|e| context("rename into place", &self.target, e))
             }
             Err(e) => Err(context("exchange into place", &self.target, e)),
         }
@@ -198,19 +146,6 @@ fn open_spare(tmp: &Path) -> io::Result<(File, u64)> {
         .open(tmp)
         .map_err(|e| context("create spare file", tmp, e))?;
     Ok((file, 0))
-}
-
-/// Opens the spare file for writing the way [`open_spare`] does, without its `fstat`: the caller
-/// knows its length and age (see [`StagedFile::stage_known`]).
-fn open_spare_known(tmp: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(tmp)
-        .map_err(|e| context("open spare file", tmp, e))
 }
 
 /// Fsyncs a directory, making renames and creations in it durable.
