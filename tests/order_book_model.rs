@@ -210,19 +210,28 @@ impl Model {
         }
     }
 
-    /// Active orders whose examined mtime is older than the timeout are expired and forgotten,
-    /// except those with `expire: never`.
+    /// Active orders whose examined mtime is older than the timeout are candidates, except those
+    /// with `expire: never`. A candidate is looked at on disk once more: one refreshed since it
+    /// was examined (a touch no event reported) keeps its examined content and takes the new
+    /// mtime; one still old, or gone, is expired and forgotten.
     fn expire(&mut self, now: SystemTime, timeout: u64, events: &mut Vec<Event>) {
         let limit = unix(now) - timeout as i64;
-        let expired: Vec<&'static str> = self
+        let candidates: Vec<&'static str> = self
             .view
             .iter()
             .filter(|(_, seen)| matches!(seen.order, Some((_, false, _))) && seen.mtime < limit)
             .map(|(slot, _)| *slot)
             .collect();
-        for slot in expired {
-            self.view.remove(slot);
-            events.push(Event::Expired(slot.to_string()));
+        for slot in candidates {
+            match self.disk.get(slot).map(|file| unix(file.mtime)) {
+                Some(mtime) if mtime >= limit => {
+                    self.view.get_mut(slot).expect("a candidate is in the view").mtime = mtime;
+                }
+                _ => {
+                    self.view.remove(slot);
+                    events.push(Event::Expired(slot.to_string()));
+                }
+            }
         }
     }
 }
@@ -450,6 +459,12 @@ fn a_fixed_walk_through_every_kind_of_step_agrees_with_the_model() {
         Step::Expire,
         Step::Touch(0),
         Step::Rescan,
+        Step::Expire,
+        // Aged, examined, then refreshed with no event: expiry looks once more and keeps it.
+        Step::Age(0),
+        Step::Rescan,
+        Step::Touch(0),
+        Step::Expire,
         Step::Expire,
         Step::Delete(0),
         Step::Write(4, valid(2)),
