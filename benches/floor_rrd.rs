@@ -4,7 +4,13 @@
 //! stat of the file). Also what creating one file costs. Files are Smokeping RRDs of step 20 and
 //! 3 pings (pingmachine's definition, 470 KB each), updated round robin like a flush round does.
 //! CPU from getrusage (user + system), page faults from getrusage too: a major fault is a page
-//! read from disk while librrd writes into its mapping of the file.
+//! read from disk while librrd writes into its mapping of the file. The machine column is every
+//! CPU's busy time from /proc/stat (the kernel's writeback threads included), so it only means
+//! something on a quiet machine.
+//!
+//! The "after syncfs" rounds write every file back before the update, as the daemon's rounds do
+//! (processing syncs the filesystem before it lets a snapshot go): the pages librrd writes into
+//! are then clean and write-protected, and each first write to one faults (ext4's page_mkwrite).
 //!
 //! Under `cargo test` (no `--bench` argument) it runs 10 files only, as a smoke test.
 //!
@@ -20,6 +26,24 @@ struct Usage {
     cpu: f64,
     minor: i64,
     major: i64,
+    machine: f64,
+}
+
+/// Busy CPU seconds of the whole machine since boot (/proc/stat: all but idle and iowait).
+fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().next() else {
+        return 0.0;
+    };
+    let ticks: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let busy: f64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    // USER_HZ is 100 on every Linux this runs on.
+    busy / 100.0
 }
 
 fn usage() -> Usage {
@@ -29,6 +53,7 @@ fn usage() -> Usage {
         cpu: secs(usage.user_time()) + secs(usage.system_time()),
         minor: usage.minor_page_faults(),
         major: usage.major_page_faults(),
+        machine: machine_busy(),
     }
 }
 
@@ -39,10 +64,11 @@ fn measure(what: &str, calls: usize, work: impl FnOnce()) {
     let after = usage();
     let per = |v: f64| v / calls as f64;
     println!(
-        "| {what} | {:.1} | {:.2} | {:.3} |",
+        "| {what} | {:.1} | {:.2} | {:.3} | {:.1} |",
         per((after.cpu - before.cpu) * 1e6),
         per((after.minor - before.minor) as f64),
         per((after.major - before.major) as f64),
+        per((after.machine - before.machine) * 1e6),
     );
 }
 
@@ -78,11 +104,11 @@ fn main() {
         .unwrap()
         .as_secs() as i64;
     // Far enough back for every round of 15 steps to lie in the past.
-    let mut t = now - now % 20 - 20 * (1 + 16 * 2 * (rounds + 1));
+    let mut t = now - now % 20 - 20 * (1 + 17 * 2 * (rounds + 1));
     let writer = RrdWriter::new();
     println!("{files} files in {}, step 20, 3 pings", tmp.path().display());
-    println!("| what | CPU µs per call | minor faults per call | major faults per call |");
-    println!("|---|---|---|---|");
+    println!("| what | CPU µs per call | minor faults per call | major faults per call | machine CPU µs per call |");
+    println!("|---|---|---|---|---|");
     measure("create one file (librrd, through spoolmon)", files, || {
         for (o, dir) in dirs.iter().enumerate() {
             writer.create_if_missing(dir, &result(o, t)).unwrap();
@@ -107,5 +133,45 @@ fn main() {
             });
             t += 20 * steps as i64;
         }
+    }
+    // As the daemon with `rrd-flush-interval: 0`: one step per file and round, the filesystem
+    // synced between rounds. The syncfs is its own row (its CPU is mostly the machine's).
+    let dir = std::fs::File::open(tmp.path()).unwrap();
+    let syncfs = || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: syncfs takes any open fd of the filesystem; `dir` outlives the call.
+        assert_eq!(unsafe { libc::syncfs(dir.as_raw_fd()) }, 0);
+    };
+    syncfs();
+    for round in 0..rounds {
+        measure(
+            &format!("update of 1 step after syncfs, librrd alone, round {}", round + 1),
+            files,
+            || {
+                for (o, dir) in dirs.iter().enumerate() {
+                    raw_update(&dir.join(FILE_NAME), &[result(o, t)]);
+                }
+            },
+        );
+        t += 20;
+        measure(
+            &format!("syncfs after those updates (per file), round {}", round + 1),
+            files,
+            syncfs,
+        );
+        measure(
+            &format!(
+                "update of 1 step after syncfs, spoolmon RrdWriter::apply, round {}",
+                round + 1
+            ),
+            files,
+            || {
+                for (o, dir) in dirs.iter().enumerate() {
+                    assert_eq!(writer.apply(dir, &[&result(o, t)]).unwrap().applied, 1);
+                }
+            },
+        );
+        t += 20;
+        syncfs();
     }
 }

@@ -585,6 +585,7 @@ mod tests {
         assert!(enable_receive_timestamps(&receiver));
         let to = receiver.local_addr().expect("address");
         let sender = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("udp socket");
+        wait_until_packets_are_stamped_on_arrival(&receiver, &sender);
         sender.send_to(b"first", &to).expect("send");
         std::thread::sleep(Duration::from_millis(25));
         let between = Instant::now();
@@ -607,6 +608,31 @@ mod tests {
         );
         assert!(second_at - first_at >= Duration::from_millis(50));
         assert!(second_at <= read_at);
+    }
+
+    /// The kernel turns arrival timestamps on for the whole machine through deferred work once
+    /// the first socket asks for them; until it has run, a packet is stamped when it is read.
+    /// (The daemon's sockets live long; only their first packets can meet this, and they read
+    /// as received a little later than they were.) Sends warm-up datagrams until one, read
+    /// 20 ms after it arrived, carries a stamp from before the read.
+    fn wait_until_packets_are_stamped_on_arrival(receiver: &Socket, sender: &Socket) {
+        let to = receiver.local_addr().expect("address");
+        let mut batch = ReceiveBatch::new();
+        for _ in 0..250 {
+            sender.send_to(b"warm-up", &to).expect("send");
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(batch.receive(receiver).expect("recvmmsg"), 1);
+            let read_real = SystemTime::now();
+            let (_, stamp) = batch.packet(0);
+            let stamp = stamp.expect("timestamp");
+            if read_real
+                .duration_since(stamp)
+                .is_ok_and(|age| age >= Duration::from_millis(20))
+            {
+                return;
+            }
+        }
+        panic!("packets were never stamped on arrival within 250 tries");
     }
 
     #[test]
