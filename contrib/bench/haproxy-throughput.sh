@@ -5,7 +5,8 @@
 # into a discarding TCP socket. Reports snapshots per second until incoming/ is empty and until
 # the outbox has delivered everything, CPU seconds and peak RSS of spoolmon.
 #
-# usage: contrib/bench/haproxy-throughput.sh [snapshots]     (default 200)
+# usage: [THREADS=1] contrib/bench/haproxy-throughput.sh [snapshots]     (default 200)
+# THREADS=1 also prints each thread's CPU seconds.
 # Needs a release build (cargo build --release), python3 and socat.
 set -euo pipefail
 n=${1:-200}
@@ -14,7 +15,7 @@ bin=${SPOOLMON:-$root/target/release/spoolmon}
 base=$(mktemp -d /tmp/spoolmon-haproxy-bench.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 socat -u TCP-LISTEN:$port,fork,reuseaddr OPEN:/dev/null,wronly & sink=$!
-trap 'kill $sink 2>/dev/null || true; [ -n "${pid:-}" ] && kill $pid 2>/dev/null; rm -rf "$base"' EXIT
+trap 'kill $sink 2>/dev/null || true; [ -n "${pid:-}" ] && kill $pid 2>/dev/null && wait $pid 2>/dev/null; rm -rf "$base"' EXIT
 mkdir -p "$base/incoming" "$base/staging"
 python3 - "$root/tests/data/haproxy/1795431755" "$base/staging" "$n" <<'PY'
 import gzip, os, shutil, sys
@@ -46,4 +47,7 @@ lines=$("$bin" outbox --base-dir "$base" --json | python3 -c 'import json,sys; p
 echo "snapshots: $n, lines delivered: $lines, failed: $(ls "$base/failed" | wc -l)"
 echo "processed: $(echo "$n / (($processed - $start) / 1000000000)" | bc -l | xargs printf %.1f) snapshots/s"
 echo "delivered: $(echo "$n / (($delivered - $start) / 1000000000)" | bc -l | xargs printf %.1f) snapshots/s end to end"
+if [ -n "${THREADS:-}" ]; then   # per-thread CPU seconds, largest first
+  for t in /proc/$pid/task/*; do awk -v t="$ticks" '{sub(/^[0-9]+ \(/,""); n=$0; sub(/\).*/,"",n); sub(/^[^)]*\) /,""); split($0,f," "); printf "%s %.2f\n", n, (f[12]+f[13])/t}' "$t/stat"; done | sort -k2 -rn | head -12
+fi
 echo "cpu: $(printf %.2f "$cpu") s = $(echo "$cpu * 1000 / $n" | bc -l | xargs printf %.1f) ms per snapshot; peak rss: $(printf %.0f "$rss") MiB"

@@ -9,7 +9,11 @@ use crate::process::handoff::Kind;
 use crate::process::handoff::ResultSink;
 use crate::process::handoff::SinkBatch;
 use crate::process::handoff::SinkError;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// The largest encoding buffer kept between batches (a round of two HAProxy snapshots is about
+/// 10 MB); a larger one is freed after its batch.
+const KEPT_BUFFER_BYTES: usize = 16 << 20;
 
 /// `accept` = encode what the route takes into one buffer + one durable [`Outbox::append`].
 pub struct OutboxSink {
@@ -17,6 +21,9 @@ pub struct OutboxSink {
     encoder: Box<dyn Encoder>,
     route: Route,
     outbox: Arc<Outbox>,
+    /// The encoding buffer, kept between batches: a fresh 10 MB one each round cost its page
+    /// faults and the kernel's zeroing of every page (≈3% of HAProxy processing in a profile).
+    buffer: Mutex<Vec<u8>>,
 }
 
 impl OutboxSink {
@@ -26,6 +33,7 @@ impl OutboxSink {
             encoder,
             route,
             outbox,
+            buffer: Mutex::default(),
         }
     }
 
@@ -47,16 +55,23 @@ impl ResultSink for OutboxSink {
     }
 
     fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError> {
+        let mut lines = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        lines.clear();
         // About 64 bytes a metric line: one allocation for a HAProxy snapshot's 5 MB, not 20.
-        let mut lines = Vec::with_capacity(batch.metric_count() * 64);
+        lines.reserve(batch.metric_count() * 64);
         let count = self.encoder.encode_routed(batch, &self.route, &mut lines);
-        if count == 0 {
-            return Ok(());
+        let queued = match u32::try_from(count) {
+            _ if count == 0 => Ok(()),
+            Ok(count) => self
+                .outbox
+                .append(&lines, count)
+                .map_err(|e| self.error(format!("cannot queue {count} lines: {e}"))),
+            Err(_) => Err(self.error(format!("{count} lines in one batch"))),
+        };
+        if lines.capacity() > KEPT_BUFFER_BYTES {
+            *lines = Vec::new();
         }
-        let count = u32::try_from(count).map_err(|_| self.error(format!("{count} lines in one batch")))?;
-        self.outbox
-            .append(&lines, count)
-            .map_err(|e| self.error(format!("cannot queue {count} lines: {e}")))
+        queued
     }
 
     fn takes(&self, kind: Kind) -> bool {

@@ -427,9 +427,11 @@ const MAX_MAGNITUDE: f64 = u64::MAX as f64;
 /// included.
 #[inline]
 pub fn parse_number(text: &str) -> Option<f64> {
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(digits) => (true, digits),
-        None => (false, text),
+    // A byte test, not `strip_prefix('-')`: that compiled to a `memcmp` call per cell, 9% of
+    // HAProxy processing in a profile.
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        _ => (false, text),
     };
     if (1..=18).contains(&digits.len()) {
         let mut magnitude = 0_i64;
