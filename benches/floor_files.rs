@@ -8,6 +8,9 @@
 //!     renameat2(RENAME_EXCHANGE) over a kept `.next` file, with a kept directory descriptor;
 //!   - `exchange+fstat`: as `exchange` plus the fstat spoolmon did on the spare file;
 //!   - `exchange+fstat by path`: as `exchange+fstat` with full paths (AT_FDCWD), as spoolmon does.
+//!   - `exchange after syncfs`: as `exchange`, each round after a `syncfs` of the directories'
+//!     filesystem (timed with the round), as the daemon's rounds follow its syncfs: the journal
+//!     has committed the previous replaces, so each rename and write starts new metadata work.
 //!
 //! (b) one ping snapshot: a ~100 KB file of 1,000 results written into a new directory:
 //!   - `fsync-all`: mkdir + write + fsync(file) + fsync(snapshot dir) + rename + fsync(parent);
@@ -268,22 +271,32 @@ fn main() {
         Replace::ExchangeFstat,
         Replace::ExchangeFstatPath,
     ];
-    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
-    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+    // The last row: `exchange` again, each round after a syncfs (timed with it).
+    let rows = kinds.len() + 1;
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); rows];
+    let mut wall: Vec<Vec<f64>> = vec![Vec::new(); rows];
+    let fs = open_dir(&root);
     // Interleaved: every repetition runs every variant once, so load on the machine hits all.
     replace_round(Replace::Exchange, &dirs, &fds);
     for _ in 0..reps {
-        for (k, kind) in kinds.iter().enumerate() {
+        for k in 0..rows {
             let (c0, w0) = (cpu_seconds(), Instant::now());
-            replace_round(*kind, &dirs, &fds);
+            if k == kinds.len() {
+                // SAFETY: syncfs on a descriptor this function owns.
+                check(unsafe { libc::syncfs(fs.as_raw_fd()) }, "syncfs");
+            }
+            replace_round(kinds.get(k).copied().unwrap_or(Replace::Exchange), &dirs, &fds);
             cpu[k].push((cpu_seconds() - c0) * 1e6 / orders as f64);
             wall[k].push(w0.elapsed().as_secs_f64() * 1e6 / orders as f64);
         }
     }
-    for (k, kind) in kinds.iter().enumerate() {
+    for k in 0..rows {
+        let label = kinds
+            .get(k)
+            .map_or("ExchangeAfterSyncfs".to_owned(), |kind| format!("{kind:?}"));
         println!(
             "{:<18} {:>12.2} {:>12.2}",
-            format!("{kind:?}"),
+            label,
             median(cpu[k].clone()),
             median(wall[k].clone())
         );

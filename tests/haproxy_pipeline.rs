@@ -1,7 +1,7 @@
 //! The HAProxy pipeline end to end: real HAProxy instances pulled by `spoolmon run`, aggregated,
-//! and delivered to a real carbon-cache that is down for a while (nothing lost); and
+//! and delivered to a real carbon-cache that is down for a while (nothing lost);
 //! `spoolmon process` alone on haproxystats-pull's layout (the reference snapshot) beside a
-//! poison snapshot.
+//! poison snapshot; and a kill -9 in the middle of a backlog of HAProxy snapshots.
 
 mod common;
 #[path = "data/haproxy/reference.rs"]
@@ -9,8 +9,11 @@ mod reference;
 
 use common::servers::{free_tcp_port, Carbon, Haproxy, HaproxySetup};
 use common::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -97,4 +100,88 @@ fn process_alone_aggregates_haproxystats_pull_output_and_quarantines_a_poison_sn
         |text: &str| -> BTreeSet<String> { text.lines().map(|l| l.split(' ').next().unwrap().to_string()).collect() };
     assert_eq!(paths(&stats), paths(&golden), "not haproxystats 0.5.1's set of paths");
     assert!(process.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+}
+
+/// Distinct metric paths received per timestamp, over every connection a TCP listener accepts.
+/// A plain socket, not carbon: the test counts what spoolmon sends (3 million lines), which
+/// whisper would take minutes to store and fetch back.
+fn count_paths_per_time(listener: TcpListener) -> Arc<Mutex<HashMap<i64, HashSet<String>>>> {
+    let seen: Arc<Mutex<HashMap<i64, HashSet<String>>>> = Arc::default();
+    let shared = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    let mut fields = line.split(' ');
+                    let (Some(path), Some(_), Some(time)) = (fields.next(), fields.next(), fields.next()) else {
+                        panic!("not a Graphite line: {line:?}");
+                    };
+                    let time: i64 = time.parse().unwrap_or_else(|_| panic!("bad time in {line:?}"));
+                    shared.lock().unwrap().entry(time).or_default().insert(path.to_owned());
+                }
+            });
+        }
+    });
+    seen
+}
+
+/// A round of HAProxy snapshots has no results, so it skips the flushes of output/ (nothing
+/// was written there) and relies on each outbox append being fdatasynced before the snapshot is
+/// removed. A kill -9 anywhere in a backlog of 30 snapshots, then a restart: every snapshot's
+/// lines reach the sink (a snapshot processed again sends its lines again, harmless for
+/// Graphite, which keeps the last value of a path and time). kill -9 keeps the page cache, so
+/// this proves the order of the steps, not what a power cut would leave.
+#[test]
+fn kill_9_in_a_backlog_of_haproxy_snapshots_then_restart_delivers_every_snapshot() {
+    const SNAPSHOTS: i64 = 30;
+    const PATHS_PER_SNAPSHOT: usize = 78_455;
+    let base = Base::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = count_paths_per_time(listener);
+    let unpacked = tempfile::tempdir().unwrap();
+    let snapshot = reference::unpack_snapshot(unpacked.path());
+    let staging = base.join("staging");
+    for i in 0..SNAPSHOTS {
+        let dir = staging.join((reference::TIME + 10 * i).to_string());
+        fs::create_dir_all(&dir).unwrap();
+        for entry in fs::read_dir(&snapshot).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
+    fs::rename(&staging, base.join("incoming")).unwrap();
+    base.write_config(&format!(
+        "sinks:\n  carbon: {{type: graphite, port: {port}, namespace: loadbalancers, hostname: vm}}\n"
+    ));
+    let process = base.spawn(&[], "process");
+    wait_for("a first round done", LIMIT, Some(&process), || {
+        (base.count("incoming") as i64) < SNAPSHOTS
+    });
+    process.kill9();
+    let left = base.count("incoming");
+    assert!(left > 0, "killed after the last snapshot: the test proves nothing");
+
+    let process = base.spawn(&[], "process");
+    let complete = |seen: &HashMap<i64, HashSet<String>>| {
+        (0..SNAPSHOTS).all(|i| {
+            seen.get(&(reference::TIME + 10 * i))
+                .is_some_and(|p| p.len() >= PATHS_PER_SNAPSHOT)
+        })
+    };
+    wait_for("every snapshot's lines at the sink", LIMIT, Some(&process), || {
+        complete(&seen.lock().unwrap())
+    });
+    assert!(process.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    let seen = seen.lock().unwrap();
+    for i in 0..SNAPSHOTS {
+        let time = reference::TIME + 10 * i;
+        assert_eq!(seen[&time].len(), PATHS_PER_SNAPSHOT, "paths of the snapshot at {time}");
+    }
+    assert_eq!(seen.len() as i64, SNAPSHOTS, "lines with times of no snapshot");
+    assert_eq!(base.count("incoming"), 0);
+    assert_eq!(base.count("failed"), 0);
 }

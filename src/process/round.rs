@@ -390,9 +390,13 @@ impl Processor {
         self.hand_to_sinks(&mut loaded);
         // RRD pages and new last_result contents reach the disk in one flush; then the
         // last_result files are switched by rename, and a second flush makes the renames durable.
-        sync_filesystem(&self.base.output())?;
-        self.commit_last_results(applied.staged);
-        sync_filesystem(&self.base.output())?;
+        // A round without results (HAProxy snapshots only) wrote nothing under output/ and its
+        // sink lines are durable in the outboxes already (each append is fdatasynced): no flush.
+        if loaded.iter().any(|snapshot| !snapshot.results.is_empty()) {
+            sync_filesystem(&self.base.output())?;
+            self.commit_last_results(applied.staged);
+            sync_filesystem(&self.base.output())?;
+        }
         let held_orders: HashSet<&OrderId> = applied
             .failed
             .iter()
