@@ -298,7 +298,8 @@ fn line_aligned_prefix(rest: &[u8], room: usize) -> usize {
 }
 
 /// Newlines in `bytes`, eight bytes at a time (a record of HAProxy lines is handed out in
-/// pieces of the transport's payload size, each counted: byte by byte this was a tenth of the delivery thread's work).
+/// pieces of the transport's payload size, each counted: byte by byte this was a tenth of the
+/// delivery thread's work).
 /// Exact per byte, as in `process::haproxy`'s comma search: no carry crosses bytes.
 fn count_lines(bytes: &[u8]) -> u64 {
     const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
