@@ -103,7 +103,7 @@ fn process_alone_aggregates_haproxystats_pull_output_and_quarantines_a_poison_sn
 }
 
 /// Distinct metric paths received per timestamp, over every connection a TCP listener accepts.
-/// A plain socket, not carbon: the test counts what spoolmon sends (3 million lines), which
+/// A plain socket, not carbon: the test counts what spoolmon sends (2.4 million lines), which
 /// whisper would take minutes to store and fetch back.
 fn count_paths_per_time(listener: TcpListener) -> Arc<Mutex<HashMap<i64, HashSet<String>>>> {
     let seen: Arc<Mutex<HashMap<i64, HashSet<String>>>> = Arc::default();
