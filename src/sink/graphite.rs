@@ -45,7 +45,7 @@ use std::time::Duration;
 /// Largest payload handed to one `send`: big writes on one connection are what carbon and
 /// carbon-c-relay take fastest, and every payload is one acknowledgement (a file replace and a
 /// directory fsync): at 512 KiB those were half of the delivery thread's CPU on HAProxy rounds
-/// (~10 MB each), at 2 MiB a fifth of that. The write-timeout bounds each `write` that makes no
+/// (~14.5 MB each: 28 payloads), at 2 MiB a quarter as many. The write-timeout bounds each `write` that makes no
 /// progress, not the payload; a crash repeats at most one payload (the one in flight).
 pub const MAX_PAYLOAD: usize = 2 * 1024 * 1024;
 

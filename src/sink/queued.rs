@@ -65,7 +65,7 @@ impl ResultSink for OutboxSink {
         lines.reserve(batch.metric_count() * METRIC_LINE_BYTES);
         let count = self.encoder.encode_routed(batch, &self.route, &mut lines);
         let queued = match u32::try_from(count) {
-            _ if count == 0 => Ok(()),
+            Ok(0) => Ok(()),
             Ok(count) => self
                 .outbox
                 .append(&lines, count)
