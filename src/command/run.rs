@@ -264,7 +264,7 @@ struct Pipeline {
     stop: Arc<AtomicBool>,
     book: OrderBook,
     commands: Sender<Lifecycle>,
-    orders_tx: Sender<Vec<Order>>,
+    orders_tx: Sender<Vec<Arc<Order>>>,
     processing: Option<JoinHandle<()>>,
     scheduling: Option<JoinHandle<()>>,
     pulling: Option<JoinHandle<()>>,
@@ -333,7 +333,7 @@ impl Pipeline {
         probes: &ProbeSet,
         stats: &DaemonStats,
         command_rx: Receiver<Lifecycle>,
-        orders_rx: Receiver<Vec<Order>>,
+        orders_rx: Receiver<Vec<Arc<Order>>>,
     ) -> Result<()> {
         let (wake_tx, wake_rx) = crossbeam_channel::unbounded();
         let processor = Processor::new(
@@ -478,7 +478,7 @@ fn keep_restart_only_keys(running: &Config, mut new: Config) -> Config {
 fn send_lifecycle(commands: &Sender<Lifecycle>, events: Vec<OrderEvent>) {
     for event in events {
         let command = match event {
-            OrderEvent::Added(order) => Lifecycle::Activate(order.id),
+            OrderEvent::Added(order) => Lifecycle::Activate(order.id.clone()),
             OrderEvent::Changed { .. } => continue,
             OrderEvent::Removed(id) => Lifecycle::Deactivate { id, expired_file: None },
             OrderEvent::Expired { id, path } => Lifecycle::Deactivate {
@@ -490,7 +490,7 @@ fn send_lifecycle(commands: &Sender<Lifecycle>, events: Vec<OrderEvent>) {
     }
 }
 
-fn send_orders(orders_tx: &Sender<Vec<Order>>, book: &OrderBook) {
+fn send_orders(orders_tx: &Sender<Vec<Arc<Order>>>, book: &OrderBook) {
     let _ = orders_tx.send(book.active().cloned().collect());
 }
 

@@ -139,15 +139,15 @@ pub struct Batch {
     pub key: String,
     pub step: u32,
     pub pings: u32,
-    pub orders: Vec<Order>,
+    pub orders: Vec<Arc<Order>>,
     /// Seconds after each step start at which runs begin.
     pub offset: Duration,
 }
 
-/// Groups `orders` into batches of at most `max_batch`, in id order within each key. Takes the
-/// orders by value and moves them (100,000 orders are tens of megabytes: no copies).
-pub fn make_batches(orders: Vec<Order>, max_batch: usize) -> Vec<Batch> {
-    let mut groups: BTreeMap<String, Vec<Order>> = BTreeMap::new();
+/// Groups `orders` into batches of at most `max_batch`, in id order within each key (the
+/// orders are shared with the order book: no copies).
+pub fn make_batches(orders: Vec<Arc<Order>>, max_batch: usize) -> Vec<Batch> {
+    let mut groups: BTreeMap<String, Vec<Arc<Order>>> = BTreeMap::new();
     for order in orders {
         groups.entry(batch_key(&order)).or_default().push(order);
     }
@@ -160,7 +160,7 @@ pub fn make_batches(orders: Vec<Order>, max_batch: usize) -> Vec<Batch> {
         while members.peek().is_some() {
             // Exact-capacity chunks: split_off would leave every chunk holding the capacity of
             // the whole group (quadratic memory at 100,000 orders).
-            let chunk: Vec<Order> = members.by_ref().take(size).collect();
+            let chunk: Vec<Arc<Order>> = members.by_ref().take(size).collect();
             let key = format!("{key}#{chunk_index}");
             let (step, pings) = (chunk[0].step, chunk[0].pings);
             let offset = stable_offset(&key, step, pings);
@@ -250,7 +250,7 @@ struct Due {
 
 impl Scheduler {
     /// The scheduling loop (run it on its own thread).
-    pub fn run(self, orders_rx: crossbeam_channel::Receiver<Vec<Order>>, shutdown: Arc<AtomicBool>) {
+    pub fn run(self, orders_rx: crossbeam_channel::Receiver<Vec<Arc<Order>>>, shutdown: Arc<AtomicBool>) {
         let seq = first_seq(&self.base);
         debug!(
             first_seq = seq,
@@ -566,7 +566,7 @@ pub fn measure(probes: &ProbeSet, run: &RunRequest, ping_timeout: Duration) -> V
 
 /// The new schedule for `orders`. A batch that existed before keeps its next run time, so a
 /// change arriving just as a run is due never skips that run.
-fn plan_schedule(orders: Vec<Order>, max_batch: usize, now: SystemTime, previous: &[Due]) -> Vec<Due> {
+fn plan_schedule(orders: Vec<Arc<Order>>, max_batch: usize, now: SystemTime, previous: &[Due]) -> Vec<Due> {
     let known: std::collections::HashMap<&str, (i64, SystemTime)> = previous
         .iter()
         .map(|d| (d.batch.key.as_str(), (d.step_start, d.start)))
@@ -677,7 +677,7 @@ mod tests {
             fping_order("b", 20, 2, "127.0.0.2"),
         ];
         let run = RunRequest {
-            batch: Arc::new(make_batches(orders, 10).remove(0)),
+            batch: Arc::new(make_batches(orders.into_iter().map(Arc::new).collect(), 10).remove(0)),
             step_start: 100,
             start: SystemTime::now(),
             deadline: SystemTime::now() + Duration::from_secs(5),
@@ -788,7 +788,7 @@ mod tests {
         std::fs::write(base.incoming_tmp(), b"").unwrap();
         for step in [100, 120] {
             let run = RunRequest {
-                batch: Arc::new(make_batches(vec![fping_order("a", 20, 1, "127.0.0.1")], 10).remove(0)),
+                batch: Arc::new(make_batches(vec![Arc::new(fping_order("a", 20, 1, "127.0.0.1"))], 10).remove(0)),
                 step_start: step,
                 start: SystemTime::now(),
                 deadline: SystemTime::now(),
@@ -829,7 +829,7 @@ mod tests {
         shared.scheduler.published_tx = Some(tx);
         let shared = Arc::new(shared);
         let run = |step| RunRequest {
-            batch: Arc::new(make_batches(vec![fping_order("a", 20, 1, "127.0.0.1")], 10).remove(0)),
+            batch: Arc::new(make_batches(vec![Arc::new(fping_order("a", 20, 1, "127.0.0.1"))], 10).remove(0)),
             step_start: step,
             start: SystemTime::now(),
             deadline: SystemTime::now(),
@@ -890,7 +890,7 @@ mod tests {
             ..fping_order("d", 20, 3, "127.0.0.1")
         };
         orders.push(tcp);
-        let batches = make_batches(orders, 2);
+        let batches = make_batches(orders.into_iter().map(Arc::new).collect(), 2);
         let sizes: Vec<(String, usize)> = batches.iter().map(|b| (b.key.clone(), b.orders.len())).collect();
         // 5 orders of one kind in chunks of 2, plus three singletons.
         assert_eq!(batches.len(), 6, "{sizes:?}");
@@ -905,7 +905,7 @@ mod tests {
         let orders: Vec<Order> = (0..2_500)
             .map(|i| fping_order(&format!("o{i:05}"), 20, 3, "127.0.0.1"))
             .collect();
-        let batches = make_batches(orders, 1000);
+        let batches = make_batches(orders.into_iter().map(Arc::new).collect(), 1000);
         assert_eq!(
             batches.iter().map(|b| b.orders.len()).collect::<Vec<_>>(),
             [1000, 1000, 500]
@@ -934,7 +934,7 @@ mod tests {
 
     #[test]
     fn next_run_is_at_step_start_plus_offset_and_never_in_the_past() {
-        let mut batch = make_batches(vec![fping_order("a", 20, 3, "127.0.0.1")], 10).remove(0);
+        let mut batch = make_batches(vec![Arc::new(fping_order("a", 20, 3, "127.0.0.1"))], 10).remove(0);
         batch.offset = Duration::from_secs(3);
         let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
         assert_eq!(
@@ -953,12 +953,12 @@ mod tests {
 
     #[test]
     fn pings_are_spread_over_most_of_the_step() {
-        let batch = make_batches(vec![fping_order("a", 20, 3, "127.0.0.1")], 10).remove(0);
+        let batch = make_batches(vec![Arc::new(fping_order("a", 20, 3, "127.0.0.1"))], 10).remove(0);
         let (interval, timeout) = round_timing(&batch, Duration::from_secs(3));
         assert_eq!(timeout, Duration::from_secs(3));
         let last_answer_by = interval * 2 + timeout;
         assert!(last_answer_by <= Duration::from_secs(16), "{interval:?}");
-        let tiny = make_batches(vec![fping_order("a", 1, 5, "127.0.0.1")], 10).remove(0);
+        let tiny = make_batches(vec![Arc::new(fping_order("a", 1, 5, "127.0.0.1"))], 10).remove(0);
         let (interval, timeout) = round_timing(&tiny, Duration::from_secs(3));
         assert!(timeout <= Duration::from_millis(500));
         assert!(interval >= Duration::from_millis(1));

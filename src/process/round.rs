@@ -54,6 +54,12 @@ use tracing::{debug, info, warn};
 const MAX_SNAPSHOTS_PER_ROUND: usize = 2_000;
 /// Most HAProxy snapshots aggregated in one round (each becomes ~80,000 metrics in memory).
 const MAX_HAPROXY_PER_ROUND: usize = 2;
+/// Most bytes of ping files read in one round (a round takes at least one snapshot): a result
+/// costs 2-4 times its line in memory, so a round holds ~16 MB of results however many probe
+/// runs ended together. Without it, 100,000 orders ending their step at once (100 snapshots,
+/// 2,000,000 RTTs) and an RRD flush of 5 minutes of snapshots were each one round of 50-100 MB
+/// that glibc's arenas kept afterwards (BENCHMARKS.md, issue 12).
+const MAX_PING_BYTES_PER_ROUND: u64 = 4 << 20;
 /// First retry of snapshots kept back by a transient fault or a refusing sink; the delay doubles
 /// while the fault lasts, up to [`MAX_RETRY_DELAY`] (new arrivals and rescans retry them too).
 pub const RETRY_EVERY: Duration = Duration::from_secs(2);
@@ -110,6 +116,10 @@ pub struct RoundReport {
     /// Snapshots kept in `incoming/` for a retry (transient fault, a sink that refused).
     pub retried: usize,
     pub results: usize,
+    /// Snapshots were left for the next round by the round's bounds (run it at once).
+    pub deferred: bool,
+    /// Bytes of ping files the round read (new snapshots and the RRD flush's journal).
+    pub ping_bytes: u64,
 }
 
 /// The window and count limits of results, from the config (`result-max-age`,
@@ -170,6 +180,9 @@ pub struct Processor {
     held: bool,
     /// How long the loop waits before retrying them.
     retry_delay: Duration,
+    /// Most bytes of ping files read in one round ([`MAX_PING_BYTES_PER_ROUND`]; tests set
+    /// less).
+    ping_bytes_per_round: u64,
     /// Snapshot name → errno its load fails with (tests: faults no filesystem gives on demand).
     #[cfg(test)]
     failing_loads: Mutex<HashMap<String, i32>>,
@@ -283,6 +296,7 @@ impl Processor {
             waiting: None,
             held: false,
             retry_delay: RETRY_EVERY,
+            ping_bytes_per_round: MAX_PING_BYTES_PER_ROUND,
             #[cfg(test)]
             failing_loads: Mutex::default(),
         })
@@ -486,6 +500,8 @@ impl Processor {
         let mut listed = Vec::new();
         let mut present = HashSet::new();
         let mut haproxy_snapshots = 0;
+        let mut ping_bytes = 0;
+        let mut full = false;
         self.write_pending_reasons();
         let incoming = self.base.dir("incoming")?;
         for entry in queue::list(&self.base)? {
@@ -502,19 +518,34 @@ impl Processor {
                         report.quarantined += usize::from(self.quarantine(name.as_str(), &reason));
                         continue;
                     }
-                    if candidates.len() >= MAX_SNAPSHOTS_PER_ROUND || haproxy_snapshots >= MAX_HAPROXY_PER_ROUND {
-                        continue;
-                    }
                     let applied = queue::is_applied(&self.base, name.as_str());
                     if applied && !flush_rrd {
                         continue;
                     }
+                    // Once a bound is reached every later snapshot waits, so what a round takes is
+                    // always older than what it leaves. Snapshots waiting for the RRD flush do
+                    // not count against the byte bound: a flush takes the whole journal, so each
+                    // order gets all its waiting steps in one librrd call.
+                    full = full
+                        || candidates.len() >= MAX_SNAPSHOTS_PER_ROUND
+                        || haproxy_snapshots >= MAX_HAPROXY_PER_ROUND
+                        || ping_bytes >= self.ping_bytes_per_round;
+                    if full {
+                        report.deferred = true;
+                        continue;
+                    }
                     // Through descriptors: a planted link is not followed (load refuses it).
-                    let has_ping_file = incoming
+                    let ping_file = incoming
                         .open_dir(name.as_str())
-                        .and_then(|snapshot| snapshot.kind(PING_FILE))
-                        .is_ok_and(|kind| kind.is_some());
-                    haproxy_snapshots += usize::from(!has_ping_file);
+                        .and_then(|snapshot| snapshot.stat(PING_FILE));
+                    match ping_file {
+                        Ok(stat) => {
+                            let size = u64::try_from(stat.st_size).unwrap_or(0);
+                            report.ping_bytes += size;
+                            ping_bytes += if applied { 0 } else { size };
+                        }
+                        Err(_) => haproxy_snapshots += 1,
+                    }
                     candidates.push((name, applied));
                 }
             }
@@ -1334,6 +1365,57 @@ mod tests {
             .unwrap()
             .contains(&format!("time: {}", T0 + 40)));
         assert!(!processor.flush_due(Duration::from_secs(60)), "nothing left to flush");
+    }
+
+    #[test]
+    fn a_round_reads_a_bounded_number_of_ping_bytes_and_leaves_the_rest_for_the_next_round() {
+        let sink = Arc::new(RecordingSink::default());
+        let (_dir, processor) = setup(&sink);
+        let base = processor.base().clone();
+        for seq in 0..5 {
+            let results: Vec<OrderResult> = (0..3)
+                .map(|i| result(&format!("o{i}"), T0 + seq as i64 * 20, 0.001))
+                .collect();
+            publish(&base, seq, &results);
+        }
+        let one = fs::metadata(base.incoming().join(SnapshotName::new(T0, "ping", 0).as_str()).join(PING_FILE))
+            .unwrap()
+            .len();
+        // Room for two snapshots: the round that reaches the bound takes the snapshot that
+        // crossed it, so the bound is just under two.
+        let mut processor = Processor {
+            ping_bytes_per_round: 2 * one - 1,
+            ..processor
+        };
+        let rounds: Vec<(usize, bool)> = (0..3)
+            .map(|_| {
+                let report = processor.process_pending(false).unwrap();
+                (report.marked, report.deferred)
+            })
+            .collect();
+        assert_eq!(rounds, [(2, true), (2, true), (1, false)]);
+        assert_eq!(sink.accepted.lock().unwrap().len(), 15, "every result once, in three rounds");
+        // The flush takes the whole journal at once (one librrd call per order), and new
+        // snapshots after it up to the bound.
+        for seq in 5..8 {
+            let results: Vec<OrderResult> = (0..3)
+                .map(|i| result(&format!("o{i}"), T0 + seq as i64 * 20, 0.001))
+                .collect();
+            publish(&base, seq, &results);
+        }
+        let flushed: Vec<(usize, bool)> = (0..2)
+            .map(|_| {
+                let report = processor.process_pending(true).unwrap();
+                (report.processed, report.deferred)
+            })
+            .collect();
+        assert_eq!(flushed, [(5 + 2, true), (1, false)]);
+        let rrd = rrd_last_update(&base.output().join("o1/main.rrd"));
+        // An RRD row is stamped at the end of its step: the last result (T0 + 140) is the row at
+        // T0 + 160.
+        assert!(rrd.contains(&format!("{}: 0 0.001 0.001", T0 + 8 * 20)), "{rrd}");
+        assert_eq!(fs::read_dir(base.incoming()).unwrap().count(), 0);
+        assert_eq!(sink.accepted.lock().unwrap().len(), 24, "the flush sends the journal nothing again");
     }
 
     #[test]

@@ -61,6 +61,7 @@ use std::fs::Metadata;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
@@ -70,9 +71,9 @@ use tracing::{debug, info, warn};
 #[derive(Clone, Debug, PartialEq)]
 pub enum OrderEvent {
     /// A new valid order (new file, or a file that became valid or resolvable).
-    Added(Order),
+    Added(Arc<Order>),
     /// A valid order whose content changed.
-    Changed { old: Order, new: Order },
+    Changed { old: Arc<Order>, new: Arc<Order> },
     /// An order that is no longer measured: its file is gone, or it became invalid.
     Removed(OrderId),
     /// An order not refreshed for `order_timeout`: the caller archives its output and moves the
@@ -115,11 +116,11 @@ fn modified(meta: &Metadata) -> SystemTime {
     meta.modified().unwrap_or(UNIX_EPOCH)
 }
 
-// Active is by far the common state: keeping the order inline saves an allocation per order.
-#[allow(clippy::large_enum_variant)]
+// The order is shared with the scheduler (and the events): one copy of 100,000 orders, not
+// two (an `Order` is 280 bytes inline plus its strings).
 #[derive(Clone, Debug)]
 enum EntryState {
-    Active(Order),
+    Active(Arc<Order>),
     Invalid(String),
     Unresolved(String),
 }
@@ -198,8 +199,8 @@ impl OrderBook {
         }
     }
 
-    /// Valid orders, in id order.
-    pub fn active(&self) -> impl Iterator<Item = &Order> {
+    /// Valid orders, in id order (shared: cloning one is a reference count).
+    pub fn active(&self) -> impl Iterator<Item = &Arc<Order>> {
         self.entries.values().filter_map(|entry| match &entry.state {
             EntryState::Active(order) => Some(order),
             _ => None,
@@ -320,7 +321,7 @@ impl OrderBook {
     ) {
         let old = self.entries.remove(id.as_str());
         let (state, warnings) = match outcome {
-            Ok(parsed) => (EntryState::Active(parsed.order), parsed.warnings),
+            Ok(parsed) => (EntryState::Active(Arc::new(parsed.order)), parsed.warnings),
             Err(e) if e.is_retryable() => (EntryState::Unresolved(e.to_string()), Vec::new()),
             Err(e) => (EntryState::Invalid(e.to_string()), Vec::new()),
         };
