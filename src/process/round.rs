@@ -169,11 +169,9 @@ pub struct Processor {
     failing: BTreeMap<OrderId, OrderFailure>,
     /// `failing` changed since it was last written.
     failing_dirty: bool,
-    /// Per order, the `time` of its current `last_result` (read from the file when unknown).
-    newest: Mutex<HashMap<OrderId, i64>>,
-    /// Orders whose `output/<id>` was found (or made) a real directory chain, without a link
-    /// anywhere below `output/`: checked once, again after an archive or restore.
-    output_checked: Mutex<HashSet<OrderId>>,
+    /// What processing remembers of each order's output (one map, not one per fact: at 100,000
+    /// orders each map holds its own copy of every id).
+    known: Mutex<HashMap<OrderId, KnownOutput>>,
     /// What output waits for while a transient fault lasts ("waiting for disk space: ...").
     waiting: Option<String>,
     /// Snapshots were kept for a retry in the last round.
@@ -237,6 +235,16 @@ struct StagedResult {
     file: StagedFile,
 }
 
+/// What processing remembers of one order's output directory, forgotten on archive or restore.
+#[derive(Clone, Copy, Debug, Default)]
+struct KnownOutput {
+    /// The `time` of its current `last_result` (read from the file when unknown).
+    newest: Option<i64>,
+    /// `output/<id>` was found (or made) a real directory chain, without a link anywhere below
+    /// `output/`.
+    checked: bool,
+}
+
 /// What applying a round's results did, per order.
 #[derive(Default)]
 struct Applied {
@@ -291,8 +299,7 @@ impl Processor {
             unwritten_reasons: Vec::new(),
             failing,
             failing_dirty: false,
-            newest: Mutex::default(),
-            output_checked: Mutex::default(),
+            known: Mutex::default(),
             waiting: None,
             held: false,
             retry_delay: RETRY_EVERY,
@@ -346,8 +353,7 @@ impl Processor {
                 if let Err(e) = archive::restore(&self.base, &id) {
                     warn!(order = %id, "cannot restore archived output: {e}");
                 }
-                self.newest_times().remove(&id);
-                self.output_checked_ids().remove(&id);
+                self.known_outputs().remove(&id);
                 if let Some(active) = &mut self.active {
                     active.insert(id);
                 }
@@ -357,8 +363,7 @@ impl Processor {
                     active.remove(&id);
                 }
                 self.rrd.forget(&self.base.output().join(id.as_path()));
-                self.newest_times().remove(&id);
-                self.output_checked_ids().remove(&id);
+                self.known_outputs().remove(&id);
                 if self.failing.remove(&id).is_some() {
                     self.failing_dirty = true;
                     self.save_failing();
@@ -713,7 +718,10 @@ impl Processor {
                 })
                 .collect()
         });
-        self.newest_times().extend(committed);
+        let mut known = self.known_outputs();
+        for (id, time) in committed {
+            known.entry(id).or_default().newest = Some(time);
+        }
     }
 
     /// Applies every active order's results: with `flush_rrd` the RRD updates of every loaded
@@ -793,13 +801,13 @@ impl Processor {
     /// it is.
     fn apply_order(&self, id: &OrderId, work: &OrderWork) -> Result<OrderApplied, (Fault, String)> {
         let dir = self.base.output().join(id.as_path());
-        if !self.output_checked_ids().contains(id) {
+        if !self.known_outputs().get(id).is_some_and(|known| known.checked) {
             // librrd takes paths: make sure none of the order's directories is a symlink out.
             self.base
                 .dir("output")
                 .and_then(|output| output.create_dir_all(id.as_str()))
                 .map_err(|e| (fault::of_io(&e), e.to_string()))?;
-            self.output_checked_ids().insert(id.clone());
+            self.known_outputs().entry(id.clone()).or_default().checked = true;
         }
         if !work.rrd.is_empty() {
             self.rrd
@@ -842,22 +850,18 @@ impl Processor {
     /// True unless the order's `last_result` holds a time after `time` (read from the file
     /// the first time, then remembered).
     fn is_newest(&self, id: &OrderId, dir: &Path, time: i64) -> bool {
-        let known = self.newest_times().get(id).copied();
+        let known = self.known_outputs().get(id).and_then(|known| known.newest);
         let current = known.or_else(|| {
             let found = current_last_result_time(dir)?;
-            self.newest_times().insert(id.clone(), found);
+            self.known_outputs().entry(id.clone()).or_default().newest = Some(found);
             Some(found)
         });
         current.is_none_or(|current| time >= current)
     }
 
-    fn output_checked_ids(&self) -> std::sync::MutexGuard<'_, HashSet<OrderId>> {
-        self.output_checked.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn newest_times(&self) -> std::sync::MutexGuard<'_, HashMap<OrderId, i64>> {
+    fn known_outputs(&self) -> std::sync::MutexGuard<'_, HashMap<OrderId, KnownOutput>> {
         // Plain values: consistent even if a holder panicked.
-        self.newest.lock().unwrap_or_else(|p| p.into_inner())
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Gives each sink the lines of the snapshots it has not taken yet (active results and
@@ -1378,9 +1382,13 @@ mod tests {
                 .collect();
             publish(&base, seq, &results);
         }
-        let one = fs::metadata(base.incoming().join(SnapshotName::new(T0, "ping", 0).as_str()).join(PING_FILE))
-            .unwrap()
-            .len();
+        let one = fs::metadata(
+            base.incoming()
+                .join(SnapshotName::new(T0, "ping", 0).as_str())
+                .join(PING_FILE),
+        )
+        .unwrap()
+        .len();
         // Room for two snapshots: the round that reaches the bound takes the snapshot that
         // crossed it, so the bound is just under two.
         let mut processor = Processor {
@@ -1394,7 +1402,11 @@ mod tests {
             })
             .collect();
         assert_eq!(rounds, [(2, true), (2, true), (1, false)]);
-        assert_eq!(sink.accepted.lock().unwrap().len(), 15, "every result once, in three rounds");
+        assert_eq!(
+            sink.accepted.lock().unwrap().len(),
+            15,
+            "every result once, in three rounds"
+        );
         // The flush takes the whole journal at once (one librrd call per order), and new
         // snapshots after it up to the bound.
         for seq in 5..8 {
@@ -1415,7 +1427,11 @@ mod tests {
         // T0 + 160.
         assert!(rrd.contains(&format!("{}: 0 0.001 0.001", T0 + 8 * 20)), "{rrd}");
         assert_eq!(fs::read_dir(base.incoming()).unwrap().count(), 0);
-        assert_eq!(sink.accepted.lock().unwrap().len(), 24, "the flush sends the journal nothing again");
+        assert_eq!(
+            sink.accepted.lock().unwrap().len(),
+            24,
+            "the flush sends the journal nothing again"
+        );
     }
 
     #[test]

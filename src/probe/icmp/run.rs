@@ -52,7 +52,7 @@ struct Round {
 /// target could not be measured.
 pub fn run_rounds(engine: &EngineParts, targets: &[RunTarget], plan: &RunPlan) -> Vec<Outcome> {
     let pings = plan.pings as usize;
-    let mut results: Vec<Rtts> = vec![vec![None; pings]; targets.len()];
+    let mut results = RttGrid::new(targets.len(), pings);
     let sendable: Vec<usize> = (0..targets.len()).filter(|&t| targets[t].endpoint.is_ok()).collect();
     let mut pending: VecDeque<Round> = VecDeque::new();
     let mut send_failures = SendFailures::new(targets.len());
@@ -78,21 +78,54 @@ pub fn run_rounds(engine: &EngineParts, targets: &[RunTarget], plan: &RunPlan) -
     }
     finish(engine, plan, &mut pending, &mut results);
     send_failures.report(targets.len());
-    results
-        .into_iter()
-        .zip(targets)
+    targets
+        .iter()
         .enumerate()
-        .map(|(t, (rtts, target))| match &target.endpoint {
+        .map(|(t, target)| match &target.endpoint {
             Err(failure) => Err(failure.clone()),
             Ok(_) => match send_failures.unmeasured(t) {
                 Some(error) => Err(ProbeFailure::new(format!(
                     "cannot send ICMP echo requests to {}: {error}",
                     target.address
                 ))),
-                None => Ok(rtts),
+                None => Ok(results.rtts(t)),
             },
         })
         .collect()
+}
+
+/// The RTTs of a run while it runs: one flat row of `pings` seconds per target, NaN for none.
+/// Half the memory of one `Vec<Option<f64>>` per target (and one allocation instead of one per
+/// target): 100 runs of 1,000 targets × 20 pings hold 16 MB instead of 34 for most of each step.
+struct RttGrid {
+    pings: usize,
+    cells: Vec<f64>,
+}
+
+impl RttGrid {
+    fn new(targets: usize, pings: usize) -> RttGrid {
+        RttGrid {
+            pings,
+            cells: vec![f64::NAN; targets * pings],
+        }
+    }
+
+    /// Records ping `index` of target `t` (ignored past the row: a round beyond the plan).
+    fn set(&mut self, t: usize, index: usize, seconds: f64) {
+        if index < self.pings {
+            if let Some(cell) = self.cells.get_mut(t * self.pings + index) {
+                *cell = seconds;
+            }
+        }
+    }
+
+    /// Target `t`'s RTTs, `None` for each ping without an answer.
+    fn rtts(&self, t: usize) -> Rtts {
+        self.cells[t * self.pings..(t + 1) * self.pings]
+            .iter()
+            .map(|&seconds| (!seconds.is_nan()).then_some(seconds))
+            .collect()
+    }
 }
 
 fn round_start(plan: &RunPlan, index: usize) -> Option<Instant> {
@@ -111,7 +144,7 @@ fn send_round(
     index: usize,
     plan: &RunPlan,
     pending: &mut VecDeque<Round>,
-    results: &mut [Rtts],
+    results: &mut RttGrid,
     failures: &mut SendFailures,
 ) -> Round {
     let mut keys = vec![None; targets.len()];
@@ -200,7 +233,7 @@ fn wait_until(
     engine: &EngineParts,
     plan: &RunPlan,
     pending: &mut VecDeque<Round>,
-    results: &mut [Rtts],
+    results: &mut RttGrid,
 ) {
     loop {
         harvest_expired(engine, plan, pending, results);
@@ -214,7 +247,7 @@ fn wait_until(
 
 /// Harvests the remaining rounds as soon as each is fully answered, or at its expiry, or at the
 /// deadline.
-fn finish(engine: &EngineParts, plan: &RunPlan, pending: &mut VecDeque<Round>, results: &mut [Rtts]) {
+fn finish(engine: &EngineParts, plan: &RunPlan, pending: &mut VecDeque<Round>, results: &mut RttGrid) {
     while let Some(round) = pending.front_mut() {
         let give_up = round.expires.min(plan.deadline);
         if all_answered(engine.table, round) || Instant::now() >= give_up {
@@ -227,7 +260,7 @@ fn finish(engine: &EngineParts, plan: &RunPlan, pending: &mut VecDeque<Round>, r
     }
 }
 
-fn harvest_expired(engine: &EngineParts, plan: &RunPlan, pending: &mut VecDeque<Round>, results: &mut [Rtts]) {
+fn harvest_expired(engine: &EngineParts, plan: &RunPlan, pending: &mut VecDeque<Round>, results: &mut RttGrid) {
     let now = Instant::now();
     while pending.front().is_some_and(|round| round.expires <= now) {
         if let Some(round) = pending.pop_front() {
@@ -246,11 +279,11 @@ fn all_answered(table: &InflightTable, round: &mut Round) -> bool {
     true
 }
 
-fn harvest(table: &InflightTable, timeout: Duration, round: &Round, results: &mut [Rtts]) {
+fn harvest(table: &InflightTable, timeout: Duration, round: &Round, results: &mut RttGrid) {
     for (t, key) in round.keys.iter().enumerate() {
         let rtt = key.and_then(|key| table.rtt(key)).filter(|rtt| *rtt <= timeout);
-        if let (Some(rtt), Some(slot)) = (rtt, results[t].get_mut(round.index)) {
-            *slot = Some(rtt.as_secs_f64());
+        if let Some(rtt) = rtt {
+            results.set(t, round.index, rtt.as_secs_f64());
         }
     }
 }
@@ -319,5 +352,22 @@ impl SendFailures {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RttGrid;
+
+    #[test]
+    fn the_grid_gives_each_target_its_own_row_with_none_for_unanswered_pings() {
+        let mut grid = RttGrid::new(3, 2);
+        grid.set(0, 1, 0.5);
+        grid.set(2, 0, 0.000_123_456);
+        grid.set(1, 2, 9.0); // a round beyond the plan: not target 2's first ping
+        grid.set(3, 0, 9.0); // no such target
+        assert_eq!(grid.rtts(0), [None, Some(0.5)]);
+        assert_eq!(grid.rtts(1), [None, None]);
+        assert_eq!(grid.rtts(2), [Some(0.000_123_456), None]);
     }
 }
