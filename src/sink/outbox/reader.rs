@@ -20,7 +20,11 @@ pub struct Batch {
     pub(super) end: Position,
     /// Records whose last byte is in this batch.
     pub(super) finished: Tally,
+    /// The lines, or (with `range`) the reader's window holding them: a piece of a record larger
+    /// than a payload is handed out from the window where it was read, not copied (a HAProxy
+    /// round is one record of ~14.5 MB, sent in 2 MiB pieces).
     payload: Vec<u8>,
+    range: Option<std::ops::Range<usize>>,
     lines: u64,
 }
 
@@ -35,7 +39,10 @@ impl Batch {
 
     /// Whole lines, each ending in `\n`.
     pub fn payload(&self) -> &[u8] {
-        &self.payload
+        match &self.range {
+            Some(range) => &self.payload[range.clone()],
+            None => &self.payload,
+        }
     }
 
     pub fn lines(&self) -> u64 {
@@ -44,12 +51,9 @@ impl Batch {
 
     /// The first line without its newline (for logs).
     pub fn first_line(&self) -> &[u8] {
-        let end = self
-            .payload
-            .iter()
-            .position(|&b| b == b'\n')
-            .unwrap_or(self.payload.len());
-        &self.payload[..end]
+        let payload = self.payload();
+        let end = payload.iter().position(|&b| b == b'\n').unwrap_or(payload.len());
+        &payload[..end]
     }
 }
 
@@ -100,6 +104,7 @@ impl Reader {
                 end: Position::start_of(0),
                 finished: Tally::default(),
                 payload: Vec::new(),
+                range: None,
                 lines: 0,
             },
         }
@@ -170,6 +175,10 @@ impl Reader {
 
     /// Fills the batch from `start`, reading no further than `end`.
     fn read(&mut self, start: Position, end: u64, max_payload: usize) -> Result<ReadOutcome, OutboxError> {
+        if self.batch.range.take().is_some() {
+            // The last batch was a piece lent from the window: take the window back.
+            std::mem::swap(&mut self.window, &mut self.batch.payload);
+        }
         let seq = start.segment;
         match self.load_window(seq, start.offset, end, max_payload) {
             Ok(()) => {}
@@ -220,6 +229,25 @@ impl Reader {
                 self.verified = Some((seq, position.offset));
             }
             let rest = &payload[position.skip_bytes as usize..];
+            if self.batch.payload.is_empty() && header.len as usize > max_payload {
+                // A record larger than a payload, in line-aligned pieces lent from the window.
+                let take = line_aligned_prefix(rest, max_payload).min(rest.len());
+                let from = at + RECORD_HEADER_LEN + position.skip_bytes as usize;
+                if take == rest.len() {
+                    self.batch.lines += u64::from(header.lines).saturating_sub(position.skip_lines);
+                    self.batch.finished.add(Tally::of(&header));
+                    position = Position::start_of(seq);
+                    position.offset = start.offset + (at as u64) + record_len;
+                } else {
+                    let lines = count_lines(&rest[..take]);
+                    self.batch.lines += lines;
+                    position.skip_bytes += take as u64;
+                    position.skip_lines += lines;
+                }
+                self.batch.range = Some(from..from + take);
+                std::mem::swap(&mut self.window, &mut self.batch.payload);
+                break;
+            }
             let room = max_payload.saturating_sub(self.batch.payload.len());
             let take = if rest.len() <= room {
                 rest.len()

@@ -637,3 +637,31 @@ fn counters_at_their_maximum_in_a_planted_ack_saturate_instead_of_overflowing() 
     let status = status_in(&crate::spool::beneath::Dir::open(dir.path()).unwrap()).unwrap();
     assert_eq!((status.dropped_bytes, status.delivered_lines), (u64::MAX, u64::MAX));
 }
+
+#[test]
+fn a_piece_of_a_large_record_comes_again_unchanged_until_acknowledged_and_small_records_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let big = append(&outbox, "big", 200);
+    let small = [append(&outbox, "a", 2), append(&outbox, "b", 2)].concat();
+    let limit = 1000;
+    assert!(big.len() > 3 * limit);
+    let mut reader = outbox.reader();
+    let mut received = Vec::new();
+    let mut batches = 0;
+    while let Some(batch) = reader.next_batch(limit).unwrap() {
+        let first = batch.payload().to_vec();
+        let (start, lines) = (batch.start, batch.lines());
+        assert!(first.len() <= limit && first.ends_with(b"\n"));
+        assert_eq!(lines, first.iter().filter(|&&b| b == b'\n').count() as u64);
+        // Not acknowledged: the same lines again (a send that failed is retried as it was).
+        let again = reader.next_batch(limit).unwrap().unwrap();
+        assert_eq!((again.payload(), again.start), (&first[..], start));
+        outbox.acknowledge(again, Outcome::Delivered).unwrap();
+        received.extend_from_slice(&first);
+        batches += 1;
+    }
+    assert_eq!(received, [big.clone(), small].concat());
+    assert!(batches > big.len() / limit, "{batches} batches");
+    assert_eq!(status(dir.path()).unwrap().delivered_lines, 204);
+}
