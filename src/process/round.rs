@@ -57,8 +57,8 @@ const MAX_HAPROXY_PER_ROUND: usize = 2;
 /// Most bytes of ping files read in one round (a round takes at least one snapshot): a result
 /// costs 2-4 times its line in memory, so a round holds ~16 MB of results however many probe
 /// runs ended together. Without it, 100,000 orders ending their step at once (100 snapshots,
-/// 2,000,000 RTTs) and an RRD flush of 5 minutes of snapshots were each one round of 50-100 MB
-/// that glibc's arenas kept afterwards (BENCHMARKS.md, issue 12).
+/// 2,000,000 RTTs) were one round of 50-100 MB that glibc's arenas kept afterwards
+/// (BENCHMARKS.md, issue 12). An RRD flush's journal is not bounded (see `load_queue`).
 const MAX_PING_BYTES_PER_ROUND: u64 = 4 << 20;
 /// First retry of snapshots kept back by a transient fault or a refusing sink; the delay doubles
 /// while the fault lasts, up to [`MAX_RETRY_DELAY`] (new arrivals and rescans retry them too).
