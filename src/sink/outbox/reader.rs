@@ -229,47 +229,42 @@ impl Reader {
                 self.verified = Some((seq, position.offset));
             }
             let rest = &payload[position.skip_bytes as usize..];
-            if self.batch.payload.is_empty() && header.len as usize > max_payload {
-                // A record larger than a payload, in line-aligned pieces lent from the window.
-                let take = line_aligned_prefix(rest, max_payload).min(rest.len());
-                let from = at + RECORD_HEADER_LEN + position.skip_bytes as usize;
-                if take == rest.len() {
-                    self.batch.lines += u64::from(header.lines).saturating_sub(position.skip_lines);
-                    self.batch.finished.add(Tally::of(&header));
-                    position = Position::start_of(seq);
-                    position.offset = start.offset + (at as u64) + record_len;
-                } else {
-                    let lines = count_lines(&rest[..take]);
-                    self.batch.lines += lines;
-                    position.skip_bytes += take as u64;
-                    position.skip_lines += lines;
-                }
-                self.batch.range = Some(from..from + take);
-                std::mem::swap(&mut self.window, &mut self.batch.payload);
-                break;
-            }
+            // A record larger than a payload goes out alone, in line-aligned pieces lent from the
+            // window; smaller records are copied into the batch, as many as fit.
+            let lend = self.batch.payload.is_empty() && header.len as usize > max_payload;
             let room = max_payload.saturating_sub(self.batch.payload.len());
-            let take = if rest.len() <= room {
+            let take = if lend {
+                line_aligned_prefix(rest, max_payload)
+            } else if rest.len() <= room {
                 rest.len()
             } else if self.batch.payload.is_empty() {
                 line_aligned_prefix(rest, room)
             } else {
                 break;
             };
-            self.batch.payload.extend_from_slice(&rest[..take]);
-            if take == rest.len() {
+            let from = at + RECORD_HEADER_LEN + position.skip_bytes as usize;
+            let whole = take == rest.len();
+            if whole {
                 self.batch.lines += u64::from(header.lines).saturating_sub(position.skip_lines);
                 self.batch.finished.add(Tally::of(&header));
                 position = Position::start_of(seq);
                 position.offset = start.offset + (at as u64) + record_len;
-                at += record_len as usize;
             } else {
                 let lines = count_lines(&rest[..take]);
                 self.batch.lines += lines;
                 position.skip_bytes += take as u64;
                 position.skip_lines += lines;
+            }
+            if lend {
+                self.batch.range = Some(from..from + take);
+                std::mem::swap(&mut self.window, &mut self.batch.payload);
                 break;
             }
+            self.batch.payload.extend_from_slice(&rest[..take]);
+            if !whole {
+                break;
+            }
+            at += record_len as usize;
         }
         self.batch.end = position;
         Ok(ReadOutcome::Batch)
