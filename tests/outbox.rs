@@ -1,6 +1,6 @@
 //! The outbox and its delivery thread end to end: a real TCP listener on 127.0.0.1 that is away
-//! for a while, a `kill -9` in the middle of delivery, and a disk that fills up (a file size
-//! limit in a child process).
+//! for a while, a `kill -9` in the middle of delivery and in the middle of a batch of several
+//! records, and a disk that fills up (a file size limit in a child process).
 //!
 //! The child processes are this test binary run again with `child_process` as the only test and
 //! `OUTBOX_CHILD` naming the role.
@@ -280,6 +280,77 @@ fn disk_full_mid_append_leaves_earlier_records_intact_and_appends_work_afterward
     assert_eq!(delivered, expected);
 }
 
+const BATCH_PIECES: u32 = 4;
+const PIECE_LINES: u32 = 50;
+
+/// The lines of piece `piece` of batch `batch` of child `child`.
+fn piece(child: u32, batch: u32, piece: u32) -> Vec<u8> {
+    record(&format!("k{child:02}.b{batch:05}"), piece, PIECE_LINES)
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_batch_of_several_records_leaves_only_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch_records = u64::from(BATCH_PIECES) + 1;
+    let mut cut_once = false;
+    let mut children = 0;
+    // Each child appends batches until killed; it pauses between the records of a batch, so
+    // most kills land inside one. Killed until one did (recovery then counts what it cut).
+    while !cut_once && children < 20 {
+        let records_before = status(dir.path()).unwrap().records;
+        let mut child = child_command("batches", dir.path())
+            .env("OUTBOX_CHILD_NUMBER", children.to_string())
+            .spawn()
+            .unwrap();
+        wait_for("two more batches", PATIENCE, None, || {
+            status(dir.path()).unwrap().records >= records_before + 2 * batch_records
+        });
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        children += 1;
+        drop(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
+        cut_once = status(dir.path()).unwrap().dropped_records > 0;
+    }
+    assert!(cut_once, "none of {children} kills landed inside a batch");
+    let counted = status(dir.path()).unwrap();
+    assert_eq!(
+        counted.records % batch_records,
+        0,
+        "only whole batches are left: {counted:?}"
+    );
+
+    let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
+    let mut reader = outbox.reader();
+    let mut delivered = Vec::new();
+    while let Some(batch) = reader.next_batch(1 << 20).unwrap() {
+        delivered.extend_from_slice(batch.payload());
+        outbox.acknowledge(batch, Outcome::Delivered).unwrap();
+    }
+    // Every child's batches from its first, each whole, in order, none twice.
+    let mut expected = Vec::new();
+    let mut rest = delivered.as_slice();
+    for child in 0..children {
+        let mut batch = 0;
+        loop {
+            let whole: Vec<u8> = (0..=BATCH_PIECES).flat_map(|p| piece(child, batch, p)).collect();
+            if !rest.starts_with(&whole) {
+                break;
+            }
+            rest = &rest[whole.len()..];
+            expected.extend(whole);
+            batch += 1;
+        }
+        assert!(batch >= 2, "child {child} left {batch} whole batches");
+    }
+    assert!(
+        rest.is_empty(),
+        "only whole batches: {} bytes left, starting {:?}",
+        rest.len(),
+        String::from_utf8_lossy(&rest[..rest.len().min(80)])
+    );
+    assert_eq!(delivered, expected);
+}
+
 /// Bytes in the segment files of the outbox in `dir`.
 fn segment_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -319,6 +390,7 @@ fn child_process() {
     match role.as_str() {
         "crash" => append_then_deliver_until_killed(&dir),
         "disk-full" => append_until_the_file_size_limit(&dir),
+        "batches" => append_batches_until_killed(&dir),
         other => panic!("unknown child role {other}"),
     }
 }
@@ -337,8 +409,25 @@ fn append_then_deliver_until_killed(dir: &Path) {
     running.stop();
 }
 
+/// Appends batches of several records until killed, pausing between records.
+fn append_batches_until_killed(dir: &Path) {
+    let child: u32 = std::env::var("OUTBOX_CHILD_NUMBER").unwrap().parse().unwrap();
+    let outbox = Outbox::open(dir, OutboxLimits::default()).unwrap();
+    for batch in 0.. {
+        let mut appending = outbox.begin();
+        for p in 0..BATCH_PIECES {
+            appending.push(&piece(child, batch, p), PIECE_LINES).unwrap();
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        appending
+            .finish(&piece(child, batch, BATCH_PIECES), PIECE_LINES)
+            .unwrap();
+    }
+}
+
 /// Appends until a 64 KiB file size limit stops an append part-way (EFBIG), checks that the
-/// failure changed nothing, lifts the limit and appends again.
+/// failure changed nothing, lets a batch fail at its second record (and checks it left nothing),
+/// lifts the limit and appends again.
 fn append_until_the_file_size_limit(dir: &Path) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     use nix::sys::signal::{signal, SigHandler, Signal};
@@ -369,6 +458,18 @@ fn append_until_the_file_size_limit(dir: &Path) {
         outbox.append(&record("full", appended, 100), 100).is_err(),
         "still full"
     );
+    // Room for one and a half records: a batch's second record fails, and its first goes too.
+    let full = segment_bytes(dir);
+    setrlimit(Resource::RLIMIT_FSIZE, full + record_len * 3 / 2, hard).unwrap();
+    let mut batch = outbox.begin();
+    batch.push(&record("torn", 0, 100), 100).unwrap();
+    let error = batch.push(&record("torn", 1, 100), 100).unwrap_err();
+    assert!(
+        matches!(&error, OutboxError::Io { source, .. } if source.raw_os_error() == Some(libc::EFBIG)),
+        "{error}"
+    );
+    drop(batch);
+    assert_eq!(segment_bytes(dir), full, "the failed batch was cut back whole");
     setrlimit(Resource::RLIMIT_FSIZE, hard, hard).unwrap();
     outbox.append(&record("after", 0, 100), 100).unwrap();
     println!("appended before the limit: {appended}");

@@ -1,8 +1,10 @@
 //! A sink that encodes what its route takes of each batch into lines and queues them in its
 //! outbox; its delivery thread (see [`super::delivery`]) forwards them. A batch it takes nothing
-//! of appends no record (and `accept` returns `Ok`: processing counts it as taken).
+//! of appends no record (and `accept` returns `Ok`: processing counts it as taken). A large
+//! batch is written as it is encoded, in records of about [`PIECE_BYTES`] (one outbox batch,
+//! synced once), so its lines are never all in memory.
 
-use super::outbox::Outbox;
+use super::outbox::{Appending, Outbox, OutboxError};
 use super::route::Route;
 use super::Encoder;
 use crate::process::handoff::Kind;
@@ -11,22 +13,25 @@ use crate::process::handoff::SinkBatch;
 use crate::process::handoff::SinkError;
 use std::sync::{Arc, Mutex};
 
-/// The largest encoding buffer kept between batches (a round of two HAProxy snapshots is about
-/// 14.5 MB of lines with a namespace and a hostname); a larger one is freed after its batch.
-const KEPT_BUFFER_BYTES: usize = 32 << 20;
+/// Encoded lines are written to the outbox as a record once they reach this size (a round of
+/// two HAProxy snapshots is about 14.5 MB of lines with a namespace and a hostname: held whole,
+/// it was the largest part of the daemon's memory, twice, here and in the reader).
+const PIECE_BYTES: usize = 1 << 20;
+/// The largest encoding buffer kept between batches (a piece and its last line; one line
+/// longer than a piece makes it larger, and it is freed after its batch).
+const KEPT_BUFFER_BYTES: usize = 2 * PIECE_BYTES;
 /// Room reserved per metric line: HAProxy's lines are 75-95 bytes with a namespace and a
-/// hostname (`loadbalancers.vm.haproxy.backend.<b>.server.<s>.<metric> <value> <time>`). Reserved
-/// pages that are never written cost no memory.
+/// hostname (`loadbalancers.vm.haproxy.backend.<b>.server.<s>.<metric> <value> <time>`).
 const METRIC_LINE_BYTES: usize = 96;
 
-/// `accept` = encode what the route takes into one buffer + one durable [`Outbox::append`].
+/// `accept` = encode what the route takes, a piece at a time, into one durable outbox batch.
 pub struct OutboxSink {
     name: String,
     encoder: Box<dyn Encoder>,
     route: Route,
     outbox: Arc<Outbox>,
-    /// The encoding buffer, kept between batches: a fresh 15 MB one each round cost its page
-    /// faults and the kernel's zeroing of every page (≈3% of HAProxy processing in a profile).
+    /// The encoding buffer, kept between batches: a fresh one each round cost its page faults
+    /// and the kernel's zeroing of every page (≈3% of HAProxy processing in a profile).
     buffer: Mutex<Vec<u8>>,
 }
 
@@ -51,6 +56,60 @@ impl OutboxSink {
             message,
         }
     }
+
+    /// Encodes what the route takes of `batch` into `pieces`, handing it each piece as it fills.
+    fn encode_in_pieces(&self, batch: SinkBatch<'_>, pieces: &mut Pieces<'_>) -> Result<(), OutboxError> {
+        for result in self.route.results(batch) {
+            pieces.lines += self.encoder.encode_result(result, pieces.buffer);
+            pieces.spill()?;
+        }
+        for metric in self.route.metrics(batch) {
+            pieces.lines += self.encoder.encode_metric(metric, pieces.buffer);
+            pieces.spill()?;
+        }
+        Ok(())
+    }
+}
+
+/// The lines of one batch on their way into the outbox: encoded into `buffer`, written as a
+/// record of the outbox batch whenever `buffer` passes [`PIECE_BYTES`], except its last line, so
+/// that [`Pieces::finish`] always has a last record to write.
+struct Pieces<'a> {
+    appending: Option<Appending<'a>>,
+    outbox: &'a Outbox,
+    buffer: &'a mut Vec<u8>,
+    /// Lines in `buffer`.
+    lines: usize,
+}
+
+impl Pieces<'_> {
+    fn spill(&mut self) -> Result<(), OutboxError> {
+        if self.buffer.len() < PIECE_BYTES || self.lines < 2 {
+            return Ok(());
+        }
+        let body = &self.buffer[..self.buffer.len() - 1];
+        let last_line = body.iter().rposition(|&b| b == b'\n').map_or(0, |newline| newline + 1);
+        let lines = u32::try_from(self.lines - 1).unwrap_or(u32::MAX);
+        let outbox = self.outbox;
+        self.appending
+            .get_or_insert_with(|| outbox.begin())
+            .push(&self.buffer[..last_line], lines)?;
+        self.buffer.drain(..last_line);
+        self.lines = 1;
+        Ok(())
+    }
+
+    /// Writes the last record and commits the batch; nothing when no line was encoded.
+    fn finish(self) -> Result<(), OutboxError> {
+        if self.lines == 0 && self.appending.is_none() {
+            return Ok(());
+        }
+        let lines = u32::try_from(self.lines).unwrap_or(u32::MAX);
+        match self.appending {
+            Some(appending) => appending.finish(self.buffer, lines),
+            None => self.outbox.append(self.buffer, lines),
+        }
+    }
 }
 
 impl ResultSink for OutboxSink {
@@ -59,23 +118,21 @@ impl ResultSink for OutboxSink {
     }
 
     fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError> {
-        let mut lines = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        lines.clear();
-        // One allocation for a round's lines, not a doubling and copy when the guess is short.
-        lines.reserve(batch.metric_count() * METRIC_LINE_BYTES);
-        let count = self.encoder.encode_routed(batch, &self.route, &mut lines);
-        let queued = match u32::try_from(count) {
-            Ok(0) => Ok(()),
-            Ok(count) => self
-                .outbox
-                .append(&lines, count)
-                .map_err(|e| self.error(format!("cannot queue {count} lines: {e}"))),
-            Err(_) => Err(self.error(format!("{count} lines in one batch"))),
+        let mut buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        buffer.clear();
+        // One allocation for a round's lines (or a piece of them), not a doubling and copy.
+        buffer.reserve((batch.metric_count() * METRIC_LINE_BYTES).min(PIECE_BYTES + PIECE_BYTES / 8));
+        let mut pieces = Pieces {
+            appending: None,
+            outbox: &self.outbox,
+            buffer: &mut buffer,
+            lines: 0,
         };
-        if lines.capacity() > KEPT_BUFFER_BYTES {
-            *lines = Vec::new();
+        let queued = self.encode_in_pieces(batch, &mut pieces).and_then(|()| pieces.finish());
+        if buffer.capacity() > KEPT_BUFFER_BYTES {
+            *buffer = Vec::new();
         }
-        queued
+        queued.map_err(|e| self.error(format!("cannot queue lines: {e}")))
     }
 
     fn takes(&self, kind: Kind) -> bool {
@@ -180,5 +237,61 @@ mod tests {
         let queued = status(dir.path()).unwrap();
         assert_eq!((queued.records, queued.lines), (1, 3));
         assert_eq!(sink.name(), "graphite");
+    }
+
+    /// Every line `accept` queued, in order, read back through the outbox.
+    fn delivered(outbox: &Arc<Outbox>) -> Vec<u8> {
+        let mut reader = outbox.reader();
+        let mut out = Vec::new();
+        while let Some(batch) = reader.next_batch(crate::sink::graphite::MAX_PAYLOAD).unwrap() {
+            out.extend_from_slice(batch.payload());
+            outbox
+                .acknowledge(batch, crate::sink::outbox::Outcome::Delivered)
+                .unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn a_large_batch_is_queued_in_pieces_of_whole_lines_as_one_outbox_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
+        let sink = OutboxSink::new(
+            "graphite",
+            Box::new(PlainText),
+            Route::everything(),
+            Arc::clone(&outbox),
+        );
+        let mut metrics = metrics(&[]);
+        for i in 0..70_000 {
+            metrics.push(Metric {
+                path: format!("haproxy.backend.b{i}.scur"),
+                value: f64::from(i),
+                time: 1_700_000_000,
+            });
+        }
+        // One line longer than a piece on its own, between the others.
+        metrics.insert(
+            30_000,
+            Metric {
+                path: "x".repeat(PIECE_BYTES + 10),
+                value: 1.0,
+                time: 1_700_000_000,
+            },
+        );
+        sink.accept(SinkBatch::round(&[], &metrics)).unwrap();
+        let expected: Vec<u8> = metrics
+            .iter()
+            .flat_map(|m| format!("{} {} {}\n", m.path, m.value, m.time).into_bytes())
+            .collect();
+        assert!(expected.len() > 3 * PIECE_BYTES, "{} bytes", expected.len());
+        let queued = status(dir.path()).unwrap();
+        assert_eq!(queued.lines, 70_001);
+        assert!(queued.records >= 4, "{} records", queued.records);
+        // Written with `more` flags and one last record: reopening cuts nothing.
+        drop((sink, outbox));
+        let reopened = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
+        assert_eq!(status(dir.path()).unwrap().dropped_records, 0);
+        assert_eq!(delivered(&reopened), expected, "every line, whole, in order");
     }
 }

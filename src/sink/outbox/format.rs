@@ -15,12 +15,20 @@ pub const RECORD_HEADER_LEN: usize = 20;
 const SEGMENT_SUFFIX: &str = ".seg";
 const SEQ_DIGITS: usize = 20;
 
+/// Bit 31 of the `lines` word: more records of the same batch follow this one.
+const MORE_FOLLOWS: u32 = 1 << 31;
+/// The most lines a record can count (the `lines` word's other 31 bits).
+pub const MAX_RECORD_LINES: u32 = MORE_FOLLOWS - 1;
+
 /// The fixed-size front of a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordHeader {
     /// Payload bytes (whole lines).
     pub len: u32,
+    /// Lines in the payload, at most [`MAX_RECORD_LINES`].
     pub lines: u32,
+    /// More records of the same batch follow: a batch is whole only up to a record without it.
+    pub more: bool,
     /// When the record was appended, unix milliseconds.
     pub appended_ms: u64,
     /// CRC-32 (IEEE) over the header's first 16 bytes and the payload.
@@ -28,11 +36,13 @@ pub struct RecordHeader {
 }
 
 impl RecordHeader {
-    /// The header for `payload`, with its checksum.
-    pub fn new(payload: &[u8], lines: u32, appended_ms: u64) -> RecordHeader {
+    /// The header for `payload`, with its checksum. `lines` must be at most [`MAX_RECORD_LINES`].
+    pub fn new(payload: &[u8], lines: u32, more: bool, appended_ms: u64) -> RecordHeader {
+        debug_assert!(lines <= MAX_RECORD_LINES);
         let mut header = RecordHeader {
             len: payload.len() as u32,
             lines,
+            more,
             appended_ms,
             crc: 0,
         };
@@ -51,7 +61,8 @@ impl RecordHeader {
         let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
         RecordHeader {
             len: word(0),
-            lines: word(4),
+            lines: word(4) & MAX_RECORD_LINES,
+            more: word(4) & MORE_FOLLOWS != 0,
             appended_ms: u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")),
             crc: word(16),
         }
@@ -70,7 +81,8 @@ impl RecordHeader {
     fn checked_fields(&self) -> [u8; 16] {
         let mut fields = [0u8; 16];
         fields[..4].copy_from_slice(&self.len.to_le_bytes());
-        fields[4..8].copy_from_slice(&self.lines.to_le_bytes());
+        let flag = if self.more { MORE_FOLLOWS } else { 0 };
+        fields[4..8].copy_from_slice(&(self.lines | flag).to_le_bytes());
         fields[8..].copy_from_slice(&self.appended_ms.to_le_bytes());
         fields
     }
@@ -151,8 +163,41 @@ pub struct WalkEnd {
 
 /// Visits the records of a segment `file_len` bytes long in order, with their offsets, until the
 /// end or the first record that is incomplete or malformed. With `verify`, every payload is read
-/// (one read per record) and its checksum checked; without, only headers are read.
+/// (one read per record) and its checksum checked; without, only headers are read. The records
+/// of a batch are visited once its last record is found: a batch the file ends inside (the
+/// writer stopped before its last record was written) is not visited and is where the walk
+/// stops, as for a torn record.
 pub fn walk_records(
+    file: &File,
+    file_len: u64,
+    verify: bool,
+    mut visit: impl FnMut(u64, &RecordHeader),
+) -> io::Result<WalkEnd> {
+    // The records of the batch being walked, until its last one.
+    let mut batch: Vec<(u64, RecordHeader)> = Vec::new();
+    let end = walk_whole_records(file, file_len, verify, |at, header| {
+        batch.push((at, *header));
+        if !header.more {
+            for (at, header) in batch.drain(..) {
+                visit(at, &header);
+            }
+        }
+    })?;
+    match batch.first() {
+        Some(&(start, _)) if end.problem.is_none() => Ok(stopped_at(
+            start,
+            "the file ends inside a batch (its last record was never written)",
+        )),
+        Some(&(start, _)) => Ok(WalkEnd {
+            valid_len: start,
+            problem: end.problem,
+        }),
+        None => Ok(end),
+    }
+}
+
+/// [`walk_records`] without the batches: every whole record.
+fn walk_whole_records(
     file: &File,
     file_len: u64,
     verify: bool,
@@ -198,13 +243,30 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_checksum_covers_fields_and_payload() {
-        let header = RecordHeader::new(b"a 1 2\n", 1, 1_700_000_000_123);
+        let header = RecordHeader::new(b"a 1 2\n", 1, false, 1_700_000_000_123);
         assert_eq!(RecordHeader::parse(&header.to_bytes()), header);
         assert!(header.matches(b"a 1 2\n"));
         assert!(!header.matches(b"a 1 3\n"));
         let mut other_lines = header;
         other_lines.lines = 2;
         assert!(!other_lines.matches(b"a 1 2\n"));
+        let mut other_flag = header;
+        other_flag.more = true;
+        assert!(!other_flag.matches(b"a 1 2\n"), "the flag is checksummed");
+    }
+
+    #[test]
+    fn the_more_flag_is_bit_31_of_the_lines_word_and_round_trips() {
+        let header = RecordHeader::new(b"a 1 2\n", MAX_RECORD_LINES, true, 7);
+        let bytes = header.to_bytes();
+        assert_eq!(&bytes[4..8], &u32::MAX.to_le_bytes());
+        assert_eq!(RecordHeader::parse(&bytes), header);
+        let plain = RecordHeader::new(b"a 1 2\n", 3, false, 7).to_bytes();
+        assert_eq!(
+            &plain[4..8],
+            &3_u32.to_le_bytes(),
+            "a record of one batch is as in version 1"
+        );
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! The outbox: a durable, bounded, per-sink queue of encoded lines under `outbox/<sink>/`.
 //!
-//! Processing appends the lines of each batch (one record, `fdatasync`ed before `append`
-//! returns); the sink's delivery thread reads the oldest undelivered lines, sends them and
-//! acknowledges them. A restart resumes exactly at the acknowledgement.
+//! Processing appends the lines of each batch (one record, or several for a large batch,
+//! `fdatasync`ed once before the append returns); the sink's delivery thread reads the oldest
+//! undelivered lines, sends them and acknowledges them. A restart resumes exactly at the
+//! acknowledgement.
 //!
 //! # Design constraints
-//! - Segment files are append-only; a record never spans two segments. Segments are deleted
-//!   whole, once delivered or when dropped to respect the bound.
+//! - Segment files are append-only; a record, and a batch of records, never spans two segments.
+//!   Segments are deleted whole, once delivered or when dropped to respect the bound.
+//! - A batch is added whole or not at all: the reader sees it once all its records are durable,
+//!   and recovery cuts a batch whose last record was never written.
 //! - Every record is checksummed. A torn or corrupt tail (crash mid-write, disk full) is found by
 //!   checksum when the outbox is opened, cut off and logged; everything before it is delivered.
 //! - An append that fails part-way truncates the segment back to its last good record.
@@ -32,14 +35,20 @@
 //! | bytes      | field       | meaning                                                      |
 //! |------------|-------------|--------------------------------------------------------------|
 //! | 0..4       | len u32     | payload length in bytes, at least 1                          |
-//! | 4..8       | lines u32   | number of lines in the payload                               |
+//! | 4..8       | lines u32   | bits 0..30: number of lines in the payload; bit 31: more     |
+//! |            |             | records of the same batch follow this one                    |
 //! | 8..16      | appended u64| when it was appended, unix milliseconds                      |
 //! | 16..20     | crc u32     | CRC-32 (IEEE 802.3, as zlib) of bytes 0..16, then the payload |
 //! | 20..20+len | payload     | whole lines, each ending in `\n`                             |
 //!
-//! A new segment is started when the current one would pass `segment_bytes` (or a quarter of
-//! `max_lines` lines, or holds records older than a quarter of `max_age`), and at every open:
-//! the writer never appends to a segment it did not create.
+//! A batch is its records up to and including the first one without bit 31 (a batch of one
+//! record is a record as in files written before batches existed: the format stays version 1).
+//! Processing writes a large batch (a round of HAProxy snapshots, ~14.5 MB) in records of about
+//! 1 MiB, so that neither it nor the reader holds the whole batch in memory.
+//!
+//! A new segment is started when the current one would pass `segment_bytes` with a batch's
+//! first record (or a quarter of `max_lines` lines, or holds records older than a quarter of
+//! `max_age`), and at every open: the writer never appends to a segment it did not create.
 //!
 //! # Acknowledgement file
 //! Text, one `key value` per line after the first line `spoolmon-outbox-ack 1`; all keys are
@@ -64,8 +73,8 @@
 //! # Recovery on open
 //! Stray temporary files are removed. Segments before the acknowledged one are deleted (their
 //! deletion was interrupted). Each segment's records are walked; the last segment's checksums are
-//! all checked (older segments' are checked as they are delivered). The first bad record and
-//! everything after it is cut off and logged with file and offset; what was cut and not yet
+//! all checked (older segments' are checked as they are delivered). The first bad record (or
+//! the first record of a batch the file ends inside) and everything after it is cut off and logged with file and offset; what was cut and not yet
 //! delivered is added to the `dropped_*` counters (bytes: every byte cut; records and lines: the
 //! cut records whose header and payload are whole, as their headers say). A missing or
 //! unreadable `ack` (also a FIFO, device or symlink in its place: never opened for reading)
@@ -123,6 +132,8 @@ pub enum OutboxError {
     NotWholeLines { len: usize },
     #[error("a payload of {len} bytes is larger than a record can hold (4 GiB)")]
     TooLarge { len: usize },
+    #[error("{lines} lines are more than a record can count (2^31 - 1)")]
+    TooManyLines { lines: u32 },
 }
 
 impl OutboxError {
@@ -337,22 +348,21 @@ impl Outbox {
         &self.dir
     }
 
-    /// Appends `payload` (`lines` whole lines, each ending in `\n`) as one record; durable when
-    /// this returns `Ok`. On error nothing was added and earlier records are intact; retry later.
+    /// Appends `payload` (`lines` whole lines, each ending in `\n`) as a batch of one record;
+    /// durable when this returns `Ok`. On error nothing was added and earlier records are intact;
+    /// retry later.
     pub fn append(&self, payload: &[u8], lines: u32) -> Result<(), OutboxError> {
-        if payload.last() != Some(&b'\n') {
-            return Err(OutboxError::NotWholeLines { len: payload.len() });
+        self.begin().finish(payload, lines)
+    }
+
+    /// Starts a batch of several records, for lines that are encoded a piece at a time: see
+    /// [`Appending`]. Other appends wait until it is finished or dropped.
+    pub fn begin(&self) -> Appending<'_> {
+        Appending {
+            outbox: self,
+            slot: self.lock_writer(),
+            headers: Vec::new(),
         }
-        if u32::try_from(payload.len()).is_err() {
-            return Err(OutboxError::TooLarge { len: payload.len() });
-        }
-        let header = RecordHeader::new(payload, lines, unix_millis(SystemTime::now()));
-        let mut slot = self.lock_writer();
-        let segment = self.segment_for(&mut slot, &header)?;
-        segment.append(&header, payload)?;
-        self.publish(segment, &header);
-        self.enforce_limits();
-        Ok(())
     }
 
     /// A reader of this outbox for its (single) delivery thread.
@@ -459,13 +469,16 @@ impl Outbox {
         self.lock_state().segments.iter().any(|s| s.seq == seq && s.corrupt)
     }
 
-    /// Makes the record just appended to `segment` visible to the reader and wakes it.
-    fn publish(&self, segment: &SegmentWriter, header: &RecordHeader) {
+    /// Makes the batch just committed to `segment` (its records' `headers`) visible to the
+    /// reader and wakes it.
+    fn publish(&self, segment: &SegmentWriter, headers: &[RecordHeader]) {
         let mut state = self.lock_state();
         if let Some(info) = state.segments.iter_mut().rev().find(|s| s.seq == segment.seq) {
             info.len = segment.len;
-            info.held.add(Tally::of(header));
-            info.newest_ms = header.appended_ms;
+            for header in headers {
+                info.held.add(Tally::of(header));
+                info.newest_ms = header.appended_ms;
+            }
         }
         state.appends += 1;
         drop(state);
@@ -557,5 +570,88 @@ impl Outbox {
 
     fn lock_ack_file(&self) -> MutexGuard<'_, ()> {
         self.ack_file.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A batch being appended as several records: [`Appending::push`] writes one that more follow,
+/// [`Appending::finish`] the last one, makes the whole batch durable with one `fdatasync` and
+/// only then visible to the reader. Dropped unfinished (or after an error), what it wrote is cut
+/// away; after a crash, recovery cuts a batch without its last record. So the reader and a
+/// restart see each batch whole or not at all, while the lines of a large batch (a round of
+/// HAProxy snapshots) never have to be in memory at once.
+///
+/// The records of a batch are never split across segments: a segment ends after a batch, so it
+/// may pass `segment_bytes` by the rest of the batch its first record started.
+pub struct Appending<'a> {
+    outbox: &'a Outbox,
+    slot: MutexGuard<'a, WriterSlot>,
+    /// The records written so far.
+    headers: Vec<RecordHeader>,
+}
+
+impl Appending<'_> {
+    /// Writes `payload` (`lines` whole lines) as a record of the batch that more records follow.
+    /// On error the whole batch is gone: drop this.
+    pub fn push(&mut self, payload: &[u8], lines: u32) -> Result<(), OutboxError> {
+        self.write(payload, lines, true)
+    }
+
+    /// Writes the batch's last record and makes the batch durable and visible. On error nothing
+    /// of the batch was added and earlier batches are intact; retry later.
+    pub fn finish(mut self, payload: &[u8], lines: u32) -> Result<(), OutboxError> {
+        self.write(payload, lines, false)?;
+        let headers = std::mem::take(&mut self.headers);
+        let segment = self
+            .slot
+            .segment
+            .as_mut()
+            .expect("the batch's records are in the open segment");
+        segment.commit(&headers)?;
+        self.outbox.publish(segment, &headers);
+        self.outbox.enforce_limits();
+        Ok(())
+    }
+
+    fn write(&mut self, payload: &[u8], lines: u32, more: bool) -> Result<(), OutboxError> {
+        let result = self.write_record(payload, lines, more);
+        if result.is_err() {
+            // The writer cut the segment back; the batch's earlier records went with it.
+            self.headers.clear();
+        }
+        result
+    }
+
+    fn write_record(&mut self, payload: &[u8], lines: u32, more: bool) -> Result<(), OutboxError> {
+        if payload.last() != Some(&b'\n') {
+            return Err(OutboxError::NotWholeLines { len: payload.len() });
+        }
+        if u32::try_from(payload.len()).is_err() {
+            return Err(OutboxError::TooLarge { len: payload.len() });
+        }
+        if lines > format::MAX_RECORD_LINES {
+            return Err(OutboxError::TooManyLines { lines });
+        }
+        let header = RecordHeader::new(payload, lines, more, unix_millis(SystemTime::now()));
+        let segment = if self.headers.is_empty() {
+            self.outbox.segment_for(&mut self.slot, &header)?
+        } else {
+            self.slot
+                .segment
+                .as_mut()
+                .expect("the batch's first record is in the open segment")
+        };
+        segment.write(&header, payload)?;
+        self.headers.push(header);
+        Ok(())
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        if !self.headers.is_empty() {
+            if let Some(segment) = self.slot.segment.as_mut() {
+                segment.abandon();
+            }
+        }
     }
 }

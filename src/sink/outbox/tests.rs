@@ -665,3 +665,96 @@ fn a_piece_of_a_large_record_comes_again_unchanged_until_acknowledged_and_small_
     assert!(batches > big.len() / limit, "{batches} batches");
     assert_eq!(status(dir.path()).unwrap().delivered_lines, 204);
 }
+
+#[test]
+fn a_batch_of_several_records_is_seen_whole_only_once_finished_and_delivered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let before = append(&outbox, "before", 3);
+    let mut reader = outbox.reader();
+    let first = reader.next_batch(1 << 20).unwrap().unwrap();
+    assert_eq!(first.payload(), before.as_slice());
+    outbox.acknowledge(first, Outcome::Delivered).unwrap();
+
+    let (one, n1) = lines("one", 4);
+    let (two, n2) = lines("two", 5);
+    let (three, n3) = lines("three", 6);
+    let mut batch = outbox.begin();
+    batch.push(&one, n1).unwrap();
+    batch.push(&two, n2).unwrap();
+    assert!(
+        reader.next_batch(1 << 20).unwrap().is_none(),
+        "records of an unfinished batch are not visible"
+    );
+    assert_eq!(status(dir.path()).unwrap().lines, 0, "nor to status");
+    batch.finish(&three, n3).unwrap();
+    let queued = status(dir.path()).unwrap();
+    assert_eq!((queued.records, queued.lines), (3, 15));
+    assert_eq!(drain(&outbox, 1 << 20), [one, two, three].concat());
+}
+
+#[test]
+fn an_unfinished_batch_is_cut_away_when_dropped_and_after_a_crash_and_earlier_ones_stay() {
+    // Dropped: the records it wrote are truncated at once.
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let kept = append(&outbox, "kept", 3);
+    let len = fs::metadata(segments(dir.path()).pop().unwrap()).unwrap().len();
+    let (piece, n) = lines("dropped", 4);
+    let mut batch = outbox.begin();
+    batch.push(&piece, n).unwrap();
+    drop(batch);
+    assert_eq!(fs::metadata(segments(dir.path()).pop().unwrap()).unwrap().len(), len);
+    let after = append(&outbox, "after", 2);
+    assert_eq!(drain(&outbox, 1 << 20), [kept, after].concat());
+
+    // A crash: the process dies with two records of a batch written and not its last (the
+    // batch is forgotten, as by a kill, so no cut runs). Opening cuts them and counts them.
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let kept = [append(&outbox, "a", 2), append(&outbox, "b", 2)].concat();
+    let mut batch = outbox.begin();
+    batch.push(&lines("torn", 4).0, 4).unwrap();
+    batch.push(&lines("torn2", 3).0, 3).unwrap();
+    std::mem::forget(batch);
+    drop(outbox);
+    let (outbox, logs) = logs_of(|| open(dir.path()));
+    assert!(logs.contains("the file ends inside a batch"), "{logs}");
+    let counted = status(dir.path()).unwrap();
+    assert_eq!((counted.dropped_records, counted.dropped_lines), (2, 7));
+    assert_eq!(drain(&outbox, 1 << 20), kept);
+    let after = append(&outbox, "after", 2);
+    assert_eq!(drain(&outbox, 1 << 20), after, "appends work after the cut");
+}
+
+#[test]
+fn a_batch_is_never_split_across_segments_and_a_record_without_the_flag_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxLimits {
+        segment_bytes: 200,
+        ..OutboxLimits::default()
+    };
+    let outbox = bounded(dir.path(), limits);
+    let mut expected = Vec::new();
+    let mut batch = outbox.begin();
+    for i in 0..4 {
+        let (piece, n) = lines(&format!("p{i}"), 5);
+        batch.push(&piece, n).unwrap();
+        expected.extend(piece);
+    }
+    let (last, n) = lines("last", 5);
+    batch.finish(&last, n).unwrap();
+    expected.extend(last);
+    assert_eq!(
+        segments(dir.path()).len(),
+        1,
+        "five records, past segment_bytes, one segment"
+    );
+    let next = append(&outbox, "next", 2);
+    assert_eq!(segments(dir.path()).len(), 2, "the next batch starts a new segment");
+    expected.extend(next);
+    drop(outbox);
+    let outbox = open(dir.path());
+    assert_eq!(status(dir.path()).unwrap().dropped_records, 0, "nothing cut on reopen");
+    assert_eq!(drain(&outbox, 1 << 20), expected);
+}
