@@ -1,7 +1,9 @@
-//! Model-based test of the outbox (`src/sink/outbox`): random sequences of appends, deliveries
+//! Model-based test of the outbox (`src/sink/outbox`): random sequences of appends (of one
+//! record, or batches of several: `Outbox::begin`), deliveries
 //! (acknowledged as delivered or rejected), reads whose acknowledgement never comes, reopens and
-//! crashes (the outbox dropped, sometimes with a torn record at the end of the newest segment, its
-//! last record cut short, or a stray acknowledgement temp file left behind) run against the real
+//! crashes (the outbox dropped, sometimes with a torn record at the end of the newest segment, a
+//! batch whose last record was never written, its last record cut short, or a stray
+//! acknowledgement temp file left behind) run against the real
 //! outbox on real files and against a model: a queue of records from which the acknowledged
 //! prefix is removed, with the segment each record went into so the line bound can be modelled.
 //!
@@ -13,7 +15,8 @@
 //! - `status` (read from the files alone) counts the model's undelivered records, lines and
 //!   bytes, and its delivered, rejected and dropped counters, as the module documentation says:
 //!   a segment dropped for the line bound adds what it still held, a torn or cut tail adds every
-//!   byte cut (and no record or line: none of them is whole).
+//!   byte cut (and no record or line: none of them is whole), a batch without its last record
+//!   adds its records, lines and payload bytes.
 //!
 //! `PROPTEST_CASES` sets the number of cases (64 by default, a few seconds).
 
@@ -42,6 +45,9 @@ enum Damage {
     TornAppend(Index),
     /// The newest record cut short, as a disk that lost the end of a write would leave it.
     CutLastRecord(Index),
+    /// Whole records of a batch (this many lines each) at the end of the newest segment, all
+    /// saying more follow: the process died before the batch's last record.
+    UnfinishedBatch(Vec<u32>),
 }
 
 #[derive(Clone, Debug)]
@@ -49,6 +55,8 @@ enum Op {
     Append {
         lines: u32,
     },
+    /// One batch of records of these many lines each (`begin`, `push`..., `finish`).
+    AppendBatch(Vec<u32>),
     /// Reads the next batch and acknowledges it.
     Deliver {
         max_payload: usize,
@@ -71,6 +79,7 @@ fn max_payload() -> impl Strategy<Value = usize> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (1u32..=6).prop_map(|lines| Op::Append { lines }),
+        2 => prop::collection::vec(1u32..=4, 2..=4).prop_map(Op::AppendBatch),
         4 => (max_payload(), prop_oneof![3 => Just(Outcome::Delivered), 1 => Just(Outcome::Rejected)])
             .prop_map(|(max_payload, outcome)| Op::Deliver { max_payload, outcome }),
         1 => max_payload().prop_map(|max_payload| Op::ReadOnly { max_payload }),
@@ -80,6 +89,7 @@ fn op() -> impl Strategy<Value = Op> {
             Just(Damage::StrayAckTemp),
             any::<Index>().prop_map(Damage::TornAppend),
             any::<Index>().prop_map(Damage::CutLastRecord),
+            prop::collection::vec(1u32..=3, 1..=3).prop_map(Damage::UnfinishedBatch),
         ]
         .prop_map(Op::Crash),
     ]
@@ -113,6 +123,8 @@ fn newlines(bytes: &[u8]) -> u64 {
 #[derive(Debug)]
 struct Record {
     id: u64,
+    /// Its place in its batch: the first record is 0.
+    in_batch: u32,
     segment: u64,
     payload: Vec<u8>,
     lines: u64,
@@ -180,10 +192,18 @@ impl Model {
         self.queue.iter().flat_map(|r| r.rest().iter().copied()).collect()
     }
 
-    /// Appends a record: a new segment when there is none since the open or this one is full
-    /// (segment_bytes or a quarter of max_lines), then the line bound drops whole segments,
-    /// oldest first, never the one being written.
+    /// Appends a batch of one record.
     fn append(&mut self, payload: Vec<u8>, lines: u32) -> u64 {
+        let id = self.append_record(payload, lines, 0);
+        self.enforce_line_bound();
+        id
+    }
+
+    /// Appends a record: for a batch's first, a new segment when there is none since the open
+    /// or this one is full (segment_bytes or a quarter of max_lines); the rest of a batch goes
+    /// into the same segment.
+    fn append_record(&mut self, payload: Vec<u8>, lines: u32, in_batch: u32) -> u64 {
+        let first_of_batch = in_batch == 0;
         let record_len = (RECORD_HEADER_LEN + payload.len()) as u64;
         let lines = u64::from(lines);
         let max_segment_bytes = self.limits.segment_bytes.min(self.limits.max_bytes / 4).max(1);
@@ -193,7 +213,7 @@ impl Model {
                 && (w.len + record_len > max_segment_bytes
                     || max_lines.is_some_and(|max| w.lines + lines > (max / 4).max(1)))
         };
-        if self.writing.as_ref().is_none_or(full) {
+        if self.writing.is_none() || first_of_batch && self.writing.as_ref().is_some_and(full) {
             self.writing = Some(Writing {
                 segment: self.next_segment,
                 len: SEGMENT_HEADER_LEN,
@@ -210,6 +230,7 @@ impl Model {
         self.next_id += 1;
         self.queue.push_back(Record {
             id,
+            in_batch,
             segment: writing.segment,
             payload,
             lines,
@@ -217,8 +238,16 @@ impl Model {
             sent_lines: 0,
         });
         self.last_on_disk = Some(id);
-        let writing_segment = writing.segment;
-        while let Some(max) = max_lines {
+        id
+    }
+
+    /// After a batch: the line bound drops whole segments, oldest first, never the one being
+    /// written.
+    fn enforce_line_bound(&mut self) {
+        let Some(writing_segment) = self.writing.as_ref().map(|w| w.segment) else {
+            return;
+        };
+        while let Some(max) = self.limits.max_lines {
             let undelivered: u64 = self.queue.iter().map(Record::rest_lines).sum();
             if undelivered <= max {
                 break;
@@ -237,7 +266,6 @@ impl Model {
             }
             self.queue.retain(|r| r.segment != oldest);
         }
-        id
     }
 
     /// Removes the first `bytes` undelivered bytes (whole lines), as an acknowledgement does.
@@ -351,11 +379,13 @@ fn newest_segment(dir: &Path) -> Option<PathBuf> {
     segments.pop()
 }
 
-/// The bytes of a whole record for `payload`, as the writer frames it (spool-layout.md).
-fn framed(payload: &[u8]) -> Vec<u8> {
+/// The bytes of a whole record for `payload`, as the writer frames it (spool-layout.md), with
+/// bit 31 of the line count set when `more` records of its batch follow.
+fn framed(payload: &[u8], more: bool) -> Vec<u8> {
     let mut fields = Vec::new();
     fields.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    fields.extend_from_slice(&(newlines(payload) as u32).to_le_bytes());
+    let flag = if more { 1 << 31 } else { 0 };
+    fields.extend_from_slice(&(newlines(payload) as u32 | flag).to_le_bytes());
     fields.extend_from_slice(&1_700_000_000_000u64.to_le_bytes());
     let mut crc = crc32fast::Hasher::new();
     crc.update(&fields);
@@ -374,7 +404,7 @@ fn damage(dir: &Path, damage: &Damage, model: &mut Model) {
             let Some(segment) = newest_segment(dir) else {
                 return;
             };
-            let record = framed(&payload(999_999, 3));
+            let record = framed(&payload(999_999, 3), false);
             let kept = 1 + keep.index(record.len() - 1);
             let file = fs::OpenOptions::new().write(true).open(&segment).unwrap();
             let len = file.metadata().unwrap().len();
@@ -386,7 +416,15 @@ fn damage(dir: &Path, damage: &Damage, model: &mut Model) {
             let Some(last) = model.queue.back() else {
                 return;
             };
-            if model.last_on_disk != Some(last.id) || last.sent_bytes > 0 {
+            // The earlier records of its batch go with it (a batch without its last record).
+            let batch = (model.queue.len() - 1).checked_sub(last.in_batch as usize);
+            let whole_batch_queued = batch.is_some_and(|batch| {
+                model.queue[batch].in_batch == 0 && model.queue.range(batch..).all(|r| r.sent_bytes == 0)
+            });
+            let (Some(batch), true) = (batch, whole_batch_queued) else {
+                return; // the model cannot tell what the cut would take
+            };
+            if model.last_on_disk != Some(last.id) {
                 return; // the model cannot tell what the cut would take
             }
             let segment = newest_segment(dir).expect("the newest record is on disk");
@@ -397,7 +435,29 @@ fn damage(dir: &Path, damage: &Damage, model: &mut Model) {
             file.set_len(len - cut as u64).unwrap();
             model.dropped_bytes += (record_len - cut) as u64;
             model.queue.pop_back();
+            for earlier in model.queue.drain(batch..) {
+                model.dropped_records += 1;
+                model.dropped_lines += earlier.lines;
+                model.dropped_bytes += earlier.payload.len() as u64;
+            }
             model.last_on_disk = None;
+        }
+        Damage::UnfinishedBatch(pieces) => {
+            let Some(segment) = newest_segment(dir) else {
+                return;
+            };
+            let file = fs::OpenOptions::new().write(true).open(&segment).unwrap();
+            let mut len = file.metadata().unwrap().len();
+            for (i, &lines) in pieces.iter().enumerate() {
+                let bytes = payload(888_888 + i as u64, lines);
+                let record = framed(&bytes, true);
+                file.write_all_at(&record, len).unwrap();
+                len += record.len() as u64;
+                // Whole records, cut: counted as records, lines and payload bytes.
+                model.dropped_records += 1;
+                model.dropped_lines += u64::from(lines);
+                model.dropped_bytes += bytes.len() as u64;
+            }
         }
     }
 }
@@ -417,6 +477,24 @@ fn run(limits: OutboxLimits, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .append(&bytes, *lines)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 model.append(bytes, *lines);
+            }
+            Op::AppendBatch(pieces) => {
+                let outbox = &real.as_ref().unwrap().outbox;
+                let mut appending = outbox.begin();
+                let (last, init) = pieces.split_last().expect("at least two pieces");
+                for (i, &lines) in init.iter().enumerate() {
+                    let bytes = payload(model.next_id, lines);
+                    appending
+                        .push(&bytes, lines)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    model.append_record(bytes, lines, i as u32);
+                }
+                let bytes = payload(model.next_id, *last);
+                appending
+                    .finish(&bytes, *last)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                model.append_record(bytes, *last, init.len() as u32);
+                model.enforce_line_bound();
             }
             Op::Deliver { max_payload, outcome } => {
                 let Real { outbox, reader } = real.as_mut().unwrap();

@@ -15,8 +15,10 @@ use std::sync::{Arc, Mutex};
 
 /// Encoded lines are written to the outbox as a record once they reach this size (a round of
 /// two HAProxy snapshots is about 14.5 MB of lines with a namespace and a hostname: held whole,
-/// it was the largest part of the daemon's memory, twice, here and in the reader).
-const PIECE_BYTES: usize = 1 << 20;
+/// it was the largest part of the daemon's memory, twice, here and in the reader). Just under
+/// Graphite's 2 MiB payload, so that each record is one send and one acknowledgement, handed
+/// out without a copy.
+const PIECE_BYTES: usize = (2 << 20) - (64 << 10);
 /// The largest encoding buffer kept between batches (a piece and its last line; one line
 /// longer than a piece makes it larger, and it is freed after its batch).
 const KEPT_BUFFER_BYTES: usize = 2 * PIECE_BYTES;
@@ -263,7 +265,7 @@ mod tests {
             Arc::clone(&outbox),
         );
         let mut metrics = metrics(&[]);
-        for i in 0..70_000 {
+        for i in 0..200_000 {
             metrics.push(Metric {
                 path: format!("haproxy.backend.b{i}.scur"),
                 value: f64::from(i),
@@ -284,10 +286,10 @@ mod tests {
             .iter()
             .flat_map(|m| format!("{} {} {}\n", m.path, m.value, m.time).into_bytes())
             .collect();
-        assert!(expected.len() > 3 * PIECE_BYTES, "{} bytes", expected.len());
+        assert!(expected.len() > 4 * PIECE_BYTES, "{} bytes", expected.len());
         let queued = status(dir.path()).unwrap();
-        assert_eq!(queued.lines, 70_001);
-        assert!(queued.records >= 4, "{} records", queued.records);
+        assert_eq!(queued.lines, 200_001);
+        assert!(queued.records >= 5, "{} records", queued.records);
         // Written with `more` flags and one last record: reopening cuts nothing.
         drop((sink, outbox));
         let reopened = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());

@@ -43,8 +43,8 @@
 //!
 //! A batch is its records up to and including the first one without bit 31 (a batch of one
 //! record is a record as in files written before batches existed: the format stays version 1).
-//! Processing writes a large batch (a round of HAProxy snapshots, ~14.5 MB) in records of about
-//! 1 MiB, so that neither it nor the reader holds the whole batch in memory.
+//! Processing writes a large batch (a round of HAProxy snapshots, ~14.5 MB) in records of just
+//! under 2 MiB, so that neither it nor the reader holds the whole batch in memory.
 //!
 //! A new segment is started when the current one would pass `segment_bytes` with a batch's
 //! first record (or a quarter of `max_lines` lines, or holds records older than a quarter of

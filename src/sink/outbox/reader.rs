@@ -2,7 +2,9 @@
 //!
 //! A batch is whole records, up to the payload limit; a record larger than the limit on its own
 //! is handed out in line-aligned pieces. Records are read with one large `pread` per batch into
-//! a reused buffer and their payloads copied into the batch: no allocation or syscall per line.
+//! a reused buffer (the window); small records' payloads are copied into the batch, and a record
+//! filling more than half a payload is handed out from the window itself: no allocation or
+//! syscall per line.
 
 use super::ack::Position;
 use super::format::{segment_name, RecordHeader, RECORD_HEADER_LEN};
@@ -20,9 +22,10 @@ pub struct Batch {
     pub(super) end: Position,
     /// Records whose last byte is in this batch.
     pub(super) finished: Tally,
-    /// The lines, or (with `range`) the reader's window holding them: a piece of a record larger
-    /// than a payload is handed out from the window where it was read, not copied (a HAProxy
-    /// round is one record of ~14.5 MB, sent in 2 MiB pieces).
+    /// The lines, or (with `range`) the reader's window holding them: a record filling more than
+    /// half a payload, or a piece of one larger than a payload, is handed out from the window
+    /// where it was read, not copied (a HAProxy round is ~14.5 MB in records of just under
+    /// 2 MiB, Graphite's payload).
     payload: Vec<u8>,
     range: Option<std::ops::Range<usize>>,
     lines: u64,
@@ -229,13 +232,12 @@ impl Reader {
                 self.verified = Some((seq, position.offset));
             }
             let rest = &payload[position.skip_bytes as usize..];
-            // A record larger than a payload goes out alone, in line-aligned pieces lent from the
-            // window; smaller records are copied into the batch, as many as fit.
-            let lend = self.batch.payload.is_empty() && header.len as usize > max_payload;
+            // A record that fills more than half a payload goes out alone (in line-aligned pieces
+            // when it is larger than a payload), lent from the window; smaller records are copied
+            // into the batch, as many as fit.
+            let lend = self.batch.payload.is_empty() && rest.len() > max_payload / 2;
             let room = max_payload.saturating_sub(self.batch.payload.len());
-            let take = if lend {
-                line_aligned_prefix(rest, max_payload)
-            } else if rest.len() <= room {
+            let take = if rest.len() <= room {
                 rest.len()
             } else if self.batch.payload.is_empty() {
                 line_aligned_prefix(rest, room)
