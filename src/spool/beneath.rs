@@ -508,6 +508,46 @@ impl Dir {
         result
     }
 
+    /// Replaces `name` with `contents` like [`Dir::replace`], but through the spare file `spare`
+    /// kept beside it (created the first time) instead of a new temporary file each time: the
+    /// spare is truncated, written and fsynced, then exchanged with `name` (`RENAME_EXCHANGE`),
+    /// so it holds the previous contents until the next replace. No inode is created or freed
+    /// per replace: on ext4 every new inode is checked against the recently deleted ones, which
+    /// made a few replaces a second ~12 % of the outbox delivery thread. `name` holds the old
+    /// or the new contents at every moment, never a mix. Where `name` does not exist yet or
+    /// the filesystem cannot exchange, the spare is renamed onto `name` instead. A spare that
+    /// is not a regular file of ours alone (a symlink, FIFO, hard link) is removed as an entry
+    /// and created anew: nothing planted there is written through. The directory is not fsynced.
+    pub fn replace_via_spare(
+        &self,
+        name: impl AsRef<OsStr>,
+        spare: impl AsRef<OsStr>,
+        contents: &[u8],
+    ) -> io::Result<()> {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let (name, spare) = (name.as_ref(), spare.as_ref());
+        check_name(name)?;
+        let ours = |file: &File| file.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1);
+        let file = match self.open_or_create(spare) {
+            Ok(file) if ours(&file) => file,
+            _ => {
+                let _ = self.unlink(spare);
+                self.create_new(spare)?
+            }
+        };
+        let path = self.path.join(spare);
+        file.set_len(0)
+            .and_then(|()| file.write_all_at(contents, 0))
+            .and_then(|()| file.sync_data())
+            .map_err(|e| context("cannot write", &path, e))?;
+        match self.exchange(spare, self, name) {
+            Err(e) if matches!(os_error(&e), Some(libc::ENOENT | libc::EINVAL | libc::ENOSYS)) => {
+                self.rename(spare, self, name)
+            }
+            other => other,
+        }
+    }
+
     /// Renames `from` (in this directory) to `to` in `to_dir`, replacing an existing entry.
     pub fn rename(&self, from: impl AsRef<OsStr>, to_dir: &Dir, to: impl AsRef<OsStr>) -> io::Result<()> {
         let from = from.as_ref();
@@ -788,6 +828,47 @@ mod tests {
                 ("l".to_owned(), Kind::Symlink)
             ]
         );
+    }
+
+    #[test]
+    fn replace_via_spare_reuses_two_inodes_and_never_writes_through_a_planted_spare() {
+        use std::os::unix::fs::MetadataExt;
+        let temp = tempfile::tempdir().unwrap();
+        let dir = Dir::open(temp.path()).unwrap();
+        let inode = |name: &str| std::fs::symlink_metadata(temp.path().join(name)).unwrap().ino();
+        dir.replace_via_spare("ack", ".spare", b"one\n").unwrap();
+        assert_eq!(std::fs::read(temp.path().join("ack")).unwrap(), b"one\n");
+        dir.replace_via_spare("ack", ".spare", b"two, longer\n").unwrap();
+        let inodes = [inode("ack"), inode(".spare")];
+        for contents in ["three\n", "four, longer again\n", "5\n"] {
+            dir.replace_via_spare("ack", ".spare", contents.as_bytes()).unwrap();
+            assert_eq!(std::fs::read_to_string(temp.path().join("ack")).unwrap(), contents);
+            let mut now = [inode("ack"), inode(".spare")];
+            now.sort_unstable();
+            let mut before = inodes;
+            before.sort_unstable();
+            assert_eq!(now, before, "no inode created or freed by a replace");
+        }
+        assert_eq!(
+            std::fs::read(temp.path().join(".spare")).unwrap(),
+            b"four, longer again\n"
+        );
+
+        // A symlink, a hard link or a FIFO planted as the spare: replaced as an entry.
+        let victim = temp.path().join("victim");
+        std::fs::write(&victim, "victim\n").unwrap();
+        std::fs::remove_file(temp.path().join(".spare")).unwrap();
+        std::os::unix::fs::symlink(&victim, temp.path().join(".spare")).unwrap();
+        dir.replace_via_spare("ack", ".spare", b"six\n").unwrap();
+        std::fs::remove_file(temp.path().join(".spare")).unwrap();
+        std::fs::hard_link(&victim, temp.path().join(".spare")).unwrap();
+        dir.replace_via_spare("ack", ".spare", b"seven\n").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"victim\n", "never written through");
+        std::fs::remove_file(temp.path().join(".spare")).unwrap();
+        nix::unistd::mkfifo(&temp.path().join(".spare"), Mode::from_bits_truncate(0o644)).unwrap();
+        dir.replace_via_spare("ack", ".spare", b"eight\n").unwrap();
+        assert_eq!(std::fs::read(temp.path().join("ack")).unwrap(), b"eight\n");
+        assert!(std::fs::symlink_metadata(temp.path().join(".spare")).unwrap().is_file());
     }
 
     #[test]

@@ -6,6 +6,9 @@ use std::io;
 
 /// Name of the acknowledgement file in an outbox directory.
 pub const ACK_FILE: &str = "ack";
+/// The file each new acknowledgement is written into before it is exchanged with `ack`: it
+/// then holds the previous one (see [`Ack::write`]).
+pub const ACK_SPARE: &str = ".ack.spare";
 const FIRST_LINE: &str = "spoolmon-outbox-ack 1";
 /// An acknowledgement file is about 250 bytes; anything larger is not one.
 const MAX_ACK_BYTES: u64 = 4096;
@@ -114,10 +117,11 @@ impl Ack {
         }
     }
 
-    /// Replaces `<dir>/ack` durably: temp file, fsync, rename (over whatever entry had the name,
-    /// never written through), fsync of `dir`.
+    /// Replaces `<dir>/ack` durably: the spare `.ack.spare` written and fsynced, exchanged with
+    /// `ack` (see [`Dir::replace_via_spare`]; whatever entry had the name is replaced, never
+    /// written through), fsync of `dir`.
     pub fn write(&self, dir: &Dir) -> io::Result<()> {
-        dir.replace(ACK_FILE, self.encode().as_bytes())?;
+        dir.replace_via_spare(ACK_FILE, ACK_SPARE, self.encode().as_bytes())?;
         dir.sync()
     }
 

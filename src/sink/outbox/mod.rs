@@ -15,7 +15,8 @@
 //! - An append that fails part-way truncates the segment back to its last good record.
 //! - The reader only reads bytes the writer has made durable.
 //! - The acknowledgement file is replaced atomically after every delivered batch, so a crash
-//!   repeats at most the batch that was in flight.
+//!   repeats at most the batch that was in flight. It is written into a spare file that is
+//!   then exchanged with it (`RENAME_EXCHANGE`), so no file is created or deleted per batch.
 //! - Writer and reader share one [`Outbox`] in one process. One process at a time opens an
 //!   outbox (the daemon's `state/lock` ensures it); [`status`] reads it from any process.
 //!
@@ -25,7 +26,10 @@
 //!   00000000000000000000.seg   segments, named by a 20-digit zero-padded sequence number
 //!   00000000000000000001.seg   (the highest one is being appended to)
 //!   ack                        the acknowledgement file
-//!   .tmp-<pid>-ack.part        a replacement of `ack` being written (ignored, removed on open)
+//!   .ack.spare                 the next acknowledgement being written, then the previous one
+//!                              (exchanged with `ack`; ignored when reading)
+//!   .tmp-<pid>-ack.part        a replacement of `ack` being written by an older spoolmon
+//!                              (ignored, removed on open)
 //! ```
 //!
 //! # Segment file
