@@ -456,8 +456,32 @@ impl Dir {
     /// Reads the whole regular file `name`, refusing more than `limit` bytes.
     pub fn read_limited(&self, name: impl AsRef<OsStr>, limit: u64) -> io::Result<Vec<u8>> {
         let name = name.as_ref();
-        use std::io::Read;
         let file = self.open_read(name)?;
+        self.read_open_limited(&file, name, limit)
+    }
+
+    /// [`Dir::read_limited`] of a file replaced by [`Dir::replace_via_spare`]: `None` when, once
+    /// read, `name` no longer names the file that was read (it may have become the spare and
+    /// been rewritten during the read), so the caller reads again. What it returns was the
+    /// contents of `name` at some moment during the call: never a spare being written, never
+    /// older than what an earlier call returned.
+    pub fn read_limited_current(&self, name: impl AsRef<OsStr>, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        use std::os::unix::fs::MetadataExt;
+        let name = name.as_ref();
+        let file = self.open_read(name)?;
+        let bytes = self.read_open_limited(&file, name, limit)?;
+        let read = file
+            .metadata()
+            .map_err(|e| context("cannot stat", &self.path.join(name), e))?;
+        match self.stat(name) {
+            Ok(now) => Ok((now.st_ino == read.ino() && now.st_dev == read.dev()).then_some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_open_limited(&self, file: &File, name: &OsStr, limit: u64) -> io::Result<Vec<u8>> {
+        use std::io::Read;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         if len > limit {
             return Err(context(

@@ -80,6 +80,10 @@ impl Ack {
     }
 
     pub fn decode(text: &str) -> Result<Ack, String> {
+        // Every line ends in a newline: a file cut inside its last number is not a smaller one.
+        if !text.ends_with('\n') {
+            return Err("the last line does not end in a newline (cut short?)".to_owned());
+        }
         let mut lines = text.lines();
         if lines.next() != Some(FIRST_LINE) {
             return Err(format!("first line is not {FIRST_LINE:?}"));
@@ -105,15 +109,39 @@ impl Ack {
     /// Reads `<dir>/ack` without blocking and without following a link: a FIFO, device,
     /// symlink or directory in its place, or a file larger than an acknowledgement can be, is
     /// [`AckRead::Garbage`] with the reason (never opened for reading, never waited on).
+    ///
+    /// Another process (`spoolmon outbox`, `status`, a check) can open `ack` just before the
+    /// daemon exchanges it with the spare, and read it while the next acknowledgement is being
+    /// written into that same file. So a read counts only if `ack` still names the file read
+    /// ([`Dir::read_limited_current`]), and is tried again otherwise (a few times; then the
+    /// last read is taken as it is, which a reader of a daemon writing thousands of
+    /// acknowledgements a second could meet).
     pub fn read(dir: &Dir) -> io::Result<AckRead> {
+        for _ in 0..8 {
+            match dir.read_limited_current(ACK_FILE, MAX_ACK_BYTES) {
+                Ok(Some(bytes)) => return Ok(Ack::parse(&bytes)),
+                Ok(None) => continue,
+                Err(e) => return Ack::read_failed(e),
+            }
+        }
         match dir.read_limited(ACK_FILE, MAX_ACK_BYTES) {
-            Ok(bytes) => Ok(match std::str::from_utf8(&bytes) {
-                Ok(text) => Ack::decode(text).map_or_else(AckRead::Garbage, AckRead::Found),
-                Err(_) => AckRead::Garbage("not UTF-8 text".to_owned()),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(AckRead::Missing),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(AckRead::Garbage(e.to_string())),
-            Err(e) => Err(e),
+            Ok(bytes) => Ok(Ack::parse(&bytes)),
+            Err(e) => Ack::read_failed(e),
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> AckRead {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Ack::decode(text).map_or_else(AckRead::Garbage, AckRead::Found),
+            Err(_) => AckRead::Garbage("not UTF-8 text".to_owned()),
+        }
+    }
+
+    fn read_failed(e: io::Error) -> io::Result<AckRead> {
+        match e.kind() {
+            io::ErrorKind::NotFound => Ok(AckRead::Missing),
+            io::ErrorKind::InvalidData => Ok(AckRead::Garbage(e.to_string())),
+            _ => Err(e),
         }
     }
 
@@ -217,9 +245,11 @@ mod tests {
     fn truncated_duplicated_or_foreign_ack_is_garbage() {
         let text = sample().encode();
         let cut = &text[..text.len() - 20];
+        let cut_in_the_last_number = &text[..text.len() - 1];
         let doubled = format!("{text}segment 1\n");
         for bad in [
             cut,
+            cut_in_the_last_number,
             doubled.as_str(),
             "",
             "hello\n",

@@ -758,3 +758,41 @@ fn a_batch_is_never_split_across_segments_and_a_record_without_the_flag_ends_it(
     assert_eq!(status(dir.path()).unwrap().dropped_records, 0, "nothing cut on reopen");
     assert_eq!(drain(&outbox, 1 << 20), expected);
 }
+
+#[test]
+fn a_reader_in_another_thread_never_sees_an_acknowledgement_cut_short_while_they_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let fd = crate::spool::beneath::Dir::open(dir.path()).unwrap();
+    let mut ack = Ack::from_oldest();
+    ack.write(&fd).unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let done = Arc::clone(&done);
+        let path = dir.path().to_owned();
+        std::thread::spawn(move || {
+            let fd = crate::spool::beneath::Dir::open(&path).unwrap();
+            let (mut reads, mut newest) = (0_u64, 0_u64);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                match Ack::read(&fd).unwrap() {
+                    AckRead::Found(ack) => {
+                        let lines = ack.counters.delivered_lines;
+                        assert!(lines >= newest, "went back from {newest} to {lines}");
+                        newest = lines;
+                    }
+                    other => panic!("read {other:?} after {reads} good reads"),
+                }
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for lines in 1..=2000 {
+        // Lengths change, so a read of a file being rewritten would be cut or mixed.
+        ack.counters.delivered_lines =
+            lines * 999_999_937 % 10_u64.pow((lines % 12) as u32 + 1) + lines * 10_u64.pow(13);
+        ack.write(&fd).unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().expect("the reader saw every acknowledgement whole");
+    assert!(reads > 0);
+}
