@@ -184,6 +184,16 @@ impl MetricBlock {
         self.values.is_empty()
     }
 
+    /// The metric pushed `index`-th (panics past the end).
+    pub fn get(&self, index: usize) -> MetricRef<'_> {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        MetricRef {
+            path: &self.paths[start..self.ends[index]],
+            value: self.values[index],
+            time: self.time,
+        }
+    }
+
     /// The metrics in the order they were pushed.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = MetricRef<'_>> + '_ {
         (0..self.len()).map(|i| MetricRef {

@@ -33,8 +33,8 @@ use super::hostname;
 use super::number::{write_integer, write_number};
 use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
 use super::{DeliveryError, Encoder, OutboxBounds, RetryPolicy, Transport};
-use crate::shared::measurement::MetricRef;
 use crate::shared::measurement::OrderResult;
+use crate::shared::measurement::{MetricBlock, MetricRef};
 use crate::shared::option::{check_printable, check_seconds, seconds, InvalidOption};
 use crate::shared::stats::PingStats;
 use serde::{Deserialize, Serialize};
@@ -261,6 +261,30 @@ impl GraphiteEncoder {
         write_tail(out, b"", metric.value, metric.time);
         1
     }
+
+    /// [`GraphiteEncoder::encode_metric`] for each metric of `range`, with the time formatted
+    /// once (the block's 78,455 lines of a HAProxy snapshot share it).
+    pub fn encode_block(&self, block: &MetricBlock, range: std::ops::Range<usize>, out: &mut Vec<u8>) -> usize {
+        let mut time = Vec::with_capacity(24);
+        time.push(b' ');
+        write_integer(&mut time, block.time());
+        time.push(b'\n');
+        let mut lines = 0;
+        for index in range {
+            let metric = block.get(index);
+            if !metric.value.is_finite() {
+                lines += self.encode_metric(metric, out);
+                continue;
+            }
+            out.extend_from_slice(self.prefix.as_bytes());
+            write_metric_path(out, metric.path);
+            out.push(b' ');
+            write_number(out, metric.value);
+            out.extend_from_slice(&time);
+            lines += 1;
+        }
+        lines
+    }
 }
 
 impl Encoder for GraphiteEncoder {
@@ -270,6 +294,10 @@ impl Encoder for GraphiteEncoder {
 
     fn encode_metric(&self, metric: MetricRef<'_>, out: &mut Vec<u8>) -> usize {
         GraphiteEncoder::encode_metric(self, metric, out)
+    }
+
+    fn encode_block(&self, block: &MetricBlock, range: std::ops::Range<usize>, out: &mut Vec<u8>) -> usize {
+        GraphiteEncoder::encode_block(self, block, range, out)
     }
 }
 
@@ -564,6 +592,41 @@ mod tests {
             system.prefix(),
             format!("loadbalancers.{}.", path_short(&hostname::system_hostname()))
         );
+    }
+
+    #[test]
+    fn a_block_encodes_to_the_same_lines_as_its_metrics_one_by_one() {
+        use crate::shared::measurement::MetricBlock;
+        let encoder = GraphiteEncoder::new(&GraphiteOptions {
+            namespace: "lb".into(),
+            hostname: Some("h".into()),
+            ..GraphiteOptions::default()
+        });
+        let mut block = MetricBlock::with_capacity(1_700_000_123, 6, 100);
+        for (name, value) in [
+            ("scur", 3.0),
+            ("rate", 0.25),
+            ("bad", f64::NAN),
+            ("odd path", -7.5),
+            ("inf", f64::INFINITY),
+            ("big", 1e300),
+        ] {
+            block.push("haproxy.frontend.www.", name, value);
+        }
+        let mut one_by_one = Vec::new();
+        let lines: usize = block.iter().map(|m| encoder.encode_metric(m, &mut one_by_one)).sum();
+        for split in 0..=block.len() {
+            let mut blockwise = Vec::new();
+            let mut got = encoder.encode_block(&block, 0..split, &mut blockwise);
+            got += encoder.encode_block(&block, split..block.len(), &mut blockwise);
+            assert_eq!(
+                String::from_utf8_lossy(&blockwise),
+                String::from_utf8_lossy(&one_by_one),
+                "split at {split}"
+            );
+            assert_eq!(got, lines);
+        }
+        assert_eq!(lines, 4, "the two non-finite values are left out");
     }
 
     fn path_short(name: &str) -> String {

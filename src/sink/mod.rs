@@ -16,7 +16,7 @@
 //!   filtered while encoding: nothing is copied, and a batch it takes nothing of appends nothing.
 
 use crate::process::handoff::SinkBatch;
-use crate::shared::measurement::{MetricRef, OrderResult};
+use crate::shared::measurement::{MetricBlock, MetricRef, OrderResult};
 use crate::shared::option::InvalidOption;
 use route::Route;
 
@@ -39,6 +39,13 @@ pub trait Encoder: Send + Sync {
     fn encode_result(&self, result: &OrderResult, out: &mut Vec<u8>) -> usize;
     /// Appends the line(s) of one metric to `out`; returns how many lines it appended.
     fn encode_metric(&self, metric: MetricRef<'_>, out: &mut Vec<u8>) -> usize;
+
+    /// Appends the lines of the metrics `range` of `block` (all at the block's time); returns
+    /// how many lines it appended. An encoder may do once per call what is the same for every
+    /// metric of a block.
+    fn encode_block(&self, block: &MetricBlock, range: std::ops::Range<usize>, out: &mut Vec<u8>) -> usize {
+        range.map(|index| self.encode_metric(block.get(index), out)).sum()
+    }
 
     /// Appends the lines of what `route` takes of `batch`; returns how many lines it appended.
     fn encode_routed(&self, batch: SinkBatch<'_>, route: &Route, out: &mut Vec<u8>) -> usize {

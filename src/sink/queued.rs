@@ -22,6 +22,9 @@ const PIECE_BYTES: usize = (2 << 20) - (64 << 10);
 /// The largest encoding buffer kept between batches (a piece and its last line; one line
 /// longer than a piece makes it larger, and it is freed after its batch).
 const KEPT_BUFFER_BYTES: usize = 2 * PIECE_BYTES;
+/// Metrics of a block encoded between two looks at the piece's size: a piece passes
+/// [`PIECE_BYTES`] by at most this many lines (~24 KiB of HAProxy lines).
+const BLOCK_STEP: usize = 256;
 /// Room reserved per metric line: HAProxy's lines are 75-95 bytes with a namespace and a
 /// hostname (`loadbalancers.vm.haproxy.backend.<b>.server.<s>.<metric> <value> <time>`).
 const METRIC_LINE_BYTES: usize = 96;
@@ -65,9 +68,23 @@ impl OutboxSink {
             pieces.lines += self.encoder.encode_result(result, pieces.buffer);
             pieces.spill()?;
         }
-        for metric in self.route.metrics(batch) {
-            pieces.lines += self.encoder.encode_metric(metric, pieces.buffer);
+        if !self.route.takes_every_metric_of(batch) {
+            for metric in self.route.metrics(batch) {
+                pieces.lines += self.encoder.encode_metric(metric, pieces.buffer);
+                pieces.spill()?;
+            }
+            return Ok(());
+        }
+        for metric in batch.metrics {
+            pieces.lines += self.encoder.encode_metric(metric.into(), pieces.buffer);
             pieces.spill()?;
+        }
+        for block in batch.blocks {
+            for start in (0..block.len()).step_by(BLOCK_STEP) {
+                let range = start..(start + BLOCK_STEP).min(block.len());
+                pieces.lines += self.encoder.encode_block(block, range, pieces.buffer);
+                pieces.spill()?;
+            }
         }
         Ok(())
     }
@@ -295,5 +312,37 @@ mod tests {
         let reopened = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
         assert_eq!(status(dir.path()).unwrap().dropped_records, 0);
         assert_eq!(delivered(&reopened), expected, "every line, whole, in order");
+    }
+
+    #[test]
+    fn blocks_are_queued_as_their_metrics_would_be_also_in_pieces() {
+        use crate::shared::measurement::MetricBlock;
+        let mut blocks = Vec::new();
+        for b in 0..3 {
+            let mut block = MetricBlock::with_capacity(1_700_000_000 + b, 40_000, 40_000 * 30);
+            for i in 0..40_000 {
+                block.push("haproxy.server.", &format!("s{b}.{i}"), f64::from(i));
+            }
+            blocks.push(block);
+        }
+        let as_metrics: Vec<Metric> = blocks.iter().flat_map(MetricBlock::to_metrics).collect();
+        let queue = |batch: SinkBatch<'_>| {
+            let dir = tempfile::tempdir().unwrap();
+            let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
+            let sink = OutboxSink::new(
+                "graphite",
+                Box::new(PlainText),
+                Route::everything(),
+                Arc::clone(&outbox),
+            );
+            sink.accept(batch).unwrap();
+            let records = status(dir.path()).unwrap().records;
+            (delivered(&outbox), records)
+        };
+        let (blockwise, records) = queue(SinkBatch::round_blocks(&[], &blocks));
+        let (one_by_one, _) = queue(SinkBatch::round(&[], &as_metrics));
+        assert!(records >= 2, "{records} records");
+        assert_eq!(blockwise.len(), one_by_one.len());
+        assert!(blockwise == one_by_one, "the same lines in the same order");
     }
 }

@@ -220,6 +220,12 @@ impl Route {
             .filter(move |result| all || self.orders.passes(result.id.as_str()))
     }
 
+    /// True when the sink takes every metric of `batch` (its kind, and no metric globs), so
+    /// that an encoder can go through them block by block without asking for each.
+    pub fn takes_every_metric_of(&self, batch: SinkBatch<'_>) -> bool {
+        self.takes(batch.metric_kind.kind()) && self.metrics.is_everything()
+    }
+
     /// The metrics of `batch` this sink takes, in batch order.
     pub fn metrics<'s, 'b>(&'s self, batch: SinkBatch<'b>) -> impl Iterator<Item = MetricRef<'b>> + use<'s, 'b> {
         let batch = if self.takes(batch.metric_kind.kind()) {
