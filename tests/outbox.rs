@@ -268,13 +268,7 @@ fn disk_full_mid_append_leaves_earlier_records_intact_and_appends_work_afterward
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("child did not report: {stdout}"));
 
-    let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
-    let mut reader = outbox.reader();
-    let mut delivered = Vec::new();
-    while let Some(batch) = reader.next_batch(1 << 20).unwrap() {
-        delivered.extend_from_slice(batch.payload());
-        outbox.acknowledge(batch, Outcome::Delivered).unwrap();
-    }
+    let delivered = reopen_and_deliver_all(dir.path());
     let mut expected: Vec<u8> = (0..appended).flat_map(|r| record("full", r, 100)).collect();
     expected.extend(record("after", 0, 100));
     assert_eq!(delivered, expected);
@@ -319,13 +313,7 @@ fn kill_9_in_the_middle_of_a_batch_of_several_records_leaves_only_whole_batches(
         "only whole batches are left: {counted:?}"
     );
 
-    let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
-    let mut reader = outbox.reader();
-    let mut delivered = Vec::new();
-    while let Some(batch) = reader.next_batch(1 << 20).unwrap() {
-        delivered.extend_from_slice(batch.payload());
-        outbox.acknowledge(batch, Outcome::Delivered).unwrap();
-    }
+    let delivered = reopen_and_deliver_all(dir.path());
     // Every child's batches from its first, each whole, in order, none twice.
     let mut expected = Vec::new();
     let mut rest = delivered.as_slice();
@@ -349,6 +337,18 @@ fn kill_9_in_the_middle_of_a_batch_of_several_records_leaves_only_whole_batches(
         String::from_utf8_lossy(&rest[..rest.len().min(80)])
     );
     assert_eq!(delivered, expected);
+}
+
+/// Opens the outbox in `dir` (recovering it) and reads and acknowledges everything in it.
+fn reopen_and_deliver_all(dir: &Path) -> Vec<u8> {
+    let outbox = Arc::new(Outbox::open(dir, OutboxLimits::default()).unwrap());
+    let mut reader = outbox.reader();
+    let mut delivered = Vec::new();
+    while let Some(batch) = reader.next_batch(1 << 20).unwrap() {
+        delivered.extend_from_slice(batch.payload());
+        outbox.acknowledge(batch, Outcome::Delivered).unwrap();
+    }
+    delivered
 }
 
 /// Bytes in the segment files of the outbox in `dir`.

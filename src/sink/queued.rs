@@ -271,16 +271,22 @@ mod tests {
         out
     }
 
-    #[test]
-    fn a_large_batch_is_queued_in_pieces_of_whole_lines_as_one_outbox_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
+    /// A sink taking everything into a new outbox in `dir`.
+    fn sink_in(dir: &std::path::Path) -> (Arc<Outbox>, OutboxSink) {
+        let outbox = Arc::new(Outbox::open(dir, OutboxLimits::default()).unwrap());
         let sink = OutboxSink::new(
             "graphite",
             Box::new(PlainText),
             Route::everything(),
             Arc::clone(&outbox),
         );
+        (outbox, sink)
+    }
+
+    #[test]
+    fn a_large_batch_is_queued_in_pieces_of_whole_lines_as_one_outbox_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outbox, sink) = sink_in(dir.path());
         let mut metrics = metrics(&[]);
         for i in 0..200_000 {
             metrics.push(Metric {
@@ -328,13 +334,7 @@ mod tests {
         let as_metrics: Vec<Metric> = blocks.iter().flat_map(MetricBlock::to_metrics).collect();
         let queue = |batch: SinkBatch<'_>| {
             let dir = tempfile::tempdir().unwrap();
-            let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
-            let sink = OutboxSink::new(
-                "graphite",
-                Box::new(PlainText),
-                Route::everything(),
-                Arc::clone(&outbox),
-            );
+            let (outbox, sink) = sink_in(dir.path());
             sink.accept(batch).unwrap();
             let records = status(dir.path()).unwrap().records;
             (delivered(&outbox), records)
