@@ -619,8 +619,12 @@ impl Appending<'_> {
     fn write(&mut self, payload: &[u8], lines: u32, more: bool) -> Result<(), OutboxError> {
         let result = self.write_record(payload, lines, more);
         if result.is_err() {
-            // The writer cut the segment back; the batch's earlier records went with it.
+            // The batch's earlier records go too (a failed write was cut back already; a
+            // payload refused before writing leaves them written but not durable).
             self.headers.clear();
+            if let Some(segment) = self.slot.segment.as_mut() {
+                segment.abandon();
+            }
         }
         result
     }

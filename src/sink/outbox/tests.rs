@@ -796,3 +796,23 @@ fn a_reader_in_another_thread_never_sees_an_acknowledgement_cut_short_while_they
     let reads = reader.join().expect("the reader saw every acknowledgement whole");
     assert!(reads > 0);
 }
+
+#[test]
+fn a_batch_whose_record_is_refused_loses_its_earlier_records_too_and_the_next_batch_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = open(dir.path());
+    let kept = append(&outbox, "kept", 2);
+    let mut batch = outbox.begin();
+    batch.push(&lines("orphan", 3).0, 3).unwrap();
+    let refused = batch.push(b"not a whole line", 1).unwrap_err();
+    assert!(matches!(refused, OutboxError::NotWholeLines { .. }), "{refused}");
+    drop(batch);
+    let after = append(&outbox, "after", 2);
+    assert_eq!(drain(&outbox, 1 << 20), [kept, after].concat());
+    drop(outbox);
+    assert_eq!(
+        status(dir.path()).unwrap().dropped_records,
+        0,
+        "nothing torn left behind"
+    );
+}
