@@ -18,7 +18,6 @@
 use crate::process::handoff::SinkBatch;
 use crate::shared::measurement::{MetricBlock, MetricRef, OrderResult};
 use crate::shared::option::InvalidOption;
-use route::Route;
 
 pub mod backlog;
 pub mod config;
@@ -45,13 +44,6 @@ pub trait Encoder: Send + Sync {
     /// metric of a block.
     fn encode_block(&self, block: &MetricBlock, range: std::ops::Range<usize>, out: &mut Vec<u8>) -> usize {
         range.map(|index| self.encode_metric(block.get(index), out)).sum()
-    }
-
-    /// Appends the lines of what `route` takes of `batch`; returns how many lines it appended.
-    fn encode_routed(&self, batch: SinkBatch<'_>, route: &Route, out: &mut Vec<u8>) -> usize {
-        let results: usize = route.results(batch).map(|r| self.encode_result(r, out)).sum();
-        let metrics: usize = route.metrics(batch).map(|m| self.encode_metric(m, out)).sum();
-        results + metrics
     }
 
     /// Appends the lines of all of `batch`; returns how many lines it appended.

@@ -183,17 +183,17 @@ pub fn walk_records(
             }
         }
     })?;
-    match batch.first() {
-        Some(&(start, _)) if end.problem.is_none() => Ok(stopped_at(
-            start,
-            "the file ends inside a batch (its last record was never written)",
-        )),
-        Some(&(start, _)) => Ok(WalkEnd {
+    Ok(match batch.first() {
+        // The unfinished batch goes with whatever stopped the walk, or is the reason itself.
+        Some(&(start, _)) => WalkEnd {
             valid_len: start,
-            problem: end.problem,
-        }),
-        None => Ok(end),
-    }
+            problem: Some(
+                end.problem
+                    .unwrap_or_else(|| "the file ends inside a batch (its last record was never written)".to_owned()),
+            ),
+        },
+        None => end,
+    })
 }
 
 /// [`walk_records`] without the batches: every whole record.

@@ -179,7 +179,7 @@ impl Reader {
     /// Fills the batch from `start`, reading no further than `end`.
     fn read(&mut self, start: Position, end: u64, max_payload: usize) -> Result<ReadOutcome, OutboxError> {
         if self.batch.range.take().is_some() {
-            // The last batch was a piece lent from the window: take the window back.
+            // The last batch was lent from the window (a large record or a piece): take it back.
             std::mem::swap(&mut self.window, &mut self.batch.payload);
         }
         let seq = start.segment;
