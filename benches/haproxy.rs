@@ -1,7 +1,7 @@
 //! CPU and memory of HAProxy aggregation: the real reference snapshot (4 processes × 200
 //! frontends, 200 backends × 10 servers; 2.4 MB of `show stat`) aggregated N times, as the
-//! processing step does — read the files, parse, group with polars, build 78,455 metrics — and,
-//! separately, the same plus encoding them as Graphite lines.
+//! processing step does — read the files, parse, group with polars, build 78,455 metrics in
+//! one block — and, separately, the same plus encoding the block as Graphite lines.
 //!
 //! CPU is the whole process's (getrusage: user + system, all threads, polars' pool included);
 //! peak RSS is the process's `ru_maxrss`. The first run (polars' thread pool starting) is
@@ -17,10 +17,8 @@
 mod reference;
 
 use nix::sys::resource::{getrusage, UsageWho};
-use spoolmon::process::handoff::SinkBatch;
-use spoolmon::process::haproxy::{aggregate, HaproxyOptions};
+use spoolmon::process::haproxy::{aggregate_block, HaproxyOptions};
 use spoolmon::sink::graphite::GraphiteEncoder;
-use spoolmon::sink::Encoder;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -46,16 +44,17 @@ fn measure(dir: &Path, runs: usize, encode: bool) -> (f64, BTreeMap<String, f64>
     let mut out = Vec::with_capacity(8 << 20);
     let started = cpu_seconds();
     for _ in 0..runs {
-        let aggregate = aggregate(dir, reference::TIME, &options).expect("reference snapshot aggregates");
-        assert_eq!(aggregate.metrics.len(), LINES);
-        for timing in aggregate.metrics.iter().filter(|m| m.path.contains("WallClockTime")) {
+        let block = aggregate_block(dir, reference::TIME, &options)
+            .expect("reference snapshot aggregates")
+            .metrics;
+        assert_eq!(block.len(), LINES);
+        for timing in block.iter().filter(|m| m.path.contains("WallClockTime")) {
             let name = timing.path.rsplit('.').next().unwrap_or_default();
             *parts.entry(name.replace("WallClockTime", "")).or_insert(0.0) += timing.value * 1e3 / runs as f64;
         }
         if encode {
             out.clear();
-            let batch = SinkBatch::round(&[], &aggregate.metrics);
-            assert_eq!(encoder.encode(batch, &mut out), LINES);
+            assert_eq!(encoder.encode_block(&block, 0..block.len(), &mut out), LINES);
         }
     }
     ((cpu_seconds() - started) * 1e3 / runs as f64, parts)

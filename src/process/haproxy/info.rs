@@ -39,7 +39,7 @@ pub fn parse_info(file: &str, socket: &str, text: &str) -> Result<DaemonFields, 
             continue;
         };
         let Some(index) = field_index(key) else { continue };
-        let parsed = parse_number(value.trim()).ok_or_else(|| HaproxySnapshotError::NotANumber {
+        let parsed = parse_number(value.trim().as_bytes()).ok_or_else(|| HaproxySnapshotError::NotANumber {
             file: file.to_owned(),
             line: number + 1,
             field: key.to_owned(),

@@ -175,10 +175,17 @@ pub fn parse_stat<'a>(
     exclusions: &Exclusions,
     rows: &mut StatRows<'a>,
 ) -> Result<(), HaproxySnapshotError> {
-    let mut lines = text.split('\n');
+    let mut lines = Lines::new(text);
     let header = Header::parse(file, lines.next().unwrap_or_default())?;
     if !text.ends_with("\n\n") {
         return Err(HaproxySnapshotError::Truncated { file: file.to_owned() });
+    }
+    if text.len() > u32::MAX as usize {
+        // Never met: snapshot files are read only up to 64 MiB (snapshot::MAX_FILE).
+        return Err(HaproxySnapshotError::Garbage {
+            file: file.to_owned(),
+            reason: "larger than 4 GiB".into(),
+        });
     }
     let positions = Positions {
         frontend: header.positions(wanted.frontend),
@@ -194,7 +201,7 @@ pub fn parse_stat<'a>(
     };
     // Rows are a byte or two per field: mostly small numbers and empty cells.
     rows.reserve_for(text.len() / (2 * source.header.names.len()));
-    let mut fields = Vec::with_capacity(source.header.names.len());
+    let mut fields = Fields::with_capacity(source.header.names.len());
     let mut data_rows = 0;
     for (index, line) in lines.by_ref().enumerate() {
         if line.is_empty() {
@@ -215,12 +222,88 @@ pub fn parse_stat<'a>(
     Ok(())
 }
 
+/// The lines of a text, as `str::split('\n')` yields them (an empty last piece after a final
+/// newline included), found with the `memchr` crate's vectorised search: `split('\n')` cost
+/// as much as a tenth of parsing (perf, reference snapshot).
+struct Lines<'a> {
+    text: &'a str,
+    newlines: memchr::Memchr<'a>,
+    start: usize,
+    done: bool,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Lines<'a> {
+        Lines {
+            text,
+            newlines: memchr::memchr_iter(b'\n', text.as_bytes()),
+            start: 0,
+            done: false,
+        }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.done {
+            return None;
+        }
+        let start = self.start;
+        match self.newlines.next() {
+            Some(end) => {
+                self.start = end + 1;
+                Some(&self.text[start..end])
+            }
+            None => {
+                self.done = true;
+                Some(&self.text[start..])
+            }
+        }
+    }
+}
+
+/// The fields of one line: each a byte range of the line (quotes removed). Ranges rather than
+/// `&str`s: pushing a `&str` per field checked both ends for a UTF-8 boundary, and most fields
+/// are only ever read as bytes (numbers); names are sliced as text when used.
+struct Fields<'a> {
+    line: &'a str,
+    bounds: Vec<(u32, u32)>,
+}
+
+impl<'a> Fields<'a> {
+    fn with_capacity(capacity: usize) -> Fields<'a> {
+        Fields {
+            line: "",
+            bounds: Vec::with_capacity(capacity),
+        }
+    }
+
+    fn bytes(&self, index: usize) -> &'a [u8] {
+        let (start, end) = self.bounds[index];
+        &self.line.as_bytes()[start as usize..end as usize]
+    }
+
+    /// Field `index` as text. Fields end at commas, quotes or the line's ends, all ASCII, so
+    /// they start and end on character boundaries.
+    fn text(&self, index: usize) -> &'a str {
+        let (start, end) = self.bounds[index];
+        &self.line[start as usize..end as usize]
+    }
+
+    #[cfg(test)]
+    fn texts(&self) -> Vec<&'a str> {
+        (0..self.bounds.len()).map(|i| self.text(i)).collect()
+    }
+}
+
 impl<'a> Source<'_, 'a> {
     fn parse_row(
         &self,
         number: usize,
         line: &'a str,
-        fields: &mut Vec<&'a str>,
+        fields: &mut Fields<'a>,
         exclusions: &Exclusions,
         rows: &mut StatRows<'a>,
     ) -> Result<(), HaproxySnapshotError> {
@@ -236,12 +319,12 @@ impl<'a> Source<'_, 'a> {
                 found,
             });
         }
-        let proxy = fields[0];
+        let proxy = fields.text(0);
         let (positions, kind_rows) = match self.row_kind(number, fields)? {
             RowKind::Frontend if !exclusions.frontend(proxy) => (&self.positions.frontend, &mut rows.frontends),
             RowKind::Backend if !exclusions.backend(proxy) => (&self.positions.backend, &mut rows.backends),
             RowKind::Server if !exclusions.backend(proxy) => {
-                let server = rows.server_names.id(fields[self.header.svname]);
+                let server = rows.server_names.id(fields.text(self.header.svname));
                 rows.servers.servers.push(server);
                 (&self.positions.server, &mut rows.servers)
             }
@@ -251,10 +334,10 @@ impl<'a> Source<'_, 'a> {
         self.push_values(number, fields, positions, kind_rows)
     }
 
-    fn row_kind(&self, number: usize, fields: &[&str]) -> Result<RowKind, HaproxySnapshotError> {
-        match fields[self.header.svname] {
-            "FRONTEND" => Ok(RowKind::Frontend),
-            "BACKEND" => Ok(RowKind::Backend),
+    fn row_kind(&self, number: usize, fields: &Fields<'_>) -> Result<RowKind, HaproxySnapshotError> {
+        match fields.bytes(self.header.svname) {
+            b"FRONTEND" => Ok(RowKind::Frontend),
+            b"BACKEND" => Ok(RowKind::Backend),
             _ if self.number(number, fields, self.header.kind)? == TYPE_SERVER => Ok(RowKind::Server),
             _ => Ok(RowKind::Other),
         }
@@ -264,13 +347,13 @@ impl<'a> Source<'_, 'a> {
     fn push_values(
         &self,
         number: usize,
-        fields: &[&'a str],
+        fields: &Fields<'_>,
         positions: &[Option<usize>],
         rows: &mut Rows,
     ) -> Result<(), HaproxySnapshotError> {
         for (column, position) in rows.columns.iter_mut().zip(positions) {
             let value = match position {
-                Some(at) => cell_value(fields[*at]).ok_or_else(|| self.not_a_number(number, fields, *at))?,
+                Some(at) => cell_value(fields.bytes(*at)).ok_or_else(|| self.not_a_number(number, fields, *at))?,
                 None => 0.0,
             };
             column.push(value);
@@ -278,25 +361,25 @@ impl<'a> Source<'_, 'a> {
         Ok(())
     }
 
-    /// The number in `fields[at]`; an empty cell is 0.
-    fn number(&self, number: usize, fields: &[&str], at: usize) -> Result<f64, HaproxySnapshotError> {
-        cell_value(fields[at]).ok_or_else(|| self.not_a_number(number, fields, at))
+    /// The number in field `at`; an empty cell is 0.
+    fn number(&self, number: usize, fields: &Fields<'_>, at: usize) -> Result<f64, HaproxySnapshotError> {
+        cell_value(fields.bytes(at)).ok_or_else(|| self.not_a_number(number, fields, at))
     }
 
     #[cold]
-    fn not_a_number(&self, number: usize, fields: &[&str], at: usize) -> HaproxySnapshotError {
+    fn not_a_number(&self, number: usize, fields: &Fields<'_>, at: usize) -> HaproxySnapshotError {
         HaproxySnapshotError::NotANumber {
             file: self.file.to_owned(),
             line: number,
             field: self.header.names[at].to_owned(),
-            value: fields[at].to_owned(),
+            value: fields.text(at).to_owned(),
         }
     }
 }
 
 /// The number in a metric cell: an empty cell is 0 (haproxystats' `fillna(0)`).
 #[inline]
-fn cell_value(cell: &str) -> Option<f64> {
+fn cell_value(cell: &[u8]) -> Option<f64> {
     if cell.is_empty() {
         Some(0.0)
     } else {
@@ -307,100 +390,90 @@ fn cell_value(cell: &str) -> Option<f64> {
 /// Splits a CSV line into `fields` (cleared first): at least its first `needed` fields, all of
 /// them if the line has quotes. Returns how many fields the line has. A field may be quoted
 /// (`"a,b"`, with `""` for a quote inside); the quotes are removed, `""` is left as is (text
-/// fields are never used).
-fn split_fields<'a>(line: &'a str, needed: usize, fields: &mut Vec<&'a str>) -> Result<usize, &'static str> {
-    fields.clear();
-    if !line.as_bytes().contains(&b'"') {
-        return Ok(split_unquoted(line, needed, fields));
+/// fields are never used). `line` is at most 4 GiB ([`parse_stat`] checks).
+fn split_fields<'a>(line: &'a str, needed: usize, fields: &mut Fields<'a>) -> Result<usize, &'static str> {
+    fields.line = line;
+    fields.bounds.clear();
+    let bytes = line.as_bytes();
+    if memchr::memchr(b'"', bytes).is_none() {
+        return Ok(split_unquoted(bytes, needed, &mut fields.bounds));
     }
-    let mut rest = line;
+    let mut at = 0;
     loop {
-        let (field, after) = match rest.strip_prefix('"') {
-            Some(quoted) => split_quoted(quoted)?,
-            None => match rest.split_once(',') {
-                Some((field, after)) => (field, Some(after)),
-                None => (rest, None),
-            },
+        let (field, next) = if bytes.get(at) == Some(&b'"') {
+            split_quoted(bytes, at + 1)?
+        } else {
+            match memchr::memchr(b',', &bytes[at..]) {
+                Some(comma) => ((at, at + comma), Some(at + comma + 1)),
+                None => ((at, bytes.len()), None),
+            }
         };
-        fields.push(field);
-        match after {
-            Some(after) => rest = after,
-            None => return Ok(fields.len()),
+        fields.bounds.push((field.0 as u32, field.1 as u32));
+        match next {
+            Some(next) => at = next,
+            None => return Ok(fields.bounds.len()),
         }
     }
 }
 
 /// Splits off the first `needed` fields and counts the rest. Splitting is most of the parsing
-/// time: finding commas eight bytes at a time ([`Commas`]), stopping after the last column read
-/// (the 80th of 129) and counting the remaining commas with a vectorised loop beat
-/// `str::split(',')` (a `memcmp` call per field) by 4x, a byte loop by 2x, and `memchr_iter`
-/// (fields are a byte or two long) too (perf, reference snapshot).
-fn split_unquoted<'a>(line: &'a str, needed: usize, fields: &mut Vec<&'a str>) -> usize {
-    let mut start = 0;
-    for at in Commas::new(line.as_bytes()) {
-        fields.push(&line[start..at]);
-        start = at + 1;
-        if fields.len() == needed {
-            let rest = line[start..].bytes().filter(|&b| b == b',').count();
-            return needed + rest + 1;
+/// time: finding commas eight bytes at a time (one load and a few word operations per eight
+/// bytes, see [`comma_mask`]), stopping after the last column read (the 80th of 129) and
+/// counting the remaining commas with a vectorised loop beat `str::split(',')` (a `memcmp`
+/// call per field) by 4x, a byte loop by 2x, and `memchr_iter` (fields are a byte or two long)
+/// too (perf, reference snapshot).
+fn split_unquoted(bytes: &[u8], needed: usize, bounds: &mut Vec<(u32, u32)>) -> usize {
+    let mut start = 0_usize;
+    let mut word_at = 0_usize;
+    while word_at < bytes.len() {
+        let mut mask = comma_mask(word_of(bytes, word_at));
+        while mask != 0 {
+            let at = word_at + (mask.trailing_zeros() / 8) as usize;
+            mask &= mask - 1;
+            bounds.push((start as u32, at as u32));
+            start = at + 1;
+            if bounds.len() == needed {
+                let rest = bytes[start..].iter().filter(|&&b| b == b',').count();
+                return needed + rest + 1;
+            }
+        }
+        word_at += 8;
+    }
+    bounds.push((start as u32, bytes.len() as u32));
+    bounds.len()
+}
+
+/// The eight bytes of `bytes` at `at` as a little-endian word; past the end counts as zero
+/// bytes (not commas). One unaligned load except at the end of the line.
+#[inline]
+fn word_of(bytes: &[u8], at: usize) -> u64 {
+    match bytes.get(at..at + 8) {
+        Some(word) => u64::from_le_bytes(word.try_into().expect("eight bytes")),
+        None => {
+            let mut word = [0_u8; 8];
+            let tail = &bytes[at.min(bytes.len())..];
+            word[..tail.len()].copy_from_slice(tail);
+            u64::from_le_bytes(word)
         }
     }
-    fields.push(&line[start..]);
-    fields.len()
 }
 
-/// Positions of the commas in `bytes`, found eight bytes at a time: each word is turned into a
-/// mask with the top bit of every comma byte set (exact, no carries between bytes).
-struct Commas<'b> {
-    bytes: &'b [u8],
-    word_at: usize,
-    mask: u64,
-}
-
-impl<'b> Commas<'b> {
+/// A mask with the top bit of every comma byte of `word` set (exact: no carry crosses into
+/// the next byte).
+#[inline]
+fn comma_mask(word: u64) -> u64 {
     const LOW_BITS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const COMMAS: u64 = 0x2c2c_2c2c_2c2c_2c2c;
-
-    fn new(bytes: &'b [u8]) -> Commas<'b> {
-        Commas {
-            bytes,
-            word_at: 0,
-            mask: Self::mask_at(bytes, 0),
-        }
-    }
-
-    /// The comma mask of the 8 bytes at `at` (past the end counts as zero bytes, not commas).
-    fn mask_at(bytes: &[u8], at: usize) -> u64 {
-        let mut word = [0_u8; 8];
-        let available = bytes.len().saturating_sub(at).min(8);
-        word[..available].copy_from_slice(&bytes[at..at + available]);
-        let zero_where_comma = u64::from_le_bytes(word) ^ Self::COMMAS;
-        !(((zero_where_comma & Self::LOW_BITS) + Self::LOW_BITS) | zero_where_comma | Self::LOW_BITS)
-    }
+    let zero_where_comma = word ^ COMMAS;
+    !(((zero_where_comma & LOW_BITS) + LOW_BITS) | zero_where_comma | LOW_BITS)
 }
 
-impl Iterator for Commas<'_> {
-    type Item = usize;
+/// A quoted field whose opening quote is just before `from`: its range up to its closing
+/// quote, and where the next field starts (`None` at the end of the line).
+type FieldEnd = ((usize, usize), Option<usize>);
 
-    fn next(&mut self) -> Option<usize> {
-        while self.mask == 0 {
-            self.word_at += 8;
-            if self.word_at >= self.bytes.len() {
-                return None;
-            }
-            self.mask = Self::mask_at(self.bytes, self.word_at);
-        }
-        let at = self.word_at + (self.mask.trailing_zeros() / 8) as usize;
-        self.mask &= self.mask - 1;
-        Some(at)
-    }
-}
-
-/// `quoted` starts after an opening quote: the field up to its closing quote, and what follows
-/// the comma after it (`None` at the end of the line).
-fn split_quoted(quoted: &str) -> Result<(&str, Option<&str>), &'static str> {
-    let bytes = quoted.as_bytes();
-    let mut at = 0;
+fn split_quoted(bytes: &[u8], from: usize) -> Result<FieldEnd, &'static str> {
+    let mut at = from;
     while at < bytes.len() {
         if bytes[at] != b'"' {
             at += 1;
@@ -408,8 +481,8 @@ fn split_quoted(quoted: &str) -> Result<(&str, Option<&str>), &'static str> {
             at += 2;
         } else {
             return match bytes.get(at + 1) {
-                None => Ok((&quoted[..at], None)),
-                Some(b',') => Ok((&quoted[..at], Some(&quoted[at + 2..]))),
+                None => Ok(((from, at), None)),
+                Some(b',') => Ok(((from, at), Some(at + 2))),
                 Some(_) => Err("text after a closing quote"),
             };
         }
@@ -426,16 +499,16 @@ const MAX_MAGNITUDE: f64 = u64::MAX as f64;
 /// float of magnitude at most [`MAX_MAGNITUDE`]. `None` for anything else, `nan` and `inf`
 /// included.
 #[inline]
-pub fn parse_number(text: &str) -> Option<f64> {
+pub fn parse_number(text: &[u8]) -> Option<f64> {
     // A byte test, not `strip_prefix('-')`: that compiled to a `memcmp` call per cell, 9% of
     // HAProxy processing in a profile.
-    let (negative, digits) = match text.as_bytes().first() {
+    let (negative, digits) = match text.first() {
         Some(b'-') => (true, &text[1..]),
         _ => (false, text),
     };
     if (1..=18).contains(&digits.len()) {
         let mut magnitude = 0_i64;
-        for byte in digits.bytes() {
+        for &byte in digits {
             if !byte.is_ascii_digit() {
                 return parse_float(text);
             }
@@ -447,8 +520,13 @@ pub fn parse_number(text: &str) -> Option<f64> {
     parse_float(text)
 }
 
-fn parse_float(text: &str) -> Option<f64> {
-    text.parse::<f64>().ok().filter(|v| v.abs() <= MAX_MAGNITUDE)
+#[cold]
+fn parse_float(text: &[u8]) -> Option<f64> {
+    std::str::from_utf8(text)
+        .ok()?
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.abs() <= MAX_MAGNITUDE)
 }
 
 #[cfg(test)]
@@ -530,25 +608,63 @@ mod tests {
     #[test]
     fn commas_are_found_in_every_position_of_a_word() {
         let line = ",a,,bcdefgh,ijklmnopq,r,\u{e9},";
-        let expected: Vec<usize> = line
-            .bytes()
-            .enumerate()
-            .filter(|(_, b)| *b == b',')
-            .map(|(i, _)| i)
-            .collect();
-        assert_eq!(Commas::new(line.as_bytes()).collect::<Vec<_>>(), expected);
-        assert_eq!(Commas::new(b"").count(), 0);
-        assert_eq!(Commas::new(b"-\x01\xff\xac+").count(), 0);
-        let mut fields = Vec::new();
-        assert_eq!(split_unquoted("a,b,c,d,e", 2, &mut fields), 5);
-        assert_eq!(fields, ["a", "b"]);
-        fields.clear();
-        assert_eq!(split_unquoted("a,,b", 9, &mut fields), 3);
-        assert_eq!(fields, ["a", "", "b"]);
+        let expected: Vec<&str> = line.split(',').collect();
+        let mut fields = Fields::with_capacity(0);
+        assert_eq!(split_fields(line, 100, &mut fields), Ok(expected.len()));
+        assert_eq!(fields.texts(), expected);
+        // Every length from 0 to 40 (words whole, cut, and the last one short), commas
+        // anywhere, bytes that differ from a comma by one bit or are not ASCII.
+        let alphabet = [b',', b'-', b'\x01', b'\xac', b'l', b'0'];
+        let mut seed = 7_u64;
+        for length in 0..=40 {
+            for _ in 0..20 {
+                let bytes: Vec<u8> = (0..length)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                        alphabet[(seed >> 33) as usize % alphabet.len()]
+                    })
+                    .collect();
+                let expected: Vec<&[u8]> = bytes.split(|&b| b == b',').collect();
+                let mut bounds = Vec::new();
+                assert_eq!(split_unquoted(&bytes, usize::MAX, &mut bounds), expected.len());
+                let found: Vec<&[u8]> = bounds.iter().map(|&(s, e)| &bytes[s as usize..e as usize]).collect();
+                assert_eq!(found, expected, "{bytes:?}");
+            }
+        }
+        let line = "a,b,c,d,e";
+        assert_eq!(split_fields(line, 2, &mut fields), Ok(5));
+        assert_eq!(fields.texts(), ["a", "b"]);
+        assert_eq!(split_fields("a,,b", 9, &mut fields), Ok(3));
+        assert_eq!(fields.texts(), ["a", "", "b"]);
+        assert_eq!(split_fields("", 9, &mut fields), Ok(1));
+        assert_eq!(fields.texts(), [""]);
+    }
+
+    #[test]
+    fn quoted_fields_lose_their_quotes_and_keep_doubled_ones() {
+        let mut fields = Fields::with_capacity(0);
+        assert_eq!(split_fields("\"a,b\",c\"d,\"\"\"x\"\"\",\"\"", 1, &mut fields), Ok(4));
+        assert_eq!(fields.texts(), ["a,b", "c\"d", "\"\"x\"\"", ""]);
+        assert_eq!(split_fields("\"\u{e9}\",", 1, &mut fields), Ok(2));
+        assert_eq!(fields.texts(), ["\u{e9}", ""]);
+        assert!(split_fields("\"a\"b,c", 1, &mut fields).is_err());
+        assert!(split_fields("x,\"open", 1, &mut fields).is_err());
+    }
+
+    #[test]
+    fn lines_are_those_of_split_on_newlines() {
+        for text in ["", "\n", "a", "a\n", "a\n\nb", "\n\n\n", "ab\ncd\n\n"] {
+            assert_eq!(
+                Lines::new(text).collect::<Vec<_>>(),
+                text.split('\n').collect::<Vec<_>>(),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]
     fn numbers_are_integers_or_floats_within_the_64_bit_range_of_haproxy_counters() {
+        let parse_number = |text: &str| parse_number(text.as_bytes());
         assert_eq!(parse_number("1234567"), Some(1_234_567.0));
         assert_eq!(parse_number("-3"), Some(-3.0));
         assert_eq!(parse_number("0.25"), Some(0.25));
@@ -556,6 +672,7 @@ mod tests {
         for bad in ["", "-", "nan", "inf", "1,2", "0x10", "12a"] {
             assert_eq!(parse_number(bad), None, "{bad:?}");
         }
+        assert_eq!(super::parse_number(b"1\xff"), None);
         assert_eq!(parse_number("18446744073709551615"), Some(u64::MAX as f64));
         assert_eq!(parse_number("-18446744073709551615"), Some(-(u64::MAX as f64)));
         for beyond_64_bits in [
