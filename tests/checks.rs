@@ -143,6 +143,7 @@ fn outbox_warns_once_lines_were_dropped_at_the_bound_whatever_the_age() {
         max_lines: Some(20),
         max_age: None,
         segment_bytes: 1 << 10,
+        ..OutboxLimits::default()
     };
     let outbox = Outbox::open(&base.outbox().join("carbon"), limits).unwrap();
     for k in 0..20 {

@@ -129,6 +129,8 @@ impl Delivery {
                 }
             }
         }
+        // A failure is logged by the outbox; at worst the last batches are sent again.
+        let _ = sender.outbox.write_unwritten_ack();
         info!(sink = sender.name, "delivery stopped");
     }
 }
@@ -177,7 +179,7 @@ impl Sender {
         }
         stats.last_error.succeeded();
         // A failed acknowledgement is logged by the outbox; at worst the batch is sent again
-        // after a restart.
+        // after a restart (as are up to `ack_bytes` delivered before it, see `OutboxLimits`).
         let _ = self.outbox.acknowledge(batch, Outcome::Delivered);
     }
 

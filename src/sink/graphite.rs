@@ -43,10 +43,11 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// Largest payload handed to one `send`: big writes on one connection are what carbon and
-/// carbon-c-relay take fastest, and every payload is one acknowledgement (a file replace and a
+/// carbon-c-relay take fastest, and every payload was one acknowledgement (a file replace and a
 /// directory fsync): at 512 KiB those were half of the delivery thread's CPU on HAProxy rounds
-/// (~14.5 MB each: 28 payloads), at 2 MiB a quarter as many. The write-timeout bounds each `write` that makes no
-/// progress, not the payload; a crash repeats at most one payload (the one in flight).
+/// (~14.5 MB each: 28 payloads), at 2 MiB a quarter as many (now the outbox acknowledges every
+/// 8 MiB while a backlog is sent, see `OutboxLimits::ack_bytes`). The write-timeout bounds each
+/// `write` that makes no progress, not the payload.
 pub const MAX_PAYLOAD: usize = 2 * 1024 * 1024;
 
 /// The `[graphite]` options of haproxystats, with its defaults.

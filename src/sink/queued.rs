@@ -16,8 +16,7 @@ use std::sync::{Arc, Mutex};
 /// Encoded lines are written to the outbox as a record once they reach this size (a round of
 /// two HAProxy snapshots is about 14.5 MB of lines with a namespace and a hostname: held whole,
 /// it was the largest part of the daemon's memory, twice, here and in the reader). Just under
-/// Graphite's 2 MiB payload, so that each record is one send and one acknowledgement, handed
-/// out without a copy.
+/// Graphite's 2 MiB payload, so that each record is one send, handed out without a copy.
 const PIECE_BYTES: usize = (2 << 20) - (64 << 10);
 /// The largest encoding buffer kept between batches (a piece and its last line; one line
 /// longer than a piece makes it larger, and it is freed after its batch).

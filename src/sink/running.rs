@@ -165,5 +165,6 @@ fn limits(bounds: &OutboxBounds, max_lines: Option<u64>) -> OutboxLimits {
         max_lines,
         max_age: bounds.max_age.map(Duration::from_secs_f64),
         segment_bytes: defaults.segment_bytes.min(bounds.max_bytes / 4),
+        ack_bytes: defaults.ack_bytes,
     }
 }

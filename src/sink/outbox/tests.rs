@@ -1,6 +1,6 @@
 //! Outbox behaviour on real files in temporary directories.
 
-use super::ack::{Ack, ACK_FILE};
+use super::ack::{Ack, AckRead, ACK_FILE};
 use super::format::list_segments;
 use super::*;
 use std::fs;
@@ -16,8 +16,14 @@ fn lines(prefix: &str, n: u32) -> (Vec<u8>, u32) {
     (out, n)
 }
 
+/// An outbox that writes every acknowledgement at once (most tests are about positions; the
+/// cadence of [`OutboxLimits::ack_bytes`] has tests of its own).
 fn open(dir: &Path) -> Arc<Outbox> {
-    Arc::new(Outbox::open(dir, OutboxLimits::default()).unwrap())
+    let limits = OutboxLimits {
+        ack_bytes: 0,
+        ..OutboxLimits::default()
+    };
+    Arc::new(Outbox::open(dir, limits).unwrap())
 }
 
 fn append(outbox: &Outbox, prefix: &str, n: u32) -> Vec<u8> {
@@ -815,4 +821,98 @@ fn a_batch_whose_record_is_refused_loses_its_earlier_records_too_and_the_next_ba
         0,
         "nothing torn left behind"
     );
+}
+
+/// The position the acknowledgement file on disk holds.
+fn written_ack(dir: &Path) -> Option<Position> {
+    match Ack::read(&crate::spool::beneath::Dir::open(dir).unwrap()).unwrap() {
+        AckRead::Found(ack) => Some(ack.position),
+        _ => None,
+    }
+}
+
+#[test]
+fn acknowledgements_are_written_every_ack_bytes_while_behind_and_at_once_when_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxLimits {
+        ack_bytes: 1000,
+        ..OutboxLimits::default()
+    };
+    let outbox = bounded(dir.path(), limits);
+    // Ten records of 180 bytes: behind, the file moves once 1,000 bytes are delivered.
+    let records: Vec<Vec<u8>> = (0..10).map(|r| append(&outbox, &format!("r{r}"), 10)).collect();
+    let mut reader = outbox.reader();
+    let (mut unwritten, mut on_disk, mut writes) = (0, written_ack(dir.path()), 0);
+    for (i, expected) in records.iter().enumerate() {
+        let batch = reader.next_batch(expected.len()).unwrap().unwrap();
+        assert_eq!(batch.payload(), expected);
+        unwritten += batch.payload().len();
+        let end = batch.end;
+        outbox.acknowledge(batch, Outcome::Delivered).unwrap();
+        let caught_up = i == records.len() - 1;
+        if unwritten >= 1000 || caught_up {
+            (unwritten, on_disk, writes) = (0, Some(end), writes + 1);
+        }
+        assert_eq!(written_ack(dir.path()), on_disk, "after batch {i}");
+    }
+    let total: usize = records.iter().map(Vec::len).sum();
+    assert_eq!(
+        (total, writes),
+        (1800, 2),
+        "one write behind (after 1,000 bytes), one caught up"
+    );
+    assert!(reader.next_batch(1 << 20).unwrap().is_none());
+
+    // Caught up, every batch is written at once; a rejection is written at once too.
+    let more = append(&outbox, "more", 3);
+    let batch = reader.next_batch(1 << 20).unwrap().unwrap();
+    assert_eq!(batch.payload(), more);
+    let end = batch.end;
+    outbox.acknowledge(batch, Outcome::Delivered).unwrap();
+    assert_eq!(written_ack(dir.path()), Some(end));
+    append(&outbox, "bad", 1);
+    append(&outbox, "behind", 1);
+    let batch = reader.next_batch(1).unwrap().unwrap();
+    let end = batch.end;
+    outbox.acknowledge(batch, Outcome::Rejected).unwrap();
+    assert_eq!(written_ack(dir.path()), Some(end), "a rejection is written at once");
+    assert_eq!(status(dir.path()).unwrap().rejected_lines, 1);
+}
+
+#[test]
+fn a_stop_behind_writes_what_was_acknowledged_and_a_reopen_resumes_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = OutboxLimits {
+        ack_bytes: 1 << 20,
+        ..OutboxLimits::default()
+    };
+    let outbox = bounded(dir.path(), limits.clone());
+    let first = append(&outbox, "first", 10);
+    let rest = [append(&outbox, "second", 10), append(&outbox, "third", 10)].concat();
+    let mut reader = outbox.reader();
+    let batch = reader.next_batch(first.len()).unwrap().unwrap();
+    assert_eq!(batch.payload(), first);
+    outbox.acknowledge(batch, Outcome::Delivered).unwrap();
+    assert_eq!(
+        written_ack(dir.path()),
+        None,
+        "behind and under ack_bytes: not written yet"
+    );
+    let status_behind = status(dir.path()).unwrap();
+    assert_eq!(
+        status_behind.lines, 30,
+        "other processes see the file: 10 lines more than there are"
+    );
+    outbox.write_unwritten_ack().unwrap();
+    assert_eq!(status(dir.path()).unwrap().lines, 20);
+    outbox.write_unwritten_ack().unwrap();
+    drop((reader, outbox));
+
+    let outbox = bounded(dir.path(), limits);
+    assert_eq!(
+        drain(&outbox, 1 << 20),
+        rest,
+        "resumed after the first batch, nothing twice"
+    );
+    assert_eq!(status(dir.path()).unwrap().delivered_lines, 30);
 }
