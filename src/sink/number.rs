@@ -11,8 +11,11 @@ const EXACT_INTEGER_LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53
 /// `1e-7`, `1.5e300`, `1e16`). Callers skip non-finite values: neither protocol can carry them.
 pub fn write_number(out: &mut Vec<u8>, value: f64) {
     debug_assert!(value.is_finite(), "non-finite value {value}");
-    if value.fract() == 0.0 && value.abs() < EXACT_INTEGER_LIMIT {
-        write_integer(out, value as i64);
+    // Below 2^53 the conversion to i64 and back is exact for integers and changes every other
+    // value; `fract()` compiled to a call to libm's `trunc` per value.
+    let integer = value as i64;
+    if value.abs() < EXACT_INTEGER_LIMIT && integer as f64 == value {
+        write_integer(out, integer);
     } else {
         out.extend_from_slice(ryu::Buffer::new().format(value).as_bytes());
     }

@@ -186,7 +186,8 @@ fn group(frame: DataFrame, key: &str, specs: &[MetricSpec]) -> PolarsResult<Grou
     let grouped = frame.lazy().group_by_stable([col(key)]).agg(reductions).collect()?;
     let keys = grouped.column(key)?.cast(&DataType::UInt64)?;
     Ok(Grouped {
-        keys: keys.u64()?.iter().map(Option::unwrap_or_default).collect(),
+        // A group key is never null: its rows had it.
+        keys: keys.u64()?.into_no_null_iter().collect(),
         values: specs
             .iter()
             .map(|(name, _)| floats(&grouped, name))
@@ -195,13 +196,14 @@ fn group(frame: DataFrame, key: &str, specs: &[MetricSpec]) -> PolarsResult<Grou
 }
 
 /// A float column; a null (never produced for a non-empty group) becomes NaN, which sinks drop.
+/// Without nulls (always, in practice) the values are copied as they are: the `Option` per
+/// value of the general path showed in profiles.
 fn floats(frame: &DataFrame, name: &str) -> PolarsResult<Vec<f64>> {
-    Ok(frame
-        .column(name)?
-        .f64()?
-        .iter()
-        .map(|v| v.unwrap_or(f64::NAN))
-        .collect())
+    let column = frame.column(name)?.f64()?;
+    if column.null_count() == 0 {
+        return Ok(column.into_no_null_iter().collect());
+    }
+    Ok(column.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
 }
 
 #[cfg(test)]
