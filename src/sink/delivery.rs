@@ -335,6 +335,53 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_behind_the_outbox_writes_the_acknowledgements_not_written_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = OutboxLimits {
+            ack_bytes: 1 << 20,
+            ..OutboxLimits::default()
+        };
+        let outbox = Arc::new(Outbox::open(dir.path(), limits).unwrap());
+        for line in ["good 1 1\n", "good 2 2\n", "flaky 3 3\n"] {
+            outbox.append(line.as_bytes(), 1).unwrap();
+        }
+        let (taken, received) = mpsc::channel();
+        let transport = ScriptedTransport {
+            transient_left: u32::MAX,
+            taken,
+        };
+        let hour = RetryPolicy {
+            interval: Duration::from_secs(3600),
+            delay: Duration::from_secs(3600),
+            ..RetryPolicy::default()
+        };
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let delivery = Delivery::new("test", &outbox, Box::new(transport), hour, Arc::clone(&shutdown));
+        let stats = delivery.stats();
+        let handle = delivery.spawn().unwrap();
+        for _ in 0..2 {
+            received.recv_timeout(Duration::from_secs(20)).expect("a delivery");
+        }
+        for _ in 0..2000 {
+            if stats.failed_sends.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            stats.failed_sends.load(Ordering::Relaxed),
+            1,
+            "stuck behind the third line"
+        );
+        // Two lines taken, 18 bytes of 1 MiB, more waiting: the file was not written yet.
+        assert_eq!(status(dir.path()).unwrap().lines, 3);
+        shutdown.store(true, Ordering::Relaxed);
+        join_bounded(handle);
+        let stopped = status(dir.path()).unwrap();
+        assert_eq!((stopped.lines, stopped.delivered_lines), (1, 2), "written at the stop");
+    }
+
+    #[test]
     fn retry_waits_grow_by_backoff_then_pause_for_delay_and_start_over() {
         let policy = RetryPolicy::default();
         let mut schedule = RetrySchedule::new(&policy);
