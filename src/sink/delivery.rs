@@ -303,15 +303,17 @@ mod tests {
         assert_eq!((status.rejected_lines, status.delivered_lines, status.lines), (1, 3, 0));
     }
 
-    #[test]
-    fn shutdown_interrupts_a_backoff_wait() {
-        let dir = tempfile::tempdir().unwrap();
-        let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
-        outbox.append(b"flaky 1 1\n", 1).unwrap();
-        let (taken, _received) = mpsc::channel();
+    /// A delivery thread whose transport fails every `flaky` line for good, waiting an hour
+    /// between attempts; returns once the first attempt failed, with what the remote took
+    /// before it (`taken` lines expected), the thread and its shutdown flag.
+    fn stuck_at_the_first_flaky_line(
+        outbox: &Arc<Outbox>,
+        taken: usize,
+    ) -> (Vec<Vec<u8>>, JoinHandle<()>, Arc<AtomicBool>) {
+        let (sender, received) = mpsc::channel();
         let transport = ScriptedTransport {
             transient_left: u32::MAX,
-            taken,
+            taken: sender,
         };
         let hour = RetryPolicy {
             interval: Duration::from_secs(3600),
@@ -319,16 +321,28 @@ mod tests {
             ..RetryPolicy::default()
         };
         let shutdown = Arc::new(AtomicBool::new(false));
-        let delivery = Delivery::new("test", &outbox, Box::new(transport), hour, Arc::clone(&shutdown));
+        let delivery = Delivery::new("test", outbox, Box::new(transport), hour, Arc::clone(&shutdown));
         let stats = delivery.stats();
         let handle = delivery.spawn().unwrap();
+        let sent = (0..taken)
+            .map(|_| received.recv_timeout(Duration::from_secs(20)).expect("a delivery"))
+            .collect();
         for _ in 0..2000 {
             if stats.failed_sends.load(Ordering::Relaxed) > 0 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        assert_eq!(stats.failed_sends.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.failed_sends.load(Ordering::Relaxed), 1, "stuck at the flaky line");
+        (sent, handle, shutdown)
+    }
+
+    #[test]
+    fn shutdown_interrupts_a_backoff_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Outbox::open(dir.path(), OutboxLimits::default()).unwrap());
+        outbox.append(b"flaky 1 1\n", 1).unwrap();
+        let (_, handle, shutdown) = stuck_at_the_first_flaky_line(&outbox, 0);
         shutdown.store(true, Ordering::Relaxed);
         join_bounded(handle);
         assert_eq!(status(dir.path()).unwrap().lines, 1, "the batch stays queued");
@@ -345,34 +359,8 @@ mod tests {
         for line in ["good 1 1\n", "good 2 2\n", "flaky 3 3\n"] {
             outbox.append(line.as_bytes(), 1).unwrap();
         }
-        let (taken, received) = mpsc::channel();
-        let transport = ScriptedTransport {
-            transient_left: u32::MAX,
-            taken,
-        };
-        let hour = RetryPolicy {
-            interval: Duration::from_secs(3600),
-            delay: Duration::from_secs(3600),
-            ..RetryPolicy::default()
-        };
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let delivery = Delivery::new("test", &outbox, Box::new(transport), hour, Arc::clone(&shutdown));
-        let stats = delivery.stats();
-        let handle = delivery.spawn().unwrap();
-        for _ in 0..2 {
-            received.recv_timeout(Duration::from_secs(20)).expect("a delivery");
-        }
-        for _ in 0..2000 {
-            if stats.failed_sends.load(Ordering::Relaxed) > 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert_eq!(
-            stats.failed_sends.load(Ordering::Relaxed),
-            1,
-            "stuck behind the third line"
-        );
+        let (sent, handle, shutdown) = stuck_at_the_first_flaky_line(&outbox, 2);
+        assert_eq!(sent, [&b"good 1 1\n"[..], b"good 2 2\n"]);
         // Two lines taken, 18 bytes of 1 MiB, more waiting: the file was not written yet.
         assert_eq!(status(dir.path()).unwrap().lines, 3);
         shutdown.store(true, Ordering::Relaxed);
