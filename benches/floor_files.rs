@@ -12,17 +12,28 @@
 //!     filesystem (timed with the round), as the daemon's rounds follow its syncfs: the journal
 //!     has committed the previous replaces, so each rename and write starts new metadata work.
 //!
+//! (a') the daemon's pattern alone: rounds of one `exchange` replace in every directory followed
+//!   by a `syncfs`, nothing else between them (the rows of (a) share their syncfs with the other
+//!   variants' dirty pages), so the machine column is what one replace costs with its journal
+//!   commit and writeback.
+//!
 //! (b) one ping snapshot: a ~100 KB file of 1,000 results written into a new directory:
 //!   - `fsync-all`: mkdir + write + fsync(file) + fsync(snapshot dir) + rename + fsync(parent);
 //!   - `fsync-file+parent`: without the fsync of the snapshot directory;
 //!   - `nosync`: the same calls without any fsync (what the write costs by itself).
 //!
-//! CPU (user + system) from getrusage per operation, and wall time; medians of R repetitions.
+//! CPU (user + system) from getrusage per operation, the whole machine's CPU per operation from
+//! /proc/stat minus the idle machine's (jbd2, writeback and softirq included; calibrated for 3 s
+//! at the start, meaningful on a quiet machine only), and wall time; medians of R repetitions.
 //! Under `cargo test` (no `--bench` argument) it runs a few operations only, as a smoke test.
 //!
 //! usage: cargo bench --profile profiling --bench floor_files -- [orders] [repetitions] [dir]
 //! (dir defaults to a new temporary directory under /tmp, the filesystem spoolmon's bench uses)
 
+#[path = "floor/machine.rs"]
+mod machine;
+
+use machine::{Machine, Span};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -253,7 +264,12 @@ fn main() {
         "(a) atomic replace of a {}-byte last_result, {orders} directories, median of {reps}",
         LAST_RESULT.len()
     );
-    println!("{:<18} {:>12} {:>12}", "variant", "CPU us/op", "wall us/op");
+    let idle = Machine::calibrate(if benchmarking { 3 } else { 0 });
+    println!("idle machine: {:.3} CPU-s/s", idle.idle_rate);
+    println!(
+        "{:<20} {:>12} {:>14} {:>12}",
+        "variant", "CPU us/op", "machine us/op", "wall us/op"
+    );
     let dirs: Vec<PathBuf> = (0..orders)
         .map(|i| {
             let d = root.join(format!("a/{}/o{i}", i % 40));
@@ -275,12 +291,13 @@ fn main() {
     let rows = kinds.len() + 1;
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); rows];
     let mut wall: Vec<Vec<f64>> = vec![Vec::new(); rows];
+    let mut mach: Vec<Vec<f64>> = vec![Vec::new(); rows];
     let fs = open_dir(&root);
     // Interleaved: every repetition runs every variant once, so load on the machine hits all.
     replace_round(Replace::Exchange, &dirs, &fds);
     for _ in 0..reps {
         for k in 0..rows {
-            let (c0, w0) = (cpu_seconds(), Instant::now());
+            let (c0, w0, span) = (cpu_seconds(), Instant::now(), Span::start());
             if k == kinds.len() {
                 // SAFETY: syncfs on a descriptor this function owns.
                 check(unsafe { libc::syncfs(fs.as_raw_fd()) }, "syncfs");
@@ -288,6 +305,7 @@ fn main() {
             replace_round(kinds.get(k).copied().unwrap_or(Replace::Exchange), &dirs, &fds);
             cpu[k].push((cpu_seconds() - c0) * 1e6 / orders as f64);
             wall[k].push(w0.elapsed().as_secs_f64() * 1e6 / orders as f64);
+            mach[k].push(idle.beyond_idle(span) * 1e6 / orders as f64);
         }
     }
     for k in 0..rows {
@@ -295,12 +313,34 @@ fn main() {
             .get(k)
             .map_or("ExchangeAfterSyncfs".to_owned(), |kind| format!("{kind:?}"));
         println!(
-            "{:<18} {:>12.2} {:>12.2}",
+            "{:<20} {:>12.2} {:>14.2} {:>12.2}",
             label,
             median(cpu[k].clone()),
+            median(mach[k].clone()),
             median(wall[k].clone())
         );
     }
+
+    // (a') the daemon's pattern alone: replace round, syncfs, nothing else between.
+    // SAFETY: syncfs on a descriptor this function owns.
+    check(unsafe { libc::syncfs(fs.as_raw_fd()) }, "syncfs");
+    let (mut cpu, mut mach, mut wall) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let (c0, w0, span) = (cpu_seconds(), Instant::now(), Span::start());
+        replace_round(Replace::Exchange, &dirs, &fds);
+        // SAFETY: syncfs on a descriptor this function owns.
+        check(unsafe { libc::syncfs(fs.as_raw_fd()) }, "syncfs");
+        cpu.push((cpu_seconds() - c0) * 1e6 / orders as f64);
+        wall.push(w0.elapsed().as_secs_f64() * 1e6 / orders as f64);
+        mach.push(idle.beyond_idle(span) * 1e6 / orders as f64);
+    }
+    println!(
+        "{:<20} {:>12.2} {:>14.2} {:>12.2}",
+        "ExchangeThenSyncfs",
+        median(cpu),
+        median(mach),
+        median(wall)
+    );
 
     // (b) snapshot write + fsync.
     let results: String = (0..1000)
@@ -316,30 +356,36 @@ fn main() {
         "(b) snapshot of {} bytes (1,000 results), {snaps} snapshots, median of {reps}",
         body.len()
     );
-    println!("{:<20} {:>12} {:>12}", "variant", "CPU us/snap", "wall ms/snap");
+    println!(
+        "{:<20} {:>12} {:>16} {:>12}",
+        "variant", "CPU us/snap", "machine us/snap", "wall ms/snap"
+    );
     let skinds = [Snapshot::FsyncAll, Snapshot::FsyncFileAndParent, Snapshot::NoSync];
     let mut scpu: Vec<Vec<f64>> = vec![Vec::new(); skinds.len()];
     let mut swall: Vec<Vec<f64>> = vec![Vec::new(); skinds.len()];
+    let mut smach: Vec<Vec<f64>> = vec![Vec::new(); skinds.len()];
     let mut n = 0;
     for _ in 0..reps {
         for (k, kind) in skinds.iter().enumerate() {
             let parent = root.join(format!("b/{k}"));
             std::fs::create_dir_all(&parent).unwrap();
             let pfd = open_dir(&parent);
-            let (c0, w0) = (cpu_seconds(), Instant::now());
+            let (c0, w0, span) = (cpu_seconds(), Instant::now(), Span::start());
             for _ in 0..snaps {
                 snapshot_once(*kind, &parent, &pfd, n, &body);
                 n += 1;
             }
             scpu[k].push((cpu_seconds() - c0) * 1e6 / snaps as f64);
             swall[k].push(w0.elapsed().as_secs_f64() * 1e3 / snaps as f64);
+            smach[k].push(idle.beyond_idle(span) * 1e6 / snaps as f64);
         }
     }
     for (k, kind) in skinds.iter().enumerate() {
         println!(
-            "{:<20} {:>12.1} {:>12.2}",
+            "{:<20} {:>12.1} {:>16.1} {:>12.2}",
             format!("{kind:?}"),
             median(scpu[k].clone()),
+            median(smach[k].clone()),
             median(swall[k].clone())
         );
     }

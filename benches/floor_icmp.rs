@@ -7,6 +7,10 @@
 //! variant divided by the pings: on loopback it includes the kernel answering the request.
 //! Each variant runs `FLOOR_REPEAT` times (default 5), interleaved; the median is printed.
 //!
+//! The machine column is every CPU's busy time over the variant from /proc/stat minus the idle
+//! machine's (calibrated for 3 s at the start), per ping: it adds the softirq time the kernel
+//! may charge to no task, so it only means something on a quiet machine.
+//!
 //! Variants: `sendto+recv` (one syscall per packet each way, ICMP_FILTER by type: the engine
 //! before issue 12), `+bpf` (SO_ATTACH_FILTER: echo reply, our identifier and token), `+sendmmsg
 //! B` (one call per burst of B), `+recvmmsg` (up to 64 replies per call), `+timestamps`
@@ -16,6 +20,10 @@
 //! Under `cargo test` (no `--bench`) it runs each variant once with 500 pings and asserts that
 //! every reply arrived.
 
+#[path = "floor/machine.rs"]
+mod machine;
+
+use machine::{Machine, Span};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -198,7 +206,8 @@ fn receive(fd: libc::c_int, variant: Variant, stop: &AtomicBool, ours: &AtomicU6
 }
 
 /// Sends `pings` requests, waits for the replies; returns (CPU µs per ping, replies received).
-fn measure(variant: Variant, pings: u32, rate: u32) -> (f64, u64) {
+/// (process CPU µs per ping, machine CPU µs per ping, replies received)
+fn measure(variant: Variant, pings: u32, rate: u32, idle: &Machine) -> (f64, f64, u64) {
     let fd = open_socket(variant);
     let stop = Arc::new(AtomicBool::new(false));
     let ours = Arc::new(AtomicU64::new(0));
@@ -207,6 +216,7 @@ fn measure(variant: Variant, pings: u32, rate: u32) -> (f64, u64) {
         std::thread::spawn(move || receive(fd, variant, &stop, &ours))
     };
     let before = cpu_micros();
+    let span = Span::start();
     let start = Instant::now();
     let burst = variant.send_batch as u32;
     let mut packets = vec![[0u8; LEN]; variant.send_batch];
@@ -273,11 +283,16 @@ fn measure(variant: Variant, pings: u32, rate: u32) -> (f64, u64) {
         std::thread::sleep(Duration::from_millis(1));
     }
     let cpu = cpu_micros() - before;
+    let machine = idle.beyond_idle(span) * 1e6;
     stop.store(true, Ordering::Relaxed);
     receiver.join().expect("receiver");
     // SAFETY: our own fd, closed once.
     unsafe { libc::close(fd) };
-    (cpu / f64::from(pings), ours.load(Ordering::Relaxed))
+    (
+        cpu / f64::from(pings),
+        machine / f64::from(pings),
+        ours.load(Ordering::Relaxed),
+    )
 }
 
 fn env_number(name: &str, default: u32) -> u32 {
@@ -333,23 +348,31 @@ fn main() {
         stamped("+bpf +sendmmsg 64 +recvmmsg +timestamps", 64),
         stamped("+bpf +sendmmsg 250 +recvmmsg +timestamps", 250),
     ];
+    let idle = Machine::calibrate(if bench { 3 } else { 0 });
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut machine: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for _ in 0..repeat {
-        for (variant, samples) in variants.iter().zip(&mut samples) {
-            let (per_ping, received) = measure(*variant, pings, rate);
+        for (k, variant) in variants.iter().enumerate() {
+            let (per_ping, machine_per_ping, received) = measure(*variant, pings, rate, &idle);
             assert_eq!(received, u64::from(pings), "{}: replies lost on loopback", variant.name);
-            samples.push(per_ping);
+            samples[k].push(per_ping);
+            machine[k].push(machine_per_ping);
         }
     }
-    println!("pings={pings} rate={rate}/s repeat={repeat} (median CPU per ping, user+system, process)");
-    for (variant, samples) in variants.iter().zip(&mut samples) {
+    println!(
+        "pings={pings} rate={rate}/s repeat={repeat} idle={:.3} CPU-s/s (median CPU per ping, user+system, process; machine minus idle)",
+        idle.idle_rate
+    );
+    for ((variant, samples), machine) in variants.iter().zip(&mut samples).zip(&mut machine) {
         samples.sort_by(f64::total_cmp);
+        machine.sort_by(f64::total_cmp);
         let median = samples[samples.len() / 2];
         println!(
-            "{:45} {median:6.2} us/ping  (min {:.2}, max {:.2})",
+            "{:45} {median:6.2} us/ping  (min {:.2}, max {:.2})  machine {:6.2} us/ping",
             variant.name,
             samples[0],
-            samples[samples.len() - 1]
+            samples[samples.len() - 1],
+            machine[machine.len() / 2]
         );
     }
 }

@@ -5,8 +5,9 @@
 //! 3 pings (pingmachine's definition, 470 KB each), updated round robin like a flush round does.
 //! CPU from getrusage (user + system), page faults from getrusage too: a major fault is a page
 //! read from disk while librrd writes into its mapping of the file. The machine column is every
-//! CPU's busy time from /proc/stat (the kernel's writeback threads included), so it only means
-//! something on a quiet machine.
+//! CPU's busy time from /proc/stat (the kernel's writeback and journal threads included) minus
+//! the idle machine's (calibrated for 3 s at the start), so it only means something on a quiet
+//! machine.
 //!
 //! The "after syncfs" rounds write every file back before the update, as the daemon's rounds do
 //! (processing syncs the filesystem before it lets a snapshot go): the pages librrd writes into
@@ -16,6 +17,10 @@
 //!
 //! usage: cargo bench --bench floor_rrd -- [files] [rounds]
 
+#[path = "floor/machine.rs"]
+mod machine;
+
+use machine::{Machine, Span};
 use rrd::ops::update::{update_all, BatchTime, Datum, Options};
 use spoolmon::output::rrd::{update_time, update_values, RrdWriter, FILE_NAME};
 use spoolmon::shared::measurement::{OrderId, OrderResult};
@@ -26,24 +31,6 @@ struct Usage {
     cpu: f64,
     minor: i64,
     major: i64,
-    machine: f64,
-}
-
-/// Busy CPU seconds of the whole machine since boot (/proc/stat: all but idle and iowait).
-fn machine_busy() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().next() else {
-        return 0.0;
-    };
-    let ticks: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    let busy: f64 = ticks
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != 3 && *i != 4)
-        .map(|(_, v)| v)
-        .sum();
-    // USER_HZ is 100 on every Linux this runs on.
-    busy / 100.0
 }
 
 fn usage() -> Usage {
@@ -53,14 +40,15 @@ fn usage() -> Usage {
         cpu: secs(usage.user_time()) + secs(usage.system_time()),
         minor: usage.minor_page_faults(),
         major: usage.major_page_faults(),
-        machine: machine_busy(),
     }
 }
 
 /// Runs `work` and prints CPU µs and page faults per call.
-fn measure(what: &str, calls: usize, work: impl FnOnce()) {
+fn measure(idle: &Machine, what: &str, calls: usize, work: impl FnOnce()) {
     let before = usage();
+    let span = Span::start();
     work();
+    let machine = idle.beyond_idle(span);
     let after = usage();
     let per = |v: f64| v / calls as f64;
     println!(
@@ -68,7 +56,7 @@ fn measure(what: &str, calls: usize, work: impl FnOnce()) {
         per((after.cpu - before.cpu) * 1e6),
         per((after.minor - before.minor) as f64),
         per((after.major - before.major) as f64),
-        per((after.machine - before.machine) * 1e6),
+        per(machine * 1e6),
     );
 }
 
@@ -104,12 +92,14 @@ fn main() {
         .unwrap()
         .as_secs() as i64;
     // Far enough back for every round of 15 steps to lie in the past.
-    let mut t = now - now % 20 - 20 * (1 + 17 * 2 * (rounds + 1));
+    let mut t = now - now % 20 - 20 * (1 + 50 * (rounds + 1));
     let writer = RrdWriter::new();
+    let idle = Machine::calibrate(if benchmarking { 3 } else { 0 });
+    println!("idle machine: {:.3} CPU-s/s", idle.idle_rate);
     println!("{files} files in {}, step 20, 3 pings", tmp.path().display());
     println!("| what | CPU µs per call | minor faults per call | major faults per call | machine CPU µs per call |");
     println!("|---|---|---|---|---|");
-    measure("create one file (librrd, through spoolmon)", files, || {
+    measure(&idle, "create one file (librrd, through spoolmon)", files, || {
         for (o, dir) in dirs.iter().enumerate() {
             writer.create_if_missing(dir, &result(o, t)).unwrap();
         }
@@ -118,13 +108,13 @@ fn main() {
         for round in 0..rounds {
             let batch = |o: usize, t: i64| (0..steps).map(|s| result(o, t + 20 * s as i64)).collect::<Vec<_>>();
             let label = |who: &str| format!("update of {steps} step(s), {who}, round {}", round + 1);
-            measure(&label("librrd alone"), files, || {
+            measure(&idle, &label("librrd alone"), files, || {
                 for (o, dir) in dirs.iter().enumerate() {
                     raw_update(&dir.join(FILE_NAME), &batch(o, t));
                 }
             });
             t += 20 * steps as i64;
-            measure(&label("spoolmon RrdWriter::apply"), files, || {
+            measure(&idle, &label("spoolmon RrdWriter::apply"), files, || {
                 for (o, dir) in dirs.iter().enumerate() {
                     let results = batch(o, t);
                     let refs: Vec<&OrderResult> = results.iter().collect();
@@ -145,6 +135,7 @@ fn main() {
     syncfs();
     for round in 0..rounds {
         measure(
+            &idle,
             &format!("update of 1 step after syncfs, librrd alone, round {}", round + 1),
             files,
             || {
@@ -155,11 +146,13 @@ fn main() {
         );
         t += 20;
         measure(
+            &idle,
             &format!("syncfs after those updates (per file), round {}", round + 1),
             files,
             syncfs,
         );
         measure(
+            &idle,
             &format!(
                 "update of 1 step after syncfs, spoolmon RrdWriter::apply, round {}",
                 round + 1
@@ -173,5 +166,26 @@ fn main() {
         );
         t += 20;
         syncfs();
+    }
+    // As the daemon with `rrd-flush-interval: 300`: 15 steps per file and round, synced after.
+    for round in 0..rounds {
+        measure(
+            &idle,
+            &format!("update of 15 steps after syncfs, librrd alone, round {}", round + 1),
+            files,
+            || {
+                for (o, dir) in dirs.iter().enumerate() {
+                    let results: Vec<OrderResult> = (0..15).map(|s| result(o, t + 20 * s)).collect();
+                    raw_update(&dir.join(FILE_NAME), &results);
+                }
+            },
+        );
+        t += 20 * 15;
+        measure(
+            &idle,
+            &format!("syncfs after those updates (per file), round {}", round + 1),
+            files,
+            syncfs,
+        );
     }
 }
