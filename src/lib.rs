@@ -31,6 +31,7 @@ pub mod orders;
 pub mod output;
 pub mod probe;
 pub mod process;
+pub mod receive;
 pub mod selfmetrics;
 pub mod service;
 pub mod shared;

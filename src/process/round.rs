@@ -1224,6 +1224,7 @@ fn current_last_result_time(dir: &Path) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::process::handoff::SinkError;
+    use crate::spool::beneath::ImmutableDir;
     use crate::spool::snapshot::encode_ping;
     use std::collections::BTreeMap;
     use std::fs;
@@ -1768,27 +1769,6 @@ mod tests {
         let failing = failing_orders(&base);
         assert!(failing["frozen"].reason.contains("creating RRD"), "{failing:?}");
         assert_eq!(sink.ids(), ["fine", "frozen"]);
-    }
-
-    /// `chattr +i` on a directory while alive (root only; fails the test otherwise).
-    struct ImmutableDir(PathBuf);
-
-    impl ImmutableDir {
-        fn new(dir: &std::path::Path) -> ImmutableDir {
-            let status = std::process::Command::new("chattr").arg("+i").arg(dir).status();
-            assert!(
-                status.is_ok_and(|s| s.success()),
-                "chattr +i {} failed: run the tests as root on a filesystem with attributes (e2fsprogs)",
-                dir.display()
-            );
-            ImmutableDir(dir.to_owned())
-        }
-    }
-
-    impl Drop for ImmutableDir {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
-        }
     }
 
     /// A small tmpfs mounted on a directory while alive (root only; fails the test otherwise).

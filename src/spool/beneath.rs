@@ -709,6 +709,31 @@ pub(crate) fn sorted_names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// `chattr +i` on a directory while alive (root only; fails the test otherwise): a real
+/// permission fault for tests of what happens when a directory cannot be changed.
+#[cfg(test)]
+pub(crate) struct ImmutableDir(PathBuf);
+
+#[cfg(test)]
+impl ImmutableDir {
+    pub(crate) fn new(dir: &Path) -> ImmutableDir {
+        let status = std::process::Command::new("chattr").arg("+i").arg(dir).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "chattr +i {} failed: run the tests as root on a filesystem with attributes (e2fsprogs)",
+            dir.display()
+        );
+        ImmutableDir(dir.to_owned())
+    }
+}
+
+#[cfg(test)]
+impl Drop for ImmutableDir {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

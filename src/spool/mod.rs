@@ -10,16 +10,20 @@
 //! [`atomic`] and [`temp`] (replacing files, temporary names), [`queue`] and [`snapshot`] (the
 //! `incoming/` queue and the ping snapshot format), [`lock`] (one daemon, one puller),
 //! [`state`] (the small records of `state/`), [`guard`] (collection suspended while the queue
-//! is full or the disk low), [`fault`] (whose fault a failed write is), [`watch`] (inotify).
+//! is full or the disk low), [`fault`] (whose fault a failed write is), [`watch`] (inotify),
+//! [`identity`] (the node's machine GUID in `state/`) and [`ship`] (a snapshot framed to travel
+//! to another node's spool).
 //! Every stage may import spool; spool imports only `crate::shared`.
 
 pub mod atomic;
 pub mod beneath;
 pub mod fault;
 pub mod guard;
+pub mod identity;
 pub mod layout;
 pub mod lock;
 pub mod queue;
+pub mod ship;
 pub mod snapshot;
 pub mod state;
 pub mod temp;
