@@ -17,6 +17,13 @@
 //!   variants' dirty pages), so the machine column is what one replace costs with its journal
 //!   commit and writeback.
 //!
+//! (a'') the same pattern in spoolmon's own layout (`FLOOR_LAYOUT_ORDERS` directories, default
+//!   10,000 under `--bench`, 0 to skip): every order directory in one parent, each created with
+//!   a 470 KB file beside its `last_result` (a Smokeping RRD's size), one after the other as the
+//!   daemon's first round creates them, so ext4 spreads their inodes over the block groups as
+//!   it does the daemon's; replaces by full path, as `StagedFile` does. The difference to (a')
+//!   is what the layout costs: each replace dirties inode-table blocks of its own.
+//!
 //! (b) one ping snapshot: a ~100 KB file of 1,000 results written into a new directory:
 //!   - `fsync-all`: mkdir + write + fsync(file) + fsync(snapshot dir) + rename + fsync(parent);
 //!   - `fsync-file+parent`: without the fsync of the snapshot directory;
@@ -341,6 +348,52 @@ fn main() {
         median(mach),
         median(wall)
     );
+
+    // (a'') the daemon's pattern in the daemon's layout.
+    let layout_orders: usize = std::env::var("FLOOR_LAYOUT_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benchmarking { 10_000 } else { 10 });
+    if layout_orders > 0 {
+        let rrd = vec![0x5au8; 470_000];
+        let parent = root.join("c/output/bench");
+        std::fs::create_dir_all(&parent).unwrap();
+        let dirs: Vec<PathBuf> = (0..layout_orders)
+            .map(|i| {
+                let d = parent.join(format!("o{i}"));
+                std::fs::create_dir(&d).unwrap();
+                std::fs::write(d.join("main.rrd"), &rrd).unwrap();
+                std::fs::write(d.join("last_result"), LAST_RESULT).unwrap();
+                std::fs::write(d.join(".last_result.next"), LAST_RESULT).unwrap();
+                d
+            })
+            .collect();
+        let fds: Vec<OwnedFd> = dirs.iter().map(|d| open_dir(d)).collect();
+        let fs = open_dir(&parent);
+        // SAFETY: syncfs on a descriptor this function owns.
+        check(unsafe { libc::syncfs(fs.as_raw_fd()) }, "syncfs");
+        for kind in [Replace::ExchangeFstatPath, Replace::Exchange] {
+            let (mut cpu, mut mach, mut wall) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..reps {
+                let (c0, w0, span) = (cpu_seconds(), Instant::now(), Span::start());
+                replace_round(kind, &dirs, &fds);
+                // SAFETY: syncfs on a descriptor this function owns.
+                check(unsafe { libc::syncfs(fs.as_raw_fd()) }, "syncfs");
+                cpu.push((cpu_seconds() - c0) * 1e6 / layout_orders as f64);
+                wall.push(w0.elapsed().as_secs_f64() * 1e6 / layout_orders as f64);
+                mach.push(idle.beyond_idle(span) * 1e6 / layout_orders as f64);
+            }
+            println!(
+                "{:<20} {:>12.2} {:>14.2} {:>12.2}   ({layout_orders} order directories in one parent, each beside a 470 KB file, then syncfs)",
+                format!("Layout{kind:?}"),
+                median(cpu),
+                median(mach),
+                median(wall)
+            );
+        }
+        drop(fds);
+        std::fs::remove_dir_all(root.join("c")).unwrap();
+    }
 
     // (b) snapshot write + fsync.
     let results: String = (0..1000)
