@@ -18,12 +18,17 @@ use tracing::{info, warn};
 
 /// The orders with a directory in `output/` that are not in `active` (ids as strings): their
 /// output is to be archived. An unreadable directory is skipped; a directory name that is no
-/// valid order id is logged and left alone.
+/// valid order id is logged and left alone. Other nodes' orders (`output/@<node>/...`) are not
+/// the local book's to judge and are never orphans here.
 pub fn orphaned(base: &BaseDir, active: &HashSet<String>) -> Vec<OrderId> {
     let mut found = Vec::new();
     find_order_dirs(&base.output(), &base.output(), &mut found);
     let mut orphans = Vec::new();
-    for id in found.into_iter().filter(|id| !active.contains(id.as_str())) {
+    let local = |id: &String| !id.starts_with(crate::spool::ship::NODE_PREFIX);
+    for id in found
+        .into_iter()
+        .filter(|id| local(id) && !active.contains(id.as_str()))
+    {
         match OrderId::new(id) {
             Ok(id) => {
                 info!(target: "spoolmon::daemon", order = %id, "order gone while stopped: archiving its output");
@@ -51,5 +56,28 @@ fn find_order_dirs(root: &Path, dir: &Path, found: &mut Vec<String>) {
         if let Ok(rel) = dir.strip_prefix(root) {
             found.push(rel.to_string_lossy().into_owned());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_gone_while_stopped_are_orphans_and_other_nodes_orders_never_are() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(tmp.path());
+        base.create_all().unwrap();
+        for id in ["kept/o", "gone/o", "@child-1/gone/o", "@child-1/kept/o"] {
+            let dir = base.output().join(id);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("last_result"), b"x").unwrap();
+        }
+        let active: HashSet<String> = ["kept/o".to_string()].into();
+        let orphans: Vec<String> = orphaned(&base, &active)
+            .iter()
+            .map(|id| id.as_str().to_string())
+            .collect();
+        assert_eq!(orphans, ["gone/o"]);
     }
 }

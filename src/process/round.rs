@@ -39,6 +39,7 @@ use crate::spool::atomic::{sync_filesystem, StagedFile};
 use crate::spool::beneath::Dir;
 use crate::spool::fault::{self, Fault};
 use crate::spool::queue::{self, QueueEntry};
+use crate::spool::ship;
 use crate::spool::snapshot::{read_ping, PingBounds, PingSnapshotError, SnapshotName, PING_FILE};
 use crate::spool::BaseDir;
 use rayon::prelude::*;
@@ -198,6 +199,9 @@ struct Loaded {
     has_metrics: bool,
     /// `last_result` and sinks were done in an earlier round; only RRD updates are left.
     applied: bool,
+    /// Shipped from another node (it holds `SHIPPED`): its results carry namespaced ids
+    /// (`@<node>/<id>`) and are written whatever the local order book holds.
+    received: bool,
 }
 
 /// Why a snapshot was not loaded.
@@ -607,12 +611,13 @@ impl Processor {
                     debug!(snapshot = %name, "kept for the next round behind an older snapshot that could not be read");
                     report.retried += 1;
                 }
-                Ok((results, metrics)) => loaded.push(Loaded {
+                Ok((results, metrics, received)) => loaded.push(Loaded {
                     name,
                     results,
                     has_metrics: !metrics.is_empty(),
                     metrics,
                     applied,
+                    received,
                 }),
                 Err(LoadError {
                     fault: Fault::Transient,
@@ -652,13 +657,15 @@ impl Processor {
     }
 
     /// Reads a snapshot: a ping snapshot's results (every one within `bounds`), or a HAProxy
-    /// snapshot's aggregates. Only a transient I/O error is not the snapshot's fault.
+    /// snapshot's aggregates, and whether it was shipped from another node (then its results'
+    /// ids are namespaced by the origin node, `@<node>/<id>`). Only a transient I/O error is
+    /// not the snapshot's fault.
     fn load(
         &self,
         incoming: &Dir,
         name: &SnapshotName,
         bounds: &PingBounds,
-    ) -> Result<(Vec<OrderResult>, MetricBlock), LoadError> {
+    ) -> Result<(Vec<OrderResult>, MetricBlock, bool), LoadError> {
         let bad = |reason: String| LoadError {
             fault: Fault::Permanent,
             reason,
@@ -672,10 +679,27 @@ impl Processor {
             return Err(io_error(io::Error::from_raw_os_error(code)));
         }
         let snapshot = incoming.open_dir(name.as_str()).map_err(io_error)?;
+        let origin = match snapshot.kind(ship::SHIPPED_FILE).map_err(io_error)? {
+            None => None,
+            Some(_) => {
+                let bytes = snapshot
+                    .read_limited(ship::SHIPPED_FILE, ship::MAX_MARKER)
+                    .map_err(io_error)?;
+                let header = ship::decode_marker(&bytes).map_err(|e| bad(format!("{}: {e}", ship::SHIPPED_FILE)))?;
+                Some(header)
+            }
+        };
         let has_ping_file = snapshot.kind(PING_FILE).map_err(io_error)?.is_some();
         if has_ping_file {
             return read_ping(&snapshot, bounds)
-                .map(|(_, results)| (results, MetricBlock::default()))
+                .map(|(_, mut results)| {
+                    if let Some(origin) = &origin {
+                        for result in &mut results {
+                            result.id = ship::node_order_id(&origin.origin_node, &result.id);
+                        }
+                    }
+                    (results, MetricBlock::default(), origin.is_some())
+                })
                 .map_err(|e| match &e {
                     PingSnapshotError::Io(io) => LoadError {
                         fault: fault::of_io(io),
@@ -684,12 +708,18 @@ impl Processor {
                     _ => bad(e.to_string()),
                 });
         }
+        if let Some(origin) = origin {
+            return Err(bad(format!(
+                "a HAProxy snapshot shipped from node {}: processing other nodes' HAProxy snapshots is not built yet",
+                origin.origin_node
+            )));
+        }
         // The HAProxy reader takes a path: the held descriptor's own (`/proc/self/fd/N`), so a
         // snapshot swapped for a symlink after it was opened is never followed.
         // Its listing and reads are I/O like any other: only content errors are the snapshot's.
         let dir = snapshot.fd_path();
         match haproxy::aggregate_block(&dir, name.epoch, &self.haproxy) {
-            Ok(aggregate) => Ok((Vec::new(), aggregate.metrics)),
+            Ok(aggregate) => Ok((Vec::new(), aggregate.metrics, false)),
             Err(HaproxySnapshotError::NoProcesses) => Err(bad(format!(
                 "unknown snapshot kind: neither {PING_FILE} nor HAProxy <socket>_info/<socket>_stat files"
             ))),
@@ -732,7 +762,7 @@ impl Processor {
         let mut dropped = 0u64;
         for snapshot in loaded {
             for result in &snapshot.results {
-                if !self.is_active(&result.id) {
+                if !snapshot.received && !self.is_active(&result.id) {
                     dropped += u64::from(!snapshot.applied);
                     continue;
                 }
@@ -1534,6 +1564,107 @@ mod tests {
         (dir, processor, stats)
     }
 
+    /// A ping snapshot as the receiver stores one shipped from node `node`.
+    fn publish_received(base: &BaseDir, node: &str, seq: u64, results: &[OrderResult]) -> SnapshotName {
+        let origin = crate::spool::identity::MachineGuid::random();
+        let header = ship::ShipHeader {
+            origin,
+            origin_node: node.into(),
+            chain: vec![origin],
+            stream: uuid::Uuid::new_v4(),
+            sequence: seq,
+            snapshot: SnapshotName::new(results[0].time, "ping", seq),
+        };
+        let name = ship::received_name(&header);
+        let marker = ship::encode_marker(&header);
+        queue::publish(
+            base,
+            &name,
+            &[(PING_FILE, &encode_ping("b", results)), (ship::SHIPPED_FILE, &marker)],
+        )
+        .unwrap();
+        name
+    }
+
+    #[test]
+    fn a_received_snapshot_is_written_under_its_node_whatever_the_local_book_holds() {
+        let sink = RecordingSink::named("rec");
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path());
+        base.create_all().unwrap();
+        let sinks: Vec<Arc<dyn ResultSink>> = vec![sink.clone()];
+        // The book tracks orders: the local "a/b" is active, the child's "a/b" is not in it.
+        let mut processor = Processor::new(base.clone(), 1, sinks, true, Arc::default())
+            .unwrap()
+            .with_limits(WIDE);
+        processor.handle(Lifecycle::Activate(OrderId::new("a/b").unwrap()));
+        publish(&base, 1, &[result("a/b", T0, 0.001)]);
+        publish_received(&base, "child-1", 1, &[result("a/b", T0, 0.005), result("c", T0, 0.006)]);
+        processor.process_pending(true).unwrap();
+        let child = base.output().join("@child-1");
+        let last = fs::read_to_string(child.join("a/b/last_result")).unwrap();
+        assert!(last.contains("median: 5.000000e-03"), "{last}");
+        assert!(child.join("c/last_result").exists() && child.join("a/b/main.rrd").exists());
+        let local = fs::read_to_string(base.output().join("a/b/last_result")).unwrap();
+        assert!(
+            local.contains("median: 1.000000e-03"),
+            "the local order is apart: {local}"
+        );
+        // (librrd's update time is the end of the step.)
+        assert!(rrd_last_update(&child.join("a/b/main.rrd")).contains(&format!("{}: ", T0 + 20)));
+        assert_eq!(
+            queue::list(&base).unwrap(),
+            vec![],
+            "both snapshots processed and removed"
+        );
+        // The sinks get only the local order for now (forwarded data has no sink kind yet).
+        assert_eq!(sink.ids(), ["a/b"]);
+        // A repeat of the same step (a replay) does not add an RRD step twice.
+        publish_received(&base, "child-1", 2, &[result("a/b", T0, 0.005)]);
+        processor.process_pending(true).unwrap();
+        let rrd = rrd_last_update(&child.join("a/b/main.rrd"));
+        assert!(rrd.contains(&format!("{}: ", T0 + 20)), "{rrd}");
+        assert_eq!(queue::list(&base).unwrap(), vec![], "the repeat is consumed, not stuck");
+    }
+
+    #[test]
+    fn a_received_snapshot_with_a_bad_marker_or_haproxy_files_is_quarantined_with_its_reason() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor) = setup(&sink);
+        let base = processor.base().clone();
+        let bad = SnapshotName::new(T0, "ping", 9);
+        queue::publish(
+            &base,
+            &bad,
+            &[
+                (PING_FILE, &encode_ping("b", &[result("o", T0, 0.001)])),
+                (ship::SHIPPED_FILE, b"spoolmon-ship 1\ngarbage\n"),
+            ],
+        )
+        .unwrap();
+        let haproxy = publish_haproxy(&base);
+        let lb = crate::spool::identity::MachineGuid::random();
+        let marker = ship::encode_marker(&ship::ShipHeader {
+            origin: lb,
+            origin_node: "lb-1".into(),
+            chain: vec![lb],
+            stream: uuid::Uuid::new_v4(),
+            sequence: 1,
+            snapshot: haproxy.clone(),
+        });
+        fs::write(base.incoming().join(haproxy.as_str()).join(ship::SHIPPED_FILE), marker).unwrap();
+        processor.process_pending(true).unwrap();
+        let failed = crate::spool::beneath::sorted_names(&base.failed());
+        assert!(failed.iter().any(|n| n.starts_with(bad.as_str())), "{failed:?}");
+        let reasons: String = failed
+            .iter()
+            .filter_map(|n| fs::read_to_string(base.failed().join(n).join(queue::REASON_FILE)).ok())
+            .collect();
+        assert!(reasons.contains("SHIPPED"), "{reasons}");
+        assert!(reasons.contains("shipped from node lb-1"), "{reasons}");
+        assert!(!base.output().join("o").exists());
+    }
+
     fn failing_orders(base: &BaseDir) -> BTreeMap<String, OrderFailure> {
         failures::read(base).unwrap().orders
     }
@@ -2007,7 +2138,7 @@ mod tests {
         };
         let good = processor.load(&incoming, &name, &bounds);
         assert!(
-            good.as_ref().is_ok_and(|(_, metrics)| !metrics.is_empty()),
+            good.as_ref().is_ok_and(|(_, metrics, _)| !metrics.is_empty()),
             "{:?}",
             good.err().map(|e| e.reason)
         );

@@ -373,10 +373,12 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared
 /// Why the receiver cannot take more now (queue full, disk low), if it cannot.
 fn over_capacity(shared: &Shared) -> Option<String> {
     match queue::depth(&shared.base) {
-        Ok(depth) if depth >= shared.limits.queue_size => return Some(format!(
+        Ok(depth) if depth >= shared.limits.queue_size => {
+            return Some(format!(
             "over capacity: incoming/ holds {depth} snapshots (queue-size {}); the sender keeps its data and retries",
             shared.limits.queue_size
-        )),
+        ))
+        }
         Err(e) => return Some(format!("cannot look at incoming/: {e}")),
         Ok(_) => {}
     }

@@ -40,8 +40,6 @@ use std::io;
 pub const DIR: &str = "receive";
 /// Largest high-water-mark file read.
 const MAX_MARK_FILE: u64 = 64;
-/// Largest marker read back from a staged snapshot.
-const MAX_MARKER: u64 = 16 << 10;
 
 /// What became of one frame of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -257,7 +255,7 @@ fn write_marker(tmp: &Dir, name: &str, header: &ShipHeader) -> io::Result<()> {
 
 fn read_marker(tmp: &Dir, name: &str) -> io::Result<ShipHeader> {
     let dir = tmp.open_dir(name)?;
-    let bytes = dir.read_limited(SHIPPED_FILE, MAX_MARKER)?;
+    let bytes = dir.read_limited(SHIPPED_FILE, ship::MAX_MARKER)?;
     ship::decode_marker(&bytes).map_err(|e| {
         context(
             "cannot read",

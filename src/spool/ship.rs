@@ -48,8 +48,22 @@ pub const MAX_FILE_NAME: usize = 200;
 /// The file a received snapshot carries beside its files: its frame's header, as a frame
 /// without files. Processing reads it to namespace the snapshot by its origin.
 pub const SHIPPED_FILE: &str = "SHIPPED";
+/// Largest [`SHIPPED_FILE`] read back (a header of 32 GUIDs is under 2 KiB).
+pub const MAX_MARKER: u64 = 16 << 10;
 /// What the name of every received snapshot contains after its epoch.
 pub const RECEIVED_TAG: &str = "-from.";
+/// What the first component of a received order's id starts with: a child's order `bench/o1`
+/// of node `prober-1` is `@prober-1/bench/o1` on the receiver (its output is
+/// `output/@prober-1/bench/o1/`). Local orders may not use such names (the order book refuses
+/// them), so the two never collide.
+pub const NODE_PREFIX: char = '@';
+
+/// The id a received order has on the receiver (see [`NODE_PREFIX`]).
+pub fn node_order_id(node: &str, id: &crate::shared::measurement::OrderId) -> crate::shared::measurement::OrderId {
+    crate::shared::measurement::OrderId::new(format!("{NODE_PREFIX}{node}/{}", id.as_str()))
+        .expect("a node name and an order id make an order id")
+}
+
 /// Names a frame may not use for its files: the markers spoolmon writes into snapshots.
 const RESERVED: [&str; 2] = [SHIPPED_FILE, super::queue::APPLIED_MARK];
 
@@ -558,6 +572,12 @@ mod tests {
                 "{reserved}"
             );
         }
+    }
+
+    #[test]
+    fn received_orders_are_namespaced_by_their_node() {
+        let id = crate::shared::measurement::OrderId::new("bench/o1").unwrap();
+        assert_eq!(node_order_id("prober-1", &id).as_str(), "@prober-1/bench/o1");
     }
 
     #[test]

@@ -386,6 +386,14 @@ impl OrderBook {
             self.record(id, path, Stamp::of_metadata(meta), None, Err(problem), walk.events);
             return;
         }
+        if id.as_str().starts_with(crate::spool::ship::NODE_PREFIX) {
+            let problem = OrderError::ReservedName {
+                id: id.clone(),
+                path: path.to_owned(),
+            };
+            self.record(id, path, Stamp::of_metadata(meta), None, Err(problem), walk.events);
+            return;
+        }
         let (order_stamp, bytes) = match read_beneath(&id, real, walk) {
             Ok(content) => content,
             Err(ReadFailure::Gone) => return self.forget(id.as_str(), walk.events),
@@ -605,6 +613,12 @@ mod tests {
                 "invalid YAML",
             ),
             ("bad/binary", binary, OrderState::Invalid, "not UTF-8"),
+            (
+                "@child/o",
+                VALID.as_bytes().to_vec(),
+                OrderState::Invalid,
+                "reserved for the orders of other spoolmon nodes",
+            ),
             ("bad/empty", Vec::new(), OrderState::Invalid, "empty"),
             ("bad/list", b"- a\n- b\n".to_vec(), OrderState::Invalid, "must be a map"),
             (

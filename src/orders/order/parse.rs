@@ -60,6 +60,8 @@ pub enum OrderError {
     TooLarge { id: OrderId, path: PathBuf, limit: u64 },
     #[error("order {id}: {path} is not a regular file")]
     NotRegularFile { id: OrderId, path: PathBuf },
+    #[error("order {id}: names starting with '@' are reserved for the orders of other spoolmon nodes (their output is output/@<node>/...); rename {path}")]
+    ReservedName { id: OrderId, path: PathBuf },
     #[error("order {id}: path escapes orders/ through a symlink ({path} -> {target})")]
     SymlinkEscape {
         id: OrderId,
