@@ -7,6 +7,7 @@
 
 use crate::collect::haproxy::PullOptions;
 use crate::process::haproxy::HaproxyOptions;
+use crate::receive::options::ReceiveOptions;
 use crate::selfmetrics::SelfMetricsOptions;
 use crate::sink::config::{validate_sinks, SinkConfig};
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,10 @@ use std::path::{Path, PathBuf};
 pub use crate::probe::icmp::{Engine, IcmpOptions};
 
 pub mod reference;
+
+/// The address and API key in the commented `receive:` block of `--print-defaults`.
+const RECEIVE_EXAMPLE_LISTEN: &str = "127.0.0.1:19999";
+const RECEIVE_EXAMPLE_KEY: &str = "11111111-2222-3333-4444-555555555555";
 
 /// The socket directory in the commented `pull:` block of `--print-defaults`.
 const PULL_EXAMPLE_SOCKET_DIR: &str = "/run/haproxy";
@@ -74,6 +79,9 @@ pub struct Config {
     /// HAProxy statistics pulling (haproxystats' `[pull]`): absent = off. `spoolmon pull` needs
     /// it; `spoolmon run` pulls too when it is present.
     pub pull: Option<PullOptions>,
+    /// Receiving snapshots shipped from other spoolmon nodes: absent = this node listens
+    /// nowhere. `spoolmon run` and `spoolmon process` listen when it is present.
+    pub receive: Option<ReceiveOptions>,
     /// How HAProxy snapshots are aggregated (haproxystats' `[process]`; defaults as there).
     pub process: HaproxyOptions,
     /// Seconds a stop (SIGTERM/SIGINT) may take to finish the work in hand before the process
@@ -105,6 +113,7 @@ impl Default for Config {
             pping_command: orders.pping_command,
             sinks: BTreeMap::new(),
             pull: None,
+            receive: None,
             process: HaproxyOptions::default(),
             stop_timeout: 30,
             self_metrics: SelfMetricsOptions::default(),
@@ -184,6 +193,9 @@ impl Config {
         if let Some(pull) = &self.pull {
             pull.validate().map_err(|e| e.to_string())?;
         }
+        if let Some(receive) = &self.receive {
+            receive.validate().map_err(|e| e.to_string())?;
+        }
         self.process.validate().map_err(|e| format!("process.{e}"))?;
         self.self_metrics.validate(|name| {
             self.sinks
@@ -231,6 +243,10 @@ impl Config {
         struct Pull {
             pull: PullOptions,
         }
+        #[derive(Serialize)]
+        struct Receive {
+            receive: ReceiveOptions,
+        }
         let sinks = Sinks {
             sinks: BTreeMap::from([
                 ("graphite".into(), SinkConfig::Graphite(Default::default())),
@@ -244,6 +260,14 @@ impl Config {
             pull: PullOptions {
                 socket_dir: Some(PULL_EXAMPLE_SOCKET_DIR.into()),
                 ..PullOptions::default()
+            },
+        };
+        // A receive: section needs an address and a key: the block names examples (marked).
+        let receive = Receive {
+            receive: ReceiveOptions {
+                listen: vec![RECEIVE_EXAMPLE_LISTEN.into()],
+                api_keys: BTreeMap::from([(RECEIVE_EXAMPLE_KEY.into(), Default::default())]),
+                ..ReceiveOptions::default()
             },
         };
         let commented = |intro: &str, yaml: String| {
@@ -270,6 +294,22 @@ impl Config {
                         &example,
                         &format!("{example}  # an example: no default, set socket-dir, servers or both"),
                     ),
+                ));
+            } else if line == "receive: null" {
+                out.push_str(&commented(
+                    "A receive: section with its defaults (present = this node receives snapshots from other nodes):",
+                    yaml_serde::to_string(&receive)
+                        .expect("receive serializes")
+                        .replace(
+                            &format!("- {RECEIVE_EXAMPLE_LISTEN}"),
+                            &format!(
+                                "- {RECEIVE_EXAMPLE_LISTEN}  # an example: no default, name this node's addresses"
+                            ),
+                        )
+                        .replace(
+                            &format!("{RECEIVE_EXAMPLE_KEY}:"),
+                            &format!("{RECEIVE_EXAMPLE_KEY}:  # an example: make your own with uuidgen"),
+                        ),
                 ));
             }
         }
@@ -323,6 +363,15 @@ mod tests {
             printed.contains("#   socket-dir: /run/haproxy  # an example"),
             "{printed}"
         );
+        let receive = Config::parse(&uncommented_block(&printed, "# receive:"))
+            .unwrap()
+            .receive;
+        let example = ReceiveOptions {
+            listen: vec![RECEIVE_EXAMPLE_LISTEN.into()],
+            api_keys: BTreeMap::from([(RECEIVE_EXAMPLE_KEY.into(), Default::default())]),
+            ..ReceiveOptions::default()
+        };
+        assert_eq!(receive, Some(example));
         // Graphite's port and InfluxDB's url are where an operator looks first.
         assert!(printed.contains("#     port: 2003\n"), "{printed}");
         assert!(printed.contains("#     url: udp://127.0.0.1:8094\n"), "{printed}");

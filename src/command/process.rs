@@ -8,6 +8,9 @@
 //! file again (an invalid one is logged and the running configuration kept) and starts them
 //! again, with the new configuration or, if it cannot start, the running one.
 //!
+//! With a `receive:` section it also listens for snapshots shipped from other nodes
+//! (`crate::receive`), which processing then applies under `output/@<node>/`.
+//!
 //! Log lines keep the target `spoolmon::process_command` of the module this replaced.
 
 use super::{load_config, BaseArgs, ServiceArgs, Started};
@@ -62,6 +65,7 @@ pub fn process(base: BaseDir, config: Config, started: Started) -> Result<()> {
             signals: signals.clone(),
             _locks: locks,
             stats: Arc::default(),
+            receive_stats: Arc::default(),
             config_error: Arc::default(),
             started: crate::shared::clock::unix_now(),
             running: None,
@@ -78,6 +82,7 @@ struct Processing<'a> {
     _locks: Vec<DaemonLock>,
     /// The counters and their start time outlive a reload.
     stats: Arc<ProcessStats>,
+    receive_stats: Arc<crate::receive::server::ReceiveStats>,
     /// Why the last SIGHUP's config was refused, until a reload is taken (status's `config`).
     config_error: Arc<LastError>,
     started: i64,
@@ -86,6 +91,8 @@ struct Processing<'a> {
 
 /// One run of processing, sinks and self-metrics with one configuration, until any signal.
 struct Run {
+    /// The `receive` thread, when the config has a `receive:` section.
+    receiving: Option<JoinHandle<()>>,
     sinks: RunningSinks,
     processor: Processor,
     self_metrics: JoinHandle<()>,
@@ -101,6 +108,15 @@ impl Processing<'_> {
         sinks.join();
         self.signals.rearm_wake();
     }
+
+    /// Stops the receiver of a start that failed (it stops on `wake`, as the sinks).
+    fn abandon_receiver(&self, receiving: Option<JoinHandle<()>>) {
+        if let Some(receiving) = receiving {
+            self.signals.wake.store(true, Ordering::SeqCst);
+            let _ = receiving.join();
+            self.signals.rearm_wake();
+        }
+    }
 }
 
 impl Service for Processing<'_> {
@@ -108,7 +124,23 @@ impl Service for Processing<'_> {
 
     fn start(&mut self, config: &Config) -> Result<()> {
         let wake = &self.signals.wake;
-        let sinks = crate::sink::running::start(&self.base, &config.sinks, wake)?;
+        // The receiver first: a port that cannot be bound stops the start before anything runs.
+        let receiving = match &config.receive {
+            Some(options) => Some(crate::receive::start(
+                &self.base,
+                options,
+                self.receive_stats.clone(),
+                wake.clone(),
+            )?),
+            None => None,
+        };
+        let sinks = match crate::sink::running::start(&self.base, &config.sinks, wake) {
+            Ok(sinks) => sinks,
+            Err(e) => {
+                self.abandon_receiver(receiving);
+                return Err(e);
+            }
+        };
         let processor = match Processor::new(
             self.base.clone(),
             config.workers,
@@ -121,6 +153,7 @@ impl Service for Processing<'_> {
                 .with_limits(config.result_limits()),
             Err(e) => {
                 self.abandon(sinks);
+                self.abandon_receiver(receiving);
                 return Err(e.into());
             }
         };
@@ -132,6 +165,7 @@ impl Service for Processing<'_> {
             Ok(thread) => thread,
             Err(e) => {
                 self.abandon(sinks);
+                self.abandon_receiver(receiving);
                 return Err(anyhow::Error::new(e).context("cannot start the self-metrics thread"));
             }
         };
@@ -140,6 +174,7 @@ impl Service for Processing<'_> {
             flush_interval: Duration::from_secs(config.rrd_flush_interval),
         };
         self.running = Some(Run {
+            receiving,
             sinks,
             processor,
             self_metrics,
@@ -179,6 +214,9 @@ impl Service for Processing<'_> {
             &mut liveness,
         );
         let _ = run.self_metrics.join();
+        if let Some(receiving) = run.receiving {
+            let _ = receiving.join();
+        }
         run.sinks.join();
         Served::Ended
     }
@@ -188,6 +226,9 @@ impl Service for Processing<'_> {
         if let Some(run) = self.running.take() {
             self.signals.wake.store(true, Ordering::SeqCst);
             let _ = run.self_metrics.join();
+            if let Some(receiving) = run.receiving {
+                let _ = receiving.join();
+            }
             run.sinks.join();
         }
     }

@@ -75,6 +75,7 @@ pub struct DaemonStats {
     pub pull: Arc<crate::collect::haproxy::PullStats>,
     /// Why the last SIGHUP's config was refused, until a reload is taken (status's `config`).
     pub config: Arc<crate::shared::last_error::LastError>,
+    pub receive: Arc<crate::receive::server::ReceiveStats>,
     /// When the process started, unix seconds (a reload does not reset the counters).
     pub started: i64,
 }
@@ -86,6 +87,7 @@ impl DaemonStats {
             scheduler: Arc::default(),
             pull: Arc::default(),
             config: Arc::default(),
+            receive: Arc::default(),
             started: crate::shared::clock::unix_now(),
         }
     }
@@ -268,6 +270,8 @@ struct Pipeline {
     processing: Option<JoinHandle<()>>,
     scheduling: Option<JoinHandle<()>>,
     pulling: Option<JoinHandle<()>>,
+    /// The `receive` thread, when the config has a `receive:` section.
+    receiving: Option<JoinHandle<()>>,
     sinks: RunningSinks,
     self_metrics: SelfMetrics,
     /// When the heartbeat was last written and the archive last purged.
@@ -309,6 +313,7 @@ impl Pipeline {
             processing: None,
             scheduling: None,
             pulling: None,
+            receiving: None,
             sinks,
             self_metrics,
             last_heartbeat: None,
@@ -370,6 +375,14 @@ impl Pipeline {
                 .name("scheduler".into())
                 .spawn(move || scheduler.run(orders_rx, stop))?,
         );
+        if let Some(options) = &config.receive {
+            self.receiving = Some(crate::receive::start(
+                base,
+                options,
+                stats.receive.clone(),
+                self.stop.clone(),
+            )?);
+        }
         if let Some(options) = &config.pull {
             let (base, options, stop, stats) = (base.clone(), options.clone(), self.stop.clone(), stats.pull.clone());
             self.pulling = Some(
@@ -423,7 +436,7 @@ impl Pipeline {
     fn stop(self, notifier: &mut Notifier) {
         self.stop.store(true, Ordering::SeqCst);
         drop(self.orders_tx);
-        for thread in [self.scheduling, self.pulling].into_iter().flatten() {
+        for thread in [self.scheduling, self.pulling, self.receiving].into_iter().flatten() {
             join_alive(thread, notifier);
         }
         drop(self.commands);

@@ -1,6 +1,6 @@
 //! Receiving shipped snapshots from other spoolmon nodes (issue 13, being built).
 //!
-//! The parts: [`server`], the HTTP/1.1 listener (`POST /spoolmon/v1/snapshots`, limits against
+//! The parts: [`options`], the `receive:` section; [`server`], the HTTP/1.1 listener (`POST /spoolmon/v1/snapshots`, limits against
 //! hostile peers, answers only once what it stores is durable); [`access`], who may ship here
 //! (API key, then origin machine, each with an `allow-from` pattern, and loops); [`pattern`],
 //! Netdata's simple patterns; [`store`], the frames written into `incoming/` exactly once, with
@@ -12,6 +12,29 @@
 //! and shared.
 
 pub mod access;
+pub mod options;
 pub mod pattern;
 pub mod server;
 pub mod store;
+
+use crate::spool::BaseDir;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Binds the `receive:` section's addresses and serves them in the `receive` thread until
+/// `stop` is set (called by `spoolmon run` and `spoolmon process`). The node's machine GUID is
+/// made here if it has none yet (it is what loops are detected by).
+pub fn start(
+    base: &BaseDir,
+    options: &options::ReceiveOptions,
+    stats: Arc<server::ReceiveStats>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    use anyhow::Context;
+    let me = crate::spool::identity::machine_guid(base).context("cannot read or make the machine GUID")?;
+    let addresses = options.addresses()?;
+    let access = options.access()?;
+    let receiver = server::Receiver::bind(base, &addresses, access, me, options.limits(), stats)
+        .context("cannot start the receiver")?;
+    Ok(receiver.spawn(stop)?)
+}

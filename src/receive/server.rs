@@ -74,6 +74,8 @@ pub struct ReceiveStats {
 }
 
 struct Shared {
+    /// Requests being handled now (a stop waits for them, not for idle connections).
+    in_flight: AtomicU64,
     base: BaseDir,
     access: Access,
     me: MachineGuid,
@@ -110,6 +112,7 @@ impl Receiver {
         Ok(Receiver {
             listeners,
             shared: Arc::new(Shared {
+                in_flight: AtomicU64::new(0),
                 base: base.clone(),
                 access,
                 me,
@@ -167,10 +170,22 @@ async fn serve(listeners: Vec<TcpListener>, shared: Arc<Shared>, shutdown: Arc<A
     while !shutdown.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Stop accepting; let connections in progress finish within the time limit.
+    // Stop accepting; let requests in progress finish within the time limit. Idle connections
+    // close when the runtime ends.
     tasks.abort_all();
-    let all = shared.limits.max_connections as u32;
-    let _ = tokio::time::timeout(shared.limits.timeout, slots.acquire_many(all)).await;
+    let deadline = Instant::now() + shared.limits.timeout;
+    while shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 async fn accept_loop(
@@ -297,6 +312,8 @@ fn refuse(shared: &Shared, peer: SocketAddr, status: u16, reason: &str, retry: O
 }
 
 async fn handle(request: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Full<Bytes>> {
+    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight(&shared.in_flight);
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     if request.uri().path() != PATH {
         return refuse(

@@ -186,11 +186,17 @@ impl Store {
             self.dirty.clear();
         }
         if !self.pending.is_empty() {
+            // Oldest first, as they were sent: processing may start a round after any of
+            // these renames, and an RRD refuses a step older than its newest one.
             let incoming = self.base.dir("incoming")?;
-            while let Some(name) = self.pending.last() {
+            let mut done = 0;
+            let result = self.pending.iter().try_for_each(|name| {
                 publish_staged(tmp, &incoming, name)?;
-                self.pending.pop();
-            }
+                done += 1;
+                Ok::<(), io::Error>(())
+            });
+            self.pending.drain(..done);
+            result?;
             incoming.sync()?;
         }
         Ok(())
@@ -220,6 +226,10 @@ impl Store {
                 }
             }
         }
+        // Snapshot names sort by time, then stream and sequence: the order they were sent in.
+        self.pending.sort_by(|a, b| {
+            crate::spool::snapshot::SnapshotName::parse(a).cmp(&crate::spool::snapshot::SnapshotName::parse(b))
+        });
         let moved = self.pending.len();
         self.raise(&raised);
         self.finish_pending(&tmp)?;
@@ -360,6 +370,36 @@ mod tests {
             files: vec![],
         }];
         assert!(matches!(store.store(&other).unwrap()[0], Stored::New(_)));
+    }
+
+    #[test]
+    fn frames_appear_in_incoming_oldest_first() {
+        let (_t, base) = base();
+        let (child, stream) = (MachineGuid::random(), uuid::Uuid::new_v4());
+        let mut inotify = inotify::Inotify::init().unwrap();
+        inotify
+            .watches()
+            .add(base.incoming(), inotify::WatchMask::MOVED_TO)
+            .unwrap();
+        let frames: Vec<Frame<'_>> = (1..=5)
+            .map(|seq| Frame {
+                header: header(child, stream, seq),
+                files: vec![("ping.jsonl", &b"x"[..])],
+            })
+            .collect();
+        let mut store = Store::open(&base).unwrap();
+        store.store(&frames).unwrap();
+        let mut buffer = [0u8; 4096];
+        let arrived: Vec<String> = inotify
+            .read_events(&mut buffer)
+            .unwrap()
+            .filter_map(|e| e.name.map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        let sent: Vec<String> = frames
+            .iter()
+            .map(|f| ship::received_name(&f.header).as_str().to_owned())
+            .collect();
+        assert_eq!(arrived, sent, "processing may start a round after any rename");
     }
 
     #[test]

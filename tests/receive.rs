@@ -1,0 +1,223 @@
+//! The receiver in real processes: `spoolmon process` / `spoolmon run` with a `receive:` section
+//! take shipped snapshots over a real socket, store them before answering, and processing writes
+//! them under `output/@<node>/`. A kill -9 right after an answer loses nothing, and the sender's
+//! replay (it never saw the answer) is acknowledged without a second RRD step.
+//!
+//! The sender here is the test itself, writing frames with spoolmon's own encoder
+//! (`spoolmon::spool::ship`): the `forward` sink that will send them is not built yet.
+
+mod common;
+
+use common::{servers::free_tcp_port, wait_for, Base};
+use spoolmon::shared::measurement::{OrderId, OrderResult};
+use spoolmon::spool::identity::MachineGuid;
+use spoolmon::spool::ship::{self, ShipHeader};
+use spoolmon::spool::snapshot::{encode_ping, SnapshotName, PING_FILE};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+const KEY: &str = "0b1f4d2e-6a7c-4e8b-9d0f-1a2b3c4d5e6f";
+
+fn config(port: u16) -> String {
+    format!(
+        "receive:\n  listen: [\"127.0.0.1:{port}\"]\n  api-keys:\n    {KEY}: {{allow-from: \"127.0.0.1\"}}\n  timeout: 5\n"
+    )
+}
+
+/// POSTs `body` with the key, returns (status, body of the answer).
+fn post(port: u16, key: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: parent\r\nConnection: close\r\nAuthorization: Bearer {key}\r\nContent-Length: {}\r\n\r\n",
+        spoolmon::receive::server::PATH,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0),
+        body.to_string(),
+    )
+}
+
+/// Steps of the child's two orders, `steps` of them from `t0`, one frame per step.
+fn frames(child: MachineGuid, stream: uuid::Uuid, t0: i64, first_seq: u64, steps: u64) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 0..steps {
+        let time = t0 + 20 * i as i64;
+        let results: Vec<OrderResult> = ["bench/a", "bench/b"]
+            .iter()
+            .map(|id| {
+                OrderResult::builder(OrderId::new(*id).unwrap(), time)
+                    .updated(time + 3)
+                    .step(20)
+                    .rtts([Some(0.001), Some(0.002), None])
+                    .build()
+            })
+            .collect();
+        let header = ShipHeader {
+            origin: child,
+            origin_node: "child-1".into(),
+            chain: vec![child],
+            stream,
+            sequence: first_seq + i,
+            snapshot: SnapshotName::new(time, "ping", first_seq + i),
+        };
+        ship::encode(&header, &[(PING_FILE, &encode_ping("b", &results))], &mut body);
+    }
+    body
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn rrd_rows(path: &std::path::Path, from: i64, until: i64) -> Vec<(i64, String)> {
+    let text = common::rrdtool(&[
+        "fetch",
+        path.to_str().unwrap(),
+        "AVERAGE",
+        "-r",
+        "20",
+        "-s",
+        &from.to_string(),
+        "-e",
+        &until.to_string(),
+    ]);
+    text.lines()
+        .filter_map(|line| {
+            let (time, values) = line.split_once(':')?;
+            Some((time.trim().parse().ok()?, values.trim().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn process_receives_stores_before_answering_and_a_replay_after_kill_9_is_not_applied_twice() {
+    let base = Base::new();
+    let port = free_tcp_port();
+    base.write_config(&config(port));
+    let daemon = base.spawn(&["--log-level", "debug"], "process");
+    wait_for("the receiver to listen", Duration::from_secs(30), Some(&daemon), || {
+        listening(port)
+    });
+    let (child, stream) = (MachineGuid::random(), uuid::Uuid::new_v4());
+    let now = common::unix_now();
+    let t0 = now - now % 20 - 20 * 10;
+    let body = frames(child, stream, t0, 1, 5);
+    let (status, answer) = post(port, KEY, &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer.matches("\"stored\"").count(), 5, "{answer}");
+    // Answered: durable. Kill -9 at once, before processing may have seen them.
+    daemon.kill9();
+    let daemon = base.spawn(&["--log-level", "debug"], "process");
+    wait_for(
+        "the receiver to listen again",
+        Duration::from_secs(30),
+        Some(&daemon),
+        || listening(port),
+    );
+    // The sender never saw the answer (say): it sends the same frames again.
+    let (status, answer) = post(port, KEY, &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer.matches("\"repeat\"").count(), 5, "{answer}");
+    let last = "output/@child-1/bench/a/last_result";
+    wait_for(
+        "the child's newest step in last_result",
+        Duration::from_secs(60),
+        Some(&daemon),
+        || {
+            base.read(last)
+                .is_some_and(|text| text.contains(&format!("time: {}\n", t0 + 80)))
+        },
+    );
+    wait_for(
+        "every received snapshot processed",
+        Duration::from_secs(60),
+        Some(&daemon),
+        || base.count("incoming") == 0,
+    );
+    // Every step once in the child's RRD (its update time is the end of the step), none
+    // twice: librrd would have refused a repeated time, and the rows hold the values sent
+    // (loss 1 of 3, median 2 ms).
+    let rrd = base.join("output/@child-1/bench/b/main.rrd");
+    let rows = rrd_rows(&rrd, t0, t0 + 100);
+    let known: Vec<i64> = rows
+        .iter()
+        .filter(|(_, values)| !values.split_whitespace().next().unwrap_or("nan").ends_with("nan"))
+        .map(|(time, _)| *time)
+        .collect();
+    assert_eq!(
+        known,
+        (1..=5).map(|i| t0 + 20 * i).collect::<Vec<_>>(),
+        "{rows:?}\n{}",
+        daemon.log_text()
+    );
+    assert!(
+        rows.iter()
+            .take(5)
+            .all(|(_, v)| v.starts_with("1.0000000000e+00 2.0000000000e-03")),
+        "{rows:?}"
+    );
+    assert_eq!(base.count("failed"), 0, "nothing quarantined: {}", daemon.log_text());
+    // Newer frames are taken after the restart.
+    let (status, answer) = post(port, KEY, &frames(child, stream, t0 + 100, 6, 1));
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"stored\""), "{answer}");
+}
+
+#[test]
+fn run_listens_too_and_refuses_a_wrong_key_with_its_cause() {
+    let base = Base::new();
+    let port = free_tcp_port();
+    let daemon = base.start(&config(port));
+    wait_for(
+        "spoolmon run's receiver to listen",
+        Duration::from_secs(30),
+        Some(&daemon),
+        || listening(port),
+    );
+    let child = MachineGuid::random();
+    let now = common::unix_now();
+    let body = frames(child, uuid::Uuid::new_v4(), now - now % 20 - 40, 1, 1);
+    let (status, answer) = post(port, "0b1f4d2e-6a7c-4e8b-9d0f-000000000000", &body);
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer.contains("unknown API key"), "{answer}");
+    let (status, answer) = post(port, KEY, &body);
+    assert_eq!(status, 200, "{answer}");
+    wait_for(
+        "the child's order written under its node",
+        Duration::from_secs(60),
+        Some(&daemon),
+        || base.read("output/@child-1/bench/a/last_result").is_some(),
+    );
+    // An order file named like another node's is refused with the reason, not measured.
+    base.write_order("@child-1/x", &common::ping_order("127.0.0.1", 20, 1));
+    wait_for(
+        "the reserved name refused",
+        Duration::from_secs(30),
+        Some(&daemon),
+        || {
+            daemon
+                .log_text()
+                .contains("reserved for the orders of other spoolmon nodes")
+        },
+    );
+}
+
+#[test]
+fn a_receive_section_that_cannot_listen_stops_the_start_with_the_address() {
+    let base = Base::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    base.write_config(&config(port));
+    let daemon = base.spawn(&[], "process");
+    let status = daemon.wait_exit(Duration::from_secs(30)).expect("it exits");
+    assert!(!status.success());
+    let log = std::fs::read_to_string(base.join("process.log")).unwrap();
+    assert!(log.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{log}");
+}
