@@ -96,7 +96,10 @@ fn post(port: u16, body: &[u8]) {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(!answer.contains("\"repeat\"") && !answer.contains("\"refused\""), "{answer}");
+    assert!(
+        !answer.contains("\"repeat\"") && !answer.contains("\"refused\""),
+        "{answer}"
+    );
 }
 
 fn main() {
@@ -174,7 +177,10 @@ fn main() {
     stop.store(true, Ordering::Relaxed);
     thread.join().unwrap();
     let total = connections * requests * frames * results as u64;
-    assert_eq!(stats.frames_stored.load(Ordering::Relaxed), connections * requests * frames);
+    assert_eq!(
+        stats.frames_stored.load(Ordering::Relaxed),
+        connections * requests * frames
+    );
     println!(
         "{total} results in {} frames ({:.1} MB) over {connections} connection(s): wall {wall:.2} s, receiver CPU {cpu:.2} s",
         connections * requests * frames,

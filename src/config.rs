@@ -18,6 +18,17 @@ pub use crate::probe::icmp::{Engine, IcmpOptions};
 
 pub mod reference;
 
+/// A forward sink needs a destination and a key: the printed defaults name examples.
+fn forward_example() -> crate::sink::forward::ForwardOptions {
+    crate::sink::forward::ForwardOptions {
+        destinations: vec![FORWARD_EXAMPLE_DESTINATION.into()],
+        api_key: RECEIVE_EXAMPLE_KEY.into(),
+        ..Default::default()
+    }
+}
+
+const FORWARD_EXAMPLE_DESTINATION: &str = "http://192.0.2.10:19999";
+
 /// The address and API key in the commented `receive:` block of `--print-defaults`.
 const RECEIVE_EXAMPLE_LISTEN: &str = "127.0.0.1:19999";
 const RECEIVE_EXAMPLE_KEY: &str = "11111111-2222-3333-4444-555555555555";
@@ -79,6 +90,9 @@ pub struct Config {
     /// HAProxy statistics pulling (haproxystats' `[pull]`): absent = off. `spoolmon pull` needs
     /// it; `spoolmon run` pulls too when it is present.
     pub pull: Option<PullOptions>,
+    /// This node's name for the nodes it forwards to (their `output/@<node>/`): 1-64 ASCII
+    /// letters, digits, `-`, `_`, `.`. Default: the host name (other characters made `-`).
+    pub node_name: Option<String>,
     /// Receiving snapshots shipped from other spoolmon nodes: absent = this node listens
     /// nowhere. `spoolmon run` and `spoolmon process` listen when it is present.
     pub receive: Option<ReceiveOptions>,
@@ -113,6 +127,7 @@ impl Default for Config {
             pping_command: orders.pping_command,
             sinks: BTreeMap::new(),
             pull: None,
+            node_name: None,
             receive: None,
             process: HaproxyOptions::default(),
             stop_timeout: 30,
@@ -196,6 +211,9 @@ impl Config {
         if let Some(receive) = &self.receive {
             receive.validate().map_err(|e| e.to_string())?;
         }
+        if let Some(name) = &self.node_name {
+            crate::spool::ship::valid_node_name(name).map_err(|e| format!("node-name: {e}"))?;
+        }
         self.process.validate().map_err(|e| format!("process.{e}"))?;
         self.self_metrics.validate(|name| {
             self.sinks
@@ -214,6 +232,29 @@ impl Config {
             max_future: std::time::Duration::from_secs(self.result_max_future),
             max_results: self.max_batch.saturating_mul(4),
         }
+    }
+
+    /// `node-name`, or the host name made a valid node name.
+    pub fn node_name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(|| {
+            let host = crate::sink::hostname::system_hostname();
+            let mut name: String = host
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .take(crate::spool::ship::MAX_NODE_NAME)
+                .collect();
+            if crate::spool::ship::valid_node_name(&name).is_err() {
+                name = format!("node{}", name.trim_start_matches(['.', '-']));
+                name.truncate(crate::spool::ship::MAX_NODE_NAME);
+            }
+            name
+        })
     }
 
     /// What the order book and the order parser use: `order-timeout`, `sping-command` and
@@ -252,6 +293,7 @@ impl Config {
                 ("graphite".into(), SinkConfig::Graphite(Default::default())),
                 ("influxdb".into(), SinkConfig::Influxdb(Default::default())),
                 ("local-store".into(), SinkConfig::LocalStore(Default::default())),
+                ("forward".into(), SinkConfig::Forward(forward_example())),
             ]),
         };
         // A pull: section needs something to pull from, so the block names an example socket
@@ -284,7 +326,10 @@ impl Config {
             if line == "sinks: {}" {
                 out.push_str(&commented(
                     "Every sink type with its defaults (name a sink as you like; give only the keys that differ):",
-                    yaml_serde::to_string(&sinks).expect("sinks serialize"),
+                    yaml_serde::to_string(&sinks).expect("sinks serialize").replace(
+                        &format!("- {FORWARD_EXAMPLE_DESTINATION}"),
+                        &format!("- {FORWARD_EXAMPLE_DESTINATION}  # an example: no default, name the receiving nodes"),
+                    ),
                 ));
             } else if line == "pull: null" {
                 let example = format!("socket-dir: {PULL_EXAMPLE_SOCKET_DIR}");
@@ -351,7 +396,12 @@ mod tests {
                 ("graphite".to_string(), SinkConfig::Graphite(Default::default())),
                 ("influxdb".to_string(), SinkConfig::Influxdb(Default::default())),
                 ("local-store".to_string(), SinkConfig::LocalStore(Default::default())),
+                ("forward".to_string(), SinkConfig::Forward(forward_example())),
             ])
+        );
+        assert!(
+            printed.contains("#     - http://192.0.2.10:19999  # an example"),
+            "{printed}"
         );
         let pull = Config::parse(&uncommented_block(&printed, "# pull:")).unwrap().pull;
         let example = PullOptions {

@@ -76,13 +76,13 @@ fn listening(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
-fn rrd_rows(path: &std::path::Path, from: i64, until: i64) -> Vec<(i64, String)> {
+fn rrd_rows(path: &std::path::Path, resolution: u32, from: i64, until: i64) -> Vec<(i64, String)> {
     let text = common::rrdtool(&[
         "fetch",
         path.to_str().unwrap(),
         "AVERAGE",
         "-r",
-        "20",
+        &resolution.to_string(),
         "-s",
         &from.to_string(),
         "-e",
@@ -145,7 +145,7 @@ fn process_receives_stores_before_answering_and_a_replay_after_kill_9_is_not_app
     // twice: librrd would have refused a repeated time, and the rows hold the values sent
     // (loss 1 of 3, median 2 ms).
     let rrd = base.join("output/@child-1/bench/b/main.rrd");
-    let rows = rrd_rows(&rrd, t0, t0 + 100);
+    let rows = rrd_rows(&rrd, 20, t0, t0 + 100);
     let known: Vec<i64> = rows
         .iter()
         .filter(|(_, values)| !values.split_whitespace().next().unwrap_or("nan").ends_with("nan"))
@@ -220,4 +220,75 @@ fn a_receive_section_that_cannot_listen_stops_the_start_with_the_address() {
     assert!(!status.success());
     let log = std::fs::read_to_string(base.join("process.log")).unwrap();
     assert!(log.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{log}");
+}
+
+/// `time:` of a last_result, if the file exists.
+fn last_time(base: &Base, rel: &str) -> Option<i64> {
+    let text = base.read(rel)?;
+    common::field(&text, "time").parse().ok()
+}
+
+#[test]
+fn a_child_forwards_to_its_parent_and_its_backlog_fills_the_gap_after_the_parent_was_killed() {
+    common::require_root("native ICMP to 127.0.0.0/8");
+    let parent = Base::new();
+    let port = free_tcp_port();
+    parent.write_config(&config(port));
+    let mut parent_process = parent.spawn(&["--log-level", "debug"], "process");
+    wait_for(
+        "the parent to listen",
+        Duration::from_secs(30),
+        Some(&parent_process),
+        || listening(port),
+    );
+    let child = Base::new();
+    for i in 1..=3 {
+        child.write_order(&format!("lan/t{i}"), &common::ping_order(&format!("127.0.9.{i}"), 1, 1));
+    }
+    let child_config = format!(
+        "rescan-interval: 2\nnode-name: child-a\nsinks:\n  up:\n    type: forward\n    destinations: [\"http://127.0.0.1:{port}\"]\n    api-key: {KEY}\n    timeout: 2\n"
+    );
+    let child_process = child.start(&child_config);
+    let remote = "output/@child-a/lan/t1/last_result";
+    wait_for(
+        "the child's results at the parent",
+        Duration::from_secs(60),
+        Some(&parent_process),
+        || (1..=3).all(|i| parent.read(&format!("output/@child-a/lan/t{i}/last_result")).is_some()),
+    );
+    // The parent dies (kill -9) while the child keeps measuring.
+    let before = last_time(&parent, remote).unwrap();
+    parent_process.kill9();
+    let local = "output/lan/t1/last_result";
+    let down_from = last_time(&child, local).unwrap();
+    wait_for(
+        "the child to measure 5 more steps",
+        Duration::from_secs(60),
+        Some(&child_process),
+        || last_time(&child, local).is_some_and(|t| t >= down_from + 5),
+    );
+    let down_until = last_time(&child, local).unwrap();
+    parent_process = parent.spawn(&["--log-level", "debug"], "process");
+    wait_for(
+        "the backlog to arrive",
+        Duration::from_secs(60),
+        Some(&parent_process),
+        || last_time(&parent, remote).is_some_and(|t| t > down_until),
+    );
+    // No gap: every step the child measured while the parent was down is in the parent's RRD.
+    let rrd = parent.join("output/@child-a/lan/t1/main.rrd");
+    let rows = rrd_rows(&rrd, 1, before, down_until + 1);
+    let measured: Vec<i64> = rows
+        .iter()
+        .filter(|(_, values)| !values.split_whitespace().next().unwrap_or("nan").ends_with("nan"))
+        .map(|(time, _)| *time)
+        .collect();
+    // (A row is labelled with the end of its step: time + 1 for these 1-second orders.)
+    for step in (before + 1)..=down_until {
+        assert!(
+            measured.contains(&(step + 1)),
+            "step {step} missing at the parent: {rows:?}"
+        );
+    }
+    drop(child_process);
 }

@@ -134,7 +134,7 @@ impl Service for Processing<'_> {
             )?),
             None => None,
         };
-        let sinks = match crate::sink::running::start(&self.base, &config.sinks, wake) {
+        let sinks = match crate::sink::running::start(&self.base, &config.sinks, &config.node_name(), wake) {
             Ok(sinks) => sinks,
             Err(e) => {
                 self.abandon_receiver(receiving);

@@ -293,7 +293,7 @@ impl Pipeline {
         for id in crate::output::reconcile::orphaned(base, &active) {
             let _ = commands.send(Lifecycle::Deactivate { id, expired_file: None });
         }
-        let sinks = crate::sink::running::start(base, &config.sinks, &stop)?;
+        let sinks = crate::sink::running::start(base, &config.sinks, &config.node_name(), &stop)?;
         let self_metrics = SelfMetrics::for_daemon(
             base,
             &config.self_metrics,

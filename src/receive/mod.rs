@@ -6,9 +6,8 @@
 //! Netdata's simple patterns; [`store`], the frames written into `incoming/` exactly once, with
 //! the per-sender high-water marks in `state/receive/` (owned there) and crash recovery.
 //!
-//! Not yet wired: no config section starts the listener, and processing does not yet namespace
-//! a received snapshot by its origin, so nothing in the daemon listens until both exist.
-//! It sits beside `collect` in the import graph: a source of snapshots, importing only spool
+//! Started by `spoolmon run` and `spoolmon process` when the config has a `receive:` section;
+//! processing applies what it stores under `output/@<node>/`. It sits beside `collect` in the import graph: a source of snapshots, importing only spool
 //! and shared.
 
 pub mod access;

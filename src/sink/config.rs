@@ -5,6 +5,7 @@
 //! `outbox/<name>/` never leaves `outbox/`. Composed into the whole config by `crate::config`
 //! (which reads the section with [`deserialize_sinks`]); started by [`super::running::start`].
 
+use super::forward::ForwardOptions;
 use super::graphite::GraphiteOptions;
 use super::influx::InfluxOptions;
 use super::local_store::LocalStoreOptions;
@@ -23,6 +24,7 @@ pub enum SinkConfig {
     Graphite(GraphiteOptions),
     Influxdb(InfluxOptions),
     LocalStore(LocalStoreOptions),
+    Forward(ForwardOptions),
 }
 
 /// A sink's `type:`, read before its options.
@@ -32,6 +34,7 @@ enum SinkType {
     Graphite,
     Influxdb,
     LocalStore,
+    Forward,
 }
 
 /// Reads the `sinks:` section (`deserialize_with` of the config's `sinks`).
@@ -57,12 +60,12 @@ impl SinkConfig {
     fn from_yaml(name: &str, value: yaml_serde::Value) -> Result<SinkConfig, String> {
         let yaml_serde::Value::Mapping(mut keys) = value else {
             return Err(format!(
-                "sinks.{name}: a sink is a mapping with a `type:` (graphite, influxdb or local-store)"
+                "sinks.{name}: a sink is a mapping with a `type:` (graphite, influxdb, local-store or forward)"
             ));
         };
         let kind = keys
             .remove("type")
-            .ok_or_else(|| format!("sinks.{name}: missing `type:` (graphite, influxdb or local-store)"))?;
+            .ok_or_else(|| format!("sinks.{name}: missing `type:` (graphite, influxdb, local-store or forward)"))?;
         let kind: SinkType = yaml_serde::from_value(kind).map_err(|e| format!("sinks.{name}.type: {e}"))?;
         check_route_keys(name, &keys)?;
         let keys = yaml_serde::Value::Mapping(keys);
@@ -70,6 +73,7 @@ impl SinkConfig {
             SinkType::Graphite => SinkConfig::Graphite(options(name, keys)?),
             SinkType::Influxdb => SinkConfig::Influxdb(options(name, keys)?),
             SinkType::LocalStore => SinkConfig::LocalStore(options(name, keys)?),
+            SinkType::Forward => SinkConfig::Forward(options(name, keys)?),
         })
     }
 
@@ -78,6 +82,7 @@ impl SinkConfig {
             SinkConfig::Graphite(options) => options.validate(),
             SinkConfig::Influxdb(options) => options.validate(),
             SinkConfig::LocalStore(options) => options.validate(),
+            SinkConfig::Forward(options) => options.validate(),
         }
     }
 
@@ -87,6 +92,7 @@ impl SinkConfig {
             SinkConfig::Graphite(options) => options.route_keys(),
             SinkConfig::Influxdb(options) => options.route_keys(),
             SinkConfig::LocalStore(options) => options.route_keys(),
+            SinkConfig::Forward(options) => options.route_keys(),
         }
     }
 }

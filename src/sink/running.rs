@@ -3,6 +3,7 @@
 
 use super::config::SinkConfig;
 use super::delivery::{Delivery, DeliveryStats};
+use super::forward::{ForwardSink, ForwardTransport, Origin};
 use super::graphite::{GraphiteEncoder, GraphiteTransport};
 use super::influx::{self, InfluxEncoder};
 use super::local_store::LocalStore;
@@ -49,13 +50,15 @@ impl RunningSinks {
 /// sink cannot start, `shutdown` is set and the threads already started are joined before the
 /// error is returned, so no delivery thread outlives a failed start (a second owner of the
 /// same outbox would deliver its backlog twice).
+/// `node` is this node's name, for the `forward` sinks (their frames' origin).
 pub fn start(
     base: &BaseDir,
     configs: &BTreeMap<String, SinkConfig>,
+    node: &str,
     shutdown: &Arc<AtomicBool>,
 ) -> Result<RunningSinks> {
     let mut running = RunningSinks::default();
-    match start_each(&mut running, base, configs, shutdown) {
+    match start_each(&mut running, base, configs, node, shutdown) {
         Ok(()) => Ok(running),
         Err(e) => {
             shutdown.store(true, Ordering::SeqCst);
@@ -69,6 +72,7 @@ fn start_each(
     running: &mut RunningSinks,
     base: &BaseDir,
     configs: &BTreeMap<String, SinkConfig>,
+    node: &str,
     shutdown: &Arc<AtomicBool>,
 ) -> Result<()> {
     for (name, config) in configs {
@@ -96,6 +100,20 @@ fn start_each(
                     limits: limits(&options.outbox, None),
                 };
                 running.start_queued(base, name, parts, shutdown)?;
+            }
+            SinkConfig::Forward(options) => {
+                let origin = Origin {
+                    guid: crate::spool::identity::machine_guid(base).context("cannot read or make the machine GUID")?,
+                    node: node.to_owned(),
+                };
+                let outbox = running.open_outbox(base, name, limits(&options.outbox, None))?;
+                let sink = ForwardSink::new(name, options, route(name, config)?, outbox.clone(), origin)
+                    .with_context(|| format!("sink {name}"))?;
+                let transport = Box::new(ForwardTransport::new(options));
+                running.start_delivery(name, &outbox, transport, RetryPolicy::default(), shutdown)?;
+                running.sinks.push(Arc::new(sink));
+                running.names.push(name.clone());
+                info!(sink = %name, to = %options.destinations.join(", "), node, "forward sink started");
             }
             SinkConfig::LocalStore(options) => {
                 info!(sink = %name, dir = %options.dir.display(), takes = %config.route_keys().takes_text(),
@@ -134,26 +152,44 @@ impl RunningSinks {
         parts: QueuedParts,
         shutdown: &Arc<AtomicBool>,
     ) -> Result<()> {
+        let outbox = self.open_outbox(base, name, parts.limits)?;
+        let target = parts.transport.describe();
+        let dir = outbox.dir().to_owned();
+        self.start_delivery(name, &outbox, parts.transport, parts.retry, shutdown)?;
+        self.sinks
+            .push(Arc::new(OutboxSink::new(name, parts.encoder, parts.route, outbox)));
+        self.names.push(name.to_owned());
+        info!(sink = name, to = %target, outbox = %dir.display(), takes = %parts.takes, "sink started");
+        Ok(())
+    }
+}
+
+impl RunningSinks {
+    fn open_outbox(&self, base: &BaseDir, name: &str, limits: OutboxLimits) -> Result<Arc<Outbox>> {
         let outboxes = base
             .dir("outbox")
             .with_context(|| format!("cannot open the outbox of sink {name}"))?;
-        let outbox = Arc::new(
-            Outbox::open_in(&outboxes, name, parts.limits)
+        Ok(Arc::new(
+            Outbox::open_in(&outboxes, name, limits)
                 .with_context(|| format!("cannot open the outbox of sink {name}"))?,
-        );
-        let target = parts.transport.describe();
-        let dir = outbox.dir().to_owned();
-        let delivery = Delivery::new(name, &outbox, parts.transport, parts.retry, shutdown.clone());
+        ))
+    }
+
+    fn start_delivery(
+        &mut self,
+        name: &str,
+        outbox: &Arc<Outbox>,
+        transport: Box<dyn Transport>,
+        retry: RetryPolicy,
+        shutdown: &Arc<AtomicBool>,
+    ) -> Result<()> {
+        let delivery = Delivery::new(name, outbox, transport, retry, shutdown.clone());
         self.deliveries.push((name.to_owned(), delivery.stats()));
         self.threads.push(
             delivery
                 .spawn()
                 .with_context(|| format!("cannot start delivery of sink {name}"))?,
         );
-        self.sinks
-            .push(Arc::new(OutboxSink::new(name, parts.encoder, parts.route, outbox)));
-        self.names.push(name.to_owned());
-        info!(sink = name, to = %target, outbox = %dir.display(), takes = %parts.takes, "sink started");
         Ok(())
     }
 }

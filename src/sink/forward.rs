@@ -1,0 +1,379 @@
+//! forward: ship this node's ping results to other spoolmon nodes (a parent, or a proxy),
+//! through the outbox, as shipped-snapshot frames ([`crate::spool::ship`]).
+//!
+//! Owns on disk, beside its outbox's segments: `outbox/<sink>/stream`, the UUID of the outbox's
+//! sequence space (made with the outbox, one line). Each frame carries the next sequence of that
+//! stream; a receiver keeps a high-water mark per (sender, stream) and acknowledges a repeat
+//! without applying it, so a frame sent twice (the answer lost, a crash before the
+//! acknowledgement was written) is applied once. The sequence is derived from the outbox itself
+//! at start: every frame is one "line" of the outbox, so the frames that ever entered it are
+//! its delivered, rejected, dropped and pending lines, and the next frame is one more — nothing
+//! else to keep in step. An outbox deleted by hand takes its `stream` file with it: the new
+//! outbox has a new stream, which no receiver mistakes for repeats.
+//!
+//! Delivery: oldest first, a request holds the frames of one outbox batch (at most
+//! `max-request-bytes`), sent to the first destination that answers (`mode: failover`, as
+//! Netdata's list of parents); a receiver's refusal of the whole request (401, 403, 400, 413)
+//! is a rejection (dropped, counted, logged with the receiver's cause), a 5xx or a connection
+//! failure a retry. Frames the receiver refuses one by one (a disabled machine, a loop) are
+//! logged with the cause and counted as delivered: they will never be taken.
+//!
+//! Built by `crate::sink::running`; called by processing (`accept`) and the sink's delivery
+//! thread (`send`).
+
+use super::outbox::Outbox;
+use super::route::{Kind, MetricGlobs, OrderGlobs, Route, RouteKeys};
+use super::{DeliveryError, OutboxBounds, Transport};
+use crate::process::handoff::{ResultSink, SinkBatch, SinkError};
+use crate::shared::measurement::OrderResult;
+use crate::shared::option::{check_seconds, seconds, InvalidOption};
+use crate::spool::identity::MachineGuid;
+use crate::spool::ship::{self, ShipHeader};
+use crate::spool::snapshot::{encode_ping, SnapshotName, PING_FILE};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tracing::warn;
+
+/// The file in the outbox directory that names its stream.
+pub const STREAM_FILE: &str = "stream";
+
+/// How destinations are chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardMode {
+    /// The first destination that answers, in the order given (Netdata's parents); it is kept
+    /// until it fails, and when every one has failed the list is tried from the first again.
+    #[default]
+    Failover,
+}
+
+/// Options of the forward sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ForwardOptions {
+    /// The receiving nodes, `http://host:port` (their `receive: {listen}`), tried in order.
+    /// None by default: the sink needs at least one.
+    pub destinations: Vec<String>,
+    /// The API key the receivers know (a UUID under their `receive: {api-keys}`).
+    pub api_key: String,
+    /// How a destination is chosen: `failover` (the first that answers, in order). Default
+    /// failover.
+    pub mode: ForwardMode,
+    /// Ping results per frame (each frame is one snapshot on the receiver). Default 1000.
+    pub frame_results: usize,
+    /// Largest request body, bytes (keep it below the receivers' `max-request-bytes`).
+    /// Default 8388608.
+    pub max_request_bytes: usize,
+    /// Seconds one request may take, connection included. Default 30.
+    pub timeout: f64,
+    /// Size and age bounds of this sink's outbox.
+    pub outbox: OutboxBounds,
+    /// Kinds of data this sink takes: `ping` only (HAProxy snapshots and self-metrics are not
+    /// forwarded yet). Default `[ping]`.
+    pub takes: Vec<Kind>,
+    /// Which orders' ping results this sink takes: globs on order ids (`web/**`); see
+    /// spool-layout.md, "Routing".
+    pub orders: OrderGlobs,
+    /// Not used by this sink (it takes no metrics); accepted for the common routing keys.
+    pub metrics: MetricGlobs,
+}
+
+impl Default for ForwardOptions {
+    fn default() -> Self {
+        ForwardOptions {
+            destinations: Vec::new(),
+            api_key: String::new(),
+            mode: ForwardMode::Failover,
+            frame_results: 1000,
+            max_request_bytes: 8 << 20,
+            timeout: 30.0,
+            outbox: OutboxBounds::default(),
+            takes: vec![Kind::Ping],
+            orders: OrderGlobs::default(),
+            metrics: MetricGlobs::default(),
+        }
+    }
+}
+
+impl ForwardOptions {
+    /// The routing keys (`takes`, `orders`, `metrics`).
+    pub fn route_keys(&self) -> RouteKeys<'_> {
+        RouteKeys {
+            takes: &self.takes,
+            orders: &self.orders,
+            metrics: &self.metrics,
+        }
+    }
+
+    /// Checks every option but the route; the error names the key.
+    pub fn validate(&self) -> Result<(), InvalidOption> {
+        if self.destinations.is_empty() {
+            return Err(InvalidOption::new(
+                "destinations",
+                "name at least one receiving node, e.g. [\"http://192.0.2.10:19999\"]",
+            ));
+        }
+        for destination in &self.destinations {
+            destination_address(destination).map_err(|e| InvalidOption::new("destinations", e))?;
+        }
+        if uuid::Uuid::try_parse(&self.api_key).is_err() || self.api_key.len() != 36 {
+            return Err(InvalidOption::new(
+                "api-key",
+                "the API key is a UUID the receivers list under receive.api-keys",
+            ));
+        }
+        if let Some(kind) = self.takes.iter().find(|k| **k != Kind::Ping) {
+            return Err(InvalidOption::new(
+                "takes",
+                format!("{} is not forwarded yet: a forward sink takes [ping]", kind.name()),
+            ));
+        }
+        if !(1..=100_000).contains(&self.frame_results) {
+            return Err(InvalidOption::new("frame-results", "must be 1 to 100000"));
+        }
+        if self.max_request_bytes < 64 << 10 {
+            return Err(InvalidOption::new("max-request-bytes", "must be at least 65536"));
+        }
+        check_seconds("timeout", self.timeout, 0.1)?;
+        self.outbox.validate()
+    }
+}
+
+/// `http://host:port` as `host:port`; https is refused until TLS exists.
+fn destination_address(url: &str) -> Result<String, String> {
+    if url.starts_with("https://") {
+        return Err(format!(
+            "{url}: https (TLS) is not built yet; use http:// on a trusted network"
+        ));
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: expected http://host:port"))?;
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
+        return Err(format!("{url}: expected http://host:port"));
+    }
+    Ok(rest.to_owned())
+}
+
+/// The identity frames are sent under.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub guid: MachineGuid,
+    pub node: String,
+}
+
+/// The sink processing hands batches to: frames into the outbox.
+pub struct ForwardSink {
+    name: String,
+    route: Route,
+    outbox: Arc<Outbox>,
+    origin: Origin,
+    stream: uuid::Uuid,
+    frame_results: usize,
+    /// The next frame's sequence (module doc: derived from the outbox at start).
+    next: AtomicU64,
+}
+
+impl ForwardSink {
+    /// Reads (or makes) the outbox's stream and the next sequence from the outbox's counts.
+    pub fn new(
+        name: &str,
+        options: &ForwardOptions,
+        route: Route,
+        outbox: Arc<Outbox>,
+        origin: Origin,
+    ) -> anyhow::Result<ForwardSink> {
+        use anyhow::Context;
+        let path = outbox.dir().join(STREAM_FILE);
+        let dir = crate::spool::beneath::Dir::open(outbox.dir())?;
+        let stream = match dir.read_limited(STREAM_FILE, 64) {
+            Ok(bytes) => uuid::Uuid::try_parse(String::from_utf8_lossy(&bytes).trim())
+                .with_context(|| format!("{} does not hold a UUID", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let stream = uuid::Uuid::new_v4();
+                dir.write_new(STREAM_FILE, format!("{}\n", stream.hyphenated()).as_bytes())
+                    .and_then(|()| dir.sync())?;
+                stream
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let status = super::outbox::status(outbox.dir())?;
+        let sent = status.delivered_lines + status.rejected_lines + status.dropped_lines + status.lines;
+        Ok(ForwardSink {
+            name: name.to_owned(),
+            route,
+            outbox,
+            origin,
+            stream,
+            frame_results: options.frame_results,
+            next: AtomicU64::new(sent + 1),
+        })
+    }
+
+    fn error(&self, message: String) -> SinkError {
+        SinkError {
+            sink: self.name.clone(),
+            message,
+        }
+    }
+}
+
+impl ResultSink for ForwardSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError> {
+        if !self.route.takes(crate::process::handoff::Kind::Ping) {
+            return Ok(());
+        }
+        let results: Vec<OrderResult> = self.route.results(batch).cloned().collect();
+        if results.is_empty() {
+            return Ok(());
+        }
+        // The outbox's writer lock, held for the batch, orders the sequences too.
+        let mut appending = self.outbox.begin();
+        let first = self.next.load(Ordering::SeqCst);
+        let mut held: Option<Vec<u8>> = None;
+        let mut frames = 0u64;
+        for chunk in results.chunks(self.frame_results) {
+            let sequence = first + frames;
+            let epoch = chunk.iter().map(|r| r.time).min().unwrap_or(0);
+            let header = ShipHeader {
+                origin: self.origin.guid,
+                origin_node: self.origin.node.clone(),
+                chain: vec![self.origin.guid],
+                stream: self.stream,
+                sequence,
+                snapshot: SnapshotName::new(epoch, "ping", sequence),
+            };
+            let mut frame = Vec::new();
+            ship::encode(&header, &[(PING_FILE, &encode_ping("forward", chunk))], &mut frame);
+            if let Some(previous) = held.replace(frame) {
+                appending
+                    .push(&previous, 1)
+                    .map_err(|e| self.error(format!("cannot queue in the outbox: {e}")))?;
+            }
+            frames += 1;
+        }
+        let last = held.expect("at least one frame");
+        appending
+            .finish(&last, 1)
+            .map_err(|e| self.error(format!("cannot queue in the outbox: {e}")))?;
+        self.next.store(first + frames, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Sends frames to the destinations (failover) with ureq.
+pub struct ForwardTransport {
+    destinations: Vec<String>,
+    api_key: String,
+    max_request_bytes: usize,
+    agent: ureq::Agent,
+    /// The destination that answered last: tried first next time.
+    current: usize,
+}
+
+impl ForwardTransport {
+    pub fn new(options: &ForwardOptions) -> ForwardTransport {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(seconds(options.timeout)))
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        ForwardTransport {
+            destinations: options
+                .destinations
+                .iter()
+                .map(|d| {
+                    format!(
+                        "http://{}{}",
+                        destination_address(d).unwrap_or_default(),
+                        crate::receive::server::PATH
+                    )
+                })
+                .collect(),
+            api_key: options.api_key.clone(),
+            max_request_bytes: options.max_request_bytes,
+            agent,
+            current: 0,
+        }
+    }
+
+    fn send_to(&self, url: &str, payload: &[u8]) -> Result<(), DeliveryError> {
+        let response = self
+            .agent
+            .post(url)
+            .header("Authorization", &format!("Bearer {}", self.api_key))
+            .header("Content-Type", "application/x-spoolmon-ship")
+            .send(payload);
+        let mut response = match response {
+            Ok(response) => response,
+            Err(e) => return Err(DeliveryError::Transient(format!("{url}: {e}"))),
+        };
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_string()
+            .unwrap_or_default();
+        let cause = || {
+            serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| body.chars().take(300).collect())
+        };
+        match status {
+            200 => {
+                if let Ok(answer) = serde_json::from_str::<serde_json::Value>(&body) {
+                    for frame in answer["frames"].as_array().into_iter().flatten() {
+                        if frame["result"] == "refused" {
+                            warn!(
+                                to = url,
+                                sequence = %frame["sequence"],
+                                "the receiver refused a frame for good: {}",
+                                frame["reason"].as_str().unwrap_or("")
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            }
+            408 | 429 | 500..=599 => Err(DeliveryError::Transient(format!("{url}: HTTP {status}: {}", cause()))),
+            _ => Err(DeliveryError::Rejected(format!("{url}: HTTP {status}: {}", cause()))),
+        }
+    }
+}
+
+impl Transport for ForwardTransport {
+    fn send(&mut self, payload: &[u8]) -> Result<(), DeliveryError> {
+        let n = self.destinations.len();
+        let mut last = None;
+        for k in 0..n {
+            let index = (self.current + k) % n;
+            match self.send_to(&self.destinations[index], payload) {
+                Ok(()) => {
+                    self.current = index;
+                    return Ok(());
+                }
+                Err(DeliveryError::Transient(e)) => last = Some(e),
+                Err(rejected) => return Err(rejected),
+            }
+        }
+        // Everything down: start from the first (preferred) destination next time.
+        self.current = 0;
+        Err(DeliveryError::Transient(last.unwrap_or_default()))
+    }
+
+    fn max_payload(&self) -> usize {
+        self.max_request_bytes
+    }
+
+    fn describe(&self) -> String {
+        self.destinations.join(", ")
+    }
+}
