@@ -377,3 +377,153 @@ impl Transport for ForwardTransport {
         self.destinations.join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::measurement::OrderId;
+    use crate::sink::outbox::OutboxLimits;
+
+    fn results(n: usize, time: i64) -> Vec<OrderResult> {
+        (0..n)
+            .map(|i| {
+                OrderResult::builder(OrderId::new(format!("o{i}")).unwrap(), time)
+                    .rtts([Some(0.001)])
+                    .build()
+            })
+            .collect()
+    }
+
+    fn options(frame_results: usize) -> ForwardOptions {
+        ForwardOptions {
+            destinations: vec!["http://127.0.0.1:1".into()],
+            api_key: "11111111-2222-3333-4444-555555555555".into(),
+            frame_results,
+            ..Default::default()
+        }
+    }
+
+    fn open(dir: &std::path::Path, origin: &Origin) -> (Arc<Outbox>, ForwardSink) {
+        let outbox = Arc::new(Outbox::open(dir, OutboxLimits::default()).unwrap());
+        let sink = ForwardSink::new("up", &options(3), Route::everything(), outbox.clone(), origin.clone()).unwrap();
+        (outbox, sink)
+    }
+
+    /// Every frame queued, decoded and then acknowledged as delivered: (stream, sequence,
+    /// results in it).
+    fn delivered(outbox: &Arc<Outbox>) -> Vec<(uuid::Uuid, u64, usize)> {
+        let mut reader = outbox.reader();
+        let mut frames = Vec::new();
+        while let Some(batch) = reader.next_batch(64 << 20).unwrap() {
+            let mut rest = batch.payload();
+            while !rest.is_empty() {
+                let (frame, after) = ship::decode(rest).unwrap();
+                let lines = frame.files[0].1.iter().filter(|b| **b == b'\n').count() - 1;
+                frames.push((frame.header.stream, frame.header.sequence, lines));
+                assert_eq!(frame.header.origin_node, "child");
+                rest = after;
+            }
+            outbox
+                .acknowledge(batch, crate::sink::outbox::Outcome::Delivered)
+                .unwrap();
+        }
+        frames
+    }
+
+    #[test]
+    fn results_become_frames_whose_sequence_continues_across_restarts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("up");
+        let origin = Origin {
+            guid: MachineGuid::random(),
+            node: "child".into(),
+        };
+        let (outbox, sink) = open(&dir, &origin);
+        sink.accept(SinkBatch::round(&results(7, 1_700_000_000), &[])).unwrap();
+        drop((sink, outbox));
+        // Reopened with three frames pending: the next is the fourth, in the same stream.
+        let (outbox, sink) = open(&dir, &origin);
+        sink.accept(SinkBatch::round(&results(1, 1_700_000_020), &[])).unwrap();
+        let all = delivered(&outbox);
+        assert_eq!(
+            all.iter().map(|f| (f.1, f.2)).collect::<Vec<_>>(),
+            [(1, 3), (2, 3), (3, 1), (4, 1)]
+        );
+        let stream = all[0].0;
+        assert!(all.iter().all(|f| f.0 == stream));
+        let text = std::fs::read_to_string(dir.join(STREAM_FILE)).unwrap();
+        assert_eq!(text.trim(), stream.hyphenated().to_string());
+        drop((sink, outbox));
+        // Reopened with everything delivered: the count comes from the acknowledgement.
+        let (outbox, sink) = open(&dir, &origin);
+        sink.accept(SinkBatch::round(&results(2, 1_700_000_040), &[])).unwrap();
+        // A batch without ping results appends nothing.
+        sink.accept(SinkBatch::round(&[], &[])).unwrap();
+        assert_eq!(delivered(&outbox), vec![(stream, 5, 2)]);
+    }
+
+    #[test]
+    fn a_new_outbox_is_a_new_stream() {
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = Origin {
+            guid: MachineGuid::random(),
+            node: "child".into(),
+        };
+        let (a, sink_a) = open(&tmp.path().join("a"), &origin);
+        let (b, sink_b) = open(&tmp.path().join("b"), &origin);
+        sink_a
+            .accept(SinkBatch::round(&results(1, 1_700_000_000), &[]))
+            .unwrap();
+        sink_b
+            .accept(SinkBatch::round(&results(1, 1_700_000_000), &[]))
+            .unwrap();
+        assert_ne!(delivered(&a)[0].0, delivered(&b)[0].0);
+    }
+
+    #[test]
+    fn options_are_checked_with_their_key() {
+        let cases = [
+            (
+                ForwardOptions {
+                    destinations: vec![],
+                    ..options(1)
+                },
+                "destinations",
+            ),
+            (
+                ForwardOptions {
+                    destinations: vec!["https://p:1".into()],
+                    ..options(1)
+                },
+                "https (TLS) is not built yet",
+            ),
+            (
+                ForwardOptions {
+                    destinations: vec!["p:1".into()],
+                    ..options(1)
+                },
+                "expected http://host:port",
+            ),
+            (
+                ForwardOptions {
+                    api_key: "key".into(),
+                    ..options(1)
+                },
+                "api-key",
+            ),
+            (
+                ForwardOptions {
+                    takes: vec![Kind::Haproxy],
+                    ..options(1)
+                },
+                "not forwarded yet",
+            ),
+            (options(0), "frame-results"),
+        ];
+        for (o, expected) in cases {
+            let e = o.validate().unwrap_err().to_string();
+            assert!(e.contains(expected), "{e}");
+        }
+        assert_eq!(options(1).validate(), Ok(()));
+    }
+}
