@@ -96,6 +96,14 @@ fn rrd_rows(path: &std::path::Path, resolution: u32, from: i64, until: i64) -> V
         .collect()
 }
 
+/// The times of the rows whose first value (loss) is known.
+fn measured_rows(rows: &[(i64, String)]) -> Vec<i64> {
+    rows.iter()
+        .filter(|(_, values)| !values.split_whitespace().next().unwrap_or("nan").ends_with("nan"))
+        .map(|(time, _)| *time)
+        .collect()
+}
+
 #[test]
 fn process_receives_stores_before_answering_and_a_replay_after_kill_9_is_not_applied_twice() {
     let base = Base::new();
@@ -146,11 +154,7 @@ fn process_receives_stores_before_answering_and_a_replay_after_kill_9_is_not_app
     // (loss 1 of 3, median 2 ms).
     let rrd = base.join("output/@child-1/bench/b/main.rrd");
     let rows = rrd_rows(&rrd, 20, t0, t0 + 100);
-    let known: Vec<i64> = rows
-        .iter()
-        .filter(|(_, values)| !values.split_whitespace().next().unwrap_or("nan").ends_with("nan"))
-        .map(|(time, _)| *time)
-        .collect();
+    let known = measured_rows(&rows);
     assert_eq!(
         known,
         (1..=5).map(|i| t0 + 20 * i).collect::<Vec<_>>(),
@@ -278,11 +282,7 @@ fn a_child_forwards_to_its_parent_and_its_backlog_fills_the_gap_after_the_parent
     // No gap: every step the child measured while the parent was down is in the parent's RRD.
     let rrd = parent.join("output/@child-a/lan/t1/main.rrd");
     let rows = rrd_rows(&rrd, 1, before, down_until + 1);
-    let measured: Vec<i64> = rows
-        .iter()
-        .filter(|(_, values)| !values.split_whitespace().next().unwrap_or("nan").ends_with("nan"))
-        .map(|(time, _)| *time)
-        .collect();
+    let measured = measured_rows(&rows);
     // (A row is labelled with the end of its step: time + 1 for these 1-second orders.)
     for step in (before + 1)..=down_until {
         assert!(

@@ -290,10 +290,7 @@ mod tests {
     use crate::spool::snapshot::SnapshotName;
 
     fn base() -> (tempfile::TempDir, BaseDir) {
-        let tmp = tempfile::tempdir().unwrap();
-        let base = BaseDir::new(tmp.path());
-        base.create_all().unwrap();
-        (tmp, base)
+        crate::spool::layout::temp_base()
     }
 
     fn header(origin: MachineGuid, stream: uuid::Uuid, sequence: u64) -> ShipHeader {

@@ -78,10 +78,7 @@ mod tests {
     use super::*;
 
     fn base() -> (tempfile::TempDir, BaseDir) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let base = BaseDir::new(dir.path());
-        base.create_all().expect("base directories");
-        (dir, base)
+        crate::spool::layout::temp_base()
     }
 
     #[test]

@@ -108,10 +108,7 @@ mod tests {
     use super::*;
 
     fn base() -> (tempfile::TempDir, BaseDir) {
-        let tmp = tempfile::tempdir().unwrap();
-        let base = BaseDir::new(tmp.path());
-        base.create_all().unwrap();
-        (tmp, base)
+        crate::spool::layout::temp_base()
     }
 
     #[test]

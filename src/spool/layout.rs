@@ -162,3 +162,13 @@ fn in_the_way(path: &Path, error: &io::Error) -> Option<io::Error> {
     }
     None
 }
+
+/// A base directory with all its directories, in a temporary directory removed when the guard
+/// is dropped: what every module's tests start from.
+#[cfg(test)]
+pub(crate) fn temp_base() -> (tempfile::TempDir, BaseDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = BaseDir::new(dir.path());
+    base.create_all().expect("base directories");
+    (dir, base)
+}

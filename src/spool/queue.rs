@@ -307,10 +307,7 @@ mod tests {
     use std::fs;
 
     fn base() -> (tempfile::TempDir, BaseDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let base = BaseDir::new(dir.path());
-        base.create_all().unwrap();
-        (dir, base)
+        crate::spool::layout::temp_base()
     }
 
     #[test]
