@@ -193,6 +193,30 @@ fn replace_round(kind: Replace, dirs: &[PathBuf], fds: &[OwnedFd]) {
     }
 }
 
+/// `reps` rounds of one `kind` replace in every directory, each followed by a `syncfs` (timed
+/// with it): per replace, the process CPU, the machine CPU and the wall time of each round, µs.
+fn replace_then_syncfs(
+    kind: Replace,
+    dirs: &[PathBuf],
+    fds: &[OwnedFd],
+    fs: &OwnedFd,
+    reps: usize,
+    idle: &Machine,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let n = dirs.len() as f64;
+    let (mut cpu, mut mach, mut wall) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let (c0, w0, span) = (cpu_seconds(), Instant::now(), Span::start());
+        replace_round(kind, dirs, fds);
+        // SAFETY: syncfs on a descriptor the caller owns.
+        check(unsafe { libc::syncfs(fs.as_raw_fd()) }, "syncfs");
+        cpu.push((cpu_seconds() - c0) * 1e6 / n);
+        wall.push(w0.elapsed().as_secs_f64() * 1e6 / n);
+        mach.push(idle.beyond_idle(span) * 1e6 / n);
+    }
+    (cpu, mach, wall)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -331,16 +355,7 @@ fn main() {
     // (a') the daemon's pattern alone: replace round, syncfs, nothing else between.
     // SAFETY: syncfs on a descriptor this function owns.
     check(unsafe { libc::syncfs(fs.as_raw_fd()) }, "syncfs");
-    let (mut cpu, mut mach, mut wall) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..reps {
-        let (c0, w0, span) = (cpu_seconds(), Instant::now(), Span::start());
-        replace_round(Replace::Exchange, &dirs, &fds);
-        // SAFETY: syncfs on a descriptor this function owns.
-        check(unsafe { libc::syncfs(fs.as_raw_fd()) }, "syncfs");
-        cpu.push((cpu_seconds() - c0) * 1e6 / orders as f64);
-        wall.push(w0.elapsed().as_secs_f64() * 1e6 / orders as f64);
-        mach.push(idle.beyond_idle(span) * 1e6 / orders as f64);
-    }
+    let (cpu, mach, wall) = replace_then_syncfs(Replace::Exchange, &dirs, &fds, &fs, reps, &idle);
     println!(
         "{:<20} {:>12.2} {:>14.2} {:>12.2}",
         "ExchangeThenSyncfs",
@@ -373,16 +388,7 @@ fn main() {
         // SAFETY: syncfs on a descriptor this function owns.
         check(unsafe { libc::syncfs(fs.as_raw_fd()) }, "syncfs");
         for kind in [Replace::ExchangeFstatPath, Replace::Exchange] {
-            let (mut cpu, mut mach, mut wall) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..reps {
-                let (c0, w0, span) = (cpu_seconds(), Instant::now(), Span::start());
-                replace_round(kind, &dirs, &fds);
-                // SAFETY: syncfs on a descriptor this function owns.
-                check(unsafe { libc::syncfs(fs.as_raw_fd()) }, "syncfs");
-                cpu.push((cpu_seconds() - c0) * 1e6 / layout_orders as f64);
-                wall.push(w0.elapsed().as_secs_f64() * 1e6 / layout_orders as f64);
-                mach.push(idle.beyond_idle(span) * 1e6 / layout_orders as f64);
-            }
+            let (cpu, mach, wall) = replace_then_syncfs(kind, &dirs, &fds, &fs, reps, &idle);
             println!(
                 "{:<20} {:>12.2} {:>14.2} {:>12.2}   ({layout_orders} order directories in one parent, each beside a 470 KB file, then syncfs)",
                 format!("Layout{kind:?}"),
