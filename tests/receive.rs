@@ -292,3 +292,54 @@ fn a_child_forwards_to_its_parent_and_its_backlog_fills_the_gap_after_the_parent
     }
     drop(child_process);
 }
+
+#[test]
+fn a_child_with_a_wrong_key_keeps_its_backlog_and_delivers_it_once_the_key_is_fixed() {
+    let parent = Base::new();
+    let port = free_tcp_port();
+    parent.write_config(&config(port));
+    let parent_process = parent.spawn(&["--log-level", "debug"], "process");
+    wait_for(
+        "the parent to listen",
+        Duration::from_secs(30),
+        Some(&parent_process),
+        || listening(port),
+    );
+    let child = Base::new();
+    child.write_order("lan/t1", &common::ping_order("127.0.0.1", 1, 1));
+    let child_config = |key: &str| {
+        format!(
+            "rescan-interval: 2\nnode-name: child-b\nsinks:\n  up:\n    type: forward\n    destinations: [\"http://127.0.0.1:{port}\"]\n    api-key: {key}\n    timeout: 2\n"
+        )
+    };
+    let wrong = child.start(&child_config("0b1f4d2e-6a7c-4e8b-9d0f-000000000000"));
+    wait_for(
+        "the parent to refuse the wrong key",
+        Duration::from_secs(60),
+        Some(&wrong),
+        || parent_process.log_text().contains("unknown API key"),
+    );
+    wait_for(
+        "the child to log the cause",
+        Duration::from_secs(60),
+        Some(&wrong),
+        || wrong.log_text().contains("unknown API key"),
+    );
+    let first = last_time(&child, "output/lan/t1/last_result").unwrap();
+    drop(wrong);
+    assert!(parent.read("output/@child-b/lan/t1/last_result").is_none());
+    // Fixed: the backlog measured under the wrong key arrives, oldest first.
+    let fixed = child.start(&child_config(KEY));
+    wait_for(
+        "the backlog at the parent",
+        Duration::from_secs(60),
+        Some(&fixed),
+        || parent.read("output/@child-b/lan/t1/last_result").is_some(),
+    );
+    let rrd = parent.join("output/@child-b/lan/t1/main.rrd");
+    let rows = rrd_rows(&rrd, 1, first - 5, first + 1);
+    assert!(
+        measured_rows(&rows).contains(&(first + 1)),
+        "step {first} of the backlog: {rows:?}"
+    );
+}

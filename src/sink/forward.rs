@@ -13,9 +13,10 @@
 //!
 //! Delivery: oldest first, a request holds the frames of one outbox batch (at most
 //! `max-request-bytes`), sent to the first destination that answers (`mode: failover`, as
-//! Netdata's list of parents); a receiver's refusal of the whole request (401, 403, 400, 413)
-//! is a rejection (dropped, counted, logged with the receiver's cause), a 5xx or a connection
-//! failure a retry. Frames the receiver refuses one by one (a disabled machine, a loop) are
+//! Netdata's list of parents). A body the receiver can never take (400 malformed, 413 too
+//! large) is a rejection (dropped, counted, logged with the receiver's cause); every other
+//! refusal (401/403 key or address, 503 over capacity), a 5xx or a connection failure is
+//! retried, logged with the cause, and the backlog waits in the outbox. Frames the receiver refuses one by one (a disabled machine, a loop) are
 //! logged with the cause and counted as delivered: they will never be taken.
 //!
 //! Built by `crate::sink::running`; called by processing (`accept`) and the sink's delivery
@@ -343,8 +344,12 @@ impl ForwardTransport {
                 }
                 Ok(())
             }
-            408 | 429 | 500..=599 => Err(DeliveryError::Transient(format!("{url}: HTTP {status}: {}", cause()))),
-            _ => Err(DeliveryError::Rejected(format!("{url}: HTTP {status}: {}", cause()))),
+            // The same bytes can never be taken: a malformed or too large body.
+            400 | 413 => Err(DeliveryError::Rejected(format!("{url}: HTTP {status}: {}", cause()))),
+            // A key, address or capacity refusal (401, 403, 503), a loss or a server error:
+            // fixable on the far side, so the backlog waits (bounded by the outbox) and loses
+            // nothing while an operator fixes a mistyped key.
+            _ => Err(DeliveryError::Transient(format!("{url}: HTTP {status}: {}", cause()))),
         }
     }
 }
