@@ -343,3 +343,50 @@ fn a_child_with_a_wrong_key_keeps_its_backlog_and_delivers_it_once_the_key_is_fi
         "step {first} of the backlog: {rows:?}"
     );
 }
+
+#[test]
+fn the_receivers_counters_and_last_error_are_in_the_metrics_and_the_status() {
+    let base = Base::new();
+    let port = free_tcp_port();
+    base.write_config(&format!("{}self-metrics:\n  interval: 1\n", config(port)));
+    let daemon = base.spawn(&[], "process");
+    wait_for("the receiver to listen", Duration::from_secs(30), Some(&daemon), || {
+        listening(port)
+    });
+    let child = MachineGuid::random();
+    let now = common::unix_now();
+    let body = frames(child, uuid::Uuid::new_v4(), now - now % 20 - 40, 1, 2);
+    assert_eq!(post(port, "0b1f4d2e-6a7c-4e8b-9d0f-000000000000", &body).0, 401);
+    assert_eq!(post(port, KEY, &body).0, 200);
+    assert_eq!(post(port, KEY, &body).0, 200);
+    wait_for(
+        "the receiver's counters in the metrics file",
+        Duration::from_secs(30),
+        Some(&daemon),
+        || {
+            base.read("state/metrics-process.prom").is_some_and(|m| {
+                m.contains("spoolmon_receive_requests_total 3")
+                    && m.contains("spoolmon_receive_requests_refused_total 1")
+                    && m.contains("spoolmon_receive_frames_total{result=\"stored\"} 2")
+                    && m.contains("spoolmon_receive_frames_total{result=\"repeat\"} 2")
+            })
+        },
+    );
+    // The refusal was followed by requests taken whole: no last error left for "receive".
+    let receive_error = || {
+        let status: serde_json::Value = serde_json::from_str(&base.read("state/status-process.json")?).ok()?;
+        status["last_errors"]
+            .as_array()?
+            .iter()
+            .find(|e| e["source"] == "receive")
+            .and_then(|e| e["message"].as_str().map(str::to_owned))
+    };
+    assert_eq!(receive_error(), None);
+    assert_eq!(post(port, "0b1f4d2e-6a7c-4e8b-9d0f-000000000000", &body).0, 401);
+    wait_for(
+        "the refusal as the receiver's last error",
+        Duration::from_secs(30),
+        Some(&daemon),
+        || receive_error().is_some_and(|m| m.contains("unknown API key")),
+    );
+}

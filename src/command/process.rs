@@ -157,7 +157,11 @@ impl Service for Processing<'_> {
                 return Err(e.into());
             }
         };
-        let self_metrics = match SelfMetrics::for_process(&self.base, &config.self_metrics, &sinks, self.stats.clone())
+        let mut self_metrics = SelfMetrics::for_process(&self.base, &config.self_metrics, &sinks, self.stats.clone());
+        if config.receive.is_some() {
+            self_metrics = self_metrics.with_receive(self.receive_stats.clone());
+        }
+        let self_metrics = match self_metrics
             .started(self.started)
             .with_config_error(self.config_error.clone())
             .spawn(wake.clone())

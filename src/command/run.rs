@@ -305,6 +305,10 @@ impl Pipeline {
         )
         .started(stats.started)
         .with_config_error(stats.config.clone());
+        let self_metrics = match config.receive {
+            Some(_) => self_metrics.with_receive(stats.receive.clone()),
+            None => self_metrics,
+        };
         let mut pipeline = Pipeline {
             stop,
             book,

@@ -490,6 +490,10 @@ fn store_body(shared: &Shared, peer: SocketAddr, body: &[u8]) -> Result<String, 
         }
         entries.push(entry);
     }
+    if entries.iter().all(|e| e["result"] != "refused") {
+        // A request taken whole: what went wrong before works again.
+        shared.stats.last_error.succeeded();
+    }
     Ok(serde_json::json!({ "frames": entries }).to_string())
 }
 

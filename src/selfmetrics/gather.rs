@@ -18,6 +18,8 @@ pub struct Sources {
     pub scheduler: Option<Arc<SchedulerStats>>,
     pub process: Option<Arc<ProcessStats>>,
     pub pull: Option<Arc<PullStats>>,
+    /// The receiver's counters, when it listens (`receive:`).
+    pub receive: Option<Arc<crate::receive::server::ReceiveStats>>,
     /// Delivery counters per sink name.
     pub deliveries: Vec<(String, Arc<DeliveryStats>)>,
 }
@@ -107,7 +109,45 @@ pub fn gather(sources: &Sources, observed: &Observed, started: i64) -> Vec<Famil
     if let Some(stats) = &sources.pull {
         add_pull(&mut families, stats);
     }
+    if let Some(stats) = &sources.receive {
+        add_receive(&mut families, stats);
+    }
     families.0
+}
+
+fn add_receive(families: &mut Families, stats: &crate::receive::server::ReceiveStats) {
+    families.counter("receive_requests_total", "Requests to the receiver.", &stats.requests);
+    families.counter(
+        "receive_requests_refused_total",
+        "Requests the receiver refused whole (key, address, capacity, size, time, malformed body, store failure).",
+        &stats.requests_refused,
+    );
+    families.add(
+        "receive_frames_total",
+        "Shipped snapshots received, by what became of them (stored, repeat: stored before, refused: machine or loop).",
+        Kind::Counter,
+        [
+            ("stored", &stats.frames_stored),
+            ("repeat", &stats.frames_repeated),
+            ("refused", &stats.frames_refused),
+        ]
+        .into_iter()
+        .map(|(result, counter)| Sample {
+            labels: vec![("result", result.into())],
+            value: load(counter),
+        })
+        .collect(),
+    );
+    families.counter(
+        "receive_bytes_total",
+        "Request body bytes the receiver read.",
+        &stats.bytes_received,
+    );
+    families.counter(
+        "receive_connections_refused_total",
+        "Connections answered 503 at once (receive.max-connections or accept-every).",
+        &stats.connections_refused,
+    );
 }
 
 fn add_observed(families: &mut Families, observed: &Observed) {

@@ -284,6 +284,7 @@ impl SelfMetrics {
             scheduler: Some(scheduler),
             process: Some(process),
             pull: pulling.then_some(pull),
+            receive: None,
             deliveries: Vec::new(),
         };
         SelfMetrics::new(base, Component::Run, options, sources).with_sinks(options, sinks)
@@ -311,6 +312,12 @@ impl SelfMetrics {
             ..Sources::default()
         };
         SelfMetrics::new(base, Component::Pull, options, sources)
+    }
+
+    /// Adds the receiver's counters and its last error (part `receive`).
+    pub fn with_receive(mut self, stats: Arc<crate::receive::server::ReceiveStats>) -> SelfMetrics {
+        self.sources.receive = Some(stats);
+        self
     }
 
     /// Shows `error` in the status file as the last error of the `config` part: the reason a
@@ -466,6 +473,10 @@ impl SelfMetrics {
                 sources.process.as_ref().and_then(|s| s.last_error.get()),
             ),
             ("pull".into(), sources.pull.as_ref().and_then(|s| s.last_error.get())),
+            (
+                "receive".into(),
+                sources.receive.as_ref().and_then(|s| s.last_error.get()),
+            ),
             ("self-metrics".into(), self.own_error.get()),
             ("config".into(), self.config_error.as_ref().and_then(|e| e.get())),
         ];

@@ -158,6 +158,7 @@ mod tests {
             scheduler: Some(scheduler.clone()),
             process: None,
             pull: Some(pull.clone()),
+            receive: None,
             deliveries: vec![("carbon".into(), carbon.clone())],
         };
         scheduler.orders_measured.store(4, Ordering::Relaxed);

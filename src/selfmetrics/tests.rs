@@ -32,6 +32,7 @@ fn sources() -> Sources {
         scheduler: Some(Arc::new(scheduler)),
         process: Some(Arc::new(process)),
         pull: Some(Arc::new(pull)),
+        receive: None,
         deliveries: vec![("carbon".into(), Arc::new(delivery))],
     }
 }
