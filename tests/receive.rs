@@ -24,6 +24,22 @@ fn config(port: u16) -> String {
     )
 }
 
+/// Starts `spoolmon process` on `base` (its config written before) and waits until it listens.
+fn spawn_receiver(base: &Base, port: u16) -> common::Daemon {
+    let daemon = base.spawn(&["--log-level", "debug"], "process");
+    wait_for("the receiver to listen", Duration::from_secs(30), Some(&daemon), || {
+        listening(port)
+    });
+    daemon
+}
+
+/// A child's config forwarding to the receiver on `port` as node `node` with `key`.
+fn forward_config(node: &str, port: u16, key: &str) -> String {
+    format!(
+        "rescan-interval: 2\nnode-name: {node}\nsinks:\n  up:\n    type: forward\n    destinations: [\"http://127.0.0.1:{port}\"]\n    api-key: {key}\n    timeout: 2\n"
+    )
+}
+
 /// POSTs `body` with the key, returns (status, body of the answer).
 fn post(port: u16, key: &str, body: &[u8]) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -109,10 +125,7 @@ fn process_receives_stores_before_answering_and_a_replay_after_kill_9_is_not_app
     let base = Base::new();
     let port = free_tcp_port();
     base.write_config(&config(port));
-    let daemon = base.spawn(&["--log-level", "debug"], "process");
-    wait_for("the receiver to listen", Duration::from_secs(30), Some(&daemon), || {
-        listening(port)
-    });
+    let daemon = spawn_receiver(&base, port);
     let (child, stream) = (MachineGuid::random(), uuid::Uuid::new_v4());
     let now = common::unix_now();
     let t0 = now - now % 20 - 20 * 10;
@@ -122,13 +135,7 @@ fn process_receives_stores_before_answering_and_a_replay_after_kill_9_is_not_app
     assert_eq!(answer.matches("\"stored\"").count(), 5, "{answer}");
     // Answered: durable. Kill -9 at once, before processing may have seen them.
     daemon.kill9();
-    let daemon = base.spawn(&["--log-level", "debug"], "process");
-    wait_for(
-        "the receiver to listen again",
-        Duration::from_secs(30),
-        Some(&daemon),
-        || listening(port),
-    );
+    let daemon = spawn_receiver(&base, port);
     // The sender never saw the answer (say): it sends the same frames again.
     let (status, answer) = post(port, KEY, &body);
     assert_eq!(status, 200, "{answer}");
@@ -238,21 +245,12 @@ fn a_child_forwards_to_its_parent_and_its_backlog_fills_the_gap_after_the_parent
     let parent = Base::new();
     let port = free_tcp_port();
     parent.write_config(&config(port));
-    let mut parent_process = parent.spawn(&["--log-level", "debug"], "process");
-    wait_for(
-        "the parent to listen",
-        Duration::from_secs(30),
-        Some(&parent_process),
-        || listening(port),
-    );
+    let mut parent_process = spawn_receiver(&parent, port);
     let child = Base::new();
     for i in 1..=3 {
         child.write_order(&format!("lan/t{i}"), &common::ping_order(&format!("127.0.9.{i}"), 1, 1));
     }
-    let child_config = format!(
-        "rescan-interval: 2\nnode-name: child-a\nsinks:\n  up:\n    type: forward\n    destinations: [\"http://127.0.0.1:{port}\"]\n    api-key: {KEY}\n    timeout: 2\n"
-    );
-    let child_process = child.start(&child_config);
+    let child_process = child.start(&forward_config("child-a", port, KEY));
     let remote = "output/@child-a/lan/t1/last_result";
     wait_for(
         "the child's results at the parent",
@@ -298,21 +296,10 @@ fn a_child_with_a_wrong_key_keeps_its_backlog_and_delivers_it_once_the_key_is_fi
     let parent = Base::new();
     let port = free_tcp_port();
     parent.write_config(&config(port));
-    let parent_process = parent.spawn(&["--log-level", "debug"], "process");
-    wait_for(
-        "the parent to listen",
-        Duration::from_secs(30),
-        Some(&parent_process),
-        || listening(port),
-    );
+    let parent_process = spawn_receiver(&parent, port);
     let child = Base::new();
     child.write_order("lan/t1", &common::ping_order("127.0.0.1", 1, 1));
-    let child_config = |key: &str| {
-        format!(
-            "rescan-interval: 2\nnode-name: child-b\nsinks:\n  up:\n    type: forward\n    destinations: [\"http://127.0.0.1:{port}\"]\n    api-key: {key}\n    timeout: 2\n"
-        )
-    };
-    let wrong = child.start(&child_config("0b1f4d2e-6a7c-4e8b-9d0f-000000000000"));
+    let wrong = child.start(&forward_config("child-b", port, "0b1f4d2e-6a7c-4e8b-9d0f-000000000000"));
     wait_for(
         "the parent to refuse the wrong key",
         Duration::from_secs(60),
@@ -329,7 +316,7 @@ fn a_child_with_a_wrong_key_keeps_its_backlog_and_delivers_it_once_the_key_is_fi
     drop(wrong);
     assert!(parent.read("output/@child-b/lan/t1/last_result").is_none());
     // Fixed: the backlog measured under the wrong key arrives, oldest first.
-    let fixed = child.start(&child_config(KEY));
+    let fixed = child.start(&forward_config("child-b", port, KEY));
     wait_for(
         "the backlog at the parent",
         Duration::from_secs(60),
@@ -349,10 +336,7 @@ fn the_receivers_counters_and_last_error_are_in_the_metrics_and_the_status() {
     let base = Base::new();
     let port = free_tcp_port();
     base.write_config(&format!("{}self-metrics:\n  interval: 1\n", config(port)));
-    let daemon = base.spawn(&[], "process");
-    wait_for("the receiver to listen", Duration::from_secs(30), Some(&daemon), || {
-        listening(port)
-    });
+    let daemon = spawn_receiver(&base, port);
     let child = MachineGuid::random();
     let now = common::unix_now();
     let body = frames(child, uuid::Uuid::new_v4(), now - now % 20 - 40, 1, 2);

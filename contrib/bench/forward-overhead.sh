@@ -14,19 +14,7 @@ cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null || true; done; sleep 1; rm 
 trap cleanup EXIT
 KEY=0b1f4d2e-6a7c-4e8b-9d0f-1a2b3c4d5e6f
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkorders() {
-  mkdir -p "$1/orders/bench" "$1/tmp"
-  python3 - "$1" "$N" <<'PY'
-import os, sys
-base, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    tmp = os.path.join(base, "tmp", f"o{i}")
-    with open(tmp, "w") as f:
-        f.write(f"user: bench\ntask: o{i}\nstep: 20\npings: 3\nprobe: fping\nfping:\n    host: 127.1.{i // 250}.{i % 250 + 1}\n")
-    os.rename(tmp, os.path.join(base, "orders", "bench", f"o{i}"))
-PY
-  rmdir "$1/tmp"
-}
+mkorders() { "$(dirname "$0")/ping-orders.py" "$1" "$N"; }
 ticks() { awk '{print $14+$15+$16+$17}' "/proc/$1/stat"; }
 run_child() { # NAME CONFIG -> prints a row
   local name=$1 config=$2 base="$W/$1"

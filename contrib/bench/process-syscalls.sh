@@ -8,17 +8,8 @@
 # The base directory (about 4.7 GB of RRDs for 10,000 orders) is deleted at the end.
 set -euo pipefail
 BIN=$1; N=${2:-10000}; WIN=${3:-60}; W=${4:-$(mktemp -d /tmp/procsys.XXXX)}
-B="$W/base"; mkdir -p "$B/orders/bench" "$B/tmp"
-python3 - "$B" "$N" <<'PY'
-import os, sys
-base, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    tmp = os.path.join(base, "tmp", f"o{i}")
-    with open(tmp, "w") as f:
-        f.write(f"user: bench\ntask: o{i}\nstep: 20\npings: 3\nprobe: fping\nfping:\n    host: 127.1.{i // 250}.{i % 250 + 1}\n")
-    os.rename(tmp, os.path.join(base, "orders", "bench", f"o{i}"))
-PY
-rmdir "$B/tmp"
+B="$W/base"
+"$(dirname "$0")/ping-orders.py" "$B" "$N"
 printf 'queue-size: 100000\nrrd-flush-interval: %s\n' "${FLUSH:-300}" > "$W/spoolmon.yaml"
 "$BIN" run --base-dir "$B" --config "$W/spoolmon.yaml" > "$W/sm.log" 2>&1 &
 PID=$!
