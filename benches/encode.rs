@@ -97,7 +97,7 @@ fn main() {
     let rounds = (lines / BATCH).max(1);
     let metrics = metrics(BATCH.min(lines));
     let results = results((BATCH / 4).min(lines));
-    let graphite = GraphiteEncoder::with_prefix("loadbalancers.lb-01_example_com.");
+    let graphite = GraphiteEncoder::with_prefix("loadbalancers", "loadbalancers.lb-01_example_com.");
     let influx = InfluxEncoder::with_tags(&BTreeMap::from([("host".into(), "lb-01".into())]), Precision::Ns);
 
     let metric_batch = SinkBatch::round(&[], &metrics);

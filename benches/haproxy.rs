@@ -40,7 +40,7 @@ fn peak_rss_mb() -> f64 {
 fn measure(dir: &Path, runs: usize, encode: bool) -> (f64, BTreeMap<String, f64>) {
     let mut parts = BTreeMap::new();
     let options = HaproxyOptions::default();
-    let encoder = GraphiteEncoder::with_prefix("loadbalancers.vm.");
+    let encoder = GraphiteEncoder::with_prefix("loadbalancers", "loadbalancers.vm.");
     let mut out = Vec::with_capacity(8 << 20);
     let started = cpu_seconds();
     for _ in 0..runs {

@@ -77,7 +77,7 @@ fn reference_snapshot_matches_haproxystats_0_5_1_line_for_line() {
 
     let mut encoded = Vec::new();
     let batch = SinkBatch::round(&[], &aggregate.metrics);
-    let count = GraphiteEncoder::with_prefix("loadbalancers.vm.").encode(batch, &mut encoded);
+    let count = GraphiteEncoder::with_prefix("loadbalancers", "loadbalancers.vm.").encode(batch, &mut encoded);
     let ours = parse_lines(std::str::from_utf8(&encoded).unwrap());
     let golden = parse_lines(&reference::golden_lines());
     assert_eq!(golden.len(), 78_455);

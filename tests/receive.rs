@@ -3,8 +3,10 @@
 //! them under `output/@<node>/`. A kill -9 right after an answer loses nothing, and the sender's
 //! replay (it never saw the answer) is acknowledged without a second RRD step.
 //!
-//! The sender here is the test itself, writing frames with spoolmon's own encoder
-//! (`spoolmon::spool::ship`): the `forward` sink that will send them is not built yet.
+//! The first tests send frames themselves, written with spoolmon's own encoder
+//! (`spoolmon::spool::ship`); the later ones run whole nodes: a child's `forward` sink into a
+//! parent, a chain child → proxy → parent with the proxy killed -9 and the parent's Graphite
+//! sink (a real carbon-cache) naming the child, and a loop A → B → A refused by A.
 
 mod common;
 
@@ -373,4 +375,160 @@ fn the_receivers_counters_and_last_error_are_in_the_metrics_and_the_status() {
         Some(&daemon),
         || receive_error().is_some_and(|m| m.contains("unknown API key")),
     );
+}
+
+/// The receiving node's config forwarding on to `port` as node `node`.
+fn proxy_config(listen: u16, node: &str, port: u16, extra: &str) -> String {
+    format!("{}{}{extra}", config(listen), forward_config(node, port, KEY))
+}
+
+#[test]
+fn a_chain_child_proxy_parent_delivers_every_step_through_a_proxy_killed_9_and_the_parents_graphite_names_the_child() {
+    common::require_root("native ICMP to 127.0.0.0/8");
+    let carbon = common::servers::Carbon::start();
+    let parent = Base::new();
+    let parent_port = free_tcp_port();
+    parent.write_config(&format!(
+        "{}node-name: parent\nsinks:\n  carbon:\n    type: graphite\n    server: 127.0.0.1\n    port: {}\n    namespace: net\n",
+        config(parent_port),
+        carbon.line_port
+    ));
+    let parent_process = spawn_receiver(&parent, parent_port);
+    // A pure proxy: it keeps nothing of what it passes on.
+    let proxy = Base::new();
+    let proxy_port = free_tcp_port();
+    proxy.write_config(&proxy_config(
+        proxy_port,
+        "proxy",
+        parent_port,
+        "    keep-local: false\n",
+    ));
+    let mut proxy_process = spawn_receiver(&proxy, proxy_port);
+    let child = Base::new();
+    for i in 1..=3 {
+        child.write_order(&format!("lan/t{i}"), &common::ping_order(&format!("127.0.9.{i}"), 1, 1));
+    }
+    let child_process = child.start(&forward_config("child-c", proxy_port, KEY));
+    let remote = "output/@child-c/lan/t1/last_result";
+    wait_for(
+        "the child's results at the parent, through the proxy",
+        Duration::from_secs(60),
+        Some(&parent_process),
+        || (1..=3).all(|i| parent.read(&format!("output/@child-c/lan/t{i}/last_result")).is_some()),
+    );
+    // The proxy is killed -9 while the child keeps measuring, then comes back.
+    let before = last_time(&parent, remote).unwrap();
+    proxy_process.kill9();
+    let local = "output/lan/t1/last_result";
+    let down_from = last_time(&child, local).unwrap();
+    wait_for(
+        "the child to measure 5 more steps",
+        Duration::from_secs(60),
+        Some(&child_process),
+        || last_time(&child, local).is_some_and(|t| t >= down_from + 5),
+    );
+    let down_until = last_time(&child, local).unwrap();
+    proxy_process = spawn_receiver(&proxy, proxy_port);
+    wait_for(
+        "the backlog to arrive through the proxy",
+        Duration::from_secs(60),
+        Some(&proxy_process),
+        || last_time(&parent, remote).is_some_and(|t| t > down_until),
+    );
+    let rows = rrd_rows(
+        &parent.join("output/@child-c/lan/t1/main.rrd"),
+        1,
+        before,
+        down_until + 1,
+    );
+    let measured = measured_rows(&rows);
+    for step in (before + 1)..=down_until {
+        assert!(
+            measured.contains(&(step + 1)),
+            "step {step} missing at the parent: {rows:?}"
+        );
+    }
+    // The proxy wrote nothing of the child's, and the parent knows the proxy as the sender
+    // (its high-water marks are per sender) and the child as the origin (its paths).
+    assert!(!proxy.join("output/@child-c").exists());
+    let proxy_guid = proxy.read("state/machine-guid").unwrap();
+    let marks: Vec<String> = std::fs::read_dir(parent.join("state/receive"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !marks.is_empty() && marks.iter().all(|m| m.starts_with(proxy_guid.trim())),
+        "{marks:?} vs proxy {proxy_guid}"
+    );
+    // The parent's Graphite sink names the child in place of the host.
+    let text = parent.read(remote).unwrap();
+    let time: i64 = common::field(&text, "time").parse().unwrap();
+    let loss: f64 = common::field(&text, "loss").parse().unwrap();
+    carbon.wait_for_point("net.child-c.ping.lan.t1.loss", time, loss);
+    drop(child_process);
+}
+
+#[test]
+fn a_loop_a_to_b_to_a_is_refused_with_its_cause_and_a_keeps_measuring() {
+    common::require_root("native ICMP to 127.0.0.0/8");
+    let (a, b) = (Base::new(), Base::new());
+    let (a_port, b_port) = (free_tcp_port(), free_tcp_port());
+    a.write_order("lan/t1", &common::ping_order("127.0.9.1", 1, 1));
+    let a_process = a.start(&proxy_config(a_port, "node-a", b_port, ""));
+    b.write_config(&proxy_config(b_port, "node-b", a_port, ""));
+    let b_process = spawn_receiver(&b, b_port);
+    wait_for("A's results at B", Duration::from_secs(60), Some(&b_process), || {
+        b.read("output/@node-a/lan/t1/last_result").is_some()
+    });
+    // B passes them on to A, which sees its own GUID in the chain.
+    let a_guid = a.read("state/machine-guid").unwrap();
+    let cause = format!("loop: a snapshot of machine {} came back to this node", a_guid.trim());
+    wait_for(
+        "B to log A's refusal",
+        Duration::from_secs(60),
+        Some(&b_process),
+        || b_process.log_text().contains(&cause),
+    );
+    wait_for(
+        "A to count the refusal",
+        Duration::from_secs(60),
+        Some(&a_process),
+        || {
+            a.read("state/metrics.prom").is_some_and(|m| {
+                m.contains("spoolmon_receive_frames_total{result=\"refused\"}")
+                    && !m.contains("spoolmon_receive_frames_total{result=\"refused\"} 0")
+            })
+        },
+    );
+    assert!(
+        !a.join("output/@node-a").exists(),
+        "A never stored its own results back"
+    );
+    let before = a.result_time("lan/t1").unwrap();
+    wait_for("A to keep measuring", Duration::from_secs(30), Some(&a_process), || {
+        a.result_time("lan/t1").is_some_and(|t| t > before + 2)
+    });
+    // B's outbox is not stuck on the refused frames: they count as delivered, none rejected.
+    wait_for(
+        "B's outbox to move on",
+        Duration::from_secs(30),
+        Some(&b_process),
+        || outbox_counts(&b, "up").is_some_and(|(delivered, rejected)| delivered >= 3 && rejected == 0),
+    );
+}
+
+/// (delivered, rejected) lines of `sink`'s outbox on `base`, as `spoolmon outbox --json`
+/// reports them.
+fn outbox_counts(base: &Base, sink: &str) -> Option<(u64, u64)> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spoolmon"))
+        .args(["outbox", "--json", "--base-dir"])
+        .arg(base.path())
+        .output()
+        .ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let backlog = json.as_array()?.iter().find(|s| s["sink"] == sink)?;
+    Some((
+        backlog["delivered_lines"].as_u64()?,
+        backlog["rejected_lines"].as_u64()?,
+    ))
 }

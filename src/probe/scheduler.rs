@@ -559,6 +559,7 @@ pub fn measure(probes: &ProbeSet, run: &RunRequest, ping_timeout: Duration) -> V
                 rtts,
                 telegraf: order.telegraf.clone(),
                 failure,
+                origin: None,
             }
         })
         .collect()

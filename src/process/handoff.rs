@@ -17,8 +17,8 @@ use crate::shared::measurement::{Metric, MetricBlock, MetricRef, OrderResult};
 
 /// A kind of data a sink can take (its `takes:` in the config).
 ///
-/// Data forwarded from other spoolmon nodes will be a kind of its own when forwarding exists
-/// (issue 13); until then there is no such kind.
+/// Results received from other spoolmon nodes are [`Kind::Ping`] too: each carries its
+/// origin ([`OrderResult::origin`]), which the sinks name in their paths and tags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// Ping results of the orders ([`SinkBatch::results`]).
@@ -127,6 +127,18 @@ pub trait ResultSink: Send + Sync {
     /// take them). A sink without a route takes every kind.
     fn takes(&self, kind: Kind) -> bool {
         let _ = kind;
+        true
+    }
+    /// Whether this node still writes its own output (RRD, `last_result`) of a result this
+    /// sink takes: `false` only for a sink that forwards what it takes and keeps nothing
+    /// (`keep-local: false`, a node without a database of its own, or a pure proxy).
+    fn keeps_local(&self, result: &OrderResult) -> bool {
+        let _ = result;
+        true
+    }
+    /// True when [`ResultSink::keeps_local`] is true for every result (processing then never
+    /// asks).
+    fn keeps_all_local(&self) -> bool {
         true
     }
 }

@@ -35,6 +35,7 @@ use crate::process::handoff::SinkBatch;
 use crate::process::haproxy::{self, HaproxyOptions, HaproxySnapshotError};
 use crate::shared::measurement::MetricBlock;
 use crate::shared::measurement::{OrderId, OrderResult, RrdTemplate};
+use crate::shared::node::Provenance;
 use crate::spool::atomic::{sync_filesystem, StagedFile};
 use crate::spool::beneath::Dir;
 use crate::spool::fault::{self, Fault};
@@ -149,6 +150,9 @@ pub struct Processor {
     base: BaseDir,
     rrd: RrdWriter,
     sinks: Vec<Arc<dyn ResultSink>>,
+    /// Some sink keeps nothing locally of what it takes (`keep-local: false`): each result is
+    /// asked for ([`Processor::keeps_local`]).
+    forward_only: bool,
     /// Orders whose results are written; `None` accepts every order (`spoolmon process` alone).
     active: Option<HashSet<OrderId>>,
     /// How HAProxy snapshots are aggregated.
@@ -291,6 +295,7 @@ impl Processor {
         Ok(Processor {
             base,
             rrd: RrdWriter::new(),
+            forward_only: sinks.iter().any(|sink| !sink.keeps_all_local()),
             sinks,
             active,
             haproxy: HaproxyOptions::default(),
@@ -694,8 +699,13 @@ impl Processor {
             return read_ping(&snapshot, bounds)
                 .map(|(_, mut results)| {
                     if let Some(origin) = &origin {
+                        let provenance = Arc::new(Provenance {
+                            node: origin.origin_node.clone(),
+                            chain: origin.chain.clone(),
+                        });
                         for result in &mut results {
                             result.id = ship::node_order_id(&origin.origin_node, &result.id);
+                            result.origin = Some(provenance.clone());
                         }
                     }
                     (results, MetricBlock::default(), origin.is_some())
@@ -766,6 +776,9 @@ impl Processor {
                     dropped += u64::from(!snapshot.applied);
                     continue;
                 }
+                if !self.keeps_local(result) {
+                    continue;
+                }
                 let work = by_order.entry(&result.id).or_default();
                 if flush_rrd && result.template == RrdTemplate::Smokeping {
                     work.rrd.push(result);
@@ -823,6 +836,18 @@ impl Processor {
 
     fn is_active(&self, id: &OrderId) -> bool {
         self.active.as_ref().is_none_or(|active| active.contains(id))
+    }
+
+    /// Whether the sinks get `result`: an active order's, or one received from another node
+    /// (the local order book knows nothing of those).
+    fn for_sinks(&self, result: &OrderResult) -> bool {
+        result.origin.is_some() || self.is_active(&result.id)
+    }
+
+    /// Whether this node writes its own output of `result` (RRD, `last_result`): unless a sink
+    /// that takes it keeps nothing locally (`keep-local: false`).
+    fn keeps_local(&self, result: &OrderResult) -> bool {
+        !self.forward_only || self.sinks.iter().all(|sink| sink.keeps_local(result))
     }
 
     /// Writes one order's output: its RRD updates (ascending time), then stages `last_result`
@@ -902,7 +927,7 @@ impl Processor {
         }
         let has_lines: Vec<bool> = loaded
             .iter()
-            .map(|s| !s.applied && (!s.metrics.is_empty() || s.results.iter().any(|r| self.is_active(&r.id))))
+            .map(|s| !s.applied && (!s.metrics.is_empty() || s.results.iter().any(|r| self.for_sinks(r))))
             .collect();
         // Which snapshots each sink still needs; sinks that need the same get the same batch.
         let mut groups: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
@@ -928,7 +953,7 @@ impl Processor {
             let mut results: Vec<OrderResult> = need
                 .iter()
                 .flat_map(|&i| loaded[i].results.iter())
-                .filter(|r| self.is_active(&r.id))
+                .filter(|r| self.for_sinks(r))
                 .cloned()
                 .collect();
             results.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
@@ -970,7 +995,7 @@ impl Processor {
         if self.sinks.is_empty() {
             return true;
         }
-        let has_lines = snapshot.has_metrics || snapshot.results.iter().any(|r| self.is_active(&r.id));
+        let has_lines = snapshot.has_metrics || snapshot.results.iter().any(|r| self.for_sinks(r));
         if !has_lines {
             return true;
         }
@@ -1270,6 +1295,11 @@ mod tests {
         /// Metrics accepted, in all.
         metrics: std::sync::atomic::AtomicUsize,
         failing: std::sync::atomic::AtomicBool,
+        /// The origin node of each received result accepted (with its id).
+        origins: Mutex<Vec<(String, String)>>,
+        /// Orders under this prefix are taken without keeping them locally (`keep-local:
+        /// false`).
+        forward_only: Option<&'static str>,
     }
 
     impl RecordingSink {
@@ -1306,8 +1336,21 @@ mod tests {
             }
             let mut accepted = self.accepted.lock().unwrap();
             accepted.extend(batch.results.iter().map(|r| (r.id.clone(), r.time)));
+            self.origins.lock().unwrap().extend(
+                batch
+                    .results
+                    .iter()
+                    .filter_map(|r| Some((r.id.to_string(), r.origin.as_ref()?.node.clone()))),
+            );
             self.metrics.fetch_add(batch.metric_count(), Ordering::Relaxed);
             Ok(())
+        }
+        fn keeps_local(&self, result: &OrderResult) -> bool {
+            self.forward_only
+                .is_none_or(|prefix| !result.id.as_str().starts_with(prefix))
+        }
+        fn keeps_all_local(&self) -> bool {
+            self.forward_only.is_none()
         }
     }
 
@@ -1617,14 +1660,49 @@ mod tests {
             vec![],
             "both snapshots processed and removed"
         );
-        // The sinks get only the local order for now (forwarded data has no sink kind yet).
-        assert_eq!(sink.ids(), ["a/b"]);
+        // The sinks get the local order and the child's, which say where they come from.
+        assert_eq!(sink.ids(), ["@child-1/a/b", "@child-1/c", "a/b"]);
+        let mut origins = sink.origins.lock().unwrap().clone();
+        origins.sort();
+        assert_eq!(
+            origins,
+            [
+                ("@child-1/a/b".to_string(), "child-1".to_string()),
+                ("@child-1/c".to_string(), "child-1".to_string())
+            ]
+        );
         // A repeat of the same step (a replay) does not add an RRD step twice.
         publish_received(&base, "child-1", 2, &[result("a/b", T0, 0.005)]);
         processor.process_pending(true).unwrap();
         let rrd = rrd_last_update(&child.join("a/b/main.rrd"));
         assert!(rrd.contains(&format!("{}: ", T0 + 20)), "{rrd}");
         assert_eq!(queue::list(&base).unwrap(), vec![], "the repeat is consumed, not stuck");
+    }
+
+    #[test]
+    fn a_sink_that_keeps_nothing_locally_gets_its_orders_and_no_output_is_written_for_them() {
+        let sink = Arc::new(RecordingSink {
+            name: "up",
+            forward_only: Some("@"),
+            ..RecordingSink::default()
+        });
+        let other = RecordingSink::named("graphite");
+        let dir = tempfile::tempdir().unwrap();
+        let base = BaseDir::new(dir.path());
+        base.create_all().unwrap();
+        let sinks: Vec<Arc<dyn ResultSink>> = vec![sink.clone(), other.clone()];
+        let mut processor = Processor::new(base.clone(), 1, sinks, false, Arc::default())
+            .unwrap()
+            .with_limits(WIDE);
+        publish(&base, 1, &[result("a/b", T0, 0.001)]);
+        publish_received(&base, "child-1", 1, &[result("c", T0, 0.005)]);
+        processor.process_pending(true).unwrap();
+        // A proxy for what it receives: the child's order is passed on, not written here.
+        assert!(!base.output().join("@child-1").exists());
+        assert!(base.output().join("a/b/last_result").exists() && base.output().join("a/b/main.rrd").exists());
+        assert_eq!(sink.ids(), ["@child-1/c", "a/b"]);
+        assert_eq!(other.ids(), ["@child-1/c", "a/b"]);
+        assert_eq!(queue::list(&base).unwrap(), vec![]);
     }
 
     #[test]

@@ -235,6 +235,11 @@ pub struct OrderResult {
     /// characters (see [`failure_reason`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// Where a result shipped from another node comes from (`None` for this node's own):
+    /// set by processing from the snapshot's `SHIPPED` marker, never written into a snapshot's
+    /// ping file (the marker carries it).
+    #[serde(skip)]
+    pub origin: Option<std::sync::Arc<super::node::Provenance>>,
 }
 
 /// Longest probe failure reason a result carries, in bytes (a snapshot with a longer one is
@@ -380,6 +385,7 @@ impl OrderResultBuilder {
             rtts: self.rtts,
             telegraf: self.telegraf,
             failure: self.failure,
+            origin: None,
         }
     }
 }
@@ -478,6 +484,7 @@ mod tests {
             rtts: vec![Some(0.001), None],
             telegraf: None,
             failure: None,
+            origin: None,
         };
         assert_eq!(built, expected);
         let explicit = OrderResult::builder(expected.id.clone(), 1_700_000_000)

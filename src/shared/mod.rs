@@ -4,6 +4,7 @@
 //! - [`stats`]: the ping statistics of one step ([`stats::PingStats`]), as pingmachine defines them;
 //! - [`clock`]: unix time, the one clock helper;
 //! - [`last_error`]: the latest error of a component, for `state/status*.json`;
+//! - [`node`]: a node's machine GUID and the provenance of a result shipped from another node;
 //! - [`option`]: the error that names a bad config key, and seconds as floats.
 //!
 //! Rules: this module sits at the bottom of the import graph. It imports no other spoolmon
@@ -14,5 +15,6 @@
 pub mod clock;
 pub mod last_error;
 pub mod measurement;
+pub mod node;
 pub mod option;
 pub mod stats;

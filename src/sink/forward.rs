@@ -19,6 +19,15 @@
 //! retried, logged with the cause, and the backlog waits in the outbox. Frames the receiver refuses one by one (a disabled machine, a loop) are
 //! logged with the cause and counted as delivered: they will never be taken.
 //!
+//! What it passes on: this node's own results under its own identity, and the results this
+//! node received from others (a proxy, or a parent that is itself a child) under theirs: the
+//! origin's GUID and node name, the chain they came through with this node appended, and the
+//! order ids as the origin names them, so the next node files them under the origin exactly as
+//! this one did (`output/@<origin>/...`). One frame holds results of one origin and chain.
+//! With `keep-local: false` this node writes no output of its own for what the sink takes
+//! (processing asks [`ResultSink::keeps_local`]): a node without a database of its own, or,
+//! for received results, a pure proxy.
+//!
 //! Built by `crate::sink::running`; called by processing (`accept`) and the sink's delivery
 //! thread (`send`).
 
@@ -26,7 +35,8 @@ use super::outbox::Outbox;
 use super::route::{Kind, MetricGlobs, OrderGlobs, Route, RouteKeys};
 use super::{DeliveryError, OutboxBounds, Transport};
 use crate::process::handoff::{ResultSink, SinkBatch, SinkError};
-use crate::shared::measurement::OrderResult;
+use crate::shared::measurement::{OrderId, OrderResult};
+use crate::shared::node::Provenance;
 use crate::shared::option::{check_seconds, seconds, InvalidOption};
 use crate::spool::identity::MachineGuid;
 use crate::spool::ship::{self, ShipHeader};
@@ -70,6 +80,11 @@ pub struct ForwardOptions {
     pub timeout: f64,
     /// Size and age bounds of this sink's outbox.
     pub outbox: OutboxBounds,
+    /// Whether this node still writes its own `output/` (RRD, `last_result`) for the results
+    /// this sink takes. `false`: a node that keeps nothing locally (a prober without a
+    /// database, or a pure proxy for what it receives); the results then exist only in the
+    /// outbox until a destination has them. Default true.
+    pub keep_local: bool,
     /// Kinds of data this sink takes: `ping` only (HAProxy snapshots and self-metrics are not
     /// forwarded yet). Default `[ping]`.
     pub takes: Vec<Kind>,
@@ -90,6 +105,7 @@ impl Default for ForwardOptions {
             max_request_bytes: 8 << 20,
             timeout: 30.0,
             outbox: OutboxBounds::default(),
+            keep_local: true,
             takes: vec![Kind::Ping],
             orders: OrderGlobs::default(),
             metrics: MetricGlobs::default(),
@@ -173,6 +189,7 @@ pub struct ForwardSink {
     origin: Origin,
     stream: uuid::Uuid,
     frame_results: usize,
+    keep_local: bool,
     /// The next frame's sequence (module doc: derived from the outbox at start).
     next: AtomicU64,
 }
@@ -209,6 +226,7 @@ impl ForwardSink {
             origin,
             stream,
             frame_results: options.frame_results,
+            keep_local: options.keep_local,
             next: AtomicU64::new(sent + 1),
         })
     }
@@ -230,8 +248,8 @@ impl ResultSink for ForwardSink {
         if !self.route.takes(crate::process::handoff::Kind::Ping) {
             return Ok(());
         }
-        let results: Vec<OrderResult> = self.route.results(batch).cloned().collect();
-        if results.is_empty() {
+        let groups = self.by_origin(self.route.results(batch));
+        if groups.is_empty() {
             return Ok(());
         }
         // The outbox's writer lock, held for the batch, orders the sequences too.
@@ -239,25 +257,35 @@ impl ResultSink for ForwardSink {
         let first = self.next.load(Ordering::SeqCst);
         let mut held: Option<Vec<u8>> = None;
         let mut frames = 0u64;
-        for chunk in results.chunks(self.frame_results) {
-            let sequence = first + frames;
-            let epoch = chunk.iter().map(|r| r.time).min().unwrap_or(0);
-            let header = ShipHeader {
-                origin: self.origin.guid,
-                origin_node: self.origin.node.clone(),
-                chain: vec![self.origin.guid],
-                stream: self.stream,
-                sequence,
-                snapshot: SnapshotName::new(epoch, "ping", sequence),
+        for (provenance, results) in &groups {
+            let (origin, origin_node, chain) = match provenance {
+                None => (self.origin.guid, self.origin.node.clone(), vec![self.origin.guid]),
+                Some(p) => {
+                    let mut chain = p.chain.clone();
+                    chain.push(self.origin.guid);
+                    (p.origin(), p.node.clone(), chain)
+                }
             };
-            let mut frame = Vec::new();
-            ship::encode(&header, &[(PING_FILE, &encode_ping("forward", chunk))], &mut frame);
-            if let Some(previous) = held.replace(frame) {
-                appending
-                    .push(&previous, 1)
-                    .map_err(|e| self.error(format!("cannot queue in the outbox: {e}")))?;
+            for chunk in results.chunks(self.frame_results) {
+                let sequence = first + frames;
+                let epoch = chunk.iter().map(|r| r.time).min().unwrap_or(0);
+                let header = ShipHeader {
+                    origin,
+                    origin_node: origin_node.clone(),
+                    chain: chain.clone(),
+                    stream: self.stream,
+                    sequence,
+                    snapshot: SnapshotName::new(epoch, "ping", sequence),
+                };
+                let mut frame = Vec::new();
+                ship::encode(&header, &[(PING_FILE, &encode_ping("forward", chunk))], &mut frame);
+                if let Some(previous) = held.replace(frame) {
+                    appending
+                        .push(&previous, 1)
+                        .map_err(|e| self.error(format!("cannot queue in the outbox: {e}")))?;
+                }
+                frames += 1;
             }
-            frames += 1;
         }
         let last = held.expect("at least one frame");
         appending
@@ -265,6 +293,64 @@ impl ResultSink for ForwardSink {
             .map_err(|e| self.error(format!("cannot queue in the outbox: {e}")))?;
         self.next.store(first + frames, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn keeps_local(&self, result: &OrderResult) -> bool {
+        self.keep_local
+            || !self.route.takes(crate::process::handoff::Kind::Ping)
+            || !self.route.takes_order(result.id.as_str())
+    }
+
+    fn keeps_all_local(&self) -> bool {
+        self.keep_local
+    }
+}
+
+/// Results of one origin and chain (`None`: this node's own), in batch order.
+type OriginGroup = (Option<Arc<Provenance>>, Vec<OrderResult>);
+
+impl ForwardSink {
+    /// The results grouped by where they come from, in order of first appearance, each with
+    /// the id its origin gives it. A received result whose chain already holds this node (a
+    /// loop the receiver let through, which it never does) or is as long as a chain may be is
+    /// left out with a warning: the next node would refuse it.
+    fn by_origin<'b>(&self, results: impl Iterator<Item = &'b OrderResult>) -> Vec<OriginGroup> {
+        let mut groups: Vec<OriginGroup> = Vec::new();
+        let mut refused = 0usize;
+        for result in results {
+            let provenance = result.origin.as_ref();
+            if let Some(p) = provenance {
+                if p.chain.contains(&self.origin.guid) || p.chain.len() >= ship::MAX_CHAIN {
+                    refused += 1;
+                    continue;
+                }
+            }
+            let index = match groups
+                .iter()
+                .position(|(g, _)| g.as_deref() == provenance.map(|p| &**p))
+            {
+                Some(index) => index,
+                None => {
+                    groups.push((provenance.cloned(), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            let mut result = result.clone();
+            if let Some(p) = provenance {
+                result.id = OrderId::new(p.id_at_origin(&result.id)).expect("a part of an order id is one");
+                result.origin = None;
+            }
+            groups[index].1.push(result);
+        }
+        if refused > 0 {
+            warn!(
+                sink = %self.name,
+                results = refused,
+                "received results not passed on: their chain holds this node or is {} nodes long",
+                ship::MAX_CHAIN
+            );
+        }
+        groups
     }
 }
 
@@ -465,6 +551,92 @@ mod tests {
         // A batch without ping results appends nothing.
         sink.accept(SinkBatch::round(&[], &[])).unwrap();
         assert_eq!(delivered(&outbox), vec![(stream, 5, 2)]);
+    }
+
+    #[test]
+    fn received_results_are_passed_on_under_their_origin_with_this_node_appended_to_the_chain() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = Origin {
+            guid: MachineGuid::random(),
+            node: "child".into(),
+        };
+        let (outbox, sink) = open(&tmp.path().join("up"), &me);
+        let leaf = MachineGuid::random();
+        let received = |node: &str, chain: Vec<MachineGuid>, id: &str| {
+            let mut r = results(1, 1_700_000_000).remove(0);
+            r.id = crate::shared::node::node_order_id(node, &OrderId::new(id).unwrap());
+            r.origin = Some(Arc::new(Provenance {
+                node: node.into(),
+                chain,
+            }));
+            r
+        };
+        let batch = [
+            results(1, 1_700_000_000).remove(0),
+            received("leaf", vec![leaf], "lan/t1"),
+            received("leaf", vec![leaf], "lan/t2"),
+            // Already passed this node: a loop, never passed on.
+            received("far", vec![MachineGuid::random(), me.guid], "x"),
+        ];
+        sink.accept(SinkBatch::round(&batch, &[])).unwrap();
+        let mut reader = outbox.reader();
+        let batch = reader.next_batch(64 << 20).unwrap().unwrap();
+        let mut rest = batch.payload();
+        let mut frames = Vec::new();
+        while !rest.is_empty() {
+            let (frame, after) = ship::decode(rest).unwrap();
+            let text = String::from_utf8(frame.files[0].1.to_vec()).unwrap();
+            let ids: Vec<String> = text
+                .lines()
+                .skip(1)
+                .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["id"].to_string())
+                .collect();
+            frames.push((
+                frame.header.origin,
+                frame.header.origin_node.clone(),
+                frame.header.chain.clone(),
+                ids,
+            ));
+            rest = after;
+        }
+        assert_eq!(
+            frames,
+            vec![
+                (me.guid, "child".to_string(), vec![me.guid], vec!["\"o0\"".to_string()]),
+                (
+                    leaf,
+                    "leaf".to_string(),
+                    vec![leaf, me.guid],
+                    vec!["\"lan/t1\"".to_string(), "\"lan/t2\"".to_string()]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn keep_local_false_keeps_nothing_of_what_the_route_takes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outbox = Arc::new(Outbox::open(&tmp.path().join("up"), OutboxLimits::default()).unwrap());
+        let origin = Origin {
+            guid: MachineGuid::random(),
+            node: "child".into(),
+        };
+        let keys = ForwardOptions {
+            keep_local: false,
+            orders: OrderGlobs {
+                include: vec!["lan/**".into()],
+                ..OrderGlobs::default()
+            },
+            ..options(3)
+        };
+        let route = keys.route_keys().compile().unwrap();
+        let sink = ForwardSink::new("up", &keys, route, outbox.clone(), origin.clone()).unwrap();
+        assert!(!sink.keeps_all_local());
+        let id = |id: &str| OrderResult::builder(OrderId::new(id).unwrap(), 1).build();
+        assert!(!sink.keeps_local(&id("lan/t1")));
+        assert!(sink.keeps_local(&id("wan/t1")), "not taken, so kept");
+        let (_, kept) = open(&tmp.path().join("other"), &origin);
+        assert!(kept.keeps_all_local() && kept.keeps_local(&id("lan/t1")));
     }
 
     #[test]

@@ -12,6 +12,13 @@
 //! <namespace>[.<host>].<metric path>           <value>                 <metric time>
 //! ```
 //!
+//! A result received from another node (a child's, `@<node>/<id>` in `output/`) is written
+//! under its origin's name in place of this host's, whether `prefix-hostname` is set or not
+//! (without it the children's orders would share one series):
+//! `<namespace>.<origin node>.ping.<order id at the origin>.loss` (in the node's name every
+//! character other than ASCII letters, digits and `-` becomes `_`, dots too), so a parent's Graphite holds
+//! a child's series exactly where the child's own Graphite sink would have put them.
+//!
 //! `time` is the start of the step ([`OrderResult::time`]). An order without answers sends only
 //! `loss`: Graphite has no spelling for "no value" other than leaving the point out, and `nan`
 //! breaks its functions. A result whose probe could not measure the order (`failure` set) sends
@@ -201,18 +208,25 @@ fn check_namespace(namespace: &str) -> Result<(), InvalidOption> {
 pub struct GraphiteEncoder {
     /// `<namespace>[.<host>].`
     prefix: String,
+    /// `<namespace>.`: received results add their origin node's name.
+    namespace: String,
 }
 
 impl GraphiteEncoder {
     /// An encoder with the options' namespace and host name (looked up now, once).
     pub fn new(options: &GraphiteOptions) -> GraphiteEncoder {
-        GraphiteEncoder::with_prefix(&options.path_prefix())
+        GraphiteEncoder {
+            prefix: options.path_prefix(),
+            namespace: format!("{}.", options.namespace),
+        }
     }
 
-    /// An encoder whose paths start with `prefix` (e.g. `loadbalancers.lb-01.`).
-    pub fn with_prefix(prefix: &str) -> GraphiteEncoder {
+    /// An encoder whose paths start with `prefix` (e.g. `loadbalancers.lb-01.`), and
+    /// received results' with `namespace` and their node.
+    pub fn with_prefix(namespace: &str, prefix: &str) -> GraphiteEncoder {
         GraphiteEncoder {
             prefix: prefix.to_string(),
+            namespace: format!("{namespace}."),
         }
     }
 
@@ -229,9 +243,24 @@ impl GraphiteEncoder {
         }
         let stats = PingStats::from_rtts(&result.rtts);
         let start = out.len();
-        out.extend_from_slice(self.prefix.as_bytes());
-        out.extend_from_slice(b"ping.");
-        write_order_id(out, result.id.as_str());
+        match &result.origin {
+            None => {
+                out.extend_from_slice(self.prefix.as_bytes());
+                out.extend_from_slice(b"ping.");
+                write_order_id(out, result.id.as_str());
+            }
+            Some(origin) => {
+                out.extend_from_slice(self.namespace.as_bytes());
+                // One component, as a host name with `fqdn` (dots become `_`): two nodes
+                // whose names differ after a dot stay two.
+                out.extend(origin.node.bytes().map(|b| match b {
+                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' => b,
+                    _ => b'_',
+                }));
+                out.extend_from_slice(b".ping.");
+                write_order_id(out, origin.id_at_origin(&result.id));
+            }
+        }
         out.push(b'.');
         let order_path = start..out.len();
         write_tail(out, b"loss", f64::from(stats.loss), result.time);
@@ -463,8 +492,30 @@ mod tests {
             .build()
     }
 
+    #[test]
+    fn a_received_result_is_written_under_its_origin_node_and_its_id_there() {
+        let mut received = result("@child.dc1/lan/t1", vec![Some(0.001)]);
+        received.origin = Some(std::sync::Arc::new(crate::shared::node::Provenance {
+            node: "child.dc1".into(),
+            chain: vec![crate::shared::node::MachineGuid::random()],
+        }));
+        let (text, lines) = encode(&[received.clone()], &[]);
+        assert_eq!(lines, 4);
+        assert!(
+            text.starts_with("ns.child_dc1.ping.lan.t1.loss 0 1700000000\n"),
+            "{text}"
+        );
+        // Without prefix-hostname the origin is still named: children never share a series.
+        let encoder = GraphiteEncoder::with_prefix("ns", "ns.");
+        let mut out = Vec::new();
+        encoder.encode_result(&received, &mut out);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .starts_with("ns.child_dc1.ping.lan.t1.loss "));
+    }
+
     fn encode(results: &[OrderResult], metrics: &[Metric]) -> (String, usize) {
-        let encoder = GraphiteEncoder::with_prefix("ns.lb-01.");
+        let encoder = GraphiteEncoder::with_prefix("ns", "ns.lb-01.");
         let mut out = Vec::new();
         let lines = encoder.encode(SinkBatch::round(results, metrics), &mut out);
         (String::from_utf8(out).unwrap(), lines)

@@ -13,54 +13,12 @@
 
 use super::beneath::context;
 use super::BaseDir;
-use std::fmt;
 use std::io;
-use std::str::FromStr;
+
+pub use crate::shared::node::{GuidError, MachineGuid};
 
 /// The file in `state/`.
 pub const MACHINE_GUID_FILE: &str = "machine-guid";
-
-/// A node's machine GUID: a UUID, written in its hyphenated lower-case form.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MachineGuid(uuid::Uuid);
-
-impl MachineGuid {
-    /// A new random (version 4) GUID.
-    pub fn random() -> MachineGuid {
-        MachineGuid(uuid::Uuid::new_v4())
-    }
-
-    /// The 16 bytes, for hashing and binary encodings.
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-}
-
-impl fmt::Display for MachineGuid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-/// Why a text is not a machine GUID.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("not a GUID (expected 8-4-4-4-12 hexadecimal digits, like 5f0c3a52-9d1e-4a4b-8f7e-2c1d0b9a8e7f): {0:?}")]
-pub struct GuidError(String);
-
-impl FromStr for MachineGuid {
-    type Err = GuidError;
-
-    /// Only the hyphenated form (36 characters), any case: what the file and the config hold.
-    fn from_str(text: &str) -> Result<MachineGuid, GuidError> {
-        let shown: String = text.chars().take(64).collect();
-        if text.len() != 36 {
-            return Err(GuidError(shown));
-        }
-        uuid::Uuid::try_parse(text)
-            .map(MachineGuid)
-            .map_err(|_| GuidError(shown))
-    }
-}
 
 /// The base directory's GUID, made (and made durable) the first time.
 pub fn machine_guid(base: &BaseDir) -> io::Result<MachineGuid> {
@@ -150,16 +108,5 @@ mod tests {
         std::fs::write(&outside, "5f0c3a52-9d1e-4a4b-8f7e-2c1d0b9a8e7f\n").unwrap();
         std::os::unix::fs::symlink(&outside, base.state().join(MACHINE_GUID_FILE)).unwrap();
         assert!(machine_guid(&base).is_err());
-    }
-
-    #[test]
-    fn parsing_takes_the_hyphenated_form_in_any_case() {
-        let guid: MachineGuid = "5F0C3A52-9D1E-4A4B-8F7E-2C1D0B9A8E7F".parse().unwrap();
-        assert_eq!(guid.to_string(), "5f0c3a52-9d1e-4a4b-8f7e-2c1d0b9a8e7f");
-        assert!("{5f0c3a52-9d1e-4a4b-8f7e-2c1d0b9a8e7f}".parse::<MachineGuid>().is_err());
-        assert!("urn:uuid:5f0c3a52-9d1e-4a4b-8f7e-2c1d0b9a8e7f"
-            .parse::<MachineGuid>()
-            .is_err());
-        assert_ne!(MachineGuid::random(), MachineGuid::random());
     }
 }

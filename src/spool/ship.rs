@@ -52,17 +52,7 @@ pub const SHIPPED_FILE: &str = "SHIPPED";
 pub const MAX_MARKER: u64 = 16 << 10;
 /// What the name of every received snapshot contains after its epoch.
 pub const RECEIVED_TAG: &str = "-from.";
-/// What the first component of a received order's id starts with: a child's order `bench/o1`
-/// of node `prober-1` is `@prober-1/bench/o1` on the receiver (its output is
-/// `output/@prober-1/bench/o1/`). Local orders may not use such names (the order book refuses
-/// them), so the two never collide.
-pub const NODE_PREFIX: char = '@';
-
-/// The id a received order has on the receiver (see [`NODE_PREFIX`]).
-pub fn node_order_id(node: &str, id: &crate::shared::measurement::OrderId) -> crate::shared::measurement::OrderId {
-    crate::shared::measurement::OrderId::new(format!("{NODE_PREFIX}{node}/{}", id.as_str()))
-        .expect("a node name and an order id make an order id")
-}
+pub use crate::shared::node::{node_order_id, NODE_PREFIX};
 
 /// Names a frame may not use for its files: the markers spoolmon writes into snapshots.
 const RESERVED: [&str; 2] = [SHIPPED_FILE, super::queue::APPLIED_MARK];

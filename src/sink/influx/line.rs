@@ -23,6 +23,8 @@
 //!   end of the name) is doubled so the line still parses; InfluxDB 2.x reads that back as one
 //!   backslash, 1.x as two. All field keys are fixed names that need no escaping, and no string
 //!   field is ever written.
+//! - A result received from another node (a child's) carries the tag `node=<origin node name>`,
+//!   over an order's own `node` tag and a global one: the children's series stay apart.
 //! - Timestamps are integers in the configured precision (nanoseconds by default).
 //! - Results without a measurement name produce no line; neither does a measurement name that
 //!   is empty, holds a line break or starts with `#` (a comment line in line protocol), nor a
@@ -43,6 +45,8 @@ use crate::sink::Encoder;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+/// The tag naming the origin node of a received result.
+pub const NODE_TAG: &str = "node";
 /// Characters escaped with a backslash in a measurement name.
 const MEASUREMENT_SPECIAL: &[u8] = b", ";
 /// Characters escaped with a backslash in tag keys and tag values.
@@ -85,7 +89,15 @@ impl InfluxEncoder {
         };
         let stats = PingStats::from_rtts(&result.rtts);
         let start = out.len();
-        self.write_series_key(meta, out);
+        match &result.origin {
+            None => self.write_series_key(meta, out),
+            Some(origin) => {
+                let mut tags = meta.tags.clone();
+                tags.insert(NODE_TAG.to_owned(), origin.node.clone());
+                write_escaped(out, &meta.measurement_name, MEASUREMENT_SPECIAL);
+                self.write_tags(&tags, out);
+            }
+        }
         let series = start..out.len();
         out.extend_from_slice(b" loss=");
         write_number(out, stats.loss_percent());
@@ -341,6 +353,19 @@ mod tests {
         let results = [result(Some("m"), &[("host", "o"), ("a", "1")], vec![None])];
         let (text, _) = encode_with(&encoder, &results, &[]);
         assert_eq!(text, "m,a=1,host=o,zone=z loss=100 1700000000000000000\n");
+    }
+
+    #[test]
+    fn a_received_result_is_tagged_with_its_origin_node_over_every_other_node_tag() {
+        let global = BTreeMap::from([("node".to_string(), "parent".to_string())]);
+        let encoder = InfluxEncoder::with_tags(&global, Precision::Ns);
+        let mut received = result(Some("m"), &[("node", "own"), ("a", "1")], vec![None]);
+        received.origin = Some(std::sync::Arc::new(crate::shared::node::Provenance {
+            node: "child 1".into(),
+            chain: vec![crate::shared::node::MachineGuid::random()],
+        }));
+        let (text, _) = encode_with(&encoder, &[received], &[]);
+        assert_eq!(text, "m,a=1,node=child\\ 1 loss=100 1700000000000000000\n");
     }
 
     #[test]
