@@ -532,3 +532,197 @@ fn outbox_counts(base: &Base, sink: &str) -> Option<(u64, u64)> {
         backlog["rejected_lines"].as_u64()?,
     ))
 }
+
+/// A child's config forwarding in `mode: hash` to receivers on `ports`, with `extra` keys.
+fn ring_config(node: &str, ports: &[u16], extra: &str) -> String {
+    let destinations: Vec<String> = ports.iter().map(|p| format!("\"http://127.0.0.1:{p}\"")).collect();
+    format!(
+        "rescan-interval: 2\nnode-name: {node}\nsinks:\n  up:\n    type: forward\n    mode: hash\n    destinations: [{}]\n    api-key: {KEY}\n    timeout: 2\n{extra}",
+        destinations.join(", ")
+    )
+}
+
+/// Which of `ports` owns order `id` of `node`, by spoolmon's ring.
+fn ring_owner(node: &str, id: &str, ports: &[u16]) -> usize {
+    let identities: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let ring = spoolmon::sink::ring::Ring::new(&identities);
+    let mut key = Vec::new();
+    spoolmon::sink::ring::result_key(node, id, &mut key);
+    ring.owner(&key).unwrap()
+}
+
+#[test]
+fn a_ring_over_3_parents_sends_each_order_to_its_owner_and_a_killed_parents_share_waits_for_it() {
+    common::require_root("native ICMP to 127.0.0.0/8");
+    let ports: Vec<u16> = (0..3).map(|_| free_tcp_port()).collect();
+    let parents: Vec<Base> = (0..3).map(|_| Base::new()).collect();
+    let mut processes: Vec<Option<common::Daemon>> = parents
+        .iter()
+        .zip(&ports)
+        .map(|(parent, &port)| {
+            parent.write_config(&config(port));
+            Some(spawn_receiver(parent, port))
+        })
+        .collect();
+    let child = Base::new();
+    let orders: Vec<String> = (1..=12).map(|i| format!("lan/t{i}")).collect();
+    for (i, id) in orders.iter().enumerate() {
+        child.write_order(id, &common::ping_order(&format!("127.0.9.{}", i + 1), 1, 1));
+    }
+    let owners: Vec<usize> = orders.iter().map(|id| ring_owner("child-h", id, &ports)).collect();
+    let child_process = child.start(&ring_config("child-h", &ports, ""));
+    let at = |parent: usize, id: &str| last_time(&parents[parent], &format!("output/@child-h/{id}/last_result"));
+    wait_for(
+        "every order at its owner",
+        Duration::from_secs(60),
+        Some(&child_process),
+        || orders.iter().zip(&owners).all(|(id, &owner)| at(owner, id).is_some()),
+    );
+    // Each order at its owner only (every owner has had its results for a while now).
+    for (id, &owner) in orders.iter().zip(&owners) {
+        for other in (0..3).filter(|&p| p != owner) {
+            assert!(at(other, id).is_none(), "{id} (owner {owner}) also at parent {other}");
+        }
+    }
+    // The parent owning the most orders is killed -9; the others are unaffected.
+    let down = (0..3)
+        .max_by_key(|&p| owners.iter().filter(|&&o| o == p).count())
+        .unwrap();
+    let down_orders: Vec<&String> = orders
+        .iter()
+        .zip(&owners)
+        .filter(|(_, &o)| o == down)
+        .map(|(id, _)| id)
+        .collect();
+    let up_orders: Vec<(&String, usize)> = orders
+        .iter()
+        .zip(&owners)
+        .filter(|(_, &o)| o != down)
+        .map(|(id, &o)| (id, o))
+        .collect();
+    assert!(!down_orders.is_empty() && !up_orders.is_empty(), "{owners:?}");
+    let before = at(down, down_orders[0]).unwrap();
+    processes[down].take().unwrap().kill9();
+    let local = format!("output/{}/last_result", down_orders[0]);
+    let down_from = last_time(&child, &local).unwrap();
+    wait_for(
+        "the other parents to keep receiving",
+        Duration::from_secs(60),
+        Some(&child_process),
+        || {
+            up_orders
+                .iter()
+                .all(|(id, owner)| at(*owner, id).is_some_and(|t| t >= down_from + 5))
+        },
+    );
+    let down_until = last_time(&child, &local).unwrap();
+    let lane = format!("up@127.0.0.1_{}", ports[down]);
+    let waiting = outbox_lines(&child, &lane).unwrap();
+    assert!(waiting > 0, "the down parent's share waits in {lane}");
+    assert!(
+        at(down, down_orders[0]).unwrap() < down_from + 2,
+        "nothing reached the killed parent"
+    );
+    let restarted = spawn_receiver(&parents[down], ports[down]);
+    wait_for(
+        "the waiting share to arrive",
+        Duration::from_secs(60),
+        Some(&restarted),
+        || {
+            down_orders
+                .iter()
+                .all(|id| at(down, id).is_some_and(|t| t > down_until))
+        },
+    );
+    let rrd = parents[down].join(&format!("output/@child-h/{}/main.rrd", down_orders[0]));
+    let rows = rrd_rows(&rrd, 1, before, down_until + 1);
+    let measured = measured_rows(&rows);
+    for step in (before + 1)..=down_until {
+        assert!(
+            measured.contains(&(step + 1)),
+            "step {step} missing at the owner: {rows:?}"
+        );
+    }
+    drop(child_process);
+}
+
+#[test]
+fn after_the_handoff_timeout_a_down_destinations_share_goes_to_its_next_owner_and_is_counted() {
+    common::require_root("native ICMP to 127.0.0.0/8");
+    let ports: Vec<u16> = (0..3).map(|_| free_tcp_port()).collect();
+    let orders: Vec<String> = (1..=12).map(|i| format!("lan/t{i}")).collect();
+    let owners: Vec<usize> = orders.iter().map(|id| ring_owner("child-o", id, &ports)).collect();
+    // The owner of the first order never comes up; the other two do.
+    let down = owners[0];
+    let parents: Vec<Base> = (0..3).map(|_| Base::new()).collect();
+    let _up: Vec<common::Daemon> = (0..3)
+        .filter(|&p| p != down)
+        .map(|p| {
+            parents[p].write_config(&config(ports[p]));
+            spawn_receiver(&parents[p], ports[p])
+        })
+        .collect();
+    let child = Base::new();
+    for (i, id) in orders.iter().enumerate() {
+        child.write_order(id, &common::ping_order(&format!("127.0.9.{}", i + 1), 1, 1));
+    }
+    let orphan = orders[0].clone();
+    // Where its share goes: its next owner on the ring without the down destination.
+    let identities: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let ring = spoolmon::sink::ring::Ring::new(&identities);
+    let mut key = Vec::new();
+    spoolmon::sink::ring::result_key("child-o", &orphan, &mut key);
+    let next = ring.owner_among(&key, |d| d != down).unwrap();
+    let child_process = child.start(&format!(
+        "{}self-metrics:\n  interval: 1\n",
+        ring_config("child-o", &ports, "    handoff-timeout: 3\n")
+    ));
+    wait_for(
+        "the orphan's results at its next owner",
+        Duration::from_secs(60),
+        Some(&child_process),
+        || {
+            parents[next]
+                .read(&format!("output/@child-o/{orphan}/last_result"))
+                .is_some()
+        },
+    );
+    let lane = format!("up@127.0.0.1_{}", ports[down]);
+    wait_for(
+        "the handoff in the metrics",
+        Duration::from_secs(30),
+        Some(&child_process),
+        || {
+            child.read("state/metrics.prom").is_some_and(|m| {
+                m.lines().any(|l| {
+                    l.starts_with(&format!("spoolmon_sink_handed_off_lines_total{{sink=\"{lane}\"}}"))
+                        && !l.ends_with(" 0")
+                })
+            })
+        },
+    );
+    assert!(child_process
+        .log_text()
+        .contains("handed off to the next destinations of the ring"));
+    // The orders of the destinations that are up never moved.
+    for (id, &owner) in orders.iter().zip(&owners).filter(|(_, &o)| o != down) {
+        let other = 3 - owner - down; // the other one that is up
+        assert!(
+            parents[other]
+                .read(&format!("output/@child-o/{id}/last_result"))
+                .is_none(),
+            "{id} of destination {owner} at {other}"
+        );
+    }
+}
+
+/// Lines pending in `sink`'s outbox on `base`, as `spoolmon outbox --json` reports them.
+fn outbox_lines(base: &Base, sink: &str) -> Option<u64> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spoolmon"))
+        .args(["outbox", "--json", "--base-dir"])
+        .arg(base.path())
+        .output()
+        .ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    json.as_array()?.iter().find(|s| s["sink"] == sink)?["lines"].as_u64()
+}

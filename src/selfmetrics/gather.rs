@@ -373,6 +373,12 @@ fn add_deliveries(families: &mut Families, deliveries: &[(String, Arc<DeliverySt
         Kind::Counter,
         each(|s| &s.rejected_lines),
     );
+    families.add(
+        "sink_handed_off_lines_total",
+        "Lines taken out of the outbox for other destinations of the ring (a forward sink in mode: hash whose destination was down for handoff-timeout).",
+        Kind::Counter,
+        each(|s| &s.handed_off_lines),
+    );
 }
 
 fn add_pull(families: &mut Families, stats: &PullStats) {

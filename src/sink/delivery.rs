@@ -30,6 +30,9 @@ pub struct DeliveryStats {
     pub failed_sends: AtomicU64,
     pub rejected_batches: AtomicU64,
     pub rejected_lines: AtomicU64,
+    /// Lines taken out of this outbox for other destinations (a forward sink in `mode: hash`
+    /// whose destination was down for `handoff-timeout`); they count as sent too.
+    pub handed_off_lines: AtomicU64,
     /// The latest failed or rejected send (for `spoolmon status`).
     pub last_error: crate::shared::last_error::LastError,
 }
@@ -98,6 +101,12 @@ impl Delivery {
                 stats: Arc::default(),
             },
         }
+    }
+
+    /// Counts into `stats` (shared with the transport) instead of counters of its own.
+    pub fn with_stats(mut self, stats: Arc<DeliveryStats>) -> Delivery {
+        self.sender.stats = stats;
+        self
     }
 
     pub fn stats(&self) -> Arc<DeliveryStats> {

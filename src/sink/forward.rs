@@ -31,7 +31,9 @@
 //! Built by `crate::sink::running`; called by processing (`accept`) and the sink's delivery
 //! thread (`send`).
 
+use super::delivery::DeliveryStats;
 use super::outbox::Outbox;
+use super::ring::{result_key, Ring};
 use super::route::{Kind, MetricGlobs, OrderGlobs, Route, RouteKeys};
 use super::{DeliveryError, OutboxBounds, Transport};
 use crate::process::handoff::{ResultSink, SinkBatch, SinkError};
@@ -40,10 +42,11 @@ use crate::shared::node::Provenance;
 use crate::shared::option::{check_seconds, seconds, InvalidOption};
 use crate::spool::identity::MachineGuid;
 use crate::spool::ship::{self, ShipHeader};
-use crate::spool::snapshot::{encode_ping, SnapshotName, PING_FILE};
+use crate::spool::snapshot::{decode_ping, encode_ping, PingBounds, SnapshotName, PING_FILE};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::warn;
 
 /// The file in the outbox directory that names its stream.
@@ -57,6 +60,11 @@ pub enum ForwardMode {
     /// until it fails, and when every one has failed the list is tried from the first again.
     #[default]
     Failover,
+    /// Each result to the destination that owns its key (origin node + order id) on the
+    /// consistent hash (`crate::sink::ring`: rendezvous hashing on XXH3-64), through an outbox
+    /// of its own per destination (`outbox/<sink>@<host>_<port>/`), so a down destination's
+    /// share waits for it.
+    Hash,
 }
 
 /// Options of the forward sink.
@@ -68,9 +76,14 @@ pub struct ForwardOptions {
     pub destinations: Vec<String>,
     /// The API key the receivers know (a UUID under their `receive: {api-keys}`).
     pub api_key: String,
-    /// How a destination is chosen: `failover` (the first that answers, in order). Default
-    /// failover.
+    /// How a destination is chosen: `failover` (the first that answers, in order) or `hash`
+    /// (each result to the destination that owns its origin node + order id, each destination
+    /// with an outbox of its own). Default failover.
     pub mode: ForwardMode,
+    /// `mode: hash` only: seconds a destination may fail before its waiting share is handed off
+    /// to the next destinations of the ring (re-routed, logged and counted). None by default:
+    /// a down destination's share waits for it, bounded by its outbox.
+    pub handoff_timeout: Option<f64>,
     /// Ping results per frame (each frame is one snapshot on the receiver). Default 1000.
     pub frame_results: usize,
     /// Largest request body, bytes (keep it below the receivers' `max-request-bytes`).
@@ -101,6 +114,7 @@ impl Default for ForwardOptions {
             destinations: Vec::new(),
             api_key: String::new(),
             mode: ForwardMode::Failover,
+            handoff_timeout: None,
             frame_results: 1000,
             max_request_bytes: 8 << 20,
             timeout: 30.0,
@@ -153,6 +167,25 @@ impl ForwardOptions {
             return Err(InvalidOption::new("max-request-bytes", "must be at least 65536"));
         }
         check_seconds("timeout", self.timeout, 0.1)?;
+        if let Some(handoff) = self.handoff_timeout {
+            if self.mode != ForwardMode::Hash {
+                return Err(InvalidOption::new(
+                    "handoff-timeout",
+                    "only a sink in mode: hash hands a destination's share off",
+                ));
+            }
+            check_seconds("handoff-timeout", handoff, 1.0)?;
+        }
+        if self.mode == ForwardMode::Hash {
+            let mut labels: Vec<String> = self.destinations.iter().map(|d| destination_label(d)).collect();
+            labels.sort();
+            if let Some(twice) = labels.windows(2).find(|w| w[0] == w[1]) {
+                return Err(InvalidOption::new(
+                    "destinations",
+                    format!("two destinations share the outbox label {}: name each once", twice[0]),
+                ));
+            }
+        }
         self.outbox.validate()
     }
 }
@@ -181,28 +214,32 @@ pub struct Origin {
     pub node: String,
 }
 
-/// The sink processing hands batches to: frames into the outbox.
-pub struct ForwardSink {
+/// Where a frame's results come from: its header's origin, origin node and chain (this node
+/// last).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Source {
+    origin: MachineGuid,
+    node: String,
+    chain: Vec<MachineGuid>,
+}
+
+/// Results of one source, with their ids as the origin names them, in batch order.
+type SourceGroup = (Source, Vec<OrderResult>);
+
+/// One outbox of the sink with its stream: the sink's only one (`mode: failover`), or one
+/// destination's (`mode: hash`, hinted handoff: a down destination's share waits in its own).
+pub struct Lane {
+    /// The outbox directory's name: the sink's, or `<sink>@<destination label>`.
     name: String,
-    route: Route,
     outbox: Arc<Outbox>,
-    origin: Origin,
     stream: uuid::Uuid,
-    frame_results: usize,
-    keep_local: bool,
     /// The next frame's sequence (module doc: derived from the outbox at start).
     next: AtomicU64,
 }
 
-impl ForwardSink {
+impl Lane {
     /// Reads (or makes) the outbox's stream and the next sequence from the outbox's counts.
-    pub fn new(
-        name: &str,
-        options: &ForwardOptions,
-        route: Route,
-        outbox: Arc<Outbox>,
-        origin: Origin,
-    ) -> anyhow::Result<ForwardSink> {
+    pub fn open(name: &str, outbox: Arc<Outbox>) -> anyhow::Result<Lane> {
         use anyhow::Context;
         let path = outbox.dir().join(STREAM_FILE);
         let dir = crate::spool::beneath::Dir::open(outbox.dir())?;
@@ -219,16 +256,220 @@ impl ForwardSink {
         };
         let status = super::outbox::status(outbox.dir())?;
         let sent = status.delivered_lines + status.rejected_lines + status.dropped_lines + status.lines;
-        Ok(ForwardSink {
+        Ok(Lane {
             name: name.to_owned(),
-            route,
             outbox,
-            origin,
             stream,
-            frame_results: options.frame_results,
-            keep_local: options.keep_local,
             next: AtomicU64::new(sent + 1),
         })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Frames `groups` (at most `frame_results` results per frame) into the outbox, one record
+    /// each, durable when it returns; the number of frames.
+    fn append(&self, groups: &[SourceGroup], frame_results: usize) -> Result<u64, String> {
+        if groups.iter().all(|(_, results)| results.is_empty()) {
+            return Ok(0);
+        }
+        // The outbox's writer lock, held for the batch, orders the sequences too.
+        let mut appending = self.outbox.begin();
+        let first = self.next.load(Ordering::SeqCst);
+        let mut held: Option<Vec<u8>> = None;
+        let mut frames = 0u64;
+        for (source, results) in groups {
+            for chunk in results.chunks(frame_results) {
+                let sequence = first + frames;
+                let epoch = chunk.iter().map(|r| r.time).min().unwrap_or(0);
+                let header = ShipHeader {
+                    origin: source.origin,
+                    origin_node: source.node.clone(),
+                    chain: source.chain.clone(),
+                    stream: self.stream,
+                    sequence,
+                    snapshot: SnapshotName::new(epoch, "ping", sequence),
+                };
+                let mut frame = Vec::new();
+                ship::encode(&header, &[(PING_FILE, &encode_ping("forward", chunk))], &mut frame);
+                if let Some(previous) = held.replace(frame) {
+                    appending
+                        .push(&previous, 1)
+                        .map_err(|e| format!("cannot queue in the outbox {}: {e}", self.name))?;
+                }
+                frames += 1;
+            }
+        }
+        let last = held.expect("at least one frame");
+        appending
+            .finish(&last, 1)
+            .map_err(|e| format!("cannot queue in the outbox {}: {e}", self.name))?;
+        self.next.store(first + frames, Ordering::SeqCst);
+        Ok(frames)
+    }
+}
+
+/// The label of a destination in its lane's outbox name: its `host:port` with every character
+/// other than ASCII letters, digits, `.` and `-` as `_` (`10.0.0.1:19999` → `10.0.0.1_19999`).
+pub fn destination_label(destination: &str) -> String {
+    destination_address(destination)
+        .unwrap_or_else(|_| destination.to_owned())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The lanes of a sink in `mode: hash` and the ring over them: shared by the sink (which
+/// routes each result to its owner's lane) and by every lane's transport (which hands a down
+/// destination's frames off to the next owners after `handoff-timeout`).
+pub struct Lanes {
+    lanes: Vec<Lane>,
+    /// `None` in `mode: failover` (one lane).
+    ring: Option<Ring>,
+    frame_results: usize,
+    /// Per lane: since when its destination has failed without a success in between.
+    failing_since: Vec<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl Lanes {
+    /// The lanes in the order of `destinations` (hash) or the one lane (failover).
+    pub fn new(lanes: Vec<Lane>, options: &ForwardOptions) -> Lanes {
+        let ring = (options.mode == ForwardMode::Hash).then(|| {
+            let identities: Vec<String> = options
+                .destinations
+                .iter()
+                .map(|d| destination_address(d).unwrap_or_default())
+                .collect();
+            Ring::new(&identities)
+        });
+        Lanes {
+            failing_since: lanes.iter().map(|_| std::sync::Mutex::new(None)).collect(),
+            lanes,
+            ring,
+            frame_results: options.frame_results,
+        }
+    }
+
+    pub fn lanes(&self) -> &[Lane] {
+        &self.lanes
+    }
+
+    /// Splits `groups` by the lane that owns each result (its key on the ring) among the lanes
+    /// `allowed` accepts, and appends each lane's part; the results no lane may take (none
+    /// allowed) are returned as an error.
+    fn route(&self, groups: Vec<SourceGroup>, allowed: impl Fn(usize) -> bool) -> Result<u64, String> {
+        let Some(ring) = &self.ring else {
+            return self.lanes[0].append(&groups, self.frame_results);
+        };
+        let mut per_lane: Vec<Vec<SourceGroup>> = self.lanes.iter().map(|_| Vec::new()).collect();
+        let mut key = Vec::new();
+        for (source, results) in groups {
+            let first_group_of_source: Vec<usize> = per_lane.iter().map(Vec::len).collect();
+            for result in results {
+                result_key(&source.node, result.id.as_str(), &mut key);
+                let lane = ring
+                    .owner_among(&key, &allowed)
+                    .ok_or_else(|| "no destination of the ring may take results now".to_owned())?;
+                let groups = &mut per_lane[lane];
+                if groups.len() == first_group_of_source[lane] {
+                    groups.push((source.clone(), Vec::new()));
+                }
+                groups.last_mut().expect("pushed").1.push(result);
+            }
+        }
+        let mut frames = 0;
+        for (lane, groups) in self.lanes.iter().zip(&per_lane) {
+            frames += lane.append(groups, self.frame_results)?;
+        }
+        Ok(frames)
+    }
+
+    /// Records a send of lane `index`: a success clears its failure, a failure starts it (if
+    /// not started). Returns how long it has been failing.
+    fn record(&self, index: usize, ok: bool) -> Duration {
+        let mut since = self.failing_since[index].lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            *since = None;
+            return Duration::ZERO;
+        }
+        since.get_or_insert_with(Instant::now).elapsed()
+    }
+
+    /// Whether lane `index`'s destination has been failing for at least `timeout`.
+    fn down_for(&self, index: usize, timeout: Duration) -> bool {
+        let since = self.failing_since[index].lock().unwrap_or_else(|p| p.into_inner());
+        since.is_some_and(|since| since.elapsed() >= timeout)
+    }
+
+    /// Hands the frames of `payload` (one batch of lane `from`'s outbox) to the lanes that own
+    /// their results once `from` and every destination down for `timeout` are left out: decoded,
+    /// routed again, appended (durable) to those lanes. On `Ok` (frames read, results moved)
+    /// the batch may be acknowledged: its results are in other outboxes.
+    fn hand_off(&self, from: usize, payload: &[u8], timeout: Duration) -> Result<(u64, u64), String> {
+        let mut groups = Vec::new();
+        let mut rest = payload;
+        let bounds = PingBounds {
+            now: 0,
+            max_age: u64::MAX / 4,
+            max_future: u64::MAX / 4,
+            max_results: self.frame_results.max(1),
+        };
+        let (mut frames_read, mut results_moved) = (0u64, 0u64);
+        while !rest.is_empty() {
+            let (frame, after) =
+                ship::decode(rest).map_err(|e| format!("a frame of the outbox cannot be read back: {e}"))?;
+            rest = after;
+            frames_read += 1;
+            let header = frame.header;
+            let source = Source {
+                origin: header.origin,
+                node: header.origin_node,
+                chain: header.chain,
+            };
+            for (name, bytes) in frame.files {
+                if name == PING_FILE {
+                    let (_, results) = decode_ping(bytes, &bounds)
+                        .map_err(|e| format!("a frame of the outbox cannot be read back: {e}"))?;
+                    results_moved += results.len() as u64;
+                    groups.push((source.clone(), results));
+                }
+            }
+        }
+        self.route(groups, |lane| lane != from && !self.down_for(lane, timeout))?;
+        Ok((frames_read, results_moved))
+    }
+}
+
+/// The sink processing hands batches to: frames into the outbox (or, in `mode: hash`, into
+/// the outbox of the destination that owns each result).
+pub struct ForwardSink {
+    name: String,
+    route: Route,
+    origin: Origin,
+    keep_local: bool,
+    lanes: Arc<Lanes>,
+}
+
+impl ForwardSink {
+    pub fn new(name: &str, options: &ForwardOptions, route: Route, lanes: Arc<Lanes>, origin: Origin) -> ForwardSink {
+        ForwardSink {
+            name: name.to_owned(),
+            route,
+            origin,
+            keep_local: options.keep_local,
+            lanes,
+        }
     }
 
     fn error(&self, message: String) -> SinkError {
@@ -252,46 +493,7 @@ impl ResultSink for ForwardSink {
         if groups.is_empty() {
             return Ok(());
         }
-        // The outbox's writer lock, held for the batch, orders the sequences too.
-        let mut appending = self.outbox.begin();
-        let first = self.next.load(Ordering::SeqCst);
-        let mut held: Option<Vec<u8>> = None;
-        let mut frames = 0u64;
-        for (provenance, results) in &groups {
-            let (origin, origin_node, chain) = match provenance {
-                None => (self.origin.guid, self.origin.node.clone(), vec![self.origin.guid]),
-                Some(p) => {
-                    let mut chain = p.chain.clone();
-                    chain.push(self.origin.guid);
-                    (p.origin(), p.node.clone(), chain)
-                }
-            };
-            for chunk in results.chunks(self.frame_results) {
-                let sequence = first + frames;
-                let epoch = chunk.iter().map(|r| r.time).min().unwrap_or(0);
-                let header = ShipHeader {
-                    origin,
-                    origin_node: origin_node.clone(),
-                    chain: chain.clone(),
-                    stream: self.stream,
-                    sequence,
-                    snapshot: SnapshotName::new(epoch, "ping", sequence),
-                };
-                let mut frame = Vec::new();
-                ship::encode(&header, &[(PING_FILE, &encode_ping("forward", chunk))], &mut frame);
-                if let Some(previous) = held.replace(frame) {
-                    appending
-                        .push(&previous, 1)
-                        .map_err(|e| self.error(format!("cannot queue in the outbox: {e}")))?;
-                }
-                frames += 1;
-            }
-        }
-        let last = held.expect("at least one frame");
-        appending
-            .finish(&last, 1)
-            .map_err(|e| self.error(format!("cannot queue in the outbox: {e}")))?;
-        self.next.store(first + frames, Ordering::SeqCst);
+        self.lanes.route(groups, |_| true).map_err(|e| self.error(e))?;
         Ok(())
     }
 
@@ -306,32 +508,42 @@ impl ResultSink for ForwardSink {
     }
 }
 
-/// Results of one origin and chain (`None`: this node's own), in batch order.
-type OriginGroup = (Option<Arc<Provenance>>, Vec<OrderResult>);
-
 impl ForwardSink {
     /// The results grouped by where they come from, in order of first appearance, each with
     /// the id its origin gives it. A received result whose chain already holds this node (a
     /// loop the receiver let through, which it never does) or is as long as a chain may be is
     /// left out with a warning: the next node would refuse it.
-    fn by_origin<'b>(&self, results: impl Iterator<Item = &'b OrderResult>) -> Vec<OriginGroup> {
-        let mut groups: Vec<OriginGroup> = Vec::new();
+    fn by_origin<'b>(&self, results: impl Iterator<Item = &'b OrderResult>) -> Vec<SourceGroup> {
+        let mut groups: Vec<(Option<&Provenance>, SourceGroup)> = Vec::new();
         let mut refused = 0usize;
         for result in results {
-            let provenance = result.origin.as_ref();
+            let provenance = result.origin.as_deref();
             if let Some(p) = provenance {
                 if p.chain.contains(&self.origin.guid) || p.chain.len() >= ship::MAX_CHAIN {
                     refused += 1;
                     continue;
                 }
             }
-            let index = match groups
-                .iter()
-                .position(|(g, _)| g.as_deref() == provenance.map(|p| &**p))
-            {
+            let index = match groups.iter().position(|(g, _)| *g == provenance) {
                 Some(index) => index,
                 None => {
-                    groups.push((provenance.cloned(), Vec::new()));
+                    let source = match provenance {
+                        None => Source {
+                            origin: self.origin.guid,
+                            node: self.origin.node.clone(),
+                            chain: vec![self.origin.guid],
+                        },
+                        Some(p) => {
+                            let mut chain = p.chain.clone();
+                            chain.push(self.origin.guid);
+                            Source {
+                                origin: p.origin(),
+                                node: p.node.clone(),
+                                chain,
+                            }
+                        }
+                    };
+                    groups.push((provenance, (source, Vec::new())));
                     groups.len() - 1
                 }
             };
@@ -340,7 +552,7 @@ impl ForwardSink {
                 result.id = OrderId::new(p.id_at_origin(&result.id)).expect("a part of an order id is one");
                 result.origin = None;
             }
-            groups[index].1.push(result);
+            groups[index].1 .1.push(result);
         }
         if refused > 0 {
             warn!(
@@ -350,11 +562,12 @@ impl ForwardSink {
                 ship::MAX_CHAIN
             );
         }
-        groups
+        groups.into_iter().map(|(_, group)| group).collect()
     }
 }
 
-/// Sends frames to the destinations (failover) with ureq.
+/// Sends frames to the destinations (failover) with ureq; in `mode: hash`, one lane's frames
+/// to its one destination, handing them off after `handoff-timeout` of failure.
 pub struct ForwardTransport {
     destinations: Vec<String>,
     api_key: String,
@@ -362,18 +575,50 @@ pub struct ForwardTransport {
     agent: ureq::Agent,
     /// The destination that answered last: tried first next time.
     current: usize,
+    /// In `mode: hash`: the lane this transport delivers.
+    lane: Option<LaneLink>,
+}
+
+/// What the transport of one lane (`mode: hash`) knows of the others.
+struct LaneLink {
+    lanes: Arc<Lanes>,
+    index: usize,
+    handoff_timeout: Option<Duration>,
+    /// The lane's delivery counters (`handed_off_lines`).
+    stats: Arc<DeliveryStats>,
 }
 
 impl ForwardTransport {
+    /// The transport of the whole sink (`mode: failover`).
     pub fn new(options: &ForwardOptions) -> ForwardTransport {
+        ForwardTransport::to(options, &options.destinations, None)
+    }
+
+    /// The transport of lane `index` of a sink in `mode: hash`: its destination only; what it
+    /// hands off is counted in `stats` (the lane's delivery counters).
+    pub fn for_lane(
+        options: &ForwardOptions,
+        lanes: Arc<Lanes>,
+        index: usize,
+        stats: Arc<DeliveryStats>,
+    ) -> ForwardTransport {
+        let link = LaneLink {
+            lanes,
+            index,
+            handoff_timeout: options.handoff_timeout.map(seconds),
+            stats,
+        };
+        ForwardTransport::to(options, &options.destinations[index..=index], Some(link))
+    }
+
+    fn to(options: &ForwardOptions, destinations: &[String], lane: Option<LaneLink>) -> ForwardTransport {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(seconds(options.timeout)))
             .http_status_as_error(false)
             .build()
             .new_agent();
         ForwardTransport {
-            destinations: options
-                .destinations
+            destinations: destinations
                 .iter()
                 .map(|d| {
                     format!(
@@ -387,7 +632,28 @@ impl ForwardTransport {
             max_request_bytes: options.max_request_bytes,
             agent,
             current: 0,
+            lane,
         }
+    }
+
+    /// The failover loop over the destinations.
+    fn send_any(&mut self, payload: &[u8]) -> Result<(), DeliveryError> {
+        let n = self.destinations.len();
+        let mut last = None;
+        for k in 0..n {
+            let index = (self.current + k) % n;
+            match self.send_to(&self.destinations[index], payload) {
+                Ok(()) => {
+                    self.current = index;
+                    return Ok(());
+                }
+                Err(DeliveryError::Transient(e)) => last = Some(e),
+                Err(rejected) => return Err(rejected),
+            }
+        }
+        // Everything down: start from the first (preferred) destination next time.
+        self.current = 0;
+        Err(DeliveryError::Transient(last.unwrap_or_default()))
     }
 
     fn send_to(&self, url: &str, payload: &[u8]) -> Result<(), DeliveryError> {
@@ -442,22 +708,33 @@ impl ForwardTransport {
 
 impl Transport for ForwardTransport {
     fn send(&mut self, payload: &[u8]) -> Result<(), DeliveryError> {
-        let n = self.destinations.len();
-        let mut last = None;
-        for k in 0..n {
-            let index = (self.current + k) % n;
-            match self.send_to(&self.destinations[index], payload) {
-                Ok(()) => {
-                    self.current = index;
-                    return Ok(());
+        let sent = self.send_any(payload);
+        let Some(link) = &self.lane else {
+            return sent;
+        };
+        // An answer, even a rejection, says the destination is up.
+        let failing = link
+            .lanes
+            .record(link.index, !matches!(sent, Err(DeliveryError::Transient(_))));
+        match (sent, link.handoff_timeout) {
+            (Err(DeliveryError::Transient(e)), Some(timeout)) if failing >= timeout => {
+                match link.lanes.hand_off(link.index, payload, timeout) {
+                    Ok((frames, results)) => {
+                        link.stats.handed_off_lines.fetch_add(frames, Ordering::Relaxed);
+                        warn!(
+                            to = %self.destinations[0],
+                            frames,
+                            results,
+                            "destination down for {:.0} s (handoff-timeout): its share handed off to the next destinations of the ring; last error: {e}",
+                            failing.as_secs_f64()
+                        );
+                        Ok(())
+                    }
+                    Err(why) => Err(DeliveryError::Transient(format!("{e}; cannot hand off: {why}"))),
                 }
-                Err(DeliveryError::Transient(e)) => last = Some(e),
-                Err(rejected) => return Err(rejected),
             }
+            (sent, _) => sent,
         }
-        // Everything down: start from the first (preferred) destination next time.
-        self.current = 0;
-        Err(DeliveryError::Transient(last.unwrap_or_default()))
     }
 
     fn max_payload(&self) -> usize {
@@ -494,9 +771,60 @@ mod tests {
         }
     }
 
+    fn one_lane(outbox: &Arc<Outbox>, options: &ForwardOptions) -> Arc<Lanes> {
+        Arc::new(Lanes::new(vec![Lane::open("up", outbox.clone()).unwrap()], options))
+    }
+
+    /// A sink in mode: hash over `n` destinations (nothing listens there), its lanes.
+    fn hash_sink(dir: &std::path::Path, n: usize, origin: &Origin) -> (ForwardOptions, Arc<Lanes>, ForwardSink) {
+        let options = ForwardOptions {
+            destinations: (1..=n).map(|i| format!("http://127.0.0.{i}:1")).collect(),
+            mode: ForwardMode::Hash,
+            ..options(1000)
+        };
+        let lanes: Vec<Lane> = options
+            .destinations
+            .iter()
+            .map(|d| {
+                let name = format!("up@{}", destination_label(d));
+                Lane::open(
+                    &name,
+                    Arc::new(Outbox::open(&dir.join(&name), OutboxLimits::default()).unwrap()),
+                )
+                .unwrap()
+            })
+            .collect();
+        let lanes = Arc::new(Lanes::new(lanes, &options));
+        let sink = ForwardSink::new("up", &options, Route::everything(), lanes.clone(), origin.clone());
+        (options, lanes, sink)
+    }
+
+    /// The `<node>/<id>` key of every result queued in `outbox` (one batch of up to 64 MiB
+    /// holds them all here), without acknowledging them.
+    fn queued_keys(outbox: &Arc<Outbox>) -> Vec<String> {
+        let mut reader = outbox.reader();
+        let mut keys = Vec::new();
+        if let Some(batch) = reader.next_batch(64 << 20).unwrap() {
+            let mut rest = batch.payload();
+            while !rest.is_empty() {
+                let (frame, after) = ship::decode(rest).unwrap();
+                let (_, results) = decode_ping(frame.files[0].1, &PingBounds::at(1_700_000_000)).unwrap();
+                keys.extend(results.iter().map(|r| format!("{}/{}", frame.header.origin_node, r.id)));
+                rest = after;
+            }
+        }
+        keys
+    }
+
     fn open(dir: &std::path::Path, origin: &Origin) -> (Arc<Outbox>, ForwardSink) {
         let outbox = Arc::new(Outbox::open(dir, OutboxLimits::default()).unwrap());
-        let sink = ForwardSink::new("up", &options(3), Route::everything(), outbox.clone(), origin.clone()).unwrap();
+        let sink = ForwardSink::new(
+            "up",
+            &options(3),
+            Route::everything(),
+            one_lane(&outbox, &options(3)),
+            origin.clone(),
+        );
         (outbox, sink)
     }
 
@@ -630,13 +958,91 @@ mod tests {
             ..options(3)
         };
         let route = keys.route_keys().compile().unwrap();
-        let sink = ForwardSink::new("up", &keys, route, outbox.clone(), origin.clone()).unwrap();
+        let sink = ForwardSink::new("up", &keys, route, one_lane(&outbox, &keys), origin.clone());
         assert!(!sink.keeps_all_local());
         let id = |id: &str| OrderResult::builder(OrderId::new(id).unwrap(), 1).build();
         assert!(!sink.keeps_local(&id("lan/t1")));
         assert!(sink.keeps_local(&id("wan/t1")), "not taken, so kept");
         let (_, kept) = open(&tmp.path().join("other"), &origin);
         assert!(kept.keeps_all_local() && kept.keeps_local(&id("lan/t1")));
+    }
+
+    #[test]
+    fn in_hash_mode_each_result_is_queued_for_the_destination_that_owns_its_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = Origin {
+            guid: MachineGuid::random(),
+            node: "child".into(),
+        };
+        let (options, lanes, sink) = hash_sink(tmp.path(), 3, &origin);
+        sink.accept(SinkBatch::round(&results(300, 1_700_000_000), &[]))
+            .unwrap();
+        let ring = Ring::new(
+            &options
+                .destinations
+                .iter()
+                .map(|d| destination_address(d).unwrap())
+                .collect::<Vec<_>>(),
+        );
+        let mut total = 0;
+        for (index, lane) in lanes.lanes().iter().enumerate() {
+            let keys = queued_keys(lane.outbox());
+            assert!(!keys.is_empty(), "every destination owns some of 300 keys");
+            for key in &keys {
+                assert_eq!(ring.owner(key.as_bytes()), Some(index), "{key} in lane {}", lane.name());
+            }
+            total += keys.len();
+        }
+        assert_eq!(total, 300, "each result queued once");
+        assert_eq!(lanes.lanes()[1].name(), "up@127.0.0.2_1");
+    }
+
+    #[test]
+    fn a_destination_down_for_the_handoff_timeout_hands_its_share_to_the_next_owners() {
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = Origin {
+            guid: MachineGuid::random(),
+            node: "child".into(),
+        };
+        let (mut options, lanes, sink) = hash_sink(tmp.path(), 3, &origin);
+        sink.accept(SinkBatch::round(&results(300, 1_700_000_000), &[]))
+            .unwrap();
+        let down = &lanes.lanes()[0];
+        let share = queued_keys(down.outbox());
+        let stats = Arc::new(DeliveryStats::default());
+        // Without a timeout the share waits: the send fails and nothing moves.
+        let mut waiting = ForwardTransport::for_lane(&options, lanes.clone(), 0, stats.clone());
+        let payload = down
+            .outbox()
+            .reader()
+            .next_batch(64 << 20)
+            .unwrap()
+            .unwrap()
+            .payload()
+            .to_vec();
+        assert!(matches!(waiting.send(&payload), Err(DeliveryError::Transient(_))));
+        // With one already passed (0 s here), the send hands the frames off: they are in the
+        // other lanes, each result with its second choice, and the batch may be acknowledged.
+        options.handoff_timeout = Some(0.0);
+        let before: Vec<usize> = lanes.lanes()[1..]
+            .iter()
+            .map(|l| queued_keys(l.outbox()).len())
+            .collect();
+        let mut handing = ForwardTransport::for_lane(&options, lanes.clone(), 0, stats.clone());
+        handing.send(&payload).unwrap();
+        assert_eq!(stats.handed_off_lines.load(Ordering::Relaxed), 1, "one frame");
+        let ring = Ring::new(&["127.0.0.1:1", "127.0.0.2:1", "127.0.0.3:1"]);
+        let mut moved = 0;
+        for (offset, lane) in lanes.lanes()[1..].iter().enumerate() {
+            let keys = queued_keys(lane.outbox());
+            let new = &keys[before[offset]..];
+            for key in new {
+                assert!(share.contains(key));
+                assert_eq!(ring.owner_among(key.as_bytes(), |d| d != 0), Some(offset + 1));
+            }
+            moved += new.len();
+        }
+        assert_eq!(moved, share.len());
     }
 
     #[test]
@@ -696,6 +1102,21 @@ mod tests {
                 "not forwarded yet",
             ),
             (options(0), "frame-results"),
+            (
+                ForwardOptions {
+                    handoff_timeout: Some(60.0),
+                    ..options(1)
+                },
+                "only a sink in mode: hash",
+            ),
+            (
+                ForwardOptions {
+                    mode: ForwardMode::Hash,
+                    destinations: vec!["http://a:1".into(), "http://a:1/".into()],
+                    ..options(1)
+                },
+                "share the outbox label a_1",
+            ),
         ];
         for (o, expected) in cases {
             let e = o.validate().unwrap_err().to_string();

@@ -30,6 +30,7 @@ pub mod local_store;
 pub mod number;
 pub mod outbox;
 pub mod queued;
+pub mod ring;
 pub mod route;
 pub mod running;
 

@@ -3,7 +3,7 @@
 
 use super::config::SinkConfig;
 use super::delivery::{Delivery, DeliveryStats};
-use super::forward::{ForwardSink, ForwardTransport, Origin};
+use super::forward::{destination_label, ForwardMode, ForwardSink, ForwardTransport, Lane, Lanes, Origin};
 use super::graphite::{GraphiteEncoder, GraphiteTransport};
 use super::influx::{self, InfluxEncoder};
 use super::local_store::LocalStore;
@@ -106,14 +106,36 @@ fn start_each(
                     guid: crate::spool::identity::machine_guid(base).context("cannot read or make the machine GUID")?,
                     node: node.to_owned(),
                 };
-                let outbox = running.open_outbox(base, name, limits(&options.outbox, None))?;
-                let sink = ForwardSink::new(name, options, route(name, config)?, outbox.clone(), origin)
-                    .with_context(|| format!("sink {name}"))?;
-                let transport = Box::new(ForwardTransport::new(options));
-                running.start_delivery(name, &outbox, transport, RetryPolicy::default(), shutdown)?;
+                // One lane (outbox) for the sink, or one per destination in mode: hash.
+                let lane_names: Vec<String> = match options.mode {
+                    ForwardMode::Failover => vec![name.clone()],
+                    ForwardMode::Hash => options
+                        .destinations
+                        .iter()
+                        .map(|d| format!("{name}@{}", destination_label(d)))
+                        .collect(),
+                };
+                let mut lanes = Vec::new();
+                for lane_name in &lane_names {
+                    let outbox = running.open_outbox(base, lane_name, limits(&options.outbox, None))?;
+                    lanes.push(Lane::open(lane_name, outbox).with_context(|| format!("sink {name}"))?);
+                }
+                let lanes = Arc::new(Lanes::new(lanes, options));
+                for (index, lane) in lanes.lanes().iter().enumerate() {
+                    let stats = Arc::new(DeliveryStats::default());
+                    let transport: Box<dyn Transport> = match options.mode {
+                        ForwardMode::Failover => Box::new(ForwardTransport::new(options)),
+                        ForwardMode::Hash => {
+                            Box::new(ForwardTransport::for_lane(options, lanes.clone(), index, stats.clone()))
+                        }
+                    };
+                    let retry = RetryPolicy::default();
+                    running.start_delivery_counted(lane.name(), lane.outbox(), transport, retry, shutdown, stats)?;
+                }
+                let sink = ForwardSink::new(name, options, route(name, config)?, lanes, origin);
                 running.sinks.push(Arc::new(sink));
                 running.names.push(name.clone());
-                info!(sink = %name, to = %options.destinations.join(", "), node, "forward sink started");
+                info!(sink = %name, to = %options.destinations.join(", "), mode = ?options.mode, node, "forward sink started");
             }
             SinkConfig::LocalStore(options) => {
                 info!(sink = %name, dir = %options.dir.display(), takes = %config.route_keys().takes_text(),
@@ -183,7 +205,20 @@ impl RunningSinks {
         retry: RetryPolicy,
         shutdown: &Arc<AtomicBool>,
     ) -> Result<()> {
-        let delivery = Delivery::new(name, outbox, transport, retry, shutdown.clone());
+        self.start_delivery_counted(name, outbox, transport, retry, shutdown, Arc::default())
+    }
+
+    /// [`RunningSinks::start_delivery`] counting into `stats` (which the transport shares).
+    fn start_delivery_counted(
+        &mut self,
+        name: &str,
+        outbox: &Arc<Outbox>,
+        transport: Box<dyn Transport>,
+        retry: RetryPolicy,
+        shutdown: &Arc<AtomicBool>,
+        stats: Arc<DeliveryStats>,
+    ) -> Result<()> {
+        let delivery = Delivery::new(name, outbox, transport, retry, shutdown.clone()).with_stats(stats);
         self.deliveries.push((name.to_owned(), delivery.stats()));
         self.threads.push(
             delivery
