@@ -4,7 +4,8 @@
 //! hostile peers, answers only once what it stores is durable); [`access`], who may ship here
 //! (API key, then origin machine, each with an `allow-from` pattern, and loops); [`pattern`],
 //! Netdata's simple patterns; [`store`], the frames written into `incoming/` exactly once, with
-//! the per-sender high-water marks in `state/receive/` (owned there) and crash recovery.
+//! the per-sender high-water marks in `state/receive/` (owned there) and crash recovery;
+//! [`tls`], the listener's TLS and the PEM files.
 //!
 //! Started by `spoolmon run` and `spoolmon process` when the config has a `receive:` section;
 //! processing applies what it stores under `output/@<node>/`. It sits beside `collect` in the import graph: a source of snapshots, importing only spool
@@ -15,6 +16,7 @@ pub mod options;
 pub mod pattern;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 use crate::spool::BaseDir;
 use std::sync::atomic::AtomicBool;
@@ -33,7 +35,12 @@ pub fn start(
     let me = crate::spool::identity::machine_guid(base).context("cannot read or make the machine GUID")?;
     let addresses = options.addresses()?;
     let access = options.access()?;
+    let tls = match &options.tls {
+        Some(tls) => Some(tls::server_config(tls).context("receive.tls")?),
+        None => None,
+    };
     let receiver = server::Receiver::bind(base, &addresses, access, me, options.limits(), stats)
-        .context("cannot start the receiver")?;
+        .context("cannot start the receiver")?
+        .with_tls(tls);
     Ok(receiver.spawn(stop)?)
 }

@@ -40,6 +40,9 @@ pub struct ReceiveOptions {
     /// Requests are answered 503 while the base directory's filesystem has less free space
     /// (MiB). Default 100.
     pub min_free_space_mb: u64,
+    /// TLS on every listen address: `{cert, key}` PEM files and, for client certificates,
+    /// `client-ca`. None by default (plain HTTP: use it on a trusted network only).
+    pub tls: Option<super::tls::TlsOptions>,
 }
 
 /// One `api-keys:` or `machines:` entry.
@@ -74,6 +77,7 @@ impl Default for ReceiveOptions {
             timeout: 30.0,
             queue_size: 1000,
             min_free_space_mb: 100,
+            tls: None,
         }
     }
 }

@@ -70,6 +70,9 @@ pub struct ReceiveStats {
     pub frames_refused: AtomicU64,
     pub bytes_received: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// TLS handshakes that failed or did not finish within the time limit (no certificate, a
+    /// certificate the client CA did not sign, plain HTTP to a TLS port, a stalled peer).
+    pub tls_failures: AtomicU64,
     pub last_error: crate::shared::last_error::LastError,
 }
 
@@ -82,6 +85,8 @@ struct Shared {
     limits: Limits,
     store: Mutex<Store>,
     stats: Arc<ReceiveStats>,
+    /// Set when the listeners speak TLS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A bound receiver, not yet serving.
@@ -119,8 +124,17 @@ impl Receiver {
                 limits,
                 store: Mutex::new(store),
                 stats,
+                tls: None,
             }),
         })
+    }
+
+    /// Speaks TLS with `config` on every listener (before serving).
+    pub fn with_tls(mut self, config: Option<Arc<rustls::ServerConfig>>) -> Receiver {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.tls = config.map(tokio_rustls::TlsAcceptor::from);
+        }
+        self
     }
 
     /// The addresses actually bound (port 0 becomes the port the kernel chose).
@@ -227,20 +241,47 @@ async fn accept_loop(
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let _permit = permit;
+            let Some(acceptor) = shared.tls.clone() else {
+                return serve_connection(stream, peer, shared).await;
+            };
             let timeout = shared.limits.timeout;
-            let service = hyper::service::service_fn(move |request| {
-                let shared = Arc::clone(&shared);
-                async move { Ok::<_, std::convert::Infallible>(handle(request, peer, shared).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(timeout)
-                .max_buf_size(MAX_HEAD.max(8192))
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let life = timeout * MAX_CONNECTION_LIFE_FACTOR;
-            let _ = tokio::time::timeout(life, connection).await;
+            let failed = |reason: String| {
+                shared.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                warn!(peer = %peer, "TLS handshake failed: {reason}");
+                shared
+                    .stats
+                    .last_error
+                    .set(format!("TLS handshake with {peer} failed: {reason}"));
+            };
+            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => serve_connection(tls, peer, shared).await,
+                Ok(Err(e)) => failed(e.to_string()),
+                Err(_) => failed(format!(
+                    "not finished within {} s (receive.timeout)",
+                    timeout.as_secs_f64()
+                )),
+            }
         });
     }
+}
+
+/// Serves HTTP/1.1 on one accepted connection (plain or TLS) for at most its life.
+async fn serve_connection<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = shared.limits.timeout;
+    let service = hyper::service::service_fn(move |request| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, std::convert::Infallible>(handle(request, peer, shared).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(MAX_HEAD.max(8192))
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let life = timeout * MAX_CONNECTION_LIFE_FACTOR;
+    let _ = tokio::time::timeout(life, connection).await;
 }
 
 /// `Some(wait)` when the last connection was accepted less than `every` ago.

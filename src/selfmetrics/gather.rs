@@ -148,6 +148,11 @@ fn add_receive(families: &mut Families, stats: &crate::receive::server::ReceiveS
         "Connections answered 503 at once (receive.max-connections or accept-every).",
         &stats.connections_refused,
     );
+    families.counter(
+        "receive_tls_failures_total",
+        "TLS handshakes that failed or did not finish within receive.timeout.",
+        &stats.tls_failures,
+    );
 }
 
 fn add_observed(families: &mut Families, observed: &Observed) {

@@ -67,12 +67,29 @@ pub enum ForwardMode {
     Hash,
 }
 
+/// `tls:` of the forward sink, for its `https://` destinations.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ForwardTls {
+    /// CA certificates (PEM) the receivers' certificates must chain to. Default: the system's
+    /// roots (`/etc/ssl/certs`).
+    pub ca: Option<std::path::PathBuf>,
+    /// Accept any certificate, unverified (a test network only: anyone between can read and
+    /// change what is shipped). Default false.
+    pub skip_verify: bool,
+    /// A client certificate chain (PEM) for receivers with `tls: {client-ca}`; needs `key`.
+    pub cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key: Option<std::path::PathBuf>,
+}
+
 /// Options of the forward sink.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ForwardOptions {
-    /// The receiving nodes, `http://host:port` (their `receive: {listen}`), tried in order.
-    /// None by default: the sink needs at least one.
+    /// The receiving nodes, `https://host:port` (their `receive: {listen}` with `tls`) or
+    /// `http://host:port`, tried in order (failover) or owning a share each (hash). None by
+    /// default: the sink needs at least one.
     pub destinations: Vec<String>,
     /// The API key the receivers know (a UUID under their `receive: {api-keys}`).
     pub api_key: String,
@@ -91,6 +108,9 @@ pub struct ForwardOptions {
     pub max_request_bytes: usize,
     /// Seconds one request may take, connection included. Default 30.
     pub timeout: f64,
+    /// TLS of the `https://` destinations: which CA to trust, and a client certificate for
+    /// receivers that ask for one.
+    pub tls: ForwardTls,
     /// Size and age bounds of this sink's outbox.
     pub outbox: OutboxBounds,
     /// Whether this node still writes its own `output/` (RRD, `last_result`) for the results
@@ -118,6 +138,7 @@ impl Default for ForwardOptions {
             frame_results: 1000,
             max_request_bytes: 8 << 20,
             timeout: 30.0,
+            tls: ForwardTls::default(),
             outbox: OutboxBounds::default(),
             keep_local: true,
             takes: vec![Kind::Ping],
@@ -167,6 +188,19 @@ impl ForwardOptions {
             return Err(InvalidOption::new("max-request-bytes", "must be at least 65536"));
         }
         check_seconds("timeout", self.timeout, 0.1)?;
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(InvalidOption::new(
+                "tls",
+                "a client certificate needs both cert and key",
+            ));
+        }
+        let has_https = self.destinations.iter().any(|d| d.starts_with("https://"));
+        if !has_https && self.tls != ForwardTls::default() {
+            return Err(InvalidOption::new(
+                "tls",
+                "applies to https:// destinations only, and none is given",
+            ));
+        }
         if let Some(handoff) = self.handoff_timeout {
             if self.mode != ForwardMode::Hash {
                 return Err(InvalidOption::new(
@@ -190,21 +224,72 @@ impl ForwardOptions {
     }
 }
 
-/// `http://host:port` as `host:port`; https is refused until TLS exists.
+/// `https://host:port` or `http://host:port` as `host:port`.
 fn destination_address(url: &str) -> Result<String, String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "{url}: https (TLS) is not built yet; use http:// on a trusted network"
-        ));
-    }
     let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: expected http://host:port"))?;
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url}: expected https://host:port or http://host:port"))?;
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
-        return Err(format!("{url}: expected http://host:port"));
+        return Err(format!("{url}: expected https://host:port or http://host:port"));
     }
     Ok(rest.to_owned())
+}
+
+/// `https://` or `http://` of a (validated) destination.
+fn scheme(url: &str) -> &'static str {
+    if url.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The client TLS of the sink's agent: the CA (or the system's roots), verification, the
+/// client certificate. An error names the file.
+fn client_tls(tls: &ForwardTls) -> Result<ureq::tls::TlsConfig, crate::receive::tls::TlsError> {
+    use crate::receive::tls::{read_certs, read_key, read_pem, TlsError};
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let to_ureq = |certs: Vec<rustls_pki_types::CertificateDer<'static>>| -> Vec<Certificate<'static>> {
+        certs
+            .iter()
+            .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+            .collect()
+    };
+    let roots = match &tls.ca {
+        Some(ca) => RootCerts::new_with_certs(&to_ureq(read_certs(ca)?)),
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            if found.certs.is_empty() {
+                warn!(
+                    "no system root certificates found ({} errors): using the built-in Mozilla roots",
+                    found.errors.len()
+                );
+                RootCerts::WebPki
+            } else {
+                RootCerts::new_with_certs(&to_ureq(found.certs))
+            }
+        }
+    };
+    let client = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            let chain = to_ureq(read_certs(cert)?);
+            // Checked by our reader first, for its errors naming the file; ureq takes PEM.
+            read_key(key)?;
+            let private = PrivateKey::from_pem(&read_pem(key)?).map_err(|e| TlsError::Pem {
+                path: key.clone(),
+                message: e.to_string(),
+            })?;
+            Some(ClientCert::new_with_certs(&chain, private))
+        }
+        _ => None,
+    };
+    Ok(TlsConfig::builder()
+        .root_certs(roots)
+        .disable_verification(tls.skip_verify)
+        .client_cert(client)
+        .build())
 }
 
 /// The identity frames are sent under.
@@ -589,8 +674,8 @@ struct LaneLink {
 }
 
 impl ForwardTransport {
-    /// The transport of the whole sink (`mode: failover`).
-    pub fn new(options: &ForwardOptions) -> ForwardTransport {
+    /// The transport of the whole sink (`mode: failover`); an error names a TLS file.
+    pub fn new(options: &ForwardOptions) -> Result<ForwardTransport, crate::receive::tls::TlsError> {
         ForwardTransport::to(options, &options.destinations, None)
     }
 
@@ -601,7 +686,7 @@ impl ForwardTransport {
         lanes: Arc<Lanes>,
         index: usize,
         stats: Arc<DeliveryStats>,
-    ) -> ForwardTransport {
+    ) -> Result<ForwardTransport, crate::receive::tls::TlsError> {
         let link = LaneLink {
             lanes,
             index,
@@ -611,18 +696,25 @@ impl ForwardTransport {
         ForwardTransport::to(options, &options.destinations[index..=index], Some(link))
     }
 
-    fn to(options: &ForwardOptions, destinations: &[String], lane: Option<LaneLink>) -> ForwardTransport {
-        let agent = ureq::Agent::config_builder()
+    fn to(
+        options: &ForwardOptions,
+        destinations: &[String],
+        lane: Option<LaneLink>,
+    ) -> Result<ForwardTransport, crate::receive::tls::TlsError> {
+        let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(seconds(options.timeout)))
-            .http_status_as_error(false)
-            .build()
-            .new_agent();
-        ForwardTransport {
+            .http_status_as_error(false);
+        if destinations.iter().any(|d| d.starts_with("https://")) {
+            config = config.tls_config(client_tls(&options.tls)?);
+        }
+        let agent = config.build().new_agent();
+        Ok(ForwardTransport {
             destinations: destinations
                 .iter()
                 .map(|d| {
                     format!(
-                        "http://{}{}",
+                        "{}://{}{}",
+                        scheme(d),
                         destination_address(d).unwrap_or_default(),
                         crate::receive::server::PATH
                     )
@@ -633,7 +725,7 @@ impl ForwardTransport {
             agent,
             current: 0,
             lane,
-        }
+        })
     }
 
     /// The failover loop over the destinations.
@@ -1011,7 +1103,7 @@ mod tests {
         let share = queued_keys(down.outbox());
         let stats = Arc::new(DeliveryStats::default());
         // Without a timeout the share waits: the send fails and nothing moves.
-        let mut waiting = ForwardTransport::for_lane(&options, lanes.clone(), 0, stats.clone());
+        let mut waiting = ForwardTransport::for_lane(&options, lanes.clone(), 0, stats.clone()).unwrap();
         let payload = down
             .outbox()
             .reader()
@@ -1028,7 +1120,7 @@ mod tests {
             .iter()
             .map(|l| queued_keys(l.outbox()).len())
             .collect();
-        let mut handing = ForwardTransport::for_lane(&options, lanes.clone(), 0, stats.clone());
+        let mut handing = ForwardTransport::for_lane(&options, lanes.clone(), 0, stats.clone()).unwrap();
         handing.send(&payload).unwrap();
         assert_eq!(stats.handed_off_lines.load(Ordering::Relaxed), 1, "one frame");
         let ring = Ring::new(&["127.0.0.1:1", "127.0.0.2:1", "127.0.0.3:1"]);
@@ -1076,16 +1168,20 @@ mod tests {
             (
                 ForwardOptions {
                     destinations: vec!["https://p:1".into()],
+                    tls: ForwardTls {
+                        cert: Some("c.pem".into()),
+                        ..ForwardTls::default()
+                    },
                     ..options(1)
                 },
-                "https (TLS) is not built yet",
+                "a client certificate needs both cert and key",
             ),
             (
                 ForwardOptions {
                     destinations: vec!["p:1".into()],
                     ..options(1)
                 },
-                "expected http://host:port",
+                "expected https://host:port or http://host:port",
             ),
             (
                 ForwardOptions {

@@ -123,12 +123,12 @@ fn start_each(
                 let lanes = Arc::new(Lanes::new(lanes, options));
                 for (index, lane) in lanes.lanes().iter().enumerate() {
                     let stats = Arc::new(DeliveryStats::default());
-                    let transport: Box<dyn Transport> = match options.mode {
-                        ForwardMode::Failover => Box::new(ForwardTransport::new(options)),
-                        ForwardMode::Hash => {
-                            Box::new(ForwardTransport::for_lane(options, lanes.clone(), index, stats.clone()))
-                        }
+                    let transport = match options.mode {
+                        ForwardMode::Failover => ForwardTransport::new(options),
+                        ForwardMode::Hash => ForwardTransport::for_lane(options, lanes.clone(), index, stats.clone()),
                     };
+                    let transport: Box<dyn Transport> =
+                        Box::new(transport.with_context(|| format!("sink {name}: tls"))?);
                     let retry = RetryPolicy::default();
                     running.start_delivery_counted(lane.name(), lane.outbox(), transport, retry, shutdown, stats)?;
                 }

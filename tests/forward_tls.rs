@@ -1,0 +1,231 @@
+//! Node to node over TLS, with real processes and certificates made by the openssl command
+//! line: a child with a client certificate ships to a parent that asks for one
+//! (`receive: {tls: {cert, key, client-ca}}`); a child without one, a child that does not trust
+//! the parent's CA, and a plain-HTTP peer on the TLS port are refused, each with its cause, and
+//! the children keep their backlog.
+
+mod common;
+
+use common::{servers::free_tcp_port, wait_for, Base};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const KEY: &str = "0b1f4d2e-6a7c-4e8b-9d0f-1a2b3c4d5e6f";
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`<name>-ca.pem`) and a certificate it signed for `cn` with `extensions`.
+fn ca(dir: &Path, name: &str) -> PathBuf {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}-ca.key"),
+            "-out",
+            &format!("{name}-ca.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    dir.join(format!("{name}-ca.pem"))
+}
+
+fn signed(dir: &Path, ca: &str, name: &str, extensions: &str) -> (PathBuf, PathBuf) {
+    std::fs::write(dir.join(format!("{name}.ext")), extensions).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}-ca.pem"),
+            "-CAkey",
+            &format!("{ca}-ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+    (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")))
+}
+
+fn child_config(node: &str, port: u16, tls: &str) -> String {
+    format!(
+        "rescan-interval: 2\nnode-name: {node}\nsinks:\n  up:\n    type: forward\n    destinations: [\"https://127.0.0.1:{port}\"]\n    api-key: {KEY}\n    timeout: 2\n    tls: {tls}\n"
+    )
+}
+
+fn outbox_lines(base: &Base) -> Option<u64> {
+    let out = Command::new(env!("CARGO_BIN_EXE_spoolmon"))
+        .args(["outbox", "--json", "--base-dir"])
+        .arg(base.path())
+        .output()
+        .ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    json.as_array()?.iter().find(|s| s["sink"] == "up")?["lines"].as_u64()
+}
+
+#[test]
+fn a_child_ships_over_mutual_tls_and_peers_without_a_certificate_or_trust_or_tls_are_refused() {
+    common::require_root("native ICMP to 127.0.0.0/8");
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path();
+    let ca_pem = ca(dir, "net");
+    let other_ca = ca(dir, "other");
+    let (server_pem, server_key) = signed(
+        dir,
+        "net",
+        "parent",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
+    let (client_pem, client_key) = signed(
+        dir,
+        "net",
+        "prober",
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    );
+    let parent = Base::new();
+    let port = free_tcp_port();
+    parent.write_config(&format!(
+        "self-metrics:\n  interval: 1\nreceive:\n  listen: [\"127.0.0.1:{port}\"]\n  api-keys:\n    {KEY}: {{allow-from: \"127.0.0.1\"}}\n  timeout: 3\n  tls:\n    cert: {}\n    key: {}\n    client-ca: {}\n",
+        server_pem.display(),
+        server_key.display(),
+        ca_pem.display()
+    ));
+    let parent_process = parent.spawn(&["--log-level", "debug"], "process");
+    wait_for(
+        "the parent to listen",
+        Duration::from_secs(30),
+        Some(&parent_process),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
+    let start_child = |node: &str, target: &str, tls: String| {
+        let child = Base::new();
+        child.write_order("lan/t1", &common::ping_order(target, 1, 1));
+        let process = child.start(&child_config(node, port, &tls));
+        (child, process)
+    };
+    let (_good, good_process) = start_child(
+        "good",
+        "127.0.9.1",
+        format!(
+            "{{ca: {}, cert: {}, key: {}}}",
+            ca_pem.display(),
+            client_pem.display(),
+            client_key.display()
+        ),
+    );
+    let (anonymous, anonymous_process) = start_child("anonymous", "127.0.9.2", format!("{{ca: {}}}", ca_pem.display()));
+    let (distrusting, distrusting_process) = start_child(
+        "distrusting",
+        "127.0.9.3",
+        format!(
+            "{{ca: {}, cert: {}, key: {}}}",
+            other_ca.display(),
+            client_pem.display(),
+            client_key.display()
+        ),
+    );
+    wait_for(
+        "the good child's results at the parent",
+        Duration::from_secs(60),
+        Some(&good_process),
+        || parent.read("output/@good/lan/t1/last_result").is_some(),
+    );
+    // A peer that speaks plain HTTP to the TLS port gets no HTTP answer.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    plain
+        .write_all(format!("POST /spoolmon/v1/snapshots HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/"), "{:?}", String::from_utf8_lossy(&answer));
+    // The child without a certificate: refused in the handshake, counted, backlog kept.
+    wait_for(
+        "the refused handshakes counted",
+        Duration::from_secs(30),
+        Some(&parent_process),
+        || {
+            parent.read("state/metrics-process.prom").is_some_and(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("spoolmon_receive_tls_failures_total "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n >= 3)
+            })
+        },
+    );
+    wait_for(
+        "the refused children to keep their backlog",
+        Duration::from_secs(30),
+        None,
+        || outbox_lines(&anonymous).is_some_and(|n| n >= 2) && outbox_lines(&distrusting).is_some_and(|n| n >= 2),
+    );
+    // The child that does not trust the parent's CA says so.
+    wait_for(
+        "the distrusting child's cause in its log",
+        Duration::from_secs(30),
+        Some(&distrusting_process),
+        || {
+            let log = distrusting_process.log_text().to_lowercase();
+            log.contains("unknownissuer") || log.contains("unknown issuer")
+        },
+    );
+    assert!(parent.read("output/@anonymous/lan/t1/last_result").is_none());
+    assert!(parent.read("output/@distrusting/lan/t1/last_result").is_none());
+    // The child without a certificate was told why by the parent's alert.
+    assert!(
+        anonymous_process.log_text().contains("CertificateRequired"),
+        "{}",
+        anonymous_process.log_text()
+    );
+}
