@@ -10,10 +10,11 @@ CARGO ?= cargo
 # (the sink tests' servers), haproxy (the pull tests' and bench's stats sockets), e2fsprogs
 # (chattr makes a directory immutable for root), iproute2 and procps (network namespaces,
 # process checks), python3, systemd and man-db (systemd-analyze verifies the units and their man:
-# links) and rpm (rpmspec parses the RPM spec).
+# links), rpm (rpmspec parses the RPM spec), openssl (the node-to-node TLS tests make their
+# certificates with it) and dnsmasq (a real DNS server for the SRV discovery tests).
 RUN_PACKAGES := build-essential pkg-config librrd-dev libclang-dev rrdtool fping httping iputils-ping
 TEST_PACKAGES := $(RUN_PACKAGES) python3 iproute2 procps \
-	influxdb graphite-carbon python3-whisper e2fsprogs haproxy systemd man-db rpm
+	influxdb graphite-carbon python3-whisper e2fsprogs haproxy systemd man-db rpm openssl dnsmasq-base
 
 .PHONY: run test deps test-deps build lint clean-var deb
 

@@ -6,13 +6,12 @@
 
 mod common;
 
+use common::nodes::{outbox_lines, KEY};
 use common::{servers::free_tcp_port, wait_for, Base};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-
-const KEY: &str = "0b1f4d2e-6a7c-4e8b-9d0f-1a2b3c4d5e6f";
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -102,16 +101,6 @@ fn child_config(node: &str, port: u16, tls: &str) -> String {
     format!(
         "rescan-interval: 2\nnode-name: {node}\nsinks:\n  up:\n    type: forward\n    destinations: [\"https://127.0.0.1:{port}\"]\n    api-key: {KEY}\n    timeout: 2\n    tls: {tls}\n"
     )
-}
-
-fn outbox_lines(base: &Base) -> Option<u64> {
-    let out = Command::new(env!("CARGO_BIN_EXE_spoolmon"))
-        .args(["outbox", "--json", "--base-dir"])
-        .arg(base.path())
-        .output()
-        .ok()?;
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    json.as_array()?.iter().find(|s| s["sink"] == "up")?["lines"].as_u64()
 }
 
 #[test]
@@ -208,7 +197,10 @@ fn a_child_ships_over_mutual_tls_and_peers_without_a_certificate_or_trust_or_tls
         "the refused children to keep their backlog",
         Duration::from_secs(30),
         None,
-        || outbox_lines(&anonymous).is_some_and(|n| n >= 2) && outbox_lines(&distrusting).is_some_and(|n| n >= 2),
+        || {
+            outbox_lines(&anonymous, "up").is_some_and(|n| n >= 2)
+                && outbox_lines(&distrusting, "up").is_some_and(|n| n >= 2)
+        },
     );
     // The child that does not trust the parent's CA says so.
     wait_for(

@@ -10,6 +10,7 @@
 
 mod common;
 
+use common::nodes::{config, last_time, listening, measured_rows, outbox_lines, rrd_rows, spawn_receiver, KEY};
 use common::{servers::free_tcp_port, wait_for, Base};
 use spoolmon::shared::measurement::{OrderId, OrderResult};
 use spoolmon::spool::identity::MachineGuid;
@@ -17,23 +18,6 @@ use spoolmon::spool::ship::{self, ShipHeader};
 use spoolmon::spool::snapshot::{encode_ping, SnapshotName, PING_FILE};
 use std::io::{Read, Write};
 use std::time::Duration;
-
-const KEY: &str = "0b1f4d2e-6a7c-4e8b-9d0f-1a2b3c4d5e6f";
-
-fn config(port: u16) -> String {
-    format!(
-        "receive:\n  listen: [\"127.0.0.1:{port}\"]\n  api-keys:\n    {KEY}: {{allow-from: \"127.0.0.1\"}}\n  timeout: 5\n"
-    )
-}
-
-/// Starts `spoolmon process` on `base` (its config written before) and waits until it listens.
-fn spawn_receiver(base: &Base, port: u16) -> common::Daemon {
-    let daemon = base.spawn(&["--log-level", "debug"], "process");
-    wait_for("the receiver to listen", Duration::from_secs(30), Some(&daemon), || {
-        listening(port)
-    });
-    daemon
-}
 
 /// A child's config forwarding to the receiver on `port` as node `node` with `key`.
 fn forward_config(node: &str, port: u16, key: &str) -> String {
@@ -88,38 +72,6 @@ fn frames(child: MachineGuid, stream: uuid::Uuid, t0: i64, first_seq: u64, steps
         ship::encode(&header, &[(PING_FILE, &encode_ping("b", &results))], &mut body);
     }
     body
-}
-
-fn listening(port: u16) -> bool {
-    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-}
-
-fn rrd_rows(path: &std::path::Path, resolution: u32, from: i64, until: i64) -> Vec<(i64, String)> {
-    let text = common::rrdtool(&[
-        "fetch",
-        path.to_str().unwrap(),
-        "AVERAGE",
-        "-r",
-        &resolution.to_string(),
-        "-s",
-        &from.to_string(),
-        "-e",
-        &until.to_string(),
-    ]);
-    text.lines()
-        .filter_map(|line| {
-            let (time, values) = line.split_once(':')?;
-            Some((time.trim().parse().ok()?, values.trim().to_string()))
-        })
-        .collect()
-}
-
-/// The times of the rows whose first value (loss) is known.
-fn measured_rows(rows: &[(i64, String)]) -> Vec<i64> {
-    rows.iter()
-        .filter(|(_, values)| !values.split_whitespace().next().unwrap_or("nan").ends_with("nan"))
-        .map(|(time, _)| *time)
-        .collect()
 }
 
 #[test]
@@ -233,12 +185,6 @@ fn a_receive_section_that_cannot_listen_stops_the_start_with_the_address() {
     assert!(!status.success());
     let log = std::fs::read_to_string(base.join("process.log")).unwrap();
     assert!(log.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{log}");
-}
-
-/// `time:` of a last_result, if the file exists.
-fn last_time(base: &Base, rel: &str) -> Option<i64> {
-    let text = base.read(rel)?;
-    common::field(&text, "time").parse().ok()
 }
 
 #[test]
@@ -714,15 +660,4 @@ fn after_the_handoff_timeout_a_down_destinations_share_goes_to_its_next_owner_an
             "{id} of destination {owner} at {other}"
         );
     }
-}
-
-/// Lines pending in `sink`'s outbox on `base`, as `spoolmon outbox --json` reports them.
-fn outbox_lines(base: &Base, sink: &str) -> Option<u64> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spoolmon"))
-        .args(["outbox", "--json", "--base-dir"])
-        .arg(base.path())
-        .output()
-        .ok()?;
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    json.as_array()?.iter().find(|s| s["sink"] == sink)?["lines"].as_u64()
 }

@@ -20,8 +20,10 @@ pub struct Sources {
     pub pull: Option<Arc<PullStats>>,
     /// The receiver's counters, when it listens (`receive:`).
     pub receive: Option<Arc<crate::receive::server::ReceiveStats>>,
-    /// Delivery counters per sink name.
-    pub deliveries: Vec<(String, Arc<DeliveryStats>)>,
+    /// Delivery counters per outbox name.
+    pub deliveries: crate::sink::delivery::DeliveryRegistry,
+    /// Discovery counters per forward sink with `discovery:`.
+    pub discoveries: Vec<(String, Arc<crate::sink::discovery::DiscoveryStats>)>,
 }
 
 /// Gauges read from the base directory (or the order book) for this snapshot.
@@ -105,7 +107,8 @@ pub fn gather(sources: &Sources, observed: &Observed, started: i64) -> Vec<Famil
     if let Some(stats) = &sources.process {
         add_process(&mut families, stats);
     }
-    add_deliveries(&mut families, &sources.deliveries);
+    add_deliveries(&mut families, &sources.deliveries.list());
+    add_discoveries(&mut families, &sources.discoveries);
     if let Some(stats) = &sources.pull {
         add_pull(&mut families, stats);
     }
@@ -344,6 +347,37 @@ fn add_process(families: &mut Families, stats: &ProcessStats) {
         "Wall-clock time spent in processing rounds.",
         Kind::Counter,
         micros(&stats.processing_micros),
+    );
+}
+
+fn add_discoveries(families: &mut Families, discoveries: &[(String, Arc<crate::sink::discovery::DiscoveryStats>)]) {
+    use crate::sink::discovery::DiscoveryStats;
+    if discoveries.is_empty() {
+        return;
+    }
+    let each = |value: fn(&DiscoveryStats) -> &AtomicU64| -> Vec<Sample> {
+        discoveries
+            .iter()
+            .map(|(sink, stats)| sink_sample(sink, load(value(stats))))
+            .collect()
+    };
+    families.add(
+        "sink_destinations",
+        "Destinations a forward sink with discovery uses now.",
+        Kind::Gauge,
+        each(|s| &s.destinations),
+    );
+    families.add(
+        "sink_discovery_errors_total",
+        "Discovery refreshes that failed or found no destination (the last good set was kept).",
+        Kind::Counter,
+        each(|s| &s.errors),
+    );
+    families.add(
+        "sink_discovery_changes_total",
+        "Destination sets discovery found and applied.",
+        Kind::Counter,
+        each(|s| &s.changes),
     );
 }
 

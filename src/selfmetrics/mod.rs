@@ -285,7 +285,8 @@ impl SelfMetrics {
             process: Some(process),
             pull: pulling.then_some(pull),
             receive: None,
-            deliveries: Vec::new(),
+            deliveries: Default::default(),
+            discoveries: Vec::new(),
         };
         SelfMetrics::new(base, Component::Run, options, sources).with_sinks(options, sinks)
     }
@@ -338,6 +339,7 @@ impl SelfMetrics {
     /// destinations.
     pub fn with_sinks(mut self, options: &SelfMetricsOptions, running: &RunningSinks) -> SelfMetrics {
         self.sources.deliveries = running.deliveries.clone();
+        self.sources.discoveries = running.discoveries.clone();
         let selection = &options.sinks;
         self.sinks = running
             .names
@@ -480,8 +482,11 @@ impl SelfMetrics {
             ("self-metrics".into(), self.own_error.get()),
             ("config".into(), self.config_error.as_ref().and_then(|e| e.get())),
         ];
-        for (sink, stats) in &sources.deliveries {
+        for (sink, stats) in &sources.deliveries.list() {
             found.push((format!("sink {sink}"), stats.last_error.get()));
+        }
+        for (sink, stats) in &sources.discoveries {
+            found.push((format!("discovery {sink}"), stats.last_error.get()));
         }
         let mut errors: Vec<SourceError> = found
             .into_iter()

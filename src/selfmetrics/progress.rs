@@ -72,6 +72,7 @@ impl Totals {
             }),
             sinks: sources
                 .deliveries
+                .list()
                 .iter()
                 .map(|(name, stats)| {
                     let backlog = outbox.get(name.as_str());
@@ -159,7 +160,8 @@ mod tests {
             process: None,
             pull: Some(pull.clone()),
             receive: None,
-            deliveries: vec![("carbon".into(), carbon.clone())],
+            deliveries: vec![("carbon".into(), carbon.clone())].into(),
+            discoveries: Vec::new(),
         };
         scheduler.orders_measured.store(4, Ordering::Relaxed);
         let before = Totals::read(&sources, &[]);

@@ -33,7 +33,8 @@ fn sources() -> Sources {
         process: Some(Arc::new(process)),
         pull: Some(Arc::new(pull)),
         receive: None,
-        deliveries: vec![("carbon".into(), Arc::new(delivery))],
+        deliveries: vec![("carbon".into(), Arc::new(delivery))].into(),
+        discoveries: Vec::new(),
     }
 }
 
@@ -301,6 +302,6 @@ fn a_config_error_is_the_config_part_until_a_reload_is_taken_and_a_delivery_clea
     shown.sort();
     assert_eq!(shown, ["config", "sink carbon"]);
     config_error.succeeded();
-    sources.deliveries[0].1.last_error.succeeded();
+    sources.deliveries.list()[0].1.last_error.succeeded();
     assert!(sources_of(&metrics).is_empty());
 }

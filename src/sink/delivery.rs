@@ -37,6 +37,39 @@ pub struct DeliveryStats {
     pub last_error: crate::shared::last_error::LastError,
 }
 
+/// The delivery counters of every running outbox, by outbox name. Shared: a lane a forward
+/// sink opens at run time (a destination found by discovery) registers here, and the
+/// self-metrics read the list as it is at each sample.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryRegistry(Arc<std::sync::Mutex<Vec<NamedStats>>>);
+
+/// An outbox's name and its delivery counters.
+pub type NamedStats = (String, Arc<DeliveryStats>);
+
+impl DeliveryRegistry {
+    pub fn add(&self, name: &str, stats: Arc<DeliveryStats>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((name.to_owned(), stats));
+    }
+
+    /// The outboxes registered so far, in the order they started.
+    pub fn list(&self) -> Vec<NamedStats> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+}
+
+impl From<Vec<NamedStats>> for DeliveryRegistry {
+    fn from(list: Vec<NamedStats>) -> DeliveryRegistry {
+        DeliveryRegistry(Arc::new(std::sync::Mutex::new(list)))
+    }
+}
+
 /// The waits between attempts at one batch, as [`RetryPolicy`] defines them.
 #[derive(Debug)]
 pub struct RetrySchedule<'a> {

@@ -111,6 +111,10 @@ pub struct ForwardOptions {
     /// TLS of the `https://` destinations: which CA to trust, and a client certificate for
     /// receivers that ask for one.
     pub tls: ForwardTls,
+    /// Where the destinations come from when they change: a file, DNS SRV records or
+    /// Consul, read every `interval` (`destinations` is then the set until the first answer,
+    /// and may be empty). None by default.
+    pub discovery: Option<super::discovery::DiscoveryOptions>,
     /// Size and age bounds of this sink's outbox.
     pub outbox: OutboxBounds,
     /// Whether this node still writes its own `output/` (RRD, `last_result`) for the results
@@ -139,6 +143,7 @@ impl Default for ForwardOptions {
             max_request_bytes: 8 << 20,
             timeout: 30.0,
             tls: ForwardTls::default(),
+            discovery: None,
             outbox: OutboxBounds::default(),
             keep_local: true,
             takes: vec![Kind::Ping],
@@ -160,7 +165,10 @@ impl ForwardOptions {
 
     /// Checks every option but the route; the error names the key.
     pub fn validate(&self) -> Result<(), InvalidOption> {
-        if self.destinations.is_empty() {
+        if let Some(discovery) = &self.discovery {
+            discovery.validate()?;
+        }
+        if self.destinations.is_empty() && self.discovery.is_none() {
             return Err(InvalidOption::new(
                 "destinations",
                 "name at least one receiving node, e.g. [\"http://192.0.2.10:19999\"]",
@@ -195,7 +203,7 @@ impl ForwardOptions {
             ));
         }
         let has_https = self.destinations.iter().any(|d| d.starts_with("https://"));
-        if !has_https && self.tls != ForwardTls::default() {
+        if !has_https && self.discovery.is_none() && self.tls != ForwardTls::default() {
             return Err(InvalidOption::new(
                 "tls",
                 "applies to https:// destinations only, and none is given",
@@ -235,6 +243,11 @@ fn destination_address(url: &str) -> Result<String, String> {
         return Err(format!("{url}: expected https://host:port or http://host:port"));
     }
     Ok(rest.to_owned())
+}
+
+/// Checks one destination as the config does (for the ones discovery finds).
+pub fn check_destination(url: &str) -> Result<(), String> {
+    destination_address(url).map(|_| ())
 }
 
 /// `https://` or `http://` of a (validated) destination.
@@ -316,15 +329,20 @@ type SourceGroup = (Source, Vec<OrderResult>);
 pub struct Lane {
     /// The outbox directory's name: the sink's, or `<sink>@<destination label>`.
     name: String,
+    /// `mode: hash`: the one destination this lane delivers to (`None`: the sink's list).
+    destination: Option<String>,
     outbox: Arc<Outbox>,
     stream: uuid::Uuid,
     /// The next frame's sequence (module doc: derived from the outbox at start).
     next: AtomicU64,
+    /// Since when its destination has failed without a success in between (`mode: hash`).
+    failing_since: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Lane {
-    /// Reads (or makes) the outbox's stream and the next sequence from the outbox's counts.
-    pub fn open(name: &str, outbox: Arc<Outbox>) -> anyhow::Result<Lane> {
+    /// Reads (or makes) the outbox's stream and the next sequence from the outbox's counts;
+    /// `destination` is the one it delivers to in `mode: hash`.
+    pub fn open(name: &str, destination: Option<&str>, outbox: Arc<Outbox>) -> anyhow::Result<Lane> {
         use anyhow::Context;
         let path = outbox.dir().join(STREAM_FILE);
         let dir = crate::spool::beneath::Dir::open(outbox.dir())?;
@@ -343,9 +361,11 @@ impl Lane {
         let sent = status.delivered_lines + status.rejected_lines + status.dropped_lines + status.lines;
         Ok(Lane {
             name: name.to_owned(),
+            destination: destination.map(str::to_owned),
             outbox,
             stream,
             next: AtomicU64::new(sent + 1),
+            failing_since: std::sync::Mutex::new(None),
         })
     }
 
@@ -415,57 +435,129 @@ pub fn destination_label(destination: &str) -> String {
         .collect()
 }
 
-/// The lanes of a sink in `mode: hash` and the ring over them: shared by the sink (which
-/// routes each result to its owner's lane) and by every lane's transport (which hands a down
-/// destination's frames off to the next owners after `handoff-timeout`).
+/// The lanes of a sink and, in `mode: hash`, the ring over the destinations in use: shared by
+/// the sink (which routes each result to its owner's lane), every lane's transport (which
+/// hands a down destination's frames off to the next owners after `handoff-timeout`) and the
+/// discovery thread (which changes the set).
+///
+/// The set changes as a whole ([`Lanes::set_destinations`]): a new destination gets a lane
+/// (its outbox and delivery thread, opened by the caller); a destination that left keeps its
+/// lane, retired, whose transport drains what it holds to the current owners instead of
+/// sending it (ring changes drain, never drop); one that comes back gets its lane back.
 pub struct Lanes {
-    lanes: Vec<Lane>,
-    /// `None` in `mode: failover` (one lane).
-    ring: Option<Ring>,
+    mode: ForwardMode,
     frame_results: usize,
-    /// Per lane: since when its destination has failed without a success in between.
-    failing_since: Vec<std::sync::Mutex<Option<Instant>>>,
+    set: std::sync::RwLock<LaneSet>,
 }
 
+#[derive(Default)]
+struct LaneSet {
+    /// Every lane opened since start (indexes never change).
+    lanes: Vec<Arc<Lane>>,
+    /// The destinations in use, in order (failover's list; hash: one per member).
+    destinations: Vec<String>,
+    /// `mode: hash`: the lane of each destination in use, in the same order.
+    members: Vec<usize>,
+    /// `mode: hash`: the ring over `destinations`.
+    ring: Option<Ring>,
+}
+
+/// Opens the lane of destination `url` as lane `index` (its outbox and delivery thread).
+pub type OpenLane<'a> = dyn FnMut(usize, &str) -> anyhow::Result<Arc<Lane>> + 'a;
+
 impl Lanes {
-    /// The lanes in the order of `destinations` (hash) or the one lane (failover).
-    pub fn new(lanes: Vec<Lane>, options: &ForwardOptions) -> Lanes {
-        let ring = (options.mode == ForwardMode::Hash).then(|| {
-            let identities: Vec<String> = options
-                .destinations
-                .iter()
-                .map(|d| destination_address(d).unwrap_or_default())
-                .collect();
-            Ring::new(&identities)
-        });
+    /// The lanes of a sink in `mode: failover`: its one lane, to `options.destinations`.
+    pub fn failover(lane: Lane, options: &ForwardOptions) -> Lanes {
         Lanes {
-            failing_since: lanes.iter().map(|_| std::sync::Mutex::new(None)).collect(),
-            lanes,
-            ring,
+            mode: ForwardMode::Failover,
             frame_results: options.frame_results,
+            set: std::sync::RwLock::new(LaneSet {
+                lanes: vec![Arc::new(lane)],
+                destinations: options.destinations.clone(),
+                members: vec![0],
+                ring: None,
+            }),
         }
     }
 
-    pub fn lanes(&self) -> &[Lane] {
-        &self.lanes
+    /// The lanes of a sink in `mode: hash`: none until [`Lanes::set_destinations`].
+    pub fn hash(options: &ForwardOptions) -> Lanes {
+        Lanes {
+            mode: ForwardMode::Hash,
+            frame_results: options.frame_results,
+            set: std::sync::RwLock::new(LaneSet::default()),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, LaneSet> {
+        self.set.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every lane opened so far.
+    pub fn lanes(&self) -> Vec<Arc<Lane>> {
+        self.read().lanes.clone()
+    }
+
+    /// The destinations in use.
+    pub fn destinations(&self) -> Vec<String> {
+        self.read().destinations.clone()
+    }
+
+    /// Whether lane `index` is one of the set in use.
+    fn is_member(&self, index: usize) -> bool {
+        self.read().members.contains(&index)
+    }
+
+    /// Makes `destinations` the set in use. In `mode: hash` each gets its lane: the one it
+    /// had (by outbox name), or one `open` makes; the others are retired.
+    pub fn set_destinations(&self, destinations: &[String], sink: &str, open: &mut OpenLane<'_>) -> anyhow::Result<()> {
+        let mut set = self.set.write().unwrap_or_else(|p| p.into_inner());
+        if self.mode == ForwardMode::Failover {
+            set.destinations = destinations.to_vec();
+            return Ok(());
+        }
+        let mut members = Vec::with_capacity(destinations.len());
+        for destination in destinations {
+            let name = format!("{sink}@{}", destination_label(destination));
+            let index = match set.lanes.iter().position(|lane| lane.name == name) {
+                Some(index) => index,
+                None => {
+                    let index = set.lanes.len();
+                    let lane = open(index, destination)?;
+                    set.lanes.push(lane);
+                    index
+                }
+            };
+            members.push(index);
+        }
+        let identities: Vec<String> = destinations
+            .iter()
+            .map(|d| destination_address(d).unwrap_or_default())
+            .collect();
+        set.ring = Some(Ring::new(&identities));
+        set.members = members;
+        set.destinations = destinations.to_vec();
+        Ok(())
     }
 
     /// Splits `groups` by the lane that owns each result (its key on the ring) among the lanes
-    /// `allowed` accepts, and appends each lane's part; the results no lane may take (none
-    /// allowed) are returned as an error.
+    /// in use that `allowed` accepts, and appends each lane's part; the number of frames. An
+    /// error when no lane may take a result (none in use or none allowed).
     fn route(&self, groups: Vec<SourceGroup>, allowed: impl Fn(usize) -> bool) -> Result<u64, String> {
-        let Some(ring) = &self.ring else {
-            return self.lanes[0].append(&groups, self.frame_results);
+        let set = self.read();
+        let Some(ring) = &set.ring else {
+            return set.lanes[0].append(&groups, self.frame_results);
         };
-        let mut per_lane: Vec<Vec<SourceGroup>> = self.lanes.iter().map(|_| Vec::new()).collect();
+        let mut per_lane: Vec<Vec<SourceGroup>> = set.lanes.iter().map(|_| Vec::new()).collect();
         let mut key = Vec::new();
         for (source, results) in groups {
             let first_group_of_source: Vec<usize> = per_lane.iter().map(Vec::len).collect();
             for result in results {
                 result_key(&source.node, result.id.as_str(), &mut key);
-                let lane = ring
-                    .owner_among(&key, &allowed)
+                let member = ring
+                    .owner_among(&key, |m| allowed(set.members[m]))
                     .ok_or_else(|| "no destination of the ring may take results now".to_owned())?;
+                let lane = set.members[member];
                 let groups = &mut per_lane[lane];
                 if groups.len() == first_group_of_source[lane] {
                     groups.push((source.clone(), Vec::new()));
@@ -474,16 +566,23 @@ impl Lanes {
             }
         }
         let mut frames = 0;
-        for (lane, groups) in self.lanes.iter().zip(&per_lane) {
+        for (lane, groups) in set.lanes.iter().zip(&per_lane) {
             frames += lane.append(groups, self.frame_results)?;
         }
         Ok(frames)
     }
 
+    fn failing_since(&self, index: usize) -> Option<Arc<Lane>> {
+        self.read().lanes.get(index).cloned()
+    }
+
     /// Records a send of lane `index`: a success clears its failure, a failure starts it (if
     /// not started). Returns how long it has been failing.
     fn record(&self, index: usize, ok: bool) -> Duration {
-        let mut since = self.failing_since[index].lock().unwrap_or_else(|p| p.into_inner());
+        let Some(lane) = self.failing_since(index) else {
+            return Duration::ZERO;
+        };
+        let mut since = lane.failing_since.lock().unwrap_or_else(|p| p.into_inner());
         if ok {
             *since = None;
             return Duration::ZERO;
@@ -493,15 +592,18 @@ impl Lanes {
 
     /// Whether lane `index`'s destination has been failing for at least `timeout`.
     fn down_for(&self, index: usize, timeout: Duration) -> bool {
-        let since = self.failing_since[index].lock().unwrap_or_else(|p| p.into_inner());
-        since.is_some_and(|since| since.elapsed() >= timeout)
+        self.failing_since(index).is_some_and(|lane| {
+            let since = lane.failing_since.lock().unwrap_or_else(|p| p.into_inner());
+            since.is_some_and(|since| since.elapsed() >= timeout)
+        })
     }
 
-    /// Hands the frames of `payload` (one batch of lane `from`'s outbox) to the lanes that own
-    /// their results once `from` and every destination down for `timeout` are left out: decoded,
-    /// routed again, appended (durable) to those lanes. On `Ok` (frames read, results moved)
-    /// the batch may be acknowledged: its results are in other outboxes.
-    fn hand_off(&self, from: usize, payload: &[u8], timeout: Duration) -> Result<(u64, u64), String> {
+    /// Hands the frames of `payload` (one batch of lane `from`'s outbox) to the lanes in use
+    /// that own their results once `from` (and, with a `timeout`, every destination down for
+    /// that long) is left out: decoded, routed again, appended (durable) to those lanes. On
+    /// `Ok` (frames read, results moved) the batch may be acknowledged: its results are in
+    /// other outboxes.
+    fn hand_off(&self, from: usize, payload: &[u8], timeout: Option<Duration>) -> Result<(u64, u64), String> {
         let mut groups = Vec::new();
         let mut rest = payload;
         let bounds = PingBounds {
@@ -531,7 +633,9 @@ impl Lanes {
                 }
             }
         }
-        self.route(groups, |lane| lane != from && !self.down_for(lane, timeout))?;
+        self.route(groups, |lane| {
+            lane != from && timeout.is_none_or(|timeout| !self.down_for(lane, timeout))
+        })?;
         Ok((frames_read, results_moved))
     }
 }
@@ -651,21 +755,17 @@ impl ForwardSink {
     }
 }
 
-/// Sends frames to the destinations (failover) with ureq; in `mode: hash`, one lane's frames
-/// to its one destination, handing them off after `handoff-timeout` of failure.
+/// Sends one lane's frames with ureq: to the sink's destinations in order (failover), or to
+/// the lane's one destination (hash), handing them off after `handoff-timeout` of failure, and
+/// at once when the destination has left the set.
 pub struct ForwardTransport {
-    destinations: Vec<String>,
     api_key: String,
     max_request_bytes: usize,
     agent: ureq::Agent,
-    /// The destination that answered last: tried first next time.
+    /// The destinations of the last send (failover: the destination that answered last is
+    /// tried first next time, until the list changes).
+    last_list: Vec<String>,
     current: usize,
-    /// In `mode: hash`: the lane this transport delivers.
-    lane: Option<LaneLink>,
-}
-
-/// What the transport of one lane (`mode: hash`) knows of the others.
-struct LaneLink {
     lanes: Arc<Lanes>,
     index: usize,
     handoff_timeout: Option<Duration>,
@@ -674,67 +774,69 @@ struct LaneLink {
 }
 
 impl ForwardTransport {
-    /// The transport of the whole sink (`mode: failover`); an error names a TLS file.
-    pub fn new(options: &ForwardOptions) -> Result<ForwardTransport, crate::receive::tls::TlsError> {
-        ForwardTransport::to(options, &options.destinations, None)
-    }
-
-    /// The transport of lane `index` of a sink in `mode: hash`: its destination only; what it
-    /// hands off is counted in `stats` (the lane's delivery counters).
-    pub fn for_lane(
+    /// The transport of lane `index` of `lanes`; what it hands off is counted in `stats` (the
+    /// lane's delivery counters). An error names a TLS file.
+    pub fn new(
         options: &ForwardOptions,
         lanes: Arc<Lanes>,
         index: usize,
         stats: Arc<DeliveryStats>,
     ) -> Result<ForwardTransport, crate::receive::tls::TlsError> {
-        let link = LaneLink {
+        let mut config = ureq::Agent::config_builder()
+            .timeout_global(Some(seconds(options.timeout)))
+            .http_status_as_error(false);
+        // TLS is set up when the sink may ever talk https (discovery may bring https later).
+        let https = options.destinations.iter().any(|d| d.starts_with("https://")) || options.discovery.is_some();
+        if https {
+            config = config.tls_config(client_tls(&options.tls)?);
+        }
+        Ok(ForwardTransport {
+            api_key: options.api_key.clone(),
+            max_request_bytes: options.max_request_bytes,
+            agent: config.build().new_agent(),
+            last_list: Vec::new(),
+            current: 0,
             lanes,
             index,
             handoff_timeout: options.handoff_timeout.map(seconds),
             stats,
-        };
-        ForwardTransport::to(options, &options.destinations[index..=index], Some(link))
+        })
     }
 
-    fn to(
-        options: &ForwardOptions,
-        destinations: &[String],
-        lane: Option<LaneLink>,
-    ) -> Result<ForwardTransport, crate::receive::tls::TlsError> {
-        let mut config = ureq::Agent::config_builder()
-            .timeout_global(Some(seconds(options.timeout)))
-            .http_status_as_error(false);
-        if destinations.iter().any(|d| d.starts_with("https://")) {
-            config = config.tls_config(client_tls(&options.tls)?);
-        }
-        let agent = config.build().new_agent();
-        Ok(ForwardTransport {
-            destinations: destinations
-                .iter()
-                .map(|d| {
-                    format!(
-                        "{}://{}{}",
-                        scheme(d),
-                        destination_address(d).unwrap_or_default(),
-                        crate::receive::server::PATH
-                    )
-                })
-                .collect(),
-            api_key: options.api_key.clone(),
-            max_request_bytes: options.max_request_bytes,
-            agent,
-            current: 0,
-            lane,
-        })
+    /// The URLs this lane sends to now.
+    fn urls(&self) -> Vec<String> {
+        let destinations = match self.lanes.failing_since(self.index).and_then(|l| l.destination.clone()) {
+            Some(one) => vec![one],
+            None => self.lanes.destinations(),
+        };
+        destinations
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}://{}{}",
+                    scheme(d),
+                    destination_address(d).unwrap_or_default(),
+                    crate::receive::server::PATH
+                )
+            })
+            .collect()
     }
 
     /// The failover loop over the destinations.
     fn send_any(&mut self, payload: &[u8]) -> Result<(), DeliveryError> {
-        let n = self.destinations.len();
+        let urls = self.urls();
+        if urls != self.last_list {
+            self.last_list = urls.clone();
+            self.current = 0;
+        }
+        let n = urls.len();
+        if n == 0 {
+            return Err(DeliveryError::Transient("no destination known yet (discovery)".into()));
+        }
         let mut last = None;
         for k in 0..n {
             let index = (self.current + k) % n;
-            match self.send_to(&self.destinations[index], payload) {
+            match self.send_to(&urls[index], payload) {
                 Ok(()) => {
                     self.current = index;
                     return Ok(());
@@ -746,6 +848,25 @@ impl ForwardTransport {
         // Everything down: start from the first (preferred) destination next time.
         self.current = 0;
         Err(DeliveryError::Transient(last.unwrap_or_default()))
+    }
+
+    /// Hands the payload off to the other lanes; `Ok` when it may be acknowledged here.
+    fn hand_off(&self, payload: &[u8], timeout: Option<Duration>, why: &str) -> Result<(), DeliveryError> {
+        match self.lanes.hand_off(self.index, payload, timeout) {
+            Ok((frames, results)) => {
+                self.stats.handed_off_lines.fetch_add(frames, Ordering::Relaxed);
+                warn!(lane = %self.lane_name(), frames, results, "{why}: handed off to the current owners on the ring");
+                Ok(())
+            }
+            Err(e) => Err(DeliveryError::Transient(format!("{why}; cannot hand off: {e}"))),
+        }
+    }
+
+    fn lane_name(&self) -> String {
+        self.lanes
+            .failing_since(self.index)
+            .map(|lane| lane.name.clone())
+            .unwrap_or_default()
     }
 
     fn send_to(&self, url: &str, payload: &[u8]) -> Result<(), DeliveryError> {
@@ -800,30 +921,25 @@ impl ForwardTransport {
 
 impl Transport for ForwardTransport {
     fn send(&mut self, payload: &[u8]) -> Result<(), DeliveryError> {
+        if self.lanes.mode == ForwardMode::Failover {
+            return self.send_any(payload);
+        }
+        // A destination that left the set: what it holds goes to the current owners.
+        if !self.lanes.is_member(self.index) {
+            return self.hand_off(payload, None, "the destination left the set");
+        }
         let sent = self.send_any(payload);
-        let Some(link) = &self.lane else {
-            return sent;
-        };
         // An answer, even a rejection, says the destination is up.
-        let failing = link
+        let failing = self
             .lanes
-            .record(link.index, !matches!(sent, Err(DeliveryError::Transient(_))));
-        match (sent, link.handoff_timeout) {
+            .record(self.index, !matches!(sent, Err(DeliveryError::Transient(_))));
+        match (sent, self.handoff_timeout) {
             (Err(DeliveryError::Transient(e)), Some(timeout)) if failing >= timeout => {
-                match link.lanes.hand_off(link.index, payload, timeout) {
-                    Ok((frames, results)) => {
-                        link.stats.handed_off_lines.fetch_add(frames, Ordering::Relaxed);
-                        warn!(
-                            to = %self.destinations[0],
-                            frames,
-                            results,
-                            "destination down for {:.0} s (handoff-timeout): its share handed off to the next destinations of the ring; last error: {e}",
-                            failing.as_secs_f64()
-                        );
-                        Ok(())
-                    }
-                    Err(why) => Err(DeliveryError::Transient(format!("{e}; cannot hand off: {why}"))),
-                }
+                let why = format!(
+                    "destination down for {:.0} s (handoff-timeout); last error: {e}",
+                    failing.as_secs_f64()
+                );
+                self.hand_off(payload, Some(timeout), &why)
             }
             (sent, _) => sent,
         }
@@ -834,7 +950,7 @@ impl Transport for ForwardTransport {
     }
 
     fn describe(&self) -> String {
-        self.destinations.join(", ")
+        self.urls().join(", ")
     }
 }
 
@@ -864,7 +980,10 @@ mod tests {
     }
 
     fn one_lane(outbox: &Arc<Outbox>, options: &ForwardOptions) -> Arc<Lanes> {
-        Arc::new(Lanes::new(vec![Lane::open("up", outbox.clone()).unwrap()], options))
+        Arc::new(Lanes::failover(
+            Lane::open("up", None, outbox.clone()).unwrap(),
+            options,
+        ))
     }
 
     /// A sink in mode: hash over `n` destinations (nothing listens there), its lanes.
@@ -874,19 +993,14 @@ mod tests {
             mode: ForwardMode::Hash,
             ..options(1000)
         };
-        let lanes: Vec<Lane> = options
-            .destinations
-            .iter()
-            .map(|d| {
+        let lanes = Arc::new(Lanes::hash(&options));
+        lanes
+            .set_destinations(&options.destinations, "up", &mut |_, d| {
                 let name = format!("up@{}", destination_label(d));
-                Lane::open(
-                    &name,
-                    Arc::new(Outbox::open(&dir.join(&name), OutboxLimits::default()).unwrap()),
-                )
-                .unwrap()
+                let outbox = Arc::new(Outbox::open(&dir.join(&name), OutboxLimits::default()).unwrap());
+                Ok(Arc::new(Lane::open(&name, Some(d), outbox).unwrap()))
             })
-            .collect();
-        let lanes = Arc::new(Lanes::new(lanes, &options));
+            .unwrap();
         let sink = ForwardSink::new("up", &options, Route::everything(), lanes.clone(), origin.clone());
         (options, lanes, sink)
     }
@@ -1103,7 +1217,7 @@ mod tests {
         let share = queued_keys(down.outbox());
         let stats = Arc::new(DeliveryStats::default());
         // Without a timeout the share waits: the send fails and nothing moves.
-        let mut waiting = ForwardTransport::for_lane(&options, lanes.clone(), 0, stats.clone()).unwrap();
+        let mut waiting = ForwardTransport::new(&options, lanes.clone(), 0, stats.clone()).unwrap();
         let payload = down
             .outbox()
             .reader()
@@ -1120,7 +1234,7 @@ mod tests {
             .iter()
             .map(|l| queued_keys(l.outbox()).len())
             .collect();
-        let mut handing = ForwardTransport::for_lane(&options, lanes.clone(), 0, stats.clone()).unwrap();
+        let mut handing = ForwardTransport::new(&options, lanes.clone(), 0, stats.clone()).unwrap();
         handing.send(&payload).unwrap();
         assert_eq!(stats.handed_off_lines.load(Ordering::Relaxed), 1, "one frame");
         let ring = Ring::new(&["127.0.0.1:1", "127.0.0.2:1", "127.0.0.3:1"]);
@@ -1135,6 +1249,56 @@ mod tests {
             moved += new.len();
         }
         assert_eq!(moved, share.len());
+    }
+
+    #[test]
+    fn a_destination_that_leaves_the_set_drains_its_share_to_the_current_owners_and_gets_its_lane_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = Origin {
+            guid: MachineGuid::random(),
+            node: "child".into(),
+        };
+        let (options, lanes, sink) = hash_sink(tmp.path(), 3, &origin);
+        sink.accept(SinkBatch::round(&results(300, 1_700_000_000), &[]))
+            .unwrap();
+        let leaving = lanes.lanes()[2].clone();
+        let share = queued_keys(leaving.outbox());
+        let mut open = |_: usize, d: &str| -> anyhow::Result<Arc<Lane>> {
+            let name = format!("up@{}", destination_label(d));
+            let outbox = Arc::new(Outbox::open(&tmp.path().join(&name), OutboxLimits::default()).unwrap());
+            Ok(Arc::new(Lane::open(&name, Some(d), outbox).unwrap()))
+        };
+        lanes
+            .set_destinations(&options.destinations[..2], "up", &mut open)
+            .unwrap();
+        assert_eq!(lanes.destinations(), options.destinations[..2]);
+        // New results go to the two left only.
+        sink.accept(SinkBatch::round(&results(300, 1_700_000_020), &[]))
+            .unwrap();
+        assert_eq!(queued_keys(leaving.outbox()).len(), share.len());
+        // The retired lane's transport hands what it holds on without sending it anywhere.
+        let stats = Arc::new(DeliveryStats::default());
+        let mut transport = ForwardTransport::new(&options, lanes.clone(), 2, stats.clone()).unwrap();
+        let payload = leaving
+            .outbox()
+            .reader()
+            .next_batch(64 << 20)
+            .unwrap()
+            .unwrap()
+            .payload()
+            .to_vec();
+        transport.send(&payload).unwrap();
+        assert_eq!(stats.handed_off_lines.load(Ordering::Relaxed), 1);
+        let ring = Ring::new(&["127.0.0.1:1", "127.0.0.2:1"]);
+        for (index, lane) in lanes.lanes()[..2].iter().enumerate() {
+            for key in queued_keys(lane.outbox()) {
+                assert_eq!(ring.owner(key.as_bytes()), Some(index), "{key}");
+            }
+        }
+        // It comes back: the same lane (outbox, stream), not a new one.
+        lanes.set_destinations(&options.destinations, "up", &mut open).unwrap();
+        assert_eq!(lanes.lanes().len(), 3);
+        assert!(lanes.is_member(2));
     }
 
     #[test]

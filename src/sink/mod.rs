@@ -22,6 +22,7 @@ use crate::shared::option::InvalidOption;
 pub mod backlog;
 pub mod config;
 pub mod delivery;
+pub mod discovery;
 pub mod forward;
 pub mod graphite;
 pub mod hostname;

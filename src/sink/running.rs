@@ -2,8 +2,13 @@
 //! thread, ready to be handed to processing.
 
 use super::config::SinkConfig;
+use super::delivery::DeliveryRegistry;
 use super::delivery::{Delivery, DeliveryStats};
-use super::forward::{destination_label, ForwardMode, ForwardSink, ForwardTransport, Lane, Lanes, Origin};
+use super::discovery::{self, Discovery, DiscoveryStats};
+use super::forward::{
+    check_destination, destination_label, ForwardMode, ForwardOptions, ForwardSink, ForwardTransport, Lane, Lanes,
+    Origin,
+};
 use super::graphite::{GraphiteEncoder, GraphiteTransport};
 use super::influx::{self, InfluxEncoder};
 use super::local_store::LocalStore;
@@ -16,7 +21,7 @@ use crate::spool::BaseDir;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tracing::info;
@@ -27,21 +32,35 @@ pub struct RunningSinks {
     pub sinks: Vec<Arc<dyn ResultSink>>,
     /// The config name of each sink in `sinks`, in the same order.
     pub names: Vec<String>,
-    /// Delivery counters per sink (sinks with an outbox only).
-    pub deliveries: Vec<(String, Arc<DeliveryStats>)>,
-    threads: Vec<JoinHandle<()>>,
+    /// Delivery counters per outbox (sinks with an outbox only; a forward sink in `mode:
+    /// hash` has one per destination, registered as they are found).
+    pub deliveries: DeliveryRegistry,
+    /// Discovery counters per forward sink with `discovery:`.
+    pub discoveries: Vec<(String, Arc<DiscoveryStats>)>,
+    /// Delivery and discovery threads (lanes added at run time push theirs).
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl RunningSinks {
     /// Whether a delivery thread is still running.
     pub fn running(&self) -> bool {
-        self.threads.iter().any(|thread| !thread.is_finished())
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|thread| !thread.is_finished())
     }
 
     /// Waits for the delivery threads (they stop within about a second of `shutdown`).
     pub fn join(self) {
-        for thread in self.threads {
-            let _ = thread.join();
+        loop {
+            let next = self.threads.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match next {
+                Some(thread) => {
+                    let _ = thread.join();
+                }
+                None => break,
+            }
         }
     }
 }
@@ -102,40 +121,9 @@ fn start_each(
                 running.start_queued(base, name, parts, shutdown)?;
             }
             SinkConfig::Forward(options) => {
-                let origin = Origin {
-                    guid: crate::spool::identity::machine_guid(base).context("cannot read or make the machine GUID")?,
-                    node: node.to_owned(),
-                };
-                // One lane (outbox) for the sink, or one per destination in mode: hash.
-                let lane_names: Vec<String> = match options.mode {
-                    ForwardMode::Failover => vec![name.clone()],
-                    ForwardMode::Hash => options
-                        .destinations
-                        .iter()
-                        .map(|d| format!("{name}@{}", destination_label(d)))
-                        .collect(),
-                };
-                let mut lanes = Vec::new();
-                for lane_name in &lane_names {
-                    let outbox = running.open_outbox(base, lane_name, limits(&options.outbox, None))?;
-                    lanes.push(Lane::open(lane_name, outbox).with_context(|| format!("sink {name}"))?);
-                }
-                let lanes = Arc::new(Lanes::new(lanes, options));
-                for (index, lane) in lanes.lanes().iter().enumerate() {
-                    let stats = Arc::new(DeliveryStats::default());
-                    let transport = match options.mode {
-                        ForwardMode::Failover => ForwardTransport::new(options),
-                        ForwardMode::Hash => ForwardTransport::for_lane(options, lanes.clone(), index, stats.clone()),
-                    };
-                    let transport: Box<dyn Transport> =
-                        Box::new(transport.with_context(|| format!("sink {name}: tls"))?);
-                    let retry = RetryPolicy::default();
-                    running.start_delivery_counted(lane.name(), lane.outbox(), transport, retry, shutdown, stats)?;
-                }
-                let sink = ForwardSink::new(name, options, route(name, config)?, lanes, origin);
+                let sink = running.start_forward(base, name, options, route(name, config)?, node, shutdown)?;
                 running.sinks.push(Arc::new(sink));
                 running.names.push(name.clone());
-                info!(sink = %name, to = %options.destinations.join(", "), mode = ?options.mode, node, "forward sink started");
             }
             SinkConfig::LocalStore(options) => {
                 info!(sink = %name, dir = %options.dir.display(), takes = %config.route_keys().takes_text(),
@@ -177,7 +165,7 @@ impl RunningSinks {
         let outbox = self.open_outbox(base, name, parts.limits)?;
         let target = parts.transport.describe();
         let dir = outbox.dir().to_owned();
-        self.start_delivery(name, &outbox, parts.transport, parts.retry, shutdown)?;
+        self.start_delivery(base, name, &outbox, parts.transport, parts.retry, shutdown)?;
         self.sinks
             .push(Arc::new(OutboxSink::new(name, parts.encoder, parts.route, outbox)));
         self.names.push(name.to_owned());
@@ -186,9 +174,20 @@ impl RunningSinks {
     }
 }
 
-impl RunningSinks {
-    fn open_outbox(&self, base: &BaseDir, name: &str, limits: OutboxLimits) -> Result<Arc<Outbox>> {
-        let outboxes = base
+/// What starting a delivery thread needs, shared with a forward sink's discovery thread (which
+/// starts the lanes of destinations it finds).
+#[derive(Clone)]
+struct Starter {
+    base: BaseDir,
+    deliveries: DeliveryRegistry,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Starter {
+    fn open_outbox(&self, name: &str, limits: OutboxLimits) -> Result<Arc<Outbox>> {
+        let outboxes = self
+            .base
             .dir("outbox")
             .with_context(|| format!("cannot open the outbox of sink {name}"))?;
         Ok(Arc::new(
@@ -197,35 +196,137 @@ impl RunningSinks {
         ))
     }
 
+    /// Starts the delivery thread of outbox `name`, counting into `stats` (which the
+    /// transport may share).
     fn start_delivery(
-        &mut self,
+        &self,
         name: &str,
         outbox: &Arc<Outbox>,
         transport: Box<dyn Transport>,
         retry: RetryPolicy,
-        shutdown: &Arc<AtomicBool>,
-    ) -> Result<()> {
-        self.start_delivery_counted(name, outbox, transport, retry, shutdown, Arc::default())
-    }
-
-    /// [`RunningSinks::start_delivery`] counting into `stats` (which the transport shares).
-    fn start_delivery_counted(
-        &mut self,
-        name: &str,
-        outbox: &Arc<Outbox>,
-        transport: Box<dyn Transport>,
-        retry: RetryPolicy,
-        shutdown: &Arc<AtomicBool>,
         stats: Arc<DeliveryStats>,
     ) -> Result<()> {
-        let delivery = Delivery::new(name, outbox, transport, retry, shutdown.clone()).with_stats(stats);
-        self.deliveries.push((name.to_owned(), delivery.stats()));
-        self.threads.push(
-            delivery
-                .spawn()
-                .with_context(|| format!("cannot start delivery of sink {name}"))?,
-        );
+        let delivery = Delivery::new(name, outbox, transport, retry, self.shutdown.clone()).with_stats(stats);
+        self.deliveries.add(name, delivery.stats());
+        let thread = delivery
+            .spawn()
+            .with_context(|| format!("cannot start delivery of sink {name}"))?;
+        self.threads.lock().unwrap_or_else(|p| p.into_inner()).push(thread);
         Ok(())
+    }
+
+    /// Opens lane `index` of a forward sink (its outbox, `<sink>@<label>` in mode: hash) and
+    /// starts its delivery thread.
+    fn open_lane(
+        &self,
+        sink: &str,
+        options: &ForwardOptions,
+        lanes: &Arc<Lanes>,
+        index: usize,
+        destination: Option<&str>,
+    ) -> Result<Arc<Lane>> {
+        let name = match destination {
+            Some(d) => format!("{sink}@{}", destination_label(d)),
+            None => sink.to_owned(),
+        };
+        let outbox = self.open_outbox(&name, limits(&options.outbox, None))?;
+        let lane = Arc::new(Lane::open(&name, destination, outbox).with_context(|| format!("sink {sink}"))?);
+        let stats = Arc::new(DeliveryStats::default());
+        let transport = ForwardTransport::new(options, lanes.clone(), index, stats.clone())
+            .with_context(|| format!("sink {sink}: tls"))?;
+        self.start_delivery(&name, lane.outbox(), Box::new(transport), RetryPolicy::default(), stats)?;
+        Ok(lane)
+    }
+}
+
+impl RunningSinks {
+    fn starter(&self, base: &BaseDir, shutdown: &Arc<AtomicBool>) -> Starter {
+        Starter {
+            base: base.clone(),
+            deliveries: self.deliveries.clone(),
+            threads: self.threads.clone(),
+            shutdown: shutdown.clone(),
+        }
+    }
+
+    fn open_outbox(&self, base: &BaseDir, name: &str, limits: OutboxLimits) -> Result<Arc<Outbox>> {
+        Starter::open_outbox(&self.starter(base, &Arc::default()), name, limits)
+    }
+
+    fn start_delivery(
+        &mut self,
+        base: &BaseDir,
+        name: &str,
+        outbox: &Arc<Outbox>,
+        transport: Box<dyn Transport>,
+        retry: RetryPolicy,
+        shutdown: &Arc<AtomicBool>,
+    ) -> Result<()> {
+        self.starter(base, shutdown)
+            .start_delivery(name, outbox, transport, retry, Arc::default())
+    }
+
+    /// A forward sink: its lanes (one, or one per destination in mode: hash) with their
+    /// delivery threads, and its discovery thread when it has `discovery:`.
+    fn start_forward(
+        &mut self,
+        base: &BaseDir,
+        name: &str,
+        options: &ForwardOptions,
+        route: Route,
+        node: &str,
+        shutdown: &Arc<AtomicBool>,
+    ) -> Result<ForwardSink> {
+        let origin = Origin {
+            guid: crate::spool::identity::machine_guid(base).context("cannot read or make the machine GUID")?,
+            node: node.to_owned(),
+        };
+        let starter = self.starter(base, shutdown);
+        let lanes = match options.mode {
+            ForwardMode::Failover => {
+                let outbox = starter.open_outbox(name, limits(&options.outbox, None))?;
+                let lanes = Arc::new(Lanes::failover(Lane::open(name, None, outbox.clone())?, options));
+                let stats = Arc::new(DeliveryStats::default());
+                let transport = ForwardTransport::new(options, lanes.clone(), 0, stats.clone())
+                    .with_context(|| format!("sink {name}: tls"))?;
+                starter.start_delivery(name, &outbox, Box::new(transport), RetryPolicy::default(), stats)?;
+                lanes
+            }
+            ForwardMode::Hash => {
+                let lanes = Arc::new(Lanes::hash(options));
+                lanes.set_destinations(&options.destinations, name, &mut |index, destination| {
+                    starter.open_lane(name, options, &lanes, index, Some(destination))
+                })?;
+                lanes
+            }
+        };
+        if let Some(discovery_options) = &options.discovery {
+            let stats = Arc::new(DiscoveryStats::default());
+            self.discoveries.push((name.to_owned(), stats.clone()));
+            let (sink, options_copy, lanes_copy, starter_copy) =
+                (name.to_owned(), options.clone(), lanes.clone(), starter.clone());
+            let apply = Box::new(move |found: &[String]| {
+                lanes_copy
+                    .set_destinations(found, &sink, &mut |index, destination| {
+                        starter_copy.open_lane(&sink, &options_copy, &lanes_copy, index, Some(destination))
+                    })
+                    .map_err(|e| format!("{e:#}"))
+            });
+            let discovery = Discovery::new(discovery_options.clone(), check_destination);
+            info!(sink = %name, source = %discovery_options.describe(), every = discovery_options.interval, "discovering destinations");
+            let thread = discovery::spawn(
+                name,
+                discovery,
+                options.destinations.clone(),
+                apply,
+                stats,
+                shutdown.clone(),
+            )
+            .with_context(|| format!("cannot start the discovery of sink {name}"))?;
+            self.threads.lock().unwrap_or_else(|p| p.into_inner()).push(thread);
+        }
+        info!(sink = %name, to = %options.destinations.join(", "), mode = ?options.mode, node, "forward sink started");
+        Ok(ForwardSink::new(name, options, route, lanes, origin))
     }
 }
 

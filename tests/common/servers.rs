@@ -584,3 +584,106 @@ impl Haproxy {
         }
     }
 }
+
+/// dnsmasq answering on 127.0.0.1:`port` (UDP and TCP) from its command line only: no system
+/// config, no /etc/hosts, no upstream.
+pub struct Dnsmasq {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    process: Option<ServerProcess>,
+}
+
+impl Dnsmasq {
+    /// Starts dnsmasq with `srv` records, each `(name, target, port)`.
+    pub fn start(port: u16, srv: &[(&str, &str, u16)]) -> Dnsmasq {
+        let mut dnsmasq = Dnsmasq {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            process: None,
+        };
+        dnsmasq.restart(srv);
+        dnsmasq
+    }
+
+    /// Starts it again (same port) with other records; waits until it answers a query.
+    pub fn restart(&mut self, srv: &[(&str, &str, u16)]) {
+        self.stop();
+        let mut command = Command::new("dnsmasq");
+        command.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--pid-file=",
+            "--user=root",
+            "--log-queries",
+            "--log-facility=-",
+            &format!("--port={}", self.port),
+        ]);
+        for (name, target, port) in srv {
+            command.arg(format!("--srv-host={name},{target},{port}"));
+        }
+        let log = self.dir.path().join("dnsmasq.log");
+        let mut process = ServerProcess::spawn("dnsmasq", command, &log);
+        let port = self.port;
+        wait_for("dnsmasq to answer", START_LIMIT, None, || {
+            process.assert_running();
+            accepts_connections(port)
+        });
+        self.process = Some(process);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop();
+        }
+    }
+}
+
+/// An HTTP server on 127.0.0.1 that answers every request with the status and body set last
+/// (a stand-in for Consul's HTTP API, which cannot be installed here: it replays Consul's
+/// documented JSON). Counts the requests.
+pub struct ReplayServer {
+    pub port: u16,
+    answer: std::sync::Arc<std::sync::Mutex<(u16, String)>>,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ReplayServer {
+    pub fn start(status: u16, body: &str) -> ReplayServer {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = std::sync::Arc::new(std::sync::Mutex::new((status, body.to_string())));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (shared, count) = (answer.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 65536 {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (status, body) = shared.lock().unwrap().clone();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        ReplayServer { port, answer, requests }
+    }
+
+    pub fn set(&self, status: u16, body: &str) {
+        *self.answer.lock().unwrap() = (status, body.to_string());
+    }
+}
