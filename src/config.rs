@@ -226,6 +226,12 @@ impl Config {
     /// What processing accepts in a ping snapshot: the time window and at most 4 x `max-batch`
     /// results (spoolmon's own snapshots hold at most `max-batch`; the margin keeps snapshots
     /// written before a smaller `max-batch` was configured).
+    /// How long a child may be silent before it is stale (`receive: {child-timeout}`;
+    /// `None` without a `receive:` section or with 0).
+    pub fn child_timeout(&self) -> Option<std::time::Duration> {
+        self.receive.as_ref().and_then(ReceiveOptions::child_timeout)
+    }
+
     pub fn result_limits(&self) -> crate::process::ResultLimits {
         crate::process::ResultLimits {
             max_age: std::time::Duration::from_secs(self.result_max_age),

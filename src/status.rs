@@ -42,6 +42,19 @@ pub struct Report {
     pub self_metrics: Vec<ComponentMetrics>,
     /// The latest error of each part of each process, newest first.
     pub last_errors: Vec<ReportedError>,
+    /// The nodes this one receives from (`state/children.json`), by name.
+    pub children: Vec<ChildStatus>,
+}
+
+/// One child of `state/children.json`.
+#[derive(Debug, Serialize)]
+pub struct ChildStatus {
+    pub node: String,
+    pub machine: String,
+    pub last_seen: i64,
+    pub silent_seconds: i64,
+    /// Since when it is stale (its output archived under `archive/@<node>/`).
+    pub stale_since: Option<i64>,
 }
 
 /// A lock and the live process holding it, if any.
@@ -136,7 +149,22 @@ pub fn read(base: &BaseDir, config: &Config, now: SystemTime) -> Result<Report, 
         .unwrap_or_default(),
         self_metrics,
         last_errors,
+        children: children_of(base, now),
     })
+}
+
+fn children_of(base: &BaseDir, now: i64) -> Vec<ChildStatus> {
+    let file = crate::process::children::read(base).unwrap_or_default();
+    file.children
+        .into_iter()
+        .map(|(node, child)| ChildStatus {
+            node,
+            machine: child.machine,
+            last_seen: child.last_seen,
+            silent_seconds: (now - child.last_seen).max(0),
+            stale_since: child.stale_since,
+        })
+        .collect()
 }
 
 fn holder(base: &BaseDir, lock_name: &str, now: i64) -> Holder {
@@ -314,6 +342,22 @@ pub fn format_summary(report: &Report) -> String {
     );
     let sinks: Vec<String> = report.sinks.iter().map(describe_sink).collect();
     lines(&mut line, "sinks", &sinks, "no sink has an outbox");
+    if !report.children.is_empty() {
+        let children: Vec<String> = report
+            .children
+            .iter()
+            .map(|c| match c.stale_since {
+                None => format!("{} (heard {} s ago)", printable(&c.node), c.silent_seconds),
+                Some(_) => format!(
+                    "{} STALE: silent {} s, output archived under archive/@{}/",
+                    printable(&c.node),
+                    c.silent_seconds,
+                    printable(&c.node)
+                ),
+            })
+            .collect();
+        lines(&mut line, "children", &children, "");
+    }
     let metrics: Vec<String> = report.self_metrics.iter().map(describe_metrics).collect();
     lines(&mut line, "metrics", &metrics, "no state/status*.json yet");
     let mut errors: Vec<String> = report

@@ -185,7 +185,7 @@ fn check_argument_errors_are_nagios_unknown() {
     assert_unknown(
         &["check"],
         "CHECK",
-        "queue, failed, outbox, daemon, order, orders or pull",
+        "queue, failed, outbox, daemon, order, orders, pull or children",
     );
     // Help is still help.
     let help = spoolmon(&["check", "queue", "--help"]);

@@ -661,3 +661,78 @@ fn after_the_handoff_timeout_a_down_destinations_share_goes_to_its_next_owner_an
         );
     }
 }
+
+/// `spoolmon check children` on `base`: (exit code, line).
+fn check_children(base: &Base) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spoolmon"))
+        .args(["check", "children", "--base-dir"])
+        .arg(base.path())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn a_silent_child_is_marked_stale_its_output_archived_and_restored_when_it_returns() {
+    common::require_root("native ICMP to 127.0.0.0/8");
+    let parent = Base::new();
+    let port = free_tcp_port();
+    parent.write_config(&format!("{}  child-timeout: 3\n", config(port)));
+    let parent_process = spawn_receiver(&parent, port);
+    let child = Base::new();
+    child.write_order("lan/t1", &common::ping_order("127.0.9.1", 1, 1));
+    let child_config = forward_config("child-z", port, KEY);
+    let child_process = child.start(&child_config);
+    let output = "output/@child-z/lan/t1/main.rrd";
+    wait_for(
+        "the child's results at the parent",
+        Duration::from_secs(60),
+        Some(&parent_process),
+        || parent.read("output/@child-z/lan/t1/last_result").is_some(),
+    );
+    assert_eq!(check_children(&parent).0, 0, "{}", check_children(&parent).1);
+    let heard_until = last_time(&parent, "output/@child-z/lan/t1/last_result").unwrap();
+    child_process
+        .terminate(Duration::from_secs(30))
+        .expect("the child stops");
+    wait_for(
+        "the silent child's output archived",
+        Duration::from_secs(60),
+        Some(&parent_process),
+        || parent.join("archive/@child-z/lan/t1/main.rrd").exists() && !parent.join(output).exists(),
+    );
+    let (code, line) = check_children(&parent);
+    assert_eq!(code, 1, "{line}");
+    assert!(
+        line.contains("1 of 1 children stale (output archived): child-z"),
+        "{line}"
+    );
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_spoolmon"))
+        .args(["status", "--base-dir"])
+        .arg(parent.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("child-z STALE"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    // It returns: its output comes back with its history, and new steps are added to it.
+    let child_process = child.start(&child_config);
+    wait_for(
+        "the returning child's new results",
+        Duration::from_secs(60),
+        Some(&child_process),
+        || last_time(&parent, "output/@child-z/lan/t1/last_result").is_some_and(|t| t > heard_until + 1),
+    );
+    assert!(!parent.join("archive/@child-z").exists(), "restored, not kept twice");
+    let rows = rrd_rows(&parent.join(output), 1, heard_until - 3, heard_until + 1);
+    assert!(
+        measured_rows(&rows).contains(&(heard_until + 1)),
+        "the history before the silence: {rows:?}"
+    );
+    assert_eq!(check_children(&parent).0, 0, "{}", check_children(&parent).1);
+}

@@ -3,10 +3,11 @@
 //! 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (base directory missing or unreadable).
 //!
 //! Parts: the spool's queues (`spool`), the daemon's lock and heartbeat (`daemon`), the pull
-//! collector (`pull`), all orders (`orders`), one order's last result against alert thresholds
+//! collector (`pull`), the nodes this one receives from (`children`), all orders (`orders`), one order's last result against alert thresholds
 //! (`order`, whose evaluation `check orders` shares). The Nagios ranges are the order model's
 //! ([`range`], re-exported: an order's `alert:` values use the same syntax).
 
+mod children;
 mod daemon;
 mod order;
 mod orders;
@@ -14,6 +15,7 @@ mod pull;
 mod spool;
 
 pub use crate::orders::order::range;
+pub use children::check_children;
 pub use daemon::check_daemon;
 pub use order::{check_order, OrderLimits};
 pub use orders::{check_orders, OrderThresholds};

@@ -120,10 +120,19 @@ pub enum CheckCommand {
         #[command(flatten)]
         args: CheckArgs,
     },
+    /// Children (nodes this one receives from) that are stale: silent for
+    /// receive.child-timeout, their output archived (-w/-c, default 0 and 10); OK while none
+    /// has shipped here.
+    Children {
+        #[command(flatten)]
+        args: CheckArgs,
+    },
 }
 
 /// The checks, as `spoolmon check <name>` names them.
-const CHECK_NAMES: [&str; 7] = ["queue", "failed", "outbox", "daemon", "order", "orders", "pull"];
+const CHECK_NAMES: [&str; 8] = [
+    "queue", "failed", "outbox", "daemon", "order", "orders", "pull", "children",
+];
 
 /// Answers a command line that clap refused for `spoolmon check [<name>]` (an unknown option, a
 /// missing or malformed value, no such check) as Nagios plugins answer a usage error: UNKNOWN,
@@ -138,7 +147,7 @@ pub fn usage_error(check: Option<&str>, error: &clap::Error) -> ExitCode {
         // clap's text would be the whole help.
         format!(
             "no check given: say {}",
-            CHECK_NAMES.join(", ").replace(", pull", " or pull")
+            CHECK_NAMES.join(", ").replace(", children", " or children")
         )
     } else {
         let text = error.render().to_string();
@@ -184,6 +193,9 @@ pub fn run(command: CheckCommand) -> ExitCode {
         }
         CheckCommand::Pull { args } => {
             thresholds(args, "60", "300").map(|age| check::check_pull(&BaseDir::new(&args.base_dir), &age, now))
+        }
+        CheckCommand::Children { args } => {
+            thresholds(args, "0", "10").map(|count| check::check_children(&BaseDir::new(&args.base_dir), &count))
         }
         CheckCommand::Order {
             id,
@@ -232,6 +244,7 @@ pub fn run(command: CheckCommand) -> ExitCode {
         CheckCommand::Order { .. } => "order",
         CheckCommand::Orders { .. } => "orders",
         CheckCommand::Pull { .. } => "pull",
+        CheckCommand::Children { .. } => "children",
     };
     let outcome = outcome.unwrap_or_else(|e| Outcome::unknown(name, e.to_string()));
     print_outcome(&outcome)

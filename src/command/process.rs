@@ -150,7 +150,8 @@ impl Service for Processing<'_> {
         ) {
             Ok(processor) => processor
                 .with_haproxy(config.process.clone())
-                .with_limits(config.result_limits()),
+                .with_limits(config.result_limits())
+                .with_child_timeout(config.child_timeout()),
             Err(e) => {
                 self.abandon(sinks);
                 self.abandon_receiver(receiving);

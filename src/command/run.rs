@@ -353,7 +353,8 @@ impl Pipeline {
             stats.process.clone(),
         )?
         .with_haproxy(config.process.clone())
-        .with_limits(config.result_limits());
+        .with_limits(config.result_limits())
+        .with_child_timeout(config.child_timeout());
         let timing = LoopTiming {
             rescan: Duration::from_secs(config.rescan_interval),
             flush_interval: Duration::from_secs(config.rrd_flush_interval),

@@ -13,6 +13,7 @@
 //! Order lifecycle (archive on removal, restore on re-appearance) also runs on this thread, so
 //! results of runs still in flight for a removed order never re-create its `output/` directory.
 
+pub mod children;
 pub mod handoff;
 pub mod haproxy;
 pub mod round;
@@ -63,6 +64,7 @@ pub fn run_loop(
         for command in commands.try_iter() {
             processor.handle(command);
         }
+        processor.sweep_children();
         let stopping = shutdown.load(Ordering::Relaxed);
         let since_last = last_round.map(|t| t.elapsed());
         let rescan_due = since_last.is_none_or(|d| d >= timing.rescan);

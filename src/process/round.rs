@@ -30,6 +30,7 @@
 
 use crate::output::failures::{self, FailureKind, OrderFailure, OutputErrors};
 use crate::output::{archive, last_result, rrd::RrdWriter};
+use crate::process::children;
 use crate::process::handoff::ResultSink;
 use crate::process::handoff::SinkBatch;
 use crate::process::haproxy::{self, HaproxyOptions, HaproxySnapshotError};
@@ -144,12 +145,18 @@ impl Default for ResultLimits {
     }
 }
 
+/// How often [`Processor::sweep_children`] looks for stale children.
+const CHILD_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// The processing state: the active order set, the RRD writer, the sinks, and what earlier
 /// rounds left to do (deliveries, quarantines, failing orders).
 pub struct Processor {
     base: BaseDir,
     rrd: RrdWriter,
     sinks: Vec<Arc<dyn ResultSink>>,
+    /// The children this node receives from (`state/children.json`).
+    children: children::Children,
+    children_swept: Option<std::time::Instant>,
     /// Some sink keeps nothing locally of what it takes (`keep-local: false`): each result is
     /// asked for ([`Processor::keeps_local`]).
     forward_only: bool,
@@ -203,10 +210,14 @@ struct Loaded {
     has_metrics: bool,
     /// `last_result` and sinks were done in an earlier round; only RRD updates are left.
     applied: bool,
-    /// Shipped from another node (it holds `SHIPPED`): its results carry namespaced ids
-    /// (`@<node>/<id>`) and are written whatever the local order book holds.
-    received: bool,
+    /// Shipped from another node (it holds `SHIPPED`): who measured it. Its results carry
+    /// namespaced ids (`@<node>/<id>`) and are written whatever the local order book holds.
+    origin: Option<Arc<Provenance>>,
 }
+
+/// What a snapshot holds: its results, its HAProxy aggregates, and its origin when it was
+/// shipped from another node.
+type LoadedContent = (Vec<OrderResult>, MetricBlock, Option<Arc<Provenance>>);
 
 /// Why a snapshot was not loaded.
 struct LoadError {
@@ -292,10 +303,13 @@ impl Processor {
             }
         };
         count_failing(&stats, &failing);
+        let base_for_children = base.clone();
         Ok(Processor {
             base,
             rrd: RrdWriter::new(),
             forward_only: sinks.iter().any(|sink| !sink.keeps_all_local()),
+            children: children::Children::load(&base_for_children, None),
+            children_swept: None,
             sinks,
             active,
             haproxy: HaproxyOptions::default(),
@@ -316,6 +330,12 @@ impl Processor {
             #[cfg(test)]
             failing_loads: Mutex::default(),
         })
+    }
+
+    /// Marks children silent for `timeout` stale and archives their output (`None`: never).
+    pub fn with_child_timeout(mut self, timeout: Option<Duration>) -> Processor {
+        self.children = children::Children::load(&self.base, timeout);
+        self
     }
 
     /// Aggregates HAProxy snapshots with `options` (validated) instead of the defaults.
@@ -414,6 +434,7 @@ impl Processor {
             self.note_waiting(&transient);
             return Ok(report);
         }
+        self.note_children(&loaded);
         let applied = self.apply(&loaded, flush_rrd);
         self.hand_to_sinks(&mut loaded);
         // RRD pages and new last_result contents reach the disk in one flush; then the
@@ -616,13 +637,13 @@ impl Processor {
                     debug!(snapshot = %name, "kept for the next round behind an older snapshot that could not be read");
                     report.retried += 1;
                 }
-                Ok((results, metrics, received)) => loaded.push(Loaded {
+                Ok((results, metrics, origin)) => loaded.push(Loaded {
                     name,
                     results,
                     has_metrics: !metrics.is_empty(),
                     metrics,
                     applied,
-                    received,
+                    origin,
                 }),
                 Err(LoadError {
                     fault: Fault::Transient,
@@ -670,7 +691,7 @@ impl Processor {
         incoming: &Dir,
         name: &SnapshotName,
         bounds: &PingBounds,
-    ) -> Result<(Vec<OrderResult>, MetricBlock, bool), LoadError> {
+    ) -> Result<LoadedContent, LoadError> {
         let bad = |reason: String| LoadError {
             fault: Fault::Permanent,
             reason,
@@ -696,19 +717,21 @@ impl Processor {
         };
         let has_ping_file = snapshot.kind(PING_FILE).map_err(io_error)?.is_some();
         if has_ping_file {
+            let provenance = origin.as_ref().map(|origin| {
+                Arc::new(Provenance {
+                    node: origin.origin_node.clone(),
+                    chain: origin.chain.clone(),
+                })
+            });
             return read_ping(&snapshot, bounds)
                 .map(|(_, mut results)| {
-                    if let Some(origin) = &origin {
-                        let provenance = Arc::new(Provenance {
-                            node: origin.origin_node.clone(),
-                            chain: origin.chain.clone(),
-                        });
+                    if let Some(provenance) = &provenance {
                         for result in &mut results {
-                            result.id = ship::node_order_id(&origin.origin_node, &result.id);
+                            result.id = ship::node_order_id(&provenance.node, &result.id);
                             result.origin = Some(provenance.clone());
                         }
                     }
-                    (results, MetricBlock::default(), origin.is_some())
+                    (results, MetricBlock::default(), provenance)
                 })
                 .map_err(|e| match &e {
                     PingSnapshotError::Io(io) => LoadError {
@@ -729,7 +752,7 @@ impl Processor {
         // Its listing and reads are I/O like any other: only content errors are the snapshot's.
         let dir = snapshot.fd_path();
         match haproxy::aggregate_block(&dir, name.epoch, &self.haproxy) {
-            Ok(aggregate) => Ok((Vec::new(), aggregate.metrics, false)),
+            Ok(aggregate) => Ok((Vec::new(), aggregate.metrics, None)),
             Err(HaproxySnapshotError::NoProcesses) => Err(bad(format!(
                 "unknown snapshot kind: neither {PING_FILE} nor HAProxy <socket>_info/<socket>_stat files"
             ))),
@@ -772,7 +795,7 @@ impl Processor {
         let mut dropped = 0u64;
         for snapshot in loaded {
             for result in &snapshot.results {
-                if !snapshot.received && !self.is_active(&result.id) {
+                if snapshot.origin.is_none() && !self.is_active(&result.id) {
                     dropped += u64::from(!snapshot.applied);
                     continue;
                 }
@@ -836,6 +859,61 @@ impl Processor {
 
     fn is_active(&self, id: &OrderId) -> bool {
         self.active.as_ref().is_none_or(|active| active.contains(id))
+    }
+
+    /// Notes the children whose snapshots this round applies; a stale one's output comes back
+    /// from `archive/` before its results are written.
+    fn note_children(&mut self, loaded: &[Loaded]) {
+        let now = crate::shared::clock::unix_secs(SystemTime::now());
+        for provenance in loaded.iter().filter_map(|s| s.origin.as_ref()) {
+            if self
+                .children
+                .heard(&provenance.node, &provenance.origin().to_string(), now)
+            {
+                let id =
+                    OrderId::new(format!("{}{}", ship::NODE_PREFIX, provenance.node)).expect("a node's name is an id");
+                match archive::restore(&self.base, &id) {
+                    Ok(outcome) => {
+                        info!(child = %provenance.node, ?outcome, "a stale child is back: its output restored")
+                    }
+                    Err(e) => {
+                        warn!(child = %provenance.node, "a stale child is back but its output cannot be restored: {e}")
+                    }
+                }
+            }
+        }
+        self.children.save(&self.base);
+    }
+
+    /// Marks the children silent for `receive: {child-timeout}` stale and archives their
+    /// output (`output/@<node>/` → `archive/@<node>/`); at most every few seconds.
+    pub fn sweep_children(&mut self) {
+        if self.children_swept.is_some_and(|at| at.elapsed() < CHILD_SWEEP_EVERY) {
+            return;
+        }
+        self.children_swept = Some(std::time::Instant::now());
+        let now = crate::shared::clock::unix_secs(SystemTime::now());
+        for node in self.children.sweep(now) {
+            let id = OrderId::new(format!("{}{}", ship::NODE_PREFIX, node)).expect("a node's name is an id");
+            match archive::archive(&self.base, &id, None) {
+                Ok(_) => {
+                    let prefix = format!("{id}/");
+                    self.known_outputs()
+                        .retain(|known, _| !known.as_str().starts_with(&prefix));
+                    warn!(child = %node, "child silent for longer than receive.child-timeout: marked stale, its output archived");
+                }
+                Err(e) => {
+                    warn!(child = %node, "cannot archive a stale child's output, trying again later: {e}");
+                    self.children.not_stale(&node);
+                }
+            }
+        }
+        self.children.save(&self.base);
+    }
+
+    /// The children this node receives from, as recorded.
+    pub fn children(&self) -> &children::ChildrenFile {
+        self.children.file()
     }
 
     /// Whether the sinks get `result`: an active order's, or one received from another node

@@ -40,6 +40,10 @@ pub struct ReceiveOptions {
     /// Requests are answered 503 while the base directory's filesystem has less free space
     /// (MiB). Default 100.
     pub min_free_space_mb: u64,
+    /// Seconds a child (a node this one receives from) may be silent before it is marked
+    /// stale: its output is archived (`archive/@<node>/`) like an expired order's and restored
+    /// when it is heard from again. 0 = never. Default 86400 (a day).
+    pub child_timeout: f64,
     /// TLS on every listen address: `{cert, key}` PEM files and, for client certificates,
     /// `client-ca`. None by default (plain HTTP: use it on a trusted network only).
     pub tls: Option<super::tls::TlsOptions>,
@@ -77,6 +81,7 @@ impl Default for ReceiveOptions {
             timeout: 30.0,
             queue_size: 1000,
             min_free_space_mb: 100,
+            child_timeout: 86_400.0,
             tls: None,
         }
     }
@@ -110,7 +115,15 @@ impl ReceiveOptions {
         if self.queue_size == 0 {
             return Err(InvalidOption::new("receive.queue-size", "must be at least 1"));
         }
+        if self.child_timeout != 0.0 {
+            check_seconds("receive.child-timeout", self.child_timeout, 1.0)?;
+        }
         Ok(())
+    }
+
+    /// `child-timeout` as a duration (`None` for 0: never stale).
+    pub fn child_timeout(&self) -> Option<std::time::Duration> {
+        (self.child_timeout > 0.0).then(|| seconds(self.child_timeout))
     }
 
     /// The listen addresses, parsed.
