@@ -686,12 +686,7 @@ impl Processor {
     /// snapshot's aggregates, and whether it was shipped from another node (then its results'
     /// ids are namespaced by the origin node, `@<node>/<id>`). Only a transient I/O error is
     /// not the snapshot's fault.
-    fn load(
-        &self,
-        incoming: &Dir,
-        name: &SnapshotName,
-        bounds: &PingBounds,
-    ) -> Result<LoadedContent, LoadError> {
+    fn load(&self, incoming: &Dir, name: &SnapshotName, bounds: &PingBounds) -> Result<LoadedContent, LoadError> {
         let bad = |reason: String| LoadError {
             fault: Fault::Permanent,
             reason,

@@ -208,6 +208,7 @@ async fn accept_loop(
     slots: Arc<tokio::sync::Semaphore>,
     last_accept: Arc<Mutex<Option<Instant>>>,
 ) {
+    let mut refusals = RefusalLog::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -234,6 +235,7 @@ async fn accept_loop(
                     ),
                 };
                 let retry = busy.map_or(1, |w| w.as_secs().max(1));
+                log_refused_connection(&mut refusals, peer, &reason);
                 tokio::spawn(refuse_connection(stream, reason, retry));
                 continue;
             }
@@ -282,6 +284,27 @@ where
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     let life = timeout * MAX_CONNECTION_LIFE_FACTOR;
     let _ = tokio::time::timeout(life, connection).await;
+}
+
+/// Refused connections are logged at most every [`REFUSAL_LOG_EVERY`]: the first at once,
+/// then how many followed (a flood must not flood the log too).
+#[derive(Default)]
+struct RefusalLog {
+    logged: Option<Instant>,
+    since: u64,
+}
+
+/// How often refused connections are logged (they are all counted).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+fn log_refused_connection(log: &mut RefusalLog, peer: SocketAddr, reason: &str) {
+    log.since += 1;
+    if log.logged.is_some_and(|at| at.elapsed() < REFUSAL_LOG_EVERY) {
+        return;
+    }
+    warn!(peer = %peer, refused = log.since, "refused connection(s) since the last such line: {reason}");
+    log.logged = Some(Instant::now());
+    log.since = 0;
 }
 
 /// `Some(wait)` when the last connection was accepted less than `every` ago.
