@@ -736,3 +736,88 @@ fn a_silent_child_is_marked_stale_its_output_archived_and_restored_when_it_retur
     );
     assert_eq!(check_children(&parent).0, 0, "{}", check_children(&parent).1);
 }
+
+#[test]
+fn load_balancers_ship_haproxy_snapshots_and_the_parent_aggregates_each_as_the_load_balancer_would() {
+    let haproxy = common::servers::Haproxy::start(&common::servers::HaproxySetup {
+        instances: 2,
+        ..common::servers::HaproxySetup::default()
+    });
+    let parent = Base::new();
+    let port = free_tcp_port();
+    let parent_store = parent.join("local-store");
+    parent.write_config(&format!(
+        "{}node-name: central\nsinks:\n  store:\n    type: local-store\n    dir: {}\n    namespace: net\n    takes: [haproxy]\n",
+        config(port),
+        parent_store.display()
+    ));
+    let parent_process = spawn_receiver(&parent, port);
+    let pull = format!(
+        "pull:\n  socket-dir: '{}'\n  pull-interval: 1\n  pull-timeout: 0.9\n",
+        haproxy.socket_dir.display()
+    );
+    // lb-1 also aggregates for a local-store of its own (what a single node writes); lb-2 only
+    // ships (it aggregates nothing).
+    let lb1 = Base::new();
+    let lb1_store = lb1.join("local-store");
+    let lb1_process = lb1.start(&format!(
+        "{pull}{}    takes: [haproxy]\n  store:\n    type: local-store\n    dir: {}\n    namespace: net\n    hostname: lb-1\n    takes: [haproxy]\n",
+        forward_config("lb-1", port, KEY),
+        lb1_store.display()
+    ));
+    let lb2 = Base::new();
+    let lb2_process = lb2.start(&format!(
+        "{pull}{}    takes: [haproxy]\n",
+        forward_config("lb-2", port, KEY)
+    ));
+    let parent_lines = || common::local_store_lines(&parent_store);
+    wait_for(
+        "both load balancers' aggregates at the parent",
+        Duration::from_secs(60),
+        Some(&parent_process),
+        || {
+            let lines = parent_lines();
+            ["net.lb-1.haproxy.", "net.lb-2.haproxy."]
+                .iter()
+                .all(|prefix| lines.keys().any(|(path, _)| path.starts_with(prefix)))
+        },
+    );
+    // The same snapshot aggregated at lb-1 and at the parent: the same lines (but the
+    // aggregation's own timings).
+    let timings = "haproxy.haproxystats.";
+    let of_time = |lines: &std::collections::BTreeMap<(String, i64), f64>, host: &str, time: i64| {
+        lines
+            .iter()
+            .filter(|((path, t), _)| {
+                *t == time && path.starts_with(&format!("net.{host}.haproxy.")) && !path.contains(timings)
+            })
+            .map(|((path, _), value)| (path.clone(), *value))
+            .collect::<std::collections::BTreeMap<String, f64>>()
+    };
+    let mut compared = 0;
+    wait_for(
+        "a snapshot aggregated on both sides",
+        Duration::from_secs(60),
+        Some(&lb1_process),
+        || {
+            let (local, central) = (common::local_store_lines(&lb1_store), parent_lines());
+            let times: std::collections::BTreeSet<i64> = central.keys().map(|(_, t)| *t).collect();
+            compared = 0;
+            for time in times {
+                let (here, there) = (of_time(&local, "lb-1", time), of_time(&central, "lb-1", time));
+                if !here.is_empty() && !there.is_empty() {
+                    assert_eq!(here, there, "snapshot {time} aggregated differently");
+                    assert!(here.len() > 20, "{here:?}");
+                    compared += 1;
+                }
+            }
+            compared > 0
+        },
+    );
+    // lb-2 aggregated nothing itself: its processing sent no lines anywhere but the frames.
+    assert!(!lb2.join("local-store").exists());
+    assert!(parent_lines()
+        .keys()
+        .any(|(path, _)| path.starts_with("net.lb-2.haproxy.frontend.")));
+    drop((lb1_process, lb2_process));
+}

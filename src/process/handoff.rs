@@ -62,6 +62,21 @@ pub struct SinkBatch<'a> {
     pub blocks: &'a [MetricBlock],
     /// What `metrics` are.
     pub metric_kind: MetricKind,
+    /// HAProxy snapshots as they are on disk, for the sinks that ship them whole
+    /// ([`ResultSink::wants_snapshots`]); empty for the others.
+    pub snapshots: &'a [RawSnapshot],
+}
+
+/// A HAProxy snapshot as it is on disk: what a forward sink ships to another node, whose
+/// processing aggregates it there (haproxystats' "centralized processing").
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawSnapshot {
+    /// Its name in `incoming/` (its time: the pull's).
+    pub name: crate::spool::snapshot::SnapshotName,
+    /// `<socket>_info` and `<socket>_stat` of each process, with their text.
+    pub files: Vec<(String, String)>,
+    /// The node that pulled it, when it was received from another node.
+    pub origin: Option<std::sync::Arc<crate::shared::node::Provenance>>,
 }
 
 impl<'a> SinkBatch<'a> {
@@ -72,6 +87,7 @@ impl<'a> SinkBatch<'a> {
             metrics,
             blocks: &[],
             metric_kind: MetricKind::Haproxy,
+            snapshots: &[],
         }
     }
 
@@ -83,6 +99,7 @@ impl<'a> SinkBatch<'a> {
             metrics: &[],
             blocks,
             metric_kind: MetricKind::Haproxy,
+            snapshots: &[],
         }
     }
 
@@ -93,11 +110,12 @@ impl<'a> SinkBatch<'a> {
             metrics,
             blocks: &[],
             metric_kind: MetricKind::SelfMetrics,
+            snapshots: &[],
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.results.is_empty() && self.metric_count() == 0
+        self.results.is_empty() && self.metric_count() == 0 && self.snapshots.is_empty()
     }
 
     /// How many metrics the batch holds, in `metrics` and `blocks`.
@@ -128,6 +146,13 @@ pub trait ResultSink: Send + Sync {
     fn takes(&self, kind: Kind) -> bool {
         let _ = kind;
         true
+    }
+    /// Whether this sink ships `kind` as whole snapshots ([`SinkBatch::snapshots`]) rather
+    /// than taking their aggregates: a forward sink taking `haproxy`. Processing then reads
+    /// the snapshot's files for it, and aggregates only for the sinks that take the metrics.
+    fn wants_snapshots(&self, kind: Kind) -> bool {
+        let _ = kind;
+        false
     }
     /// Whether this node still writes its own output (RRD, `last_result`) of a result this
     /// sink takes: `false` only for a sink that forwards what it takes and keeps nothing

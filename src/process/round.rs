@@ -32,7 +32,7 @@ use crate::output::failures::{self, FailureKind, OrderFailure, OutputErrors};
 use crate::output::{archive, last_result, rrd::RrdWriter};
 use crate::process::children;
 use crate::process::handoff::ResultSink;
-use crate::process::handoff::SinkBatch;
+use crate::process::handoff::{Kind, RawSnapshot, SinkBatch};
 use crate::process::haproxy::{self, HaproxyOptions, HaproxySnapshotError};
 use crate::shared::measurement::MetricBlock;
 use crate::shared::measurement::{OrderId, OrderResult, RrdTemplate};
@@ -157,6 +157,11 @@ pub struct Processor {
     /// The children this node receives from (`state/children.json`).
     children: children::Children,
     children_swept: Option<std::time::Instant>,
+    /// Some sink ships HAProxy snapshots whole: their files are read for it.
+    raw_wanted: bool,
+    /// HAProxy snapshots are aggregated: a sink takes the metrics, or none ships the snapshots
+    /// (processing then still checks each snapshot and quarantines a bad one).
+    aggregate_wanted: bool,
     /// Some sink keeps nothing locally of what it takes (`keep-local: false`): each result is
     /// asked for ([`Processor::keeps_local`]).
     forward_only: bool,
@@ -206,18 +211,29 @@ struct Loaded {
     /// into the sinks' batch when every sink gets the same, so use `has_metrics` to ask whether
     /// it had any.
     metrics: MetricBlock,
-    /// Whether the snapshot had metrics when it was read (`metrics` may have been moved out).
+    /// Whether the snapshot had metrics or files for the sinks when it was read (`metrics`
+    /// and `raw` may have been moved out).
     has_metrics: bool,
     /// `last_result` and sinks were done in an earlier round; only RRD updates are left.
     applied: bool,
+    /// A HAProxy snapshot's files for the sinks that ship it whole (moved out into their
+    /// batch like `metrics`).
+    raw: Option<RawSnapshot>,
     /// Shipped from another node (it holds `SHIPPED`): who measured it. Its results carry
     /// namespaced ids (`@<node>/<id>`) and are written whatever the local order book holds.
     origin: Option<Arc<Provenance>>,
 }
 
-/// What a snapshot holds: its results, its HAProxy aggregates, and its origin when it was
-/// shipped from another node.
-type LoadedContent = (Vec<OrderResult>, MetricBlock, Option<Arc<Provenance>>);
+/// What a snapshot holds.
+struct LoadedContent {
+    results: Vec<OrderResult>,
+    /// Its HAProxy aggregates (when a sink takes them).
+    metrics: MetricBlock,
+    /// Who measured it, when it was shipped from another node.
+    origin: Option<Arc<Provenance>>,
+    /// A HAProxy snapshot's files, when a sink ships it whole.
+    raw: Option<RawSnapshot>,
+}
 
 /// Why a snapshot was not loaded.
 struct LoadError {
@@ -308,6 +324,11 @@ impl Processor {
             base,
             rrd: RrdWriter::new(),
             forward_only: sinks.iter().any(|sink| !sink.keeps_all_local()),
+            raw_wanted: sinks.iter().any(|sink| sink.wants_snapshots(Kind::Haproxy)),
+            aggregate_wanted: !sinks.iter().any(|sink| sink.wants_snapshots(Kind::Haproxy))
+                || sinks
+                    .iter()
+                    .any(|sink| sink.takes(Kind::Haproxy) && !sink.wants_snapshots(Kind::Haproxy)),
             children: children::Children::load(&base_for_children, None),
             children_swept: None,
             sinks,
@@ -637,13 +658,14 @@ impl Processor {
                     debug!(snapshot = %name, "kept for the next round behind an older snapshot that could not be read");
                     report.retried += 1;
                 }
-                Ok((results, metrics, origin)) => loaded.push(Loaded {
+                Ok(content) => loaded.push(Loaded {
                     name,
-                    results,
-                    has_metrics: !metrics.is_empty(),
-                    metrics,
+                    results: content.results,
+                    has_metrics: !content.metrics.is_empty() || content.raw.is_some(),
+                    metrics: content.metrics,
                     applied,
-                    origin,
+                    origin: content.origin,
+                    raw: content.raw,
                 }),
                 Err(LoadError {
                     fault: Fault::Transient,
@@ -710,14 +732,14 @@ impl Processor {
                 Some(header)
             }
         };
+        let provenance = origin.as_ref().map(|origin| {
+            Arc::new(Provenance {
+                node: origin.origin_node.clone(),
+                chain: origin.chain.clone(),
+            })
+        });
         let has_ping_file = snapshot.kind(PING_FILE).map_err(io_error)?.is_some();
         if has_ping_file {
-            let provenance = origin.as_ref().map(|origin| {
-                Arc::new(Provenance {
-                    node: origin.origin_node.clone(),
-                    chain: origin.chain.clone(),
-                })
-            });
             return read_ping(&snapshot, bounds)
                 .map(|(_, mut results)| {
                     if let Some(provenance) = &provenance {
@@ -726,7 +748,12 @@ impl Processor {
                             result.origin = Some(provenance.clone());
                         }
                     }
-                    (results, MetricBlock::default(), provenance)
+                    LoadedContent {
+                        results,
+                        metrics: MetricBlock::default(),
+                        origin: provenance,
+                        raw: None,
+                    }
                 })
                 .map_err(|e| match &e {
                     PingSnapshotError::Io(io) => LoadError {
@@ -736,26 +763,53 @@ impl Processor {
                     _ => bad(e.to_string()),
                 });
         }
-        if let Some(origin) = origin {
-            return Err(bad(format!(
-                "a HAProxy snapshot shipped from node {}: processing other nodes' HAProxy snapshots is not built yet",
-                origin.origin_node
-            )));
-        }
         // The HAProxy reader takes a path: the held descriptor's own (`/proc/self/fd/N`), so a
         // snapshot swapped for a symlink after it was opened is never followed.
         // Its listing and reads are I/O like any other: only content errors are the snapshot's.
         let dir = snapshot.fd_path();
-        match haproxy::aggregate_block(&dir, name.epoch, &self.haproxy) {
-            Ok(aggregate) => Ok((Vec::new(), aggregate.metrics, None)),
-            Err(HaproxySnapshotError::NoProcesses) => Err(bad(format!(
+        let haproxy_error = |e: HaproxySnapshotError| match e {
+            HaproxySnapshotError::NoProcesses => bad(format!(
                 "unknown snapshot kind: neither {PING_FILE} nor HAProxy <socket>_info/<socket>_stat files"
-            ))),
-            Err(e) => Err(LoadError {
+            )),
+            e => LoadError {
                 fault: e.fault(),
                 reason: e.to_string(),
-            }),
+            },
+        };
+        let started = std::time::Instant::now();
+        let files = haproxy::read_snapshot(&dir).map_err(haproxy_error)?;
+        if files.is_empty() {
+            return Err(haproxy_error(HaproxySnapshotError::NoProcesses));
         }
+        // A sink that ships it whole gets its files; the aggregates are made only for the
+        // sinks that take them (a load balancer that only forwards aggregates nothing).
+        let raw = self.raw_wanted.then(|| RawSnapshot {
+            name: name.clone(),
+            files: files
+                .iter()
+                .flat_map(|f| {
+                    [
+                        (format!("{}{}", f.socket, haproxy::INFO_SUFFIX), f.info.clone()),
+                        (format!("{}{}", f.socket, haproxy::STAT_SUFFIX), f.stat.clone()),
+                    ]
+                })
+                .collect(),
+            origin: provenance.clone(),
+        });
+        let metrics = if self.aggregate_wanted {
+            haproxy::aggregate_processes(files, name.epoch, &self.haproxy, started)
+                .map_err(haproxy_error)?
+                .metrics
+                .with_origin(provenance.clone())
+        } else {
+            MetricBlock::default()
+        };
+        Ok(LoadedContent {
+            results: Vec::new(),
+            metrics,
+            origin: provenance,
+            raw,
+        })
     }
 
     /// Renames the staged `last_result` files into place (in parallel: one rename each) and
@@ -1000,7 +1054,9 @@ impl Processor {
         }
         let has_lines: Vec<bool> = loaded
             .iter()
-            .map(|s| !s.applied && (!s.metrics.is_empty() || s.results.iter().any(|r| self.for_sinks(r))))
+            .map(|s| {
+                !s.applied && (!s.metrics.is_empty() || s.raw.is_some() || s.results.iter().any(|r| self.for_sinks(r)))
+            })
             .collect();
         // Which snapshots each sink still needs; sinks that need the same get the same batch.
         let mut groups: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
@@ -1043,9 +1099,23 @@ impl Processor {
                 })
                 .filter(|block| !block.is_empty())
                 .collect();
+            let snapshots: Vec<RawSnapshot> = need
+                .iter()
+                .filter_map(|&i| {
+                    if only_group {
+                        loaded[i].raw.take()
+                    } else {
+                        loaded[i].raw.clone()
+                    }
+                })
+                .collect();
             for sink_index in sink_indexes {
                 let sink = &self.sinks[sink_index];
-                match sink.accept(SinkBatch::round_blocks(&results, &blocks)) {
+                let batch = SinkBatch {
+                    snapshots: &snapshots,
+                    ..SinkBatch::round_blocks(&results, &blocks)
+                };
+                match sink.accept(batch) {
                     Ok(()) => {
                         for &i in &need {
                             self.delivered
@@ -1373,6 +1443,11 @@ mod tests {
         /// Orders under this prefix are taken without keeping them locally (`keep-local:
         /// false`).
         forward_only: Option<&'static str>,
+        /// The origin node of each block of metrics accepted (`-` for a local one).
+        block_origins: Mutex<Vec<String>>,
+        /// Takes HAProxy snapshots whole (as a forward sink taking `haproxy`): their names.
+        ships_snapshots: bool,
+        snapshots: Mutex<Vec<String>>,
     }
 
     impl RecordingSink {
@@ -1416,7 +1491,23 @@ mod tests {
                     .filter_map(|r| Some((r.id.to_string(), r.origin.as_ref()?.node.clone()))),
             );
             self.metrics.fetch_add(batch.metric_count(), Ordering::Relaxed);
+            self.block_origins.lock().unwrap().extend(
+                batch
+                    .blocks
+                    .iter()
+                    .map(|b| b.origin().map_or("-".to_string(), |o| o.node.clone())),
+            );
+            self.snapshots.lock().unwrap().extend(batch.snapshots.iter().map(|s| {
+                let node = s.origin.as_ref().map_or("-".to_string(), |o| o.node.clone());
+                format!("{node} {} files", s.files.len())
+            }));
             Ok(())
+        }
+        fn wants_snapshots(&self, kind: crate::process::handoff::Kind) -> bool {
+            self.ships_snapshots && kind == crate::process::handoff::Kind::Haproxy
+        }
+        fn takes(&self, kind: crate::process::handoff::Kind) -> bool {
+            !self.ships_snapshots || kind != crate::process::handoff::Kind::SelfMetrics
         }
         fn keeps_local(&self, result: &OrderResult) -> bool {
             self.forward_only
@@ -1779,7 +1870,7 @@ mod tests {
     }
 
     #[test]
-    fn a_received_snapshot_with_a_bad_marker_or_haproxy_files_is_quarantined_with_its_reason() {
+    fn a_received_snapshot_with_a_bad_marker_is_quarantined_with_its_reason() {
         let sink = RecordingSink::named("rec");
         let (_dir, mut processor) = setup(&sink);
         let base = processor.base().clone();
@@ -1793,17 +1884,6 @@ mod tests {
             ],
         )
         .unwrap();
-        let haproxy = publish_haproxy(&base);
-        let lb = crate::spool::identity::MachineGuid::random();
-        let marker = ship::encode_marker(&ship::ShipHeader {
-            origin: lb,
-            origin_node: "lb-1".into(),
-            chain: vec![lb],
-            stream: uuid::Uuid::new_v4(),
-            sequence: 1,
-            snapshot: haproxy.clone(),
-        });
-        fs::write(base.incoming().join(haproxy.as_str()).join(ship::SHIPPED_FILE), marker).unwrap();
         processor.process_pending(true).unwrap();
         let failed = crate::spool::beneath::sorted_names(&base.failed());
         assert!(failed.iter().any(|n| n.starts_with(bad.as_str())), "{failed:?}");
@@ -1812,8 +1892,69 @@ mod tests {
             .filter_map(|n| fs::read_to_string(base.failed().join(n).join(queue::REASON_FILE)).ok())
             .collect();
         assert!(reasons.contains("SHIPPED"), "{reasons}");
-        assert!(reasons.contains("shipped from node lb-1"), "{reasons}");
         assert!(!base.output().join("o").exists());
+    }
+
+    /// A HAProxy snapshot as the receiver stores one shipped from load balancer `node`.
+    fn publish_received_haproxy(base: &BaseDir, node: &str) {
+        let lb = crate::spool::identity::MachineGuid::random();
+        let header = ship::ShipHeader {
+            origin: lb,
+            origin_node: node.into(),
+            chain: vec![lb],
+            stream: uuid::Uuid::new_v4(),
+            sequence: 1,
+            snapshot: SnapshotName::parse(&T0.to_string()).unwrap(),
+        };
+        let marker = ship::encode_marker(&header);
+        let files: [(&str, &[u8]); 3] = [
+            ("a.sock_info", HAPROXY_INFO.as_bytes()),
+            ("a.sock_stat", HAPROXY_STAT.as_bytes()),
+            (ship::SHIPPED_FILE, &marker),
+        ];
+        queue::publish(base, &ship::received_name(&header), &files).unwrap();
+    }
+
+    #[test]
+    fn a_received_haproxy_snapshot_is_aggregated_here_under_its_load_balancer() {
+        let sink = RecordingSink::named("rec");
+        let (_dir, mut processor) = setup(&sink);
+        let base = processor.base().clone();
+        publish_received_haproxy(&base, "lb-1");
+        publish_haproxy(&base);
+        processor.process_pending(true).unwrap();
+        assert_eq!(queue::list(&base).unwrap(), vec![], "both processed");
+        let mut origins = sink.block_origins.lock().unwrap().clone();
+        origins.sort();
+        assert_eq!(origins, ["-", "lb-1"]);
+        assert!(sink.metrics.load(Ordering::Relaxed) > 2);
+    }
+
+    #[test]
+    fn a_sink_that_ships_haproxy_snapshots_gets_their_files_and_nothing_is_aggregated_for_it_alone() {
+        let shipper = Arc::new(RecordingSink {
+            name: "up",
+            ships_snapshots: true,
+            ..RecordingSink::default()
+        });
+        let (_dir, mut processor) = setup(&shipper);
+        let base = processor.base().clone();
+        publish_haproxy(&base);
+        publish_received_haproxy(&base, "lb-2");
+        processor.process_pending(true).unwrap();
+        assert_eq!(queue::list(&base).unwrap(), vec![], "both handed on and removed");
+        let mut shipped = shipper.snapshots.lock().unwrap().clone();
+        shipped.sort();
+        assert_eq!(shipped.len(), 2, "{shipped:?}");
+        assert!(
+            shipped[0].starts_with("- ") && shipped[1].starts_with("lb-2 "),
+            "{shipped:?}"
+        );
+        assert_eq!(
+            shipper.metrics.load(Ordering::Relaxed),
+            0,
+            "no aggregation for a sink that ships"
+        );
     }
 
     fn failing_orders(base: &BaseDir) -> BTreeMap<String, OrderFailure> {
@@ -2289,7 +2430,7 @@ mod tests {
         };
         let good = processor.load(&incoming, &name, &bounds);
         assert!(
-            good.as_ref().is_ok_and(|(_, metrics, _)| !metrics.is_empty()),
+            good.as_ref().is_ok_and(|content| !content.metrics.is_empty()),
             "{:?}",
             good.err().map(|e| e.reason)
         );

@@ -246,7 +246,9 @@ mod tests {
             (format!("{GOOD}max-connections: 0\n"), "receive.max-connections"),
             (format!("{GOOD}timeout: 0\n"), "receive.timeout"),
             (format!("{GOOD}queue-size: 0\n"), "receive.queue-size"),
-            (format!("{GOOD}tls: {{}}\n"), "unknown field `tls`"),
+            (format!("{GOOD}tls: {{}}\n"), "tls: missing field `cert`"),
+            (format!("{GOOD}tls: {{cert: a, key: b, ca: c}}\n"), "unknown field `ca`"),
+            (format!("{GOOD}child-timeout: 0.5\n"), "receive.child-timeout"),
         ];
         for (yaml, expected) in cases {
             let e = options(&yaml).unwrap_err();

@@ -118,6 +118,8 @@ pub struct MetricRef<'a> {
     pub value: f64,
     /// Unix seconds.
     pub time: i64,
+    /// The node it was measured on, for a metric received from another node (its block's).
+    pub origin: Option<&'a super::node::Provenance>,
 }
 
 impl<'a> From<&'a Metric> for MetricRef<'a> {
@@ -126,6 +128,7 @@ impl<'a> From<&'a Metric> for MetricRef<'a> {
             path: &metric.path,
             value: metric.value,
             time: metric.time,
+            origin: None,
         }
     }
 }
@@ -151,6 +154,8 @@ pub struct MetricBlock {
     /// Where each path ends in `paths`.
     ends: Vec<usize>,
     values: Vec<f64>,
+    /// The node whose snapshot this block aggregates, when it was received from another node.
+    origin: Option<std::sync::Arc<super::node::Provenance>>,
 }
 
 impl MetricBlock {
@@ -161,7 +166,19 @@ impl MetricBlock {
             paths: String::with_capacity(path_bytes),
             ends: Vec::with_capacity(metrics),
             values: Vec::with_capacity(metrics),
+            origin: None,
         }
+    }
+
+    /// The same block, marked as aggregated from a snapshot of another node.
+    pub fn with_origin(mut self, origin: Option<std::sync::Arc<super::node::Provenance>>) -> MetricBlock {
+        self.origin = origin;
+        self
+    }
+
+    /// The node it comes from, for a block of a received snapshot.
+    pub fn origin(&self) -> Option<&super::node::Provenance> {
+        self.origin.as_deref()
     }
 
     /// Adds the metric `<prefix><name> = value`.
@@ -191,6 +208,7 @@ impl MetricBlock {
             path: &self.paths[start..self.ends[index]],
             value: self.values[index],
             time: self.time,
+            origin: self.origin.as_deref(),
         }
     }
 
@@ -200,6 +218,7 @@ impl MetricBlock {
             path: &self.paths[if i == 0 { 0 } else { self.ends[i - 1] }..self.ends[i]],
             value: self.values[i],
             time: self.time,
+            origin: self.origin.as_deref(),
         })
     }
 

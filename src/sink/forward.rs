@@ -36,7 +36,7 @@ use super::outbox::Outbox;
 use super::ring::{result_key, Ring};
 use super::route::{Kind, MetricGlobs, OrderGlobs, Route, RouteKeys};
 use super::{DeliveryError, OutboxBounds, Transport};
-use crate::process::handoff::{ResultSink, SinkBatch, SinkError};
+use crate::process::handoff::{Kind as DataKind, ResultSink, SinkBatch, SinkError};
 use crate::shared::measurement::{OrderId, OrderResult};
 use crate::shared::node::Provenance;
 use crate::shared::option::{check_seconds, seconds, InvalidOption};
@@ -122,8 +122,9 @@ pub struct ForwardOptions {
     /// database, or a pure proxy for what it receives); the results then exist only in the
     /// outbox until a destination has them. Default true.
     pub keep_local: bool,
-    /// Kinds of data this sink takes: `ping` only (HAProxy snapshots and self-metrics are not
-    /// forwarded yet). Default `[ping]`.
+    /// Kinds of data this sink takes: `ping` (results) and `haproxy` (whole HAProxy snapshots,
+    /// aggregated by the receiver, which names this node as their host); self-metrics are not
+    /// forwarded yet. Default `[ping]`.
     pub takes: Vec<Kind>,
     /// Which orders' ping results this sink takes: globs on order ids (`web/**`); see
     /// spool-layout.md, "Routing".
@@ -183,10 +184,13 @@ impl ForwardOptions {
                 "the API key is a UUID the receivers list under receive.api-keys",
             ));
         }
-        if let Some(kind) = self.takes.iter().find(|k| **k != Kind::Ping) {
+        if let Some(kind) = self.takes.iter().find(|k| !matches!(**k, Kind::Ping | Kind::Haproxy)) {
             return Err(InvalidOption::new(
                 "takes",
-                format!("{} is not forwarded yet: a forward sink takes [ping]", kind.name()),
+                format!(
+                    "{} is not forwarded yet: a forward sink takes ping and haproxy",
+                    kind.name()
+                ),
             ));
         }
         if !(1..=100_000).contains(&self.frame_results) {
@@ -375,6 +379,28 @@ impl Lane {
 
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
+    }
+
+    /// Appends one frame of `files` (a snapshot named `name` at its origin) to the outbox,
+    /// durable when it returns.
+    fn append_frame(&self, source: &Source, name: &SnapshotName, files: &[(&str, &[u8])]) -> Result<(), String> {
+        let appending = self.outbox.begin();
+        let sequence = self.next.load(Ordering::SeqCst);
+        let header = ShipHeader {
+            origin: source.origin,
+            origin_node: source.node.clone(),
+            chain: source.chain.clone(),
+            stream: self.stream,
+            sequence,
+            snapshot: name.clone(),
+        };
+        let mut frame = Vec::new();
+        ship::encode(&header, files, &mut frame);
+        appending
+            .finish(&frame, 1)
+            .map_err(|e| format!("cannot queue in the outbox {}: {e}", self.name))?;
+        self.next.store(sequence + 1, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Frames `groups` (at most `frame_results` results per frame) into the outbox, one record
@@ -572,6 +598,25 @@ impl Lanes {
         Ok(frames)
     }
 
+    /// Appends one HAProxy snapshot as one frame to the lane that owns it: the one lane
+    /// (failover), or the owner of `<node>/haproxy` on the ring (a load balancer's snapshots
+    /// always reach the same receiver, which aggregates them).
+    fn route_snapshot(&self, source: &Source, name: &SnapshotName, files: &[(&str, &[u8])]) -> Result<(), String> {
+        let set = self.read();
+        let lane = match &set.ring {
+            None => 0,
+            Some(ring) => {
+                let mut key = Vec::new();
+                result_key(&source.node, "haproxy", &mut key);
+                let member = ring
+                    .owner(&key)
+                    .ok_or_else(|| "no destination of the ring may take snapshots now".to_owned())?;
+                set.members[member]
+            }
+        };
+        set.lanes[lane].append_frame(source, name, files)
+    }
+
     fn failing_since(&self, index: usize) -> Option<Arc<Lane>> {
         self.read().lanes.get(index).cloned()
     }
@@ -675,7 +720,22 @@ impl ResultSink for ForwardSink {
     }
 
     fn accept(&self, batch: SinkBatch<'_>) -> Result<(), SinkError> {
-        if !self.route.takes(crate::process::handoff::Kind::Ping) {
+        if self.route.takes(DataKind::Haproxy) {
+            for snapshot in batch.snapshots {
+                let Some(source) = self.source_of(snapshot.origin.as_deref()) else {
+                    continue;
+                };
+                let files: Vec<(&str, &[u8])> = snapshot
+                    .files
+                    .iter()
+                    .map(|(name, text)| (name.as_str(), text.as_bytes()))
+                    .collect();
+                self.lanes
+                    .route_snapshot(&source, &snapshot.name, &files)
+                    .map_err(|e| self.error(e))?;
+            }
+        }
+        if !self.route.takes(DataKind::Ping) {
             return Ok(());
         }
         let groups = self.by_origin(self.route.results(batch));
@@ -684,6 +744,14 @@ impl ResultSink for ForwardSink {
         }
         self.lanes.route(groups, |_| true).map_err(|e| self.error(e))?;
         Ok(())
+    }
+
+    fn takes(&self, kind: DataKind) -> bool {
+        self.route.takes(kind)
+    }
+
+    fn wants_snapshots(&self, kind: DataKind) -> bool {
+        kind == DataKind::Haproxy && self.route.takes(kind)
     }
 
     fn keeps_local(&self, result: &OrderResult) -> bool {
@@ -698,6 +766,32 @@ impl ResultSink for ForwardSink {
 }
 
 impl ForwardSink {
+    /// Who a frame of what came from `provenance` (`None`: this node) is from, with this node
+    /// at the end of its chain; `None` when it must not be passed on (a loop, or a chain as
+    /// long as a chain may be), logged.
+    fn source_of(&self, provenance: Option<&Provenance>) -> Option<Source> {
+        match provenance {
+            None => Some(Source {
+                origin: self.origin.guid,
+                node: self.origin.node.clone(),
+                chain: vec![self.origin.guid],
+            }),
+            Some(p) if p.chain.contains(&self.origin.guid) || p.chain.len() >= ship::MAX_CHAIN => {
+                warn!(sink = %self.name, node = %p.node, "a received snapshot not passed on: its chain holds this node or is {} nodes long", ship::MAX_CHAIN);
+                None
+            }
+            Some(p) => {
+                let mut chain = p.chain.clone();
+                chain.push(self.origin.guid);
+                Some(Source {
+                    origin: p.origin(),
+                    node: p.node.clone(),
+                    chain,
+                })
+            }
+        }
+    }
+
     /// The results grouped by where they come from, in order of first appearance, each with
     /// the id its origin gives it. A received result whose chain already holds this node (a
     /// loop the receiver let through, which it never does) or is as long as a chain may be is
@@ -1356,7 +1450,7 @@ mod tests {
             ),
             (
                 ForwardOptions {
-                    takes: vec![Kind::Haproxy],
+                    takes: vec![Kind::SelfMetrics],
                     ..options(1)
                 },
                 "not forwarded yet",

@@ -12,8 +12,9 @@
 //! <namespace>[.<host>].<metric path>           <value>                 <metric time>
 //! ```
 //!
-//! A result received from another node (a child's, `@<node>/<id>` in `output/`) is written
-//! under its origin's name in place of this host's, whether `prefix-hostname` is set or not
+//! A result received from another node (a child's, `@<node>/<id>` in `output/`), and a metric
+//! aggregated here from a HAProxy snapshot another node shipped, is written under its origin's
+//! name in place of this host's, whether `prefix-hostname` is set or not
 //! (without it the children's orders would share one series):
 //! `<namespace>.<origin node>.ping.<order id at the origin>.loss` (in the node's name every
 //! character other than ASCII letters, digits and `-` becomes `_`, dots too), so a parent's Graphite holds
@@ -191,6 +192,15 @@ impl GraphiteOptions {
     }
 }
 
+/// A node's name as one path component, as a host name with `fqdn` (dots become `_`): two
+/// nodes whose names differ after a dot stay two.
+fn write_node(out: &mut Vec<u8>, node: &str) {
+    out.extend(node.bytes().map(|b| match b {
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' => b,
+        _ => b'_',
+    }));
+}
+
 /// A namespace is one or more dot-separated, non-empty components without whitespace.
 fn check_namespace(namespace: &str) -> Result<(), InvalidOption> {
     check_printable("graphite.namespace", namespace)?;
@@ -251,12 +261,7 @@ impl GraphiteEncoder {
             }
             Some(origin) => {
                 out.extend_from_slice(self.namespace.as_bytes());
-                // One component, as a host name with `fqdn` (dots become `_`): two nodes
-                // whose names differ after a dot stay two.
-                out.extend(origin.node.bytes().map(|b| match b {
-                    b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' => b,
-                    _ => b'_',
-                }));
+                write_node(out, &origin.node);
                 out.extend_from_slice(b".ping.");
                 write_order_id(out, origin.id_at_origin(&result.id));
             }
@@ -286,10 +291,22 @@ impl GraphiteEncoder {
             tracing::debug!(path = %metric.path, value = metric.value, "metric without a finite value left out");
             return 0;
         }
-        out.extend_from_slice(self.prefix.as_bytes());
+        self.write_prefix(metric.origin, out);
         write_metric_path(out, metric.path);
         write_tail(out, b"", metric.value, metric.time);
         1
+    }
+
+    /// `<namespace>[.<host>].`, or `<namespace>.<origin node>.` for what another node sent.
+    fn write_prefix(&self, origin: Option<&crate::shared::node::Provenance>, out: &mut Vec<u8>) {
+        match origin {
+            None => out.extend_from_slice(self.prefix.as_bytes()),
+            Some(origin) => {
+                out.extend_from_slice(self.namespace.as_bytes());
+                write_node(out, &origin.node);
+                out.push(b'.');
+            }
+        }
     }
 
     /// [`GraphiteEncoder::encode_metric`] for each metric of `range`, with the time formatted
@@ -299,6 +316,8 @@ impl GraphiteEncoder {
         time.push(b' ');
         write_integer(&mut time, block.time());
         time.push(b'\n');
+        let mut prefix = Vec::with_capacity(self.prefix.len() + 32);
+        self.write_prefix(block.origin(), &mut prefix);
         let mut lines = 0;
         for index in range {
             let metric = block.get(index);
@@ -306,7 +325,7 @@ impl GraphiteEncoder {
                 lines += self.encode_metric(metric, out);
                 continue;
             }
-            out.extend_from_slice(self.prefix.as_bytes());
+            out.extend_from_slice(&prefix);
             write_metric_path(out, metric.path);
             out.push(b' ');
             write_number(out, metric.value);

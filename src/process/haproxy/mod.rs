@@ -97,13 +97,12 @@ mod stat;
 pub use catalog::{Aggregation, MetricSpec};
 pub use error::HaproxySnapshotError;
 pub use options::{GroupPattern, GroupPatterns, HaproxyOptions, MetricNames};
-pub use snapshot::is_haproxy_snapshot;
+pub use snapshot::{is_haproxy_snapshot, ProcessFiles, INFO_SUFFIX, STAT_SUFFIX};
 
 use crate::shared::measurement::{Metric, MetricBlock};
 use exclusions::Exclusions;
 use info::DaemonFields;
 use paths::{Grouping, MetricBuffer, SELF_METRICS};
-use snapshot::ProcessFiles;
 use stat::{StatRows, Wanted};
 use std::path::Path;
 use std::time::Instant;
@@ -149,6 +148,26 @@ pub fn aggregate_block(
     let started = Instant::now();
     snapshot::check_name(dir)?;
     let files = snapshot::read_processes(dir)?;
+    aggregate_processes(files, time, options, started)
+}
+
+/// Reads the process files of the snapshot `dir` (within the snapshot's bounds), for a sink
+/// that ships it whole and for [`aggregate_processes`].
+pub fn read_snapshot(dir: &Path) -> Result<Vec<ProcessFiles>, HaproxySnapshotError> {
+    snapshot::read_processes(dir)
+}
+
+/// [`aggregate_block`] of files already read; `started` is when the snapshot began to be read
+/// (the `TotalWallClockTime` self-metric counts from it).
+pub fn aggregate_processes(
+    files: Vec<ProcessFiles>,
+    time: i64,
+    options: &HaproxyOptions,
+    started: Instant,
+) -> Result<AggregateBlock, HaproxySnapshotError> {
+    if files.is_empty() {
+        return Err(HaproxySnapshotError::NoProcesses);
+    }
     let stats_started = Instant::now();
     let specs = Specs::of(options);
     let parsed = Parsed::from_files(&files, &specs, &Exclusions::load(options))?;
@@ -156,7 +175,11 @@ pub fn aggregate_block(
     on_this_thread(|| parsed.emit(&specs, options, &mut out))?;
     out.push(SELF_METRICS, "WallClockTimeAllStats", seconds_since(stats_started));
     out.push(SELF_METRICS, "TotalWallClockTime", seconds_since(started));
-    debug!(dir = %dir.display(), processes = files.len(), metrics = out.len(), "aggregated HAProxy snapshot");
+    debug!(
+        processes = files.len(),
+        metrics = out.len(),
+        "aggregated HAProxy snapshot"
+    );
     Ok(AggregateBlock {
         metrics: out.into_block(),
         processes: files.into_iter().map(|f| f.socket).collect(),

@@ -23,8 +23,9 @@
 //!   end of the name) is doubled so the line still parses; InfluxDB 2.x reads that back as one
 //!   backslash, 1.x as two. All field keys are fixed names that need no escaping, and no string
 //!   field is ever written.
-//! - A result received from another node (a child's) carries the tag `node=<origin node name>`,
-//!   over an order's own `node` tag and a global one: the children's series stay apart.
+//! - A result received from another node (a child's), and a metric aggregated from a HAProxy
+//!   snapshot another node shipped, carry the tag `node=<origin node name>`, over an order's own
+//!   `node` tag and a global one: the children's series stay apart.
 //! - Timestamps are integers in the configured precision (nanoseconds by default).
 //! - Results without a measurement name produce no line; neither does a measurement name that
 //!   is empty, holds a line break or starts with `#` (a comment line in line protocol), nor a
@@ -126,7 +127,10 @@ impl InfluxEncoder {
             return 0;
         }
         write_escaped(out, metric.path, MEASUREMENT_SPECIAL);
-        self.write_tags(&BTreeMap::new(), out);
+        match metric.origin {
+            None => self.write_tags(&BTreeMap::new(), out),
+            Some(origin) => self.write_tags(&BTreeMap::from([(NODE_TAG.to_owned(), origin.node.clone())]), out),
+        }
         write_field(out, b" value=", metric.value);
         out.push(b' ');
         write_integer(out, metric.time.saturating_mul(self.units_per_second));
