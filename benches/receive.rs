@@ -2,8 +2,10 @@
 //! target: at least 500,000): the receiver of `spoolmon::receive` on a loopback port, fed by
 //! `RECV_CONNECTIONS` (default 2) sender threads, each POSTing `RECV_REQUESTS` (default 100)
 //! requests of `RECV_FRAMES` (default 10) frames of `RECV_RESULTS` (default 1,000) ping results
-//! (3 RTTs each, ~100 KB a frame), every frame a new snapshot stored durably (staged, two
-//! `syncfs`, high-water marks, renamed into `incoming/`) before the answer. No processing runs:
+//! (3 RTTs each, ~100 KB a frame), stored durably (staged, two `syncfs`, high-water marks,
+//! renamed into `incoming/`) before the answer; consecutive frames are merged into snapshots
+//! of at most `RECV_MERGE` results (default 4,000, processing's default `max-results`;
+//! `RECV_MERGE=1` stores every frame as a snapshot of its own, as before merging). No processing runs:
 //! this is the receiving side alone. CPU is the receiver's threads only (`receive` and tokio's
 //! blocking pool, from `/proc/self/task/*/stat`), not the senders'; the machine column is every
 //! CPU's busy time minus the idle machine's (the senders, loopback TCP and the kernel's
@@ -130,6 +132,7 @@ fn main() {
         timeout: Duration::from_secs(60),
         queue_size: usize::MAX,
         min_free_bytes: 0,
+        merge_results: env_number("RECV_MERGE", 4000) as usize,
     };
     let stats = Arc::new(ReceiveStats::default());
     let receiver = Receiver::bind(

@@ -131,6 +131,7 @@ impl Service for Processing<'_> {
                 options,
                 self.receive_stats.clone(),
                 wake.clone(),
+                config.result_limits().max_results,
             )?),
             None => None,
         };

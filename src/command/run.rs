@@ -386,6 +386,7 @@ impl Pipeline {
                 options,
                 stats.receive.clone(),
                 self.stop.clone(),
+                config.result_limits().max_results,
             )?);
         }
         if let Some(options) = &config.pull {

@@ -23,13 +23,15 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// Binds the `receive:` section's addresses and serves them in the `receive` thread until
-/// `stop` is set (called by `spoolmon run` and `spoolmon process`). The node's machine GUID is
+/// `stop` is set (called by `spoolmon run` and `spoolmon process`); `max_results` is
+/// processing's limit of results per snapshot (merged frames stay within it). The node's machine GUID is
 /// made here if it has none yet (it is what loops are detected by).
 pub fn start(
     base: &BaseDir,
     options: &options::ReceiveOptions,
     stats: Arc<server::ReceiveStats>,
     stop: Arc<AtomicBool>,
+    max_results: usize,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     use anyhow::Context;
     let me = crate::spool::identity::machine_guid(base).context("cannot read or make the machine GUID")?;
@@ -39,7 +41,11 @@ pub fn start(
         Some(tls) => Some(tls::server_config(tls).context("receive.tls")?),
         None => None,
     };
-    let receiver = server::Receiver::bind(base, &addresses, access, me, options.limits(), stats)
+    let limits = server::Limits {
+        merge_results: max_results,
+        ..options.limits()
+    };
+    let receiver = server::Receiver::bind(base, &addresses, access, me, limits, stats)
         .context("cannot start the receiver")?
         .with_tls(tls);
     Ok(receiver.spawn(stop)?)

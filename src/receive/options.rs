@@ -188,6 +188,7 @@ impl ReceiveOptions {
             timeout: seconds(self.timeout),
             queue_size: self.queue_size,
             min_free_bytes: self.min_free_space_mb.saturating_mul(1 << 20),
+            merge_results: crate::spool::snapshot::PingBounds::DEFAULT_MAX_RESULTS,
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct Limits {
     pub queue_size: usize,
     /// Answer 503 while the base directory's filesystem has less free space than this.
     pub min_free_bytes: u64,
+    /// Most results of the snapshot one request's merged ping frames become (processing's
+    /// `max-results`).
+    pub merge_results: usize,
 }
 
 /// What the receiver counts (read by status and self-metrics).
@@ -113,7 +116,7 @@ impl Receiver {
             listener.set_nonblocking(true)?;
             listeners.push(listener);
         }
-        let store = Store::open(base)?;
+        let store = Store::open(base)?.with_merge_results(limits.merge_results);
         Ok(Receiver {
             listeners,
             shared: Arc::new(Shared {
@@ -600,6 +603,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             queue_size: 1000,
             min_free_bytes: 0,
+            merge_results: 4000,
         }
     }
 

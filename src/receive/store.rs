@@ -1,6 +1,12 @@
 //! Storing received frames: each new frame becomes a snapshot in `incoming/`, durably, before
 //! the sender is told; a repeat is recognised and not stored again.
 //!
+//! Consecutive new ping frames of one request from one sender's stream, origin and chain are
+//! stored as one snapshot (its `ping.jsonl` holds their results under the first frame's header,
+//! up to processing's `max-results`; its marker is the last frame's header): a snapshot is
+//! three inodes (directory, `ping.jsonl`, `SHIPPED`), and creating inodes is most of what a
+//! receiver's disk does per frame. A frame of any other kind is stored alone, as sent.
+//!
 //! Owns on disk: `state/receive/<sender GUID>.<stream UUID>`, one file per (sender, stream)
 //! holding the stream's high-water mark (`<sequence>\n`): every frame of that stream up to it
 //! is in `incoming/` (or already processed). And, while a request is being stored, its staged
@@ -60,6 +66,9 @@ pub struct Store {
     pending: Vec<String>,
     /// Marks raised in memory and not yet written.
     dirty: std::collections::HashSet<(MachineGuid, uuid::Uuid)>,
+    /// Most results one staged snapshot of merged frames holds (processing's limit per
+    /// snapshot).
+    merge_results: usize,
 }
 
 fn mark_file(sender: MachineGuid, stream: uuid::Uuid) -> String {
@@ -104,9 +113,17 @@ impl Store {
             marks,
             pending: Vec::new(),
             dirty: Default::default(),
+            merge_results: crate::spool::snapshot::PingBounds::DEFAULT_MAX_RESULTS,
         };
         store.recover()?;
         Ok(store)
+    }
+
+    /// Merges consecutive ping frames of a request into snapshots of at most `results`
+    /// results (processing's `max-results`; at least 1).
+    pub fn with_merge_results(mut self, results: usize) -> Store {
+        self.merge_results = results.max(1);
+        self
     }
 
     /// The high-water mark of a sender's stream (0: nothing received yet).
@@ -121,40 +138,66 @@ impl Store {
         let tmp = self.base.dir("incoming.tmp")?;
         self.finish_pending(&tmp)?;
         let mut outcomes = Vec::with_capacity(frames.len());
-        let mut staged: Vec<(String, &ShipHeader)> = Vec::new();
         let mut raised: HashMap<(MachineGuid, uuid::Uuid), u64> = HashMap::new();
+        // The new frames, consecutive ping frames of one sender, stream, origin and chain
+        // merged into one snapshot each (module doc): fewer directories and files per result.
+        let mut groups: Vec<Group<'_, '_>> = Vec::new();
+        for frame in frames {
+            let h = &frame.header;
+            let key = (h.sender(), h.stream);
+            let mark = raised.get(&key).copied().unwrap_or_else(|| self.mark(key.0, key.1));
+            if h.sequence <= mark {
+                outcomes.push(Stored::Repeat);
+                continue;
+            }
+            raised.insert(key, h.sequence);
+            let results = ping_results(frame);
+            let joins = match (groups.last(), results) {
+                (Some(group), Some(n)) => {
+                    group.results.is_some_and(|total| total + n <= self.merge_results) && group.same_source(h)
+                }
+                _ => false,
+            };
+            if joins {
+                let group = groups.last_mut().expect("checked");
+                group.frames.push(frame);
+                group.results = group.results.map(|total| total + results.unwrap_or(0));
+            } else {
+                groups.push(Group {
+                    frames: vec![frame],
+                    results,
+                });
+            }
+            outcomes.push(Stored::New(
+                ship::received_name(&groups.last().expect("pushed").frames[0].header)
+                    .as_str()
+                    .to_owned(),
+            ));
+        }
+        let mut staged: Vec<String> = Vec::new();
         let mut promised = false;
         let result = (|| {
-            for frame in frames {
-                let h = &frame.header;
-                let key = (h.sender(), h.stream);
-                let mark = raised.get(&key).copied().unwrap_or_else(|| self.mark(key.0, key.1));
-                if h.sequence <= mark {
-                    outcomes.push(Stored::Repeat);
-                    continue;
-                }
-                let name = ship::received_name(h).as_str().to_owned();
-                stage_files(&tmp, &name, frame)?;
-                staged.push((name.clone(), h));
-                raised.insert(key, h.sequence);
-                outcomes.push(Stored::New(name));
+            for group in &groups {
+                let name = ship::received_name(&group.frames[0].header).as_str().to_owned();
+                staged.push(name.clone());
+                group.stage(&tmp, &name)?;
             }
             if staged.is_empty() {
                 return Ok(());
             }
             crate::spool::atomic::sync_filesystem(tmp.path())?;
-            for (name, header) in &staged {
-                write_marker(&tmp, name, header)?;
+            for (name, group) in staged.iter().zip(&groups) {
+                write_marker(&tmp, name, &group.frames.last().expect("a group has a frame").header)?;
             }
             crate::spool::atomic::sync_filesystem(tmp.path())?;
             promised = true;
-            self.pending.extend(staged.iter().map(|(name, _)| name.clone()));
+            self.pending.extend(staged.iter().cloned());
             self.raise(&raised);
             self.finish_pending(&tmp)
         })();
         if let Err(e) = result {
             if !promised {
-                for (name, _) in &staged {
+                for name in &staged {
                     let _ = tmp.remove_tree(name);
                 }
             }
@@ -240,19 +283,86 @@ impl Store {
     }
 }
 
-/// Writes `incoming.tmp/<name>/` with the frame's files (a leftover of that name, ours, is
-/// replaced). Nothing is fsynced here.
-fn stage_files(tmp: &Dir, name: &str, frame: &Frame<'_>) -> io::Result<()> {
-    if tmp.kind(name)?.is_some() {
-        tmp.remove_tree(name)?;
+/// New frames stored as one snapshot: one frame, or consecutive ping frames of one source.
+struct Group<'r, 'b> {
+    frames: Vec<&'r Frame<'b>>,
+    /// The results of its ping frames, when every one is a ping frame whose header could be
+    /// read (only such groups take more frames).
+    results: Option<usize>,
+}
+
+impl Group<'_, '_> {
+    /// Whether a frame with header `h` comes from where this group's frames come from.
+    fn same_source(&self, h: &ShipHeader) -> bool {
+        let first = &self.frames[0].header;
+        first.stream == h.stream
+            && first.origin == h.origin
+            && first.origin_node == h.origin_node
+            && first.chain == h.chain
     }
-    tmp.mkdir(name)?;
-    let dir = tmp.open_dir(name)?;
-    for (file, bytes) in &frame.files {
-        let mut out = dir.create_new(file)?;
-        io::Write::write_all(&mut out, bytes).map_err(|e| context("cannot write", &dir.path().join(file), e))?;
+
+    /// Writes `incoming.tmp/<name>/` (a leftover of that name, ours, is replaced): the one
+    /// frame's files, or one `ping.jsonl` of every frame's results under the first frame's
+    /// header with the total count. Nothing is fsynced here.
+    fn stage(&self, tmp: &Dir, name: &str) -> io::Result<()> {
+        if tmp.kind(name)?.is_some() {
+            tmp.remove_tree(name)?;
+        }
+        tmp.mkdir(name)?;
+        let dir = tmp.open_dir(name)?;
+        let write = |file: &str, parts: &[&[u8]]| -> io::Result<()> {
+            let mut out = dir.create_new(file)?;
+            for part in parts {
+                io::Write::write_all(&mut out, part).map_err(|e| context("cannot write", &dir.path().join(file), e))?;
+            }
+            Ok(())
+        };
+        let total = match self.results {
+            Some(total) if self.frames.len() > 1 => total,
+            // One frame (a group of several is always of ping frames that read).
+            _ => {
+                for (file, bytes) in &self.frames[0].files {
+                    write(file, &[bytes])?;
+                }
+                return Ok(());
+            }
+        };
+        let (line, _) = split_header(self.frames[0].files[0].1).expect("a merged frame has a header line");
+        let mut header: crate::spool::snapshot::PingHeader =
+            serde_json::from_slice(line).expect("a merged frame's header reads");
+        header.results = total;
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(self.frames.len() + 1);
+        let mut first_line = serde_json::to_vec(&header).expect("a header serializes");
+        first_line.push(b'\n');
+        parts.push(&first_line);
+        for frame in &self.frames {
+            let (_, rest) = split_header(frame.files[0].1).expect("a merged frame has a header line");
+            parts.push(rest);
+        }
+        write(crate::spool::snapshot::PING_FILE, &parts)
     }
-    Ok(())
+}
+
+/// A ping file's header line and the rest.
+fn split_header(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = bytes.iter().position(|b| *b == b'\n')?;
+    Some((&bytes[..end], &bytes[end + 1..]))
+}
+
+/// The results a ping frame announces, when it is one file `ping.jsonl` whose header line
+/// reads, whose result lines end in a newline and whose count matches them: only such frames
+/// are merged (any other is stored alone, as sent, for processing to judge).
+fn ping_results(frame: &Frame<'_>) -> Option<usize> {
+    let [(name, bytes)] = frame.files.as_slice() else {
+        return None;
+    };
+    if *name != crate::spool::snapshot::PING_FILE {
+        return None;
+    }
+    let (line, rest) = split_header(bytes)?;
+    let header: crate::spool::snapshot::PingHeader = serde_json::from_slice(line).ok()?;
+    let lines = rest.iter().filter(|b| **b == b'\n').count();
+    (header.results == lines && rest.last().is_none_or(|b| *b == b'\n')).then_some(lines)
 }
 
 /// Adds the marker that makes a staged snapshot complete. Not fsynced here.
@@ -399,6 +509,70 @@ mod tests {
         assert_eq!(arrived, sent, "processing may start a round after any rename");
     }
 
+    /// A ping frame of `n` results of stream `stream`, as a forward sink sends one.
+    fn ping_frame(origin: MachineGuid, stream: uuid::Uuid, sequence: u64, n: usize) -> (ShipHeader, Vec<u8>) {
+        let results: Vec<crate::shared::measurement::OrderResult> = (0..n)
+            .map(|i| {
+                crate::shared::measurement::OrderResult::builder(
+                    crate::shared::measurement::OrderId::new(format!("o{i}")).unwrap(),
+                    1_700_000_000 + sequence as i64 * 20,
+                )
+                .rtts([Some(0.001)])
+                .build()
+            })
+            .collect();
+        (
+            header(origin, stream, sequence),
+            crate::spool::snapshot::encode_ping("forward", &results),
+        )
+    }
+
+    #[test]
+    fn consecutive_ping_frames_of_one_source_become_one_snapshot_within_the_results_limit() {
+        let (_t, base) = base();
+        let (child, stream, other) = (MachineGuid::random(), uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let mut store = Store::open(&base).unwrap().with_merge_results(5);
+        let sent = [
+            ping_frame(child, stream, 1, 2),
+            ping_frame(child, stream, 2, 2),
+            // Over the limit with the two before: a new snapshot.
+            ping_frame(child, stream, 3, 2),
+            // Another stream: a snapshot of its own.
+            ping_frame(child, other, 1, 1),
+            ping_frame(child, stream, 4, 1),
+        ];
+        let frames: Vec<Frame<'_>> = sent
+            .iter()
+            .map(|(h, body)| Frame {
+                header: h.clone(),
+                files: vec![("ping.jsonl", body.as_slice())],
+            })
+            .collect();
+        let out = store.store(&frames).unwrap();
+        assert!(out.iter().all(|o| matches!(o, Stored::New(_))));
+        let stored = names(&base.incoming());
+        assert_eq!(stored.len(), 4, "{stored:?}");
+        // The first snapshot holds the first two frames' results under one header; its marker
+        // is the second frame's (the stream's mark after it).
+        let first_name = ship::received_name(&sent[0].0).as_str().to_owned();
+        assert!(stored.contains(&first_name), "{stored:?}");
+        let dir = Dir::open(&base.incoming().join(&first_name)).unwrap();
+        let bounds = crate::spool::snapshot::PingBounds::at(1_700_000_040);
+        let (header, results) = crate::spool::snapshot::read_ping(&dir, &bounds).unwrap();
+        assert_eq!((header.results, results.len()), (4, 4));
+        assert_eq!(
+            read_marker(&Dir::open(&base.incoming()).unwrap(), &first_name)
+                .unwrap()
+                .sequence,
+            2
+        );
+        assert_eq!((store.mark(child, stream), store.mark(child, other)), (4, 1));
+        // A repeat of any of them is acknowledged, not stored.
+        let again = store.store(&frames[1..2]).unwrap();
+        assert_eq!(again, vec![Stored::Repeat]);
+        assert_eq!(names(&base.incoming()).len(), 4);
+    }
+
     #[test]
     fn a_crash_before_the_markers_forgets_the_staged_frames() {
         let (_t, base) = base();
@@ -406,15 +580,15 @@ mod tests {
         let h = header(child, stream, 3);
         let tmp = base.dir("incoming.tmp").unwrap();
         // What step 1 leaves when the process dies before step 2.
-        stage_files(
-            &tmp,
-            ship::received_name(&h).as_str(),
-            &Frame {
-                header: h.clone(),
-                files: vec![("ping.jsonl", b"x")],
-            },
-        )
-        .unwrap();
+        let frame = Frame {
+            header: h.clone(),
+            files: vec![("ping.jsonl", b"x")],
+        };
+        let group = Group {
+            frames: vec![&frame],
+            results: None,
+        };
+        group.stage(&tmp, ship::received_name(&h).as_str()).unwrap();
         // A staged directory without its marker (died inside step 1), and someone else's temp.
         let torn = ship::received_name(&header(child, stream, 4));
         std::fs::create_dir(base.incoming_tmp().join(torn.as_str())).unwrap();
@@ -440,7 +614,11 @@ mod tests {
             header: h.clone(),
             files: vec![("ping.jsonl", &b"x"[..])],
         };
-        stage_files(&tmp, name.as_str(), &frame).unwrap();
+        let group = Group {
+            frames: vec![&frame],
+            results: None,
+        };
+        group.stage(&tmp, name.as_str()).unwrap();
         write_marker(&tmp, name.as_str(), &h).unwrap();
         let state = base.dir("state").unwrap().create_dir_all(DIR).unwrap();
         state.replace(mark_file(child, stream), b"1\n").unwrap();
