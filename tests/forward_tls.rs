@@ -1,6 +1,7 @@
 //! Node to node over TLS, with real processes and certificates made by the openssl command
 //! line: a child with a client certificate ships to a parent that asks for one
-//! (`receive: {tls: {cert, key, client-ca}}`); a child without one, a child that does not trust
+//! (`receive: {tls: {cert, key, client-ca}}`), so does one with `skip-verify: true` and no CA;
+//! a child without a certificate, a child that does not trust
 //! the parent's CA, and a plain-HTTP peer on the TLS port are refused, each with its cause, and
 //! the children keep their backlog.
 
@@ -154,6 +155,16 @@ fn a_child_ships_over_mutual_tls_and_peers_without_a_certificate_or_trust_or_tls
         ),
     );
     let (anonymous, anonymous_process) = start_child("anonymous", "127.0.9.2", format!("{{ca: {}}}", ca_pem.display()));
+    // Verification off (a test network): the parent's certificate is taken unchecked.
+    let (_skipping, skipping_process) = start_child(
+        "skipping",
+        "127.0.9.4",
+        format!(
+            "{{skip-verify: true, cert: {}, key: {}}}",
+            client_pem.display(),
+            client_key.display()
+        ),
+    );
     let (distrusting, distrusting_process) = start_child(
         "distrusting",
         "127.0.9.3",
@@ -169,6 +180,12 @@ fn a_child_ships_over_mutual_tls_and_peers_without_a_certificate_or_trust_or_tls
         Duration::from_secs(60),
         Some(&good_process),
         || parent.read("output/@good/lan/t1/last_result").is_some(),
+    );
+    wait_for(
+        "the results of the child that does not verify",
+        Duration::from_secs(60),
+        Some(&skipping_process),
+        || parent.read("output/@skipping/lan/t1/last_result").is_some(),
     );
     // A peer that speaks plain HTTP to the TLS port gets no HTTP answer.
     let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

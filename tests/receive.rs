@@ -649,7 +649,7 @@ fn after_the_handoff_timeout_a_down_destinations_share_goes_to_its_next_owner_an
     );
     assert!(child_process
         .log_text()
-        .contains("handed off to the next destinations of the ring"));
+        .contains("handed off to the current owners on the ring"));
     // The orders of the destinations that are up never moved.
     for (id, &owner) in orders.iter().zip(&owners).filter(|(_, &o)| o != down) {
         let other = 3 - owner - down; // the other one that is up
@@ -820,4 +820,69 @@ fn load_balancers_ship_haproxy_snapshots_and_the_parent_aggregates_each_as_the_l
         .keys()
         .any(|(path, _)| path.starts_with("net.lb-2.haproxy.frontend.")));
     drop((lb1_process, lb2_process));
+}
+
+#[test]
+fn a_child_killed_9_while_it_delivers_its_backlog_loses_nothing_and_repeats_no_step() {
+    common::require_root("native ICMP to 127.0.0.0/8");
+    let parent = Base::new();
+    let port = free_tcp_port();
+    parent.write_config(&config(port));
+    let child = Base::new();
+    for i in 1..=3 {
+        child.write_order(&format!("lan/t{i}"), &common::ping_order(&format!("127.0.9.{i}"), 1, 1));
+    }
+    // The child measures with no parent: a backlog of frames builds up.
+    let child_config = format!("{}    frame-results: 3\n", forward_config("child-k", port, KEY));
+    let child_process = child.start(&child_config);
+    let local = "output/lan/t1/last_result";
+    wait_for(
+        "a backlog of 15 steps",
+        Duration::from_secs(60),
+        Some(&child_process),
+        || outbox_lines(&child, "up").is_some_and(|n| n >= 15),
+    );
+    let parent_process = spawn_receiver(&parent, port);
+    // Killed -9 as soon as the first of its backlog has arrived: mid-delivery.
+    wait_for(
+        "the backlog to start arriving",
+        Duration::from_secs(60),
+        Some(&parent_process),
+        || parent.read("output/@child-k/lan/t1/last_result").is_some(),
+    );
+    child_process.kill9();
+    let until = last_time(&child, local).unwrap();
+    let child_process = child.start(&child_config);
+    wait_for(
+        "the rest of the backlog and new steps",
+        Duration::from_secs(60),
+        Some(&child_process),
+        || {
+            (1..=3).all(|i| {
+                last_time(&parent, &format!("output/@child-k/lan/t{i}/last_result")).is_some_and(|t| t > until)
+            })
+        },
+    );
+    // Every step the child measured is at the parent, and none was applied twice (a repeated
+    // frame is acknowledged without being stored; librrd would refuse a repeated time).
+    for i in 1..=3 {
+        let mine = measured_rows(&rrd_rows(
+            &child.join(&format!("output/lan/t{i}/main.rrd")),
+            1,
+            until - 30,
+            until + 1,
+        ));
+        let theirs = measured_rows(&rrd_rows(
+            &parent.join(&format!("output/@child-k/lan/t{i}/main.rrd")),
+            1,
+            until - 30,
+            until + 1,
+        ));
+        assert!(mine.len() >= 10, "t{i}: the child measured {mine:?}");
+        for step in &mine {
+            assert!(theirs.contains(step), "t{i}: step {step} lost");
+        }
+    }
+    assert!(!parent_process.log_text().contains("illegal attempt to update"));
+    assert_eq!(parent.count("failed"), 0);
 }
