@@ -10,7 +10,10 @@
 
 mod common;
 
-use common::nodes::{config, last_time, listening, measured_rows, outbox_lines, rrd_rows, spawn_receiver, KEY};
+use common::nodes::{
+    assert_no_gap, child_with_orders, config, last_time, listening, measured_rows, outbox_lines, rrd_rows,
+    spawn_receiver, wait_steps, KEY,
+};
 use common::{servers::free_tcp_port, wait_for, Base};
 use spoolmon::shared::measurement::{OrderId, OrderResult};
 use spoolmon::spool::identity::MachineGuid;
@@ -194,10 +197,7 @@ fn a_child_forwards_to_its_parent_and_its_backlog_fills_the_gap_after_the_parent
     let port = free_tcp_port();
     parent.write_config(&config(port));
     let mut parent_process = spawn_receiver(&parent, port);
-    let child = Base::new();
-    for i in 1..=3 {
-        child.write_order(&format!("lan/t{i}"), &common::ping_order(&format!("127.0.9.{i}"), 1, 1));
-    }
+    let child = child_with_orders(3);
     let child_process = child.start(&forward_config("child-a", port, KEY));
     let remote = "output/@child-a/lan/t1/last_result";
     wait_for(
@@ -209,15 +209,8 @@ fn a_child_forwards_to_its_parent_and_its_backlog_fills_the_gap_after_the_parent
     // The parent dies (kill -9) while the child keeps measuring.
     let before = last_time(&parent, remote).unwrap();
     parent_process.kill9();
-    let local = "output/lan/t1/last_result";
-    let down_from = last_time(&child, local).unwrap();
-    wait_for(
-        "the child to measure 5 more steps",
-        Duration::from_secs(60),
-        Some(&child_process),
-        || last_time(&child, local).is_some_and(|t| t >= down_from + 5),
-    );
-    let down_until = last_time(&child, local).unwrap();
+    wait_steps(&child, 5, &child_process);
+    let down_until = last_time(&child, "output/lan/t1/last_result").unwrap();
     parent_process = parent.spawn(&["--log-level", "debug"], "process");
     wait_for(
         "the backlog to arrive",
@@ -226,16 +219,7 @@ fn a_child_forwards_to_its_parent_and_its_backlog_fills_the_gap_after_the_parent
         || last_time(&parent, remote).is_some_and(|t| t > down_until),
     );
     // No gap: every step the child measured while the parent was down is in the parent's RRD.
-    let rrd = parent.join("output/@child-a/lan/t1/main.rrd");
-    let rows = rrd_rows(&rrd, 1, before, down_until + 1);
-    let measured = measured_rows(&rows);
-    // (A row is labelled with the end of its step: time + 1 for these 1-second orders.)
-    for step in (before + 1)..=down_until {
-        assert!(
-            measured.contains(&(step + 1)),
-            "step {step} missing at the parent: {rows:?}"
-        );
-    }
+    assert_no_gap(&parent.join("output/@child-a/lan/t1/main.rrd"), before, down_until);
     drop(child_process);
 }
 
@@ -350,10 +334,7 @@ fn a_chain_child_proxy_parent_delivers_every_step_through_a_proxy_killed_9_and_t
         "    keep-local: false\n",
     ));
     let mut proxy_process = spawn_receiver(&proxy, proxy_port);
-    let child = Base::new();
-    for i in 1..=3 {
-        child.write_order(&format!("lan/t{i}"), &common::ping_order(&format!("127.0.9.{i}"), 1, 1));
-    }
+    let child = child_with_orders(3);
     let child_process = child.start(&forward_config("child-c", proxy_port, KEY));
     let remote = "output/@child-c/lan/t1/last_result";
     wait_for(
@@ -365,15 +346,8 @@ fn a_chain_child_proxy_parent_delivers_every_step_through_a_proxy_killed_9_and_t
     // The proxy is killed -9 while the child keeps measuring, then comes back.
     let before = last_time(&parent, remote).unwrap();
     proxy_process.kill9();
-    let local = "output/lan/t1/last_result";
-    let down_from = last_time(&child, local).unwrap();
-    wait_for(
-        "the child to measure 5 more steps",
-        Duration::from_secs(60),
-        Some(&child_process),
-        || last_time(&child, local).is_some_and(|t| t >= down_from + 5),
-    );
-    let down_until = last_time(&child, local).unwrap();
+    wait_steps(&child, 5, &child_process);
+    let down_until = last_time(&child, "output/lan/t1/last_result").unwrap();
     proxy_process = spawn_receiver(&proxy, proxy_port);
     wait_for(
         "the backlog to arrive through the proxy",
@@ -381,19 +355,7 @@ fn a_chain_child_proxy_parent_delivers_every_step_through_a_proxy_killed_9_and_t
         Some(&proxy_process),
         || last_time(&parent, remote).is_some_and(|t| t > down_until),
     );
-    let rows = rrd_rows(
-        &parent.join("output/@child-c/lan/t1/main.rrd"),
-        1,
-        before,
-        down_until + 1,
-    );
-    let measured = measured_rows(&rows);
-    for step in (before + 1)..=down_until {
-        assert!(
-            measured.contains(&(step + 1)),
-            "step {step} missing at the parent: {rows:?}"
-        );
-    }
+    assert_no_gap(&parent.join("output/@child-c/lan/t1/main.rrd"), before, down_until);
     // The proxy wrote nothing of the child's, and the parent knows the proxy as the sender
     // (its high-water marks are per sender) and the child as the origin (its paths).
     assert!(!proxy.join("output/@child-c").exists());
@@ -466,13 +428,7 @@ fn a_loop_a_to_b_to_a_is_refused_with_its_cause_and_a_keeps_measuring() {
 /// (delivered, rejected) lines of `sink`'s outbox on `base`, as `spoolmon outbox --json`
 /// reports them.
 fn outbox_counts(base: &Base, sink: &str) -> Option<(u64, u64)> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spoolmon"))
-        .args(["outbox", "--json", "--base-dir"])
-        .arg(base.path())
-        .output()
-        .ok()?;
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let backlog = json.as_array()?.iter().find(|s| s["sink"] == sink)?;
+    let backlog = common::nodes::outbox_entry(base, sink)?;
     Some((
         backlog["delivered_lines"].as_u64()?,
         backlog["rejected_lines"].as_u64()?,
@@ -828,10 +784,7 @@ fn a_child_killed_9_while_it_delivers_its_backlog_loses_nothing_and_repeats_no_s
     let parent = Base::new();
     let port = free_tcp_port();
     parent.write_config(&config(port));
-    let child = Base::new();
-    for i in 1..=3 {
-        child.write_order(&format!("lan/t{i}"), &common::ping_order(&format!("127.0.9.{i}"), 1, 1));
-    }
+    let child = child_with_orders(3);
     // The child measures with no parent: a backlog of frames builds up.
     let child_config = format!("{}    frame-results: 3\n", forward_config("child-k", port, KEY));
     let child_process = child.start(&child_config);

@@ -355,12 +355,7 @@ fn add_discoveries(families: &mut Families, discoveries: &[(String, Arc<crate::s
     if discoveries.is_empty() {
         return;
     }
-    let each = |value: fn(&DiscoveryStats) -> &AtomicU64| -> Vec<Sample> {
-        discoveries
-            .iter()
-            .map(|(sink, stats)| sink_sample(sink, load(value(stats))))
-            .collect()
-    };
+    let each = |value: fn(&DiscoveryStats) -> &AtomicU64| per_sink(discoveries, value);
     families.add(
         "sink_destinations",
         "Destinations a forward sink with discovery uses now.",
@@ -381,13 +376,16 @@ fn add_discoveries(families: &mut Families, discoveries: &[(String, Arc<crate::s
     );
 }
 
+/// One sample per sink of the counter `value` picks from its stats.
+fn per_sink<T>(stats: &[(String, Arc<T>)], value: fn(&T) -> &AtomicU64) -> Vec<Sample> {
+    stats
+        .iter()
+        .map(|(sink, stats)| sink_sample(sink, load(value(stats))))
+        .collect()
+}
+
 fn add_deliveries(families: &mut Families, deliveries: &[(String, Arc<DeliveryStats>)]) {
-    let each = |value: fn(&DeliveryStats) -> &AtomicU64| -> Vec<Sample> {
-        deliveries
-            .iter()
-            .map(|(sink, stats)| sink_sample(sink, load(value(stats))))
-            .collect()
-    };
+    let each = |value: fn(&DeliveryStats) -> &AtomicU64| per_sink(deliveries, value);
     families.add(
         "sink_sent_lines_total",
         "Lines the sink's remote took since this process started.",

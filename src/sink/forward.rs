@@ -1099,6 +1099,12 @@ mod tests {
         (options, lanes, sink)
     }
 
+    /// The payload the lane's delivery would send next (all it holds here).
+    fn pending(lane: &Lane) -> Vec<u8> {
+        let mut reader = lane.outbox().reader();
+        reader.next_batch(64 << 20).unwrap().unwrap().payload().to_vec()
+    }
+
     /// The `<node>/<id>` key of every result queued in `outbox` (one batch of up to 64 MiB
     /// holds them all here), without acknowledging them.
     fn queued_keys(outbox: &Arc<Outbox>) -> Vec<String> {
@@ -1312,14 +1318,7 @@ mod tests {
         let stats = Arc::new(DeliveryStats::default());
         // Without a timeout the share waits: the send fails and nothing moves.
         let mut waiting = ForwardTransport::new(&options, lanes.clone(), 0, stats.clone()).unwrap();
-        let payload = down
-            .outbox()
-            .reader()
-            .next_batch(64 << 20)
-            .unwrap()
-            .unwrap()
-            .payload()
-            .to_vec();
+        let payload = pending(down);
         assert!(matches!(waiting.send(&payload), Err(DeliveryError::Transient(_))));
         // With one already passed (0 s here), the send hands the frames off: they are in the
         // other lanes, each result with its second choice, and the batch may be acknowledged.
@@ -1373,14 +1372,7 @@ mod tests {
         // The retired lane's transport hands what it holds on without sending it anywhere.
         let stats = Arc::new(DeliveryStats::default());
         let mut transport = ForwardTransport::new(&options, lanes.clone(), 2, stats.clone()).unwrap();
-        let payload = leaving
-            .outbox()
-            .reader()
-            .next_batch(64 << 20)
-            .unwrap()
-            .unwrap()
-            .payload()
-            .to_vec();
+        let payload = pending(&leaving);
         transport.send(&payload).unwrap();
         assert_eq!(stats.handed_off_lines.load(Ordering::Relaxed), 1);
         let ring = Ring::new(&["127.0.0.1:1", "127.0.0.2:1"]);

@@ -60,13 +60,53 @@ pub fn last_time(base: &Base, rel: &str) -> Option<i64> {
     super::field(&text, "time").parse().ok()
 }
 
-/// Lines pending in `sink`'s outbox on `base`, as `spoolmon outbox --json` reports them.
-pub fn outbox_lines(base: &Base, sink: &str) -> Option<u64> {
+/// `spoolmon outbox --json` of `base`: `sink`'s entry.
+pub fn outbox_entry(base: &Base, sink: &str) -> Option<serde_json::Value> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_spoolmon"))
         .args(["outbox", "--json", "--base-dir"])
         .arg(base.path())
         .output()
         .ok()?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    json.as_array()?.iter().find(|s| s["sink"] == sink)?["lines"].as_u64()
+    json.as_array()?.iter().find(|s| s["sink"] == sink).cloned()
+}
+
+/// Lines pending in `sink`'s outbox on `base`, as `spoolmon outbox --json` reports them.
+pub fn outbox_lines(base: &Base, sink: &str) -> Option<u64> {
+    outbox_entry(base, sink)?["lines"].as_u64()
+}
+
+/// A child base with orders `lan/t1`..`lan/t<n>` pinging `127.0.9.<i>` every second.
+pub fn child_with_orders(n: usize) -> Base {
+    let child = Base::new();
+    for i in 1..=n {
+        child.write_order(&format!("lan/t{i}"), &super::ping_order(&format!("127.0.9.{i}"), 1, 1));
+    }
+    child
+}
+
+/// Waits until `base`'s order `lan/t1` has measured `steps` more steps than now.
+pub fn wait_steps(base: &Base, steps: i64, daemon: &super::Daemon) {
+    let local = "output/lan/t1/last_result";
+    let from = last_time(base, local).unwrap();
+    wait_for(
+        &format!("{steps} more steps"),
+        Duration::from_secs(60),
+        Some(daemon),
+        || last_time(base, local).is_some_and(|t| t >= from + steps),
+    );
+}
+
+/// Asserts every 1-second step in `from + 1 ..= until` is a measured row of `rrd` (a row is
+/// labelled with the end of its step).
+pub fn assert_no_gap(rrd: &std::path::Path, from: i64, until: i64) {
+    let rows = rrd_rows(rrd, 1, from, until + 1);
+    let measured = measured_rows(&rows);
+    for step in (from + 1)..=until {
+        assert!(
+            measured.contains(&(step + 1)),
+            "step {step} missing in {}: {rows:?}",
+            rrd.display()
+        );
+    }
 }
