@@ -1099,6 +1099,19 @@ mod tests {
         (options, lanes, sink)
     }
 
+    /// A sink in mode: hash over 3 destinations, 300 results accepted.
+    fn hashed_with_results() -> (tempfile::TempDir, ForwardOptions, Arc<Lanes>, ForwardSink) {
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = Origin {
+            guid: MachineGuid::random(),
+            node: "child".into(),
+        };
+        let (options, lanes, sink) = hash_sink(tmp.path(), 3, &origin);
+        sink.accept(SinkBatch::round(&results(300, 1_700_000_000), &[]))
+            .unwrap();
+        (tmp, options, lanes, sink)
+    }
+
     /// The payload the lane's delivery would send next (all it holds here).
     fn pending(lane: &Lane) -> Vec<u8> {
         let mut reader = lane.outbox().reader();
@@ -1275,14 +1288,7 @@ mod tests {
 
     #[test]
     fn in_hash_mode_each_result_is_queued_for_the_destination_that_owns_its_key() {
-        let tmp = tempfile::tempdir().unwrap();
-        let origin = Origin {
-            guid: MachineGuid::random(),
-            node: "child".into(),
-        };
-        let (options, lanes, sink) = hash_sink(tmp.path(), 3, &origin);
-        sink.accept(SinkBatch::round(&results(300, 1_700_000_000), &[]))
-            .unwrap();
+        let (_tmp, options, lanes, _sink) = hashed_with_results();
         let ring = Ring::new(
             &options
                 .destinations
@@ -1305,14 +1311,7 @@ mod tests {
 
     #[test]
     fn a_destination_down_for_the_handoff_timeout_hands_its_share_to_the_next_owners() {
-        let tmp = tempfile::tempdir().unwrap();
-        let origin = Origin {
-            guid: MachineGuid::random(),
-            node: "child".into(),
-        };
-        let (mut options, lanes, sink) = hash_sink(tmp.path(), 3, &origin);
-        sink.accept(SinkBatch::round(&results(300, 1_700_000_000), &[]))
-            .unwrap();
+        let (_tmp, mut options, lanes, _sink) = hashed_with_results();
         let down = &lanes.lanes()[0];
         let share = queued_keys(down.outbox());
         let stats = Arc::new(DeliveryStats::default());
@@ -1346,14 +1345,7 @@ mod tests {
 
     #[test]
     fn a_destination_that_leaves_the_set_drains_its_share_to_the_current_owners_and_gets_its_lane_back() {
-        let tmp = tempfile::tempdir().unwrap();
-        let origin = Origin {
-            guid: MachineGuid::random(),
-            node: "child".into(),
-        };
-        let (options, lanes, sink) = hash_sink(tmp.path(), 3, &origin);
-        sink.accept(SinkBatch::round(&results(300, 1_700_000_000), &[]))
-            .unwrap();
+        let (tmp, options, lanes, sink) = hashed_with_results();
         let leaving = lanes.lanes()[2].clone();
         let share = queued_keys(leaving.outbox());
         let mut open = |_: usize, d: &str| -> anyhow::Result<Arc<Lane>> {
