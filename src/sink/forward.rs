@@ -601,7 +601,13 @@ impl Lanes {
     /// Appends one HAProxy snapshot as one frame to the lane that owns it: the one lane
     /// (failover), or the owner of `<node>/haproxy` on the ring (a load balancer's snapshots
     /// always reach the same receiver, which aggregates them).
-    fn route_snapshot(&self, source: &Source, name: &SnapshotName, files: &[(&str, &[u8])]) -> Result<(), String> {
+    fn route_snapshot(
+        &self,
+        source: &Source,
+        name: &SnapshotName,
+        files: &[(&str, &[u8])],
+        allowed: impl Fn(usize) -> bool,
+    ) -> Result<(), String> {
         let set = self.read();
         let lane = match &set.ring {
             None => 0,
@@ -609,7 +615,7 @@ impl Lanes {
                 let mut key = Vec::new();
                 result_key(&source.node, "haproxy", &mut key);
                 let member = ring
-                    .owner(&key)
+                    .owner_among(&key, |m| allowed(set.members[m]))
                     .ok_or_else(|| "no destination of the ring may take snapshots now".to_owned())?;
                 set.members[member]
             }
@@ -644,7 +650,7 @@ impl Lanes {
     }
 
     /// Hands the frames of `payload` (one batch of lane `from`'s outbox) to the lanes in use
-    /// that own their results once `from` (and, with a `timeout`, every destination down for
+    /// that own their results (a whole snapshot's frame: its load balancer's key) once `from` (and, with a `timeout`, every destination down for
     /// that long) is left out: decoded, routed again, appended (durable) to those lanes. On
     /// `Ok` (frames read, results moved) the batch may be acknowledged: its results are in
     /// other outboxes.
@@ -658,6 +664,7 @@ impl Lanes {
             max_results: self.frame_results.max(1),
         };
         let (mut frames_read, mut results_moved) = (0u64, 0u64);
+        let mut snapshots = Vec::new();
         while !rest.is_empty() {
             let (frame, after) =
                 ship::decode(rest).map_err(|e| format!("a frame of the outbox cannot be read back: {e}"))?;
@@ -666,21 +673,25 @@ impl Lanes {
             let header = frame.header;
             let source = Source {
                 origin: header.origin,
-                node: header.origin_node,
-                chain: header.chain,
+                node: header.origin_node.clone(),
+                chain: header.chain.clone(),
             };
-            for (name, bytes) in frame.files {
-                if name == PING_FILE {
-                    let (_, results) = decode_ping(bytes, &bounds)
+            match frame.files.as_slice() {
+                [(name, bytes)] if *name == PING_FILE => {
+                    let (_, results) = decode_ping(*bytes, &bounds)
                         .map_err(|e| format!("a frame of the outbox cannot be read back: {e}"))?;
                     results_moved += results.len() as u64;
-                    groups.push((source.clone(), results));
+                    groups.push((source, results));
                 }
+                // A whole snapshot (HAProxy): to its next owner as it is.
+                files => snapshots.push((source, header.snapshot, files.to_vec())),
             }
         }
-        self.route(groups, |lane| {
-            lane != from && timeout.is_none_or(|timeout| !self.down_for(lane, timeout))
-        })?;
+        let allowed = |lane: usize| lane != from && timeout.is_none_or(|timeout| !self.down_for(lane, timeout));
+        self.route(groups, allowed)?;
+        for (source, name, files) in &snapshots {
+            self.route_snapshot(source, name, files, allowed)?;
+        }
         Ok((frames_read, results_moved))
     }
 }
@@ -731,7 +742,7 @@ impl ResultSink for ForwardSink {
                     .map(|(name, text)| (name.as_str(), text.as_bytes()))
                     .collect();
                 self.lanes
-                    .route_snapshot(&source, &snapshot.name, &files)
+                    .route_snapshot(&source, &snapshot.name, &files, |_| true)
                     .map_err(|e| self.error(e))?;
             }
         }
@@ -1341,6 +1352,62 @@ mod tests {
             moved += new.len();
         }
         assert_eq!(moved, share.len());
+    }
+
+    #[test]
+    fn a_haproxy_snapshot_in_a_down_lane_is_handed_off_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = Origin {
+            guid: MachineGuid::random(),
+            node: "lb-1".into(),
+        };
+        let (mut options, lanes, sink) = hash_sink(tmp.path(), 3, &origin);
+        let snapshot = crate::process::handoff::RawSnapshot {
+            name: SnapshotName::parse("1700000000").unwrap(),
+            files: vec![
+                ("a.sock_info".into(), "Name: HAProxy\n".into()),
+                ("a.sock_stat".into(), "# pxname,svname\n".into()),
+            ],
+            origin: None,
+        };
+        let snapshots = [snapshot];
+        let batch = SinkBatch {
+            snapshots: &snapshots,
+            ..SinkBatch::default()
+        };
+        sink.accept(batch).unwrap();
+        let owner = lanes
+            .lanes()
+            .iter()
+            .position(|lane| lane.outbox().reader().next_batch(1 << 20).unwrap().is_some())
+            .expect("one lane holds the snapshot");
+        options.handoff_timeout = Some(0.0);
+        let stats = Arc::new(DeliveryStats::default());
+        let mut transport = ForwardTransport::new(&options, lanes.clone(), owner, stats.clone()).unwrap();
+        let payload = pending(&lanes.lanes()[owner]);
+        transport.send(&payload).unwrap();
+        let others: Vec<Vec<u8>> = lanes
+            .lanes()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != owner)
+            .filter_map(|(_, lane)| {
+                lane.outbox()
+                    .reader()
+                    .next_batch(1 << 20)
+                    .unwrap()
+                    .map(|b| b.payload().to_vec())
+            })
+            .collect();
+        assert_eq!(others.len(), 1, "the snapshot went to one other lane");
+        let (frame, rest) = ship::decode(&others[0]).unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(frame.header.origin_node, "lb-1");
+        assert_eq!(frame.header.snapshot.as_str(), "1700000000");
+        assert_eq!(
+            frame.files.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            ["a.sock_info", "a.sock_stat"]
+        );
     }
 
     #[test]
