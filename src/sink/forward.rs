@@ -1084,6 +1084,14 @@ mod tests {
         }
     }
 
+    /// A node named `child` with a new GUID.
+    fn child_origin() -> Origin {
+        Origin {
+            guid: MachineGuid::random(),
+            node: "child".into(),
+        }
+    }
+
     fn one_lane(outbox: &Arc<Outbox>, options: &ForwardOptions) -> Arc<Lanes> {
         Arc::new(Lanes::failover(
             Lane::open("up", None, outbox.clone()).unwrap(),
@@ -1113,10 +1121,7 @@ mod tests {
     /// A sink in mode: hash over 3 destinations, 300 results accepted.
     fn hashed_with_results() -> (tempfile::TempDir, ForwardOptions, Arc<Lanes>, ForwardSink) {
         let tmp = tempfile::tempdir().unwrap();
-        let origin = Origin {
-            guid: MachineGuid::random(),
-            node: "child".into(),
-        };
+        let origin = child_origin();
         let (options, lanes, sink) = hash_sink(tmp.path(), 3, &origin);
         sink.accept(SinkBatch::round(&results(300, 1_700_000_000), &[]))
             .unwrap();
@@ -1183,10 +1188,7 @@ mod tests {
     fn results_become_frames_whose_sequence_continues_across_restarts() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("up");
-        let origin = Origin {
-            guid: MachineGuid::random(),
-            node: "child".into(),
-        };
+        let origin = child_origin();
         let (outbox, sink) = open(&dir, &origin);
         sink.accept(SinkBatch::round(&results(7, 1_700_000_000), &[])).unwrap();
         drop((sink, outbox));
@@ -1214,10 +1216,7 @@ mod tests {
     #[test]
     fn received_results_are_passed_on_under_their_origin_with_this_node_appended_to_the_chain() {
         let tmp = tempfile::tempdir().unwrap();
-        let me = Origin {
-            guid: MachineGuid::random(),
-            node: "child".into(),
-        };
+        let me = child_origin();
         let (outbox, sink) = open(&tmp.path().join("up"), &me);
         let leaf = MachineGuid::random();
         let received = |node: &str, chain: Vec<MachineGuid>, id: &str| {
@@ -1275,10 +1274,7 @@ mod tests {
     fn keep_local_false_keeps_nothing_of_what_the_route_takes() {
         let tmp = tempfile::tempdir().unwrap();
         let outbox = Arc::new(Outbox::open(&tmp.path().join("up"), OutboxLimits::default()).unwrap());
-        let origin = Origin {
-            guid: MachineGuid::random(),
-            node: "child".into(),
-        };
+        let origin = child_origin();
         let keys = ForwardOptions {
             keep_local: false,
             orders: OrderGlobs {
@@ -1449,10 +1445,7 @@ mod tests {
     #[test]
     fn a_new_outbox_is_a_new_stream() {
         let tmp = tempfile::tempdir().unwrap();
-        let origin = Origin {
-            guid: MachineGuid::random(),
-            node: "child".into(),
-        };
+        let origin = child_origin();
         let (a, sink_a) = open(&tmp.path().join("a"), &origin);
         let (b, sink_b) = open(&tmp.path().join("b"), &origin);
         sink_a
