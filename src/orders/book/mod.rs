@@ -145,20 +145,19 @@ struct Entry {
     warnings: Vec<String>,
     /// When the file was last parsed (and its host name looked up).
     parsed_at: SystemTime,
+    /// An active order whose host is a name, not an address literal (looked up again every
+    /// [`RERESOLVE_INTERVAL`]); kept so a rescan of 100,000 orders parses no address.
+    by_name: bool,
+    /// The last catch-up walk that found the file unchanged ([`OrderBook::catch_up`]'s fast
+    /// path marks entries here instead of in a set of ids: no clone, no hash).
+    seen_in: u64,
 }
 
 impl Entry {
     /// True for an active order whose host is a name (not an address literal) that was looked
     /// up [`RERESOLVE_INTERVAL`] or longer before `now`.
     fn host_lookup_due(&self, now: SystemTime) -> bool {
-        let EntryState::Active(order) = &self.state else {
-            return false;
-        };
-        let by_name = order
-            .probe
-            .resolved_host()
-            .is_some_and(|(host, _)| host.parse::<IpAddr>().is_err());
-        by_name
+        self.by_name
             && now
                 .duration_since(self.parsed_at)
                 .is_ok_and(|age| age >= RERESOLVE_INTERVAL)
@@ -184,6 +183,8 @@ pub struct OrderBook {
     entries: BTreeMap<String, Entry>,
     /// Names that cannot be order ids (not UTF-8), warned about once.
     unnameable: HashSet<PathBuf>,
+    /// Walks of the whole tree so far (each walk's number marks the entries it found as they were).
+    walks: u64,
 }
 
 impl OrderBook {
@@ -196,6 +197,7 @@ impl OrderBook {
             resolver: Box::new(resolve_host),
             entries: BTreeMap::new(),
             unnameable: HashSet::new(),
+            walks: 0,
         }
     }
 
@@ -336,6 +338,13 @@ impl OrderBook {
         if let Some(event) = transition(&id, old_state, &state) {
             events.push(event);
         }
+        let by_name = match &state {
+            EntryState::Active(order) => order
+                .probe
+                .resolved_host()
+                .is_some_and(|(host, _)| host.parse::<IpAddr>().is_err()),
+            _ => false,
+        };
         self.entries.insert(
             id.as_str().to_string(),
             Entry {
@@ -346,6 +355,8 @@ impl OrderBook {
                 state,
                 warnings,
                 parsed_at: SystemTime::now(),
+                by_name,
+                seen_in: 0,
             },
         );
     }

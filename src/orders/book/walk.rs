@@ -59,7 +59,10 @@ struct Walk<'e> {
     orders_fd: Dir,
     /// (device, inode) of the directories from `orders/` down to the current one.
     ancestors: Vec<(u64, u64)>,
+    /// Ids examined by this walk (the catch-up fast path marks its entries' `seen_in` instead).
     seen: HashSet<OrderId>,
+    /// This walk's number ([`Entry::seen_in`](super::Entry)); 0 for walks without a fast path.
+    generation: u64,
     events: &'e mut Vec<OrderEvent>,
     /// The time of this walk (when host names are due to be looked up again).
     now: SystemTime,
@@ -103,16 +106,19 @@ impl OrderBook {
             return events;
         };
         walk.catch_up = catch_up;
+        self.walks += 1;
+        walk.generation = self.walks;
         let root = self.orders_dir.clone();
         if let Ok(meta) = fs::metadata(&root) {
             walk.ancestors.push((meta.dev(), meta.ino()));
             self.walk_dir(&mut walk, &root);
         }
         let seen = std::mem::take(&mut walk.seen);
+        let generation = walk.generation;
         let gone: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, entry)| !seen.contains(&entry.id))
+            .filter(|(_, entry)| entry.seen_in != generation && !seen.contains(&entry.id))
             .map(|(key, _)| key.clone())
             .collect();
         for key in gone {
@@ -148,6 +154,7 @@ impl OrderBook {
                 orders_fd,
                 ancestors: Vec::new(),
                 seen: HashSet::new(),
+                generation: 0,
                 events,
                 now,
                 catch_up: false,
@@ -340,11 +347,11 @@ impl OrderBook {
     /// For a catch-up rescan: true (and the entry marked seen) if `path` is a known active order
     /// without warnings, read from that very path, whose inode is still `ino` and whose host is
     /// not due to be looked up again.
-    fn unchanged(&self, walk: &mut Walk<'_>, path: &Path, ino: u64) -> bool {
+    fn unchanged(&mut self, walk: &mut Walk<'_>, path: &Path, ino: u64) -> bool {
         let Ok(rel) = path.strip_prefix(&self.orders_dir) else {
             return false;
         };
-        let Some(entry) = rel.to_str().and_then(|key| self.entries.get(key)) else {
+        let Some(entry) = rel.to_str().and_then(|key| self.entries.get_mut(key)) else {
             return false;
         };
         // An entry with warnings (a telegraf file refused, a host kept from before) is looked
@@ -355,7 +362,7 @@ impl OrderBook {
             && entry.path == path
             && !entry.host_lookup_due(walk.now);
         if unchanged {
-            walk.seen.insert(entry.id.clone());
+            entry.seen_in = walk.generation;
         }
         unchanged
     }
