@@ -17,8 +17,9 @@
 //! Above the data flow, reading only: [`check`] holds the Nagios checks; [`selfmetrics`]
 //! writes spoolmon's own metrics and [`status`] reads them back for `spoolmon status`. At the
 //! bottom: [`shared`] is the vocabulary every stage speaks (measurements, the clock, the last
-//! error, option errors) and [`spool`] is the disk; [`yaml_expansion`] bounds YAML aliases for
-//! the order and config parsers.
+//! error, option errors), [`spool`] is the disk, [`http`] serves HTTP/1.1 to hostile peers
+//! (the receiver's and the API's listeners); [`yaml_expansion`] bounds YAML aliases for the
+//! order and config parsers.
 //!
 //! `ARCHITECTURE.md` at the top of the repository has the module map (one line per module) and
 //! the rules of the house: where options live and what may import what.
@@ -27,6 +28,7 @@ pub mod check;
 pub mod collect;
 pub mod command;
 pub mod config;
+pub mod http;
 pub mod orders;
 pub mod output;
 pub mod probe;

@@ -1,12 +1,12 @@
-//! TLS of the receiver (`receive: {tls: {cert, key, client-ca}}`) and the PEM files both ends
-//! of a link read (the forward sink's `tls: {ca, cert, key}` uses [`read_certs`] and
-//! [`read_key`] too).
+//! TLS of the servers (`receive: {tls: {cert, key, client-ca}}`, `api: {tls}`) and the PEM
+//! files both ends of a link read (the forward sink's `tls: {ca, cert, key}` uses
+//! [`read_certs`] and [`read_key`] too).
 //!
 //! rustls with the ring provider, TLS 1.2 and 1.3 (rustls' safe defaults), ALPN `http/1.1`.
-//! With `client-ca` every client must present a certificate that CA signed (mutual TLS); the
-//! API key is checked after the handshake as without TLS. Files are read at start, each at most
+//! With `client-ca` every client must present a certificate that CA signed (mutual TLS); keys and
+//! tokens are checked after the handshake as without TLS. Files are read at start, each at most
 //! [`MAX_PEM_BYTES`]; every error names the file and what is wrong with it. Owns nothing on
-//! disk; called by [`super::start`] and the forward sink.
+//! disk; called by `receive::start`, `api::start` and the forward sink.
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

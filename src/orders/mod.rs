@@ -6,19 +6,22 @@
 //! - [`book`]: the order book, which tracks every file below `orders/` (and `telegraf/<id>`)
 //!   with a safe walk, emits Added / Changed / Removed / Expired events and lists each file's
 //!   state ([`fresh_scan`], [`format_table`]);
+//! - [`write`]: writing, touching and removing orders for producers (`spoolmon order`, the
+//!   API's `PUT`/`DELETE`), validated by the same parser, atomically, never outside `orders/`;
 //! - [`OrderOptions`]: what the stage takes from the configuration, with its defaults.
 //!
 //! An order whose output cannot be written is `failing` only in the listing of
 //! `crate::output::failures::listing`, which adds processing's record
 //! (`state/output-errors.json`) to [`fresh_scan`]: orders never read what a later stage writes.
 //!
-//! Nothing here writes below `orders/`: a bad order is reported and left where the user put it;
+//! The daemon never writes below `orders/` (only [`write`] does, for producers): a bad order is reported and left where the user put it;
 //! expired orders are moved by the caller (the daemon's archive step). Nothing here reads the
 //! configuration: callers pass [`OrderOptions`] (`Config::order_options`).
 
 pub mod book;
 pub mod order;
 pub mod watch;
+pub mod write;
 
 pub use book::{format_table, fresh_lookup, fresh_scan};
 

@@ -1,11 +1,11 @@
-//! Receiving shipped snapshots from other spoolmon nodes (issue 13, being built).
+//! Receiving shipped snapshots from other spoolmon nodes.
 //!
 //! The parts: [`options`], the `receive:` section; [`server`], the HTTP/1.1 listener (`POST /spoolmon/v1/snapshots`, limits against
 //! hostile peers, answers only once what it stores is durable); [`access`], who may ship here
 //! (API key, then origin machine, each with an `allow-from` pattern, and loops); [`pattern`],
 //! Netdata's simple patterns; [`store`], the frames written into `incoming/` exactly once, with
-//! the per-sender high-water marks in `state/receive/` (owned there) and crash recovery;
-//! [`tls`], the listener's TLS and the PEM files.
+//! the per-sender high-water marks in `state/receive/` (owned there) and crash recovery. The
+//! listener itself (accept loop, limits, TLS) is the shared [`crate::http`] layer.
 //!
 //! Started by `spoolmon run` and `spoolmon process` when the config has a `receive:` section;
 //! processing applies what it stores under `output/@<node>/`. It sits beside `collect` in the import graph: a source of snapshots, importing only spool
@@ -16,7 +16,6 @@ pub mod options;
 pub mod pattern;
 pub mod server;
 pub mod store;
-pub mod tls;
 
 use crate::spool::BaseDir;
 use std::sync::atomic::AtomicBool;
@@ -38,7 +37,7 @@ pub fn start(
     let addresses = options.addresses()?;
     let access = options.access()?;
     let tls = match &options.tls {
-        Some(tls) => Some(tls::server_config(tls).context("receive.tls")?),
+        Some(tls) => Some(crate::http::tls::server_config(tls).context("receive.tls")?),
         None => None,
     };
     let limits = server::Limits {

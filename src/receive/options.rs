@@ -46,7 +46,7 @@ pub struct ReceiveOptions {
     pub child_timeout: f64,
     /// TLS on every listen address: `{cert, key}` PEM files and, for client certificates,
     /// `client-ca`. None by default (plain HTTP: use it on a trusted network only).
-    pub tls: Option<super::tls::TlsOptions>,
+    pub tls: Option<crate::http::tls::TlsOptions>,
 }
 
 /// One `api-keys:` or `machines:` entry.

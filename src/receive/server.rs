@@ -13,11 +13,11 @@
 //! {"stream":"…","sequence":8,"result":"repeat"},{"stream":"…","sequence":9,"result":"refused",
 //! "status":403,"reason":"…"}]}`; an error is `{"error":"…"}`.
 //!
-//! Limits against hostile peers: at most `max-connections` at once (one more is answered 503
-//! and closed), a new connection at most every `accept-every` (Netdata's "accept a streaming
-//! request every N seconds"), the request head within `timeout` (hyper's header timer) and at
-//! most 64 KiB, the body within `timeout`, and a connection's whole life within
-//! [`MAX_CONNECTION_LIFE`] (a peer that stops reading its answers cannot hold a slot).
+//! Limits against hostile peers are the listener's ([`crate::http`]), from the `receive:`
+//! options: at most `max-connections` at once (one more is answered 503 and closed), a new
+//! connection at most every `accept-every`, the request head, a TLS handshake and each write
+//! within `timeout`, and a connection's whole life within `timeout` ×
+//! [`MAX_CONNECTION_LIFE_FACTOR`]; the body within `timeout` here.
 //!
 //! Runs on a current-thread tokio runtime in its own thread (`receive`); stores on tokio's
 //! blocking pool, one request at a time (the store is behind a mutex). Owns nothing on disk
@@ -25,26 +25,25 @@
 
 use super::access::{Access, Refusal};
 use super::store::{Store, Stored};
+use crate::http::{self, answer, error_json, ConnectionStats, Handler, Listen, Listeners, Peer};
 use crate::spool::identity::MachineGuid;
 use crate::spool::ship;
 use crate::spool::{queue, BaseDir};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use std::time::Duration;
+use tracing::warn;
 
 /// The one path the receiver serves.
 pub const PATH: &str = "/spoolmon/v1/snapshots";
 /// Longest a connection may live, whatever it does: `timeout` × 10.
 pub const MAX_CONNECTION_LIFE_FACTOR: u32 = 10;
-/// Largest request head (bytes).
-const MAX_HEAD: usize = 64 << 10;
 
 /// The receiver's limits (the `receive:` options that bound what peers can make it do).
 #[derive(Clone, Debug)]
@@ -62,6 +61,20 @@ pub struct Limits {
     pub merge_results: usize,
 }
 
+impl Limits {
+    /// What the listener holds every connection to: `timeout` for the head, the handshake and
+    /// each write, `timeout` × [`MAX_CONNECTION_LIFE_FACTOR`] for a connection's life.
+    fn connection_limits(&self) -> http::Limits {
+        http::Limits {
+            max_connections: self.max_connections,
+            accept_every: self.accept_every,
+            header_timeout: self.timeout,
+            write_timeout: self.timeout,
+            life: self.timeout * MAX_CONNECTION_LIFE_FACTOR,
+        }
+    }
+}
+
 /// What the receiver counts (read by status and self-metrics).
 #[derive(Debug, Default)]
 pub struct ReceiveStats {
@@ -72,30 +85,26 @@ pub struct ReceiveStats {
     pub frames_repeated: AtomicU64,
     pub frames_refused: AtomicU64,
     pub bytes_received: AtomicU64,
-    pub connections_refused: AtomicU64,
-    /// TLS handshakes that failed or did not finish within the time limit (no certificate, a
-    /// certificate the client CA did not sign, plain HTTP to a TLS port, a stalled peer).
-    pub tls_failures: AtomicU64,
+    /// Connections refused, TLS handshakes failed (no certificate, a certificate the client CA
+    /// did not sign, plain HTTP to a TLS port, a stalled peer), requests in flight.
+    pub connections: ConnectionStats,
     pub last_error: crate::shared::last_error::LastError,
 }
 
 struct Shared {
-    /// Requests being handled now (a stop waits for them, not for idle connections).
-    in_flight: AtomicU64,
     base: BaseDir,
     access: Access,
     me: MachineGuid,
     limits: Limits,
     store: Mutex<Store>,
     stats: Arc<ReceiveStats>,
-    /// Set when the listeners speak TLS.
-    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A bound receiver, not yet serving.
 pub struct Receiver {
-    listeners: Vec<TcpListener>,
+    listeners: Listeners,
     shared: Arc<Shared>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Receiver {
@@ -109,259 +118,62 @@ impl Receiver {
         limits: Limits,
         stats: Arc<ReceiveStats>,
     ) -> io::Result<Receiver> {
-        let mut listeners = Vec::with_capacity(listen.len());
-        for address in listen {
-            let listener = TcpListener::bind(address)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))?;
-            listener.set_nonblocking(true)?;
-            listeners.push(listener);
-        }
+        let listen: Vec<Listen> = listen.iter().copied().map(Listen::Tcp).collect();
+        let listeners = Listeners::bind(&listen)?;
         let store = Store::open(base)?.with_merge_results(limits.merge_results);
         Ok(Receiver {
             listeners,
             shared: Arc::new(Shared {
-                in_flight: AtomicU64::new(0),
                 base: base.clone(),
                 access,
                 me,
                 limits,
                 store: Mutex::new(store),
                 stats,
-                tls: None,
             }),
+            tls: None,
         })
     }
 
     /// Speaks TLS with `config` on every listener (before serving).
     pub fn with_tls(mut self, config: Option<Arc<rustls::ServerConfig>>) -> Receiver {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.tls = config.map(tokio_rustls::TlsAcceptor::from);
-        }
+        self.tls = config;
         self
     }
 
     /// The addresses actually bound (port 0 becomes the port the kernel chose).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners.local_addrs()
     }
 
-    /// Serves in a thread of its own until `shutdown` is set; requests in progress then get
-    /// up to the time limit to finish.
+    /// Serves in a thread of its own (`receive`) until `shutdown` is set; requests in progress
+    /// then get up to the time limit to finish.
     pub fn spawn(self, shutdown: Arc<AtomicBool>) -> io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new().name("receive".into()).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    warn!("receiver cannot start its runtime: {e}");
-                    self.shared.stats.last_error.set(format!("cannot start: {e}"));
-                    return;
-                }
-            };
-            runtime.block_on(serve(self.listeners, self.shared, shutdown));
-        })
+        let limits = self.shared.limits.connection_limits();
+        self.listeners.spawn("receive", self.shared, limits, self.tls, shutdown)
     }
 }
 
-async fn serve(listeners: Vec<TcpListener>, shared: Arc<Shared>, shutdown: Arc<AtomicBool>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(shared.limits.max_connections));
-    let last_accept = Arc::new(Mutex::new(None::<Instant>));
-    let mut tasks = tokio::task::JoinSet::new();
-    for listener in listeners {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(e) => {
-                warn!("receiver cannot use a listener: {e}");
-                continue;
-            }
+impl Handler for Shared {
+    async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: Peer) -> Response<Full<Bytes>> {
+        let Peer::Tcp(peer) = peer else {
+            // The receiver listens on TCP only (`receive.listen` takes addresses).
+            return answer(403, error_json("the receiver takes TCP peers only"));
         };
-        if let Ok(address) = listener.local_addr() {
-            info!("receiving shipped snapshots on {address}");
-        }
-        tasks.spawn(accept_loop(
-            listener,
-            Arc::clone(&shared),
-            Arc::clone(&slots),
-            Arc::clone(&last_accept),
-        ));
+        handle(request, peer, self).await
     }
-    while !shutdown.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+
+    fn connections(&self) -> &ConnectionStats {
+        &self.stats.connections
     }
-    // Stop accepting; let requests in progress finish within the time limit. Idle connections
-    // close when the runtime ends.
-    tasks.abort_all();
-    let deadline = Instant::now() + shared.limits.timeout;
-    while shared.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+
+    fn connection_failed(&self, message: String) {
+        self.stats.last_error.set(message);
     }
-}
 
-/// Counts a request in flight for as long as it lives.
-struct InFlight<'a>(&'a AtomicU64);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+    fn config_key(&self) -> &'static str {
+        "receive"
     }
-}
-
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    slots: Arc<tokio::sync::Semaphore>,
-    last_accept: Arc<Mutex<Option<Instant>>>,
-) {
-    let mut refusals = RefusalLog::default();
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of descriptors and the like: back off instead of spinning.
-                warn!("receiver cannot accept a connection: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let busy = too_soon(&last_accept, shared.limits.accept_every);
-        let permit = match (busy, Arc::clone(&slots).try_acquire_owned()) {
-            (None, Ok(permit)) => permit,
-            (busy, _) => {
-                shared.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
-                let reason = match busy {
-                    Some(wait) => format!(
-                        "too busy to accept a new connection (receive.accept-every); retry in {} s",
-                        wait.as_secs().max(1)
-                    ),
-                    None => format!(
-                        "over capacity: {} connections open (receive.max-connections)",
-                        shared.limits.max_connections
-                    ),
-                };
-                let retry = busy.map_or(1, |w| w.as_secs().max(1));
-                log_refused_connection(&mut refusals, peer, &reason);
-                tokio::spawn(refuse_connection(stream, reason, retry));
-                continue;
-            }
-        };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let Some(acceptor) = shared.tls.clone() else {
-                return serve_connection(stream, peer, shared).await;
-            };
-            let timeout = shared.limits.timeout;
-            let failed = |reason: String| {
-                shared.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
-                warn!(peer = %peer, "TLS handshake failed: {reason}");
-                shared
-                    .stats
-                    .last_error
-                    .set(format!("TLS handshake with {peer} failed: {reason}"));
-            };
-            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve_connection(tls, peer, shared).await,
-                Ok(Err(e)) => failed(e.to_string()),
-                Err(_) => failed(format!(
-                    "not finished within {} s (receive.timeout)",
-                    timeout.as_secs_f64()
-                )),
-            }
-        });
-    }
-}
-
-/// Serves HTTP/1.1 on one accepted connection (plain or TLS) for at most its life.
-async fn serve_connection<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let timeout = shared.limits.timeout;
-    let service = hyper::service::service_fn(move |request| {
-        let shared = Arc::clone(&shared);
-        async move { Ok::<_, std::convert::Infallible>(handle(request, peer, shared).await) }
-    });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(timeout)
-        .max_buf_size(MAX_HEAD.max(8192))
-        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-    let life = timeout * MAX_CONNECTION_LIFE_FACTOR;
-    let _ = tokio::time::timeout(life, connection).await;
-}
-
-/// Refused connections are logged at most every [`REFUSAL_LOG_EVERY`]: the first at once,
-/// then how many followed (a flood must not flood the log too).
-#[derive(Default)]
-struct RefusalLog {
-    logged: Option<Instant>,
-    since: u64,
-}
-
-/// How often refused connections are logged (they are all counted).
-const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
-
-fn log_refused_connection(log: &mut RefusalLog, peer: SocketAddr, reason: &str) {
-    log.since += 1;
-    if log.logged.is_some_and(|at| at.elapsed() < REFUSAL_LOG_EVERY) {
-        return;
-    }
-    warn!(peer = %peer, refused = log.since, "refused connection(s) since the last such line: {reason}");
-    log.logged = Some(Instant::now());
-    log.since = 0;
-}
-
-/// `Some(wait)` when the last connection was accepted less than `every` ago.
-fn too_soon(last: &Mutex<Option<Instant>>, every: Duration) -> Option<Duration> {
-    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
-    let now = Instant::now();
-    if let Some(at) = *last {
-        let since = now.duration_since(at);
-        if since < every {
-            return Some(every - since);
-        }
-    }
-    *last = Some(now);
-    None
-}
-
-/// Answers a connection that is not taken with a 503 and closes it. What the peer sent is
-/// drained for a moment (at most 64 KiB, 1 s) before closing: closing with unread data would
-/// reset the connection and could destroy the answer before the peer reads it.
-async fn refuse_connection(mut stream: tokio::net::TcpStream, reason: String, retry: u64) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = error_json(&reason);
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: {retry}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(answer.as_bytes()).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        let mut drained = 0;
-        while drained < 64 << 10 {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => drained += n,
-            }
-        }
-        Ok::<(), io::Error>(())
-    })
-    .await;
-}
-
-fn error_json(reason: &str) -> String {
-    serde_json::json!({ "error": reason }).to_string()
-}
-
-fn answer(status: u16, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 /// Refuses the whole request: counted, logged with the peer, answered with the cause.
@@ -379,8 +191,6 @@ fn refuse(shared: &Shared, peer: SocketAddr, status: u16, reason: &str, retry: O
 }
 
 async fn handle(request: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared>) -> Response<Full<Bytes>> {
-    shared.in_flight.fetch_add(1, Ordering::SeqCst);
-    let _in_flight = InFlight(&shared.in_flight);
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     if request.uri().path() != PATH {
         return refuse(
@@ -405,42 +215,13 @@ async fn handle(request: Request<Incoming>, peer: SocketAddr, shared: Arc<Shared
         return refuse(&shared, peer, 503, &reason, Some(5));
     }
     let limit = shared.limits.max_request_bytes;
-    let declared = request
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return refuse(
-            &shared,
-            peer,
-            413,
-            &format!("the request is larger than receive.max-request-bytes ({limit} bytes): send fewer snapshots per request"),
-            None,
-        );
-    }
-    let body = Limited::new(request.into_body(), limit);
-    let body = match tokio::time::timeout(shared.limits.timeout, body.collect()).await {
-        Err(_) => {
-            return refuse(
-                &shared,
-                peer,
-                408,
-                &format!("the body did not arrive within {} s", shared.limits.timeout.as_secs()),
-                None,
-            )
+    let body = match http::read_body(request, limit, shared.limits.timeout, "receive").await {
+        Ok(body) => body,
+        Err((413, reason)) => {
+            let reason = format!("{reason}: send fewer snapshots per request");
+            return refuse(&shared, peer, 413, &reason, None);
         }
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return refuse(
-                &shared,
-                peer,
-                413,
-                &format!("the request is larger than receive.max-request-bytes ({limit} bytes)"),
-                None,
-            )
-        }
-        Ok(Err(e)) => return refuse(&shared, peer, 400, &format!("cannot read the body: {e}"), None),
-        Ok(Ok(collected)) => collected.to_bytes(),
+        Err((status, reason)) => return refuse(&shared, peer, status, &reason, None),
     };
     shared
         .stats
@@ -889,7 +670,7 @@ mod tests {
             let read = s.read_to_end(&mut rest);
             assert!(read.is_ok(), "the slow connection was not closed: {read:?}");
         }
-        assert!(r.stats.connections_refused.load(Ordering::Relaxed) >= 1);
+        assert!(r.stats.connections.refused.load(Ordering::Relaxed) >= 1);
         // Served again once they are gone.
         let (status, _, answer) = exchange(r.address, "127.0.0.1", &post(Some(KEY), &body));
         assert_eq!(status, 200, "{answer}");

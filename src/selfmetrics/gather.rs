@@ -149,12 +149,12 @@ fn add_receive(families: &mut Families, stats: &crate::receive::server::ReceiveS
     families.counter(
         "receive_connections_refused_total",
         "Connections answered 503 at once (receive.max-connections or accept-every).",
-        &stats.connections_refused,
+        &stats.connections.refused,
     );
     families.counter(
         "receive_tls_failures_total",
         "TLS handshakes that failed or did not finish within receive.timeout.",
-        &stats.tls_failures,
+        &stats.connections.tls_failures,
     );
 }
 

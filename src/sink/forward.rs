@@ -265,8 +265,8 @@ fn scheme(url: &str) -> &'static str {
 
 /// The client TLS of the sink's agent: the CA (or the system's roots), verification, the
 /// client certificate. An error names the file.
-fn client_tls(tls: &ForwardTls) -> Result<ureq::tls::TlsConfig, crate::receive::tls::TlsError> {
-    use crate::receive::tls::{read_certs, read_key, read_pem, TlsError};
+fn client_tls(tls: &ForwardTls) -> Result<ureq::tls::TlsConfig, crate::http::tls::TlsError> {
+    use crate::http::tls::{read_certs, read_key, read_pem, TlsError};
     use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
     let to_ureq = |certs: Vec<rustls_pki_types::CertificateDer<'static>>| -> Vec<Certificate<'static>> {
         certs
@@ -886,7 +886,7 @@ impl ForwardTransport {
         lanes: Arc<Lanes>,
         index: usize,
         stats: Arc<DeliveryStats>,
-    ) -> Result<ForwardTransport, crate::receive::tls::TlsError> {
+    ) -> Result<ForwardTransport, crate::http::tls::TlsError> {
         let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(seconds(options.timeout)))
             .http_status_as_error(false);
