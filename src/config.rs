@@ -96,6 +96,9 @@ pub struct Config {
     /// Receiving snapshots shipped from other spoolmon nodes: absent = this node listens
     /// nowhere. `spoolmon run` and `spoolmon process` listen when it is present.
     pub receive: Option<ReceiveOptions>,
+    /// The HTTP API (`spoolmon serve` serves it, with its defaults when absent): `spoolmon run`
+    /// serves it too when the section is present. Absent = `run` serves no API.
+    pub api: Option<crate::api::options::ApiOptions>,
     /// How HAProxy snapshots are aggregated (haproxystats' `[process]`; defaults as there).
     pub process: HaproxyOptions,
     /// Seconds a stop (SIGTERM/SIGINT) may take to finish the work in hand before the process
@@ -129,6 +132,7 @@ impl Default for Config {
             pull: None,
             node_name: None,
             receive: None,
+            api: None,
             process: HaproxyOptions::default(),
             stop_timeout: 30,
             self_metrics: SelfMetricsOptions::default(),
@@ -210,6 +214,9 @@ impl Config {
         }
         if let Some(receive) = &self.receive {
             receive.validate().map_err(|e| e.to_string())?;
+        }
+        if let Some(api) = &self.api {
+            api.validate().map_err(|e| e.to_string())?;
         }
         if let Some(name) = &self.node_name {
             crate::spool::ship::valid_node_name(name).map_err(|e| format!("node-name: {e}"))?;
@@ -318,6 +325,13 @@ impl Config {
                 ..ReceiveOptions::default()
             },
         };
+        #[derive(Serialize)]
+        struct Api {
+            api: crate::api::options::ApiOptions,
+        }
+        let api = Api {
+            api: Default::default(),
+        };
         let commented = |intro: &str, yaml: String| {
             let mut block = format!("# {intro}\n");
             for line in yaml.lines() {
@@ -345,6 +359,11 @@ impl Config {
                         &example,
                         &format!("{example}  # an example: no default, set socket-dir, servers or both"),
                     ),
+                ));
+            } else if line == "api: null" {
+                out.push_str(&commented(
+                    "An api: section with its defaults (present = spoolmon run serves the API; spoolmon serve uses these without one):",
+                    yaml_serde::to_string(&api).expect("api serializes"),
                 ));
             } else if line == "receive: null" {
                 out.push_str(&commented(

@@ -11,11 +11,12 @@
 //! [`service::supervisor`] (claim the base, switch user, notify the service manager, reload on
 //! SIGHUP, drain on SIGTERM); the rest of [`service`] is what a daemon needs from its service
 //! manager (sd_notify, privilege drop, stop signals, logging). [`config`] is the file schema,
-//! read only by the commands, the checks and the status report, which hand each stage its
+//! read only by the commands and the observers (checks, status report, API), which hand each stage its
 //! options.
 //!
 //! Above the data flow, reading only: [`check`] holds the Nagios checks; [`selfmetrics`]
-//! writes spoolmon's own metrics and [`status`] reads them back for `spoolmon status`. At the
+//! writes spoolmon's own metrics and [`status`] reads them back for `spoolmon status`; [`api`] serves what
+//! all of them read over HTTP (`spoolmon serve`, or `run` with `api:`). At the
 //! bottom: [`shared`] is the vocabulary every stage speaks (measurements, the clock, the last
 //! error, option errors), [`spool`] is the disk, [`http`] serves HTTP/1.1 to hostile peers
 //! (the receiver's and the API's listeners); [`yaml_expansion`] bounds YAML aliases for the
@@ -24,6 +25,7 @@
 //! `ARCHITECTURE.md` at the top of the repository has the module map (one line per module) and
 //! the rules of the house: where options live and what may import what.
 
+pub mod api;
 pub mod check;
 pub mod collect;
 pub mod command;

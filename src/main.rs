@@ -35,6 +35,17 @@ enum Command {
         #[command(flatten)]
         service: ServiceArgs,
     },
+    /// Serve the HTTP API (orders, results, series, status) on a base directory.
+    ///
+    /// Serves the config's `api:` section, or its defaults without one: 127.0.0.1:19998, reads
+    /// without a token, no writes. See docs/api.md for the endpoints.
+    Serve {
+        #[command(flatten)]
+        base: BaseArgs,
+        /// Listen here instead of api.listen: address:port or unix:/absolute/path (repeatable).
+        #[arg(long, value_name = "ADDR")]
+        listen: Vec<String>,
+    },
     /// Pull HAProxy statistics into incoming/ (haproxystats-pull); needs a `pull:` config section.
     Pull {
         #[command(flatten)]
@@ -81,7 +92,7 @@ enum Command {
         /// How far back the table reaches: 30m, 1h, 6h, 1d, 7d, or seconds (units s, m, h, d,
         /// w; at most 520w). At most 60 rows are shown: longer ranges average several steps
         /// per row, or read a coarser archive.
-        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = command::show::parse_range)]
+        #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = spoolmon::output::history::parse_range)]
         range: u64,
         /// Print one JSON object instead (times in unix seconds, round-trip times in seconds,
         /// unknown values as null).
@@ -224,6 +235,7 @@ fn execute(command: Command, log_file: Option<PathBuf>) -> anyhow::Result<ExitCo
     match command {
         Command::Check { check } => Ok(command::check::run(check)),
         Command::Run { base, service } => command::run::run(base, service, log_file),
+        Command::Serve { base, listen } => command::serve::run(base, listen),
         Command::Pull { base, service } => command::pull::run(base, service, log_file),
         Command::Process { base, service } => command::process::run(base, service, log_file),
         Command::Outbox { base, json } => command::outbox::run(base, json),

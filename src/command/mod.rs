@@ -4,6 +4,7 @@
 //!
 //! - long-running, under the [`crate::service::supervisor`]: [`run`] (everything on one base
 //!   directory), [`pull`] (the HAProxy collector alone), [`process`] (processing alone);
+//! - serving the API: [`serve`] (also inside `run` with an `api:` section);
 //! - one-shot reports: [`check`] (Nagios), [`status`], [`orders`], [`show`] (one order),
 //!   [`outbox`];
 //! - writing orders: [`order`] (`order add|touch|remove`);
@@ -28,6 +29,7 @@ pub mod outbox;
 pub mod process;
 pub mod pull;
 pub mod run;
+pub mod serve;
 pub mod show;
 pub mod status;
 

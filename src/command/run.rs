@@ -76,6 +76,7 @@ pub struct DaemonStats {
     /// Why the last SIGHUP's config was refused, until a reload is taken (status's `config`).
     pub config: Arc<crate::shared::last_error::LastError>,
     pub receive: Arc<crate::receive::server::ReceiveStats>,
+    pub api: Arc<crate::api::ApiStats>,
     /// When the process started, unix seconds (a reload does not reset the counters).
     pub started: i64,
 }
@@ -88,6 +89,7 @@ impl DaemonStats {
             pull: Arc::default(),
             config: Arc::default(),
             receive: Arc::default(),
+            api: Arc::default(),
             started: crate::shared::clock::unix_now(),
         }
     }
@@ -272,6 +274,8 @@ struct Pipeline {
     pulling: Option<JoinHandle<()>>,
     /// The `receive` thread, when the config has a `receive:` section.
     receiving: Option<JoinHandle<()>>,
+    /// The `api` thread, when the config has an `api:` section.
+    serving: Option<JoinHandle<()>>,
     sinks: RunningSinks,
     self_metrics: SelfMetrics,
     /// When the heartbeat was last written and the archive last purged.
@@ -318,6 +322,7 @@ impl Pipeline {
             scheduling: None,
             pulling: None,
             receiving: None,
+            serving: None,
             sinks,
             self_metrics,
             last_heartbeat: None,
@@ -389,6 +394,17 @@ impl Pipeline {
                 config.result_limits().max_results,
             )?);
         }
+        if let Some(options) = &config.api {
+            let server = crate::api::start(
+                base,
+                config.order_options(),
+                super::status::reader(base, config),
+                options,
+                stats.api.clone(),
+                self.stop.clone(),
+            )?;
+            self.serving = Some(server.thread);
+        }
         if let Some(options) = &config.pull {
             let (base, options, stop, stats) = (base.clone(), options.clone(), self.stop.clone(), stats.pull.clone());
             self.pulling = Some(
@@ -442,7 +458,10 @@ impl Pipeline {
     fn stop(self, notifier: &mut Notifier) {
         self.stop.store(true, Ordering::SeqCst);
         drop(self.orders_tx);
-        for thread in [self.scheduling, self.pulling, self.receiving].into_iter().flatten() {
+        for thread in [self.scheduling, self.pulling, self.receiving, self.serving]
+            .into_iter()
+            .flatten()
+        {
             join_alive(thread, notifier);
         }
         drop(self.commands);

@@ -16,3 +16,12 @@ pub fn run(base: BaseArgs, json: bool) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// The status report of `base` as JSON, read afresh at each call (the API's `status`).
+pub fn reader(base: &BaseDir, config: &crate::config::Config) -> crate::api::StatusReader {
+    let (base, config) = (base.clone(), config.clone());
+    std::sync::Arc::new(move || {
+        let report = crate::status::read(&base, &config, std::time::SystemTime::now()).map_err(|e| e.to_string())?;
+        serde_json::to_value(&report).map_err(|e| format!("cannot encode the status report: {e}"))
+    })
+}

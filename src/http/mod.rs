@@ -72,7 +72,9 @@ impl std::str::FromStr for Listen {
         if let Some(path) = text.strip_prefix("unix:") {
             let path = PathBuf::from(path);
             if !path.is_absolute() {
-                return Err(format!("{text:?}: a Unix socket needs an absolute path (unix:/run/x.sock)"));
+                return Err(format!(
+                    "{text:?}: a Unix socket needs an absolute path (unix:/run/x.sock)"
+                ));
             }
             return Ok(Listen::Unix(path));
         }
@@ -128,7 +130,11 @@ pub struct ConnectionStats {
 /// (`receive`, `api`).
 pub trait Handler: Send + Sync + 'static {
     /// The answer to one request from `peer`.
-    fn handle(self: Arc<Self>, request: Request<Incoming>, peer: Peer) -> impl Future<Output = Response<Full<Bytes>>> + Send;
+    fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: Peer,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
     /// The connection counters.
     fn connections(&self) -> &ConnectionStats;
     /// Something went wrong outside a request (a TLS handshake): for the component's last error.
@@ -393,7 +399,11 @@ fn admit_and_serve<S, H>(
         };
         let timeout = server.limits.header_timeout;
         let failed = |reason: String| {
-            server.handler.connections().tls_failures.fetch_add(1, Ordering::Relaxed);
+            server
+                .handler
+                .connections()
+                .tls_failures
+                .fetch_add(1, Ordering::Relaxed);
             warn!(peer = %peer, "{}: TLS handshake failed: {reason}", server.handler.config_key());
             server
                 .handler
@@ -637,7 +647,10 @@ mod tests {
         drop(live);
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, b"user data").unwrap();
-        assert_eq!(remove_stale_socket(&path).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            remove_stale_socket(&path).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
         assert_eq!(std::fs::read(&path).unwrap(), b"user data");
     }
 }

@@ -94,6 +94,28 @@ pub fn order_id(text: &str) -> Result<OrderId, WriteError> {
     Ok(id)
 }
 
+/// An id longer than this cannot name a path (PATH_MAX, 4096 bytes with the final NUL).
+pub const MAX_ID_BYTES: usize = 4095;
+
+/// An id to look up (`spoolmon show`, the API): an [`order_id`] of printable characters, short
+/// enough to be a path, checked before anything is read. The message quotes at most 80
+/// characters of it, control characters replaced.
+pub fn lookup_id(text: &str) -> Result<OrderId, WriteError> {
+    if text.len() > MAX_ID_BYTES {
+        return Err(WriteError::BadId(format!(
+            "order id of {} bytes refused: longer than any path can be ({MAX_ID_BYTES} bytes)",
+            text.len()
+        )));
+    }
+    if text.chars().any(char::is_control) {
+        let shown: String = super::book::printable(text).chars().take(80).collect();
+        return Err(WriteError::BadId(format!(
+            "order id {shown:?} refused: it contains control characters"
+        )));
+    }
+    order_id(text)
+}
+
 /// The order text from bytes a producer sent: at most [`MAX_ORDER_BYTES`], UTF-8.
 pub fn order_text(bytes: Vec<u8>) -> Result<String, WriteError> {
     if bytes.len() as u64 > MAX_ORDER_BYTES {
@@ -127,8 +149,8 @@ pub fn write(
 ) -> Result<Written, WriteError> {
     let orders = orders_dir(base)?;
     let telegraf = telegraf_file(base, id)?;
-    let parsed = parse_order(id, text, telegraf.as_deref(), options)
-        .map_err(|e| WriteError::Invalid(format!("{e:#}")))?;
+    let parsed =
+        parse_order(id, text, telegraf.as_deref(), options).map_err(|e| WriteError::Invalid(format!("{e:#}")))?;
     let (parent, name) = split(id);
     let mode = nix::sys::stat::fstat(orders.as_fd())
         .map_err(|e| beneath::context("cannot stat", orders.path(), e))?
@@ -258,7 +280,8 @@ fn write_file(dir: &Dir, name: &str, contents: &[u8], mode: u32) -> io::Result<(
     let mut file = dir.create_new(name)?;
     nix::sys::stat::fchmod(file.as_fd(), nix::sys::stat::Mode::from_bits_truncate(mode))
         .map_err(|e| beneath::context("cannot set the mode of", &path, e))?;
-    file.write_all(contents).map_err(|e| beneath::context("cannot write", &path, e))?;
+    file.write_all(contents)
+        .map_err(|e| beneath::context("cannot write", &path, e))?;
     file.sync_all().map_err(|e| beneath::context("cannot fsync", &path, e))
 }
 

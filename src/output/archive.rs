@@ -272,6 +272,75 @@ pub fn purge(base: &BaseDir, retention: Duration, now: SystemTime) -> Result<usi
     Ok(purged)
 }
 
+/// One entry of `archive/` (the API's archive listing).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ArchivedEntry {
+    /// The order id (its path below `archive/`; a renamed-aside entry keeps its `.<unix time>`).
+    pub id: String,
+    /// The entry directory's mtime, unix seconds: when it was archived (what purge goes by).
+    pub archived: i64,
+    pub has_rrd: bool,
+    pub has_last_result: bool,
+    /// Whether the order expired (its file is `order.expired` in the entry).
+    pub expired: bool,
+}
+
+/// How deep [`entries`] looks below `archive/` (the order book reads no deeper ids; nodes'
+/// `@<node>/` add one level).
+const MAX_LISTING_DEPTH: usize = crate::orders::book::MAX_DEPTH + 1;
+
+/// Every entry below `archive/`, in id order; none when there is no `archive/`. Reads by
+/// descriptor, never through a symlink.
+pub fn entries(base: &BaseDir) -> Result<Vec<ArchivedEntry>, ArchiveError> {
+    let root = match base.dir("archive") {
+        Ok(root) => root,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(inspect_error(&base.archive(), e)),
+    };
+    let mut found = Vec::new();
+    list_tree(&root, "", 0, &mut found)?;
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(found)
+}
+
+fn list_tree(dir: &Dir, prefix: &str, depth: usize, found: &mut Vec<ArchivedEntry>) -> Result<(), ArchiveError> {
+    let mut files = Vec::new();
+    let mut subdirs = Vec::new();
+    for (name, kind) in dir.entries().map_err(|e| inspect_error(dir.path(), e))? {
+        let name = name.to_string_lossy().into_owned();
+        match kind {
+            Kind::Dir => subdirs.push(name),
+            _ => files.push(name),
+        }
+    }
+    let has = |name: &str| files.iter().any(|f| f == name);
+    if !prefix.is_empty() && ENTRY_MARKERS.iter().any(|m| has(m)) {
+        let stat = nix::sys::stat::fstat(dir.as_fd()).map_err(|e| inspect_error(dir.path(), e.into()))?;
+        found.push(ArchivedEntry {
+            id: prefix.to_owned(),
+            archived: stat.st_mtime,
+            has_rrd: has("main.rrd"),
+            has_last_result: has("last_result"),
+            expired: has(EXPIRED_ORDER_FILE),
+        });
+    }
+    if depth >= MAX_LISTING_DEPTH {
+        return Ok(());
+    }
+    for name in subdirs {
+        let sub = dir
+            .open_dir(&name)
+            .map_err(|e| inspect_error(&dir.path().join(&name), e))?;
+        let id = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        list_tree(&sub, &id, depth + 1, found)?;
+    }
+    Ok(())
+}
+
 /// Opens a layout directory (`output`, `archive`, `orders`) from the base's descriptor.
 fn layout_dir(base: &BaseDir, name: &str) -> Result<Dir, ArchiveError> {
     base.dir(name).map_err(|e| inspect_error(&base.root().join(name), e))

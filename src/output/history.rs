@@ -53,6 +53,9 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
+/// The longest range: 520 weeks, what the longest archive spoolmon writes covers.
+pub const MAX_RANGE: u64 = 520 * 7 * 86_400;
+
 /// At most this many rows are shown.
 pub const MAX_ROWS: u64 = 60;
 
@@ -145,38 +148,76 @@ pub enum WindowEnd {
 /// Reads `range` seconds of `<parent>/<id>/main.rrd` (`parent` being the held `output/` or
 /// `archive/` directory), ending at `now` or at the file's last update.
 pub fn read(parent: &Dir, id: &OrderId, range: u64, window_end: WindowEnd, now: i64) -> Result<History, HistoryError> {
-    let dir = match parent.open_dir(id.as_path()) {
-        Ok(dir) => dir,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(HistoryError::Missing),
-        Err(e) => return Err(HistoryError::Io(e)),
-    };
-    let path = dir.path().join(FILE_NAME);
-    match dir.kind(FILE_NAME).map_err(HistoryError::Io)? {
-        None => return Err(HistoryError::Missing),
-        Some(Kind::Symlink) => return Err(HistoryError::Symlink { path }),
-        Some(Kind::File) => {}
-        Some(_) => return Err(HistoryError::NotRegular { path }),
-    }
-    // Swapped between the look and the open: the open refuses a symlink and checks the type.
-    let file = match dir.open_read(FILE_NAME) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(HistoryError::Missing),
-        Err(e) => return Err(HistoryError::Io(e)),
-    };
-    let librrd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    if !librrd_path.exists() {
-        return Err(HistoryError::Unreadable {
+    let file = CheckedRrd::open(parent, id)?;
+    file.source().read(range, window_end, now)
+}
+
+/// An order's `main.rrd`, opened without following a symlink and checked to be a regular file,
+/// held open while librrd reads it through [`CheckedRrd::librrd_path`] (see the module's
+/// invariants). Also used by [`super::series`].
+pub struct CheckedRrd {
+    /// Held so that `/proc/self/fd/<n>` stays this very inode.
+    _file: std::fs::File,
+    librrd_path: PathBuf,
+    path: PathBuf,
+}
+
+impl CheckedRrd {
+    /// Opens `<parent>/<id>/main.rrd`.
+    pub fn open(parent: &Dir, id: &OrderId) -> Result<CheckedRrd, HistoryError> {
+        let dir = match parent.open_dir(id.as_path()) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(HistoryError::Missing),
+            Err(e) => return Err(HistoryError::Io(e)),
+        };
+        let path = dir.path().join(FILE_NAME);
+        match dir.kind(FILE_NAME).map_err(HistoryError::Io)? {
+            None => return Err(HistoryError::Missing),
+            Some(Kind::Symlink) => return Err(HistoryError::Symlink { path }),
+            Some(Kind::File) => {}
+            Some(_) => return Err(HistoryError::NotRegular { path }),
+        }
+        // Swapped between the look and the open: the open refuses a symlink and checks the type.
+        let file = match dir.open_read(FILE_NAME) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(HistoryError::Missing),
+            Err(e) => return Err(HistoryError::Io(e)),
+        };
+        let librrd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        if !librrd_path.exists() {
+            return Err(HistoryError::Unreadable {
+                path,
+                reason: "/proc is not mounted (librrd is handed the open file as /proc/self/fd/<n>)".into(),
+            });
+        }
+        Ok(CheckedRrd {
+            _file: file,
+            librrd_path,
             path,
-            reason: "/proc is not mounted (librrd is handed the open file as /proc/self/fd/<n>)".into(),
-        });
+        })
     }
-    let source = Source {
-        librrd_path: &librrd_path,
-        path: &path,
-    };
-    let result = source.read(range, window_end, now);
-    drop(file);
-    result
+
+    /// The path to hand librrd (`/proc/self/fd/<n>`).
+    pub fn librrd_path(&self) -> &Path {
+        &self.librrd_path
+    }
+
+    /// The file's real path, for messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A librrd error, naming the real file instead of its `/proc/self/fd` path.
+    pub fn librrd_error(&self, e: rrd::error::RrdError) -> HistoryError {
+        self.source().librrd(e)
+    }
+
+    fn source(&self) -> Source<'_> {
+        Source {
+            librrd_path: &self.librrd_path,
+            path: &self.path,
+        }
+    }
 }
 
 /// The checked file: its `/proc/self/fd` path for librrd and its real path for messages.
@@ -561,9 +602,96 @@ fn consolidate(samples: &[(i64, Sample)], resolution: u64, pings: u32) -> Vec<Ro
     rows
 }
 
+/// A range (`spoolmon show --range`, the API's `range=`): a positive whole number of seconds, optionally with one unit (`s`, `m`, `h`, `d`,
+/// `w`): `30m`, `1h`, `6h`, `1d`, `7d`, `3600`; at most [`MAX_RANGE`].
+pub fn parse_range(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    if digits.is_empty() {
+        return Err(format!(
+            "{text:?} is not a duration: it needs a number (30m, 1h, 1d, 3600)"
+        ));
+    }
+    let multiplier = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration: a whole number with an optional unit s, m, h, d or w (30m, 1h, 6h, 1d, 7d, 3600)"
+            ))
+        }
+    };
+    let too_long = || format!("{text:?} is longer than the longest archive: at most 520w (3640d)");
+    let number: u64 = digits.parse().map_err(|_| too_long())?;
+    let seconds = number.checked_mul(multiplier).ok_or_else(too_long)?;
+    if seconds == 0 {
+        return Err("the range must be longer than 0 seconds".to_string());
+    }
+    if seconds > MAX_RANGE {
+        return Err(too_long());
+    }
+    Ok(seconds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_take_seconds_and_the_usual_units() {
+        let cases = [
+            ("30m", 1800),
+            ("1h", 3600),
+            ("6h", 21_600),
+            ("1d", 86_400),
+            ("7d", 604_800),
+            ("3600", 3600),
+            ("90s", 90),
+            ("2w", 1_209_600),
+            ("1", 1),
+            ("0060", 60),
+            ("520w", MAX_RANGE),
+            ("3640d", MAX_RANGE),
+        ];
+        for (text, seconds) in cases {
+            assert_eq!(parse_range(text), Ok(seconds), "{text}");
+        }
+    }
+
+    #[test]
+    fn zero_negative_huge_and_garbage_ranges_are_refused() {
+        let cases = [
+            ("0", "longer than 0"),
+            ("0h", "longer than 0"),
+            ("-1h", "needs a number"),
+            ("-5", "needs a number"),
+            ("", "needs a number"),
+            ("h", "needs a number"),
+            ("1.5h", "not a duration"),
+            ("1h30m", "not a duration"),
+            ("1y", "not a duration"),
+            ("1 h", "not a duration"),
+            (" 1h", "needs a number"),
+            ("1H", "not a duration"),
+            ("１h", "needs a number"),
+            ("3641d", "longest archive"),
+            ("521w", "longest archive"),
+            ("99999999999999999999999", "longest archive"),
+            ("18446744073709551615w", "longest archive"),
+            ("abc", "needs a number"),
+            ("1h\n", "not a duration"),
+        ];
+        for (text, expected) in cases {
+            let error = parse_range(text).expect_err(text);
+            assert!(error.contains(expected), "{text:?}: {error}");
+        }
+    }
+
     use crate::output::rrd::definition;
 
     /// The layout spoolmon writes for `step` and `pings`, last updated at `last_update`.

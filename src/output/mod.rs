@@ -23,5 +23,6 @@ pub mod history;
 pub mod last_result;
 pub mod reconcile;
 pub mod rrd;
+pub mod series;
 pub mod show;
 pub mod wide;

@@ -7,7 +7,7 @@
 //! short reason); the expiry is `order-timeout` after the order file's mtime for an order that
 //! expires, none for `expire: never` and for the states without an order (invalid, unresolved).
 //!
-//! Called by `command::orders`.
+//! Called by `command::orders` and the API's order listing.
 
 use super::last_result::{self, LastResult, ReadError};
 use crate::orders::book::OrderStatus;
@@ -71,7 +71,11 @@ impl ResultSummary {
 /// The listing of every order below `orders/` with its last result and expiry, at `now` (unix
 /// seconds).
 pub fn listing(base: &BaseDir, options: &OrderOptions, now: i64) -> Vec<WideStatus> {
-    let statuses = super::failures::listing(base, options);
+    widen(base, options, super::failures::listing(base, options), now)
+}
+
+/// `statuses` (some of a listing: the API's page) with their last results and expiry, at `now`.
+pub fn widen(base: &BaseDir, options: &OrderOptions, statuses: Vec<OrderStatus>, now: i64) -> Vec<WideStatus> {
     // No output/ (nothing measured yet) means every order is "not measured yet".
     let output = match base.dir("output") {
         Ok(dir) => Ok(dir),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 pub mod nodes;
 pub mod servers;
+pub mod tls;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_spoolmon");
 
