@@ -62,6 +62,13 @@ fn api_config(port: u16) -> String {
     )
 }
 
+/// The files below `dir` that the daemon does not write itself (output/, state/, incoming/,
+/// logs), relative: what a refused write must leave as it was.
+fn user_files(dir: &std::path::Path) -> Vec<String> {
+    let daemons = |f: &String| ["output", "state", "incoming"].iter().any(|d| f.starts_with(d)) || f.ends_with(".log");
+    files_below(dir).into_iter().filter(|f| !daemons(f)).collect()
+}
+
 /// Every file below `dir` (relative paths), to prove nothing appeared outside `orders/`.
 fn files_below(dir: &std::path::Path) -> Vec<String> {
     let mut found = Vec::new();
@@ -199,7 +206,7 @@ fn beside_a_running_daemon_orders_are_listed_read_written_and_removed_and_series
     assert_eq!(status, 404);
 
     // Hostile writes: refused with the reason, nothing written, the daemon measuring on.
-    let before = files_below(base.path());
+    let before = user_files(base.path());
     let measured = base.result_time("dc1/a").unwrap();
     let (status, _) = curl(&["-X", "PUT", "--data-binary", &order, &format!("{api}/orders/x")]);
     assert_eq!(status, 401, "a write without a token");
@@ -237,23 +244,7 @@ fn beside_a_running_daemon_orders_are_listed_read_written_and_removed_and_series
         &format!("{api}/orders/../../x"),
     ]);
     assert_eq!(status, 400);
-    assert_eq!(
-        files_below(base.path())
-            .into_iter()
-            .filter(|f| !f.starts_with("output")
-                && !f.starts_with("state")
-                && !f.starts_with("incoming")
-                && !f.ends_with(".log"))
-            .collect::<Vec<_>>(),
-        before
-            .into_iter()
-            .filter(|f| !f.starts_with("output")
-                && !f.starts_with("state")
-                && !f.starts_with("incoming")
-                && !f.ends_with(".log"))
-            .collect::<Vec<_>>(),
-        "a refused write left something behind"
-    );
+    assert_eq!(user_files(base.path()), before, "a refused write left something behind");
     for (url, status) in [
         (format!("{api}/orders?state=dead"), 400),
         (format!("{api}/series/dc1/a?cf=median"), 400),

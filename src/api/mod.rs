@@ -117,14 +117,12 @@ pub fn start(
         anonymous_read: options.anonymous_read,
         stats,
     };
+    // The Unix sockets as configured, the TCP addresses as bound (port 0 made real).
     let shown: Vec<String> = listen
         .iter()
-        .map(|l| match l {
-            http::Listen::Tcp(_) => String::new(),
-            http::Listen::Unix(_) => l.to_string(),
-        })
-        .filter(|s| !s.is_empty())
-        .chain(addresses.iter().map(|a| a.to_string()))
+        .filter(|l| matches!(l, http::Listen::Unix(_)))
+        .map(ToString::to_string)
+        .chain(addresses.iter().map(ToString::to_string))
         .collect();
     let thread = listeners.spawn("api", Arc::new(api), options.connection_limits(), tls, stop)?;
     info!(tls = options.tls.is_some(), "api listening on {}", shown.join(", "));
