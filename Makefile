@@ -11,10 +11,10 @@ CARGO ?= cargo
 # (chattr makes a directory immutable for root), iproute2 and procps (network namespaces,
 # process checks), python3, systemd and man-db (systemd-analyze verifies the units and their man:
 # links), rpm (rpmspec parses the RPM spec), openssl (the node-to-node TLS tests make their
-# certificates with it) and dnsmasq (a real DNS server for the SRV discovery tests).
+# certificates with it) dnsmasq (a real DNS server for the SRV discovery tests) and curl (the API tests' client).
 RUN_PACKAGES := build-essential pkg-config librrd-dev libclang-dev rrdtool fping httping iputils-ping
 TEST_PACKAGES := $(RUN_PACKAGES) python3 iproute2 procps \
-	influxdb graphite-carbon python3-whisper e2fsprogs haproxy systemd man-db rpm openssl dnsmasq-base
+	influxdb graphite-carbon python3-whisper e2fsprogs haproxy systemd man-db rpm openssl dnsmasq-base curl
 
 .PHONY: run test deps test-deps build lint clean-var deb
 

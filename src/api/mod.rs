@@ -210,6 +210,12 @@ impl Handler for Api {
     fn config_key(&self) -> &'static str {
         "api"
     }
+
+    /// `tls:` is for the TCP listeners; a `unix:` socket answers plain HTTP (a reverse proxy on
+    /// the same machine speaks it there, and the tokens still apply).
+    fn tls_on_unix_sockets(&self) -> bool {
+        false
+    }
 }
 
 /// An answer whose refusal is `(status, reason)`.

@@ -40,7 +40,8 @@ pub struct ApiOptions {
     /// client that stops reading). Default 30.
     pub write_timeout: f64,
     /// TLS on every TCP listen address: `{cert, key}` PEM files and, for client certificates,
-    /// `client-ca`. None by default (plain HTTP: keep it on loopback or a trusted network).
+    /// `client-ca`; `unix:` sockets stay plain HTTP. None by default (plain HTTP: keep it on
+    /// loopback or a trusted network).
     pub tls: Option<crate::http::tls::TlsOptions>,
 }
 

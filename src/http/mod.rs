@@ -141,6 +141,12 @@ pub trait Handler: Send + Sync + 'static {
     fn connection_failed(&self, message: String);
     /// The config section the limits come from, for messages (`receive`, `api`).
     fn config_key(&self) -> &'static str;
+    /// Whether a configured TLS also wraps the Unix sockets (true unless a handler says not:
+    /// the receiver's client certificates name the node, the API's tokens do not need TLS on a
+    /// socket only this machine can open, and proxies in front of it speak plain HTTP there).
+    fn tls_on_unix_sockets(&self) -> bool {
+        true
+    }
 }
 
 enum Bound {
@@ -394,7 +400,8 @@ fn admit_and_serve<S, H>(
     let server = Arc::clone(server);
     tokio::spawn(async move {
         let _permit = permit;
-        let Some(acceptor) = server.tls.clone() else {
+        let tls = server.tls.clone();
+        let Some(acceptor) = tls.filter(|_| peer != Peer::Unix || server.handler.tls_on_unix_sockets()) else {
             return serve_connection(stream, peer, server).await;
         };
         let timeout = server.limits.header_timeout;

@@ -376,11 +376,11 @@ impl Fetched {
 
 /// What `rrd info` says about a file, as far as reading it back needs.
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Layout {
-    step: u64,
+pub(crate) struct Layout {
+    pub(crate) step: u64,
     last_update: i64,
     /// Data source names in the file's order.
-    sources: Vec<String>,
+    pub(crate) sources: Vec<String>,
     archives: Vec<ArchiveInfo>,
 }
 
@@ -392,7 +392,7 @@ struct ArchiveInfo {
 }
 
 impl Layout {
-    fn from_info(mut map: HashMap<String, InfoValue>) -> Layout {
+    pub(crate) fn from_info(mut map: HashMap<String, InfoValue>) -> Layout {
         let mut count = |key: &str| map.remove(key).and_then(InfoValue::into_count);
         let step = count("step").unwrap_or(0);
         let last_update = count("last_update").map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX));

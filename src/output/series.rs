@@ -18,7 +18,7 @@
 //!
 //! Called by the API (`crate::api`).
 
-use super::history::{CheckedRrd, HistoryError};
+use super::history::{CheckedRrd, HistoryError, Layout};
 use crate::shared::measurement::OrderId;
 use crate::spool::beneath::Dir;
 use rrd::ConsolidationFn;
@@ -131,8 +131,9 @@ pub fn fetch(parent: &Dir, id: &OrderId, query: Query) -> Result<Series, SeriesE
     }
     let file = CheckedRrd::open(parent, id)?;
     let info = rrd::ops::info::info(file.librrd_path()).map_err(|e| file.librrd_error(e))?;
-    let (step, sources) = shape(&info);
-    let finest = query.resolution.unwrap_or(1).max(step.max(1));
+    let layout = Layout::from_info(info);
+    let finest = query.resolution.unwrap_or(1).max(layout.step.max(1));
+    let sources = layout.sources.len() as u64;
     let values = ((query.until - query.from) as u64 / finest).saturating_mul(sources.max(1));
     if values > MAX_SERIES_VALUES {
         return Err(SeriesError::Query(format!(
@@ -169,21 +170,6 @@ pub fn fetch(parent: &Dir, id: &OrderId, query: Query) -> Result<Series, SeriesE
         sources: data.ds_names().to_vec(),
         rows,
     })
-}
-
-/// The file's step and number of data sources, from librrd's info.
-fn shape(info: &std::collections::HashMap<String, rrd::ops::info::InfoValue>) -> (u64, u64) {
-    use rrd::ops::info::InfoValue;
-    let step = match info.get("step") {
-        Some(InfoValue::Count(n)) => *n as u64,
-        Some(InfoValue::Int(n)) => *n as u64,
-        _ => 1,
-    };
-    let sources = info
-        .keys()
-        .filter(|k| k.starts_with("ds[") && k.ends_with("].index"))
-        .count() as u64;
-    (step, sources)
 }
 
 #[cfg(test)]
