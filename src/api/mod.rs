@@ -25,11 +25,12 @@
 //! below `config` (which composes its `api:` section), so the status report, which needs the
 //! whole config, is handed in as a [`StatusReader`].
 
+pub mod metrics;
 pub mod options;
 pub mod query;
 pub mod v1;
 
-use crate::http::{self, answer, error_json, ConnectionStats, Handler, Listeners, Peer};
+use crate::http::{self, answer, error_json, ConnectionStats, Handler, Listeners, Peer, ServerStats};
 use crate::orders::OrderOptions;
 use crate::spool::BaseDir;
 use bytes::Bytes;
@@ -38,26 +39,26 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use options::{Access, ApiOptions};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tracing::{info, warn};
-
-/// What the API counts (read by self-metrics and status).
-#[derive(Debug, Default)]
-pub struct ApiStats {
-    pub requests: AtomicU64,
-    /// Requests answered 4xx (the client's fault).
-    pub client_errors: AtomicU64,
-    /// Requests answered 5xx (something here could not be read or written).
-    pub server_errors: AtomicU64,
-    pub connections: ConnectionStats,
-    pub last_error: crate::shared::last_error::LastError,
-}
 
 /// The status report (`spoolmon status --json`) as the command reads it: the report needs the
 /// whole configuration, which only the commands compose (the API sits below `config`, whose
 /// `api:` section it owns). An error is the reason it cannot be read.
 pub type StatusReader = Arc<dyn Fn() -> Result<serde_json::Value, String> + Send + Sync>;
+
+/// What the API reads besides files, handed in by the command that serves it.
+pub struct Readers {
+    /// The status report.
+    pub status: StatusReader,
+    /// This server's counters (kept by the command: they outlive a reload of `run`).
+    pub stats: Arc<ServerStats>,
+    /// RTT histograms counted by processing (`spoolmon run`), `None` where no results pass.
+    pub rtt: Option<Arc<crate::process::latency::RttHistograms>>,
+    /// The command serving, as `/metrics` labels this server's counters: `run` or `serve`.
+    pub component: &'static str,
+}
 
 /// What every request reads: the base directory and what it is served with.
 pub struct Context {
@@ -66,13 +67,16 @@ pub struct Context {
     pub orders: OrderOptions,
     pub max_request_bytes: usize,
     pub read_timeout: std::time::Duration,
+    pub stats: Arc<ServerStats>,
+    pub rtt: Option<Arc<crate::process::latency::RttHistograms>>,
+    pub component: &'static str,
 }
 
 struct Api {
     context: Arc<Context>,
     tokens: Vec<(Vec<u8>, Access)>,
     anonymous_read: bool,
-    stats: Arc<ApiStats>,
+    stats: Arc<ServerStats>,
 }
 
 /// A running API server.
@@ -87,9 +91,8 @@ pub struct Server {
 pub fn start(
     base: &BaseDir,
     orders: OrderOptions,
-    status: StatusReader,
+    readers: Readers,
     options: &ApiOptions,
-    stats: Arc<ApiStats>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Server> {
     use anyhow::Context as _;
@@ -104,10 +107,13 @@ pub fn start(
     let api = Api {
         context: Arc::new(Context {
             base: base.clone(),
-            status,
+            status: readers.status,
             orders,
             max_request_bytes: usize::try_from(options.max_request_bytes).unwrap_or(usize::MAX),
             read_timeout: crate::shared::option::seconds(options.read_timeout),
+            stats: readers.stats.clone(),
+            rtt: readers.rtt,
+            component: readers.component,
         }),
         tokens: options
             .tokens
@@ -115,7 +121,7 @@ pub fn start(
             .map(|(token, access)| (token.as_bytes().to_vec(), *access))
             .collect(),
         anonymous_read: options.anonymous_read,
-        stats,
+        stats: readers.stats,
     };
     // The Unix sockets as configured, the TCP addresses as bound (port 0 made real).
     let shown: Vec<String> = listen

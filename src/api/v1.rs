@@ -69,6 +69,8 @@ pub enum Route {
         offset: usize,
         limit: usize,
     },
+    /// `/metrics` (outside `/api/v1/`, where Prometheus looks by default).
+    Metrics,
 }
 
 /// Which part of the status report.
@@ -110,12 +112,19 @@ fn id_of(raw: &str) -> Result<OrderId, (u16, String)> {
 impl Route {
     /// Understands `method path?query`; a refusal is `(status, reason)`.
     pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route, (u16, String)> {
-        let Some(rest) = path.strip_prefix(PREFIX) else {
-            return Err((404, format!("no such endpoint (the API is below {PREFIX})")));
-        };
         let read_only = |route: Route| match *method {
             Method::GET | Method::HEAD => Ok(route),
-            _ => Err((405, format!("{PREFIX}{rest} is read-only (GET, HEAD)"))),
+            _ => Err((405, format!("{path} is read-only (GET, HEAD)"))),
+        };
+        if path == "/metrics" {
+            Params::parse(query, &[]).map_err(bad)?;
+            return read_only(Route::Metrics);
+        }
+        let Some(rest) = path.strip_prefix(PREFIX) else {
+            return Err((
+                404,
+                format!("no such endpoint (the API is below {PREFIX}, and /metrics)"),
+            ));
         };
         let params = |known: &[&str]| Params::parse(query, known).map_err(bad);
         let (head, tail) = rest.split_once('/').unwrap_or((rest, ""));
@@ -324,6 +333,11 @@ impl Route {
                 let page: Vec<_> = entries.into_iter().skip(offset).take(limit).collect();
                 ok(&serde_json::json!({ "total": total, "offset": offset, "limit": limit, "entries": page }))
             }
+            Route::Metrics => Ok(crate::http::answer_with(
+                200,
+                super::metrics::CONTENT_TYPE,
+                super::metrics::render(context, now),
+            )),
         }
     }
 }

@@ -76,7 +76,9 @@ pub struct DaemonStats {
     /// Why the last SIGHUP's config was refused, until a reload is taken (status's `config`).
     pub config: Arc<crate::shared::last_error::LastError>,
     pub receive: Arc<crate::receive::server::ReceiveStats>,
-    pub api: Arc<crate::api::ApiStats>,
+    pub api: Arc<crate::http::ServerStats>,
+    /// RTT histograms per order for the API's `/metrics` (counted only with an `api:` section).
+    pub rtt: Arc<crate::process::latency::RttHistograms>,
     /// When the process started, unix seconds (a reload does not reset the counters).
     pub started: i64,
 }
@@ -90,6 +92,7 @@ impl DaemonStats {
             config: Arc::default(),
             receive: Arc::default(),
             api: Arc::default(),
+            rtt: Arc::default(),
             started: crate::shared::clock::unix_now(),
         }
     }
@@ -313,6 +316,10 @@ impl Pipeline {
             Some(_) => self_metrics.with_receive(stats.receive.clone()),
             None => self_metrics,
         };
+        let self_metrics = match config.api {
+            Some(_) => self_metrics.with_api(stats.api.clone()),
+            None => self_metrics,
+        };
         let mut pipeline = Pipeline {
             stop,
             book,
@@ -360,6 +367,10 @@ impl Pipeline {
         .with_haproxy(config.process.clone())
         .with_limits(config.result_limits())
         .with_child_timeout(config.child_timeout());
+        let processor = match config.api {
+            Some(_) => processor.with_rtt_histograms(stats.rtt.clone()),
+            None => processor,
+        };
         let timing = LoopTiming {
             rescan: Duration::from_secs(config.rescan_interval),
             flush_interval: Duration::from_secs(config.rrd_flush_interval),
@@ -398,9 +409,13 @@ impl Pipeline {
             let server = crate::api::start(
                 base,
                 config.order_options(),
-                super::status::reader(base, config),
+                crate::api::Readers {
+                    status: super::status::reader(base, config),
+                    stats: stats.api.clone(),
+                    rtt: Some(stats.rtt.clone()),
+                    component: "run",
+                },
                 options,
-                stats.api.clone(),
                 self.stop.clone(),
             )?;
             self.serving = Some(server.thread);

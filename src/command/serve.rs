@@ -29,9 +29,13 @@ pub fn run(base: BaseArgs, listen: Vec<String>) -> Result<ExitCode> {
     let server = crate::api::start(
         &base_dir,
         config.order_options(),
-        super::status::reader(&base_dir, &config),
+        crate::api::Readers {
+            status: super::status::reader(&base_dir, &config),
+            stats: Arc::default(),
+            rtt: None,
+            component: "serve",
+        },
         &options,
-        Arc::default(),
         stop.clone(),
     )?;
     while !signals.terminating() {

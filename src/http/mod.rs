@@ -126,6 +126,19 @@ pub struct ConnectionStats {
     pub in_flight: AtomicU64,
 }
 
+/// What a request-answering server counts (the API's, read by self-metrics, status and its own
+/// `/metrics`).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub requests: AtomicU64,
+    /// Requests answered 4xx (the client's fault).
+    pub client_errors: AtomicU64,
+    /// Requests answered 5xx (something here could not be read or written).
+    pub server_errors: AtomicU64,
+    pub connections: ConnectionStats,
+    pub last_error: crate::shared::last_error::LastError,
+}
+
 /// What a server does with a request. `config_key` names the section in messages
 /// (`receive`, `api`).
 pub trait Handler: Send + Sync + 'static {

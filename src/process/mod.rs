@@ -16,6 +16,7 @@
 pub mod children;
 pub mod handoff;
 pub mod haproxy;
+pub mod latency;
 pub mod round;
 
 pub use round::{Lifecycle, ProcessStats, Processor, ResultLimits, RoundReport};

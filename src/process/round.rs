@@ -198,6 +198,9 @@ pub struct Processor {
     /// Most bytes of ping files read in one round ([`MAX_PING_BYTES_PER_ROUND`]; tests set
     /// less).
     ping_bytes_per_round: u64,
+    /// Where this node's own measured results are counted into RTT histograms (the API's
+    /// `/metrics`), when something reads them.
+    rtt: Option<Arc<super::latency::RttHistograms>>,
     /// Snapshot name → errno its load fails with (tests: faults no filesystem gives on demand).
     #[cfg(test)]
     failing_loads: Mutex<HashMap<String, i32>>,
@@ -348,9 +351,17 @@ impl Processor {
             held: false,
             retry_delay: RETRY_EVERY,
             ping_bytes_per_round: MAX_PING_BYTES_PER_ROUND,
+            rtt: None,
             #[cfg(test)]
             failing_loads: Mutex::default(),
         })
+    }
+
+    /// Counts each new result of this node's own orders into `histograms` (once per result:
+    /// not again when a snapshot found applied after a restart is finished).
+    pub fn with_rtt_histograms(mut self, histograms: Arc<super::latency::RttHistograms>) -> Processor {
+        self.rtt = Some(histograms);
+        self
     }
 
     /// Marks children silent for `timeout` stale and archives their output (`None`: never).
@@ -414,6 +425,9 @@ impl Processor {
                 }
                 self.rrd.forget(&self.base.output().join(id.as_path()));
                 self.known_outputs().remove(&id);
+                if let Some(rtt) = &self.rtt {
+                    rtt.forget(&id);
+                }
                 if self.failing.remove(&id).is_some() {
                     self.failing_dirty = true;
                     self.save_failing();
@@ -842,11 +856,15 @@ impl Processor {
     fn apply(&self, loaded: &[Loaded], flush_rrd: bool) -> Applied {
         let mut by_order: HashMap<&OrderId, OrderWork> = HashMap::new();
         let mut dropped = 0u64;
+        let mut measured: Vec<&OrderResult> = Vec::new();
         for snapshot in loaded {
             for result in &snapshot.results {
                 if snapshot.origin.is_none() && !self.is_active(&result.id) {
                     dropped += u64::from(!snapshot.applied);
                     continue;
+                }
+                if self.rtt.is_some() && snapshot.origin.is_none() && !snapshot.applied {
+                    measured.push(result);
                 }
                 if !self.keeps_local(result) {
                     continue;
@@ -870,6 +888,9 @@ impl Processor {
             }
         }
         self.stats.results_dropped.fetch_add(dropped, Ordering::Relaxed);
+        if let Some(rtt) = &self.rtt {
+            rtt.observe(measured);
+        }
         let groups: Vec<(&OrderId, OrderWork)> = by_order.into_iter().collect();
         type Outcome = (OrderId, Result<OrderApplied, (Fault, String)>);
         let outcomes: Vec<Outcome> = self.pool.install(|| {

@@ -20,6 +20,8 @@ pub struct Sources {
     pub pull: Option<Arc<PullStats>>,
     /// The receiver's counters, when it listens (`receive:`).
     pub receive: Option<Arc<crate::receive::server::ReceiveStats>>,
+    /// The API server's counters, when it serves (`api:`).
+    pub api: Option<Arc<crate::http::ServerStats>>,
     /// Delivery counters per outbox name.
     pub deliveries: crate::sink::delivery::DeliveryRegistry,
     /// Discovery counters per forward sink with `discovery:`.
@@ -115,6 +117,36 @@ pub fn gather(sources: &Sources, observed: &Observed, started: i64) -> Vec<Famil
     if let Some(stats) = &sources.receive {
         add_receive(&mut families, stats);
     }
+    if let Some(stats) = &sources.api {
+        families.0.extend(api_families(stats));
+    }
+    families.0
+}
+
+/// The API server's counters (also what its own `/metrics` shows live).
+pub fn api_families(stats: &crate::http::ServerStats) -> Vec<Family> {
+    let mut families = Families(Vec::new());
+    families.counter("api_requests_total", "Requests the API answered.", &stats.requests);
+    families.counter(
+        "api_client_errors_total",
+        "API requests answered 4xx (the client's mistake).",
+        &stats.client_errors,
+    );
+    families.counter(
+        "api_server_errors_total",
+        "API requests answered 5xx (something here could not be read or written).",
+        &stats.server_errors,
+    );
+    families.counter(
+        "api_connections_refused_total",
+        "API connections answered 503 at once (api.max-connections).",
+        &stats.connections.refused,
+    );
+    families.counter(
+        "api_tls_failures_total",
+        "API TLS handshakes that failed or did not finish within api.header-timeout.",
+        &stats.connections.tls_failures,
+    );
     families.0
 }
 

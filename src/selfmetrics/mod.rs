@@ -285,6 +285,7 @@ impl SelfMetrics {
             process: Some(process),
             pull: pulling.then_some(pull),
             receive: None,
+            api: None,
             deliveries: Default::default(),
             discoveries: Vec::new(),
         };
@@ -313,6 +314,12 @@ impl SelfMetrics {
             ..Sources::default()
         };
         SelfMetrics::new(base, Component::Pull, options, sources)
+    }
+
+    /// Adds the API server's counters and its last error (part `api`).
+    pub fn with_api(mut self, stats: Arc<crate::http::ServerStats>) -> SelfMetrics {
+        self.sources.api = Some(stats);
+        self
     }
 
     /// Adds the receiver's counters and its last error (part `receive`).
@@ -479,6 +486,7 @@ impl SelfMetrics {
                 "receive".into(),
                 sources.receive.as_ref().and_then(|s| s.last_error.get()),
             ),
+            ("api".into(), sources.api.as_ref().and_then(|s| s.last_error.get())),
             ("self-metrics".into(), self.own_error.get()),
             ("config".into(), self.config_error.as_ref().and_then(|e| e.get())),
         ];

@@ -160,6 +160,7 @@ mod tests {
             process: None,
             pull: Some(pull.clone()),
             receive: None,
+            api: None,
             deliveries: vec![("carbon".into(), carbon.clone())].into(),
             discoveries: Vec::new(),
         };

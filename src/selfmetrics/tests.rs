@@ -28,11 +28,16 @@ fn sources() -> Sources {
     let delivery = DeliveryStats::default();
     delivery.sent_lines.store(100, Ordering::Relaxed);
     delivery.last_error.set("delivery failed: connection refused");
+    let api = crate::http::ServerStats::default();
+    api.requests.store(12, Ordering::Relaxed);
+    api.client_errors.store(2, Ordering::Relaxed);
+    api.last_error.set("GET /api/v1/status: answered 503");
     Sources {
         scheduler: Some(Arc::new(scheduler)),
         process: Some(Arc::new(process)),
         pull: Some(Arc::new(pull)),
         receive: None,
+        api: Some(Arc::new(api)),
         deliveries: vec![("carbon".into(), Arc::new(delivery))].into(),
         discoveries: Vec::new(),
     }
@@ -89,6 +94,8 @@ fn the_snapshot_is_valid_exposition_with_the_values_of_the_stats() {
         "spoolmon_sink_sent_lines_total{sink=\"carbon\"} 100",
         "spoolmon_pull_cycles_total 9",
         "spoolmon_pull_suspended_cycles_total 4",
+        "spoolmon_api_requests_total 12",
+        "spoolmon_api_client_errors_total 2",
         "# TYPE spoolmon_orders gauge",
         "# TYPE spoolmon_rrd_updates_total counter",
     ] {
@@ -295,13 +302,14 @@ fn a_config_error_is_the_config_part_until_a_reload_is_taken_and_a_delivery_clea
     let mut shown = sources_of(&metrics);
     shown.sort();
     // No state/ yet: the write failed.
-    assert_eq!(shown, ["config", "self-metrics", "sink carbon"]);
+    assert_eq!(shown, ["api", "config", "self-metrics", "sink carbon"]);
     base.create_all().unwrap();
     metrics.write(&metrics.observe(None));
     let mut shown = sources_of(&metrics);
     shown.sort();
-    assert_eq!(shown, ["config", "sink carbon"]);
+    assert_eq!(shown, ["api", "config", "sink carbon"]);
     config_error.succeeded();
     sources.deliveries.list()[0].1.last_error.succeeded();
+    sources.api.as_ref().unwrap().last_error.succeeded();
     assert!(sources_of(&metrics).is_empty());
 }
