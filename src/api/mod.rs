@@ -25,6 +25,7 @@
 //! below `config` (which composes its `api:` section), so the status report, which needs the
 //! whole config, is handed in as a [`StatusReader`].
 
+pub mod graphite;
 pub mod metrics;
 pub mod options;
 pub mod query;
@@ -135,12 +136,47 @@ pub fn start(
     Ok(Server { thread, addresses })
 }
 
-/// What a request needs, by its method.
-fn needed(method: &Method) -> Option<Access> {
+/// What a request needs, by its method (a POST is a read of the Graphite endpoints that take
+/// a form).
+fn needed(method: &Method, path: &str) -> Option<Access> {
     match *method {
         Method::GET | Method::HEAD => Some(Access::Read),
+        Method::POST if graphite::takes_post(path) => Some(Access::Read),
         Method::PUT | Method::DELETE => Some(Access::Write),
         _ => None,
+    }
+}
+
+/// A request understood.
+enum Endpoint {
+    V1(v1::Route),
+    Graphite(graphite::Route),
+}
+
+impl Endpoint {
+    fn parse(request: &Request<Incoming>) -> Result<Endpoint, (u16, String)> {
+        let (method, uri) = (request.method(), request.uri());
+        if graphite::handles(uri.path()) {
+            graphite::Route::parse(method, uri.path(), uri.query()).map(Endpoint::Graphite)
+        } else {
+            v1::Route::parse(method, uri.path(), uri.query()).map(Endpoint::V1)
+        }
+    }
+
+    fn takes_body(&self) -> bool {
+        match self {
+            Endpoint::V1(route) => route.takes_body(),
+            Endpoint::Graphite(route) => route.takes_body(),
+        }
+    }
+
+    fn answer(self, context: &Context, body: Option<Bytes>) -> Response<Full<Bytes>> {
+        match self {
+            Endpoint::V1(route) => route.answer(context, body),
+            Endpoint::Graphite(route) => route
+                .answer(context, body, crate::shared::clock::unix_now())
+                .unwrap_or_else(refusal),
+        }
     }
 }
 
@@ -238,10 +274,13 @@ fn refusal((status, reason): (u16, String)) -> Response<Full<Bytes>> {
 
 impl Api {
     async fn answer(self: &Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        let Some(need) = needed(request.method()) else {
+        let Some(need) = needed(request.method(), request.uri().path()) else {
             let mut response = refusal((
                 405,
-                format!("{} is not served (GET, HEAD, PUT, DELETE)", request.method()),
+                format!(
+                    "{} is not served here (GET, HEAD, PUT, DELETE; POST for /render and /metrics/find)",
+                    request.method()
+                ),
             ));
             response.headers_mut().insert(
                 hyper::header::ALLOW,
@@ -249,7 +288,7 @@ impl Api {
             );
             return response;
         };
-        let route = match v1::Route::parse(request.method(), request.uri().path(), request.uri().query()) {
+        let route = match Endpoint::parse(&request) {
             Ok(route) => route,
             Err(refused) => return refusal(refused),
         };
@@ -287,10 +326,12 @@ mod tests {
 
     #[test]
     fn methods_need_read_or_write() {
-        assert_eq!(needed(&Method::GET), Some(Access::Read));
-        assert_eq!(needed(&Method::HEAD), Some(Access::Read));
-        assert_eq!(needed(&Method::PUT), Some(Access::Write));
-        assert_eq!(needed(&Method::DELETE), Some(Access::Write));
-        assert_eq!(needed(&Method::POST), None);
+        assert_eq!(needed(&Method::GET, "/api/v1/orders"), Some(Access::Read));
+        assert_eq!(needed(&Method::HEAD, "/metrics"), Some(Access::Read));
+        assert_eq!(needed(&Method::PUT, "/api/v1/orders/a"), Some(Access::Write));
+        assert_eq!(needed(&Method::DELETE, "/api/v1/orders/a"), Some(Access::Write));
+        assert_eq!(needed(&Method::POST, "/api/v1/orders"), None);
+        assert_eq!(needed(&Method::POST, "/render"), Some(Access::Read));
+        assert_eq!(needed(&Method::PATCH, "/render"), None);
     }
 }
