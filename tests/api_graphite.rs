@@ -164,12 +164,15 @@ fn render_find_and_expand_answer_as_graphite_web_does_on_the_same_rrd_files() {
     smokeping_rrd(&base, "dc1/web-1", 20, 360, 1.0, |i| i % 11 == 5);
     smokeping_rrd(&base, "dc1/web-2", 20, 360, 2.0, |i| (100..130).contains(&i));
     smokeping_rrd(&base, "dc2/db.example", 60, 120, 5.0, |i| i % 13 == 0);
+    // A forwarded node's order, where processing stores it.
+    smokeping_rrd(&base, "@prober-1/bench/o1", 20, 360, 3.0, |_| false);
     // graphite-web's tree: the same files, linked where its finder looks for them.
     let graphite = tempfile::tempdir().unwrap();
     for (id, name) in [
         ("dc1/web-1", "dc1/web-1"),
         ("dc1/web-2", "dc1/web-2"),
         ("dc2/db.example", "dc2/db_example"),
+        ("@prober-1/bench/o1", "@prober-1/bench/o1"),
     ] {
         let link = graphite.path().join(format!("rrd/ping/{name}.rrd"));
         std::fs::create_dir_all(link.parent().unwrap()).unwrap();
@@ -192,6 +195,7 @@ fn render_find_and_expand_answer_as_graphite_web_does_on_the_same_rrd_files() {
         "ping.dc1.*.ping3",
         "ping.dc1.web-{1,2}.median",
         "ping.dc2.db_example.median",
+        "ping.@prober-1.bench.o1.median",
         "ping.*.*.median",
         "sumSeries(ping.dc1.*.median)",
         "averageSeries(ping.*.*.median)",
@@ -241,7 +245,8 @@ fn render_find_and_expand_answer_as_graphite_web_does_on_the_same_rrd_files() {
         let got: Value = serde_json::from_str(&got).unwrap();
         assert!(
             expected.as_array().is_some_and(|a| !a.is_empty()),
-            "{q:?}: graphite-web found nothing: {expected}"
+            "{q:?}: graphite-web found nothing: {expected} (its tree: {})",
+            get_json(&format!("{reference}/metrics/find?query=ping.*"))
         );
         assert_eq!(got, expected, "{q:?}");
     }
@@ -383,6 +388,6 @@ fn render_find_and_expand_answer_as_graphite_web_does_on_the_same_rrd_files() {
     assert_eq!(status, 413);
     // Still answering, nothing written.
     let again = get_json(&format!("{ours}/metrics/find?query=ping.*"));
-    assert_eq!(again.as_array().unwrap().len(), 2);
+    assert_eq!(again.as_array().unwrap().len(), 3, "{again}");
     assert!(!base.join("orders").exists() || std::fs::read_dir(base.join("orders")).unwrap().next().is_none());
 }
