@@ -99,6 +99,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Draw one order's SmokePing graph (PNG or SVG) from its main.rrd.
+    ///
+    /// The RTTs of each round as grey smoke (darker towards the middle of the distribution),
+    /// the median as a line coloured by the round's loss, axes in milliseconds, a legend with
+    /// the median's average, maximum, minimum and latest, the average loss and the period.
+    /// Reads output/<ID>/main.rrd (archive/<ID>/ for an archived order). Exit status 1 when the
+    /// order has no RRD, 2 for a malformed id, window or file name.
+    Graph {
+        #[command(flatten)]
+        base: BaseArgs,
+        /// The order id: its path below orders/, as `spoolmon orders` lists it.
+        #[arg(value_name = "ID")]
+        id: String,
+        /// How far back the graph reaches from --until: 3h, 1d, 1w, 1y, or seconds (units s, m,
+        /// h, d, w, y).
+        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = spoolmon::output::history::parse_range)]
+        range: u64,
+        /// Start instead of --range: unix seconds, now, or -<duration> (-3h).
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// End: unix seconds, now (the default), or -<duration>.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Width of the graph area, pixels (SmokePing's 600).
+        #[arg(long, default_value_t = 600)]
+        width: u32,
+        /// Height of the graph area, pixels (SmokePing's 200).
+        #[arg(long, default_value_t = 200)]
+        height: u32,
+        /// The file to write: its extension (.png or .svg) chooses the format; `-` writes PNG to
+        /// stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
     /// Write, touch or remove an order file below orders/ (validated like the daemon does).
     Order {
         #[command(subcommand)]
@@ -161,6 +195,7 @@ fn quiet_level(command: &Command) -> Option<&'static str> {
         Command::Status { .. }
         | Command::Orders { .. }
         | Command::Show { .. }
+        | Command::Graph { .. }
         | Command::Outbox { .. }
         | Command::Order { .. } => Some("error"),
         _ => None,
@@ -241,6 +276,27 @@ fn execute(command: Command, log_file: Option<PathBuf>) -> anyhow::Result<ExitCo
         Command::Outbox { base, json } => command::outbox::run(base, json),
         Command::Orders { base, json, wide } => command::orders::run(base, json, wide),
         Command::Show { base, id, range, json } => command::show::run(base, &id, range, json),
+        Command::Graph {
+            base,
+            id,
+            range,
+            from,
+            until,
+            width,
+            height,
+            output,
+        } => command::graph::run(
+            base,
+            command::graph::GraphArgs {
+                id,
+                range,
+                from,
+                until,
+                width,
+                height,
+                output,
+            },
+        ),
         Command::Order { order } => command::order::run(order),
         Command::Config {
             config,

@@ -25,6 +25,7 @@
 //! below `config` (which composes its `api:` section), so the status report, which needs the
 //! whole config, is handed in as a [`StatusReader`].
 
+pub mod graph;
 pub mod graphite;
 pub mod metrics;
 pub mod options;
@@ -151,6 +152,7 @@ fn needed(method: &Method, path: &str) -> Option<Access> {
 enum Endpoint {
     V1(v1::Route),
     Graphite(graphite::Route),
+    Graph(graph::Route),
 }
 
 impl Endpoint {
@@ -158,6 +160,8 @@ impl Endpoint {
         let (method, uri) = (request.method(), request.uri());
         if graphite::handles(uri.path()) {
             graphite::Route::parse(method, uri.path(), uri.query()).map(Endpoint::Graphite)
+        } else if uri.path().starts_with(graph::PREFIX) {
+            graph::Route::parse(method, uri.path(), uri.query()).map(Endpoint::Graph)
         } else {
             v1::Route::parse(method, uri.path(), uri.query()).map(Endpoint::V1)
         }
@@ -167,6 +171,7 @@ impl Endpoint {
         match self {
             Endpoint::V1(route) => route.takes_body(),
             Endpoint::Graphite(route) => route.takes_body(),
+            Endpoint::Graph(_) => false,
         }
     }
 
@@ -175,6 +180,9 @@ impl Endpoint {
             Endpoint::V1(route) => route.answer(context, body),
             Endpoint::Graphite(route) => route
                 .answer(context, body, crate::shared::clock::unix_now())
+                .unwrap_or_else(refusal),
+            Endpoint::Graph(route) => route
+                .answer(context, crate::shared::clock::unix_now())
                 .unwrap_or_else(refusal),
         }
     }

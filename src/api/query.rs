@@ -121,7 +121,7 @@ impl Params {
 }
 
 /// A point in time: unix seconds (`1764892800`), `now`, or a duration before now (`-1d`,
-/// `-3h`, `now-30m`; units s, m, h, d, w).
+/// `-3h`, `now-30m`; units s, m, h, d, w, y).
 pub fn parse_time(text: &str, now: i64) -> Result<i64, String> {
     if text == "now" {
         return Ok(now);
@@ -183,7 +183,8 @@ mod tests {
         assert_eq!(parse_time("now-30m", now), Ok(now - 1800));
         assert_eq!(parse_time("1764892800", now), Ok(1_764_892_800));
         assert_eq!(parse_time("-5", now), Ok(now - 5));
-        for bad in ["yesterday", "-1y", "1.5", "-", "99999999999999999999", "now+1d"] {
+        assert_eq!(parse_time("-1y", now), Ok(now - 365 * 86_400));
+        for bad in ["yesterday", "-1x", "1.5", "-", "99999999999999999999", "now+1d"] {
             assert!(parse_time(bad, now).is_err(), "{bad}");
         }
     }

@@ -22,6 +22,7 @@
 pub mod check;
 pub mod completions;
 pub mod config;
+pub mod graph;
 pub mod man;
 pub mod order;
 pub mod orders;

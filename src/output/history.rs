@@ -620,9 +620,10 @@ pub fn parse_range(text: &str) -> Result<u64, String> {
         "h" => 3600,
         "d" => 86_400,
         "w" => 7 * 86_400,
+        "y" => 365 * 86_400,
         _ => {
             return Err(format!(
-                "{text:?} is not a duration: a whole number with an optional unit s, m, h, d or w (30m, 1h, 6h, 1d, 7d, 3600)"
+                "{text:?} is not a duration: a whole number with an optional unit s, m, h, d, w or y (30m, 1h, 6h, 1d, 7d, 1y, 3600)"
             ))
         }
     };
@@ -674,7 +675,7 @@ mod tests {
             ("h", "needs a number"),
             ("1.5h", "not a duration"),
             ("1h30m", "not a duration"),
-            ("1y", "not a duration"),
+            ("1x", "not a duration"),
             ("1 h", "not a duration"),
             (" 1h", "needs a number"),
             ("1H", "not a duration"),

@@ -19,6 +19,7 @@
 
 pub mod archive;
 pub mod failures;
+pub mod graph;
 pub mod history;
 pub mod last_result;
 pub mod reconcile;
