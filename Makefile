@@ -13,10 +13,11 @@ CARGO ?= cargo
 # links), rpm (rpmspec parses the RPM spec), openssl (the node-to-node TLS tests make their
 # certificates with it) dnsmasq (a real DNS server for the SRV discovery tests) curl (the API tests' client), prometheus and
 # python3-prometheus-client (a real scraper and a strict OpenMetrics parser for /metrics),
-# graphite-web and python3-rrdtool (the reference the render API is compared with).
+# graphite-web and python3-rrdtool (the reference the render API is compared with), chromium
+# (a real browser for the web page's tests).
 RUN_PACKAGES := build-essential pkg-config librrd-dev libclang-dev rrdtool fping httping iputils-ping
 TEST_PACKAGES := $(RUN_PACKAGES) python3 iproute2 procps \
-	influxdb graphite-carbon python3-whisper e2fsprogs haproxy systemd man-db rpm openssl dnsmasq-base curl \
+	influxdb graphite-carbon python3-whisper e2fsprogs haproxy systemd man-db rpm openssl dnsmasq-base curl chromium \
 	prometheus python3-prometheus-client graphite-web python3-rrdtool
 
 .PHONY: run test deps test-deps build lint clean-var deb

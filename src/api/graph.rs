@@ -1,4 +1,5 @@
-//! `/graph/<order id>.png|.svg?range=1d` (or `from`/`until`, `width`, `height`): one order's
+//! `/graph/<order id>.png|.svg?range=1d` (or `from`/`until`, `width`, `height`, `legend=0`
+//! for the graph area alone, a thumbnail): one order's
 //! SmokePing graph ([`crate::output::graph`]), as `spoolmon graph` draws it. The web page's
 //! graphs are these. Owns on disk: nothing. Called by [`super::Api`] for `/graph/` paths.
 
@@ -23,6 +24,7 @@ pub struct Route {
     until: Option<String>,
     width: u32,
     height: u32,
+    legend: bool,
 }
 
 impl Route {
@@ -38,7 +40,13 @@ impl Route {
             Format::from_extension(extension).ok_or((404, format!("{extension:?}: graphs are .png or .svg")))?;
         let text = percent_decode(raw_id, false).map_err(|e| (400, e.0))?;
         let id = crate::orders::write::lookup_id(&text).map_err(|e| (400, e.to_string()))?;
-        let p = Params::parse(query, &["range", "from", "until", "width", "height"]).map_err(|e| (400, e.0))?;
+        let p =
+            Params::parse(query, &["range", "from", "until", "width", "height", "legend"]).map_err(|e| (400, e.0))?;
+        let legend = match p.get("legend") {
+            None | Some("1") => true,
+            Some("0") => false,
+            Some(_) => return Err((400, "legend: 0 or 1".into())),
+        };
         let range = match p.get("range") {
             Some(text) => crate::output::history::parse_range(text).map_err(|e| (400, format!("range: {e}")))?,
             None => 86_400,
@@ -62,6 +70,7 @@ impl Route {
             until: p.get("until").map(str::to_owned),
             width,
             height,
+            legend,
         })
     }
 
@@ -80,6 +89,7 @@ impl Route {
             width: self.width,
             height: self.height,
             title: self.id.to_string(),
+            legend: self.legend,
         };
         match graph::draw_order(&context.base, &self.id, &request) {
             Ok(image) => {

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod options;
 pub mod query;
 pub mod v1;
+pub mod web;
 
 use crate::http::{self, answer, error_json, ConnectionStats, Handler, Listeners, Peer, ServerStats};
 use crate::orders::OrderOptions;
@@ -153,6 +154,8 @@ enum Endpoint {
     V1(v1::Route),
     Graphite(graphite::Route),
     Graph(graph::Route),
+    /// A page or asset, answered at once (it is in the binary).
+    Web(Response<Full<Bytes>>),
 }
 
 impl Endpoint {
@@ -162,6 +165,8 @@ impl Endpoint {
             graphite::Route::parse(method, uri.path(), uri.query()).map(Endpoint::Graphite)
         } else if uri.path().starts_with(graph::PREFIX) {
             graph::Route::parse(method, uri.path(), uri.query()).map(Endpoint::Graph)
+        } else if web::handles(uri.path()) {
+            web::answer(method, uri.path(), uri.query()).map(Endpoint::Web)
         } else {
             v1::Route::parse(method, uri.path(), uri.query()).map(Endpoint::V1)
         }
@@ -171,12 +176,13 @@ impl Endpoint {
         match self {
             Endpoint::V1(route) => route.takes_body(),
             Endpoint::Graphite(route) => route.takes_body(),
-            Endpoint::Graph(_) => false,
+            Endpoint::Graph(_) | Endpoint::Web(_) => false,
         }
     }
 
     fn answer(self, context: &Context, body: Option<Bytes>) -> Response<Full<Bytes>> {
         match self {
+            Endpoint::Web(response) => response,
             Endpoint::V1(route) => route.answer(context, body),
             Endpoint::Graphite(route) => route
                 .answer(context, body, crate::shared::clock::unix_now())

@@ -39,6 +39,7 @@ pub enum Route {
     Orders {
         prefix: Option<String>,
         state: Option<OrderState>,
+        sort: Sort,
         offset: usize,
         limit: usize,
     },
@@ -71,6 +72,45 @@ pub enum Route {
     },
     /// `/metrics` (outside `/api/v1/`, where Prometheus looks by default).
     Metrics,
+}
+
+/// The order of a listing: by id, or the worst first (most loss, slowest median, oldest
+/// result; orders without a result last, by id among equals).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sort {
+    Id,
+    Loss,
+    Median,
+    Age,
+}
+
+impl Sort {
+    fn named(text: &str) -> Result<Sort, BadRequest> {
+        Ok(match text {
+            "id" => Sort::Id,
+            "loss" => Sort::Loss,
+            "median" => Sort::Median,
+            "age" => Sort::Age,
+            _ => {
+                return Err(BadRequest(format!(
+                    "sort={:?}: one of id, loss, median, age",
+                    crate::orders::book::printable(text)
+                )))
+            }
+        })
+    }
+
+    /// How bad an order is by this sort (larger first); `None` without a result.
+    fn key(self, order: &crate::output::wide::WideStatus) -> Option<f64> {
+        let result = order.last_result.as_ref()?;
+        match self {
+            Sort::Id => Some(0.0),
+            Sort::Loss => Some(f64::from(result.loss) / f64::from(result.pings.max(1))),
+            // Nothing answered is the slowest of all.
+            Sort::Median => Some(result.median_ms.unwrap_or(f64::INFINITY)),
+            Sort::Age => Some(result.age as f64),
+        }
+    }
 }
 
 /// Which part of the status report.
@@ -134,12 +174,14 @@ impl Route {
                 read_only(Route::Health)
             }
             ("orders", true) => {
-                let p = params(&["prefix", "state", "offset", "limit"])?;
+                let p = params(&["prefix", "state", "sort", "offset", "limit"])?;
                 let (offset, limit) = p.page().map_err(bad)?;
                 let state = p.get("state").map(state_named).transpose().map_err(bad)?;
+                let sort = p.get("sort").map_or(Ok(Sort::Id), Sort::named).map_err(bad)?;
                 read_only(Route::Orders {
                     prefix: p.get("prefix").map(str::to_owned),
                     state,
+                    sort,
                     offset,
                     limit,
                 })
@@ -251,6 +293,7 @@ impl Route {
             Route::Orders {
                 prefix,
                 state,
+                sort,
                 offset,
                 limit,
             } => {
@@ -261,8 +304,20 @@ impl Route {
                         && state.is_none_or(|st| s.state == st)
                 });
                 let total = statuses.len();
-                let page: Vec<_> = statuses.into_iter().skip(offset).take(limit).collect();
-                let orders = crate::output::wide::widen(base, &context.orders, page, now);
+                // By id only the page's last results are read; a sort by them reads them all.
+                let orders = if sort == Sort::Id {
+                    let page: Vec<_> = statuses.into_iter().skip(offset).take(limit).collect();
+                    crate::output::wide::widen(base, &context.orders, page, now)
+                } else {
+                    let mut all = crate::output::wide::widen(base, &context.orders, statuses, now);
+                    all.sort_by(|a, b| {
+                        let (ka, kb) = (sort.key(a), sort.key(b));
+                        kb.partial_cmp(&ka)
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                            .then_with(|| a.status.id.cmp(&b.status.id))
+                    });
+                    all.into_iter().skip(offset).take(limit).collect()
+                };
                 ok(&serde_json::json!({ "total": total, "offset": offset, "limit": limit, "orders": orders }))
             }
             Route::Order { id, range } => match crate::output::show::report(base, &context.orders, &id, range, now) {
@@ -412,6 +467,7 @@ mod tests {
                 state,
                 offset,
                 limit,
+                ..
             }) => {
                 assert_eq!(prefix.as_deref(), Some("dc1/"));
                 assert_eq!(state, Some(OrderState::Failing));

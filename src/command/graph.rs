@@ -54,6 +54,7 @@ pub fn run(base: BaseArgs, args: GraphArgs) -> Result<ExitCode> {
         width: args.width,
         height: args.height,
         title: id.to_string(),
+        legend: true,
     };
     let image = match graph::draw_order(&base_dir, &id, &request) {
         Ok(image) => image,

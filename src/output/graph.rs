@@ -73,6 +73,8 @@ pub struct Request {
     pub height: u32,
     /// The title (the order id and what it measures).
     pub title: String,
+    /// Axes, title and legend; without them only the graph area is drawn (a thumbnail).
+    pub legend: bool,
 }
 
 /// Largest graph area accepted, pixels per side.
@@ -353,6 +355,7 @@ pub fn draw(parent: &Dir, id: &OrderId, request: &Request) -> Result<Vec<u8>, Gr
         size: Size {
             width: Some(request.width),
             height: Some(request.height),
+            only_graph: !request.legend,
             ..Size::default()
         },
         limits: Limits {
