@@ -11,14 +11,15 @@ CARGO ?= cargo
 # (chattr makes a directory immutable for root), iproute2 and procps (network namespaces,
 # process checks), python3, systemd and man-db (systemd-analyze verifies the units and their man:
 # links), rpm (rpmspec parses the RPM spec), openssl (the node-to-node TLS tests make their
-# certificates with it) dnsmasq (a real DNS server for the SRV discovery tests) curl (the API tests' client), prometheus and
-# python3-prometheus-client (a real scraper and a strict OpenMetrics parser for /metrics),
-# graphite-web and python3-rrdtool (the reference the render API is compared with), chromium
-# (a real browser for the web page's tests).
+# certificates with it), dnsmasq (a real DNS server for the SRV discovery tests), curl (the API
+# tests' client), prometheus and python3-prometheus-client (a real scraper and a strict
+# OpenMetrics parser for /metrics), graphite-web and python3-rrdtool (the reference the render
+# API is compared with), chromium (a real browser for the web page's tests) and redis-server
+# (the Redis sink's and /series/' store).
 RUN_PACKAGES := build-essential pkg-config librrd-dev libclang-dev rrdtool fping httping iputils-ping
 TEST_PACKAGES := $(RUN_PACKAGES) python3 iproute2 procps \
 	influxdb graphite-carbon python3-whisper e2fsprogs haproxy systemd man-db rpm openssl dnsmasq-base curl chromium \
-	prometheus python3-prometheus-client graphite-web python3-rrdtool
+	prometheus python3-prometheus-client graphite-web python3-rrdtool redis-server
 
 .PHONY: run test deps test-deps build lint clean-var deb
 

@@ -247,6 +247,14 @@ impl Config {
         }
     }
 
+    /// The Redis the API's `/series/` reads: the first sink of `type: redis` (by name).
+    pub fn series_redis(&self) -> Option<crate::sink::redis::RedisOptions> {
+        self.sinks.values().find_map(|sink| match sink {
+            crate::sink::config::SinkConfig::Redis(options) => Some(options.clone()),
+            _ => None,
+        })
+    }
+
     /// `node-name`, or the host name made a valid node name.
     pub fn node_name(&self) -> String {
         self.node_name.clone().unwrap_or_else(|| {
@@ -307,6 +315,7 @@ impl Config {
                 ("influxdb".into(), SinkConfig::Influxdb(Default::default())),
                 ("local-store".into(), SinkConfig::LocalStore(Default::default())),
                 ("forward".into(), SinkConfig::Forward(forward_example())),
+                ("redis".into(), SinkConfig::Redis(Default::default())),
             ]),
         };
         // A pull: section needs something to pull from, so the block names an example socket
@@ -422,6 +431,7 @@ mod tests {
                 ("influxdb".to_string(), SinkConfig::Influxdb(Default::default())),
                 ("local-store".to_string(), SinkConfig::LocalStore(Default::default())),
                 ("forward".to_string(), SinkConfig::Forward(forward_example())),
+                ("redis".to_string(), SinkConfig::Redis(Default::default())),
             ])
         );
         assert!(
@@ -758,7 +768,9 @@ self-metrics: {sinks: [lb, telegraf]}
         let start = readme.find("```yaml\nsinks:").expect("README has the sinks example") + "```yaml\n".len();
         let end = start + readme[start..].find("```").unwrap();
         let config = Config::parse(&readme[start..end]).unwrap();
-        assert_eq!(config.sinks.len(), 3);
+        assert_eq!(config.sinks.len(), 4);
+        assert!(matches!(&config.sinks["series"], SinkConfig::Redis(r) if r.server == "redis.example.net"));
+        assert_eq!(config.series_redis().unwrap().port, 6379);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod graph;
 pub mod graphite;
 pub mod metrics;
 pub mod options;
+pub mod pmseries;
 pub mod query;
 pub mod v1;
 pub mod web;
@@ -61,6 +62,8 @@ pub struct Readers {
     pub rtt: Option<Arc<crate::process::latency::RttHistograms>>,
     /// The command serving, as `/metrics` labels this server's counters: `run` or `serve`.
     pub component: &'static str,
+    /// The Redis `/series/` reads (the config's first `type: redis` sink), if any.
+    pub redis: Option<crate::sink::redis::RedisOptions>,
 }
 
 /// What every request reads: the base directory and what it is served with.
@@ -73,6 +76,7 @@ pub struct Context {
     pub stats: Arc<ServerStats>,
     pub rtt: Option<Arc<crate::process::latency::RttHistograms>>,
     pub component: &'static str,
+    pub redis: Option<crate::sink::redis::RedisOptions>,
 }
 
 struct Api {
@@ -117,6 +121,7 @@ pub fn start(
             stats: readers.stats.clone(),
             rtt: readers.rtt,
             component: readers.component,
+            redis: readers.redis,
         }),
         tokens: options
             .tokens
@@ -154,6 +159,7 @@ enum Endpoint {
     V1(v1::Route),
     Graphite(graphite::Route),
     Graph(graph::Route),
+    Series(pmseries::Route),
     /// A page or asset, answered at once (it is in the binary).
     Web(Response<Full<Bytes>>),
 }
@@ -165,6 +171,8 @@ impl Endpoint {
             graphite::Route::parse(method, uri.path(), uri.query()).map(Endpoint::Graphite)
         } else if uri.path().starts_with(graph::PREFIX) {
             graph::Route::parse(method, uri.path(), uri.query()).map(Endpoint::Graph)
+        } else if uri.path().starts_with(pmseries::PREFIX) {
+            pmseries::Route::parse(method, uri.path(), uri.query()).map(Endpoint::Series)
         } else if web::handles(uri.path()) {
             web::answer(method, uri.path(), uri.query()).map(Endpoint::Web)
         } else {
@@ -176,7 +184,7 @@ impl Endpoint {
         match self {
             Endpoint::V1(route) => route.takes_body(),
             Endpoint::Graphite(route) => route.takes_body(),
-            Endpoint::Graph(_) | Endpoint::Web(_) => false,
+            Endpoint::Graph(_) | Endpoint::Series(_) | Endpoint::Web(_) => false,
         }
     }
 
@@ -188,6 +196,9 @@ impl Endpoint {
                 .answer(context, body, crate::shared::clock::unix_now())
                 .unwrap_or_else(refusal),
             Endpoint::Graph(route) => route
+                .answer(context, crate::shared::clock::unix_now())
+                .unwrap_or_else(refusal),
+            Endpoint::Series(route) => route
                 .answer(context, crate::shared::clock::unix_now())
                 .unwrap_or_else(refusal),
         }

@@ -414,6 +414,7 @@ impl Pipeline {
                     stats: stats.api.clone(),
                     rtt: Some(stats.rtt.clone()),
                     component: "run",
+                    redis: config.series_redis(),
                 },
                 options,
                 self.stop.clone(),

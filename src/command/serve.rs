@@ -34,6 +34,7 @@ pub fn run(base: BaseArgs, listen: Vec<String>) -> Result<ExitCode> {
             stats: Arc::default(),
             rtt: None,
             component: "serve",
+            redis: config.series_redis(),
         },
         &options,
         stop.clone(),

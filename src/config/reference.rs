@@ -404,6 +404,7 @@ mod tests {
             SinkConfig::Graphite(Default::default()),
             SinkConfig::Influxdb(Default::default()),
             SinkConfig::LocalStore(Default::default()),
+            SinkConfig::Redis(Default::default()),
         ] {
             let kind = yaml_serde::to_value(&sink).unwrap()["type"]
                 .as_str()

@@ -17,7 +17,8 @@
 //!
 //! The median's colour is the round's loss, SmokePing's default colours by lost pings of N:
 //! 0 green `#26ff00`, 1 `#00b8ff`, 2 `#0059ff`, 3 `#5e00ff`, 4 `#7e00ff`, up to N/2 `#dd00ff`,
-//! more `#ff0000`.
+//! up to N−1 `#ff0000` (SmokePing's table, keys 0–4, N/2 and N−1). SmokePing draws the
+//! median as a band two pixels high; a two-pixel line here, the same to the eye.
 //!
 //! Owns on disk: nothing; reads `<dir>/<id>/main.rrd` through [`CheckedRrd`] (no symlink
 //! followed). Called by `command::graph` and the API.
@@ -92,7 +93,8 @@ pub enum GraphError {
     Draw(String),
 }
 
-/// SmokePing's loss colours for `pings` pings: (most lost pings in the band, colour, legend).
+/// SmokePing's loss colours for `pings` pings (its default table, keys 0 to 4, N/2 and N−1,
+/// each the most lost pings of its band): (bound, colour, legend).
 fn loss_colours(pings: u32) -> Vec<(u32, Color, String)> {
     let rgb = |hex: u32| Color {
         red: (hex >> 16) as u8,
@@ -100,22 +102,29 @@ fn loss_colours(pings: u32) -> Vec<(u32, Color, String)> {
         blue: hex as u8,
         alpha: None,
     };
-    let mut bands = vec![
-        (0, rgb(0x26ff00)),
-        (1, rgb(0x00b8ff)),
-        (2, rgb(0x0059ff)),
-        (3, rgb(0x5e00ff)),
-        (4, rgb(0x7e00ff)),
+    let mut bands: Vec<(u32, u32)> = vec![
+        (0, 0x26ff00),
+        (1, 0x00b8ff),
+        (2, 0x0059ff),
+        (3, 0x5e00ff),
+        (4, 0x7e00ff),
+        (pings / 2, 0xdd00ff),
+        (pings.saturating_sub(1), 0xff0000),
     ];
-    bands.retain(|(lost, _)| *lost < pings);
-    if pings / 2 > 4 {
-        bands.push((pings / 2, rgb(0xdd00ff)));
-    }
-    bands.push((pings, rgb(0xff0000)));
-    bands.dedup_by_key(|(lost, _)| *lost);
+    // SmokePing's table is a hash: a later key of the same number wins.
+    bands.reverse();
+    bands.sort_by_key(|(bound, _)| *bound);
+    bands.dedup_by_key(|(bound, _)| *bound);
     bands
         .into_iter()
-        .map(|(lost, colour)| (lost, colour, format!("{lost}/{pings}")))
+        .map(|(bound, hex)| {
+            let legend = if bound == 0 {
+                "0".to_string()
+            } else {
+                format!("{bound}/{pings}")
+            };
+            (bound, rgb(hex), legend)
+        })
         .collect()
 }
 
@@ -397,11 +406,15 @@ mod tests {
     #[test]
     fn loss_colours_follow_smokeping_for_any_number_of_pings() {
         let bands: Vec<u32> = loss_colours(20).iter().map(|b| b.0).collect();
-        assert_eq!(bands, [0, 1, 2, 3, 4, 10, 20]);
-        let bands: Vec<u32> = loss_colours(3).iter().map(|b| b.0).collect();
-        assert_eq!(bands, [0, 1, 2, 3]);
-        assert_eq!(loss_colours(1).iter().map(|b| b.0).collect::<Vec<_>>(), [0, 1]);
-        assert_eq!(loss_colours(20)[0].2, "0/20");
+        assert_eq!(bands, [0, 1, 2, 3, 4, 10, 19]);
+        assert_eq!(loss_colours(20)[6].1.red, 0xff);
+        // 3 pings: SmokePing's keys 0..4 with 1 = N/2 (#dd00ff) and 2 = N−1 (#ff0000) replaced.
+        let three = loss_colours(3);
+        assert_eq!(three.iter().map(|b| b.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!((three[1].1.red, three[1].1.blue), (0xdd, 0xff));
+        assert_eq!((three[2].1.red, three[2].1.green), (0xff, 0));
+        assert_eq!(loss_colours(20)[0].2, "0");
+        assert_eq!(loss_colours(20)[1].2, "1/20");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::forward::ForwardOptions;
 use super::graphite::GraphiteOptions;
 use super::influx::InfluxOptions;
 use super::local_store::LocalStoreOptions;
+use super::redis::RedisOptions;
 use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
 use crate::shared::option::InvalidOption;
 use serde::de::{DeserializeOwned, Error as _};
@@ -25,6 +26,7 @@ pub enum SinkConfig {
     Influxdb(InfluxOptions),
     LocalStore(LocalStoreOptions),
     Forward(ForwardOptions),
+    Redis(RedisOptions),
 }
 
 /// A sink's `type:`, read before its options.
@@ -35,6 +37,7 @@ enum SinkType {
     Influxdb,
     LocalStore,
     Forward,
+    Redis,
 }
 
 /// Reads the `sinks:` section (`deserialize_with` of the config's `sinks`).
@@ -60,12 +63,12 @@ impl SinkConfig {
     fn from_yaml(name: &str, value: yaml_serde::Value) -> Result<SinkConfig, String> {
         let yaml_serde::Value::Mapping(mut keys) = value else {
             return Err(format!(
-                "sinks.{name}: a sink is a mapping with a `type:` (graphite, influxdb, local-store or forward)"
+                "sinks.{name}: a sink is a mapping with a `type:` (graphite, influxdb, local-store, forward or redis)"
             ));
         };
-        let kind = keys
-            .remove("type")
-            .ok_or_else(|| format!("sinks.{name}: missing `type:` (graphite, influxdb, local-store or forward)"))?;
+        let kind = keys.remove("type").ok_or_else(|| {
+            format!("sinks.{name}: missing `type:` (graphite, influxdb, local-store, forward or redis)")
+        })?;
         let kind: SinkType = yaml_serde::from_value(kind).map_err(|e| format!("sinks.{name}.type: {e}"))?;
         check_route_keys(name, &keys)?;
         let keys = yaml_serde::Value::Mapping(keys);
@@ -74,6 +77,7 @@ impl SinkConfig {
             SinkType::Influxdb => SinkConfig::Influxdb(options(name, keys)?),
             SinkType::LocalStore => SinkConfig::LocalStore(options(name, keys)?),
             SinkType::Forward => SinkConfig::Forward(options(name, keys)?),
+            SinkType::Redis => SinkConfig::Redis(options(name, keys)?),
         })
     }
 
@@ -83,6 +87,7 @@ impl SinkConfig {
             SinkConfig::Influxdb(options) => options.validate(),
             SinkConfig::LocalStore(options) => options.validate(),
             SinkConfig::Forward(options) => options.validate(),
+            SinkConfig::Redis(options) => options.validate(),
         }
     }
 
@@ -93,6 +98,7 @@ impl SinkConfig {
             SinkConfig::Influxdb(options) => options.route_keys(),
             SinkConfig::LocalStore(options) => options.route_keys(),
             SinkConfig::Forward(options) => options.route_keys(),
+            SinkConfig::Redis(options) => options.route_keys(),
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod local_store;
 pub mod number;
 pub mod outbox;
 pub mod queued;
+pub mod redis;
 pub mod ring;
 pub mod route;
 pub mod running;

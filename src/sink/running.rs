@@ -120,6 +120,17 @@ fn start_each(
                 };
                 running.start_queued(base, name, parts, shutdown)?;
             }
+            SinkConfig::Redis(options) => {
+                let parts = QueuedParts {
+                    encoder: Box::new(super::redis::RedisEncoder::new(options, node)),
+                    transport: Box::new(super::redis::RedisTransport::new(options)),
+                    route: route(name, config)?,
+                    takes: config.route_keys().takes_text(),
+                    retry: RetryPolicy::default(),
+                    limits: limits(&options.outbox, None),
+                };
+                running.start_queued(base, name, parts, shutdown)?;
+            }
             SinkConfig::Forward(options) => {
                 let sink = running.start_forward(base, name, options, route(name, config)?, node, shutdown)?;
                 running.sinks.push(Arc::new(sink));

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# usage: contrib/bench/api-bench.sh BIN [ORDERS] [REQUESTS]
+#
+# The API's figures of issue 14 at ORDERS orders (default 10000), each with a last_result and
+# a main.rrd (one day of 20-ping SmokePing rows at step 20 made by rrdtool, hard-linked so the
+# base directory stays small), served by `BIN serve`:
+#   - /render of one series over a day (format=json, maxDataPoints=1000): p50/p99 of REQUESTS
+#   - /api/v1/orders first page (100 orders, by id) and sorted by median (reads every result)
+#   - /graph/<id>.png over a day (600x200, SmokePing's size), and beside it SmokePing's own
+#     drawing of the same file: its rrdtool graph arguments run in-process through RRDs (the
+#     Perl binding SmokePing draws with), the same number of times
+#   - the orders page in headless Chromium until the table is drawn (the page's own
+#     performance.now() at the moment it is drawn, so the browser's start is not counted)
+#   - the server's idle CPU over 60 s (no requests): ticks from /proc/PID/stat
+# Times from curl's %{time_total} (connection set up and answer read, curl's start not counted).
+set -euo pipefail
+bin=$1 orders=${2:-10000} requests=${3:-200}
+base=$(mktemp -d /tmp/api-bench.XXXXXX)
+trap 'kill ${pid:-0} 2>/dev/null || true; wait ${pid:-0} 2>/dev/null || true; rm -rf "$base"' EXIT
+now=$(date +%s)
+start=$((now - 86400))
+seed=$base/seed.rrd
+args=(create "$seed" --start $((start - 20)) --step 20 DS:loss:GAUGE:40:0:20 DS:median:GAUGE:40:0:180)
+for i in $(seq 1 20); do args+=("DS:ping$i:GAUGE:40:0:180"); done
+args+=(RRA:AVERAGE:0.5:1:4320 RRA:AVERAGE:0.5:15:2880 RRA:MIN:0.5:15:2880 RRA:MAX:0.5:15:2880)
+rrdtool "${args[@]}"
+python3 - "$start" > "$base/updates" <<'PY'
+import math, random, sys
+start = int(sys.argv[1])
+random.seed(1)
+for i in range(4320):
+    base = 0.010 + 0.004 * math.sin(i / 300)
+    rtts = sorted(base * (1 + random.expovariate(4)) for _ in range(20))
+    lost = 0 if i % 97 else random.choice([1, 2, 5])
+    known = rtts[: 20 - lost]
+    print(f"{start + 20 * i}:{lost}:{known[len(known) // 2]:.6f}:" + ":".join([f"{v:.6f}" for v in known] + ["U"] * lost))
+PY
+xargs -n 200 rrdtool update "$seed" < "$base/updates"
+python3 - "$base" "$orders" "$seed" "$now" <<'PY'
+import os, sys
+base, n, seed, now = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+for i in range(n):
+    oid = f"lab/g{i // 1000:02d}/o{i:05d}"
+    os.makedirs(os.path.join(base, "orders", os.path.dirname(oid)), exist_ok=True)
+    with open(os.path.join(base, "orders", oid), "w") as f:
+        f.write(f"user: bench\nstep: 20\npings: 20\nprobe: fping\nfping:\n    host: 127.1.{i // 250 % 250}.{1 + i % 250}\n")
+    out = os.path.join(base, "output", oid)
+    os.makedirs(out, exist_ok=True)
+    os.link(seed, os.path.join(out, "main.rrd"))
+    m = 0.010 + (i % 97) / 10000
+    with open(os.path.join(out, "last_result"), "w") as f:
+        f.write(f"time: {now - 40}\nupdated: {now - 25}\nstep: 20\npings: 20\nloss: {i % 3}\nmin: {m * 0.9:.6e}\nmedian: {m:.6e}\nmax: {m * 1.5:.6e}\n")
+PY
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'api:\n  listen: ["127.0.0.1:%s"]\n' "$port" > "$base/config.yaml"
+"$bin" --log-level warn serve --base-dir "$base" --config "$base/config.yaml" 2> "$base/serve.log" &
+pid=$!
+until curl -sf "http://127.0.0.1:$port/api/v1/health" > /dev/null; do sleep 0.1; kill -0 $pid; done
+site=http://127.0.0.1:$port
+
+# Medians and 99th percentiles of curl's time_total over N requests of URL, in ms.
+timed() {
+  local n=$1 url=$2
+  for _ in $(seq 1 "$n"); do curl -s -o /dev/null -w '%{time_total}\n' "$url"; done |
+    sort -n | awk '{ t[NR] = $1 * 1000 } END { printf "p50 %.2f ms  p99 %.2f ms  (n=%d)\n", t[int(NR * 0.5 + 0.5)], t[int(NR * 0.99 + 0.5)], NR }'
+}
+id=lab/g04/o04242
+echo "machine: $(nproc) cores, $(uname -r); $orders orders"
+echo "render one series over a day: $(timed "$requests" "$site/render?target=ping.lab.g04.o04242.median&from=-1d&format=json&maxDataPoints=1000")"
+echo "render sumSeries over 1000 orders, 1h: $(timed 20 "$site/render?target=sumSeries(ping.lab.g04.*.median)&from=-1h&format=json")"
+echo "orders first page (100, by id): $(timed 50 "$site/api/v1/orders?limit=100")"
+echo "orders sorted by median (reads every last_result): $(timed 10 "$site/api/v1/orders?limit=100&sort=median")"
+echo "graph PNG over a day (600x200): $(timed 50 "$site/graph/$id.png?range=1d")"
+
+if perl -MRRDs -e 1 2> /dev/null; then
+  # SmokePing's detail graph of the same file: its smoke (cp<i> clipped at the maximum, bands
+  # between the i-th and (21-i)-th ping), its median by loss, its legend, drawn in-process by
+  # RRDs as smokeping.cgi draws it.
+  perl - "$base/output/$id/main.rrd" "$start" "$now" 50 <<'PL'
+use strict; use RRDs; use Time::HiRes qw(time);
+my ($rrd, $start, $end, $n) = @ARGV;
+my $pings = 20; my $max = 0.03; my $half = $pings / 2;
+my @smoke;
+for my $i (1 .. $pings) { push @smoke, "DEF:ping$i=$rrd:ping$i:AVERAGE", "CDEF:cp$i=ping$i,$max,LT,ping$i,INF,IF"; }
+for (my ($bot, $top) = (1, $pings); $top > $bot; $top--, $bot++) {
+  my $c = sprintf("%02x", int(190 / $half * ($half - $bot)) + 50);
+  push @smoke, "CDEF:smoke$bot=cp$bot,UN,UNKN,cp$top,cp$bot,-,IF", "AREA:cp$bot", "STACK:smoke$bot#$c$c$c";
+}
+my @loss;
+my @lc = ([0, '#26ff00'], [1, '#00b8ff'], [2, '#0059ff'], [3, '#5e00ff'], [4, '#7e00ff'], [10, '#dd00ff'], [19, '#ff0000']);
+my $last = -1;
+for my $l (@lc) {
+  my ($lim, $col) = @$l;
+  push @loss, "CDEF:me$lim=loss,$last,GT,loss,$lim,LE,*,1,UNKN,IF,median,*", "CDEF:meL$lim=me$lim,0.0001,-", "CDEF:meH$lim=me$lim,0,*,0.0001,2,*,+",
+    "AREA:meL$lim", "STACK:meH$lim$col:$lim/$pings";
+  $last = $lim;
+}
+my @args = ('-', '--start', $start, '--end', $end, '--height', 200, '--width', 600, '--title', 'bench', '--rigid',
+  '--upper-limit', $max, '--lower-limit', 0, '--vertical-label', 'Seconds', '--imgformat', 'PNG',
+  '--color', 'SHADEA#ffffff', '--color', 'SHADEB#ffffff', '--color', 'BACK#ffffff',
+  "DEF:median=$rrd:median:AVERAGE", "DEF:loss=$rrd:loss:AVERAGE", @smoke,
+  "CDEF:ploss=loss,$pings,/,100,*", "VDEF:avmed=median,AVERAGE", "VDEF:mdev=median,STDEV", "VDEF:avloss=ploss,AVERAGE",
+  "GPRINT:avmed:median rtt\\:  %.1lf %ss avg", "GPRINT:mdev:%.1lf %ss sd", "GPRINT:avloss:%.2lf %% avg loss\\l", @loss);
+my @t;
+for (1 .. $n) { my $t0 = time; my ($out) = RRDs::graphv(@args); my $e = RRDs::error; die $e if $e; push @t, (time - $t0) * 1000; }
+@t = sort { $a <=> $b } @t;
+printf "SmokePing's graph of the same file (RRDs in-process): p50 %.2f ms  p99 %.2f ms  (n=%d)\n", $t[int($n * 0.5)], $t[int($n * 0.99)], $n;
+PL
+else
+  echo "SmokePing's graph: RRDs (librrds-perl, SmokePing's dependency) is not installed"
+fi
+
+if command -v chromium > /dev/null; then
+  for view in "/" "/?sort=median"; do
+    drawn=()
+    for _ in 1 2 3 4 5; do
+      dom=$(chromium --headless=new --no-sandbox --disable-gpu --virtual-time-budget=20000 --dump-dom "$site$view" 2> /dev/null)
+      drawn+=("$(grep -o 'data-drawn-ms="[0-9]*"' <<< "$dom" | grep -o '[0-9]*')")
+    done
+    echo "orders page $view in Chromium until drawn: $(printf '%s\n' "${drawn[@]}" | sort -n | tr '\n' ' ')ms (5 loads)"
+  done
+fi
+
+t1=$(awk '{print $14 + $15}' /proc/$pid/stat)
+sleep 60
+t2=$(awk '{print $14 + $15}' /proc/$pid/stat)
+hz=$(getconf CLK_TCK)
+echo "idle: $((t2 - t1)) ticks of 1/$hz s over 60 s = $(awk -v t=$((t2 - t1)) -v hz="$hz" 'BEGIN { printf "%.3f", t / hz / 60 * 100 }') % of a core"
+echo "VmHWM: $(awk '/VmHWM/{print $2}' /proc/$pid/status) kB"
