@@ -133,6 +133,28 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
+    /// Send the orders' RRD history through a sink (as pmseries --load does).
+    ///
+    /// Each order's main.rrd is read from its finest archive for each period (coarser ones
+    /// further back, never two for one time) and every row sent through the sink as a result,
+    /// by an outbox of its own (outbox/<SINK>@backfill/) delivered beside the daemon. Resumable:
+    /// run the same command again after an interruption. Exit status 1 when interrupted.
+    Backfill {
+        #[command(flatten)]
+        base: BaseArgs,
+        /// The sink (its name under sinks:) to send through: graphite, influxdb or redis.
+        #[arg(long, value_name = "SINK")]
+        to: String,
+        /// Where the RRDs are read: output (the orders being measured) or archive.
+        #[arg(long, value_enum, default_value = "output")]
+        from: command::backfill::Source,
+        /// Only the orders matching this glob (`dc1/**`; `*` within one component).
+        #[arg(long, value_name = "GLOB")]
+        orders: Option<String>,
+        /// Only the history since then: unix seconds, or -<duration> (-30d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+    },
     /// Write, touch or remove an order file below orders/ (validated like the daemon does).
     Order {
         #[command(subcommand)]
@@ -276,6 +298,21 @@ fn execute(command: Command, log_file: Option<PathBuf>) -> anyhow::Result<ExitCo
         Command::Outbox { base, json } => command::outbox::run(base, json),
         Command::Orders { base, json, wide } => command::orders::run(base, json, wide),
         Command::Show { base, id, range, json } => command::show::run(base, &id, range, json),
+        Command::Backfill {
+            base,
+            to,
+            from,
+            orders,
+            since,
+        } => command::backfill::run(
+            base,
+            command::backfill::BackfillArgs {
+                to,
+                from,
+                orders,
+                since,
+            },
+        ),
         Command::Graph {
             base,
             id,

@@ -19,6 +19,7 @@
 //! The clap argument groups shared by several commands live here ([`BaseArgs`],
 //! [`ServiceArgs`]); a command's own arguments live in its file.
 
+pub mod backfill;
 pub mod check;
 pub mod completions;
 pub mod config;

@@ -424,6 +424,28 @@ impl Layout {
         }
     }
 
+    /// The periods of the file each read from its finest `AVERAGE` archive covering it, newest
+    /// first, not overlapping: (seconds per row, start, end), the rows ending in (start, end].
+    pub(crate) fn finest_periods(&self) -> Vec<(u64, i64, i64)> {
+        let mut covered: Vec<(u64, i64, i64)> = self
+            .archives
+            .iter()
+            .filter(|a| a.cf == "AVERAGE")
+            .filter_map(|a| self.coverage(a))
+            .collect();
+        covered.sort_by_key(|c| c.0);
+        let mut periods = Vec::new();
+        let mut before = i64::MAX;
+        for (resolution, oldest, end) in covered {
+            let end = end.min(before);
+            if oldest < end {
+                periods.push((resolution, oldest, end));
+                before = oldest;
+            }
+        }
+        periods
+    }
+
     /// The covered time of `archive`: (seconds per row, start of its oldest row, end of its
     /// newest row), or `None` for an archive that cannot be read back (zero or overflowing).
     fn coverage(&self, archive: &ArchiveInfo) -> Option<(u64, i64, i64)> {
@@ -715,6 +737,19 @@ mod tests {
     }
 
     const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn finest_periods_cover_the_file_once_finest_first() {
+        let layout = spoolmon_layout(20, 3, NOW);
+        let periods = layout.finest_periods();
+        assert!(periods.len() >= 2, "{periods:?}");
+        assert_eq!(periods[0].2, NOW - NOW.rem_euclid(20), "the newest row first");
+        for pair in periods.windows(2) {
+            let ((fine, start, _), (coarse, _, end)) = (pair[0], pair[1]);
+            assert!(coarse > fine, "coarser further back: {periods:?}");
+            assert_eq!(end, start, "no gap and no overlap: {periods:?}");
+        }
+    }
 
     fn plan_for(step: u32, range: i64) -> Plan {
         let layout = spoolmon_layout(step, 3, NOW - 5);

@@ -95,42 +95,13 @@ fn start_each(
     shutdown: &Arc<AtomicBool>,
 ) -> Result<()> {
     for (name, config) in configs {
+        if let Some(parts) = queued_parts(name, config, node)? {
+            running.start_queued(base, name, parts, shutdown)?;
+            continue;
+        }
         match config {
-            SinkConfig::Graphite(options) => {
-                let limits = limits(&options.outbox, Some(options.queue_size as u64));
-                let parts = QueuedParts {
-                    encoder: Box::new(GraphiteEncoder::new(options)),
-                    transport: Box::new(GraphiteTransport::new(options)),
-                    route: route(name, config)?,
-                    takes: config.route_keys().takes_text(),
-                    retry: options.retry_policy(),
-                    limits,
-                };
-                running.start_queued(base, name, parts, shutdown)?;
-            }
-            SinkConfig::Influxdb(options) => {
-                let transport = influx::transport_for(options).with_context(|| format!("sink {name}"))?;
-                let parts = QueuedParts {
-                    encoder: Box::new(InfluxEncoder::new(options)),
-                    transport,
-                    route: route(name, config)?,
-                    takes: config.route_keys().takes_text(),
-                    retry: RetryPolicy::default(),
-                    limits: limits(&options.outbox, None),
-                };
-                running.start_queued(base, name, parts, shutdown)?;
-            }
-            SinkConfig::Redis(options) => {
-                let parts = QueuedParts {
-                    encoder: Box::new(super::redis::RedisEncoder::new(options, node)),
-                    transport: Box::new(super::redis::RedisTransport::new(options)),
-                    route: route(name, config)?,
-                    takes: config.route_keys().takes_text(),
-                    retry: RetryPolicy::default(),
-                    limits: limits(&options.outbox, None),
-                };
-                running.start_queued(base, name, parts, shutdown)?;
-            }
+            // Started above, through their outbox.
+            SinkConfig::Graphite(_) | SinkConfig::Influxdb(_) | SinkConfig::Redis(_) => {}
             SinkConfig::Forward(options) => {
                 let sink = running.start_forward(base, name, options, route(name, config)?, node, shutdown)?;
                 running.sinks.push(Arc::new(sink));
@@ -147,6 +118,80 @@ fn start_each(
         }
     }
     Ok(())
+}
+
+/// The parts of a sink that delivers through an outbox of its own (Graphite, InfluxDB, Redis);
+/// `None` for the others (forward has lanes, local-store no outbox).
+fn queued_parts(name: &str, config: &SinkConfig, node: &str) -> Result<Option<QueuedParts>> {
+    let (encoder, transport, retry, limits): (Box<dyn Encoder>, Box<dyn Transport>, RetryPolicy, OutboxLimits) =
+        match config {
+            SinkConfig::Graphite(options) => (
+                Box::new(GraphiteEncoder::new(options)),
+                Box::new(GraphiteTransport::new(options)),
+                options.retry_policy(),
+                limits(&options.outbox, Some(options.queue_size as u64)),
+            ),
+            SinkConfig::Influxdb(options) => (
+                Box::new(InfluxEncoder::new(options)),
+                influx::transport_for(options).with_context(|| format!("sink {name}"))?,
+                RetryPolicy::default(),
+                limits(&options.outbox, None),
+            ),
+            SinkConfig::Redis(options) => (
+                Box::new(super::redis::RedisEncoder::new(options, node)),
+                Box::new(super::redis::RedisTransport::new(options)),
+                RetryPolicy::default(),
+                limits(&options.outbox, None),
+            ),
+            SinkConfig::Forward(_) | SinkConfig::LocalStore(_) => return Ok(None),
+        };
+    Ok(Some(QueuedParts {
+        encoder,
+        transport,
+        route: route(name, config)?,
+        takes: config.route_keys().takes_text(),
+        retry,
+        limits,
+    }))
+}
+
+/// One sink's encoder and route with a delivery thread on an outbox of its own,
+/// `outbox/<sink>@<suffix>/`, beside the daemon's: what `spoolmon backfill` sends through.
+pub struct Detached {
+    pub outbox: Arc<Outbox>,
+    pub encoder: Box<dyn Encoder>,
+    pub route: Route,
+    pub stats: Arc<DeliveryStats>,
+    pub delivery: JoinHandle<()>,
+}
+
+/// Starts sink `name` detached (see [`Detached`]); an error for a sink without an outbox.
+pub fn detached(
+    base: &BaseDir,
+    name: &str,
+    config: &SinkConfig,
+    node: &str,
+    suffix: &str,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<Detached> {
+    let Some(parts) = queued_parts(name, config, node)? else {
+        anyhow::bail!("sink {name} has no outbox of its own (forward and local-store sinks cannot be backfilled)");
+    };
+    let outbox_name = format!("{name}@{suffix}");
+    let running = RunningSinks::default();
+    let outbox = running.open_outbox(base, &outbox_name, parts.limits)?;
+    let delivery = Delivery::new(&outbox_name, &outbox, parts.transport, parts.retry, shutdown.clone());
+    let stats = delivery.stats();
+    let delivery = delivery
+        .spawn()
+        .with_context(|| format!("cannot start the delivery of {outbox_name}"))?;
+    Ok(Detached {
+        outbox,
+        encoder: parts.encoder,
+        route: parts.route,
+        stats,
+        delivery,
+    })
 }
 
 /// The compiled route of sink `name` (its keys were validated with the config).

@@ -35,11 +35,7 @@ function age(seconds) {
 }
 function idPath(id) { return id.split("/").map(encodeURIComponent).join("/"); }
 function graphUrl(id, params) { return "/graph/" + idPath(id) + ".png?" + new URLSearchParams(params); }
-// When the view is drawn: milliseconds since navigation started (the benchmark reads it).
-function done(state) {
-  document.body.dataset.drawnMs = Math.round(performance.now());
-  document.body.dataset.ready = state;
-}
+function done(state) { document.body.dataset.ready = state; }
 function failed(error) {
   main.replaceChildren(el("p", { class: "error", id: "error" }, "cannot read the API: " + error.message));
   done("error");
