@@ -121,6 +121,9 @@ fn the_pages_draw_the_orders_one_order_and_status_in_a_real_browser() {
     let last = dom(&format!("{site}/?limit=50&offset=100"));
     assert_eq!(row_ids(&last).len(), ORDERS + 1 - 100);
     assert!(last.contains("id=\"next\" disabled"), "no page after the last");
+    let bare = dom(&format!("{site}/?limit=50&graphs=0"));
+    assert_eq!(row_ids(&bare).len(), 50);
+    assert!(!bare.contains("/graph/"), "graphs=0: the table alone");
     let filtered = dom(&format!("{site}/?prefix=lab/o11"));
     assert_eq!(row_ids(&filtered).len(), 10, "lab/o110..o119");
     let invalid = dom(&format!("{site}/?state=invalid"));

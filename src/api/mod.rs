@@ -77,6 +77,33 @@ pub struct Context {
     pub rtt: Option<Arc<crate::process::latency::RttHistograms>>,
     pub component: &'static str,
     pub redis: Option<crate::sink::redis::RedisOptions>,
+    /// The last order listing and when it was made (see [`Context::listing`]).
+    pub listed: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<crate::orders::book::OrderStatus>>)>>,
+}
+
+/// How long an order listing is reused: scanning 10,000 order files costs ~0.3 s, and a person
+/// paging through them asks for it again and again.
+pub const LISTING_REUSED_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Context {
+    /// Every order with its state ([`crate::output::failures::listing`]), at most
+    /// [`LISTING_REUSED_FOR`] old; a write through the API ([`Context::forget_listing`]) makes
+    /// the next one fresh.
+    pub fn listing(&self) -> Arc<Vec<crate::orders::book::OrderStatus>> {
+        let mut listed = self.listed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, listing)) = listed.as_ref() {
+            if at.elapsed() < LISTING_REUSED_FOR {
+                return Arc::clone(listing);
+            }
+        }
+        let listing = Arc::new(crate::output::failures::listing(&self.base, &self.orders));
+        *listed = Some((std::time::Instant::now(), Arc::clone(&listing)));
+        listing
+    }
+
+    pub fn forget_listing(&self) {
+        *self.listed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 struct Api {
@@ -122,6 +149,7 @@ pub fn start(
             rtt: readers.rtt,
             component: readers.component,
             redis: readers.redis,
+            listed: std::sync::Mutex::new(None),
         }),
         tokens: options
             .tokens

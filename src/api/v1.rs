@@ -298,11 +298,15 @@ impl Route {
                 limit,
             } => {
                 readable_orders(context)?;
-                let mut statuses = crate::output::failures::listing(base, &context.orders);
-                statuses.retain(|s| {
-                    prefix.as_deref().is_none_or(|p| s.id.as_str().starts_with(p))
-                        && state.is_none_or(|st| s.state == st)
-                });
+                let statuses: Vec<_> = context
+                    .listing()
+                    .iter()
+                    .filter(|s| {
+                        prefix.as_deref().is_none_or(|p| s.id.as_str().starts_with(p))
+                            && state.is_none_or(|st| s.state == st)
+                    })
+                    .cloned()
+                    .collect();
                 let total = statuses.len();
                 // By id only the page's last results are read; a sort by them reads them all.
                 let orders = if sort == Sort::Id {
@@ -330,6 +334,7 @@ impl Route {
             Route::PutOrder { id, replace } => {
                 let text = write::order_text(body.unwrap_or_default().to_vec()).map_err(write_refusal)?;
                 let written = write::write(base, &context.orders, &id, &text, replace).map_err(write_refusal)?;
+                context.forget_listing();
                 let status = if written.replaced { 200 } else { 201 };
                 Ok(answer(
                     status,
@@ -340,12 +345,17 @@ impl Route {
             Route::DeleteOrder { id } => {
                 let orders = write::orders_dir(base).map_err(|e| (503, e.to_string()))?;
                 write::remove(&orders, &id).map_err(write_refusal)?;
+                context.forget_listing();
                 ok(&serde_json::json!({ "id": id, "removed": true }))
             }
             Route::Results { prefix } => {
                 readable_orders(context)?;
-                let mut statuses = crate::output::failures::listing(base, &context.orders);
-                statuses.retain(|s| prefix.as_deref().is_none_or(|p| s.id.as_str().starts_with(p)));
+                let statuses: Vec<_> = context
+                    .listing()
+                    .iter()
+                    .filter(|s| prefix.as_deref().is_none_or(|p| s.id.as_str().starts_with(p)))
+                    .cloned()
+                    .collect();
                 let results: serde_json::Map<String, serde_json::Value> =
                     crate::output::wide::widen(base, &context.orders, statuses, now)
                         .into_iter()

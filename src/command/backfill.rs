@@ -396,7 +396,10 @@ impl Meter {
         self.last = Some(Instant::now());
         let delivered = detached.stats.sent_lines.load(Ordering::Relaxed);
         let width = 30;
-        let done = (self.orders * width).checked_div(self.total).unwrap_or(width).min(width);
+        let done = (self.orders * width)
+            .checked_div(self.total)
+            .unwrap_or(width)
+            .min(width);
         let text = format!(
             "[{}{}] {}/{} orders, {} lines queued, {} delivered",
             "#".repeat(done),
