@@ -221,9 +221,8 @@ fn series_reach_redis_queries_read_them_and_an_outage_is_a_backlog_not_a_loss() 
         .filter_map(|line| {
             let (time, values) = line.split_once(':')?;
             let median: f64 = values.split_whitespace().nth(1)?.parse().ok()?;
-            median
-                .is_finite()
-                .then(|| (time.trim().parse::<i64>().ok()? - 2) * 1000)
+            let end: i64 = time.trim().parse().ok()?;
+            median.is_finite().then_some((end - 2) * 1000)
         })
         .filter(|t| *t >= after[0] && *t <= last * 1000)
         .collect();
