@@ -7,53 +7,13 @@
 
 mod common;
 
-use common::servers::free_tcp_port;
+use common::servers::{free_tcp_port, redis_cli, Redis};
 use common::*;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(90);
 const ORDERS: usize = 12;
-
-struct RedisServer(Child);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis_server(port: u16) -> RedisServer {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server (make test-deps installs it)");
-    let server = RedisServer(child);
-    wait_for("redis-server answering", LIMIT, None, || {
-        redis_cli(port, &["PING"]).trim() == "PONG"
-    });
-    server
-}
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
 
 /// (ms, value) of an order's median stream.
 fn medians(port: u16, order: &str) -> Vec<(i64, f64)> {
@@ -156,7 +116,7 @@ fn history_goes_through_the_sink_finest_first_and_an_interrupted_backfill_finish
     assert!(base.read("state/backfill-r.json").is_some(), "the progress survives");
 
     // Redis up, the same command: it continues and ends once everything is delivered.
-    let _redis = redis_server(port);
+    let _redis = Redis::start(port);
     let second = backfill(&base, &["--to", "r"]).wait_with_output().unwrap();
     assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
     assert!(

@@ -7,54 +7,13 @@
 
 mod common;
 
-use common::servers::free_tcp_port;
+use common::servers::{free_tcp_port, redis_cli, Redis};
 use common::*;
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-struct RedisServer(Child);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis_server(port: u16) -> RedisServer {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server (make test-deps installs it)");
-    let server = RedisServer(child);
-    wait_for("redis-server answering", LIMIT, None, || {
-        redis_cli(port, &["PING"]).trim() == "PONG"
-    });
-    server
-}
-
-/// `redis-cli` (an independent client) on `port`: its output, or "" when it cannot connect.
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
-}
 
 /// GET `url` with `params` URL-encoded (`name=value` each).
 fn get_with(url: &str, params: &[&str]) -> (u16, Value) {
@@ -104,7 +63,7 @@ fn backlog(base: &Base) -> u64 {
 fn series_reach_redis_queries_read_them_and_an_outage_is_a_backlog_not_a_loss() {
     require_root("native ICMP to 127.0.0.0/8");
     let redis_port = free_tcp_port();
-    let redis = redis_server(redis_port);
+    let redis = Redis::start(redis_port);
     let base = Base::new();
     base.write_order("lab/a", &ping_order("127.0.0.1", 2, 3));
     base.write_order("lab/b", &ping_order("127.0.0.2", 2, 3));
@@ -191,7 +150,7 @@ fn series_reach_redis_queries_read_them_and_an_outage_is_a_backlog_not_a_loss() 
 
     // A new, empty Redis on the same port: the sink reconnects by itself and delivers every
     // step of the outage.
-    let _redis = redis_server(redis_port);
+    let _redis = Redis::start(redis_port);
     wait_for("the backlog delivered", LIMIT, Some(&daemon), || {
         backlog(&base) == 0 && median_times(redis_port).len() >= 4
     });

@@ -687,3 +687,51 @@ impl ReplayServer {
         *self.answer.lock().unwrap() = (status, body.to_string());
     }
 }
+
+/// A real `redis-server` (Debian's) on `port` in the foreground, nothing saved to disk, killed
+/// when dropped (a test kills it on purpose by dropping it).
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (make test-deps installs it)");
+        let server = Redis { child, port };
+        wait_for("redis-server answering", START_LIMIT, None, || {
+            redis_cli(port, &["PING"]).trim() == "PONG"
+        });
+        server
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `redis-cli` (an independent client) on `port`: its output, or "" when it cannot connect.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}

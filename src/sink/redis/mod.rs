@@ -24,8 +24,8 @@
 //! command. Redis down or restarting means a backlog, not a loss; the transport reconnects by
 //! itself (pmproxy could not, its issue #1357). Delivery is at least once, and a repeat is
 //! harmless: a stream entry's id is its time, and Redis refuses an id not above the stream's
-//! last (counted as a repeat, not an error). So is a value older than the newest of its series
-//! (an older snapshot processed late): skipped the same way.
+//! last (skipped, logged at debug level, not an error). So is a value older than the newest of
+//! its series (an older snapshot processed late).
 
 pub mod resp;
 pub mod sha1;
@@ -227,8 +227,6 @@ pub struct RedisTransport {
     connection: Option<resp::Connection>,
     /// Series whose metadata and indexes this connection has written.
     registered: HashSet<String>,
-    /// Values Redis refused as not newer than their series' newest (repeats, late values).
-    pub repeats: u64,
 }
 
 impl RedisTransport {
@@ -237,7 +235,6 @@ impl RedisTransport {
             options: options.clone(),
             connection: None,
             registered: HashSet::new(),
-            repeats: 0,
         }
     }
 
@@ -324,14 +321,18 @@ impl Transport for RedisTransport {
             None => return Err(DeliveryError::Transient("not connected".into())),
         };
         let mut first_error = None;
+        let mut not_newer = 0u64;
         for reply in &replies {
             if let resp::Reply::Error(e) = reply {
                 if e.contains("equal or smaller than the target stream top item") {
-                    self.repeats += 1;
+                    not_newer += 1;
                 } else if first_error.is_none() {
                     first_error = Some(e.clone());
                 }
             }
+        }
+        if not_newer > 0 {
+            tracing::debug!(to = %self.describe(), not_newer, "values not newer than their series' newest (repeats, late values) skipped");
         }
         match first_error {
             None => {
