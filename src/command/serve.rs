@@ -40,7 +40,8 @@ pub fn run(base: BaseArgs, listen: Vec<String>) -> Result<ExitCode> {
         stop.clone(),
     )?;
     while !signals.terminating() {
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        // A signal is looked for once a second: idle, the server wakes up that rarely.
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
     stop.store(true, Ordering::SeqCst);
     let _ = server.thread.join();

@@ -256,6 +256,9 @@ fn remove_stale_socket(path: &std::path::Path) -> io::Result<()> {
     }
 }
 
+/// How often a serving thread looks at its stop flag.
+const SHUTDOWN_POLL: Duration = Duration::from_secs(1);
+
 struct Server<H> {
     handler: Arc<H>,
     limits: Limits,
@@ -290,7 +293,9 @@ async fn serve<H: Handler>(bound: Vec<Bound>, server: Arc<Server<H>>, shutdown: 
         }
     }
     while !shutdown.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The stop flag is looked at once a second: an idle server wakes up that rarely (its
+        // whole idle cost), and a stop waits at most that long to begin.
+        tokio::time::sleep(SHUTDOWN_POLL).await;
     }
     // Stop accepting; let requests in progress finish within the time limit. Idle connections
     // close when the runtime ends.
