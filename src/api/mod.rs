@@ -1,7 +1,10 @@
 //! The API: what a person or a script looks at over HTTP (`spoolmon serve`, and `spoolmon run`
 //! with an `api:` section). pmproxy's job for spoolmon's own files: REST and JSON below
 //! `/api/v1/` ([`v1`]): orders (listed, one read, written with `PUT`, removed with `DELETE`),
-//! last results, an order's RRD series, queues, sinks, nodes, status, the archive, health.
+//! last results, an order's RRD series, queues, sinks, nodes, status, the archive, health;
+//! `/metrics` for Prometheus ([`metrics`]), the Graphite render API for Grafana ([`graphite`]),
+//! SmokePing graphs ([`graph`]), the web page ([`web`]) and pmproxy's `/series/` over Redis
+//! ([`pmseries`]).
 //!
 //! Owns on disk: nothing of its own. It reads beside the daemon what the stages own (through
 //! their readers: [`crate::output`], and the status report the command hands in) and writes only order files, through
