@@ -109,29 +109,8 @@ enum Command {
     Graph {
         #[command(flatten)]
         base: BaseArgs,
-        /// The order id: its path below orders/, as `spoolmon orders` lists it.
-        #[arg(value_name = "ID")]
-        id: String,
-        /// How far back the graph reaches from --until: 3h, 1d, 1w, 1y, or seconds (units s, m,
-        /// h, d, w, y).
-        #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = spoolmon::output::history::parse_range)]
-        range: u64,
-        /// Start instead of --range: unix seconds, now, or -<duration> (-3h).
-        #[arg(long, value_name = "TIME")]
-        from: Option<String>,
-        /// End: unix seconds, now (the default), or -<duration>.
-        #[arg(long, value_name = "TIME")]
-        until: Option<String>,
-        /// Width of the graph area, pixels (SmokePing's 600).
-        #[arg(long, default_value_t = 600)]
-        width: u32,
-        /// Height of the graph area, pixels (SmokePing's 200).
-        #[arg(long, default_value_t = 200)]
-        height: u32,
-        /// The file to write: its extension (.png or .svg) chooses the format; `-` writes PNG to
-        /// stdout.
-        #[arg(short, long, value_name = "FILE")]
-        output: PathBuf,
+        #[command(flatten)]
+        args: command::graph::GraphArgs,
     },
     /// Send the orders' RRD history through a sink (as pmseries --load does).
     ///
@@ -142,18 +121,8 @@ enum Command {
     Backfill {
         #[command(flatten)]
         base: BaseArgs,
-        /// The sink (its name under sinks:) to send through: graphite, influxdb or redis.
-        #[arg(long, value_name = "SINK")]
-        to: String,
-        /// Where the RRDs are read: output (the orders being measured) or archive.
-        #[arg(long, value_enum, default_value = "output")]
-        from: command::backfill::Source,
-        /// Only the orders matching this glob (`dc1/**`; `*` within one component).
-        #[arg(long, value_name = "GLOB")]
-        orders: Option<String>,
-        /// Only the history since then: unix seconds, or -<duration> (-30d).
-        #[arg(long, value_name = "TIME")]
-        since: Option<String>,
+        #[command(flatten)]
+        args: command::backfill::BackfillArgs,
     },
     /// Write, touch or remove an order file below orders/ (validated like the daemon does).
     Order {
@@ -298,42 +267,8 @@ fn execute(command: Command, log_file: Option<PathBuf>) -> anyhow::Result<ExitCo
         Command::Outbox { base, json } => command::outbox::run(base, json),
         Command::Orders { base, json, wide } => command::orders::run(base, json, wide),
         Command::Show { base, id, range, json } => command::show::run(base, &id, range, json),
-        Command::Backfill {
-            base,
-            to,
-            from,
-            orders,
-            since,
-        } => command::backfill::run(
-            base,
-            command::backfill::BackfillArgs {
-                to,
-                from,
-                orders,
-                since,
-            },
-        ),
-        Command::Graph {
-            base,
-            id,
-            range,
-            from,
-            until,
-            width,
-            height,
-            output,
-        } => command::graph::run(
-            base,
-            command::graph::GraphArgs {
-                id,
-                range,
-                from,
-                until,
-                width,
-                height,
-                output,
-            },
-        ),
+        Command::Backfill { base, args } => command::backfill::run(base, args),
+        Command::Graph { base, args } => command::graph::run(base, args),
         Command::Order { order } => command::order::run(order),
         Command::Config {
             config,

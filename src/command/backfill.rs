@@ -38,11 +38,20 @@ use tracing::info;
 /// Lines per outbox record appended.
 const BATCH_LINES: usize = 20_000;
 
-/// What `spoolmon backfill` was asked for.
+/// What `spoolmon backfill` takes besides the base directory.
+#[derive(Debug, clap::Args)]
 pub struct BackfillArgs {
+    /// The sink (its name under sinks:) to send through: graphite, influxdb or redis.
+    #[arg(long, value_name = "SINK")]
     pub to: String,
+    /// Where the RRDs are read: output (the orders being measured) or archive.
+    #[arg(long, value_enum, default_value = "output")]
     pub from: Source,
+    /// Only the orders matching this glob (`dc1/**`; `*` within one component).
+    #[arg(long, value_name = "GLOB")]
     pub orders: Option<String>,
+    /// Only the history since then: unix seconds, or -<duration> (-30d).
+    #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
 }
 

@@ -14,14 +14,31 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// What `spoolmon graph` was asked for.
+/// What `spoolmon graph` takes besides the base directory.
+#[derive(Debug, clap::Args)]
 pub struct GraphArgs {
+    /// The order id: its path below orders/, as `spoolmon orders` lists it.
+    #[arg(value_name = "ID")]
     pub id: String,
+    /// How far back the graph reaches from --until: 3h, 1d, 1w, 1y, or seconds (units s, m,
+    /// h, d, w, y).
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = crate::output::history::parse_range)]
     pub range: u64,
+    /// Start instead of --range: unix seconds, now, or -<duration> (-3h).
+    #[arg(long, value_name = "TIME")]
     pub from: Option<String>,
+    /// End: unix seconds, now (the default), or -<duration>.
+    #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+    /// Width of the graph area, pixels (SmokePing's 600).
+    #[arg(long, default_value_t = 600)]
     pub width: u32,
+    /// Height of the graph area, pixels (SmokePing's 200).
+    #[arg(long, default_value_t = 200)]
     pub height: u32,
+    /// The file to write: its extension (.png or .svg) chooses the format; `-` writes PNG to
+    /// stdout.
+    #[arg(short, long, value_name = "FILE")]
     pub output: std::path::PathBuf,
 }
 
