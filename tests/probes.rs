@@ -124,26 +124,7 @@ fn last_update(base: &Base, id: &str) -> Option<(i64, Vec<String>)> {
     if !rrd.exists() {
         return None;
     }
-    // The daemon's librrd holds the file's lock while it updates it: rrdtool then answers
-    // "could not lock RRD", and asking again a moment later reads it.
-    let mut text = String::new();
-    for _ in 0..500 {
-        let out = std::process::Command::new("rrdtool")
-            .args(["lastupdate", rrd.to_str().unwrap()])
-            .output()
-            .expect("rrdtool runs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() {
-            text = String::from_utf8(out.stdout).unwrap();
-            break;
-        }
-        assert!(
-            stderr.contains("could not lock"),
-            "rrdtool lastupdate {}: {stderr}",
-            rrd.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    let text = rrdtool(&["lastupdate", rrd.to_str().unwrap()]);
     let (time, values) = text.lines().last()?.split_once(": ")?;
     Some((
         time.parse().ok()?,

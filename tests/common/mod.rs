@@ -246,13 +246,18 @@ pub fn field(text: &str, key: &str) -> String {
 
 /// Runs `rrdtool` with `args`, returning stdout (panics on failure).
 pub fn rrdtool(args: &[&str]) -> String {
-    let out = Command::new("rrdtool").args(args).output().expect("rrdtool runs");
-    assert!(
-        out.status.success(),
-        "rrdtool {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    // A running daemon's librrd holds a file's lock while it updates it: rrdtool then answers
+    // "could not lock RRD" (lastupdate locks), and asking again a moment later reads it.
+    for _ in 0..500 {
+        let out = Command::new("rrdtool").args(args).output().expect("rrdtool runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            return String::from_utf8(out.stdout).unwrap();
+        }
+        assert!(stderr.contains("could not lock"), "rrdtool {args:?}: {stderr}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("rrdtool {args:?}: the file stayed locked for 5 s");
 }
 
 /// A ping order in YAML.
