@@ -238,34 +238,11 @@ fn order_ids(base: &BaseDir, from: Source) -> Result<Vec<OrderId>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot open {}/", from.dir())),
     };
-    let mut found = Vec::new();
-    let mut stack = vec![(root, String::new())];
-    while let Some((dir, prefix)) = stack.pop() {
-        for (name, kind) in dir.entries()? {
-            let Some(name) = name.to_str() else { continue };
-            if kind != crate::spool::beneath::Kind::Dir || name.starts_with('.') {
-                continue;
-            }
-            let rel = if prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let child = match dir.open_dir(name) {
-                Ok(child) => child,
-                Err(_) => continue,
-            };
-            if matches!(child.kind("main.rrd"), Ok(Some(crate::spool::beneath::Kind::File))) {
-                if let Ok(id) = OrderId::new(rel) {
-                    found.push(id);
-                }
-            } else {
-                stack.push((child, rel));
-            }
-        }
-    }
-    found.sort();
-    Ok(found)
+    Ok(crate::output::archive::entries_below(&root)?
+        .into_iter()
+        .filter(|entry| entry.has_rrd)
+        .filter_map(|entry| OrderId::new(entry.id).ok())
+        .collect())
 }
 
 /// Reads one order's history into the outbox; returns the lines queued.
@@ -285,9 +262,7 @@ fn backfill_order(
     };
     let info = rrd::ops::info::info(file.librrd_path()).map_err(|e| file.librrd_error(e))?;
     let layout = Layout::from_info(info);
-    let pings = (1..)
-        .take_while(|i| layout.sources.iter().any(|s| *s == format!("ping{i}")))
-        .count();
+    let pings = layout.pings() as usize;
     let mut buffer = Vec::new();
     let mut lines = 0usize;
     let mut total = 0u64;

@@ -297,8 +297,15 @@ pub fn entries(base: &BaseDir) -> Result<Vec<ArchivedEntry>, ArchiveError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(inspect_error(&base.archive(), e)),
     };
+    entries_below(&root)
+}
+
+/// The order directories below `root` (`archive/`, or `output/` for `spoolmon backfill`): those
+/// holding a `main.rrd`, `last_result` or expiry marker, in id order, depth-bounded, read by
+/// descriptor, never through a symlink.
+pub fn entries_below(root: &Dir) -> Result<Vec<ArchivedEntry>, ArchiveError> {
     let mut found = Vec::new();
-    list_tree(&root, "", 0, &mut found)?;
+    list_tree(root, "", 0, &mut found)?;
     found.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(found)
 }

@@ -25,7 +25,6 @@
 //! followed). Called by `command::graph` and the API.
 
 use super::history::{CheckedRrd, HistoryError, Layout};
-use super::series::{self, Cf, Query};
 use crate::shared::measurement::OrderId;
 use crate::spool::beneath::Dir;
 use rrd::ops::graph::elements::{
@@ -166,33 +165,31 @@ pub fn draw(parent: &Dir, id: &OrderId, request: &Request) -> Result<Vec<u8>, Gr
     let info = rrd::ops::info::info(file.librrd_path()).map_err(|e| file.librrd_error(e))?;
     let layout = Layout::from_info(info);
     let has = |name: &str| layout.sources.iter().any(|s| s == name);
-    let pings = (1..).take_while(|i| has(&format!("ping{i}"))).count() as u32;
+    let pings = layout.pings();
     if !has("median") || !has("loss") {
         return Err(GraphError::File(HistoryError::Foreign {
             path: file.path().to_owned(),
             names: layout.sources.join(", "),
         }));
     }
-    // The y axis: from the medians of the window (one fetch), SmokePing's way.
-    let medians = series::fetch(
-        parent,
-        id,
-        Query {
-            cf: Cf::Average,
-            from: request.from,
-            until: request.until,
-            resolution: Some(((request.until - request.from) as u64 / u64::from(request.width)).max(1)),
-        },
+    // The y axis: from the medians of the window, SmokePing's way (one fetch of the file
+    // already open, at about one row per pixel).
+    let at = |t: i64| UNIX_EPOCH + Duration::from_secs(t as u64);
+    let resolution = ((request.until - request.from) as u64 / u64::from(request.width)).max(1);
+    let medians = rrd::ops::fetch::fetch(
+        file.librrd_path(),
+        rrd::ConsolidationFn::Avg,
+        at(request.from),
+        at(request.until),
+        Duration::from_secs(resolution),
     )
-    .map_err(|e| match e {
-        series::SeriesError::File(e) => GraphError::File(e),
-        series::SeriesError::Query(reason) => GraphError::Request(reason),
-    })?;
-    let median_at = medians.sources.iter().position(|s| s == "median");
+    .map_err(|e| file.librrd_error(e))?;
+    let median_at = medians.ds_names().iter().position(|s| s == "median");
     let largest = medians
-        .rows
+        .rows()
         .iter()
-        .filter_map(|r| median_at.and_then(|i| r.values[i]))
+        .filter_map(|row| median_at.map(|i| row.as_slice()[i]))
+        .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
     let upper_ms = (largest * 1000.0 * 1.5).max(0.001);
 
@@ -337,7 +334,6 @@ pub fn draw(parent: &Dir, id: &OrderId, request: &Request) -> Result<Vec<u8>, Gr
         shown(request.from),
         shown(request.until)
     )));
-    let at = |t: i64| UNIX_EPOCH + Duration::from_secs(t as u64);
     let mut misc = Misc::default();
     for tag in [
         rrd::ops::graph::props::ColorTag::ShadeA,

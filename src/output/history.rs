@@ -424,6 +424,12 @@ impl Layout {
         }
     }
 
+    /// The number of `ping<N>` data sources (`ping1` on without a gap): the pings of a round.
+    pub(crate) fn pings(&self) -> u32 {
+        let has = |i: u32| self.sources.iter().any(|s| *s == format!("ping{i}"));
+        (1..).take_while(|&i| has(i)).count() as u32
+    }
+
     /// The periods of the file each read from its finest `AVERAGE` archive covering it, newest
     /// first, not overlapping: (seconds per row, start, end), the rows ending in (start, end].
     pub(crate) fn finest_periods(&self) -> Vec<(u64, i64, i64)> {
