@@ -2,7 +2,9 @@
 //! `/graph/<id>.png|.svg` on an RRD made by the real `rrdtool` with 20 pings per round. The
 //! SVG shows SmokePing's construction (ten grey smoke bands from light outside to dark inside,
 //! the median in the loss colours); the PNG is a real PNG of the asked size or larger (the
-//! legend); graphs drawn in parallel over HTTP all come back (librrd's graph serialised); wrong
+//! legend); graphs drawn in parallel over HTTP all come back (librrd's graph serialised);
+//! thumbnails (`legend=0`, drawn by spoolmon itself) have the size asked, SmokePing's greys and
+//! loss colours, and decode in Chromium; wrong
 //! ids, windows, sizes and file names are refused with the documented exit codes and statuses.
 
 mod common;
@@ -207,6 +209,70 @@ fn graphs_are_drawn_in_smokepings_language_by_the_command_and_the_api() {
         let (w, h) = png_size(&std::fs::read(&file).unwrap());
         assert!(w > 600 && h > 200, "{w}x{h}");
     }
+    // Thumbnails (the graph area alone, drawn without librrd's graph): exactly the size asked,
+    // SmokePing's two thumbnail greys for 20 pings (221 and 126) and the median in the loss
+    // colours, lossy rounds included; decoded by a real browser.
+    let thumb = format!("{url}/dc1/web-1.png?range=2h&width=150&height=30&legend=0");
+    let thumbs: Vec<_> = (0..8)
+        .map(|i| {
+            let file = base.join(&format!("thumb-{i}.png"));
+            let child = Command::new("curl")
+                .args(["-sS", "--max-time", "30", "-o", file.to_str().unwrap()])
+                .args(["-w", "%{http_code} %{content_type}", &thumb])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (file, child)
+        })
+        .collect();
+    for (file, child) in thumbs {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200 image/png");
+        assert_eq!(png_size(&std::fs::read(&file).unwrap()), (150, 30));
+    }
+    let svg_thumb = Command::new("curl")
+        .args(["-sS", "--max-time", "30"])
+        .arg(format!("{url}/dc1/web-1.svg?range=2h&width=150&height=30&legend=0"))
+        .output()
+        .unwrap();
+    let svg_thumb = String::from_utf8_lossy(&svg_thumb.stdout);
+    assert!(svg_thumb.starts_with("<svg") && svg_thumb.contains("width=\"150\" height=\"30\""));
+    for fill in ["#dddddd", "#7e7e7e", "#26ff00"] {
+        assert!(
+            svg_thumb.contains(&format!("fill=\"{fill}\"")),
+            "{fill} missing: {svg_thumb}"
+        );
+    }
+    assert!(
+        ["#00b8ff", "#0059ff", "#5e00ff", "#7e00ff", "#dd00ff", "#ff0000"]
+            .iter()
+            .any(|lossy| svg_thumb.contains(lossy)),
+        "no lossy round coloured: {svg_thumb}"
+    );
+    let page = base.join("thumb.html");
+    std::fs::write(
+        &page,
+        format!(
+            "<html><body><img id=t src=\"{thumb}\"><script>\
+             const t = document.getElementById('t');\
+             t.onload = () => document.body.setAttribute('data-size', t.naturalWidth + 'x' + t.naturalHeight);\
+             t.onerror = () => document.body.setAttribute('data-size', 'broken');\
+             </script></body></html>"
+        ),
+    )
+    .unwrap();
+    let out = Command::new("chromium")
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg("--virtual-time-budget=10000")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium (make test-deps installs it)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("data-size=\"150x30\""),
+        "the browser did not decode it: {dom}"
+    );
+
     let status = |path: &str| {
         let out = Command::new("curl")
             .args(["-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code}"])

@@ -74,7 +74,8 @@ impl Route {
         })
     }
 
-    /// The image (blocking: librrd draws it, one graph at a time in the process).
+    /// The image (blocking: librrd draws a full graph, one at a time in the process; a
+    /// thumbnail is drawn without it, in parallel).
     pub fn answer(self, context: &Context, now: i64) -> Result<Response<Full<Bytes>>, (u16, String)> {
         let time = |text: &Option<String>, default: i64, name: &str| match text {
             None => Ok(default),

@@ -21,6 +21,9 @@
 //! up to N−1 `#ff0000` (SmokePing's table, keys 0–4, N/2 and N−1). SmokePing draws the
 //! median as a band two pixels high; a two-pixel line here, the same to the eye.
 //!
+//! A thumbnail (no legend: the graph area alone) is drawn by [`super::thumbnail`] instead, in
+//! parallel and without librrd's graph: the same construction at one row per pixel column.
+//!
 //! Owns on disk: nothing; reads `<dir>/<id>/main.rrd` through [`CheckedRrd`] (no symlink
 //! followed). Called by `command::graph` and the API.
 
@@ -95,7 +98,7 @@ pub enum GraphError {
 
 /// SmokePing's loss colours for `pings` pings (its default table, keys 0 to 4, N/2 and N−1,
 /// each the most lost pings of its band): (bound, colour, legend).
-fn loss_colours(pings: u32) -> Vec<(u32, Color, String)> {
+pub(super) fn loss_colours(pings: u32) -> Vec<(u32, Color, String)> {
     let rgb = |hex: u32| Color {
         red: (hex >> 16) as u8,
         green: (hex >> 8) as u8,
@@ -126,6 +129,27 @@ fn loss_colours(pings: u32) -> Vec<(u32, Color, String)> {
             (bound, rgb(hex), legend)
         })
         .collect()
+}
+
+/// The smoke's bands, outermost first, as (bottom, top) ping numbers of the sorted pings: every
+/// band, or for a thumbnail (no legend) two, all the pings and the middle half, which read 4 of
+/// the pings instead of all.
+pub(super) fn smoke_bands(pings: u32, legend: bool) -> Vec<(u32, u32)> {
+    if legend || pings < 8 {
+        (1..=pings / 2)
+            .map(|i| (i, pings + 1 - i))
+            .filter(|(b, t)| t > b)
+            .collect()
+    } else {
+        vec![(1, pings), (pings / 4 + 1, pings - pings / 4)]
+    }
+}
+
+/// The grey of the band whose bottom is the `bottom`-th of `pings` sorted pings (SmokePing:
+/// `int(190/(N/2) × (N/2 − i)) + 50`, darker towards the middle).
+pub(super) fn smoke_grey(pings: u32, bottom: u32) -> u8 {
+    let half = f64::from(pings) / 2.0;
+    ((190.0 / half * (half - f64::from(bottom))) as i64 + 50).clamp(0, 255) as u8
 }
 
 fn var(name: &str) -> VarName {
@@ -171,6 +195,9 @@ pub fn draw(parent: &Dir, id: &OrderId, request: &Request) -> Result<Vec<u8>, Gr
             path: file.path().to_owned(),
             names: layout.sources.join(", "),
         }));
+    }
+    if !request.legend {
+        return super::thumbnail::draw(&file, &layout, request);
     }
     // The y axis: from the medians of the window, SmokePing's way (one fetch of the file
     // already open, at about one row per pixel).
@@ -231,17 +258,7 @@ pub fn draw(parent: &Dir, id: &OrderId, request: &Request) -> Result<Vec<u8>, Gr
     let comment = |text: &str| -> GraphElement { Comment { text: text.into() }.into() };
     let mut elements: Vec<GraphElement> = vec![def("median", "median"), def("loss", "loss")];
     elements.push(cdef("med", "median,1000,*".into()));
-    // The smoke, outermost band first: every band, or for a thumbnail two (all the pings, and
-    // the middle half), which read 4 of the pings instead of all (each one a read of the file).
-    let all: Vec<(u32, u32)> = (1..=pings / 2)
-        .map(|i| (i, pings + 1 - i))
-        .filter(|(b, t)| t > b)
-        .collect();
-    let bands: Vec<(u32, u32)> = if request.legend || pings < 8 {
-        all
-    } else {
-        vec![(1, pings), (pings / 4 + 1, pings - pings / 4)]
-    };
+    let bands = smoke_bands(pings, true);
     let mut read: Vec<u32> = bands.iter().flat_map(|(b, t)| [*b, *t]).collect();
     read.sort_unstable();
     read.dedup();
@@ -252,9 +269,8 @@ pub fn draw(parent: &Dir, id: &OrderId, request: &Request) -> Result<Vec<u8>, Gr
             format!("ping{i},1000,*,{upper_ms},LT,ping{i},1000,*,INF,IF"),
         ));
     }
-    let half = f64::from(pings) / 2.0;
     for (bottom, top) in bands {
-        let grey = ((190.0 / half * (half - f64::from(bottom))) as i64 + 50).clamp(0, 255) as u8;
+        let grey = smoke_grey(pings, bottom);
         elements.push(cdef(
             &format!("smoke{bottom}"),
             format!("cp{bottom},UN,UNKN,cp{top},cp{bottom},-,IF"),
@@ -363,7 +379,6 @@ pub fn draw(parent: &Dir, id: &OrderId, request: &Request) -> Result<Vec<u8>, Gr
         size: Size {
             width: Some(request.width),
             height: Some(request.height),
-            only_graph: !request.legend,
             ..Size::default()
         },
         limits: Limits {

@@ -26,4 +26,5 @@ pub mod reconcile;
 pub mod rrd;
 pub mod series;
 pub mod show;
+mod thumbnail;
 pub mod wide;
