@@ -6,6 +6,7 @@
 # base directory stays small), served by `BIN serve`:
 #   - /render of one series over a day (format=json, maxDataPoints=1000): p50/p99 of REQUESTS
 #   - /api/v1/orders first page (100 orders, by id) and sorted by median (reads every result)
+#   - a thumbnail as the orders page asks for it (/graph/<id>.png?range=3h&width=150&height=30&legend=0)
 #   - /graph/<id>.png over a day (600x200, SmokePing's size), and beside it SmokePing's own
 #     drawing of the same file: its two librrd calls (the PRINT of the largest median for the
 #     y axis, then the graph) run in-process through RRDs (the Perl binding SmokePing draws
@@ -72,6 +73,7 @@ echo "render sumSeries over 1000 orders, 1h: $(timed 20 "$site/render?target=sum
 echo "orders first page (100, by id): $(timed 50 "$site/api/v1/orders?limit=100")"
 echo "orders sorted by median (reads every last_result): $(timed 10 "$site/api/v1/orders?limit=100&sort=median")"
 echo "graph PNG over a day (600x200): $(timed 50 "$site/graph/$id.png?range=1d")"
+echo "thumbnail PNG over 3 h (150x30, legend=0, as the orders page asks): $(timed 100 "$site/graph/$id.png?range=3h&width=150&height=30&legend=0")"
 
 if perl -MRRDs -e 1 2> /dev/null; then
   # SmokePing's detail graph of the same file: its smoke (cp<i> clipped at the maximum, bands
@@ -132,17 +134,19 @@ fi
 if command -v chromium > /dev/null; then
   # Wall time of a headless Chromium that loads the page and waits until nothing is pending
   # (the table drawn, the thumbnails loaded), minus that of the same Chromium loading a static
-  # asset of the same server: what the page itself costs. Alternated, 5 of each.
-  load() { local t0 t1; t0=$(date +%s%N); chromium --headless=new --no-sandbox --disable-gpu --virtual-time-budget=30000 --dump-dom "$1" > "$base/dom.html" 2> /dev/null; t1=$(date +%s%N); echo $(((t1 - t0) / 1000000)); }
+  # asset of the same server: what the page itself costs. Alternated, 7 of each. Chromium without
+  # its background networking (this machine refuses it: waits of 0.5 s at random otherwise) and
+  # with a new profile each time.
+  load() { local t0 t1; t0=$(date +%s%N); chromium --headless=new --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking --disable-component-update --disable-sync --user-data-dir="$(mktemp -d "$base/chromium.XXXX")" --virtual-time-budget=30000 --dump-dom "$1" > "$base/dom.html" 2> /dev/null; t1=$(date +%s%N); echo $(((t1 - t0) / 1000000)); }
   for view in "/" "/?sort=median" "/?graphs=0"; do
     page=() blank=()
-    for _ in 1 2 3 4 5; do
+    for _ in 1 2 3 4 5 6 7; do
       blank+=("$(load "$site/assets/app.css")")
       page+=("$(load "$site$view")")
       grep -q 'data-ready="1"' "$base/dom.html" || echo "  (the page was not drawn)"
     done
-    pm=$(printf '%s\n' "${page[@]}" | sort -n | sed -n 3p)
-    bm=$(printf '%s\n' "${blank[@]}" | sort -n | sed -n 3p)
+    pm=$(printf '%s\n' "${page[@]}" | sort -n | sed -n 4p)
+    bm=$(printf '%s\n' "${blank[@]}" | sort -n | sed -n 4p)
     echo "orders page $view in Chromium: median $pm ms, a static asset $bm ms: the page $((pm - bm)) ms (loads: ${page[*]} / ${blank[*]})"
   done
 fi
