@@ -29,6 +29,16 @@ fn forward_example() -> crate::sink::forward::ForwardOptions {
 
 const FORWARD_EXAMPLE_DESTINATION: &str = "http://192.0.2.10:19999";
 
+/// The Kafka sink in the commented `sinks:` block of `--print-defaults` (brokers have no default).
+fn kafka_example() -> crate::sink::kafka::KafkaOptions {
+    crate::sink::kafka::KafkaOptions {
+        brokers: vec![KAFKA_EXAMPLE_BROKER.into()],
+        ..Default::default()
+    }
+}
+
+const KAFKA_EXAMPLE_BROKER: &str = "192.0.2.20:9092";
+
 /// The address and API key in the commented `receive:` block of `--print-defaults`.
 const RECEIVE_EXAMPLE_LISTEN: &str = "127.0.0.1:19999";
 const RECEIVE_EXAMPLE_KEY: &str = "11111111-2222-3333-4444-555555555555";
@@ -316,6 +326,7 @@ impl Config {
                 ("local-store".into(), SinkConfig::LocalStore(Default::default())),
                 ("forward".into(), SinkConfig::Forward(forward_example())),
                 ("redis".into(), SinkConfig::Redis(Default::default())),
+                ("kafka".into(), SinkConfig::Kafka(kafka_example())),
             ]),
         };
         // A pull: section needs something to pull from, so the block names an example socket
@@ -355,10 +366,16 @@ impl Config {
             if line == "sinks: {}" {
                 out.push_str(&commented(
                     "Every sink type with its defaults (name a sink as you like; give only the keys that differ):",
-                    yaml_serde::to_string(&sinks).expect("sinks serialize").replace(
-                        &format!("- {FORWARD_EXAMPLE_DESTINATION}"),
-                        &format!("- {FORWARD_EXAMPLE_DESTINATION}  # an example: no default, name the receiving nodes"),
-                    ),
+                    yaml_serde::to_string(&sinks)
+                        .expect("sinks serialize")
+                        .replace(
+                            &format!("- {FORWARD_EXAMPLE_DESTINATION}"),
+                            &format!("- {FORWARD_EXAMPLE_DESTINATION}  # an example: no default, name the receiving nodes"),
+                        )
+                        .replace(
+                            &format!("- {KAFKA_EXAMPLE_BROKER}"),
+                            &format!("- {KAFKA_EXAMPLE_BROKER}  # an example: no default, name the bootstrap brokers"),
+                        ),
                 ));
             } else if line == "pull: null" {
                 let example = format!("socket-dir: {PULL_EXAMPLE_SOCKET_DIR}");
@@ -432,6 +449,7 @@ mod tests {
                 ("local-store".to_string(), SinkConfig::LocalStore(Default::default())),
                 ("forward".to_string(), SinkConfig::Forward(forward_example())),
                 ("redis".to_string(), SinkConfig::Redis(Default::default())),
+                ("kafka".to_string(), SinkConfig::Kafka(kafka_example())),
             ])
         );
         assert!(
@@ -712,7 +730,7 @@ self-metrics: {sinks: [lb, telegraf]}
             assert!(err.contains(path) && err.contains(accepted), "{text}: {err}");
         }
         for (text, expected) in [
-            ("sinks: {x: {type: kafka}}", "sinks.x.type"),
+            ("sinks: {x: {type: nats}}", "sinks.x.type"),
             ("sinks: {x: {server: a}}", "sinks.x: missing `type:`"),
             ("sinks: {x: graphite}", "sinks.x:"),
             ("sinks: {x: {type: graphite, port: many}}", "sinks.x"),

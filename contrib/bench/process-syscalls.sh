@@ -4,13 +4,14 @@
 # has a last_result, then (1) per-thread CPU ticks over WINDOW s from /proc/PID/task/*/stat, (2)
 # with PERF=1 a call-graph profile over WINDOW s (perf record -g; the top of perf report by
 # symbol and by thread), (3) strace -c -f over WINDOW s (STRACE=0 skips it).
-# Usage: [FLUSH=0] [PERF=1] contrib/bench/process-syscalls.sh BIN [N] [WINDOW] [WORKDIR]
+# EXTRA: more configuration lines (e.g. EXTRA='workers: 1').
+# Usage: [FLUSH=0] [PERF=1] [EXTRA=...] contrib/bench/process-syscalls.sh BIN [N] [WINDOW] [WORKDIR]
 # The base directory (about 4.7 GB of RRDs for 10,000 orders) is deleted at the end.
 set -euo pipefail
 BIN=$1; N=${2:-10000}; WIN=${3:-60}; W=${4:-$(mktemp -d /tmp/procsys.XXXX)}
 B="$W/base"
 "$(dirname "$0")/ping-orders.py" "$B" "$N"
-printf 'queue-size: 100000\nrrd-flush-interval: %s\n' "${FLUSH:-300}" > "$W/spoolmon.yaml"
+printf 'queue-size: 100000\nrrd-flush-interval: %s\n%s\n' "${FLUSH:-300}" "${EXTRA:-}" > "$W/spoolmon.yaml"
 "$BIN" run --base-dir "$B" --config "$W/spoolmon.yaml" > "$W/sm.log" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -rf "$B"' EXIT

@@ -405,6 +405,16 @@ mod tests {
             SinkConfig::Influxdb(Default::default()),
             SinkConfig::LocalStore(Default::default()),
             SinkConfig::Redis(Default::default()),
+            // Its optional sections set, so their keys are counted.
+            SinkConfig::Kafka(crate::sink::kafka::KafkaOptions {
+                tls: Some(Default::default()),
+                sasl: Some(crate::sink::kafka::KafkaSasl {
+                    mechanism: "PLAIN".into(),
+                    username: String::new(),
+                    password: String::new(),
+                }),
+                ..Default::default()
+            }),
         ] {
             let kind = yaml_serde::to_value(&sink).unwrap()["type"]
                 .as_str()

@@ -826,24 +826,22 @@ impl Processor {
         })
     }
 
-    /// Renames the staged `last_result` files into place (in parallel: one rename each) and
-    /// remembers the time each now holds.
+    /// Switches the staged `last_result` files into place (one exchange each, on this thread:
+    /// see [`Processor::apply`] on why not in parallel) and remembers the time each now holds.
     fn commit_last_results(&self, staged: Vec<StagedResult>) {
-        let committed: Vec<(OrderId, i64)> = self.pool.install(|| {
-            staged
-                .into_par_iter()
-                .filter_map(|staged| {
-                    let target = staged.file.target().to_owned();
-                    match staged.file.commit() {
-                        Ok(()) => Some((staged.id, staged.time)),
-                        Err(e) => {
-                            warn!(file = %target.display(), "cannot replace last_result: {e}");
-                            None
-                        }
+        let committed: Vec<(OrderId, i64)> = staged
+            .into_iter()
+            .filter_map(|staged| {
+                let target = staged.file.target().to_owned();
+                match staged.file.commit() {
+                    Ok(()) => Some((staged.id, staged.time)),
+                    Err(e) => {
+                        warn!(file = %target.display(), "cannot replace last_result: {e}");
+                        None
                     }
-                })
-                .collect()
-        });
+                }
+            })
+            .collect();
         let mut known = self.known_outputs();
         for (id, time) in committed {
             known.entry(id).or_default().newest = Some(time);
@@ -893,15 +891,19 @@ impl Processor {
         }
         let groups: Vec<(&OrderId, OrderWork)> = by_order.into_iter().collect();
         type Outcome = (OrderId, Result<OrderApplied, (Fault, String)>);
-        let outcomes: Vec<Outcome> = self.pool.install(|| {
-            groups
-                .into_par_iter()
-                .map(|(id, mut work)| {
-                    work.rrd.sort_by_key(|r| r.time);
-                    (id.clone(), self.apply_order(id, &work))
-                })
-                .collect()
-        });
+        let apply = |(id, mut work): (&OrderId, OrderWork)| {
+            work.rrd.sort_by_key(|r: &&OrderResult| r.time);
+            (id.clone(), self.apply_order(id, &work))
+        };
+        // librrd's updates (a flush) are worth the pool's threads. Without them an order's work
+        // is a small file written under its spare name, and small-file writes and exchanges from
+        // two threads at once contend in ext4's journal: 10,000 orders cost 50 µs of CPU per
+        // result on two threads against 40 on one (BENCHMARKS.md, issue 12, 2026-12-08).
+        let outcomes: Vec<Outcome> = if flush_rrd {
+            self.pool.install(|| groups.into_par_iter().map(apply).collect())
+        } else {
+            groups.into_iter().map(apply).collect()
+        };
         let mut applied = Applied::default();
         for (id, outcome) in outcomes {
             match outcome {

@@ -448,6 +448,12 @@ fn add_deliveries(families: &mut Families, deliveries: &[(String, Arc<DeliverySt
         Kind::Counter,
         each(|s| &s.handed_off_lines),
     );
+    families.add(
+        "sink_resent_lines_total",
+        "Lines sent again after the remote reported them not delivered (Kafka: failed delivery reports); what may arrive twice.",
+        Kind::Counter,
+        each(|s| &s.resent_lines),
+    );
 }
 
 fn add_pull(families: &mut Families, stats: &PullStats) {

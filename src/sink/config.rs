@@ -9,6 +9,7 @@ use super::forward::ForwardOptions;
 use super::graphite::GraphiteOptions;
 use super::influx::InfluxOptions;
 use super::local_store::LocalStoreOptions;
+use super::kafka::KafkaOptions;
 use super::redis::RedisOptions;
 use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
 use crate::shared::option::InvalidOption;
@@ -27,6 +28,7 @@ pub enum SinkConfig {
     LocalStore(LocalStoreOptions),
     Forward(ForwardOptions),
     Redis(RedisOptions),
+    Kafka(KafkaOptions),
 }
 
 /// A sink's `type:`, read before its options.
@@ -38,6 +40,7 @@ enum SinkType {
     LocalStore,
     Forward,
     Redis,
+    Kafka,
 }
 
 /// Reads the `sinks:` section (`deserialize_with` of the config's `sinks`).
@@ -63,11 +66,11 @@ impl SinkConfig {
     fn from_yaml(name: &str, value: yaml_serde::Value) -> Result<SinkConfig, String> {
         let yaml_serde::Value::Mapping(mut keys) = value else {
             return Err(format!(
-                "sinks.{name}: a sink is a mapping with a `type:` (graphite, influxdb, local-store, forward or redis)"
+                "sinks.{name}: a sink is a mapping with a `type:` (graphite, influxdb, local-store, forward, redis or kafka)"
             ));
         };
         let kind = keys.remove("type").ok_or_else(|| {
-            format!("sinks.{name}: missing `type:` (graphite, influxdb, local-store, forward or redis)")
+            format!("sinks.{name}: missing `type:` (graphite, influxdb, local-store, forward, redis or kafka)")
         })?;
         let kind: SinkType = yaml_serde::from_value(kind).map_err(|e| format!("sinks.{name}.type: {e}"))?;
         check_route_keys(name, &keys)?;
@@ -78,6 +81,7 @@ impl SinkConfig {
             SinkType::LocalStore => SinkConfig::LocalStore(options(name, keys)?),
             SinkType::Forward => SinkConfig::Forward(options(name, keys)?),
             SinkType::Redis => SinkConfig::Redis(options(name, keys)?),
+            SinkType::Kafka => SinkConfig::Kafka(options(name, keys)?),
         })
     }
 
@@ -88,6 +92,7 @@ impl SinkConfig {
             SinkConfig::LocalStore(options) => options.validate(),
             SinkConfig::Forward(options) => options.validate(),
             SinkConfig::Redis(options) => options.validate(),
+            SinkConfig::Kafka(options) => options.validate(),
         }
     }
 
@@ -99,6 +104,7 @@ impl SinkConfig {
             SinkConfig::LocalStore(options) => options.route_keys(),
             SinkConfig::Forward(options) => options.route_keys(),
             SinkConfig::Redis(options) => options.route_keys(),
+            SinkConfig::Kafka(options) => options.route_keys(),
         }
     }
 }

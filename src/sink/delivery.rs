@@ -33,6 +33,9 @@ pub struct DeliveryStats {
     /// Lines taken out of this outbox for other destinations (a forward sink in `mode: hash`
     /// whose destination was down for `handoff-timeout`); they count as sent too.
     pub handed_off_lines: AtomicU64,
+    /// Lines sent again after the remote reported them not delivered (a Kafka sink's messages
+    /// whose delivery report was a failure): the in-process bound of what may be repeated.
+    pub resent_lines: AtomicU64,
     /// The latest failed or rejected send (for `spoolmon status`).
     pub last_error: crate::shared::last_error::LastError,
 }

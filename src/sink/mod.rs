@@ -15,7 +15,7 @@
 //! - each sink takes only what its [`route`] says (`takes`, `orders`, `metrics` in its config),
 //!   filtered while encoding: nothing is copied, and a batch it takes nothing of appends nothing.
 
-use crate::process::handoff::SinkBatch;
+use crate::process::handoff::{MetricKind, SinkBatch};
 use crate::shared::measurement::{MetricBlock, MetricRef, OrderResult};
 use crate::shared::option::InvalidOption;
 
@@ -27,6 +27,7 @@ pub mod forward;
 pub mod graphite;
 pub mod hostname;
 pub mod influx;
+pub mod kafka;
 pub mod local_store;
 pub mod number;
 pub mod outbox;
@@ -50,10 +51,26 @@ pub trait Encoder: Send + Sync {
         range.map(|index| self.encode_metric(block.get(index), out)).sum()
     }
 
+    /// Appends the line(s) of one metric of `kind`; the same as [`Encoder::encode_metric`] for
+    /// an encoder whose lines do not depend on the kind (all but Kafka's, whose topic does).
+    fn encode_metric_of(&self, kind: MetricKind, metric: MetricRef<'_>, out: &mut Vec<u8>) -> usize {
+        let _ = kind;
+        self.encode_metric(metric, out)
+    }
+
+    /// [`Encoder::encode_block`] for metrics of `kind` (see [`Encoder::encode_metric_of`]).
+    fn encode_block_of(&self, kind: MetricKind, block: &MetricBlock, range: std::ops::Range<usize>, out: &mut Vec<u8>) -> usize {
+        let _ = kind;
+        self.encode_block(block, range, out)
+    }
+
     /// Appends the lines of all of `batch`; returns how many lines it appended.
     fn encode(&self, batch: SinkBatch<'_>, out: &mut Vec<u8>) -> usize {
         let results: usize = batch.results.iter().map(|r| self.encode_result(r, out)).sum();
-        let metrics: usize = batch.all_metrics().map(|m| self.encode_metric(m, out)).sum();
+        let metrics: usize = batch
+            .all_metrics()
+            .map(|m| self.encode_metric_of(batch.metric_kind, m, out))
+            .sum();
         results + metrics
     }
 }

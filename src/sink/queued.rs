@@ -69,19 +69,23 @@ impl OutboxSink {
         }
         if !self.route.takes_every_metric_of(batch) {
             for metric in self.route.metrics(batch) {
-                pieces.lines += self.encoder.encode_metric(metric, pieces.buffer);
+                pieces.lines += self.encoder.encode_metric_of(batch.metric_kind, metric, pieces.buffer);
                 pieces.spill()?;
             }
             return Ok(());
         }
         for metric in batch.metrics {
-            pieces.lines += self.encoder.encode_metric(metric.into(), pieces.buffer);
+            pieces.lines += self
+                .encoder
+                .encode_metric_of(batch.metric_kind, metric.into(), pieces.buffer);
             pieces.spill()?;
         }
         for block in batch.blocks {
             for start in (0..block.len()).step_by(BLOCK_STEP) {
                 let range = start..(start + BLOCK_STEP).min(block.len());
-                pieces.lines += self.encoder.encode_block(block, range, pieces.buffer);
+                pieces.lines += self
+                    .encoder
+                    .encode_block_of(batch.metric_kind, block, range, pieces.buffer);
                 pieces.spill()?;
             }
         }

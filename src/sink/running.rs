@@ -95,13 +95,13 @@ fn start_each(
     shutdown: &Arc<AtomicBool>,
 ) -> Result<()> {
     for (name, config) in configs {
-        if let Some(parts) = queued_parts(name, config, node)? {
+        if let Some(parts) = queued_parts(name, config, node, shutdown)? {
             running.start_queued(base, name, parts, shutdown)?;
             continue;
         }
         match config {
             // Started above, through their outbox.
-            SinkConfig::Graphite(_) | SinkConfig::Influxdb(_) | SinkConfig::Redis(_) => {}
+            SinkConfig::Graphite(_) | SinkConfig::Influxdb(_) | SinkConfig::Redis(_) | SinkConfig::Kafka(_) => {}
             SinkConfig::Forward(options) => {
                 let sink = running.start_forward(base, name, options, route(name, config)?, node, shutdown)?;
                 running.sinks.push(Arc::new(sink));
@@ -120,9 +120,11 @@ fn start_each(
     Ok(())
 }
 
-/// The parts of a sink that delivers through an outbox of its own (Graphite, InfluxDB, Redis);
-/// `None` for the others (forward has lanes, local-store no outbox).
-fn queued_parts(name: &str, config: &SinkConfig, node: &str) -> Result<Option<QueuedParts>> {
+/// The parts of a sink that delivers through an outbox of its own (Graphite, InfluxDB, Redis,
+/// Kafka); `None` for the others (forward has lanes, local-store no outbox). A transport that
+/// waits on its remote (Kafka's, for delivery reports) looks at `shutdown` itself.
+fn queued_parts(name: &str, config: &SinkConfig, node: &str, shutdown: &Arc<AtomicBool>) -> Result<Option<QueuedParts>> {
+    let stats = Arc::new(DeliveryStats::default());
     let (encoder, transport, retry, limits): (Box<dyn Encoder>, Box<dyn Transport>, RetryPolicy, OutboxLimits) =
         match config {
             SinkConfig::Graphite(options) => (
@@ -143,6 +145,15 @@ fn queued_parts(name: &str, config: &SinkConfig, node: &str) -> Result<Option<Qu
                 RetryPolicy::default(),
                 limits(&options.outbox, None),
             ),
+            SinkConfig::Kafka(options) => (
+                Box::new(super::kafka::KafkaEncoder::new(options, node)),
+                Box::new(
+                    super::kafka::transport::KafkaTransport::new(options, node, stats.clone(), shutdown.clone())
+                        .map_err(|e| anyhow::anyhow!("sink {name}: {e}"))?,
+                ),
+                RetryPolicy::default(),
+                limits(&options.outbox, None),
+            ),
             SinkConfig::Forward(_) | SinkConfig::LocalStore(_) => return Ok(None),
         };
     Ok(Some(QueuedParts {
@@ -152,6 +163,7 @@ fn queued_parts(name: &str, config: &SinkConfig, node: &str) -> Result<Option<Qu
         takes: config.route_keys().takes_text(),
         retry,
         limits,
+        stats,
     }))
 }
 
@@ -174,13 +186,14 @@ pub fn detached(
     suffix: &str,
     shutdown: &Arc<AtomicBool>,
 ) -> Result<Detached> {
-    let Some(parts) = queued_parts(name, config, node)? else {
+    let Some(parts) = queued_parts(name, config, node, shutdown)? else {
         anyhow::bail!("sink {name} has no outbox of its own (forward and local-store sinks cannot be backfilled)");
     };
     let outbox_name = format!("{name}@{suffix}");
     let running = RunningSinks::default();
     let outbox = running.open_outbox(base, &outbox_name, parts.limits)?;
-    let delivery = Delivery::new(&outbox_name, &outbox, parts.transport, parts.retry, shutdown.clone());
+    let delivery =
+        Delivery::new(&outbox_name, &outbox, parts.transport, parts.retry, shutdown.clone()).with_stats(parts.stats);
     let stats = delivery.stats();
     let delivery = delivery
         .spawn()
@@ -208,6 +221,8 @@ struct QueuedParts {
     takes: String,
     retry: RetryPolicy,
     limits: OutboxLimits,
+    /// The delivery counters, shared with the transport.
+    stats: Arc<DeliveryStats>,
 }
 
 impl RunningSinks {
@@ -221,7 +236,8 @@ impl RunningSinks {
         let outbox = self.open_outbox(base, name, parts.limits)?;
         let target = parts.transport.describe();
         let dir = outbox.dir().to_owned();
-        self.start_delivery(base, name, &outbox, parts.transport, parts.retry, shutdown)?;
+        self.starter(base, shutdown)
+            .start_delivery(name, &outbox, parts.transport, parts.retry, parts.stats)?;
         self.sinks
             .push(Arc::new(OutboxSink::new(name, parts.encoder, parts.route, outbox)));
         self.names.push(name.to_owned());
@@ -307,19 +323,6 @@ impl RunningSinks {
 
     fn open_outbox(&self, base: &BaseDir, name: &str, limits: OutboxLimits) -> Result<Arc<Outbox>> {
         Starter::open_outbox(&self.starter(base, &Arc::default()), name, limits)
-    }
-
-    fn start_delivery(
-        &mut self,
-        base: &BaseDir,
-        name: &str,
-        outbox: &Arc<Outbox>,
-        transport: Box<dyn Transport>,
-        retry: RetryPolicy,
-        shutdown: &Arc<AtomicBool>,
-    ) -> Result<()> {
-        self.starter(base, shutdown)
-            .start_delivery(name, outbox, transport, retry, Arc::default())
     }
 
     /// A forward sink: its lanes (one, or one per destination in mode: hash) with their
