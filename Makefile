@@ -5,7 +5,8 @@ BASE ?= ./var
 CARGO ?= cargo
 # Debian packages, split by who needs them. Building and running (`make run`): the compiler and
 # the librrd bindings (build-essential, pkg-config, librrd-dev, libclang-dev), rrdtool, fping (the
-# fallback engine and `engine: fping`), httping (httping orders) and iputils-ping (the example
+# fallback engine and `engine: fping`), libssl-dev (librdkafka's TLS and SASL SCRAM, built by the
+# rdkafka crate against it), httping (httping orders) and iputils-ping (the example
 # exec orders). The tests add their real peers: influxdb, graphite-carbon and python3-whisper
 # (the sink tests' servers), haproxy (the pull tests' and bench's stats sockets), e2fsprogs
 # (chattr makes a directory immutable for root), iproute2 and procps (network namespaces,
@@ -16,7 +17,7 @@ CARGO ?= cargo
 # OpenMetrics parser for /metrics), graphite-web and python3-rrdtool (the reference the render
 # API is compared with), chromium (a real browser for the web page's tests) and redis-server
 # (the Redis sink's and /series/' store).
-RUN_PACKAGES := build-essential pkg-config librrd-dev libclang-dev rrdtool fping httping iputils-ping
+RUN_PACKAGES := build-essential pkg-config librrd-dev libclang-dev libssl-dev rrdtool fping httping iputils-ping
 TEST_PACKAGES := $(RUN_PACKAGES) python3 iproute2 procps \
 	influxdb graphite-carbon python3-whisper e2fsprogs haproxy systemd man-db rpm openssl dnsmasq-base curl chromium \
 	prometheus python3-prometheus-client graphite-web python3-rrdtool redis-server
@@ -38,9 +39,17 @@ endef
 deps:
 	$(call install_missing,$(RUN_PACKAGES))
 
+# The Kafka tests' broker: tansu, a Kafka-protocol broker from crates.io (no Debian package ships
+# one), built once into ~/.cache/spoolmon-test/tansu and reused by every later run (tests find it
+# there, or wherever $$TANSU says).
+TANSU_VERSION := 0.6.0
+TANSU_ROOT := $(HOME)/.cache/spoolmon-test/tansu
+
 # What the tests need besides.
 test-deps:
 	$(call install_missing,$(TEST_PACKAGES))
+	@[ -x $(TANSU_ROOT)/bin/tansu ] || { echo "building the tansu broker for the Kafka tests (once)"; \
+		$(CARGO) install tansu --locked --features dynostore --version $(TANSU_VERSION) --root $(TANSU_ROOT); }
 
 build: deps
 	$(CARGO) build --release

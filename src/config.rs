@@ -370,7 +370,9 @@ impl Config {
                         .expect("sinks serialize")
                         .replace(
                             &format!("- {FORWARD_EXAMPLE_DESTINATION}"),
-                            &format!("- {FORWARD_EXAMPLE_DESTINATION}  # an example: no default, name the receiving nodes"),
+                            &format!(
+                                "- {FORWARD_EXAMPLE_DESTINATION}  # an example: no default, name the receiving nodes"
+                            ),
                         )
                         .replace(
                             &format!("- {KAFKA_EXAMPLE_BROKER}"),

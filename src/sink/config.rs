@@ -8,8 +8,8 @@
 use super::forward::ForwardOptions;
 use super::graphite::GraphiteOptions;
 use super::influx::InfluxOptions;
-use super::local_store::LocalStoreOptions;
 use super::kafka::KafkaOptions;
+use super::local_store::LocalStoreOptions;
 use super::redis::RedisOptions;
 use super::route::{Kind, MetricGlobs, OrderGlobs, RouteKeys};
 use crate::shared::option::InvalidOption;

@@ -59,7 +59,13 @@ pub trait Encoder: Send + Sync {
     }
 
     /// [`Encoder::encode_block`] for metrics of `kind` (see [`Encoder::encode_metric_of`]).
-    fn encode_block_of(&self, kind: MetricKind, block: &MetricBlock, range: std::ops::Range<usize>, out: &mut Vec<u8>) -> usize {
+    fn encode_block_of(
+        &self,
+        kind: MetricKind,
+        block: &MetricBlock,
+        range: std::ops::Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> usize {
         let _ = kind;
         self.encode_block(block, range, out)
     }

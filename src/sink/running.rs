@@ -123,7 +123,12 @@ fn start_each(
 /// The parts of a sink that delivers through an outbox of its own (Graphite, InfluxDB, Redis,
 /// Kafka); `None` for the others (forward has lanes, local-store no outbox). A transport that
 /// waits on its remote (Kafka's, for delivery reports) looks at `shutdown` itself.
-fn queued_parts(name: &str, config: &SinkConfig, node: &str, shutdown: &Arc<AtomicBool>) -> Result<Option<QueuedParts>> {
+fn queued_parts(
+    name: &str,
+    config: &SinkConfig,
+    node: &str,
+    shutdown: &Arc<AtomicBool>,
+) -> Result<Option<QueuedParts>> {
     let stats = Arc::new(DeliveryStats::default());
     let (encoder, transport, retry, limits): (Box<dyn Encoder>, Box<dyn Transport>, RetryPolicy, OutboxLimits) =
         match config {

@@ -224,14 +224,17 @@ impl KafkaOptions {
     pub fn validate(&self) -> Result<(), InvalidOption> {
         self.outbox.validate()?;
         if self.brokers.is_empty() {
-            return Err(InvalidOption::new("kafka.brokers", "name at least one broker, host:port"));
+            return Err(InvalidOption::new(
+                "kafka.brokers",
+                "name at least one broker, host:port",
+            ));
         }
         for broker in &self.brokers {
             check_printable("kafka.brokers", broker)?;
             let port = broker.rsplit_once(':').and_then(|(host, port)| {
                 (!host.is_empty() && !broker.contains([',', ' '])).then(|| port.parse::<u16>().ok())?
             });
-            if !port.is_some_and(|p| p > 0) {
+            if port.is_none_or(|p| p == 0) {
                 return Err(InvalidOption::new(
                     "kafka.brokers",
                     format!("{broker:?} is not host:port"),
@@ -430,9 +433,7 @@ impl KafkaEncoder {
                 1
             }
             MessageFormat::Influx => self.wrapped(out, kind, metric.path, |b| self.influx.encode_metric(metric, b)),
-            MessageFormat::Graphite => {
-                self.wrapped(out, kind, metric.path, |b| self.graphite.encode_metric(metric, b))
-            }
+            MessageFormat::Graphite => self.wrapped(out, kind, metric.path, |b| self.graphite.encode_metric(metric, b)),
         }
     }
 }
@@ -475,10 +476,12 @@ impl Encoder for KafkaEncoder {
                 out.push(b'\n');
                 1
             }
-            MessageFormat::Influx => self.wrapped(out, MessageKind::Ping, series, |b| self.influx.encode_result(result, b)),
-            MessageFormat::Graphite => {
-                self.wrapped(out, MessageKind::Ping, series, |b| self.graphite.encode_result(result, b))
+            MessageFormat::Influx => {
+                self.wrapped(out, MessageKind::Ping, series, |b| self.influx.encode_result(result, b))
             }
+            MessageFormat::Graphite => self.wrapped(out, MessageKind::Ping, series, |b| {
+                self.graphite.encode_result(result, b)
+            }),
         }
     }
 
@@ -498,7 +501,9 @@ impl Encoder for KafkaEncoder {
         range: std::ops::Range<usize>,
         out: &mut Vec<u8>,
     ) -> usize {
-        range.map(|index| self.encode_metric_of(kind, block.get(index), out)).sum()
+        range
+            .map(|index| self.encode_metric_of(kind, block.get(index), out))
+            .sum()
     }
 }
 

@@ -138,7 +138,10 @@ fn topics_take_the_node_name_and_bad_options_are_named() {
         ("brokers: [k:1]\ntopics: {self: '..'}", "kafka.topics.self"),
         ("brokers: [k:1]\ndelivery-timeout: 0", "kafka.delivery-timeout"),
         ("brokers: [k:1]\nmax-message-bytes: 10", "kafka.max-message-bytes"),
-        ("brokers: [k:1]\nsasl: {mechanism: GSSAPI, username: u, password: p}", "kafka.sasl.mechanism"),
+        (
+            "brokers: [k:1]\nsasl: {mechanism: GSSAPI, username: u, password: p}",
+            "kafka.sasl.mechanism",
+        ),
         ("brokers: [k:1]\ntls: {cert: /c.pem}", "kafka.tls"),
         ("brokers: [k:1]\nlibrdkafka: {acks: '1'}", "kafka.librdkafka.acks"),
         ("brokers: [k:1]\nnamespace: 'a b'", "kafka.namespace"),

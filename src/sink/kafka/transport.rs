@@ -8,7 +8,9 @@
 //! Each report settles its message: delivered, or rejected for good (counted, not retried).
 //! When some reports are failures, `send` returns a transient error and remembers which lines of
 //! this batch are settled; the delivery thread sends the same batch again after its backoff and
-//! only the unsettled lines are produced again (counted as resent).
+//! only the unsettled lines are produced again (counted as resent), by a new producer (a new
+//! producer id: a broker restarted without its state knows the old one no more, and librdkafka
+//! would retry it forever against "unknown producer id").
 //!
 //! Owns on disk: nothing. Called by the sink's delivery thread ([`crate::sink::delivery`]).
 
@@ -111,6 +113,10 @@ struct Progress {
 /// See the module documentation.
 pub struct KafkaTransport {
     producer: BaseProducer<Reports>,
+    /// librdkafka's settings, to make a new producer with.
+    config: ClientConfig,
+    /// Whether the last send ended with failed reports: the next one starts a new producer.
+    renew: bool,
     brokers: String,
     /// Topic per kind: ping, haproxy, self.
     topics: [String; 3],
@@ -132,7 +138,15 @@ pub fn client_config(options: &KafkaOptions, node: &str) -> ClientConfig {
             "message.timeout.ms",
             ((options.delivery_timeout * 1000.0).round() as u64).max(1).to_string(),
         )
-        .set("message.max.bytes", options.max_message_bytes.to_string());
+        .set("message.max.bytes", options.max_message_bytes.to_string())
+        // A topic the cluster does not have (and does not create) is a rejection once the
+        // metadata has not shown it for half the delivery timeout; librdkafka's default (30 s,
+        // the default delivery timeout too) would let the message time out first and be
+        // retried forever. `librdkafka:` may set it otherwise.
+        .set(
+            "topic.metadata.propagation.max.ms",
+            ((options.delivery_timeout * 500.0).round() as u64).max(1).to_string(),
+        );
     let protocol = match (&options.tls, &options.sasl) {
         (None, None) => "plaintext",
         (Some(_), None) => "ssl",
@@ -172,15 +186,13 @@ impl KafkaTransport {
         stats: Arc<DeliveryStats>,
         shutdown: Arc<AtomicBool>,
     ) -> Result<KafkaTransport, String> {
-        let reports = Reports {
-            reports: Mutex::new(Vec::new()),
-        };
-        let producer = client_config(options, node)
-            .set_log_level(RDKafkaLogLevel::Info)
-            .create_with_context(reports)
-            .map_err(|e| format!("librdkafka refused the settings: {e}"))?;
+        let mut config = client_config(options, node);
+        config.set_log_level(RDKafkaLogLevel::Info);
+        let producer = producer(&config)?;
         Ok(KafkaTransport {
             producer,
+            config,
+            renew: false,
             brokers: options.brokers.join(","),
             topics: [
                 options.topic(MessageKind::Ping, node),
@@ -224,6 +236,16 @@ impl KafkaTransport {
     }
 }
 
+/// A new producer with `config`; an error names the setting librdkafka refused.
+fn producer(config: &ClientConfig) -> Result<BaseProducer<Reports>, String> {
+    let reports = Reports {
+        reports: Mutex::new(Vec::new()),
+    };
+    config
+        .create_with_context(reports)
+        .map_err(|e| format!("librdkafka refused the settings: {e}"))
+}
+
 /// Splits an outbox line into its kind, key and message.
 fn parse_line(line: &[u8]) -> Option<(MessageKind, &[u8], &[u8])> {
     let kind = MessageKind::from_letter(*line.first()?)?;
@@ -234,6 +256,16 @@ fn parse_line(line: &[u8]) -> Option<(MessageKind, &[u8], &[u8])> {
 
 impl Transport for KafkaTransport {
     fn send(&mut self, payload: &[u8]) -> Result<(), DeliveryError> {
+        if self.renew {
+            // After failed reports, a new producer: a new producer id from the brokers. The old
+            // one's id may be unknown to them now (a broker that lost its state answers "unknown
+            // producer id" to every retry of it, forever); what the old one had in flight is
+            // not waited for (it is produced again, counted as resent).
+            self.producer
+                .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+            self.producer = producer(&self.config).map_err(DeliveryError::Transient)?;
+            self.renew = false;
+        }
         let lines: Vec<&[u8]> = payload.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
         let fingerprint = xxhash_rust::xxh3::xxh3_64(payload);
         let mut progress = match self.progress.take() {
@@ -315,6 +347,7 @@ impl Transport for KafkaTransport {
         }
         let unsettled = progress.settled.iter().filter(|s| !**s).count();
         self.progress = Some(progress);
+        self.renew = true;
         Err(DeliveryError::Transient(format!(
             "{unsettled} of {} message(s) not delivered: {}",
             lines.len(),
@@ -334,7 +367,8 @@ impl Transport for KafkaTransport {
 impl Drop for KafkaTransport {
     fn drop(&mut self) {
         // Messages in flight are in the outbox still (not acknowledged): nothing to wait for.
-        self.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        self.producer
+            .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
     }
 }
 
