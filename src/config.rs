@@ -74,7 +74,8 @@ pub struct Config {
     /// Most orders in one batch (one probe run, one snapshot).
     #[schemars(range(min = 1))]
     pub max_batch: usize,
-    /// Processing threads; 0 = one per CPU.
+    /// Threads that read and aggregate a round's snapshots (HAProxy's are the costly ones); 0 =
+    /// one per CPU. Ping results are applied on one thread.
     pub workers: usize,
     /// Seconds RRD updates may wait so that several steps go into an RRD with one update call
     /// (the snapshots stay in `incoming/`, marked `APPLIED`, as the journal; `last_result` and

@@ -5,7 +5,7 @@
 //! Threads: the main thread watches `orders/` and `telegraf/` ([`OrderWatch`]), turns order
 //! events into schedule updates and processing's lifecycle commands, writes the heartbeat and
 //! self-metrics and pings the watchdog; one scheduler thread starts batch runs (each run on its
-//! own thread); one processing thread (with its rayon pool) applies snapshots; each sink with an
+//! own thread); one processing thread applies snapshots (reading HAProxy's on several); each sink with an
 //! outbox has a delivery thread; with `pull:`, one pull thread. SIGTERM/SIGINT stop the
 //! pipeline: the scheduler stops starting runs, processing finishes the round in hand, a stop
 //! leaves undelivered lines in the outbox for the next start.

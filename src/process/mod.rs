@@ -1,9 +1,10 @@
 //! Processing: snapshots in `incoming/` become RRD updates, `last_result` files and sink input.
 //!
 //! One processing thread owns the queue. Each round it lists `incoming/` oldest first, reads every
-//! snapshot, groups the results by order and applies each order's results in time order (one
-//! librrd call per order per round) on a rayon pool: different orders in parallel, one order never
-//! concurrently (invariant 3). Then it hands the results to the sinks, flushes the filesystem once
+//! snapshot (HAProxy's on several threads), groups the results by order and applies each order's
+//! results in time order (one librrd call per order per round), one order after the other on the
+//! processing thread (parallel small-file writes contend in ext4's journal; invariant 3 holds
+//! trivially). Then it hands the results to the sinks, flushes the filesystem once
 //! (`syncfs`) and only then removes the snapshots (invariant 2). A snapshot that is itself wrong
 //! (unreadable, malformed, a result out of bounds) goes to `failed/` with a `REASON` at once; an
 //! order whose output cannot be written fails alone (listed in `state/output-errors.json`); a

@@ -44,7 +44,6 @@ use crate::spool::queue::{self, QueueEntry};
 use crate::spool::ship;
 use crate::spool::snapshot::{read_ping, PingBounds, PingSnapshotError, SnapshotName, PING_FILE};
 use crate::spool::BaseDir;
-use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -172,7 +171,8 @@ pub struct Processor {
     limits: ResultLimits,
     /// Epoch of the oldest snapshot left in `incoming/` after the last round.
     oldest_waiting: Option<i64>,
-    pool: rayon::ThreadPool,
+    /// Threads that read and aggregate a round's snapshots (HAProxy's are the costly ones).
+    readers: usize,
     stats: Arc<ProcessStats>,
     /// Snapshot name → names of the sinks that took its lines (snapshots kept for a retry).
     delivered: HashMap<String, HashSet<String>>,
@@ -295,7 +295,8 @@ struct Applied {
 }
 
 impl Processor {
-    /// A processor on `base` with `workers` threads (0 = one per CPU). With `track_orders`, only
+    /// A processor on `base` reading snapshots on `workers` threads (0 = one per CPU; results
+    /// are applied on the calling thread, see [`Processor::apply`]). With `track_orders`, only
     /// orders announced by [`Lifecycle::Activate`] are written.
     pub fn new(
         base: BaseDir,
@@ -304,11 +305,10 @@ impl Processor {
         track_orders: bool,
         stats: Arc<ProcessStats>,
     ) -> io::Result<Processor> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(workers)
-            .thread_name(|i| format!("process-{i}"))
-            .build()
-            .map_err(io::Error::other)?;
+        let readers = match workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
         let active = track_orders.then(HashSet::new);
         let failing = match failures::read(&base) {
             Ok(file) => file
@@ -339,7 +339,7 @@ impl Processor {
             haproxy: HaproxyOptions::default(),
             limits: ResultLimits::default(),
             oldest_waiting: None,
-            pool,
+            readers,
             stats,
             delivered: HashMap::new(),
             unquarantined: HashMap::new(),
@@ -631,9 +631,8 @@ impl Processor {
             max_results: self.limits.max_results,
         };
         // Reading and aggregating is the expensive part for HAProxy snapshots: spread over plain
-        // threads (polars keeps each query on its calling thread, which must not be a rayon
-        // worker).
-        let threads = self.pool.current_num_threads().max(1);
+        // threads (polars keeps each query on its calling thread).
+        let threads = self.readers.max(1);
         let per_thread = candidates.len().div_ceil(threads).max(1);
         let this: &Processor = self;
         let (incoming, bounds) = (&incoming, &bounds);
@@ -895,15 +894,11 @@ impl Processor {
             work.rrd.sort_by_key(|r: &&OrderResult| r.time);
             (id.clone(), self.apply_order(id, &work))
         };
-        // librrd's updates (a flush) are worth the pool's threads. Without them an order's work
-        // is a small file written under its spare name, and small-file writes and exchanges from
-        // two threads at once contend in ext4's journal: 10,000 orders cost 50 µs of CPU per
-        // result on two threads against 40 on one (BENCHMARKS.md, issue 12, 2026-12-08).
-        let outcomes: Vec<Outcome> = if flush_rrd {
-            self.pool.install(|| groups.into_par_iter().map(apply).collect())
-        } else {
-            groups.into_iter().map(apply).collect()
-        };
+        // On this thread, not in parallel: an order's work is small-file writes (its
+        // `last_result` under the spare name, librrd's few pages of a flush), and such writes
+        // from two threads at once contend in ext4's journal: 10,000 orders cost 50 µs of CPU
+        // per result on two threads against 42 on one (BENCHMARKS.md, issue 12, 2026-12-08).
+        let outcomes: Vec<Outcome> = groups.into_iter().map(apply).collect();
         let mut applied = Applied::default();
         for (id, outcome) in outcomes {
             match outcome {
