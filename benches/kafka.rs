@@ -56,7 +56,15 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let created = Command::new(tansu())
-        .args(["topic", "create", "spoolmon.haproxy", "--partitions", "3", "--broker", &url])
+        .args([
+            "topic",
+            "create",
+            "spoolmon.haproxy",
+            "--partitions",
+            "3",
+            "--broker",
+            &url,
+        ])
         .output()
         .unwrap();
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));

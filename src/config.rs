@@ -789,8 +789,12 @@ self-metrics: {sinks: [lb, telegraf]}
         let start = readme.find("```yaml\nsinks:").expect("README has the sinks example") + "```yaml\n".len();
         let end = start + readme[start..].find("```").unwrap();
         let config = Config::parse(&readme[start..end]).unwrap();
-        assert_eq!(config.sinks.len(), 4);
+        assert_eq!(config.sinks.len(), 5);
         assert!(matches!(&config.sinks["series"], SinkConfig::Redis(r) if r.server == "redis.example.net"));
+        assert!(
+            matches!(&config.sinks["bus"], SinkConfig::Kafka(k) if k.brokers.len() == 2
+            && k.topic(crate::sink::kafka::MessageKind::SelfMetrics, "lb-01") == "spoolmon.self.lb-01")
+        );
         assert_eq!(config.series_redis().unwrap().port, 6379);
     }
 
