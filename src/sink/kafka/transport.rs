@@ -268,14 +268,17 @@ impl Transport for KafkaTransport {
         }
         let lines: Vec<&[u8]> = payload.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
         let fingerprint = xxhash_rust::xxh3::xxh3_64(payload);
-        let mut progress = match self.progress.take() {
-            Some(p) if p.fingerprint == fingerprint && p.settled.len() == lines.len() => p,
-            _ => Progress {
-                fingerprint,
-                settled: vec![false; lines.len()],
-            },
+        // `again`: this batch was produced before (its failed lines are produced a second time).
+        let (mut progress, again) = match self.progress.take() {
+            Some(p) if p.fingerprint == fingerprint && p.settled.len() == lines.len() => (p, true),
+            _ => (
+                Progress {
+                    fingerprint,
+                    settled: vec![false; lines.len()],
+                },
+                false,
+            ),
         };
-        let again = progress.settled.iter().any(|s| *s);
         let mut outstanding = 0usize;
         let mut rejected: Vec<String> = Vec::new();
         let mut failed: Option<String> = None;
