@@ -27,20 +27,6 @@ fn metric(base: &Base, prefix: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn backlog(base: &Base, sink: &str) -> u64 {
-    let out = Command::new(env!("CARGO_BIN_EXE_spoolmon"))
-        .args(["outbox", "--json", "--base-dir"])
-        .arg(base.path())
-        .output()
-        .unwrap();
-    let value: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    value
-        .as_array()
-        .and_then(|sinks| sinks.iter().find(|s| s["sink"] == sink))
-        .and_then(|s| s["lines"].as_u64())
-        .unwrap_or(0)
-}
-
 /// (order, time) of each stored ping message, checking each is well-formed JSON keyed by its
 /// order.
 fn steps(stored: &[Stored]) -> Vec<(String, i64)> {
@@ -103,7 +89,7 @@ fn results_reach_kafka_keyed_in_order_and_a_broker_restart_is_a_backlog_not_a_lo
         );
     }
     wait_for("a backlog in the outbox", LIMIT, Some(&daemon), || {
-        backlog(&base, "k") >= 9
+        outbox_figure(&base, "k", "lines") >= 9
     });
     assert!(daemon.is_running());
     let down = unix_now();
@@ -117,7 +103,7 @@ fn results_reach_kafka_keyed_in_order_and_a_broker_restart_is_a_backlog_not_a_lo
         orders.len() == 3 && orders.values().all(|times| times.last().is_some_and(|t| *t > down + 4))
     });
     wait_for("the backlog delivered", LIMIT, Some(&daemon), || {
-        backlog(&base, "k") == 0
+        outbox_figure(&base, "k", "lines") == 0
     });
     wait_for("the counters written", LIMIT, Some(&daemon), || {
         metric(&base, "spoolmon_sink_resent_lines_total{sink=\"k\"} ").is_some()
@@ -186,14 +172,16 @@ fn a_wrong_broker_is_a_counted_error_and_an_oversized_message_is_dropped_not_sta
         daemon.log_text()
     );
     // Nothing waits for the rejected ones.
-    wait_for("k's outbox empty", LIMIT, Some(&daemon), || backlog(&base, "k") == 0);
+    wait_for("k's outbox empty", LIMIT, Some(&daemon), || {
+        outbox_figure(&base, "k", "lines") == 0
+    });
 
     // A topic the broker does not have: rejected after the metadata wait, counted, not stalling.
     wait_for("the unknown topic's rejections counted", LIMIT, Some(&daemon), || {
         metric(&base, "spoolmon_sink_rejected_lines_total{sink=\"unknown\"} ").is_some_and(|n| n >= 2.0)
     });
     wait_for("unknown's outbox empty", LIMIT, Some(&daemon), || {
-        backlog(&base, "unknown") == 0
+        outbox_figure(&base, "unknown", "lines") == 0
     });
     assert!(daemon.log_text().contains("Unknown topic"), "{}", daemon.log_text());
 
@@ -201,7 +189,7 @@ fn a_wrong_broker_is_a_counted_error_and_an_oversized_message_is_dropped_not_sta
     wait_for("the dead broker's failures counted", LIMIT, Some(&daemon), || {
         metric(&base, "spoolmon_sink_failed_sends_total{sink=\"nowhere\"} ").is_some_and(|n| n >= 2.0)
     });
-    assert!(backlog(&base, "nowhere") > 0);
+    assert!(outbox_figure(&base, "nowhere", "lines") > 0);
     let log = daemon.log_text();
     assert!(
         log.contains("sink=\"nowhere\"") || log.contains("sink=nowhere"),

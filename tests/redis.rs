@@ -45,20 +45,6 @@ fn median_times(port: u16) -> Vec<i64> {
         .collect()
 }
 
-fn backlog(base: &Base) -> u64 {
-    let out = Command::new(env!("CARGO_BIN_EXE_spoolmon"))
-        .args(["outbox", "--json", "--base-dir"])
-        .arg(base.path())
-        .output()
-        .unwrap();
-    let value: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    value
-        .as_array()
-        .and_then(|sinks| sinks.iter().find(|s| s["sink"] == "r"))
-        .and_then(|s| s["records"].as_u64())
-        .unwrap_or(0)
-}
-
 #[test]
 fn series_reach_redis_queries_read_them_and_an_outage_is_a_backlog_not_a_loss() {
     require_root("native ICMP to 127.0.0.0/8");
@@ -145,14 +131,16 @@ fn series_reach_redis_queries_read_them_and_an_outage_is_a_backlog_not_a_loss() 
         refused["error"].as_str().unwrap().contains("cannot read the series"),
         "{refused}"
     );
-    wait_for("a backlog in the outbox", LIMIT, Some(&daemon), || backlog(&base) >= 3);
+    wait_for("a backlog in the outbox", LIMIT, Some(&daemon), || {
+        outbox_figure(&base, "r", "records") >= 3
+    });
     assert!(daemon.is_running());
 
     // A new, empty Redis on the same port: the sink reconnects by itself and delivers every
     // step of the outage.
     let _redis = Redis::start(redis_port);
     wait_for("the backlog delivered", LIMIT, Some(&daemon), || {
-        backlog(&base) == 0 && median_times(redis_port).len() >= 4
+        outbox_figure(&base, "r", "records") == 0 && median_times(redis_port).len() >= 4
     });
     let after = median_times(redis_port);
     assert!(

@@ -266,6 +266,22 @@ pub fn ping_order(host: &str, step: u32, pings: u32) -> String {
     format!("user: test\nstep: {step}\npings: {pings}\nprobe: fping\nfping:\n    host: \"{host}\"\n")
 }
 
+/// One figure of sink `sink`'s outbox as `spoolmon outbox --json` reports it (`records`,
+/// `lines`, ...); 0 when the sink or the figure is not listed.
+pub fn outbox_figure(base: &Base, sink: &str, figure: &str) -> u64 {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spoolmon"))
+        .args(["outbox", "--json", "--base-dir"])
+        .arg(base.path())
+        .output()
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    value
+        .as_array()
+        .and_then(|sinks| sinks.iter().find(|s| s["sink"] == sink))
+        .and_then(|s| s[figure].as_u64())
+        .unwrap_or(0)
+}
+
 /// A fast config for tests.
 pub const FAST: &str = "rescan-interval: 2\n";
 
